@@ -1,0 +1,49 @@
+//! The custom resources of `ztp.netops.dev/v1alpha1`: what users `kubectl apply` or keep in Git.
+//!
+//! Every field carries a doc comment: the CRD generator turns them into the descriptions that
+//! `kubectl explain` prints. Rules the OpenAPI schema cannot express are CEL rules
+//! (`x-kubernetes-validations`) declared next to the field they guard.
+
+pub mod conditions;
+pub mod content;
+pub mod names;
+pub mod osimage;
+pub mod switchprofile;
+
+pub use conditions::{ConditionStatus, ConditionType};
+pub use content::{Content, KeyRef, ObjectRef};
+pub use names::{ImagePath, SegmentError, validate_segment};
+pub use osimage::{
+    Artifact, DeletionPolicy, ImageSource, OsImage, OsImagePhase, OsImageSpec, OsImageStatus, Progress,
+    S3Source, UrlSource,
+};
+pub use switchprofile::{
+    CumulusSpec, DeviceMatch, DeviceRecord, DeviceStage, DeviceSummary, OnieSpec, SwitchProfile,
+    SwitchProfileSpec, SwitchProfileStatus, ZtpSection, ZtpSectionKind, ZtpSpec,
+};
+
+use kube::{CustomResourceExt, core::crd::merge_crds};
+
+/// API group of every resource of this operator.
+pub const GROUP: &str = "ztp.netops.dev";
+/// The one served (and stored) version.
+pub const VERSION: &str = "v1alpha1";
+
+/// The generated CustomResourceDefinitions, in a stable order. `ztp-operator crds` prints these and
+/// `crds/` holds them; a test fails when the two drift apart.
+pub fn crds()
+-> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+    // merge_crds validates that a single version is declared served + storage.
+    let one = |crd| merge_crds(vec![crd], VERSION).expect("a single-version CRD always merges");
+    vec![one(OsImage::crd()), one(SwitchProfile::crd())]
+}
+
+/// The CRDs as one multi-document YAML stream (what `ztp-operator crds` prints).
+pub fn crds_yaml() -> Result<String, yaml_serde::Error> {
+    let mut out = String::new();
+    for crd in crds() {
+        out.push_str("---\n");
+        out.push_str(&yaml_serde::to_string(&crd)?);
+    }
+    Ok(out)
+}

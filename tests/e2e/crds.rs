@@ -1,0 +1,296 @@
+//! The CRDs on a real apiserver: they install and become Established, the shipped examples are
+//! accepted, every CEL rule rejects its bad case with a readable message, and the status
+//! subresource and printer columns behave as `kubectl` users expect.
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{Patch, PatchParams, PostParams},
+};
+use serde_json::{Value, json};
+use ztp_operator::api::{OsImage, SwitchProfile};
+
+use crate::support;
+
+const SHA: &str = "7c0a9f3b5e4d2c1a0f9e8d7c6b5a49382716f5e4d3c2b1a0f9e8d7c6b5a49382";
+
+fn osimage(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "OsImage", "metadata": {"name": name}, "spec": spec})
+}
+
+fn profile(name: &str, spec: Value) -> Value {
+    json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": name}, "spec": spec})
+}
+
+fn good_image_spec() -> Value {
+    json!({
+        "platform": "cumulus-linux",
+        "version": "5.14.0",
+        "source": {"url": {"url": "http://images.example.net/cumulus-linux-5.14.0-mlx-amd64.bin"}},
+        "sha256": SHA,
+    })
+}
+
+/// Creates `obj` and returns the apiserver's rejection (status 422 expected).
+async fn rejected<K>(api: &Api<K>, obj: Value) -> String
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let obj: K = serde_json::from_value(obj).expect("test object deserialises");
+    match api.create(&PostParams::default(), &obj).await {
+        Ok(o) => panic!("apiserver accepted an invalid object: {o:?}"),
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "expected 422 Invalid, got {s:?}");
+            s.message
+        }
+        Err(e) => panic!("unexpected error: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn crds_are_established_with_status_and_columns() {
+    let t = support::kube_test("crd-installed").await;
+    let crds: Api<CustomResourceDefinition> = Api::all(t.client.clone());
+    for (name, columns, short) in [
+        ("osimages.ztp.netops.dev", vec!["Platform", "Version", "Phase", "Size", "Age", "Message"], "osi"),
+        ("switchprofiles.ztp.netops.dev", vec!["Match", "Ready", "Devices", "Age", "Message"], "swp"),
+    ] {
+        let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        let established = crd
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|cs| cs.iter().find(|c| c.type_ == "Established"))
+            .map(|c| c.status.clone());
+        assert_eq!(established.as_deref(), Some("True"), "{name} Established");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        assert!(
+            crd.spec.names.short_names.as_ref().is_some_and(|s| s.iter().any(|n| n == short)),
+            "{name} short name"
+        );
+        let v = &crd.spec.versions[0];
+        assert_eq!(v.name, "v1alpha1");
+        assert!(
+            v.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some(),
+            "{name} status subresource"
+        );
+        let got: Vec<_> = v.additional_printer_columns.iter().flatten().map(|c| c.name.as_str()).collect();
+        assert_eq!(got, columns, "{name} printer columns");
+    }
+}
+
+#[tokio::test]
+async fn shipped_examples_are_accepted() {
+    let t = support::kube_test("crd-examples").await;
+    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    let mut created = 0;
+    for doc in example_documents() {
+        match doc.get("kind").and_then(Value::as_str) {
+            Some("OsImage") => {
+                let o: OsImage = serde_json::from_value(doc).expect("example OsImage parses");
+                images
+                    .create(&PostParams::default(), &o)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", o.name_any()));
+            }
+            Some("SwitchProfile") => {
+                let p: SwitchProfile = serde_json::from_value(doc).expect("example SwitchProfile parses");
+                profiles
+                    .create(&PostParams::default(), &p)
+                    .await
+                    .unwrap_or_else(|e| panic!("{}: {e}", p.name_any()));
+            }
+            _ => continue,
+        }
+        created += 1;
+    }
+    assert!(
+        created >= 4,
+        "expected the examples folder to hold OsImages and SwitchProfiles, found {created}"
+    );
+}
+
+/// Every YAML document under `examples/` whose apiVersion is ours.
+fn example_documents() -> Vec<Value> {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read examples").flatten() {
+            let p = entry.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), &mut files);
+    files.sort();
+    let mut docs = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(&f).expect("read example");
+        for doc in yaml_serde::Deserializer::from_str(&text) {
+            let v: Value =
+                serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
+            if v.get("apiVersion").and_then(Value::as_str) == Some("ztp.netops.dev/v1alpha1") {
+                docs.push(v);
+            }
+        }
+    }
+    docs
+}
+
+#[tokio::test]
+async fn osimage_cel_rules_reject_bad_input() {
+    let t = support::kube_test("crd-osimage-cel").await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+
+    let mut bad_sha = good_image_spec();
+    bad_sha["sha256"] = json!("7C0A9F3B5E4D2C1A0F9E8D7C6B5A49382716F5E4D3C2B1A0F9E8D7C6B5A49382");
+    let msg = rejected(&api, osimage("bad-sha", bad_sha)).await;
+    assert!(msg.contains("sha256 must be 64 lowercase hexadecimal digits"), "{msg}");
+
+    let mut two_sources = good_image_spec();
+    two_sources["source"]["s3"] = json!({"bucket": "images", "key": "x.bin"});
+    let msg = rejected(&api, osimage("two-sources", two_sources)).await;
+    assert!(msg.contains("source must set exactly one of url or s3"), "{msg}");
+
+    let mut no_source = good_image_spec();
+    no_source["source"] = json!({});
+    let msg = rejected(&api, osimage("no-source", no_source)).await;
+    assert!(msg.contains("source must set exactly one of url or s3"), "{msg}");
+
+    for (field, value) in
+        [("platform", "../etc"), ("version", "5.14/../.."), ("filename", ".."), ("platform", "a\u{7}b")]
+    {
+        let mut spec = good_image_spec();
+        spec[field] = json!(value);
+        let msg = rejected(&api, osimage("hostile-name", spec)).await;
+        assert!(msg.contains(&format!("{field} must be a safe path segment")), "{field}={value:?}: {msg}");
+    }
+
+    let mut bad_scheme = good_image_spec();
+    bad_scheme["source"]["url"]["url"] = json!("ftp://images.example.net/x.bin");
+    let msg = rejected(&api, osimage("bad-scheme", bad_scheme)).await;
+    assert!(msg.contains("url must start with http://, https:// or file://"), "{msg}");
+
+    // And the good one is accepted, with defaults filled in by the schema-less serde defaults.
+    let ok: OsImage = serde_json::from_value(osimage("good", good_image_spec())).expect("parse");
+    let created = api.create(&PostParams::default(), &ok).await.expect("valid OsImage accepted");
+    assert!(created.spec.firmware_image);
+}
+
+#[tokio::test]
+async fn switchprofile_cel_rules_reject_bad_input() {
+    let t = support::kube_test("crd-profile-cel").await;
+    let api: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+
+    let msg = rejected(&api, profile("no-match", json!({"match": {}, "hostname": "leaf01"}))).await;
+    assert!(msg.contains("match needs at least one of serialNumbers, macAddresses or models"), "{msg}");
+
+    let msg =
+        rejected(&api, profile("bad-mac", json!({"match": {"macAddresses": ["0c:42:a1:00:00"]}}))).await;
+    assert!(msg.contains("MAC addresses must be six hex pairs"), "{msg}");
+
+    let msg = rejected(&api, profile("bad-serial", json!({"match": {"serialNumbers": ["../MT1234"]}}))).await;
+    assert!(msg.contains("serial numbers must be a safe path segment"), "{msg}");
+
+    let msg = rejected(
+        &api,
+        profile("bad-file", json!({"match": {"models": ["x"]}, "files": {"../startup": {"inline": "x"}}})),
+    )
+    .await;
+    assert!(msg.contains("file names must be a safe path segment"), "{msg}");
+
+    let msg = rejected(
+        &api,
+        profile(
+            "two-contents",
+            json!({"match": {"models": ["x"]}, "files": {"startup": {"inline": "x", "configMapKeyRef": {"name": "c", "key": "k"}}}}),
+        ),
+    )
+    .await;
+    assert!(
+        msg.contains("exactly one of inline, configMapKeyRef, secretKeyRef or osImageRef must be set"),
+        "{msg}"
+    );
+
+    let msg = rejected(
+        &api,
+        profile(
+            "image-template",
+            json!({"match": {"models": ["x"]}, "files": {"img": {"osImageRef": {"name": "nvos"}, "template": true}}}),
+        ),
+    )
+    .await;
+    assert!(msg.contains("an osImageRef cannot be a template"), "{msg}");
+
+    let msg = rejected(
+        &api,
+        profile(
+            "no-content",
+            json!({"match": {"models": ["x"]}, "ztp": {"sections": [{"kind": "commands-list"}]}}),
+        ),
+    )
+    .await;
+    assert!(
+        msg.contains("commands-list, startup-file and provisioning-script sections need content"),
+        "{msg}"
+    );
+
+    let msg = rejected(
+        &api,
+        profile("image-no-ref", json!({"match": {"models": ["x"]}, "ztp": {"sections": [{"kind": "image", "content": {"inline": "x"}}]}})),
+    )
+    .await;
+    assert!(msg.contains("an image section needs content.osImageRef (install) or uninstall: true"), "{msg}");
+}
+
+#[tokio::test]
+async fn status_is_a_subresource_and_columns_render() {
+    let t = support::kube_test("crd-status").await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let obj: OsImage = serde_json::from_value(osimage("cumulus", good_image_spec())).expect("parse");
+    api.create(&PostParams::default(), &obj).await.expect("create");
+
+    let status = json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "OsImage",
+        "status": {
+            "observedGeneration": 1, "phase": "Ready",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "Verified", "message": "stored",
+                            "lastTransitionTime": "2026-11-23T00:00:00Z", "observedGeneration": 1}],
+            "artifact": {"path": "cumulus-linux/5.14.0/cumulus-linux-5.14.0-mlx-amd64.bin", "sha256": SHA, "size": 1048576}
+        }
+    });
+    api.patch_status("cumulus", &PatchParams::apply("ztp-e2e").force(), &Patch::Apply(&status))
+        .await
+        .expect("patch status");
+
+    // Writes to the main resource cannot change status.
+    let sneaky = json!({"status": {"phase": "Failed"}, "metadata": {"labels": {"x": "y"}}});
+    api.patch("cumulus", &PatchParams::default(), &Patch::Merge(&sneaky)).await.expect("merge patch");
+    let got = api.get("cumulus").await.expect("get");
+    assert_eq!(got.status.as_ref().and_then(|s| s.phase), Some(ztp_operator::api::OsImagePhase::Ready));
+    assert_eq!(got.labels().get("x").map(String::as_str), Some("y"));
+
+    let table =
+        table(&t.client, &format!("/apis/ztp.netops.dev/v1alpha1/namespaces/{}/osimages", t.namespace)).await;
+    let names: Vec<_> =
+        table["columnDefinitions"].as_array().expect("columns").iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(names, ["Name", "Platform", "Version", "Phase", "Size", "Age", "Message"]);
+    let cells = &table["rows"][0]["cells"];
+    assert_eq!(cells[0], "cumulus");
+    assert_eq!(cells[1], "cumulus-linux");
+    assert_eq!(cells[2], "5.14.0");
+    assert_eq!(cells[3], "Ready");
+    assert_eq!(cells[4], 1048576);
+}
+
+/// What `kubectl get` asks for: the server-side Table rendering with the printer columns.
+async fn table(client: &Client, path: &str) -> Value {
+    let req = http::Request::get(path)
+        .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+        .body(Vec::new())
+        .expect("request");
+    client.request::<Value>(req).await.expect("table")
+}

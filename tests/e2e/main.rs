@@ -1,0 +1,7 @@
+//! End-to-end tests against real servers: kube-apiserver + etcd and MinIO, built from Go modules
+//! and started by the harness in `support`. Nothing here is mocked.
+
+mod support;
+
+mod crds;
+mod s3;
