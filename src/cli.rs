@@ -1,6 +1,19 @@
-//! Command-line interface of the `ztp-operator` binary.
+//! Command-line interface of the `ztp-operator` binary. Every flag also reads an environment
+//! variable (`ZTP_…`), which is how the Helm chart configures the pods.
 
-use clap::{Parser, Subcommand};
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::{
+    fetch::FetchConfig,
+    reconcile::osimage::ImagePolicy,
+    store::{
+        Store, StoreError,
+        fs::FsBackend,
+        s3::{S3Backend, S3Settings},
+    },
+};
 
 /// Zero-touch provisioning for data-centre switches, run from Kubernetes.
 #[derive(Debug, Parser)]
@@ -17,11 +30,165 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Reconcile OsImages and SwitchProfiles in a cluster (fetch, verify, store, render).
-    Controller,
+    Controller(ControllerArgs),
     /// Serve switches (ONIE, NVOS/SONiC, Cumulus, RtBrick) and the admin files API.
     Serve,
     /// Run the whole pipeline on one machine without a cluster, from a folder of YAML.
-    Standalone,
+    Standalone(StandaloneArgs),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
+}
+
+/// Where the store is: a directory (the mounted PVC) or an S3 / Ceph bucket.
+#[derive(Debug, Clone, Args)]
+pub struct StoreArgs {
+    /// Store images in this directory (a mounted PersistentVolumeClaim).
+    #[arg(long, env = "ZTP_STORE_DIR", conflicts_with = "s3_bucket", required_unless_present = "s3_bucket")]
+    pub store_dir: Option<PathBuf>,
+    /// Store images in this S3 / Ceph bucket. Credentials come from the standard AWS environment
+    /// (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`, profiles, web identity).
+    #[arg(long, env = "ZTP_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket.
+    #[arg(long, env = "ZTP_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Endpoint URL for Ceph RGW or MinIO.
+    #[arg(long, env = "ZTP_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Region (default us-east-1).
+    #[arg(long, env = "ZTP_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// Path-style addressing (endpoint/bucket/key), usual for Ceph and MinIO.
+    #[arg(long, env = "ZTP_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// PEM file of extra CA certificates for the S3 endpoint.
+    #[arg(long, env = "ZTP_S3_CA_FILE")]
+    pub s3_ca_file: Option<PathBuf>,
+}
+
+/// Store configuration problems.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl StoreArgs {
+    /// Opens the configured store.
+    pub async fn open(&self) -> Result<Store, ConfigError> {
+        if let Some(dir) = &self.store_dir {
+            let backend = FsBackend::new(dir)?;
+            return Ok(Store::new(std::sync::Arc::new(backend)));
+        }
+        let bucket = self.s3_bucket.clone().ok_or_else(|| ConfigError::Invalid("set --store-dir or --s3-bucket".into()))?;
+        let ca_bundle_pem = match &self.s3_ca_file {
+            Some(p) => Some(std::fs::read(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?),
+            None => None,
+        };
+        let settings = S3Settings {
+            bucket,
+            prefix: self.s3_prefix.clone(),
+            endpoint: self.s3_endpoint.clone(),
+            region: self.s3_region.clone(),
+            access_key_id: std::env::var("AWS_ACCESS_KEY_ID").ok(),
+            secret_access_key: std::env::var("AWS_SECRET_ACCESS_KEY").ok(),
+            force_path_style: self.s3_path_style,
+            ca_bundle_pem,
+        };
+        Ok(Store::new(std::sync::Arc::new(S3Backend::new(&settings).await?)))
+    }
+}
+
+/// How images are fetched and retried.
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    /// Fetches running at once.
+    #[arg(long, env = "ZTP_MAX_CONCURRENT_FETCHES", default_value_t = 2)]
+    pub max_concurrent_fetches: usize,
+    /// Fetch attempts per OsImage generation before it is Stalled.
+    #[arg(long, env = "ZTP_FETCH_MAX_ATTEMPTS", default_value_t = 5)]
+    pub fetch_max_attempts: u32,
+    /// Wait after the first failed attempt, in seconds; doubles per attempt (capped at 300).
+    #[arg(long, env = "ZTP_FETCH_BACKOFF_SECONDS", default_value_t = 5.0)]
+    pub fetch_backoff_seconds: f64,
+    /// Seconds without data before a transfer counts as dropped (and resumes).
+    #[arg(long, env = "ZTP_FETCH_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
+    pub fetch_idle_timeout_seconds: u64,
+    /// Seconds between status updates of a running fetch.
+    #[arg(long, env = "ZTP_PROGRESS_INTERVAL_SECONDS", default_value_t = 2.0)]
+    pub progress_interval_seconds: f64,
+    /// Base URL switches use to reach the server (shown in `status.artifact.url`).
+    #[arg(long, env = "ZTP_EXTERNAL_URL")]
+    pub external_url: Option<String>,
+}
+
+impl ImageArgs {
+    pub fn policy(&self) -> ImagePolicy {
+        ImagePolicy {
+            max_attempts: self.fetch_max_attempts.max(1),
+            backoff_base: Duration::from_secs_f64(self.fetch_backoff_seconds.max(0.0)),
+            progress_interval: Duration::from_secs_f64(self.progress_interval_seconds.max(0.1)),
+            ..ImagePolicy::default()
+        }
+    }
+
+    pub fn fetch_config(&self, file_roots: Option<Vec<PathBuf>>) -> FetchConfig {
+        FetchConfig {
+            idle_timeout: Duration::from_secs(self.fetch_idle_timeout_seconds.max(1)),
+            file_roots,
+            ..FetchConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ControllerArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub images: ImageArgs,
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "ZTP_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Directories `file://` OsImage sources may read from (none by default).
+    #[arg(long = "allow-file-source", env = "ZTP_ALLOW_FILE_SOURCES", value_delimiter = ',')]
+    pub allow_file_sources: Vec<PathBuf>,
+    /// Hold a Lease so that only one replica reconciles (and fetches) at a time.
+    #[arg(long, env = "ZTP_LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_elect: bool,
+    /// Name of the Lease.
+    #[arg(long, env = "ZTP_LEASE_NAME", default_value = "ztp-operator-controller")]
+    pub lease_name: String,
+    /// Namespace of the Lease (default: the pod's namespace, else the watched one, else `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This replica's identity in the Lease (default: the pod name, else host name and process id).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StandaloneArgs {
+    /// Folder of YAML: OsImages (and ConfigMaps / Secrets they reference). Re-read when it changes.
+    #[arg(long, env = "ZTP_MANIFESTS")]
+    pub manifests: PathBuf,
+    /// Store directory: images, manifest.json, and `.status/`.
+    #[arg(long, env = "ZTP_DATA")]
+    pub data: PathBuf,
+    /// Reconcile everything once and exit: 0 when every image is Ready, 1 otherwise.
+    #[arg(long)]
+    pub once: bool,
+    /// Seconds between checks of the manifests folder for changes.
+    #[arg(long, env = "ZTP_POLL_SECONDS", default_value_t = 2.0)]
+    pub poll_seconds: f64,
+    #[command(flatten)]
+    pub images: ImageArgs,
 }

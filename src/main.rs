@@ -4,13 +4,13 @@ use clap::Parser;
 use ztp_operator::{
     api,
     cli::{Cli, Command},
-    telemetry,
+    controller, standalone, telemetry,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
-        Command::Crds => match api::crds_yaml() {
+    if let Command::Crds = cli.command {
+        return match api::crds_yaml() {
             Ok(yaml) => {
                 print!("{yaml}");
                 ExitCode::SUCCESS
@@ -19,20 +19,39 @@ fn main() -> ExitCode {
                 eprintln!("error: cannot render the CRDs as YAML: {e}");
                 ExitCode::FAILURE
             }
-        },
-        Command::Controller | Command::Serve | Command::Standalone => {
-            telemetry::init(cli.log_json);
-            eprintln!("error: `{}` is not implemented yet", subcommand_name(&cli.command));
-            ExitCode::from(2)
-        }
+        };
     }
+    telemetry::init(cli.log_json);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Controller(args) => report(controller::run(args).await),
+            Command::Standalone(args) => match standalone::run(args).await {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
+                Err(e) => report::<()>(Err(e)),
+            },
+            Command::Serve => {
+                eprintln!("error: `serve` is not implemented yet");
+                ExitCode::from(2)
+            }
+            Command::Crds => unreachable!("handled above"),
+        }
+    })
 }
 
-fn subcommand_name(c: &Command) -> &'static str {
-    match c {
-        Command::Controller => "controller",
-        Command::Serve => "serve",
-        Command::Standalone => "standalone",
-        Command::Crds => "crds",
+fn report<T>(r: Result<T, impl std::fmt::Display>) -> ExitCode {
+    match r {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -1,0 +1,97 @@
+//! The Kubernetes implementations of the core's traits: status via server-side apply on the
+//! status subresource, Events via the Recorder, ConfigMaps and Secrets via the API.
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::{
+    Api, Client, Resource,
+    api::{Patch, PatchParams},
+    runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter},
+};
+use serde_json::json;
+
+use super::FIELD_MANAGER;
+use crate::{
+    api::{OsImage, OsImageStatus},
+    reconcile::{EventType, ImageReporter, ReportError, ResolveError, object_name, sources::ObjectLookup},
+};
+
+pub struct KubeReporter {
+    client: Client,
+    recorder: Recorder,
+}
+
+impl KubeReporter {
+    pub fn new(client: Client) -> Self {
+        let instance = std::env::var("POD_NAME").ok();
+        let recorder = Recorder::new(client.clone(), Reporter { controller: FIELD_MANAGER.into(), instance });
+        Self { client, recorder }
+    }
+}
+
+#[async_trait]
+impl ImageReporter for KubeReporter {
+    async fn status(&self, image: &OsImage, status: &OsImageStatus) -> Result<(), ReportError> {
+        let ns = image.metadata.namespace.as_deref().unwrap_or("default");
+        let name = image.metadata.name.as_deref().unwrap_or_default();
+        let api: Api<OsImage> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "OsImage", "status": status});
+        api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+            .await
+            .map(|_| ())
+            .map_err(|e| ReportError { object: object_name(&image.metadata), message: e.to_string() })
+    }
+
+    async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str) {
+        let ev = Event {
+            type_: match kind {
+                EventType::Normal => KubeEventType::Normal,
+                EventType::Warning => KubeEventType::Warning,
+            },
+            reason: reason.into(),
+            note: Some(note.chars().take(1024).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(e) = self.recorder.publish(&ev, &image.object_ref(&())).await {
+            tracing::warn!(object = %object_name(&image.metadata), error = %e, "cannot record event");
+        }
+    }
+}
+
+/// ConfigMaps and Secrets read from the API server, in the object's namespace.
+pub struct KubeLookup(pub Client);
+
+fn not_found(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 404)
+}
+
+#[async_trait]
+impl ObjectLookup for KubeLookup {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
+            Ok(cm) => {
+                let mut out: BTreeMap<String, Vec<u8>> =
+                    cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                Ok(Some(out))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(ResolveError(format!("read ConfigMap {namespace}/{name}: {e}"))),
+        }
+    }
+
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
+            Ok(s) => {
+                let mut out: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                Ok(Some(out))
+            }
+            Err(e) if not_found(&e) => Ok(None),
+            Err(e) => Err(ResolveError(format!("read Secret {namespace}/{name}: {e}"))),
+        }
+    }
+}

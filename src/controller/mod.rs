@@ -1,0 +1,185 @@
+//! `ztp-operator controller`: the Kubernetes side of the reconcile core. Watches OsImages, keeps a
+//! finalizer for `deletionPolicy`, writes status with server-side apply (field manager
+//! `ztp-operator`), records Events, and holds a Lease so only one replica fetches.
+
+mod k8s;
+
+use std::{sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use kube::{
+    Api, Client,
+    runtime::{
+        Controller,
+        controller::Action,
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::Store as Reflector,
+        watcher,
+    },
+};
+use tokio::sync::Semaphore;
+
+use crate::{
+    api::OsImage,
+    cli::{ConfigError, ControllerArgs},
+    fetch::{FetchError, Fetcher},
+    reconcile::{
+        ReportError,
+        osimage::{ImageContext, Next},
+        sources::RefResolver,
+    },
+    store::StoreError,
+};
+
+/// Field manager of every server-side apply this controller makes.
+pub const FIELD_MANAGER: &str = "ztp-operator";
+/// Finalizer that lets the controller honour `deletionPolicy`.
+pub const FINALIZER: &str = "ztp.netops.dev/storage";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("cannot reach the Kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("the OsImage CRD is not installed (apply crds/ztp.netops.dev.yaml): {0}")]
+    CrdMissing(kube::Error),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("leader election: {0}")]
+    Lease(String),
+    #[error("lost the leader lease; exiting so that another replica takes over")]
+    LostLease,
+}
+
+impl Error {
+    /// A short, stable label for metrics and logs.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Self::Config(_) => "config",
+            Self::Fetch(_) => "fetch",
+            Self::Kube(_) | Self::CrdMissing(_) => "kube",
+            Self::Report(_) => "report",
+            Self::Store(_) => "store",
+            Self::Finalizer(_) => "finalizer",
+            Self::Lease(_) | Self::LostLease => "lease",
+        }
+    }
+}
+
+struct Ctx {
+    client: Client,
+    core: ImageContext,
+    images: Reflector<OsImage>,
+    reporter: k8s::KubeReporter,
+    resolver: RefResolver<k8s::KubeLookup>,
+}
+
+/// Runs the controller until a shutdown signal (or the loss of the lease).
+pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let client = Client::try_default().await?;
+    let store = args.store.open().await?;
+    let fetcher = Fetcher::new(args.images.fetch_config(Some(args.allow_file_sources.clone())))?;
+    let core = ImageContext {
+        store,
+        fetcher,
+        fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
+        policy: args.images.policy(),
+        external_url: args.images.external_url.clone(),
+    };
+    tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
+
+    if !args.leader_elect {
+        return run_controller(client, core, args.namespace.clone()).await;
+    }
+    let identity = args.identity.clone().unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let lease_ns = args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
+        .with_namespace(&lease_ns)
+        .with_identity(&identity)
+        .with_duration(15)
+        .with_grace(5)
+        .build()
+        .await
+        .map_err(|e| Error::Lease(e.to_string()))?;
+    let (mut leading, lease_task) = manager.watch().await;
+    tracing::info!(lease = %args.lease_name, namespace = %lease_ns, %identity, "waiting for the leader lease");
+    while !*leading.borrow_and_update() {
+        leading.changed().await.map_err(|e| Error::Lease(e.to_string()))?;
+    }
+    tracing::info!(%identity, "acquired the leader lease");
+    let result = tokio::select! {
+        r = run_controller(client, core, args.namespace.clone()) => r,
+        _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => Err(Error::LostLease),
+    };
+    drop(leading);
+    let _ = lease_task.await;
+    result
+}
+
+/// The controller loop itself (no leader election): used by `run` and by the tests.
+pub async fn run_controller(client: Client, core: ImageContext, namespace: Option<String>) -> Result<(), Error> {
+    let api: Api<OsImage> = match &namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    api.list(&kube::api::ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
+
+    let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let ctx = Arc::new(Ctx {
+        reporter: k8s::KubeReporter::new(client.clone()),
+        resolver: RefResolver(k8s::KubeLookup(client.clone())),
+        images: controller.store(),
+        client,
+        core,
+    });
+    controller
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            match result {
+                Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
+                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+            }
+        })
+        .await;
+    Ok(())
+}
+
+async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let ns = image.metadata.namespace.clone().unwrap_or_default();
+    let api: Api<OsImage> = Api::namespaced(ctx.client.clone(), &ns);
+    let c = ctx.clone();
+    finalizer(&api, FINALIZER, image, |event| async move {
+        let others = c.images.state();
+        match event {
+            Finalizer::Apply(image) => {
+                let next = c.core.reconcile(&image, &others, &c.reporter, &c.resolver).await?;
+                Ok(match next {
+                    Next::Resync(d) | Next::Retry(d) => Action::requeue(d),
+                    Next::Stalled => Action::await_change(),
+                })
+            }
+            Finalizer::Cleanup(image) => {
+                c.core.cleanup(&image, &others, &c.reporter).await?;
+                Ok(Action::await_change())
+            }
+        }
+    })
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+fn error_policy(image: Arc<OsImage>, error: &Error, _ctx: Arc<Ctx>) -> Action {
+    tracing::warn!(object = %crate::reconcile::object_name(&image.metadata), error = %error, label = error.metric_label(), "reconcile error");
+    Action::requeue(Duration::from_secs(5))
+}

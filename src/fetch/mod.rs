@@ -1,0 +1,265 @@
+//! Fetching an image from its source straight into the store, in one streaming pass: every chunk
+//! is hashed and written as it arrives (constant memory whatever the size), and a dropped
+//! connection resumes with `Range` where the source allows it, continuing the same hash and the
+//! same pending object — what was already written is never read again.
+
+mod file;
+mod http;
+mod s3;
+
+use std::{path::PathBuf, time::Duration};
+
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
+
+use crate::store::{StoreError, VerifyingWriter, s3::S3Settings};
+
+/// A source with every reference (CA bundle, header Secret, S3 credentials) already resolved.
+#[derive(Clone)]
+pub enum Source {
+    Http {
+        url: String,
+        /// PEM CA certificates to trust in addition to the system roots.
+        ca_pem: Option<Vec<u8>>,
+        /// Extra request headers (values are secrets: never logged).
+        headers: Vec<(String, String)>,
+        insecure_skip_tls_verify: bool,
+    },
+    File {
+        path: PathBuf,
+    },
+    S3 {
+        settings: S3Settings,
+        key: String,
+    },
+}
+
+impl Source {
+    /// For messages and logs: the URL without credentials or header values.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Http { url, .. } => url.clone(),
+            Self::File { path } => format!("file://{}", path.display()),
+            Self::S3 { settings, key } => format!("s3://{}/{key}", settings.bucket),
+        }
+    }
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
+/// Limits of a fetch.
+#[derive(Debug, Clone)]
+pub struct FetchConfig {
+    pub connect_timeout: Duration,
+    /// Longest wait for the next chunk before the connection counts as dropped.
+    pub idle_timeout: Duration,
+    /// Resumes (reconnects with `Range`) allowed within one attempt.
+    pub max_resumes: u32,
+    /// Directories `file://` sources may read from; `None` allows any path (standalone mode),
+    /// an empty list disables file sources (the controller's default).
+    pub file_roots: Option<Vec<PathBuf>>,
+}
+
+impl Default for FetchConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_resumes: 5,
+            file_roots: Some(Vec::new()),
+        }
+    }
+}
+
+/// Why a fetch failed. `retryable()` tells the reconciler whether another attempt may help.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("GET {url}: HTTP {status}{}", reason_of(*.status))]
+    Status { url: String, status: u16 },
+    #[error("GET {url}: {message}")]
+    Transfer { url: String, message: String },
+    #[error("GET {url}: no data for {}s", .idle.as_secs())]
+    Idle { url: String, idle: Duration },
+    #[error("{url}: the connection dropped {resumes} times; giving up this attempt")]
+    TooManyResumes { url: String, resumes: u32 },
+    #[error("{url}: the source answered {got} bytes where {expected} were announced")]
+    Truncated { url: String, expected: u64, got: u64 },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn reason_of(status: u16) -> String {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default()
+}
+
+impl FetchError {
+    /// Configuration problems do not get better by retrying; transfers and server errors may.
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Unsupported(_) => false,
+            Self::Store(StoreError::InvalidName(_) | StoreError::Conflict(_)) => false,
+            _ => true,
+        }
+    }
+}
+
+/// What the fetch learned about the body.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// Size announced by the source (Content-Length, S3 object size, file size).
+    pub announced_size: Option<u64>,
+    /// The source's content type, when it said (an HTML error page shows here).
+    pub content_type: Option<String>,
+    /// Times the transfer resumed after a dropped connection.
+    pub resumes: u32,
+}
+
+/// Fetches images. Cheap to clone (the HTTP client pools connections).
+#[derive(Clone)]
+pub struct Fetcher {
+    config: FetchConfig,
+    http: reqwest::Client,
+}
+
+/// One opened body: its chunks, and what the source said about it.
+struct Opened {
+    chunks: std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, String>> + Send>>,
+    /// Total size of the object.
+    total: Option<u64>,
+    /// Bytes of the object the stream skips (0 unless a Range request was honoured).
+    starts_at: u64,
+    content_type: Option<String>,
+}
+
+impl Fetcher {
+    pub fn new(config: FetchConfig) -> Result<Self, FetchError> {
+        let http = http::client(&config, None, false)?;
+        Ok(Self { config, http })
+    }
+
+    pub fn config(&self) -> &FetchConfig {
+        &self.config
+    }
+
+    /// Streams `source` into `writer`, resuming after dropped connections. `progress(bytes,
+    /// total)` is called as bytes arrive (cheaply: callers throttle what they do with it).
+    /// The caller commits the writer (which verifies the hash) or aborts it.
+    pub async fn fetch(
+        &self,
+        source: &Source,
+        writer: &mut VerifyingWriter,
+        progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> Result<Fetched, FetchError> {
+        let url = source.describe();
+        let mut fetched = Fetched::default();
+        loop {
+            let offset = writer.written();
+            let opened = self.open(source, offset).await?;
+            if fetched.announced_size.is_none() {
+                fetched.announced_size = opened.total;
+            }
+            if fetched.content_type.is_none() {
+                fetched.content_type = opened.content_type.clone();
+            }
+            match self.pump(opened, writer, progress).await? {
+                Pump::Complete => {
+                    if let Some(total) = fetched.announced_size
+                        && writer.written() < total
+                    {
+                        // The body ended early without an error: treat it as a drop.
+                        if !self.may_resume(&mut fetched, &url)? {
+                            return Err(FetchError::Truncated { url, expected: total, got: writer.written() });
+                        }
+                        continue;
+                    }
+                    return Ok(fetched);
+                }
+                Pump::Dropped(message) => {
+                    tracing::warn!(source = %url, bytes = writer.written(), %message, "transfer interrupted; resuming");
+                    if !self.may_resume(&mut fetched, &url)? {
+                        return Err(FetchError::Transfer { url, message });
+                    }
+                }
+                Pump::Idle => {
+                    if !self.may_resume(&mut fetched, &url)? {
+                        return Err(FetchError::Idle { url, idle: self.config.idle_timeout });
+                    }
+                }
+            }
+        }
+    }
+
+    fn may_resume(&self, fetched: &mut Fetched, url: &str) -> Result<bool, FetchError> {
+        if fetched.resumes >= self.config.max_resumes {
+            return Err(FetchError::TooManyResumes { url: url.to_owned(), resumes: fetched.resumes });
+        }
+        fetched.resumes += 1;
+        Ok(true)
+    }
+
+    async fn open(&self, source: &Source, offset: u64) -> Result<Opened, FetchError> {
+        match source {
+            Source::Http { url, ca_pem, headers, insecure_skip_tls_verify } => {
+                let custom;
+                let client = if ca_pem.is_some() || *insecure_skip_tls_verify {
+                    custom = http::client(&self.config, ca_pem.as_deref(), *insecure_skip_tls_verify)?;
+                    &custom
+                } else {
+                    &self.http
+                };
+                http::open(client, url, headers, offset).await
+            }
+            Source::File { path } => file::open(&self.config, path, offset).await,
+            Source::S3 { settings, key } => s3::open(settings, key, offset).await,
+        }
+    }
+
+    /// Moves chunks from the source into the writer until the body ends, breaks or idles.
+    async fn pump(
+        &self,
+        mut opened: Opened,
+        writer: &mut VerifyingWriter,
+        progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
+    ) -> Result<Pump, FetchError> {
+        // A source that ignored our Range resends from byte `starts_at`; skip what we have.
+        let mut skip = writer.written().saturating_sub(opened.starts_at);
+        loop {
+            let next = match tokio::time::timeout(self.config.idle_timeout, opened.chunks.next()).await {
+                Err(_) => return Ok(Pump::Idle),
+                Ok(next) => next,
+            };
+            match next {
+                None => return Ok(Pump::Complete),
+                Some(Err(message)) => return Ok(Pump::Dropped(message)),
+                Some(Ok(mut chunk)) => {
+                    if skip > 0 {
+                        let n = skip.min(chunk.len() as u64);
+                        skip -= n;
+                        chunk = chunk.slice(n as usize..);
+                        if chunk.is_empty() {
+                            continue;
+                        }
+                    }
+                    writer.write(chunk).await?;
+                    progress(writer.written(), opened.total);
+                }
+            }
+        }
+    }
+}
+
+enum Pump {
+    Complete,
+    Dropped(String),
+    Idle,
+}

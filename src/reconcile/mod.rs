@@ -1,0 +1,54 @@
+//! The reconcile core, shared by the Kubernetes controller and the standalone mode. It takes
+//! desired state (the objects) and reports observed state through two small traits; Kubernetes
+//! (status subresource + Events) is one implementation of them, standalone (printed lines + a
+//! status file) the other.
+
+pub mod osimage;
+pub mod sources;
+
+use async_trait::async_trait;
+
+use crate::{
+    api::{OsImage, OsImageStatus},
+    fetch::Source,
+};
+
+/// Normal or Warning, as Kubernetes Events have it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventType {
+    Normal,
+    Warning,
+}
+
+/// A reporter could not record status (the apiserver is unreachable, a file cannot be written).
+#[derive(Debug, thiserror::Error)]
+#[error("cannot report status of {object}: {message}")]
+pub struct ReportError {
+    pub object: String,
+    pub message: String,
+}
+
+/// Where the core reports what it observed.
+#[async_trait]
+pub trait ImageReporter: Send + Sync {
+    /// Records the whole status of `image`.
+    async fn status(&self, image: &OsImage, status: &OsImageStatus) -> Result<(), ReportError>;
+    /// Records a transition worth telling a human. Best effort.
+    async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str);
+}
+
+/// A source reference could not be resolved (missing ConfigMap, Secret, key…).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ResolveError(pub String);
+
+/// Turns an OsImage's source (with its references to ConfigMaps and Secrets) into a [`Source`].
+#[async_trait]
+pub trait SourceResolver: Send + Sync {
+    async fn resolve(&self, image: &OsImage) -> Result<Source, ResolveError>;
+}
+
+/// `namespace/name` of an object, for messages.
+pub fn object_name(meta: &kube::api::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or("?"))
+}

@@ -1,0 +1,305 @@
+//! `ztp-operator standalone`: the same reconcile core on one machine, without a cluster.
+//!
+//! Desired state is a folder of YAML (OsImages, and the ConfigMaps / Secrets they reference),
+//! re-read when it changes; the store is a directory; status is printed as one line per
+//! transition and kept in `{data}/.status/osimages.json` (so a restart resumes where it was).
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use async_trait::async_trait;
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::Time,
+    jiff::Timestamp,
+};
+use serde_json::Value;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    api::{OsImage, OsImagePhase, OsImageStatus, conditions::find_condition},
+    cli::{ConfigError, StandaloneArgs},
+    fetch::{FetchError, Fetcher},
+    reconcile::{
+        EventType, ImageReporter, ReportError, ResolveError, object_name,
+        osimage::{ImageContext, Next},
+        sources::{ObjectLookup, RefResolver},
+    },
+    store::{Store, StoreError, fs::FsBackend},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error("read {path}: {message}")]
+    Manifests { path: PathBuf, message: String },
+    #[error(transparent)]
+    Report(#[from] ReportError),
+}
+
+/// What the folder declares.
+#[derive(Default, Clone)]
+struct Desired {
+    images: Vec<Arc<OsImage>>,
+    config_maps: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
+    secrets: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
+}
+
+/// Changes to any file name, size or mtime under the folder.
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let Ok(m) = e.metadata() else { continue };
+            if m.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+                out.push((p, m.len(), m.modified().ok()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A stable positive number for a spec, standing in for `metadata.generation`.
+fn generation_of(spec: &Value) -> i64 {
+    // FNV-1a over the canonical JSON: stable across runs and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in spec.to_string().bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    i64::try_from(h >> 2).unwrap_or(1).max(1)
+}
+
+fn load(dir: &Path) -> Result<Desired, Error> {
+    let mut desired = Desired::default();
+    for (path, _, mtime) in fingerprint(dir) {
+        let err = |message: String| Error::Manifests { path: path.clone(), message };
+        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
+        for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+            let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
+            if value.is_null() {
+                continue;
+            }
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
+            match kind.as_str() {
+                "OsImage" => {
+                    let mut image: OsImage = serde_json::from_value(value.clone()).map_err(doc_err)?;
+                    let meta = &mut image.metadata;
+                    meta.namespace.get_or_insert_with(|| "default".into());
+                    meta.generation = Some(generation_of(&value["spec"]));
+                    // Older files win conflicts, as older objects do in a cluster.
+                    meta.creation_timestamp = mtime.and_then(|t| Timestamp::try_from(t).ok()).map(Time);
+                    image.status = None;
+                    desired.images.push(Arc::new(image));
+                }
+                "ConfigMap" => {
+                    let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
+                    let key = (cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()), cm.metadata.name.clone().unwrap_or_default());
+                    let mut data: BTreeMap<String, Vec<u8>> =
+                        cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+                    data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+                    desired.config_maps.insert(key, data);
+                }
+                "Secret" => {
+                    let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
+                    let key = (s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), s.metadata.name.clone().unwrap_or_default());
+                    let mut data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                    data.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    desired.secrets.insert(key, data);
+                }
+                _ => {} // SwitchProfiles and anything else: not this pipeline's business.
+            }
+        }
+    }
+    let mut seen = std::collections::HashSet::new();
+    for image in &desired.images {
+        let name = object_name(&image.metadata);
+        if !seen.insert(name.clone()) {
+            return Err(Error::Manifests { path: dir.to_path_buf(), message: format!("OsImage {name} is declared twice") });
+        }
+    }
+    Ok(desired)
+}
+
+struct Lookup(Arc<Mutex<Desired>>);
+
+#[async_trait]
+impl ObjectLookup for Lookup {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        Ok(self.0.lock().expect("desired lock").config_maps.get(&(ns.to_owned(), name.to_owned())).cloned())
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        Ok(self.0.lock().expect("desired lock").secrets.get(&(ns.to_owned(), name.to_owned())).cloned())
+    }
+}
+
+/// Status kept in memory and in `{data}/.status/osimages.json`; one printed line per transition.
+struct StatusBook {
+    file: PathBuf,
+    statuses: Mutex<BTreeMap<String, OsImageStatus>>,
+}
+
+impl StatusBook {
+    fn open(data: &Path) -> Result<Self, Error> {
+        let dir = data.join(".status");
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        let file = dir.join("osimages.json");
+        let statuses = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        Ok(Self { file, statuses: Mutex::new(statuses) })
+    }
+
+    fn get(&self, key: &str) -> Option<OsImageStatus> {
+        self.statuses.lock().expect("status lock").get(key).cloned()
+    }
+
+    fn remove(&self, key: &str) -> Result<(), ReportError> {
+        self.statuses.lock().expect("status lock").remove(key);
+        self.save(key)
+    }
+
+    fn save(&self, key: &str) -> Result<(), ReportError> {
+        let bytes = serde_json::to_vec_pretty(&*self.statuses.lock().expect("status lock")).expect("statuses serialise");
+        let tmp = self.file.with_extension("json.tmp");
+        std::fs::write(&tmp, bytes)
+            .and_then(|()| std::fs::rename(&tmp, &self.file))
+            .map_err(|e| ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) })
+    }
+}
+
+fn summary(s: &OsImageStatus) -> (Option<OsImagePhase>, Option<String>) {
+    (s.phase, find_condition(&s.conditions, crate::api::ConditionType::Ready).map(|c| c.reason.clone()))
+}
+
+#[async_trait]
+impl ImageReporter for StatusBook {
+    async fn status(&self, image: &OsImage, status: &OsImageStatus) -> Result<(), ReportError> {
+        let key = object_name(&image.metadata);
+        let before = self.statuses.lock().expect("status lock").insert(key.clone(), status.clone());
+        if before.as_ref().map(summary) != Some(summary(status)) {
+            let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
+            println!("osimage {key}: {phase}: {}", status.message.as_deref().unwrap_or_default());
+        }
+        self.save(&key)
+    }
+
+    async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str) {
+        tracing::debug!(object = %object_name(&image.metadata), ?kind, reason, note, "event");
+    }
+}
+
+/// Runs until interrupted (or, with `--once`, until everything settled). Returns whether every
+/// image is Ready.
+pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
+    let backend = FsBackend::new(&args.data)?;
+    let swept = backend.sweep_temp(Duration::from_secs(600))?;
+    if swept > 0 {
+        tracing::info!(files = swept, "removed temporary files left by an interrupted run");
+    }
+    let core = ImageContext {
+        store: Store::new(Arc::new(backend)),
+        fetcher: Fetcher::new(args.images.fetch_config(None))?,
+        fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
+        policy: args.images.policy(),
+        external_url: args.images.external_url.clone(),
+    };
+    let book = Arc::new(StatusBook::open(&args.data)?);
+    let desired = Arc::new(Mutex::new(load(&args.manifests)?));
+    let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
+    let poll = Duration::from_secs_f64(args.poll_seconds.max(0.1));
+    println!("standalone: {} -> {}", args.manifests.display(), core.store.describe());
+
+    let mut print = fingerprint(&args.manifests);
+    let mut due: HashMap<String, Instant> = HashMap::new();
+    let mut settled: HashMap<String, bool> = HashMap::new(); // key -> Ready?
+    let mut running: JoinSet<(String, Result<Next, ReportError>)> = JoinSet::new();
+    let mut in_flight: std::collections::HashSet<String> = Default::default();
+    let mut previous: Vec<Arc<OsImage>> = desired.lock().expect("desired lock").images.clone();
+
+    loop {
+        let images = desired.lock().expect("desired lock").images.clone();
+        // Images whose YAML went away: honour their deletionPolicy.
+        for gone in previous.iter().filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata))) {
+            let key = object_name(&gone.metadata);
+            if in_flight.contains(&key) {
+                continue;
+            }
+            let mut last = (**gone).clone();
+            last.status = book.get(&key);
+            match core.cleanup(&last, &images, book.as_ref()).await {
+                Ok(()) => println!("osimage {key}: removed ({:?})", last.spec.deletion_policy),
+                Err(e) => println!("osimage {key}: cleanup failed: {e}"),
+            }
+            book.remove(&key)?;
+            due.remove(&key);
+            settled.remove(&key);
+        }
+        previous = images.clone();
+
+        let now = Instant::now();
+        for image in &images {
+            let key = object_name(&image.metadata);
+            if in_flight.contains(&key) || due.get(&key).is_some_and(|t| *t > now) {
+                continue;
+            }
+            let mut current = (**image).clone();
+            current.status = book.get(&key);
+            let (core, book, resolver, all) = (core.clone(), book.clone(), resolver.clone(), images.clone());
+            in_flight.insert(key.clone());
+            due.insert(key.clone(), Instant::now() + Duration::from_secs(3600));
+            running.spawn(async move {
+                let r = core.reconcile(&current, &all, book.as_ref(), resolver.as_ref()).await;
+                (key, r)
+            });
+        }
+
+        if args.once && running.is_empty() && images.iter().all(|i| settled.contains_key(&object_name(&i.metadata))) {
+            return Ok(settled.values().all(|ready| *ready));
+        }
+
+        tokio::select! {
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let (key, result) = joined.expect("reconcile tasks do not panic");
+                in_flight.remove(&key);
+                match result {
+                    Ok(Next::Resync(d)) => { settled.insert(key.clone(), true); due.insert(key, Instant::now() + d); }
+                    Ok(Next::Stalled) => { settled.insert(key.clone(), false); due.insert(key, Instant::now() + Duration::from_secs(3600 * 24)); }
+                    Ok(Next::Retry(d)) => { settled.remove(&key); due.insert(key, Instant::now() + d); }
+                    Err(e) => { println!("{e}"); due.insert(key, Instant::now() + poll); }
+                }
+            }
+            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(settled.values().all(|r| *r)),
+        }
+
+        let now_print = fingerprint(&args.manifests);
+        if now_print != print {
+            print = now_print;
+            match load(&args.manifests) {
+                Ok(d) => {
+                    *desired.lock().expect("desired lock") = d;
+                    // Changed specs get a new generation: look at everything again.
+                    due.clear();
+                    settled.clear();
+                }
+                Err(e) => println!("keeping the previous desired state: {e}"),
+            }
+        }
+    }
+}

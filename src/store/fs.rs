@@ -1,0 +1,280 @@
+//! Directory backend: the mounted PVC (NFS included).
+//!
+//! Objects are written to `{root}/.tmp/` (same filesystem) by a dedicated thread behind a bounded
+//! channel, fsynced, and renamed to `{platform}/{version}/{filename}` only on commit, so a partial
+//! file is never visible under its final name. The manifest is swapped under an exclusive lock on
+//! `{root}/.manifest.lock`: read, compute, write a temporary file, fsync, rename, fsync the
+//! directory.
+
+use std::{
+    fs::File,
+    io::Write,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, SystemTime},
+};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt, stream::BoxStream};
+use tokio::sync::mpsc;
+
+use super::{Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, Result, StoreError};
+use crate::{api::ImagePath, hash::Sha256Digest};
+
+/// Where objects are written before they are complete. Names starting with `.` are never valid
+/// image path segments, so nothing here can collide with or be served as an image.
+const TMP_DIR: &str = ".tmp";
+const LOCK_FILE: &str = ".manifest.lock";
+/// Chunks queued for the writer thread.
+const QUEUE: usize = 16;
+
+#[derive(Debug, Clone)]
+pub struct FsBackend {
+    root: PathBuf,
+}
+
+fn unique_suffix() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("{}-{}-{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+}
+
+impl FsBackend {
+    /// A store rooted at `root` (created if missing).
+    pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
+        let root = root.into();
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(StoreError::io("create", root.join(TMP_DIR)))?;
+        Ok(Self { root })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn object_path(&self, path: &ImagePath) -> PathBuf {
+        self.root.join(path.platform()).join(path.version()).join(path.filename())
+    }
+
+    /// Removes temporary files older than `age` (left by a process killed mid-write). Active
+    /// writers keep their files' mtime fresh, so they are not touched.
+    pub fn sweep_temp(&self, age: Duration) -> Result<usize> {
+        let dir = self.root.join(TMP_DIR);
+        let mut removed = 0;
+        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("read", &dir))?.flatten() {
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|elapsed| elapsed > age);
+            if old && std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync", dir))
+}
+
+struct FsPending {
+    tmp: PathBuf,
+    dest: PathBuf,
+    tx: Option<mpsc::Sender<Bytes>>,
+    thread: Option<std::thread::JoinHandle<std::io::Result<()>>>,
+}
+
+impl FsPending {
+    /// Closes the queue and waits for the writer thread (which fsyncs on a clean close).
+    async fn finish_thread(&mut self) -> std::io::Result<()> {
+        drop(self.tx.take());
+        match self.thread.take() {
+            Some(t) => tokio::task::spawn_blocking(move || t.join())
+                .await
+                .map_err(std::io::Error::other)?
+                .unwrap_or_else(|_| Err(std::io::Error::other("writer thread panicked"))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[async_trait]
+impl PendingObject for FsPending {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let sent = match &self.tx {
+            Some(tx) => tx.send(chunk).await.is_ok(),
+            None => false,
+        };
+        if !sent {
+            // The thread stopped: it failed. Report its error.
+            let err = self.finish_thread().await.err().unwrap_or_else(|| std::io::Error::other("writer stopped"));
+            return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: err });
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        if let Err(e) = self.finish_thread().await {
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+            return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: e });
+        }
+        let parent = self.dest.parent().expect("object paths have a parent").to_owned();
+        let result = async {
+            tokio::fs::create_dir_all(&parent).await.map_err(StoreError::io("create", &parent))?;
+            tokio::fs::rename(&self.tmp, &self.dest).await.map_err(StoreError::io("rename into", &self.dest))?;
+            tokio::task::spawn_blocking(move || fsync_dir(&parent)).await.map_err(|e| StoreError::Io {
+                op: "fsync",
+                path: self.dest.clone(),
+                source: std::io::Error::other(e),
+            })?
+        }
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(&self.tmp).await;
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        let _ = self.finish_thread().await;
+        let _ = tokio::fs::remove_file(&self.tmp).await;
+    }
+}
+
+#[async_trait]
+impl Backend for FsBackend {
+    fn describe(&self) -> String {
+        format!("directory {}", self.root.display())
+    }
+
+    async fn begin(&self, path: &ImagePath, _sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>> {
+        let tmp = self.root.join(TMP_DIR).join(format!("{}.{}.part", path.filename(), unique_suffix()));
+        let file = File::create_new(&tmp).map_err(StoreError::io("create", &tmp))?;
+        let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("store-write".into())
+            .spawn(move || -> std::io::Result<()> {
+                let mut file = file;
+                while let Some(chunk) = rx.blocking_recv() {
+                    file.write_all(&chunk)?;
+                }
+                file.sync_all()
+            })
+            .map_err(StoreError::io("spawn writer for", &tmp))?;
+        Ok(Box::new(FsPending { tmp, dest: self.object_path(path), tx: Some(tx), thread: Some(thread) }))
+    }
+
+    async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>> {
+        let p = self.object_path(path);
+        match tokio::fs::metadata(&p).await {
+            Ok(m) if m.is_file() => Ok(Some(ObjectInfo { size: m.len(), modified: m.modified().ok() })),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
+        }
+    }
+
+    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let p = self.object_path(path);
+        let file = match tokio::fs::File::open(&p).await {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_string())),
+            Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
+        };
+        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
+            .map_err(move |e| StoreError::Io { op: "read", path: p.clone(), source: e });
+        Ok(stream.boxed())
+    }
+
+    async fn delete(&self, path: &ImagePath) -> Result<bool> {
+        let p = self.object_path(path);
+        match tokio::fs::remove_file(&p).await {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Io { op: "delete", path: p, source: e }),
+        }
+    }
+
+    async fn list(&self) -> Result<Vec<(String, ObjectInfo)>> {
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = Vec::new();
+            let visible = |e: &std::fs::DirEntry| !e.file_name().to_string_lossy().starts_with('.');
+            for platform in std::fs::read_dir(&root).map_err(StoreError::io("read", &root))?.flatten().filter(visible) {
+                let Ok(versions) = std::fs::read_dir(platform.path()) else { continue };
+                for version in versions.flatten().filter(visible) {
+                    let Ok(files) = std::fs::read_dir(version.path()) else { continue };
+                    for file in files.flatten().filter(visible) {
+                        let Ok(meta) = file.metadata() else { continue };
+                        if !meta.is_file() {
+                            continue;
+                        }
+                        let key = format!(
+                            "{}/{}/{}",
+                            platform.file_name().to_string_lossy(),
+                            version.file_name().to_string_lossy(),
+                            file.file_name().to_string_lossy()
+                        );
+                        out.push((key, ObjectInfo { size: meta.len(), modified: meta.modified().ok() }));
+                    }
+                }
+            }
+            out.sort_by(|a, b| a.0.cmp(&b.0));
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Io { op: "list", path: self.root.clone(), source: std::io::Error::other(e) })?
+    }
+
+    async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let lp = lock_path.clone();
+        // Hold an exclusive lock for the whole read-compute-write (flock; NFS maps it to a lock
+        // manager lock). The lock is released when the file handle is dropped.
+        let _lock = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lp)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| StoreError::Io { op: "lock", path: lock_path.clone(), source: std::io::Error::other(e) })?
+        .map_err(StoreError::io("lock", &lock_path))?;
+
+        let manifest = self.root.join(MANIFEST_NAME);
+        let current = match tokio::fs::read(&manifest).await {
+            Ok(b) => Some(b),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(StoreError::Io { op: "read", path: manifest, source: e }),
+        };
+        let Some(new) = f(current.as_deref())? else { return Ok(()) };
+        let tmp = self.root.join(TMP_DIR).join(format!("{MANIFEST_NAME}.{}", unique_suffix()));
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            let write = || -> std::io::Result<()> {
+                let mut f = File::create_new(&tmp)?;
+                f.write_all(&new)?;
+                f.sync_all()
+            };
+            if let Err(e) = write() {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StoreError::Io { op: "write", path: tmp, source: e });
+            }
+            std::fs::rename(&tmp, &manifest).map_err(StoreError::io("rename into", &manifest))?;
+            fsync_dir(&root)
+        })
+        .await
+        .map_err(|e| StoreError::Io { op: "write", path: self.root.join(MANIFEST_NAME), source: std::io::Error::other(e) })?
+    }
+
+    async fn read_manifest(&self) -> Result<Option<Vec<u8>>> {
+        let p = self.root.join(MANIFEST_NAME);
+        match tokio::fs::read(&p).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { op: "read", path: p, source: e }),
+        }
+    }
+}

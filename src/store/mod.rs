@@ -1,0 +1,268 @@
+//! The image store: `{platform}/{version}/{filename}` plus `manifest.json`, on a directory (a
+//! mounted PVC, NFS included) or an S3 / Ceph bucket.
+//!
+//! The two backends sit behind the small [`Backend`] trait: put an object without making it
+//! visible, commit or abort it, stat, read, delete, and a compare-and-swap on the manifest's bytes.
+//! Everything else (hashing on the way in, verification, manifest parsing and its rules) lives here
+//! once, in [`Store`], for both.
+
+pub mod fs;
+pub mod manifest;
+pub mod s3;
+
+use std::{fmt, path::PathBuf, sync::Arc};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+
+pub use manifest::{FIRMWARE_TAG, MANIFEST_NAME, Manifest, ManifestConflict, ManifestEntry, ManifestError};
+
+use crate::{
+    api::{ImagePath, SegmentError},
+    hash::{Sha256Digest, StreamHasher},
+};
+
+/// Everything that can go wrong in the store, with what a user needs to act on it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    InvalidName(#[from] SegmentError),
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("S3 {op} s3://{bucket}/{key}: {message}")]
+    S3 { op: &'static str, bucket: String, key: String, message: String },
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Conflict(#[from] ManifestConflict),
+    #[error("sha256 mismatch: expected {expected}, got {actual}")]
+    ChecksumMismatch { expected: Sha256Digest, actual: Sha256Digest },
+    #[error("size mismatch: expected {expected} bytes, got {actual}")]
+    SizeMismatch { expected: u64, actual: u64 },
+    #[error("manifest.json kept changing under us: gave up after {attempts} compare-and-swap attempts")]
+    ManifestContention { attempts: u32 },
+    #[error("{0} is not in the store")]
+    NotFound(String),
+}
+
+impl StoreError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| Self::Io { op, path, source }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Size and age of a stored object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    pub size: u64,
+    pub modified: Option<std::time::SystemTime>,
+}
+
+/// An object being written: invisible under its final name until [`PendingObject::commit`].
+#[async_trait]
+pub trait PendingObject: Send {
+    /// Appends a chunk.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Makes the object visible under its final name (rename / complete the multipart upload).
+    /// Called only after the hash matched.
+    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Discards everything written.
+    async fn abort(self: Box<Self>);
+}
+
+/// Manifest update function for [`Backend::swap_manifest`]: given the current bytes (None when
+/// there is no manifest yet), returns the bytes to write, or None to leave it as it is.
+pub type ManifestFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>> + Send + 'a;
+
+/// What a storage backend provides. Paths are validated before they reach it.
+#[async_trait]
+pub trait Backend: Send + Sync + fmt::Debug {
+    /// Where this store is, for messages: `directory /data` or `s3://bucket/prefix`.
+    fn describe(&self) -> String;
+    /// Starts writing `path`, whose content must hash to `sha256` (recorded where the backend
+    /// keeps object metadata; the commit happens only if it matches).
+    async fn begin(&self, path: &ImagePath, sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>>;
+    /// Size of the object at `path`, if there is one.
+    async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>>;
+    /// The object's bytes, in order.
+    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>>;
+    /// Removes the object; true if it existed.
+    async fn delete(&self, path: &ImagePath) -> Result<bool>;
+    /// Every object key under the root (for listings), as `{platform}/{version}/{filename}`.
+    async fn list(&self) -> Result<Vec<(String, ObjectInfo)>>;
+    /// Reads the manifest's bytes, lets `f` compute the new ones, and writes them only if nobody
+    /// wrote in between (lock on a directory, conditional PUT on S3), retrying on contention.
+    async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()>;
+    /// The manifest's current bytes.
+    async fn read_manifest(&self) -> Result<Option<Vec<u8>>>;
+}
+
+/// The store: a backend plus the rules both backends share.
+#[derive(Debug, Clone)]
+pub struct Store {
+    backend: Arc<dyn Backend>,
+}
+
+/// A verified, committed object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Committed {
+    pub sha256: Sha256Digest,
+    pub size: u64,
+}
+
+impl Store {
+    pub fn new(backend: Arc<dyn Backend>) -> Self {
+        Self { backend }
+    }
+
+    pub fn describe(&self) -> String {
+        self.backend.describe()
+    }
+
+    /// Starts writing `path`, which must hash to `expected`; every byte is hashed on the way in.
+    pub async fn writer(&self, path: &ImagePath, expected: Sha256Digest) -> Result<VerifyingWriter> {
+        Ok(VerifyingWriter {
+            pending: Some(self.backend.begin(path, &expected).await?),
+            hasher: Some(StreamHasher::new()),
+            expected,
+            written: 0,
+        })
+    }
+
+    pub async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>> {
+        self.backend.stat(path).await
+    }
+
+    pub async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
+        self.backend.read(path).await
+    }
+
+    pub async fn delete(&self, path: &ImagePath) -> Result<bool> {
+        self.backend.delete(path).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<(String, ObjectInfo)>> {
+        self.backend.list().await
+    }
+
+    /// Hashes the stored bytes of `path` (to adopt a file whose manifest entry is missing).
+    pub async fn hash_of(&self, path: &ImagePath) -> Result<Committed> {
+        use futures::TryStreamExt;
+        let mut stream = self.backend.read(path).await?;
+        let mut hasher = StreamHasher::new();
+        while let Some(chunk) = stream.try_next().await? {
+            hasher.update(chunk).await;
+        }
+        let (sha256, size) = hasher.finish().await;
+        Ok(Committed { sha256, size })
+    }
+
+    /// The manifest; an absent one is empty. A malformed one is an error (and stays untouched).
+    pub async fn manifest(&self) -> Result<Manifest> {
+        match self.backend.read_manifest().await? {
+            None => Ok(Manifest::default()),
+            Some(bytes) => Ok(Manifest::parse(&self.manifest_name(), &bytes)?),
+        }
+    }
+
+    fn manifest_name(&self) -> String {
+        format!("{MANIFEST_NAME} in {}", self.backend.describe())
+    }
+
+    /// Applies `change` to the manifest atomically (compare-and-swap). `change` may run more than
+    /// once when another writer got there first; it must be a pure function of the manifest.
+    /// Nothing is written when it fails or leaves the manifest as it was, or when the current
+    /// manifest is malformed.
+    pub async fn update_manifest<F>(&self, mut change: F) -> Result<Manifest>
+    where
+        F: FnMut(&mut Manifest) -> Result<()> + Send,
+    {
+        let name = self.manifest_name();
+        let mut result = None;
+        self.backend
+            .swap_manifest(&mut |current: Option<&[u8]>| {
+                let before = match current {
+                    None => Manifest::default(),
+                    Some(bytes) => Manifest::parse(&name, bytes)?,
+                };
+                let mut after = before.clone();
+                change(&mut after)?;
+                let write = (after != before || current.is_none()).then(|| after.to_bytes());
+                result = Some(after);
+                Ok(write)
+            })
+            .await?;
+        Ok(result.unwrap_or_default())
+    }
+}
+
+/// Writes an object while hashing it; commits only when the hash (and size) match.
+pub struct VerifyingWriter {
+    pending: Option<Box<dyn PendingObject>>,
+    hasher: Option<StreamHasher>,
+    expected: Sha256Digest,
+    written: u64,
+}
+
+impl VerifyingWriter {
+    pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        let (Some(pending), Some(hasher)) = (self.pending.as_mut(), self.hasher.as_mut()) else {
+            unreachable!("write after commit or abort");
+        };
+        self.written += chunk.len() as u64;
+        hasher.update(chunk.clone()).await;
+        pending.write(chunk).await
+    }
+
+    /// Bytes written so far (where a resumed download continues).
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Verifies and, if everything matches, makes the object visible. On a mismatch the written
+    /// data is discarded and the error says `sha256 mismatch: expected …, got …`.
+    pub async fn commit(mut self, expected_size: Option<u64>) -> Result<Committed> {
+        let pending = self.pending.take().expect("pending object");
+        let (sha256, size) = self.hasher.take().expect("hasher").finish().await;
+        if let Some(expected_size) = expected_size
+            && expected_size != size
+        {
+            pending.abort().await;
+            return Err(StoreError::SizeMismatch { expected: expected_size, actual: size });
+        }
+        if sha256 != self.expected {
+            pending.abort().await;
+            return Err(StoreError::ChecksumMismatch { expected: self.expected, actual: sha256 });
+        }
+        pending.commit().await?;
+        Ok(Committed { sha256, size })
+    }
+
+    /// Discards everything written.
+    pub async fn abort(mut self) {
+        if let Some(p) = self.pending.take() {
+            p.abort().await;
+        }
+    }
+}
+
+impl Drop for VerifyingWriter {
+    fn drop(&mut self) {
+        // A writer dropped without commit/abort (a cancelled task) must not leave data behind:
+        // abort on a detached task when a runtime is there to run it.
+        if let Some(p) = self.pending.take()
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            handle.spawn(p.abort());
+        }
+    }
+}

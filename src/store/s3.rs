@@ -1,0 +1,356 @@
+//! S3 / Ceph RGW / MinIO backend (aws-sdk-s3).
+//!
+//! Objects are written with a multipart upload that is completed only after the hash matched
+//! (aborted otherwise), so nothing is visible under the final key before it is verified. The
+//! expected SHA-256 is stored as object metadata `sha256-checksum`, as the reference service does.
+//! The manifest is swapped with a conditional PUT (`If-Match` the ETag read, or `If-None-Match: *`
+//! when there is none yet), retried with backoff when another writer won.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_s3::{
+    Client,
+    config::{BehaviorVersion, Credentials, Region},
+    error::{DisplayErrorContext, ProvideErrorMetadata, SdkError},
+    primitives::ByteStream,
+    types::{CompletedMultipartUpload, CompletedPart},
+};
+use bytes::{Bytes, BytesMut};
+use futures::{StreamExt, stream::BoxStream};
+
+use super::{Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, Result, StoreError};
+use crate::{api::ImagePath, hash::Sha256Digest};
+
+/// Part size of multipart uploads: 5 MiB is S3's minimum; 16 MiB keeps 2 GiB images at 128 parts.
+const PART_SIZE: usize = 16 * 1024 * 1024;
+/// Compare-and-swap attempts on the manifest before giving up.
+const CAS_ATTEMPTS: u32 = 30;
+/// Metadata key holding the SHA-256 (same as the reference service).
+pub const SHA256_METADATA: &str = "sha256-checksum";
+
+/// How to reach the bucket.
+#[derive(Debug, Clone, Default)]
+pub struct S3Settings {
+    pub bucket: String,
+    /// Key prefix under which the store lives (no leading or trailing `/` needed).
+    pub prefix: Option<String>,
+    /// Endpoint URL for Ceph RGW / MinIO.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Static credentials; otherwise the default AWS chain (env, profile, IRSA…).
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    pub force_path_style: bool,
+    /// Extra CA certificates (PEM) to trust for the endpoint.
+    pub ca_bundle_pem: Option<Vec<u8>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Backend {
+    client: Client,
+    bucket: String,
+    prefix: String,
+}
+
+/// An aws-sdk-s3 client for `settings` (shared by the store and the S3 fetch source).
+pub async fn client(settings: &S3Settings) -> Result<Client> {
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(settings.region.clone().unwrap_or_else(|| "us-east-1".into())));
+    if let (Some(id), Some(secret)) = (&settings.access_key_id, &settings.secret_access_key) {
+        loader = loader.credentials_provider(Credentials::new(id, secret, None, None, "ztp-operator"));
+    }
+    if let Some(pem) = &settings.ca_bundle_pem {
+        use aws_smithy_http_client::tls;
+        let trust = tls::TrustStore::empty().with_native_roots(true).with_pem_certificate(pem.clone());
+        let ctx = tls::TlsContext::builder().with_trust_store(trust).build().map_err(|e| StoreError::S3 {
+            op: "configure TLS for",
+            bucket: settings.bucket.clone(),
+            key: String::new(),
+            message: e.to_string(),
+        })?;
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(tls::Provider::Rustls(tls::rustls_provider::CryptoMode::AwsLc))
+            .tls_context(ctx)
+            .build_https();
+        loader = loader.http_client(http);
+    }
+    let shared = loader.load().await;
+    let mut config = aws_sdk_s3::config::Builder::from(&shared).force_path_style(settings.force_path_style);
+    if let Some(endpoint) = &settings.endpoint {
+        config = config.endpoint_url(endpoint);
+    }
+    Ok(Client::from_conf(config.build()))
+}
+
+fn sdk_message<E: std::error::Error + 'static, R: std::fmt::Debug>(e: &SdkError<E, R>) -> String {
+    DisplayErrorContext(e).to_string()
+}
+
+fn http_status<E, R>(e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>) -> Option<u16> {
+    e.raw_response().map(|r| r.status().as_u16())
+}
+
+impl S3Backend {
+    pub async fn new(settings: &S3Settings) -> Result<Self> {
+        let prefix = settings.prefix.as_deref().unwrap_or("").trim_matches('/');
+        Ok(Self {
+            client: client(settings).await?,
+            bucket: settings.bucket.clone(),
+            prefix: if prefix.is_empty() { String::new() } else { format!("{prefix}/") },
+        })
+    }
+
+    fn key(&self, rel: &str) -> String {
+        format!("{}{rel}", self.prefix)
+    }
+
+    fn err(&self, op: &'static str, key: &str, message: String) -> StoreError {
+        StoreError::S3 { op, bucket: self.bucket.clone(), key: key.to_owned(), message }
+    }
+
+    async fn get_manifest(&self) -> Result<Option<(Vec<u8>, Option<String>)>> {
+        let key = self.key(MANIFEST_NAME);
+        match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => {
+                let etag = out.e_tag().map(str::to_owned);
+                let body = out.body.collect().await.map_err(|e| self.err("read", &key, e.to_string()))?;
+                Ok(Some((body.into_bytes().to_vec(), etag)))
+            }
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => Ok(None),
+            Err(e) => Err(self.err("get", &key, sdk_message(&e))),
+        }
+    }
+}
+
+struct S3Pending {
+    client: Client,
+    bucket: String,
+    key: String,
+    upload_id: String,
+    buffer: BytesMut,
+    parts: Vec<CompletedPart>,
+    /// The part being uploaded while the next one fills.
+    in_flight: Option<tokio::task::JoinHandle<Result<CompletedPart>>>,
+    total: u64,
+}
+
+impl S3Pending {
+    fn err(&self, op: &'static str, message: String) -> StoreError {
+        StoreError::S3 { op, bucket: self.bucket.clone(), key: self.key.clone(), message }
+    }
+
+    async fn wait_in_flight(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            let part = task.await.map_err(|e| self.err("upload part of", e.to_string()))??;
+            self.parts.push(part);
+        }
+        Ok(())
+    }
+
+    async fn send_part(&mut self, data: Bytes) -> Result<()> {
+        self.wait_in_flight().await?;
+        let number = i32::try_from(self.parts.len() + 1).map_err(|_| self.err("upload part of", "too many parts".into()))?;
+        let (client, bucket, key, upload_id) =
+            (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
+        self.in_flight = Some(tokio::spawn(async move {
+            let out = client
+                .upload_part()
+                .bucket(&bucket)
+                .key(&key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(data))
+                .send()
+                .await
+                .map_err(|e| StoreError::S3 { op: "upload part of", bucket, key, message: sdk_message(&e) })?;
+            Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_owned)).build())
+        }));
+        Ok(())
+    }
+
+    async fn abort_upload(&mut self) {
+        if let Some(t) = self.in_flight.take() {
+            t.abort();
+        }
+        let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id).send().await;
+    }
+}
+
+#[async_trait]
+impl PendingObject for S3Pending {
+    async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.total += chunk.len() as u64;
+        self.buffer.extend_from_slice(&chunk);
+        if self.buffer.len() >= PART_SIZE {
+            let part = self.buffer.split().freeze();
+            self.send_part(part).await?;
+        }
+        Ok(())
+    }
+
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let result = async {
+            // S3 needs at least one part; an empty object is one empty part.
+            if !self.buffer.is_empty() || (self.parts.is_empty() && self.in_flight.is_none()) {
+                let last = self.buffer.split().freeze();
+                self.send_part(last).await?;
+            }
+            self.wait_in_flight().await?;
+            let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
+            self.client
+                .complete_multipart_upload()
+                .bucket(&self.bucket)
+                .key(&self.key)
+                .upload_id(&self.upload_id)
+                .multipart_upload(upload)
+                .send()
+                .await
+                .map_err(|e| self.err("complete upload of", sdk_message(&e)))?;
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.abort_upload().await;
+        }
+        result
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        self.abort_upload().await;
+    }
+}
+
+#[async_trait]
+impl Backend for S3Backend {
+    fn describe(&self) -> String {
+        format!("s3://{}/{}", self.bucket, self.prefix)
+    }
+
+    async fn begin(&self, path: &ImagePath, sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>> {
+        let key = self.key(&path.to_string());
+        let out = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&key)
+            .metadata(SHA256_METADATA, sha256.to_string())
+            .send()
+            .await
+            .map_err(|e| self.err("start upload of", &key, sdk_message(&e)))?;
+        let upload_id = out.upload_id().ok_or_else(|| self.err("start upload of", &key, "no upload id".into()))?;
+        Ok(Box::new(S3Pending {
+            client: self.client.clone(),
+            bucket: self.bucket.clone(),
+            key,
+            upload_id: upload_id.to_owned(),
+            buffer: BytesMut::with_capacity(PART_SIZE),
+            parts: Vec::new(),
+            in_flight: None,
+            total: 0,
+        }))
+    }
+
+    async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>> {
+        let key = self.key(&path.to_string());
+        match self.client.head_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => Ok(Some(ObjectInfo {
+                size: out.content_length().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                modified: out.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+            })),
+            Err(e) if http_status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(self.err("head", &key, sdk_message(&e))),
+        }
+    }
+
+    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
+        let key = self.key(&path.to_string());
+        let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+            Ok(out) => out,
+            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+                return Err(StoreError::NotFound(path.to_string()));
+            }
+            Err(e) => return Err(self.err("get", &key, sdk_message(&e))),
+        };
+        let (bucket, body) = (self.bucket.clone(), out.body);
+        let stream = futures::stream::try_unfold((body, bucket, key), |(mut body, bucket, key)| async move {
+            match body.try_next().await {
+                Ok(Some(chunk)) => Ok(Some((chunk, (body, bucket, key)))),
+                Ok(None) => Ok(None),
+                Err(e) => Err(StoreError::S3 { op: "read", bucket, key, message: e.to_string() }),
+            }
+        });
+        Ok(stream.boxed())
+    }
+
+    async fn delete(&self, path: &ImagePath) -> Result<bool> {
+        let existed = self.stat(path).await?.is_some();
+        let key = self.key(&path.to_string());
+        self.client
+            .delete_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| self.err("delete", &key, sdk_message(&e)))?;
+        Ok(existed)
+    }
+
+    async fn list(&self) -> Result<Vec<(String, ObjectInfo)>> {
+        let mut out = Vec::new();
+        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.err("list", &self.prefix, sdk_message(&e)))?;
+            for obj in page.contents() {
+                let Some(rel) = obj.key().and_then(|k| k.strip_prefix(&self.prefix)) else { continue };
+                let segments: Vec<&str> = rel.split('/').collect();
+                if segments.len() != 3 || segments.iter().any(|s| s.starts_with('.')) {
+                    continue;
+                }
+                out.push((
+                    rel.to_owned(),
+                    ObjectInfo {
+                        size: obj.size().and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
+                        modified: obj.last_modified().and_then(|t| std::time::SystemTime::try_from(*t).ok()),
+                    },
+                ));
+            }
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+
+    async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
+        let key = self.key(MANIFEST_NAME);
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.get_manifest().await?;
+            let Some(new) = f(current.as_ref().map(|(b, _)| b.as_slice()))? else { return Ok(()) };
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .content_type("application/json")
+                .body(ByteStream::from(new));
+            let put = match current.as_ref().and_then(|(_, etag)| etag.clone()) {
+                Some(etag) => put.if_match(etag),
+                None => put.if_none_match("*"),
+            };
+            match put.send().await {
+                Ok(_) => return Ok(()),
+                // 412: someone else wrote since we read; 409: a concurrent conditional write is in progress.
+                Err(e) if matches!(http_status(&e), Some(412 | 409)) || e.code() == Some("PreconditionFailed") => {
+                    let jitter = u64::from(std::process::id() % 7 + attempt % 5);
+                    let backoff = Duration::from_millis((5u64 << attempt.min(6)) + jitter * 3);
+                    tokio::time::sleep(backoff).await;
+                }
+                Err(e) => return Err(self.err("put", &key, sdk_message(&e))),
+            }
+        }
+        Err(StoreError::ManifestContention { attempts: CAS_ATTEMPTS })
+    }
+
+    async fn read_manifest(&self) -> Result<Option<Vec<u8>>> {
+        Ok(self.get_manifest().await?.map(|(b, _)| b))
+    }
+}
