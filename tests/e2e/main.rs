@@ -4,4 +4,5 @@
 mod support;
 
 mod crds;
+mod pipeline;
 mod s3;

@@ -10,6 +10,7 @@
 pub mod controlplane;
 pub mod procs;
 pub mod s3server;
+pub mod source;
 pub mod tools;
 
 use std::{

@@ -1,0 +1,780 @@
+//! The image pipeline against real servers: OsImages on a real apiserver, reconciled by the
+//! controller into a directory store and into a real S3 server (MinIO), fetching from a real
+//! local HTTP server. Each scenario runs on both backends.
+
+use std::{
+    path::PathBuf,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use k8s_openapi::api::events::v1::Event;
+use kube::{
+    Api, Client,
+    api::{DeleteParams, ListParams, PostParams},
+};
+use serde_json::json;
+use tokio::sync::Semaphore;
+use ztp_operator::{
+    api::{ImagePath, OsImage, OsImagePhase, conditions::find_condition, ConditionType},
+    fetch::{FetchConfig, Fetcher},
+    hash::Sha256Digest,
+    reconcile::osimage::{ImageContext, ImagePolicy},
+    store::{
+        ManifestEntry, Store,
+        fs::FsBackend,
+        s3::{S3Backend, S3Settings},
+    },
+};
+
+use crate::support::{
+    self, KubeTest,
+    s3server::{ACCESS_KEY, REGION, SECRET_KEY},
+    source::{Behavior, SourceServer},
+};
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Fs,
+    S3,
+}
+
+/// A store of either kind, fresh for the test, with what a test needs to look inside it.
+pub struct TestStore {
+    pub store: Store,
+    pub dir: Option<tempfile::TempDir>,
+    pub bucket: Option<String>,
+    pub s3: Option<aws_sdk_s3::Client>,
+}
+
+impl TestStore {
+    pub async fn new(backend: Backend, test: &str) -> Self {
+        match backend {
+            Backend::Fs => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("fs store")));
+                Self { store, dir: Some(dir), bucket: None, s3: None }
+            }
+            Backend::S3 => {
+                let t = support::s3_test(test).await;
+                let settings = s3_settings(&t.bucket, &t.endpoint);
+                let store = Store::new(Arc::new(S3Backend::new(&settings).await.expect("s3 store")));
+                Self { store, dir: None, bucket: Some(t.bucket.clone()), s3: Some(t.client) }
+            }
+        }
+    }
+
+    /// Command-line flags selecting this store (for a controller subprocess).
+    pub fn flags(&self) -> Vec<String> {
+        match (&self.dir, &self.bucket) {
+            (Some(d), _) => vec![format!("--store-dir={}", d.path().display())],
+            (None, Some(b)) => {
+                let endpoint = futures::executor::block_on(support::env()).s3.endpoint.clone();
+                vec![format!("--s3-bucket={b}"), format!("--s3-endpoint={endpoint}"), "--s3-path-style".into()]
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// Anything left over from writes in progress: temp files, or open multipart uploads.
+    pub async fn leftovers(&self) -> Vec<String> {
+        if let Some(d) = &self.dir {
+            return std::fs::read_dir(d.path().join(".tmp"))
+                .map(|r| r.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+                .unwrap_or_default();
+        }
+        let (s3, bucket) = (self.s3.as_ref().expect("s3"), self.bucket.as_ref().expect("bucket"));
+        let out = s3.list_multipart_uploads().bucket(bucket).send().await.expect("list uploads");
+        out.uploads().iter().filter_map(|u| u.key().map(str::to_owned)).collect()
+    }
+
+    pub async fn bytes(&self, path: &ImagePath) -> Option<Vec<u8>> {
+        use futures::TryStreamExt;
+        self.store.stat(path).await.expect("stat")?;
+        let chunks: Vec<Bytes> = self.store.read(path).await.expect("read").try_collect().await.expect("read body");
+        Some(chunks.concat())
+    }
+
+    /// Writes raw bytes as the manifest (a hand edit).
+    pub async fn write_manifest_raw(&self, bytes: &[u8]) {
+        if let Some(d) = &self.dir {
+            std::fs::write(d.path().join("manifest.json"), bytes).expect("write manifest");
+            return;
+        }
+        let (s3, bucket) = (self.s3.as_ref().expect("s3"), self.bucket.as_ref().expect("bucket"));
+        s3.put_object()
+            .bucket(bucket)
+            .key("manifest.json")
+            .body(aws_sdk_s3::primitives::ByteStream::from(bytes.to_vec()))
+            .send()
+            .await
+            .expect("put manifest");
+    }
+
+    pub async fn read_manifest_raw(&self) -> Option<Vec<u8>> {
+        if let Some(d) = &self.dir {
+            return std::fs::read(d.path().join("manifest.json")).ok();
+        }
+        let (s3, bucket) = (self.s3.as_ref().expect("s3"), self.bucket.as_ref().expect("bucket"));
+        let out = s3.get_object().bucket(bucket).key("manifest.json").send().await.ok()?;
+        Some(out.body.collect().await.expect("body").into_bytes().to_vec())
+    }
+}
+
+pub fn s3_settings(bucket: &str, endpoint: &str) -> S3Settings {
+    S3Settings {
+        bucket: bucket.to_owned(),
+        endpoint: Some(endpoint.to_owned()),
+        region: Some(REGION.into()),
+        access_key_id: Some(ACCESS_KEY.into()),
+        secret_access_key: Some(SECRET_KEY.into()),
+        force_path_style: true,
+        ..Default::default()
+    }
+}
+
+pub fn fast_policy() -> ImagePolicy {
+    ImagePolicy {
+        max_attempts: 3,
+        backoff_base: Duration::from_millis(200),
+        backoff_max: Duration::from_secs(1),
+        progress_interval: Duration::from_millis(200),
+        resync: Duration::from_secs(600),
+        manifest_recheck: Duration::from_millis(500),
+    }
+}
+
+/// The controller running in this test's runtime, watching only the test's namespace.
+pub struct RunningController(tokio::task::JoinHandle<()>);
+
+impl Drop for RunningController {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
+    let core = ImageContext {
+        store: store.store.clone(),
+        fetcher: Fetcher::new(FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() })
+            .expect("fetcher"),
+        fetch_slots: Arc::new(Semaphore::new(2)),
+        policy: fast_policy(),
+        external_url: Some("http://ztp.example.net".into()),
+    };
+    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    RunningController(tokio::spawn(async move {
+        if let Err(e) = ztp_operator::controller::run_controller(client, core, Some(ns)).await {
+            panic!("controller failed: {e}");
+        }
+    }))
+}
+
+pub fn random_bytes(n: usize, seed: u64) -> Bytes {
+    // xorshift: incompressible enough, reproducible, no extra crate.
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(n);
+    Bytes::from(out)
+}
+
+pub fn osimage(name: &str, platform: &str, version: &str, url: &str, sha: &str, extra: serde_json::Value) -> OsImage {
+    let mut spec = json!({"platform": platform, "version": version, "source": {"url": {"url": url}}, "sha256": sha});
+    if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+        for (k, v) in e {
+            s.insert(k.clone(), v.clone());
+        }
+    }
+    serde_json::from_value(json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "OsImage", "metadata": {"name": name}, "spec": spec}))
+        .expect("OsImage")
+}
+
+/// Polls until `cond` holds for the object, or fails with its last status.
+pub async fn wait_for(api: &Api<OsImage>, name: &str, what: &str, cond: impl Fn(&OsImage) -> bool) -> OsImage {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(Some(o)) = api.get_opt(name).await
+            && cond(&o)
+        {
+            return o;
+        }
+        if Instant::now() > deadline {
+            let last = api.get_opt(name).await.ok().flatten().map(|o| o.status);
+            panic!("{name}: not {what} within 60 s; status: {last:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn condition(o: &OsImage, t: ConditionType) -> Option<(String, String, String)> {
+    let c = find_condition(&o.status.as_ref()?.conditions, t)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+pub fn is_ready(o: &OsImage) -> bool {
+    condition(o, ConditionType::Ready).is_some_and(|(s, _, _)| s == "True")
+}
+
+pub fn stalled_reason(o: &OsImage) -> Option<String> {
+    condition(o, ConditionType::Stalled).filter(|(s, _, _)| s == "True").map(|(_, r, _)| r)
+}
+
+async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    let list = events.list(&ListParams::default()).await.expect("list events");
+    list.items
+        .into_iter()
+        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+        .filter_map(|e| e.reason)
+        .collect()
+}
+
+fn path(p: &str, v: &str, f: &str) -> ImagePath {
+    ImagePath::new(p, v, f).expect("path")
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async fn happy_path(backend: Backend) {
+    let t = support::kube_test(&format!("img-happy-{backend:?}").to_lowercase()).await;
+    let store = TestStore::new(backend, &format!("img-happy-{backend:?}").to_lowercase()).await;
+    let body = random_bytes(3 * 1024 * 1024 + 17, 1);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/cl/cumulus.bin", body.clone(), Behavior::Serve)]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("cumulus", "cumulus-linux", "5.14.0", &src.url_of("/cl/cumulus.bin"), &sha, json!({})))
+        .await
+        .expect("create");
+
+    let controller = start_controller(&t, &store);
+    let ready = wait_for(&api, "cumulus", "Ready", is_ready).await;
+    let status = ready.status.clone().expect("status");
+    assert_eq!(status.phase, Some(OsImagePhase::Ready));
+    assert_eq!(status.observed_generation, ready.metadata.generation);
+    let artifact = status.artifact.expect("artifact");
+    assert_eq!(artifact.path, "cumulus-linux/5.14.0/cumulus.bin");
+    assert_eq!(artifact.sha256, sha);
+    assert_eq!(artifact.size, body.len() as i64);
+    assert_eq!(artifact.url.as_deref(), Some("http://ztp.example.net/images/cumulus-linux/5.14.0/cumulus.bin"));
+    assert!(ready.metadata.finalizers.iter().flatten().any(|f| f == "ztp.netops.dev/storage"));
+
+    let p = path("cumulus-linux", "5.14.0", "cumulus.bin");
+    assert_eq!(store.bytes(&p).await.as_deref(), Some(body.as_ref()), "stored bytes are the source's");
+    let manifest = store.store.manifest().await.expect("manifest");
+    let entry = manifest.get(&p).expect("manifest entry");
+    assert_eq!(entry.sha256.to_string(), sha);
+    assert!(entry.is_firmware());
+    let raw: serde_json::Value = serde_json::from_slice(&store.read_manifest_raw().await.expect("manifest")).expect("json");
+    assert_eq!(raw["images"][0]["tags"], json!({"firmware-image": ""}));
+    assert_eq!(raw["images"][0]["path"], "cumulus-linux/5.14.0/cumulus.bin");
+    assert!(store.leftovers().await.is_empty());
+    let reasons = event_reasons(&t.client, &t.namespace, "cumulus").await;
+    assert!(reasons.iter().any(|r| r == "Fetching") && reasons.iter().any(|r| r == "Stored"), "{reasons:?}");
+
+    // A restarted controller finds the file in place: no second download.
+    let gets = src.requests().len();
+    drop(controller);
+    let _again = start_controller(&t, &store);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = api.get("cumulus").await.expect("get");
+    assert!(is_ready(&after));
+    assert_eq!(src.requests().len(), gets, "a restart must not refetch a verified image");
+}
+
+#[tokio::test]
+async fn happy_path_fs() {
+    happy_path(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn happy_path_s3() {
+    happy_path(Backend::S3).await;
+}
+
+async fn wrong_checksum(backend: Backend) {
+    let name = format!("img-badsum-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let body = random_bytes(1024 * 1024, 2);
+    let actual = Sha256Digest::of(&body).to_string();
+    let wrong = Sha256Digest::of(b"something else").to_string();
+    let src = SourceServer::start(vec![("/nvos.bin", body, Behavior::Serve)]).await;
+    store.write_manifest_raw(b"{\"images\": []}\n").await;
+    let before = store.read_manifest_raw().await;
+
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("nvos", "nvos", "25.02", &src.url_of("/nvos.bin"), &wrong, json!({})))
+        .await
+        .expect("create");
+    let _c = start_controller(&t, &store);
+    let o = wait_for(&api, "nvos", "Stalled", |o| stalled_reason(o).is_some()).await;
+    assert_eq!(stalled_reason(&o).as_deref(), Some("ChecksumMismatch"));
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains(&format!("sha256 mismatch: expected {wrong}, got {actual}")), "{msg}");
+    assert_eq!(o.status.as_ref().and_then(|s| s.phase), Some(OsImagePhase::Failed));
+    assert_eq!(store.store.stat(&path("nvos", "25.02", "nvos.bin")).await.expect("stat"), None, "nothing under the final name");
+    assert_eq!(store.read_manifest_raw().await, before, "manifest unchanged");
+    assert!(store.leftovers().await.is_empty(), "temporary data removed: {:?}", store.leftovers().await);
+    // Stalled means stalled: no more downloads of the same wrong file.
+    let gets = src.requests().len();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(src.requests().len(), gets);
+}
+
+#[tokio::test]
+async fn wrong_checksum_fs() {
+    wrong_checksum(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn wrong_checksum_s3() {
+    wrong_checksum(Backend::S3).await;
+}
+
+async fn source_errors(backend: Backend) {
+    let name = format!("img-srcerr-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let sha = Sha256Digest::of(b"x").to_string();
+    let src = SourceServer::start(vec![
+        ("/gone.bin", Bytes::from_static(b"x"), Behavior::Status(404)),
+        ("/broken.bin", Bytes::from_static(b"x"), Behavior::Status(500)),
+    ])
+    .await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    for (n, p, v) in [("gone", "/gone.bin", "1"), ("broken", "/broken.bin", "2")] {
+        let o = osimage(n, "sonic", v, &src.url_of(p), &sha, json!({}));
+        api.create(&PostParams::default(), &o).await.expect("create");
+    }
+    let _c = start_controller(&t, &store);
+    for (n, p, code) in [("gone", "/gone.bin", "HTTP 404 Not Found"), ("broken", "/broken.bin", "HTTP 500 Internal Server Error")] {
+        let o = wait_for(&api, n, "Stalled", |o| stalled_reason(o).is_some()).await;
+        assert_eq!(stalled_reason(&o).as_deref(), Some("FetchFailed"));
+        let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+        assert!(msg.contains("gave up after 3 attempts"), "{msg}");
+        assert!(msg.contains(&format!("GET {}: {code}", src.url_of(p))), "{msg}");
+        assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(3));
+        let tries = src.requests().iter().filter(|r| r.path == p).count();
+        assert_eq!(tries, 3, "{n}: one request per attempt");
+    }
+    assert!(store.store.manifest().await.expect("manifest").images.is_empty());
+    let reasons = event_reasons(&t.client, &t.namespace, "gone").await;
+    assert!(reasons.iter().any(|r| r == "FetchFailed"), "{reasons:?}");
+
+    // Fixing the source and touching the spec (a new generation) starts over and succeeds.
+    src.set_behavior("/gone.bin", Behavior::Serve);
+    let patch = json!({"spec": {"filename": "gone.bin"}});
+    api.patch("gone", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
+    let o = wait_for(&api, "gone", "Ready", is_ready).await;
+    assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "attempts reset with the spec change");
+}
+
+#[tokio::test]
+async fn source_errors_fs() {
+    source_errors(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn source_errors_s3() {
+    source_errors(Backend::S3).await;
+}
+
+async fn dropped_connection_resumes(backend: Backend) {
+    let name = format!("img-resume-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let body = random_bytes(20 * 1024 * 1024 + 5, 3);
+    let sha = Sha256Digest::of(&body).to_string();
+    let cut = body.len() / 2;
+    let src = SourceServer::start(vec![("/big.bin", body.clone(), Behavior::DropAfter { cut })]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("big", "onie", "2024.11", &src.url_of("/big.bin"), &sha, json!({})))
+        .await
+        .expect("create");
+    let _c = start_controller(&t, &store);
+    let o = wait_for(&api, "big", "Ready", is_ready).await;
+    assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "a resume is not a new attempt");
+    assert_eq!(store.bytes(&path("onie", "2024.11", "big.bin")).await.as_deref(), Some(body.as_ref()));
+    let ranges: Vec<_> = src.requests().into_iter().filter_map(|r| r.range).collect();
+    assert_eq!(ranges.len(), 1, "exactly one resume");
+    let start: usize = ranges[0].trim_start_matches("bytes=").trim_end_matches('-').parse().expect("range start");
+    assert!(start > 0 && start <= cut, "resumed from byte {start} (cut at {cut})");
+}
+
+#[tokio::test]
+async fn dropped_connection_resumes_fs() {
+    dropped_connection_resumes(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn dropped_connection_resumes_s3() {
+    dropped_connection_resumes(Backend::S3).await;
+}
+
+async fn broken_manifest(backend: Backend) {
+    let name = format!("img-badman-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let body = random_bytes(64 * 1024, 4);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/a.bin", body, Behavior::Serve)]).await;
+    let broken = b"{\n  \"images\": [\n    {\"platform\": \"nvos\",, }\n  ]\n}\n".to_vec();
+    store.write_manifest_raw(&broken).await;
+
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("a", "nvos", "1", &src.url_of("/a.bin"), &sha, json!({}))).await.expect("create");
+    let _c = start_controller(&t, &store);
+    let o = wait_for(&api, "a", "Stalled", |o| stalled_reason(o).is_some()).await;
+    assert_eq!(stalled_reason(&o).as_deref(), Some("ManifestInvalid"));
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains("manifest.json") && msg.contains("not valid JSON at line 3"), "{msg}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(store.read_manifest_raw().await, Some(broken), "a broken manifest is left exactly as it was");
+    assert!(src.requests().is_empty(), "nothing fetched while the manifest is broken");
+
+    // Once a human fixes it, the image goes through.
+    store.write_manifest_raw(b"{\"images\": []}").await;
+    wait_for(&api, "a", "Ready", is_ready).await;
+}
+
+#[tokio::test]
+async fn broken_manifest_fs() {
+    broken_manifest(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn broken_manifest_s3() {
+    broken_manifest(Backend::S3).await;
+}
+
+async fn deletion_policies(backend: Backend) {
+    let name = format!("img-delete-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let body = random_bytes(128 * 1024, 5);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/img.bin", body, Behavior::Serve)]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let url = src.url_of("/img.bin");
+    api.create(&PostParams::default(), &osimage("del", "p", "1", &url, &sha, json!({"deletionPolicy": "Delete"}))).await.expect("create");
+    api.create(&PostParams::default(), &osimage("keep", "p", "2", &url, &sha, json!({"deletionPolicy": "Retain"}))).await.expect("create");
+    let _c = start_controller(&t, &store);
+    wait_for(&api, "del", "Ready", is_ready).await;
+    wait_for(&api, "keep", "Ready", is_ready).await;
+
+    for n in ["del", "keep"] {
+        api.delete(n, &DeleteParams::default()).await.expect("delete");
+    }
+    for n in ["del", "keep"] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while api.get_opt(n).await.expect("get").is_some() {
+            assert!(Instant::now() < deadline, "{n} still present: the finalizer was not removed");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let manifest = store.store.manifest().await.expect("manifest");
+    assert!(manifest.get(&path("p", "1", "img.bin")).is_none(), "Delete removes the manifest entry");
+    assert_eq!(store.store.stat(&path("p", "1", "img.bin")).await.expect("stat"), None, "Delete removes the file");
+    assert!(manifest.get(&path("p", "2", "img.bin")).is_some(), "Retain keeps the manifest entry");
+    assert!(store.store.stat(&path("p", "2", "img.bin")).await.expect("stat").is_some(), "Retain keeps the file");
+
+    // Delete never removes a file whose hash differs from the OsImage's.
+    let other = Bytes::from_static(b"an admin's upload");
+    let other_sha = Sha256Digest::of(&other);
+    let p3 = path("p", "3", "img.bin");
+    let mut w = store.store.writer(&p3, other_sha).await.expect("writer");
+    w.write(other.clone()).await.expect("write");
+    w.commit(None).await.expect("commit");
+    store
+        .store
+        .update_manifest(|m| Ok(m.insert(ManifestEntry::new(&p3, other_sha, other.len() as u64, true, Some("upload".into())), false)?))
+        .await
+        .expect("manifest");
+    api.create(&PostParams::default(), &osimage("clash", "p", "3", &url, &sha, json!({}))).await.expect("create");
+    let o = wait_for(&api, "clash", "Stalled", |o| stalled_reason(o).is_some()).await;
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains(&format!("different file at p/3/img.bin (sha256 {other_sha}) (written by upload)")), "{msg}");
+    api.delete("clash", &DeleteParams::default()).await.expect("delete");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while api.get_opt("clash").await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "clash not deleted");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(store.bytes(&p3).await.as_deref(), Some(other.as_ref()), "someone else's file survives");
+    assert!(store.store.manifest().await.expect("manifest").get(&p3).is_some());
+}
+
+#[tokio::test]
+async fn deletion_policies_fs() {
+    deletion_policies(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn deletion_policies_s3() {
+    deletion_policies(Backend::S3).await;
+}
+
+async fn conflicts(backend: Backend) {
+    let name = format!("img-conflict-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let (a, b) = (random_bytes(4096, 6), random_bytes(4096, 7));
+    let (sha_a, sha_b) = (Sha256Digest::of(&a).to_string(), Sha256Digest::of(&b).to_string());
+    let src = SourceServer::start(vec![("/a/x.bin", a, Behavior::Serve), ("/b/x.bin", b, Behavior::Serve), ("/b/y.bin", random_bytes(10, 8), Behavior::Serve)]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+
+    // Same path, different hashes: the newer one stalls and names the older.
+    api.create(&PostParams::default(), &osimage("first", "sonic", "1", &src.url_of("/a/x.bin"), &sha_a, json!({}))).await.expect("create");
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second resolution
+    api.create(&PostParams::default(), &osimage("second", "sonic", "1", &src.url_of("/b/x.bin"), &sha_b, json!({}))).await.expect("create");
+    // Two firmware images in one directory.
+    let y_sha = Sha256Digest::of(&random_bytes(10, 8)).to_string();
+    api.create(&PostParams::default(), &osimage("third", "sonic", "1", &src.url_of("/b/y.bin"), &y_sha, json!({}))).await.expect("create");
+    let _c = start_controller(&t, &store);
+
+    wait_for(&api, "first", "Ready", is_ready).await;
+    let second = wait_for(&api, "second", "Stalled", |o| stalled_reason(o).is_some()).await;
+    assert_eq!(stalled_reason(&second).as_deref(), Some("Conflict"));
+    let msg = second.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains(&format!("OsImage {}/first already claims sonic/1/x.bin with sha256 {sha_a}", t.namespace)), "{msg}");
+
+    let third = wait_for(&api, "third", "Stalled", |o| stalled_reason(o).is_some()).await;
+    let msg = third.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains(&format!("OsImage {}/first is already the firmware image of sonic/1/ (x.bin)", t.namespace)), "{msg}");
+    assert!(src.requests().iter().all(|r| r.path == "/a/x.bin"), "losers fetch nothing");
+
+    // The manifest holds only the winner.
+    let m = store.store.manifest().await.expect("manifest");
+    assert_eq!(m.images.len(), 1);
+    assert_eq!(m.images[0].sha256.to_string(), sha_a);
+    assert!(store.bytes(&path("sonic", "1", "x.bin")).await.is_some());
+}
+
+#[tokio::test]
+async fn conflicts_fs() {
+    conflicts(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn conflicts_s3() {
+    conflicts(Backend::S3).await;
+}
+
+async fn concurrent_manifest_writers(backend: Backend) {
+    let name = format!("img-cas-{backend:?}").to_lowercase();
+    let store = TestStore::new(backend, &name).await;
+    let _guard = support::kube_test(&name).await; // failure guard (prints logs)
+    // 50 writers at once, each through its own backend instance as separate pods would be.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..50u32 {
+        let s = match backend {
+            Backend::Fs => Store::new(Arc::new(FsBackend::new(store.dir.as_ref().expect("dir").path()).expect("fs"))),
+            Backend::S3 => {
+                let endpoint = support::env().await.s3.endpoint.clone();
+                Store::new(Arc::new(S3Backend::new(&s3_settings(store.bucket.as_ref().expect("bucket"), &endpoint)).await.expect("s3")))
+            }
+        };
+        tasks.spawn(async move {
+            let p = ImagePath::new("load", &format!("{i}"), "f.bin").expect("path");
+            let sha = Sha256Digest::of(format!("file {i}").as_bytes());
+            s.update_manifest(|m| Ok(m.insert(ManifestEntry::new(&p, sha, 1, true, None), false)?)).await
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.expect("task").expect("manifest update");
+    }
+    let m = store.store.manifest().await.expect("manifest");
+    assert_eq!(m.images.len(), 50, "no entry lost");
+    let mut versions: Vec<u32> = m.images.iter().map(|e| e.version.parse().expect("version")).collect();
+    versions.sort();
+    assert_eq!(versions, (0..50).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn concurrent_manifest_writers_fs() {
+    concurrent_manifest_writers(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn concurrent_manifest_writers_s3() {
+    concurrent_manifest_writers(Backend::S3).await;
+}
+
+/// The real binary, killed with SIGKILL in the middle of a fetch and started again: no partial
+/// file is ever visible under the final name, and the image ends Ready.
+async fn sigkill_mid_fetch(backend: Backend) {
+    let name = format!("img-kill-{backend:?}").to_lowercase();
+    let t = support::kube_test(&name).await;
+    let store = TestStore::new(backend, &name).await;
+    let body = random_bytes(12 * 1024 * 1024, 9);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/slow.bin", body.clone(), Behavior::Slow { bytes_per_sec: 3 * 1024 * 1024 })]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("slow", "nvos", "9", &src.url_of("/slow.bin"), &sha, json!({}))).await.expect("create");
+
+    let p = path("nvos", "9", "slow.bin");
+    let watcher_store = store.store.clone();
+    let full = body.len() as u64;
+    let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let visibility = tokio::spawn(async move {
+        let mut seen_partial = None;
+        loop {
+            if let Ok(Some(info)) = watcher_store.stat(&p).await
+                && info.size != full
+            {
+                seen_partial = Some(info.size);
+            }
+            if stop_rx.try_recv().is_ok() {
+                return seen_partial;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+
+    let env = support::env().await;
+    let run = |log: &str| {
+        let mut args = vec!["controller".to_owned(), format!("--namespace={}", t.namespace), "--leader-elect=false".into()];
+        args.extend(store.flags());
+        args.extend(["--fetch-backoff-seconds=0.2".into(), "--progress-interval-seconds=0.2".into(), "--fetch-max-attempts=3".into()]);
+        support::procs::spawn(
+            "ztp-operator",
+            std::path::Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+            &args,
+            &[
+                ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
+                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+                ("RUST_LOG", "info"),
+            ],
+            env.log_dir.join(log),
+        )
+    };
+    let mut first = run(&format!("{name}-1.log"));
+    wait_for(&api, "slow", "fetching with progress", |o| {
+        o.status.as_ref().and_then(|s| s.progress.as_ref()).is_some_and(|p| p.bytes_done > 1024 * 1024)
+    })
+    .await;
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+    assert_eq!(store.store.stat(&path("nvos", "9", "slow.bin")).await.expect("stat"), None, "nothing visible after the kill");
+
+    let mut second = run(&format!("{name}-2.log"));
+    let o = wait_for(&api, "slow", "Ready", is_ready).await;
+    second.child.kill().expect("stop");
+    let _ = second.child.wait();
+    stop_tx.send(()).expect("stop watcher");
+    assert_eq!(visibility.await.expect("watcher"), None, "a partial file was visible under the final name");
+    assert_eq!(o.status.and_then(|s| s.artifact).map(|a| a.size), Some(full as i64));
+    assert_eq!(store.bytes(&path("nvos", "9", "slow.bin")).await.as_deref(), Some(body.as_ref()));
+}
+
+#[tokio::test]
+async fn sigkill_mid_fetch_fs() {
+    sigkill_mid_fetch(Backend::Fs).await;
+}
+
+#[tokio::test]
+async fn sigkill_mid_fetch_s3() {
+    sigkill_mid_fetch(Backend::S3).await;
+}
+
+/// Two controller replicas with leader election: one holds the Lease, the image is fetched once.
+#[tokio::test]
+async fn two_replicas_fetch_once() {
+    let name = "img-leader";
+    let t = support::kube_test(name).await;
+    let store = TestStore::new(Backend::Fs, name).await;
+    let body = random_bytes(2 * 1024 * 1024, 10);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/x.bin", body, Behavior::Slow { bytes_per_sec: 4 * 1024 * 1024 })]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("x", "p", "1", &src.url_of("/x.bin"), &sha, json!({}))).await.expect("create");
+    let env = support::env().await;
+    let mut replicas = Vec::new();
+    for i in 0..2 {
+        let mut args = vec![
+            "controller".to_owned(),
+            format!("--namespace={}", t.namespace),
+            format!("--lease-namespace={}", t.namespace),
+            format!("--identity=replica-{i}"),
+        ];
+        args.extend(store.flags());
+        replicas.push(support::procs::spawn(
+            "ztp-operator",
+            std::path::Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+            &args,
+            &[("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8"))],
+            env.log_dir.join(format!("{name}-{i}.log")),
+        ));
+    }
+    wait_for(&api, "x", "Ready", is_ready).await;
+    for r in &mut replicas {
+        r.assert_running();
+    }
+    let gets = src.requests().iter().filter(|r| r.path == "/x.bin").count();
+    assert_eq!(gets, 1, "two replicas fetched the image {gets} times");
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(t.client.clone(), &t.namespace);
+    let lease = leases.get("ztp-operator-controller").await.expect("lease");
+    let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
+    assert!(holder.starts_with("replica-"), "holder {holder:?}");
+    for r in &mut replicas {
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+    }
+}
+
+/// Names that are not safe path segments never reach the store or the network, even where no
+/// CEL rule guards them (standalone mode reads plain YAML).
+#[tokio::test]
+async fn hostile_names_rejected_before_io() {
+    let _guard = support::kube_test("img-hostile").await;
+    let src = SourceServer::start(vec![("/x.bin", Bytes::from_static(b"x"), Behavior::Serve)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (manifests, data) = (dir.path().join("m"), dir.path().join("d"));
+    std::fs::create_dir_all(&manifests).expect("mkdir");
+    let sha = Sha256Digest::of(b"x").to_string();
+    let mut yaml = String::new();
+    for (n, platform, version, filename) in [
+        ("up", "..", "1", "x.bin"),
+        ("slash", "a", "1/../../etc", "x.bin"),
+        ("dot", "a", "1", ".hidden"),
+        ("nul", "a", "1", "x\u{0}.bin"),
+        ("encoded", "a", "%2e%2e", "x.bin"),
+    ] {
+        yaml.push_str(&format!(
+            "---\napiVersion: ztp.netops.dev/v1alpha1\nkind: OsImage\nmetadata: {{name: {n}}}\nspec:\n  platform: {platform:?}\n  version: {version:?}\n  filename: {filename:?}\n  firmwareImage: false\n  source: {{url: {{url: {:?}}}}}\n  sha256: {sha}\n",
+            src.url_of("/x.bin")
+        ));
+    }
+    std::fs::write(manifests.join("hostile.yaml"), yaml).expect("write");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator"))
+        .args(["standalone", "--manifests"])
+        .arg(&manifests)
+        .arg("--data")
+        .arg(&data)
+        .arg("--once")
+        .output()
+        .expect("run standalone");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "not every image can be Ready: {stdout}");
+    assert!(src.requests().is_empty(), "hostile names reached the network");
+    let status: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(data.join(".status/osimages.json")).expect("status file")).expect("json");
+    for n in ["up", "slash", "dot", "nul", "encoded"] {
+        let s = &status[format!("default/{n}")];
+        let stalled = s["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Stalled").expect("Stalled");
+        assert_eq!(stalled["reason"], "InvalidSpec", "{n}: {s}");
+    }
+    // Nothing but the store's own bookkeeping exists under the data directory.
+    let mut names: Vec<String> = std::fs::read_dir(&data).expect("data").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, [".status", ".tmp"], "{names:?}");
+    let _ = PathBuf::new();
+}
