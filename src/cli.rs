@@ -30,11 +30,11 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Reconcile OsImages and SwitchProfiles in a cluster (fetch, verify, store, render).
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Serve switches (ONIE, NVOS/SONiC, Cumulus, RtBrick) and the admin files API.
     Serve,
     /// Run the whole pipeline on one machine without a cluster, from a folder of YAML.
-    Standalone(StandaloneArgs),
+    Standalone(Box<StandaloneArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
 }
@@ -88,9 +88,14 @@ impl StoreArgs {
             let backend = FsBackend::new(dir)?;
             return Ok(Store::new(std::sync::Arc::new(backend)));
         }
-        let bucket = self.s3_bucket.clone().ok_or_else(|| ConfigError::Invalid("set --store-dir or --s3-bucket".into()))?;
+        let bucket = self
+            .s3_bucket
+            .clone()
+            .ok_or_else(|| ConfigError::Invalid("set --store-dir or --s3-bucket".into()))?;
         let ca_bundle_pem = match &self.s3_ca_file {
-            Some(p) => Some(std::fs::read(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?),
+            Some(p) => {
+                Some(std::fs::read(p).map_err(|source| ConfigError::Read { path: p.clone(), source })?)
+            }
             None => None,
         };
         let settings = S3Settings {

@@ -31,8 +31,8 @@ fn main() -> ExitCode {
     };
     runtime.block_on(async move {
         match cli.command {
-            Command::Controller(args) => report(controller::run(args).await),
-            Command::Standalone(args) => match standalone::run(args).await {
+            Command::Controller(args) => report(controller::run(*args).await),
+            Command::Standalone(args) => match standalone::run(*args).await {
                 Ok(true) => ExitCode::SUCCESS,
                 Ok(false) => ExitCode::from(1),
                 Err(e) => report::<()>(Err(e)),

@@ -91,7 +91,8 @@ fn load(dir: &Path) -> Result<Desired, Error> {
         let err = |message: String| Error::Manifests { path: path.clone(), message };
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
         for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
-            let value: Value = serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
+            let value: Value =
+                serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
             if value.is_null() {
                 continue;
             }
@@ -110,7 +111,10 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                 }
                 "ConfigMap" => {
                     let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
-                    let key = (cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()), cm.metadata.name.clone().unwrap_or_default());
+                    let key = (
+                        cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                        cm.metadata.name.clone().unwrap_or_default(),
+                    );
                     let mut data: BTreeMap<String, Vec<u8>> =
                         cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
                     data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
@@ -118,9 +122,15 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                 }
                 "Secret" => {
                     let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
-                    let key = (s.metadata.namespace.clone().unwrap_or_else(|| "default".into()), s.metadata.name.clone().unwrap_or_default());
-                    let mut data: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    data.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+                    let key = (
+                        s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                        s.metadata.name.clone().unwrap_or_default(),
+                    );
+                    let mut data: BTreeMap<String, Vec<u8>> =
+                        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                    data.extend(
+                        s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())),
+                    );
                     desired.secrets.insert(key, data);
                 }
                 _ => {} // SwitchProfiles and anything else: not this pipeline's business.
@@ -131,7 +141,10 @@ fn load(dir: &Path) -> Result<Desired, Error> {
     for image in &desired.images {
         let name = object_name(&image.metadata);
         if !seen.insert(name.clone()) {
-            return Err(Error::Manifests { path: dir.to_path_buf(), message: format!("OsImage {name} is declared twice") });
+            return Err(Error::Manifests {
+                path: dir.to_path_buf(),
+                message: format!("OsImage {name} is declared twice"),
+            });
         }
     }
     Ok(desired)
@@ -141,7 +154,11 @@ struct Lookup(Arc<Mutex<Desired>>);
 
 #[async_trait]
 impl ObjectLookup for Lookup {
-    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(
+        &self,
+        ns: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
         Ok(self.0.lock().expect("desired lock").config_maps.get(&(ns.to_owned(), name.to_owned())).cloned())
     }
 
@@ -161,7 +178,8 @@ impl StatusBook {
         let dir = data.join(".status");
         std::fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
         let file = dir.join("osimages.json");
-        let statuses = std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
+        let statuses =
+            std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
         Ok(Self { file, statuses: Mutex::new(statuses) })
     }
 
@@ -175,11 +193,12 @@ impl StatusBook {
     }
 
     fn save(&self, key: &str) -> Result<(), ReportError> {
-        let bytes = serde_json::to_vec_pretty(&*self.statuses.lock().expect("status lock")).expect("statuses serialise");
+        let bytes = serde_json::to_vec_pretty(&*self.statuses.lock().expect("status lock"))
+            .expect("statuses serialise");
         let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes)
-            .and_then(|()| std::fs::rename(&tmp, &self.file))
-            .map_err(|e| ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) })
+        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.file)).map_err(|e| {
+            ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) }
+        })
     }
 }
 
@@ -235,7 +254,10 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     loop {
         let images = desired.lock().expect("desired lock").images.clone();
         // Images whose YAML went away: honour their deletionPolicy.
-        for gone in previous.iter().filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata))) {
+        for gone in previous
+            .iter()
+            .filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata)))
+        {
             let key = object_name(&gone.metadata);
             if in_flight.contains(&key) {
                 continue;
@@ -269,7 +291,10 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             });
         }
 
-        if args.once && running.is_empty() && images.iter().all(|i| settled.contains_key(&object_name(&i.metadata))) {
+        if args.once
+            && running.is_empty()
+            && images.iter().all(|i| settled.contains_key(&object_name(&i.metadata)))
+        {
             return Ok(settled.values().all(|ready| *ready));
         }
 

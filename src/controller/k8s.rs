@@ -70,7 +70,11 @@ fn not_found(e: &kube::Error) -> bool {
 
 #[async_trait]
 impl ObjectLookup for KubeLookup {
-    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
         match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(cm) => {
                 let mut out: BTreeMap<String, Vec<u8>> =
@@ -83,10 +87,15 @@ impl ObjectLookup for KubeLookup {
         }
     }
 
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
         match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(s) => {
-                let mut out: BTreeMap<String, Vec<u8>> = s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+                let mut out: BTreeMap<String, Vec<u8>> =
+                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
                 out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
                 Ok(Some(out))
             }

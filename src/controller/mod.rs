@@ -102,7 +102,8 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
     });
-    let lease_ns = args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
+    let lease_ns =
+        args.lease_namespace.clone().or_else(|| args.namespace.clone()).unwrap_or_else(|| "default".into());
     let manager = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &args.lease_name)
         .with_namespace(&lease_ns)
         .with_identity(&identity)
@@ -127,7 +128,11 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
 }
 
 /// The controller loop itself (no leader election): used by `run` and by the tests.
-pub async fn run_controller(client: Client, core: ImageContext, namespace: Option<String>) -> Result<(), Error> {
+pub async fn run_controller(
+    client: Client,
+    core: ImageContext,
+    namespace: Option<String>,
+) -> Result<(), Error> {
     let api: Api<OsImage> = match &namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),

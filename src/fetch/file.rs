@@ -23,8 +23,9 @@ pub(super) async fn open(config: &FetchConfig, path: &Path, offset: u64) -> Resu
             }));
         }
     }
-    let mut file =
-        tokio::fs::File::open(&real).await.map_err(|e| FetchError::Transfer { url: shown.clone(), message: e.to_string() })?;
+    let mut file = tokio::fs::File::open(&real)
+        .await
+        .map_err(|e| FetchError::Transfer { url: shown.clone(), message: e.to_string() })?;
     let total = file.metadata().await.map(|m| m.len()).ok();
     if offset > 0 {
         file.seek(std::io::SeekFrom::Start(offset))

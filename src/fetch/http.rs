@@ -6,7 +6,11 @@ use reqwest::header::{ACCEPT_ENCODING, CONTENT_RANGE, CONTENT_TYPE, RANGE};
 
 use super::{FetchConfig, FetchError, Opened};
 
-pub(super) fn client(config: &FetchConfig, ca_pem: Option<&[u8]>, insecure: bool) -> Result<reqwest::Client, FetchError> {
+pub(super) fn client(
+    config: &FetchConfig,
+    ca_pem: Option<&[u8]>,
+    insecure: bool,
+) -> Result<reqwest::Client, FetchError> {
     let mut b = reqwest::Client::builder()
         .connect_timeout(config.connect_timeout)
         .read_timeout(config.idle_timeout)
@@ -44,7 +48,10 @@ pub(super) async fn open(
     if offset > 0 {
         req = req.header(RANGE, format!("bytes={offset}-"));
     }
-    let resp = req.send().await.map_err(|e| FetchError::Transfer { url: url.to_owned(), message: error_chain(&e) })?;
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| FetchError::Transfer { url: url.to_owned(), message: error_chain(&e) })?;
     let status = resp.status().as_u16();
     let content_type = resp.headers().get(CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let (starts_at, total) = match status {
@@ -55,7 +62,10 @@ pub(super) async fn open(
                 .get(CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
                 .and_then(content_range)
-                .ok_or_else(|| FetchError::Transfer { url: url.to_owned(), message: "206 without a valid Content-Range".into() })?;
+                .ok_or_else(|| FetchError::Transfer {
+                    url: url.to_owned(),
+                    message: "206 without a valid Content-Range".into(),
+                })?;
             if start > offset {
                 return Err(FetchError::Transfer {
                     url: url.to_owned(),
@@ -67,7 +77,8 @@ pub(super) async fn open(
         _ => return Err(FetchError::Status { url: url.to_owned(), status }),
     };
     let url_owned = url.to_owned();
-    let chunks = resp.bytes_stream().map(move |r| r.map_err(|e| format!("{url_owned}: {}", error_chain(&e)))).boxed();
+    let chunks =
+        resp.bytes_stream().map(move |r| r.map_err(|e| format!("{url_owned}: {}", error_chain(&e)))).boxed();
     Ok(Opened { chunks, total, starts_at, content_type })
 }
 

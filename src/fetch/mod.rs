@@ -105,11 +105,10 @@ fn reason_of(status: u16) -> String {
 impl FetchError {
     /// Configuration problems do not get better by retrying; transfers and server errors may.
     pub fn retryable(&self) -> bool {
-        match self {
-            Self::Unsupported(_) => false,
-            Self::Store(StoreError::InvalidName(_) | StoreError::Conflict(_)) => false,
-            _ => true,
-        }
+        !matches!(
+            self,
+            Self::Unsupported(_) | Self::Store(StoreError::InvalidName(_) | StoreError::Conflict(_))
+        )
     }
 }
 
@@ -178,7 +177,11 @@ impl Fetcher {
                     {
                         // The body ended early without an error: treat it as a drop.
                         if !self.may_resume(&mut fetched, &url)? {
-                            return Err(FetchError::Truncated { url, expected: total, got: writer.written() });
+                            return Err(FetchError::Truncated {
+                                url,
+                                expected: total,
+                                got: writer.written(),
+                            });
                         }
                         continue;
                     }

@@ -20,8 +20,9 @@ use tokio::sync::Semaphore;
 use super::{EventType, ImageReporter, ReportError, SourceResolver, object_name};
 use crate::{
     api::{
-        Artifact, ConditionStatus, ConditionType, DeletionPolicy, ImagePath, OsImage, OsImagePhase, OsImageStatus,
-        Progress, conditions::{remove_condition, set_condition},
+        Artifact, ConditionStatus, ConditionType, DeletionPolicy, ImagePath, OsImage, OsImagePhase,
+        OsImageStatus, Progress,
+        conditions::{remove_condition, set_condition},
     },
     fetch::{FetchError, Fetcher},
     hash::Sha256Digest,
@@ -145,8 +146,9 @@ impl StatusBuilder {
 fn fetch_gave_up(image: &OsImage) -> bool {
     let Some(status) = &image.status else { return false };
     status.observed_generation == image.metadata.generation
-        && crate::api::conditions::find_condition(&status.conditions, ConditionType::Stalled)
-            .is_some_and(|c| c.status == "True" && matches!(c.reason.as_str(), "ChecksumMismatch" | "FetchFailed"))
+        && crate::api::conditions::find_condition(&status.conditions, ConditionType::Stalled).is_some_and(
+            |c| c.status == "True" && matches!(c.reason.as_str(), "ChecksumMismatch" | "FetchFailed"),
+        )
 }
 
 /// The validated facts of a spec.
@@ -159,7 +161,8 @@ fn target_of(image: &OsImage) -> Result<Target, String> {
     let filename = image.spec.effective_filename().ok_or_else(|| {
         "no filename: set spec.filename (the source's last path segment is empty)".to_owned()
     })?;
-    let path = ImagePath::new(&image.spec.platform, &image.spec.version, &filename).map_err(|e| e.to_string())?;
+    let path =
+        ImagePath::new(&image.spec.platform, &image.spec.version, &filename).map_err(|e| e.to_string())?;
     let sha256 = image.spec.sha256.parse::<Sha256Digest>().map_err(|e| format!("spec.sha256: {e}"))?;
     Ok(Target { path, sha256 })
 }
@@ -250,10 +253,13 @@ impl ImageContext {
             Err(e @ StoreError::Manifest(_)) => {
                 let msg = format!("{e}; fix or remove it (it is left as it is)");
                 let new = status.stalled("ManifestInvalid", msg.clone());
-                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg).await?;
+                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg)
+                    .await?;
                 return Ok(Next::Retry(self.policy.manifest_recheck));
             }
-            Err(e) => return self.retry_later(image, reporter, status, "StoreUnavailable", e.to_string()).await,
+            Err(e) => {
+                return self.retry_later(image, reporter, status, "StoreUnavailable", e.to_string()).await;
+            }
         };
 
         let owner = owner_of(image);
@@ -265,7 +271,11 @@ impl ImageContext {
                         return self.settle(image, reporter, status, &target, info.size, was, false).await;
                     }
                     Ok(_) => {} // entry without (complete) file: fetch again
-                    Err(e) => return self.retry_later(image, reporter, status, "StoreUnavailable", e.to_string()).await,
+                    Err(e) => {
+                        return self
+                            .retry_later(image, reporter, status, "StoreUnavailable", e.to_string())
+                            .await;
+                    }
                 }
             } else if entry.owner.as_deref() == Some(owner.as_str()) {
                 replace = true; // our own older version: the spec changed
@@ -291,7 +301,11 @@ impl ImageContext {
                     );
                     return self.stall(image, reporter, status, "Conflict", msg).await;
                 }
-                Err(e) => return self.retry_later(image, reporter, status, "StoreUnavailable", e.to_string()).await,
+                Err(e) => {
+                    return self
+                        .retry_later(image, reporter, status, "StoreUnavailable", e.to_string())
+                        .await;
+                }
             }
         }
         if image.spec.firmware_image
@@ -337,8 +351,20 @@ impl ImageContext {
         Ok(Next::Resync(self.policy.resync))
     }
 
-    async fn enter(&self, image: &OsImage, target: &Target, size: u64, replace: bool) -> Result<(), StoreError> {
-        let entry = ManifestEntry::new(&target.path, target.sha256, size, image.spec.firmware_image, Some(owner_of(image)));
+    async fn enter(
+        &self,
+        image: &OsImage,
+        target: &Target,
+        size: u64,
+        replace: bool,
+    ) -> Result<(), StoreError> {
+        let entry = ManifestEntry::new(
+            &target.path,
+            target.sha256,
+            size,
+            image.spec.firmware_image,
+            Some(owner_of(image)),
+        );
         self.store
             .update_manifest(|m| {
                 m.insert(entry.clone(), replace)?;
@@ -359,7 +385,9 @@ impl ImageContext {
     ) -> Result<Next, ReportError> {
         let source = match resolver.resolve(image).await {
             Ok(s) => s,
-            Err(e) => return self.retry_later(image, reporter, status, "SourceUnresolved", e.to_string()).await,
+            Err(e) => {
+                return self.retry_later(image, reporter, status, "SourceUnresolved", e.to_string()).await;
+            }
         };
         let attempt = u32::try_from(status.status.attempts.unwrap_or(0)).unwrap_or(0).saturating_add(1);
         status.status.attempts = Some(i32::try_from(attempt).unwrap_or(i32::MAX));
@@ -390,10 +418,14 @@ impl ImageContext {
                 t.store(of.unwrap_or(u64::MAX), Ordering::Relaxed);
             };
             let work = async {
-                let mut writer = self.store.writer(&target.path, target.sha256).await.map_err(FetchError::from)?;
+                let mut writer =
+                    self.store.writer(&target.path, target.sha256).await.map_err(FetchError::from)?;
                 match self.fetcher.fetch(&source, &mut writer, &on_progress).await {
                     Ok(fetched) => {
-                        let committed = writer.commit(fetched.announced_size).await.map_err(|e| (e, fetched.content_type))?;
+                        let committed = writer
+                            .commit(fetched.announced_size)
+                            .await
+                            .map_err(|e| (e, fetched.content_type))?;
                         Ok(committed)
                     }
                     Err(e) => {
@@ -430,7 +462,8 @@ impl ImageContext {
             Ok(committed) => match self.enter(image, target, committed.size, replace).await {
                 Ok(()) => {
                     let msg = format!("{} is stored and verified ({} bytes)", target.path, committed.size);
-                    let new = status.ready(self.artifact(&target.path, &committed.sha256, committed.size), msg.clone());
+                    let new = status
+                        .ready(self.artifact(&target.path, &committed.sha256, committed.size), msg.clone());
                     self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &msg).await?;
                     Ok(Next::Resync(self.policy.resync))
                 }
@@ -441,12 +474,16 @@ impl ImageContext {
                     .filter(|t| t.starts_with("text/html"))
                     .map(|_| " (the source answered with an HTML page: an error or login page?)")
                     .unwrap_or_default();
-                self.stall(image, reporter, status, "ChecksumMismatch", format!("{describe}: {e}{hint}")).await
+                self.stall(image, reporter, status, "ChecksumMismatch", format!("{describe}: {e}{hint}"))
+                    .await
             }
-            Err(AttemptError::Store(e @ StoreError::SizeMismatch { .. }, _)) => {
+            Err(AttemptError::Store(e @ (StoreError::Conflict(_) | StoreError::Manifest(_)), _)) => {
+                self.store_failure(image, reporter, status, e).await
+            }
+            // Size mismatch, a full disk, an unreachable bucket: this attempt failed.
+            Err(AttemptError::Store(e, _)) => {
                 self.failed_attempt(image, reporter, status, attempt, format!("{describe}: {e}"), true).await
             }
-            Err(AttemptError::Store(e, _)) => self.store_failure(image, reporter, status, e).await,
             Err(AttemptError::Fetch(e)) => {
                 let retryable = e.retryable();
                 self.failed_attempt(image, reporter, status, attempt, e.to_string(), retryable).await
@@ -492,7 +529,8 @@ impl ImageContext {
             StoreError::Manifest(m) => {
                 let msg = format!("{m}; fix or remove it (it is left as it is)");
                 let new = status.stalled("ManifestInvalid", msg.clone());
-                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg).await?;
+                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg)
+                    .await?;
                 Ok(Next::Retry(self.policy.manifest_recheck))
             }
             other => self.retry_later(image, reporter, status, "StoreUnavailable", other.to_string()).await,
@@ -560,7 +598,14 @@ impl ImageContext {
     ) -> Result<(), StoreError> {
         let Ok(target) = target_of(image) else { return Ok(()) };
         if image.spec.deletion_policy == DeletionPolicy::Retain {
-            reporter.event(image, EventType::Normal, "Retained", &format!("{} kept (deletionPolicy: Retain)", target.path)).await;
+            reporter
+                .event(
+                    image,
+                    EventType::Normal,
+                    "Retained",
+                    &format!("{} kept (deletionPolicy: Retain)", target.path),
+                )
+                .await;
             return Ok(());
         }
         let me = object_name(&image.metadata);
@@ -579,7 +624,8 @@ impl ImageContext {
                     Ok(())
                 })
                 .await?;
-            let note = format!("{} kept: OsImage {} uses the same file", target.path, object_name(&other.metadata));
+            let note =
+                format!("{} kept: OsImage {} uses the same file", target.path, object_name(&other.metadata));
             reporter.event(image, EventType::Normal, "Retained", &note).await;
             return Ok(());
         }
@@ -596,7 +642,9 @@ impl ImageContext {
             .await?;
         let delete_file = if removed {
             true
-        } else if self.store.stat(&target.path).await?.is_some() && self.store.manifest().await?.get(&target.path).is_none() {
+        } else if self.store.stat(&target.path).await?.is_some()
+            && self.store.manifest().await?.get(&target.path).is_none()
+        {
             // Untracked file at our path: delete only if it is byte for byte ours.
             self.store.hash_of(&target.path).await?.sha256 == target.sha256
         } else {
@@ -604,9 +652,19 @@ impl ImageContext {
         };
         if delete_file {
             self.store.delete(&target.path).await?;
-            reporter.event(image, EventType::Normal, "Deleted", &format!("{} removed from the store", target.path)).await;
+            reporter
+                .event(
+                    image,
+                    EventType::Normal,
+                    "Deleted",
+                    &format!("{} removed from the store", target.path),
+                )
+                .await;
         } else {
-            let note = format!("{} left in place: the stored file is not this image's (different sha256) or absent", target.path);
+            let note = format!(
+                "{} left in place: the stored file is not this image's (different sha256) or absent",
+                target.path
+            );
             reporter.event(image, EventType::Normal, "Retained", &note).await;
         }
         Ok(())

@@ -16,20 +16,36 @@ use crate::{
 /// Reads ConfigMap and Secret data by namespace and name. Values are bytes (Secret data decoded).
 #[async_trait]
 pub trait ObjectLookup: Send + Sync {
-    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError>;
-    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError>;
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError>;
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError>;
 }
 
 /// A [`SourceResolver`] over any [`ObjectLookup`].
 pub struct RefResolver<L>(pub L);
 
-async fn key_of(data: Option<BTreeMap<String, Vec<u8>>>, kind: &str, ns: &str, r: &KeyRef) -> Result<Vec<u8>, ResolveError> {
+async fn key_of(
+    data: Option<BTreeMap<String, Vec<u8>>>,
+    kind: &str,
+    ns: &str,
+    r: &KeyRef,
+) -> Result<Vec<u8>, ResolveError> {
     let data = data.ok_or_else(|| ResolveError(format!("{kind} {ns}/{} not found", r.name)))?;
-    data.get(&r.key).cloned().ok_or_else(|| ResolveError(format!("{kind} {ns}/{} has no key {:?}", r.name, r.key)))
+    data.get(&r.key)
+        .cloned()
+        .ok_or_else(|| ResolveError(format!("{kind} {ns}/{} has no key {:?}", r.name, r.key)))
 }
 
 fn text(kind: &str, ns: &str, name: &str, key: &str, v: Vec<u8>) -> Result<String, ResolveError> {
-    String::from_utf8(v).map_err(|_| ResolveError(format!("{kind} {ns}/{name} key {key:?} is not UTF-8 text")))
+    String::from_utf8(v)
+        .map_err(|_| ResolveError(format!("{kind} {ns}/{name} key {key:?} is not UTF-8 text")))
 }
 
 #[async_trait]
@@ -40,24 +56,37 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
         if let Some(u) = &src.url {
             if u.url.starts_with("file://") {
                 let url = reqwest::Url::parse(&u.url).map_err(|e| ResolveError(format!("{}: {e}", u.url)))?;
-                let path = url
-                    .to_file_path()
-                    .map_err(|_| ResolveError(format!("{}: a file URL needs an absolute path, e.g. file:///srv/images/x.bin", u.url)))?;
+                let path = url.to_file_path().map_err(|_| {
+                    ResolveError(format!(
+                        "{}: a file URL needs an absolute path, e.g. file:///srv/images/x.bin",
+                        u.url
+                    ))
+                })?;
                 return Ok(Source::File { path });
             }
-            reqwest::Url::parse(&u.url).map_err(|e| ResolveError(format!("{}: not a valid URL: {e}", u.url)))?;
+            reqwest::Url::parse(&u.url)
+                .map_err(|e| ResolveError(format!("{}: not a valid URL: {e}", u.url)))?;
             let ca_pem = match &u.ca_bundle_ref {
                 Some(r) => Some(key_of(self.0.config_map(ns, &r.name).await?, "ConfigMap", ns, r).await?),
                 None => None,
             };
             let mut headers = Vec::new();
             if let Some(r) = &u.headers_secret_ref {
-                let data = self.0.secret(ns, &r.name).await?.ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
+                let data = self
+                    .0
+                    .secret(ns, &r.name)
+                    .await?
+                    .ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
                 for (k, v) in data {
                     headers.push((k.clone(), text("Secret", ns, &r.name, &k, v)?));
                 }
             }
-            return Ok(Source::Http { url: u.url.clone(), ca_pem, headers, insecure_skip_tls_verify: u.insecure_skip_tls_verify });
+            return Ok(Source::Http {
+                url: u.url.clone(),
+                ca_pem,
+                headers,
+                insecure_skip_tls_verify: u.insecure_skip_tls_verify,
+            });
         }
         let Some(s3) = &src.s3 else {
             return Err(ResolveError("spec.source sets neither url nor s3".into()));
@@ -70,7 +99,11 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
             ..Default::default()
         };
         if let Some(r) = &s3.credentials_secret_ref {
-            let data = self.0.secret(ns, &r.name).await?.ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
+            let data = self
+                .0
+                .secret(ns, &r.name)
+                .await?
+                .ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
             let get = |k: &str| {
                 data.get(k)
                     .cloned()

@@ -110,7 +110,8 @@ impl PendingObject for FsPending {
         };
         if !sent {
             // The thread stopped: it failed. Report its error.
-            let err = self.finish_thread().await.err().unwrap_or_else(|| std::io::Error::other("writer stopped"));
+            let err =
+                self.finish_thread().await.err().unwrap_or_else(|| std::io::Error::other("writer stopped"));
             return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: err });
         }
         Ok(())
@@ -124,7 +125,9 @@ impl PendingObject for FsPending {
         let parent = self.dest.parent().expect("object paths have a parent").to_owned();
         let result = async {
             tokio::fs::create_dir_all(&parent).await.map_err(StoreError::io("create", &parent))?;
-            tokio::fs::rename(&self.tmp, &self.dest).await.map_err(StoreError::io("rename into", &self.dest))?;
+            tokio::fs::rename(&self.tmp, &self.dest)
+                .await
+                .map_err(StoreError::io("rename into", &self.dest))?;
             tokio::task::spawn_blocking(move || fsync_dir(&parent)).await.map_err(|e| StoreError::Io {
                 op: "fsync",
                 path: self.dest.clone(),
@@ -181,7 +184,9 @@ impl Backend for FsBackend {
         let p = self.object_path(path);
         let file = match tokio::fs::File::open(&p).await {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(StoreError::NotFound(path.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(StoreError::NotFound(path.to_string()));
+            }
             Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
         };
         let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
@@ -203,7 +208,9 @@ impl Backend for FsBackend {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let visible = |e: &std::fs::DirEntry| !e.file_name().to_string_lossy().starts_with('.');
-            for platform in std::fs::read_dir(&root).map_err(StoreError::io("read", &root))?.flatten().filter(visible) {
+            for platform in
+                std::fs::read_dir(&root).map_err(StoreError::io("read", &root))?.flatten().filter(visible)
+            {
                 let Ok(versions) = std::fs::read_dir(platform.path()) else { continue };
                 for version in versions.flatten().filter(visible) {
                     let Ok(files) = std::fs::read_dir(version.path()) else { continue };
@@ -226,7 +233,11 @@ impl Backend for FsBackend {
             Ok(out)
         })
         .await
-        .map_err(|e| StoreError::Io { op: "list", path: self.root.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::Io {
+            op: "list",
+            path: self.root.clone(),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
@@ -240,7 +251,11 @@ impl Backend for FsBackend {
             Ok(f)
         })
         .await
-        .map_err(|e| StoreError::Io { op: "lock", path: lock_path.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::Io {
+            op: "lock",
+            path: lock_path.clone(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(StoreError::io("lock", &lock_path))?;
 
         let manifest = self.root.join(MANIFEST_NAME);
@@ -266,7 +281,11 @@ impl Backend for FsBackend {
             fsync_dir(&root)
         })
         .await
-        .map_err(|e| StoreError::Io { op: "write", path: self.root.join(MANIFEST_NAME), source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::Io {
+            op: "write",
+            path: self.root.join(MANIFEST_NAME),
+            source: std::io::Error::other(e),
+        })?
     }
 
     async fn read_manifest(&self) -> Result<Option<Vec<u8>>> {

@@ -43,7 +43,13 @@ pub struct ManifestEntry {
 }
 
 impl ManifestEntry {
-    pub fn new(path: &ImagePath, sha256: Sha256Digest, size: u64, firmware: bool, owner: Option<String>) -> Self {
+    pub fn new(
+        path: &ImagePath,
+        sha256: Sha256Digest,
+        size: u64,
+        firmware: bool,
+        owner: Option<String>,
+    ) -> Self {
         let mut tags = BTreeMap::new();
         if firmware {
             tags.insert(FIRMWARE_TAG.to_owned(), String::new());
@@ -128,17 +134,25 @@ impl Manifest {
         let (raw_images, extra) = match serde_json::from_value::<Raw>(value) {
             Ok(Raw::Object { images, extra }) => (images, extra),
             Ok(Raw::Array(images)) => (images, Map::new()),
-            Err(_) => return Err(shape("expected an object with an \"images\" array, or an array of entries")),
+            Err(_) => {
+                return Err(shape("expected an object with an \"images\" array, or an array of entries"));
+            }
         };
         let mut images = Vec::with_capacity(raw_images.len());
         for (index, raw) in raw_images.into_iter().enumerate() {
             let path = raw.get("path").and_then(Value::as_str).unwrap_or("?").to_owned();
-            let entry_err =
-                |reason: String| ManifestError::Entry { file: file.to_owned(), index, path: path.clone(), reason };
+            let entry_err = |reason: String| ManifestError::Entry {
+                file: file.to_owned(),
+                index,
+                path: path.clone(),
+                reason,
+            };
             let entry: ManifestEntry = serde_json::from_value(raw).map_err(|e| entry_err(e.to_string()))?;
             let image_path = entry.image_path().map_err(|e| entry_err(e.to_string()))?;
             if entry.path != image_path.to_string() {
-                return Err(entry_err(format!("path should be {image_path}, as platform/version/filename say")));
+                return Err(entry_err(format!(
+                    "path should be {image_path}, as platform/version/filename say"
+                )));
             }
             images.push(entry);
         }
@@ -276,7 +290,8 @@ mod tests {
 
     #[test]
     fn accepts_a_bare_array_and_an_empty_object_list() {
-        let text = format!(r#"[{{"platform":"a","version":"1","filename":"f","path":"a/1/f","sha256":"{A}"}}]"#);
+        let text =
+            format!(r#"[{{"platform":"a","version":"1","filename":"f","path":"a/1/f","sha256":"{A}"}}]"#);
         let m = Manifest::parse("m", text.as_bytes()).unwrap();
         assert_eq!(m.images[0].tags.len(), 0);
         assert_eq!(Manifest::parse("m", br#"{"images": []}"#).unwrap().images.len(), 0);
@@ -291,18 +306,21 @@ mod tests {
         let err = Manifest::parse("m", br#"{"files": []}"#).unwrap_err();
         assert!(err.to_string().contains("expected an object with an \"images\" array"), "{err}");
 
-        let bad_sha = r#"{"images":[{"platform":"a","version":"1","filename":"f","path":"a/1/f","sha256":"xyz"}]}"#;
+        let bad_sha =
+            r#"{"images":[{"platform":"a","version":"1","filename":"f","path":"a/1/f","sha256":"xyz"}]}"#;
         let err = Manifest::parse("m", bad_sha.as_bytes()).unwrap_err();
         assert!(err.to_string().starts_with("m: images[0] (a/1/f): "), "{err}");
         assert!(err.to_string().contains("not a SHA-256 digest"), "{err}");
 
-        let traversal =
-            format!(r#"{{"images":[{{"platform":"..","version":"1","filename":"f","path":"../1/f","sha256":"{A}"}}]}}"#);
+        let traversal = format!(
+            r#"{{"images":[{{"platform":"..","version":"1","filename":"f","path":"../1/f","sha256":"{A}"}}]}}"#
+        );
         let err = Manifest::parse("m", traversal.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("platform"), "{err}");
 
-        let wrong_path =
-            format!(r#"{{"images":[{{"platform":"a","version":"1","filename":"f","path":"b/1/f","sha256":"{A}"}}]}}"#);
+        let wrong_path = format!(
+            r#"{{"images":[{{"platform":"a","version":"1","filename":"f","path":"b/1/f","sha256":"{A}"}}]}}"#
+        );
         let err = Manifest::parse("m", wrong_path.as_bytes()).unwrap_err();
         assert!(err.to_string().contains("path should be a/1/f"), "{err}");
 
@@ -344,7 +362,10 @@ mod tests {
         first.extra.insert("note".into(), "keep".into());
         m.insert(first, false).unwrap();
         let err = m.insert(entry("a", "1", "f", B, false), false).unwrap_err();
-        assert_eq!(err.to_string(), format!("a/1/f is already in the manifest with sha256 {A} (written by upload)"));
+        assert_eq!(
+            err.to_string(),
+            format!("a/1/f is already in the manifest with sha256 {A} (written by upload)")
+        );
         m.insert(entry("a", "1", "f", B, false), true).unwrap();
         assert_eq!(m.images[0].sha256.to_string(), B);
         assert_eq!(m.images[0].extra["note"], "keep");

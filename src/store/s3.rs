@@ -150,7 +150,8 @@ impl S3Pending {
 
     async fn send_part(&mut self, data: Bytes) -> Result<()> {
         self.wait_in_flight().await?;
-        let number = i32::try_from(self.parts.len() + 1).map_err(|_| self.err("upload part of", "too many parts".into()))?;
+        let number = i32::try_from(self.parts.len() + 1)
+            .map_err(|_| self.err("upload part of", "too many parts".into()))?;
         let (client, bucket, key, upload_id) =
             (self.client.clone(), self.bucket.clone(), self.key.clone(), self.upload_id.clone());
         self.in_flight = Some(tokio::spawn(async move {
@@ -163,7 +164,12 @@ impl S3Pending {
                 .body(ByteStream::from(data))
                 .send()
                 .await
-                .map_err(|e| StoreError::S3 { op: "upload part of", bucket, key, message: sdk_message(&e) })?;
+                .map_err(|e| StoreError::S3 {
+                    op: "upload part of",
+                    bucket,
+                    key,
+                    message: sdk_message(&e),
+                })?;
             Ok(CompletedPart::builder().part_number(number).set_e_tag(out.e_tag().map(str::to_owned)).build())
         }));
         Ok(())
@@ -173,7 +179,14 @@ impl S3Pending {
         if let Some(t) = self.in_flight.take() {
             t.abort();
         }
-        let _ = self.client.abort_multipart_upload().bucket(&self.bucket).key(&self.key).upload_id(&self.upload_id).send().await;
+        let _ = self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(&self.key)
+            .upload_id(&self.upload_id)
+            .send()
+            .await;
     }
 }
 
@@ -238,7 +251,8 @@ impl Backend for S3Backend {
             .send()
             .await
             .map_err(|e| self.err("start upload of", &key, sdk_message(&e)))?;
-        let upload_id = out.upload_id().ok_or_else(|| self.err("start upload of", &key, "no upload id".into()))?;
+        let upload_id =
+            out.upload_id().ok_or_else(|| self.err("start upload of", &key, "no upload id".into()))?;
         Ok(Box::new(S3Pending {
             client: self.client.clone(),
             bucket: self.bucket.clone(),
@@ -298,7 +312,8 @@ impl Backend for S3Backend {
 
     async fn list(&self) -> Result<Vec<(String, ObjectInfo)>> {
         let mut out = Vec::new();
-        let mut pages = self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
+        let mut pages =
+            self.client.list_objects_v2().bucket(&self.bucket).prefix(&self.prefix).into_paginator().send();
         while let Some(page) = pages.next().await {
             let page = page.map_err(|e| self.err("list", &self.prefix, sdk_message(&e)))?;
             for obj in page.contents() {
@@ -339,7 +354,10 @@ impl Backend for S3Backend {
             match put.send().await {
                 Ok(_) => return Ok(()),
                 // 412: someone else wrote since we read; 409: a concurrent conditional write is in progress.
-                Err(e) if matches!(http_status(&e), Some(412 | 409)) || e.code() == Some("PreconditionFailed") => {
+                Err(e)
+                    if matches!(http_status(&e), Some(412 | 409))
+                        || e.code() == Some("PreconditionFailed") =>
+                {
                     let jitter = u64::from(std::process::id() % 7 + attempt % 5);
                     let backoff = Duration::from_millis((5u64 << attempt.min(6)) + jitter * 3);
                     tokio::time::sleep(backoff).await;

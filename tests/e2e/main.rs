@@ -6,3 +6,4 @@ mod support;
 mod crds;
 mod pipeline;
 mod s3;
+mod standalone;

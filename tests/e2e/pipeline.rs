@@ -3,7 +3,6 @@
 //! local HTTP server. Each scenario runs on both backends.
 
 use std::{
-    path::PathBuf,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -17,7 +16,7 @@ use kube::{
 use serde_json::json;
 use tokio::sync::Semaphore;
 use ztp_operator::{
-    api::{ImagePath, OsImage, OsImagePhase, conditions::find_condition, ConditionType},
+    api::{ConditionType, ImagePath, OsImage, OsImagePhase, conditions::find_condition},
     fetch::{FetchConfig, Fetcher},
     hash::Sha256Digest,
     reconcile::osimage::{ImageContext, ImagePolicy},
@@ -71,7 +70,11 @@ impl TestStore {
             (Some(d), _) => vec![format!("--store-dir={}", d.path().display())],
             (None, Some(b)) => {
                 let endpoint = futures::executor::block_on(support::env()).s3.endpoint.clone();
-                vec![format!("--s3-bucket={b}"), format!("--s3-endpoint={endpoint}"), "--s3-path-style".into()]
+                vec![
+                    format!("--s3-bucket={b}"),
+                    format!("--s3-endpoint={endpoint}"),
+                    "--s3-path-style".into(),
+                ]
             }
             _ => unreachable!(),
         }
@@ -92,7 +95,8 @@ impl TestStore {
     pub async fn bytes(&self, path: &ImagePath) -> Option<Vec<u8>> {
         use futures::TryStreamExt;
         self.store.stat(path).await.expect("stat")?;
-        let chunks: Vec<Bytes> = self.store.read(path).await.expect("read").try_collect().await.expect("read body");
+        let chunks: Vec<Bytes> =
+            self.store.read(path).await.expect("read").try_collect().await.expect("read body");
         Some(chunks.concat())
     }
 
@@ -185,8 +189,16 @@ pub fn random_bytes(n: usize, seed: u64) -> Bytes {
     Bytes::from(out)
 }
 
-pub fn osimage(name: &str, platform: &str, version: &str, url: &str, sha: &str, extra: serde_json::Value) -> OsImage {
-    let mut spec = json!({"platform": platform, "version": version, "source": {"url": {"url": url}}, "sha256": sha});
+pub fn osimage(
+    name: &str,
+    platform: &str,
+    version: &str,
+    url: &str,
+    sha: &str,
+    extra: serde_json::Value,
+) -> OsImage {
+    let mut spec =
+        json!({"platform": platform, "version": version, "source": {"url": {"url": url}}, "sha256": sha});
     if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
         for (k, v) in e {
             s.insert(k.clone(), v.clone());
@@ -197,7 +209,12 @@ pub fn osimage(name: &str, platform: &str, version: &str, url: &str, sha: &str, 
 }
 
 /// Polls until `cond` holds for the object, or fails with its last status.
-pub async fn wait_for(api: &Api<OsImage>, name: &str, what: &str, cond: impl Fn(&OsImage) -> bool) -> OsImage {
+pub async fn wait_for(
+    api: &Api<OsImage>,
+    name: &str,
+    what: &str,
+    cond: impl Fn(&OsImage) -> bool,
+) -> OsImage {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(o)) = api.get_opt(name).await
@@ -249,9 +266,12 @@ async fn happy_path(backend: Backend) {
     let sha = Sha256Digest::of(&body).to_string();
     let src = SourceServer::start(vec![("/cl/cumulus.bin", body.clone(), Behavior::Serve)]).await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("cumulus", "cumulus-linux", "5.14.0", &src.url_of("/cl/cumulus.bin"), &sha, json!({})))
-        .await
-        .expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("cumulus", "cumulus-linux", "5.14.0", &src.url_of("/cl/cumulus.bin"), &sha, json!({})),
+    )
+    .await
+    .expect("create");
 
     let controller = start_controller(&t, &store);
     let ready = wait_for(&api, "cumulus", "Ready", is_ready).await;
@@ -262,7 +282,10 @@ async fn happy_path(backend: Backend) {
     assert_eq!(artifact.path, "cumulus-linux/5.14.0/cumulus.bin");
     assert_eq!(artifact.sha256, sha);
     assert_eq!(artifact.size, body.len() as i64);
-    assert_eq!(artifact.url.as_deref(), Some("http://ztp.example.net/images/cumulus-linux/5.14.0/cumulus.bin"));
+    assert_eq!(
+        artifact.url.as_deref(),
+        Some("http://ztp.example.net/images/cumulus-linux/5.14.0/cumulus.bin")
+    );
     assert!(ready.metadata.finalizers.iter().flatten().any(|f| f == "ztp.netops.dev/storage"));
 
     let p = path("cumulus-linux", "5.14.0", "cumulus.bin");
@@ -271,7 +294,8 @@ async fn happy_path(backend: Backend) {
     let entry = manifest.get(&p).expect("manifest entry");
     assert_eq!(entry.sha256.to_string(), sha);
     assert!(entry.is_firmware());
-    let raw: serde_json::Value = serde_json::from_slice(&store.read_manifest_raw().await.expect("manifest")).expect("json");
+    let raw: serde_json::Value =
+        serde_json::from_slice(&store.read_manifest_raw().await.expect("manifest")).expect("json");
     assert_eq!(raw["images"][0]["tags"], json!({"firmware-image": ""}));
     assert_eq!(raw["images"][0]["path"], "cumulus-linux/5.14.0/cumulus.bin");
     assert!(store.leftovers().await.is_empty());
@@ -310,16 +334,23 @@ async fn wrong_checksum(backend: Backend) {
     let before = store.read_manifest_raw().await;
 
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("nvos", "nvos", "25.02", &src.url_of("/nvos.bin"), &wrong, json!({})))
-        .await
-        .expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("nvos", "nvos", "25.02", &src.url_of("/nvos.bin"), &wrong, json!({})),
+    )
+    .await
+    .expect("create");
     let _c = start_controller(&t, &store);
     let o = wait_for(&api, "nvos", "Stalled", |o| stalled_reason(o).is_some()).await;
     assert_eq!(stalled_reason(&o).as_deref(), Some("ChecksumMismatch"));
     let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
     assert!(msg.contains(&format!("sha256 mismatch: expected {wrong}, got {actual}")), "{msg}");
     assert_eq!(o.status.as_ref().and_then(|s| s.phase), Some(OsImagePhase::Failed));
-    assert_eq!(store.store.stat(&path("nvos", "25.02", "nvos.bin")).await.expect("stat"), None, "nothing under the final name");
+    assert_eq!(
+        store.store.stat(&path("nvos", "25.02", "nvos.bin")).await.expect("stat"),
+        None,
+        "nothing under the final name"
+    );
     assert_eq!(store.read_manifest_raw().await, before, "manifest unchanged");
     assert!(store.leftovers().await.is_empty(), "temporary data removed: {:?}", store.leftovers().await);
     // Stalled means stalled: no more downloads of the same wrong file.
@@ -354,7 +385,10 @@ async fn source_errors(backend: Backend) {
         api.create(&PostParams::default(), &o).await.expect("create");
     }
     let _c = start_controller(&t, &store);
-    for (n, p, code) in [("gone", "/gone.bin", "HTTP 404 Not Found"), ("broken", "/broken.bin", "HTTP 500 Internal Server Error")] {
+    for (n, p, code) in [
+        ("gone", "/gone.bin", "HTTP 404 Not Found"),
+        ("broken", "/broken.bin", "HTTP 500 Internal Server Error"),
+    ] {
         let o = wait_for(&api, n, "Stalled", |o| stalled_reason(o).is_some()).await;
         assert_eq!(stalled_reason(&o).as_deref(), Some("FetchFailed"));
         let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
@@ -371,7 +405,9 @@ async fn source_errors(backend: Backend) {
     // Fixing the source and touching the spec (a new generation) starts over and succeeds.
     src.set_behavior("/gone.bin", Behavior::Serve);
     let patch = json!({"spec": {"filename": "gone.bin"}});
-    api.patch("gone", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch)).await.expect("patch");
+    api.patch("gone", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch");
     let o = wait_for(&api, "gone", "Ready", is_ready).await;
     assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "attempts reset with the spec change");
 }
@@ -395,16 +431,20 @@ async fn dropped_connection_resumes(backend: Backend) {
     let cut = body.len() / 2;
     let src = SourceServer::start(vec![("/big.bin", body.clone(), Behavior::DropAfter { cut })]).await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("big", "onie", "2024.11", &src.url_of("/big.bin"), &sha, json!({})))
-        .await
-        .expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("big", "onie", "2024.11", &src.url_of("/big.bin"), &sha, json!({})),
+    )
+    .await
+    .expect("create");
     let _c = start_controller(&t, &store);
     let o = wait_for(&api, "big", "Ready", is_ready).await;
     assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "a resume is not a new attempt");
     assert_eq!(store.bytes(&path("onie", "2024.11", "big.bin")).await.as_deref(), Some(body.as_ref()));
     let ranges: Vec<_> = src.requests().into_iter().filter_map(|r| r.range).collect();
     assert_eq!(ranges.len(), 1, "exactly one resume");
-    let start: usize = ranges[0].trim_start_matches("bytes=").trim_end_matches('-').parse().expect("range start");
+    let start: usize =
+        ranges[0].trim_start_matches("bytes=").trim_end_matches('-').parse().expect("range start");
     assert!(start > 0 && start <= cut, "resumed from byte {start} (cut at {cut})");
 }
 
@@ -429,7 +469,9 @@ async fn broken_manifest(backend: Backend) {
     store.write_manifest_raw(&broken).await;
 
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("a", "nvos", "1", &src.url_of("/a.bin"), &sha, json!({}))).await.expect("create");
+    api.create(&PostParams::default(), &osimage("a", "nvos", "1", &src.url_of("/a.bin"), &sha, json!({})))
+        .await
+        .expect("create");
     let _c = start_controller(&t, &store);
     let o = wait_for(&api, "a", "Stalled", |o| stalled_reason(o).is_some()).await;
     assert_eq!(stalled_reason(&o).as_deref(), Some("ManifestInvalid"));
@@ -463,8 +505,18 @@ async fn deletion_policies(backend: Backend) {
     let src = SourceServer::start(vec![("/img.bin", body, Behavior::Serve)]).await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
     let url = src.url_of("/img.bin");
-    api.create(&PostParams::default(), &osimage("del", "p", "1", &url, &sha, json!({"deletionPolicy": "Delete"}))).await.expect("create");
-    api.create(&PostParams::default(), &osimage("keep", "p", "2", &url, &sha, json!({"deletionPolicy": "Retain"}))).await.expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("del", "p", "1", &url, &sha, json!({"deletionPolicy": "Delete"})),
+    )
+    .await
+    .expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("keep", "p", "2", &url, &sha, json!({"deletionPolicy": "Retain"})),
+    )
+    .await
+    .expect("create");
     let _c = start_controller(&t, &store);
     wait_for(&api, "del", "Ready", is_ready).await;
     wait_for(&api, "keep", "Ready", is_ready).await;
@@ -481,9 +533,16 @@ async fn deletion_policies(backend: Backend) {
     }
     let manifest = store.store.manifest().await.expect("manifest");
     assert!(manifest.get(&path("p", "1", "img.bin")).is_none(), "Delete removes the manifest entry");
-    assert_eq!(store.store.stat(&path("p", "1", "img.bin")).await.expect("stat"), None, "Delete removes the file");
+    assert_eq!(
+        store.store.stat(&path("p", "1", "img.bin")).await.expect("stat"),
+        None,
+        "Delete removes the file"
+    );
     assert!(manifest.get(&path("p", "2", "img.bin")).is_some(), "Retain keeps the manifest entry");
-    assert!(store.store.stat(&path("p", "2", "img.bin")).await.expect("stat").is_some(), "Retain keeps the file");
+    assert!(
+        store.store.stat(&path("p", "2", "img.bin")).await.expect("stat").is_some(),
+        "Retain keeps the file"
+    );
 
     // Delete never removes a file whose hash differs from the OsImage's.
     let other = Bytes::from_static(b"an admin's upload");
@@ -494,13 +553,23 @@ async fn deletion_policies(backend: Backend) {
     w.commit(None).await.expect("commit");
     store
         .store
-        .update_manifest(|m| Ok(m.insert(ManifestEntry::new(&p3, other_sha, other.len() as u64, true, Some("upload".into())), false)?))
+        .update_manifest(|m| {
+            Ok(m.insert(
+                ManifestEntry::new(&p3, other_sha, other.len() as u64, true, Some("upload".into())),
+                false,
+            )?)
+        })
         .await
         .expect("manifest");
-    api.create(&PostParams::default(), &osimage("clash", "p", "3", &url, &sha, json!({}))).await.expect("create");
+    api.create(&PostParams::default(), &osimage("clash", "p", "3", &url, &sha, json!({})))
+        .await
+        .expect("create");
     let o = wait_for(&api, "clash", "Stalled", |o| stalled_reason(o).is_some()).await;
     let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
-    assert!(msg.contains(&format!("different file at p/3/img.bin (sha256 {other_sha}) (written by upload)")), "{msg}");
+    assert!(
+        msg.contains(&format!("different file at p/3/img.bin (sha256 {other_sha}) (written by upload)")),
+        "{msg}"
+    );
     api.delete("clash", &DeleteParams::default()).await.expect("delete");
     let deadline = Instant::now() + Duration::from_secs(30);
     while api.get_opt("clash").await.expect("get").is_some() {
@@ -527,27 +596,59 @@ async fn conflicts(backend: Backend) {
     let store = TestStore::new(backend, &name).await;
     let (a, b) = (random_bytes(4096, 6), random_bytes(4096, 7));
     let (sha_a, sha_b) = (Sha256Digest::of(&a).to_string(), Sha256Digest::of(&b).to_string());
-    let src = SourceServer::start(vec![("/a/x.bin", a, Behavior::Serve), ("/b/x.bin", b, Behavior::Serve), ("/b/y.bin", random_bytes(10, 8), Behavior::Serve)]).await;
+    let src = SourceServer::start(vec![
+        ("/a/x.bin", a, Behavior::Serve),
+        ("/b/x.bin", b, Behavior::Serve),
+        ("/b/y.bin", random_bytes(10, 8), Behavior::Serve),
+    ])
+    .await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
 
     // Same path, different hashes: the newer one stalls and names the older.
-    api.create(&PostParams::default(), &osimage("first", "sonic", "1", &src.url_of("/a/x.bin"), &sha_a, json!({}))).await.expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("first", "sonic", "1", &src.url_of("/a/x.bin"), &sha_a, json!({})),
+    )
+    .await
+    .expect("create");
     tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has second resolution
-    api.create(&PostParams::default(), &osimage("second", "sonic", "1", &src.url_of("/b/x.bin"), &sha_b, json!({}))).await.expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("second", "sonic", "1", &src.url_of("/b/x.bin"), &sha_b, json!({})),
+    )
+    .await
+    .expect("create");
     // Two firmware images in one directory.
     let y_sha = Sha256Digest::of(&random_bytes(10, 8)).to_string();
-    api.create(&PostParams::default(), &osimage("third", "sonic", "1", &src.url_of("/b/y.bin"), &y_sha, json!({}))).await.expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("third", "sonic", "1", &src.url_of("/b/y.bin"), &y_sha, json!({})),
+    )
+    .await
+    .expect("create");
     let _c = start_controller(&t, &store);
 
     wait_for(&api, "first", "Ready", is_ready).await;
     let second = wait_for(&api, "second", "Stalled", |o| stalled_reason(o).is_some()).await;
     assert_eq!(stalled_reason(&second).as_deref(), Some("Conflict"));
     let msg = second.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
-    assert!(msg.contains(&format!("OsImage {}/first already claims sonic/1/x.bin with sha256 {sha_a}", t.namespace)), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "OsImage {}/first already claims sonic/1/x.bin with sha256 {sha_a}",
+            t.namespace
+        )),
+        "{msg}"
+    );
 
     let third = wait_for(&api, "third", "Stalled", |o| stalled_reason(o).is_some()).await;
     let msg = third.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
-    assert!(msg.contains(&format!("OsImage {}/first is already the firmware image of sonic/1/ (x.bin)", t.namespace)), "{msg}");
+    assert!(
+        msg.contains(&format!(
+            "OsImage {}/first is already the firmware image of sonic/1/ (x.bin)",
+            t.namespace
+        )),
+        "{msg}"
+    );
     assert!(src.requests().iter().all(|r| r.path == "/a/x.bin"), "losers fetch nothing");
 
     // The manifest holds only the winner.
@@ -575,10 +676,16 @@ async fn concurrent_manifest_writers(backend: Backend) {
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..50u32 {
         let s = match backend {
-            Backend::Fs => Store::new(Arc::new(FsBackend::new(store.dir.as_ref().expect("dir").path()).expect("fs"))),
+            Backend::Fs => {
+                Store::new(Arc::new(FsBackend::new(store.dir.as_ref().expect("dir").path()).expect("fs")))
+            }
             Backend::S3 => {
                 let endpoint = support::env().await.s3.endpoint.clone();
-                Store::new(Arc::new(S3Backend::new(&s3_settings(store.bucket.as_ref().expect("bucket"), &endpoint)).await.expect("s3")))
+                Store::new(Arc::new(
+                    S3Backend::new(&s3_settings(store.bucket.as_ref().expect("bucket"), &endpoint))
+                        .await
+                        .expect("s3"),
+                ))
             }
         };
         tasks.spawn(async move {
@@ -615,9 +722,19 @@ async fn sigkill_mid_fetch(backend: Backend) {
     let store = TestStore::new(backend, &name).await;
     let body = random_bytes(12 * 1024 * 1024, 9);
     let sha = Sha256Digest::of(&body).to_string();
-    let src = SourceServer::start(vec![("/slow.bin", body.clone(), Behavior::Slow { bytes_per_sec: 3 * 1024 * 1024 })]).await;
+    let src = SourceServer::start(vec![(
+        "/slow.bin",
+        body.clone(),
+        Behavior::Slow { bytes_per_sec: 3 * 1024 * 1024 },
+    )])
+    .await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("slow", "nvos", "9", &src.url_of("/slow.bin"), &sha, json!({}))).await.expect("create");
+    api.create(
+        &PostParams::default(),
+        &osimage("slow", "nvos", "9", &src.url_of("/slow.bin"), &sha, json!({})),
+    )
+    .await
+    .expect("create");
 
     let p = path("nvos", "9", "slow.bin");
     let watcher_store = store.store.clone();
@@ -640,9 +757,17 @@ async fn sigkill_mid_fetch(backend: Backend) {
 
     let env = support::env().await;
     let run = |log: &str| {
-        let mut args = vec!["controller".to_owned(), format!("--namespace={}", t.namespace), "--leader-elect=false".into()];
+        let mut args = vec![
+            "controller".to_owned(),
+            format!("--namespace={}", t.namespace),
+            "--leader-elect=false".into(),
+        ];
         args.extend(store.flags());
-        args.extend(["--fetch-backoff-seconds=0.2".into(), "--progress-interval-seconds=0.2".into(), "--fetch-max-attempts=3".into()]);
+        args.extend([
+            "--fetch-backoff-seconds=0.2".into(),
+            "--progress-interval-seconds=0.2".into(),
+            "--fetch-max-attempts=3".into(),
+        ]);
         support::procs::spawn(
             "ztp-operator",
             std::path::Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
@@ -663,7 +788,11 @@ async fn sigkill_mid_fetch(backend: Backend) {
     .await;
     first.child.kill().expect("SIGKILL");
     let _ = first.child.wait();
-    assert_eq!(store.store.stat(&path("nvos", "9", "slow.bin")).await.expect("stat"), None, "nothing visible after the kill");
+    assert_eq!(
+        store.store.stat(&path("nvos", "9", "slow.bin")).await.expect("stat"),
+        None,
+        "nothing visible after the kill"
+    );
 
     let mut second = run(&format!("{name}-2.log"));
     let o = wait_for(&api, "slow", "Ready", is_ready).await;
@@ -693,9 +822,12 @@ async fn two_replicas_fetch_once() {
     let store = TestStore::new(Backend::Fs, name).await;
     let body = random_bytes(2 * 1024 * 1024, 10);
     let sha = Sha256Digest::of(&body).to_string();
-    let src = SourceServer::start(vec![("/x.bin", body, Behavior::Slow { bytes_per_sec: 4 * 1024 * 1024 })]).await;
+    let src =
+        SourceServer::start(vec![("/x.bin", body, Behavior::Slow { bytes_per_sec: 4 * 1024 * 1024 })]).await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    api.create(&PostParams::default(), &osimage("x", "p", "1", &src.url_of("/x.bin"), &sha, json!({}))).await.expect("create");
+    api.create(&PostParams::default(), &osimage("x", "p", "1", &src.url_of("/x.bin"), &sha, json!({})))
+        .await
+        .expect("create");
     let env = support::env().await;
     let mut replicas = Vec::new();
     for i in 0..2 {
@@ -720,7 +852,8 @@ async fn two_replicas_fetch_once() {
     }
     let gets = src.requests().iter().filter(|r| r.path == "/x.bin").count();
     assert_eq!(gets, 1, "two replicas fetched the image {gets} times");
-    let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(t.client.clone(), &t.namespace);
+    let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+        Api::namespaced(t.client.clone(), &t.namespace);
     let lease = leases.get("ztp-operator-controller").await.expect("lease");
     let holder = lease.spec.and_then(|s| s.holder_identity).unwrap_or_default();
     assert!(holder.starts_with("replica-"), "holder {holder:?}");
@@ -754,27 +887,37 @@ async fn hostile_names_rejected_before_io() {
         ));
     }
     std::fs::write(manifests.join("hostile.yaml"), yaml).expect("write");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator"))
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator"))
         .args(["standalone", "--manifests"])
         .arg(&manifests)
         .arg("--data")
         .arg(&data)
         .arg("--once")
         .output()
+        .await
         .expect("run standalone");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(1), "not every image can be Ready: {stdout}");
     assert!(src.requests().is_empty(), "hostile names reached the network");
     let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join(".status/osimages.json")).expect("status file")).expect("json");
+        serde_json::from_slice(&std::fs::read(data.join(".status/osimages.json")).expect("status file"))
+            .expect("json");
     for n in ["up", "slash", "dot", "nul", "encoded"] {
         let s = &status[format!("default/{n}")];
-        let stalled = s["conditions"].as_array().expect("conditions").iter().find(|c| c["type"] == "Stalled").expect("Stalled");
+        let stalled = s["conditions"]
+            .as_array()
+            .expect("conditions")
+            .iter()
+            .find(|c| c["type"] == "Stalled")
+            .expect("Stalled");
         assert_eq!(stalled["reason"], "InvalidSpec", "{n}: {s}");
     }
     // Nothing but the store's own bookkeeping exists under the data directory.
-    let mut names: Vec<String> = std::fs::read_dir(&data).expect("data").flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut names: Vec<String> = std::fs::read_dir(&data)
+        .expect("data")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
     names.sort();
     assert_eq!(names, [".status", ".tmp"], "{names:?}");
-    let _ = PathBuf::new();
 }
