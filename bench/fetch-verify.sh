@@ -4,6 +4,8 @@
 #   A  ztp-operator   `ztp-operator standalone --once` on a one-OsImage manifests dir
 #   B  curl+sha256sum `curl -sf -o f URL && sha256sum f`          (two passes)
 #   C  curl+openssl   `curl -sf -o f URL && openssl dgst -sha256 f` (two passes)
+#   D  C + `sync f`   the same, then fsync the file: the durability ztp-operator gives (it fsyncs
+#                     before the file appears under its final name), so A vs D is like for like
 #
 # Runs alternate A,B,C,A,B,C,... for ROUNDS rounds, each from an empty destination. Caches are
 # not dropped: the source stays in the page cache (it was just written), so the numbers measure
@@ -29,7 +31,7 @@ readonly DEFAULT_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/ztp-operator"
 BIN="${BIN:-$DEFAULT_BIN}"
 ROUNDS="${ROUNDS:-3}"
 SIZES="${SIZES:-${SIZE_MIB:-2048}}"
-CONTENDERS="${CONTENDERS:-A B C}"
+CONTENDERS="${CONTENDERS:-A B C D}"
 BUILD="${BUILD:-0}"
 CHECK_DIGEST="${CHECK_DIGEST:-1}"
 
@@ -43,7 +45,7 @@ URL=""
 IMAGE_BYTES=0
 IMAGE_SHA=""
 
-declare -A LABEL=([A]="ztp-operator" [B]="curl+sha256sum" [C]="curl+openssl")
+declare -A LABEL=([A]="ztp-operator" [B]="curl+sha256sum" [C]="curl+openssl" [D]="curl+openssl+sync")
 declare -A WALLS=()    # contender -> space-separated wall times (s) for the current size
 RSS_RUNS=""            # A's peak RSS (KiB) per run, current size
 declare -a RSS_BY_SIZE=() # "size_mib max_rss_kib" lines, one per size
@@ -286,6 +288,9 @@ run_two_pass() {
 
 run_B() { run_two_pass B sha256sum; }
 run_C() { run_two_pass C openssl dgst -sha256; }
+# D: hash, then fsync the file (coreutils `sync FILE`); the digest line is what openssl printed.
+openssl_then_sync() { openssl dgst -sha256 "$1" && sync "$1"; }
+run_D() { run_two_pass D openssl_then_sync; }
 
 # ---------------------------------------------------------------------------------------------
 # Reporting
@@ -335,6 +340,11 @@ summarize() {
 			ratio="$(calc 'a / c' a="$a" c="$cc" | xargs printf '%.3f')"
 			echo "A / C (ztp / curl+openssl):   $ratio   target <= $TARGET_RATIO_AC   $(verdict "$ratio" "$TARGET_RATIO_AC")"
 		fi
+		if wants D; then
+			dd="$(median "${WALLS[D]}")"
+			ratio="$(calc 'a / d' a="$a" d="$dd" | xargs printf '%.3f')"
+			echo "A / D (ztp / curl+openssl+sync, same durability): $ratio"
+		fi
 		if wants B; then
 			b="$(median "${WALLS[B]}")"
 			ratio="$(calc 'a / b' a="$a" b="$b" | xargs printf '%.3f')"
@@ -366,7 +376,7 @@ validate_env() {
 	local s c
 	for s in $SIZES; do [[ "$s" =~ ^[1-9][0-9]*$ ]] || die "bad size '$s' (MiB)"; done
 	[[ -n "${CONTENDERS// /}" ]] || die "CONTENDERS is empty"
-	for c in $CONTENDERS; do [[ "$c" =~ ^[ABC]$ ]] || die "bad contender '$c' (A, B or C)"; done
+	for c in $CONTENDERS; do [[ "$c" =~ ^[ABCD]$ ]] || die "bad contender '$c' (A, B, C or D)"; done
 }
 
 main() {
