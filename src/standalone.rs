@@ -107,6 +107,7 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                     // Older files win conflicts, as older objects do in a cluster.
                     meta.creation_timestamp = mtime.and_then(|t| Timestamp::try_from(t).ok()).map(Time);
                     image.status = None;
+                    resolve_relative_file_url(&mut image, dir);
                     desired.images.push(Arc::new(image));
                 }
                 "ConfigMap" => {
@@ -148,6 +149,17 @@ fn load(dir: &Path) -> Result<Desired, Error> {
         }
     }
     Ok(desired)
+}
+
+/// Standalone only: `file://./x` and `file://../x` are relative to the manifests folder, so a lab
+/// folder works wherever it is checked out.
+fn resolve_relative_file_url(image: &mut OsImage, dir: &Path) {
+    if let Some(u) = image.spec.source.url.as_mut()
+        && let Some(rel) = u.url.strip_prefix("file://").filter(|r| r.starts_with("./") || r.starts_with("../"))
+    {
+        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).join(rel);
+        u.url = format!("file://{}", abs.display());
+    }
 }
 
 struct Lookup(Arc<Mutex<Desired>>);

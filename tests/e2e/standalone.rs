@@ -148,3 +148,22 @@ async fn standalone_full_disk_keeps_nothing_and_says_why() {
                 .contains("big.bin")
     );
 }
+
+/// The README's first command: the lab folder works offline, from wherever the repo is.
+#[tokio::test]
+async fn standalone_lab_folder_works_offline() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator"))
+        .args(["standalone", "--once"])
+        .arg(format!("--manifests={}", lab.display()))
+        .arg(format!("--data={}", dir.path().display()))
+        .output()
+        .await
+        .expect("run standalone");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("osimage default/lab-nos: Ready"), "{stdout}");
+    let stored = std::fs::read(dir.path().join("lab-nos/1.0.0/lab-nos-installer.bin")).expect("stored image");
+    assert_eq!(stored, std::fs::read(lab.join("images/lab-nos-installer.bin")).expect("source"));
+}
