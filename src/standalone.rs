@@ -155,7 +155,8 @@ fn load(dir: &Path) -> Result<Desired, Error> {
 /// folder works wherever it is checked out.
 fn resolve_relative_file_url(image: &mut OsImage, dir: &Path) {
     if let Some(u) = image.spec.source.url.as_mut()
-        && let Some(rel) = u.url.strip_prefix("file://").filter(|r| r.starts_with("./") || r.starts_with("../"))
+        && let Some(rel) =
+            u.url.strip_prefix("file://").filter(|r| r.starts_with("./") || r.starts_with("../"))
     {
         let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).join(rel);
         u.url = format!("file://{}", abs.display());
