@@ -32,7 +32,7 @@ pub enum Command {
     /// Reconcile OsImages and SwitchProfiles in a cluster (fetch, verify, store, render).
     Controller(Box<ControllerArgs>),
     /// Serve switches (ONIE, NVOS/SONiC, Cumulus, RtBrick) and the admin files API.
-    Serve,
+    Serve(Box<ServeArgs>),
     /// Run the whole pipeline on one machine without a cluster, from a folder of YAML.
     Standalone(Box<StandaloneArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
@@ -180,6 +180,29 @@ pub struct ControllerArgs {
     pub identity: Option<String>,
 }
 
+/// How the device-facing server listens and limits itself.
+#[derive(Debug, Clone, Args)]
+pub struct ListenArgs {
+    /// Address to serve devices on. ONIE's name discovery only uses port 80: map it there in the
+    /// Service (or listen on :80 with CAP_NET_BIND_SERVICE).
+    #[arg(long, env = "ZTP_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Image downloads served at once; beyond it devices get 503 with Retry-After.
+    #[arg(long, env = "ZTP_MAX_DOWNLOADS", default_value_t = 512)]
+    pub max_downloads: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub listen: ListenArgs,
+    /// Base URL switches reach this server at (URLs inside ZTP JSON and scripts point there).
+    #[arg(long, env = "ZTP_EXTERNAL_URL")]
+    pub external_url: String,
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct StandaloneArgs {
     /// Folder of YAML: OsImages (and ConfigMaps / Secrets they reference). Re-read when it changes.
@@ -191,6 +214,12 @@ pub struct StandaloneArgs {
     /// Reconcile everything once and exit: 0 when every image is Ready, 1 otherwise.
     #[arg(long)]
     pub once: bool,
+    /// Also serve devices on this address (the lab's DHCP points switches here).
+    #[arg(long, env = "ZTP_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Image downloads served at once when serving.
+    #[arg(long, env = "ZTP_MAX_DOWNLOADS", default_value_t = 512)]
+    pub max_downloads: usize,
     /// Seconds between checks of the manifests folder for changes.
     #[arg(long, env = "ZTP_POLL_SECONDS", default_value_t = 2.0)]
     pub poll_seconds: f64,

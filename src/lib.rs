@@ -5,13 +5,19 @@
 //! - [`cli`]: command-line arguments.
 //! - [`hash`]: SHA-256 digests and the streaming hasher.
 //! - [`store`]: the image store (directory or S3) and `manifest.json`.
+//! - [`fetch`]: one-pass fetch-and-verify from http(s), s3 and file sources, with resume.
+//! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
+//! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
+//! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
 
 pub mod api;
 pub mod cli;
 pub mod controller;
 pub mod fetch;
 pub mod hash;
+pub mod profile;
 pub mod reconcile;
+pub mod serve;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;

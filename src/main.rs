@@ -37,13 +37,18 @@ fn main() -> ExitCode {
                 Ok(false) => ExitCode::from(1),
                 Err(e) => report::<()>(Err(e)),
             },
-            Command::Serve => {
-                eprintln!("error: `serve` is not implemented yet");
-                ExitCode::from(2)
-            }
+            Command::Serve(args) => report(serve(*args).await),
             Command::Crds => unreachable!("handled above"),
         }
     })
+}
+
+async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
+    let store = args.store.open().await.map_err(|e| e.to_string())?;
+    let state = std::sync::Arc::new(ztp_operator::serve::state::ServerState::new(store, args.external_url));
+    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads)
+        .await
+        .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }
 
 fn report<T>(r: Result<T, impl std::fmt::Display>) -> ExitCode {

@@ -21,14 +21,16 @@ use serde_json::Value;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    api::{OsImage, OsImagePhase, OsImageStatus, conditions::find_condition},
+    api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
+    profile::{build, publish},
     reconcile::{
         EventType, ImageReporter, ReportError, ResolveError, object_name,
         osimage::{ImageContext, Next},
         sources::{ObjectLookup, RefResolver},
     },
+    serve::{self, state::ServerState},
     store::{Store, StoreError, fs::FsBackend},
 };
 
@@ -50,6 +52,7 @@ pub enum Error {
 #[derive(Default, Clone)]
 struct Desired {
     images: Vec<Arc<OsImage>>,
+    profiles: Vec<Arc<SwitchProfile>>,
     config_maps: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
     secrets: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
@@ -110,6 +113,14 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                     resolve_relative_file_url(&mut image, dir);
                     desired.images.push(Arc::new(image));
                 }
+                "SwitchProfile" => {
+                    let mut profile: SwitchProfile =
+                        serde_json::from_value(value.clone()).map_err(doc_err)?;
+                    profile.metadata.namespace.get_or_insert_with(|| "default".into());
+                    profile.metadata.generation = Some(generation_of(&value["spec"]));
+                    profile.status = None;
+                    desired.profiles.push(Arc::new(profile));
+                }
                 "ConfigMap" => {
                     let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
                     let key = (
@@ -134,7 +145,7 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                     );
                     desired.secrets.insert(key, data);
                 }
-                _ => {} // SwitchProfiles and anything else: not this pipeline's business.
+                _ => {} // anything else is not ours
             }
         }
     }
@@ -205,9 +216,10 @@ impl StatusBook {
         self.save(key)
     }
 
+    /// Writes the file while holding the lock, so concurrent reconciles never interleave writes.
     fn save(&self, key: &str) -> Result<(), ReportError> {
-        let bytes = serde_json::to_vec_pretty(&*self.statuses.lock().expect("status lock"))
-            .expect("statuses serialise");
+        let statuses = self.statuses.lock().expect("status lock");
+        let bytes = serde_json::to_vec_pretty(&*statuses).expect("statuses serialise");
         let tmp = self.file.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.file)).map_err(|e| {
             ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) }
@@ -236,6 +248,48 @@ impl ImageReporter for StatusBook {
     }
 }
 
+/// Renders the SwitchProfiles into a snapshot and publishes it; prints each profile's problems
+/// when they change.
+async fn publish_snapshot(
+    store: &Store,
+    desired: &Desired,
+    book: &StatusBook,
+    lookup: &Lookup,
+    last_problems: &mut BTreeMap<String, Vec<String>>,
+) {
+    let images: Vec<Arc<OsImage>> = desired
+        .images
+        .iter()
+        .map(|i| {
+            let mut i = (**i).clone();
+            i.status = book.get(&object_name(&i.metadata));
+            Arc::new(i)
+        })
+        .collect();
+    let built = build::build(&desired.profiles, &images, lookup).await;
+    for p in &desired.profiles {
+        let key = object_name(&p.metadata);
+        let now = built.problems.get(&key).cloned().unwrap_or_default();
+        if last_problems.get(&key) != Some(&now) {
+            if now.is_empty() {
+                println!("switchprofile {key}: Ready");
+            } else {
+                println!("switchprofile {key}: not ready: {}", now.join("; "));
+            }
+            last_problems.insert(key, now);
+        }
+    }
+    match publish::publish(store, &built.snapshot).await {
+        Ok(true) => println!(
+            "snapshot {} published ({} profiles)",
+            built.snapshot.version,
+            built.snapshot.profiles.len()
+        ),
+        Ok(false) => {}
+        Err(e) => println!("cannot publish the device snapshot: {e}"),
+    }
+}
+
 /// Runs until interrupted (or, with `--once`, until everything settled). Returns whether every
 /// image is Ready.
 pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
@@ -254,6 +308,21 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let book = Arc::new(StatusBook::open(&args.data)?);
     let desired = Arc::new(Mutex::new(load(&args.manifests)?));
     let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
+    let profile_lookup = Lookup(desired.clone());
+    let mut last_problems = BTreeMap::new();
+    let mut dirty = true;
+    if let Some(listen) = args.listen {
+        let url = args.images.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
+        let state = Arc::new(ServerState::new(core.store.clone(), url));
+        let max = args.max_downloads;
+        tokio::spawn(async move {
+            if let Err(e) = serve::run(state, listen, max).await {
+                eprintln!("error: serve on {listen}: {e}");
+                std::process::exit(1);
+            }
+        });
+        println!("serving devices on {listen}");
+    }
     let poll = Duration::from_secs_f64(args.poll_seconds.max(0.1));
     println!("standalone: {} -> {}", args.manifests.display(), core.store.describe());
 
@@ -265,6 +334,11 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let mut previous: Vec<Arc<OsImage>> = desired.lock().expect("desired lock").images.clone();
 
     loop {
+        if dirty {
+            let snapshot_input = desired.lock().expect("desired lock").clone();
+            publish_snapshot(&core.store, &snapshot_input, &book, &profile_lookup, &mut last_problems).await;
+            dirty = false;
+        }
         let images = desired.lock().expect("desired lock").images.clone();
         // Images whose YAML went away: honour their deletionPolicy.
         for gone in previous
@@ -315,6 +389,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let (key, result) = joined.expect("reconcile tasks do not panic");
                 in_flight.remove(&key);
+                dirty = true;
                 match result {
                     Ok(Next::Resync(d)) => { settled.insert(key.clone(), true); due.insert(key, Instant::now() + d); }
                     Ok(Next::Stalled) => { settled.insert(key.clone(), false); due.insert(key, Instant::now() + Duration::from_secs(3600 * 24)); }
@@ -332,6 +407,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             match load(&args.manifests) {
                 Ok(d) => {
                     *desired.lock().expect("desired lock") = d;
+                    dirty = true;
                     // Changed specs get a new generation: look at everything again.
                     due.clear();
                     settled.clear();

@@ -3,6 +3,7 @@
 //! `ztp-operator`), records Events, and holds a Lease so only one replica fetches.
 
 mod k8s;
+pub mod profiles;
 
 use std::{sync::Arc, time::Duration};
 
@@ -140,6 +141,12 @@ pub async fn run_controller(
     api.list(&kube::api::ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
 
     let controller = Controller::new(api, watcher::Config::default().any_semantic());
+    let snapshots = tokio::spawn(profiles::run(
+        client.clone(),
+        core.store.clone(),
+        namespace.clone(),
+        controller.store(),
+    ));
     let ctx = Arc::new(Ctx {
         reporter: k8s::KubeReporter::new(client.clone()),
         resolver: RefResolver(k8s::KubeLookup(client.clone())),
@@ -157,6 +164,7 @@ pub async fn run_controller(
             }
         })
         .await;
+    snapshots.abort();
     Ok(())
 }
 

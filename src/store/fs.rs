@@ -9,6 +9,7 @@
 use std::{
     fs::File,
     io::Write,
+    ops::Range,
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, SystemTime},
@@ -17,7 +18,11 @@ use std::{
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt, stream::BoxStream};
-use tokio::sync::mpsc;
+use tokio::{
+    io::{AsyncReadExt, AsyncSeekExt},
+    sync::mpsc,
+};
+use tokio_util::io::ReaderStream;
 
 use super::{Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, Result, StoreError};
 use crate::{api::ImagePath, hash::Sha256Digest};
@@ -28,6 +33,8 @@ const TMP_DIR: &str = ".tmp";
 const LOCK_FILE: &str = ".manifest.lock";
 /// Chunks queued for the writer thread.
 const QUEUE: usize = 16;
+/// Read buffer size (one chunk of a read stream).
+const READ_CHUNK: usize = 256 * 1024;
 /// Written bytes after which the writer asks the kernel to start writing them back, so the
 /// final fsync has little left to do and dirty pages do not pile up for large images.
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
@@ -200,18 +207,47 @@ impl Backend for FsBackend {
         }
     }
 
-    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
+    async fn read(
+        &self,
+        path: &ImagePath,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
         let p = self.object_path(path);
-        let file = match tokio::fs::File::open(&p).await {
+        let mut file = match tokio::fs::File::open(&p).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound(path.to_string()));
             }
             Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
         };
-        let stream = tokio_util::io::ReaderStream::with_capacity(file, 256 * 1024)
-            .map_err(move |e| StoreError::Io { op: "read", path: p.clone(), source: e });
+        let Some(range) = range else {
+            let stream = ReaderStream::with_capacity(file, READ_CHUNK).map_err(move |e| StoreError::Io {
+                op: "read",
+                path: p.clone(),
+                source: e,
+            });
+            return Ok(stream.boxed());
+        };
+        let len = range.end.saturating_sub(range.start);
+        if len > 0 {
+            // Seeking past the end is allowed; reads there return end of file.
+            file.seek(std::io::SeekFrom::Start(range.start)).await.map_err(|e| StoreError::Io {
+                op: "seek",
+                path: p.clone(),
+                source: e,
+            })?;
+        }
+        let capacity = usize::try_from(len).unwrap_or(usize::MAX).clamp(1, READ_CHUNK);
+        let stream = ReaderStream::with_capacity(file.take(len), capacity).map_err(move |e| StoreError::Io {
+            op: "read",
+            path: p.clone(),
+            source: e,
+        });
         Ok(stream.boxed())
+    }
+
+    fn filesystem_path(&self, path: &ImagePath) -> Option<PathBuf> {
+        Some(self.object_path(path))
     }
 
     async fn delete(&self, path: &ImagePath) -> Result<bool> {
@@ -315,5 +351,66 @@ impl Backend for FsBackend {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(StoreError::Io { op: "read", path: p, source: e }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use futures::TryStreamExt;
+
+    use super::*;
+    use crate::store::Store;
+
+    async fn store_with(data: &[u8]) -> (tempfile::TempDir, Store, ImagePath) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("store")));
+        let path = ImagePath::new("lab-nos", "1.0.0", "image.bin").expect("path");
+        let mut w = store.writer(&path, Sha256Digest::of(data)).await.expect("writer");
+        w.write(Bytes::copy_from_slice(data)).await.expect("write");
+        w.commit(None).await.expect("commit");
+        (dir, store, path)
+    }
+
+    async fn read(store: &Store, path: &ImagePath, range: Option<Range<u64>>) -> Result<Vec<u8>> {
+        let chunks: Vec<Bytes> = store.read(path, range).await?.try_collect().await?;
+        Ok(chunks.concat())
+    }
+
+    #[tokio::test]
+    async fn reads_whole_objects_and_ranges() {
+        let data: Vec<u8> = (0..(READ_CHUNK * 2 + 1000)).map(|i| (i % 251) as u8).collect();
+        let (_dir, store, path) = store_with(&data).await;
+        let len = data.len() as u64;
+        assert_eq!(read(&store, &path, None).await.expect("whole"), data);
+        assert_eq!(read(&store, &path, Some(10..20)).await.expect("range"), &data[10..20]);
+        // Across chunk boundaries.
+        let (a, b) = (READ_CHUNK - 7, 2 * READ_CHUNK + 3);
+        assert_eq!(read(&store, &path, Some(a as u64..b as u64)).await.expect("range"), &data[a..b]);
+        assert_eq!(read(&store, &path, Some(0..len)).await.expect("all"), data);
+        // Clipped at the end; empty, reversed and past-the-end ranges yield nothing.
+        assert_eq!(
+            read(&store, &path, Some(len - 5..len + 100)).await.expect("tail"),
+            &data[data.len() - 5..]
+        );
+        assert!(read(&store, &path, Some(7..7)).await.expect("empty").is_empty());
+        let reversed = Range { start: 9, end: 3 };
+        assert!(read(&store, &path, Some(reversed)).await.expect("reversed").is_empty());
+        assert!(read(&store, &path, Some(len + 1..len + 10)).await.expect("past end").is_empty());
+        // The whole-object hash goes through the same read.
+        let committed = store.hash_of(&path).await.expect("hash");
+        assert_eq!((committed.sha256, committed.size), (Sha256Digest::of(&data), len));
+    }
+
+    #[tokio::test]
+    async fn missing_objects_are_not_found_and_paths_are_local() {
+        let (dir, store, path) = store_with(b"hello").await;
+        let missing = ImagePath::new("lab-nos", "1.0.0", "missing.bin").expect("path");
+        assert!(matches!(store.read(&missing, None).await.err(), Some(StoreError::NotFound(_))));
+        assert!(matches!(store.read(&missing, Some(0..3)).await.err(), Some(StoreError::NotFound(_))));
+        let local = store.filesystem_path(&path).expect("a directory store has local paths");
+        assert_eq!(local, dir.path().join("lab-nos/1.0.0/image.bin"));
+        assert_eq!(std::fs::read(local).expect("read"), b"hello");
     }
 }

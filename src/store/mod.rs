@@ -10,7 +10,7 @@ pub mod fs;
 pub mod manifest;
 pub mod s3;
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use std::{fmt, ops::Range, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -93,8 +93,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     async fn begin(&self, path: &ImagePath, sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>>;
     /// Size of the object at `path`, if there is one.
     async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>>;
-    /// The object's bytes, in order.
-    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>>;
+    /// The object's bytes, in order: all of them (`range` None), or those in the half-open byte
+    /// range `range`, clipped at the object's end (a range starting at or past the end, or an
+    /// empty or reversed one, yields no bytes). A missing object is [`StoreError::NotFound`].
+    async fn read(
+        &self,
+        path: &ImagePath,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>>;
+    /// Where the object lives on a local filesystem, for backends that keep objects as plain
+    /// files (so a server can open it directly, e.g. for sendfile). None by default.
+    fn filesystem_path(&self, _path: &ImagePath) -> Option<PathBuf> {
+        None
+    }
     /// Removes the object; true if it existed.
     async fn delete(&self, path: &ImagePath) -> Result<bool>;
     /// Every object key under the root (for listings), as `{platform}/{version}/{filename}`.
@@ -142,8 +153,21 @@ impl Store {
         self.backend.stat(path).await
     }
 
-    pub async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
-        self.backend.read(path).await
+    /// The object's bytes: all of them (`range` None) or those in the half-open byte range
+    /// `range`, clipped at the object's end. See [`Backend::read`].
+    pub async fn read(
+        &self,
+        path: &ImagePath,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
+        self.backend.read(path, range).await
+    }
+
+    /// The object's path on a local filesystem when the backend keeps plain files (the directory
+    /// backend), for a server that wants to open it directly; None for S3. The path is where the
+    /// object would be: it need not exist.
+    pub fn filesystem_path(&self, path: &ImagePath) -> Option<PathBuf> {
+        self.backend.filesystem_path(path)
     }
 
     pub async fn delete(&self, path: &ImagePath) -> Result<bool> {
@@ -157,7 +181,7 @@ impl Store {
     /// Hashes the stored bytes of `path` (to adopt a file whose manifest entry is missing).
     pub async fn hash_of(&self, path: &ImagePath) -> Result<Committed> {
         use futures::TryStreamExt;
-        let mut stream = self.backend.read(path).await?;
+        let mut stream = self.backend.read(path, None).await?;
         let mut hasher = StreamHasher::new();
         while let Some(chunk) = stream.try_next().await? {
             hasher.update(chunk).await;

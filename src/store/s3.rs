@@ -6,7 +6,7 @@
 //! The manifest is swapped with a conditional PUT (`If-Match` the ETag read, or `If-None-Match: *`
 //! when there is none yet), retried with backoff when another writer won.
 
-use std::time::Duration;
+use std::{ops::Range, time::Duration};
 
 use async_trait::async_trait;
 use aws_sdk_s3::{
@@ -234,6 +234,48 @@ impl PendingObject for S3Pending {
     }
 }
 
+/// A GetObject body being read: skips `skip` bytes, then yields at most `remaining` more.
+struct BodyWindow {
+    body: ByteStream,
+    bucket: String,
+    key: String,
+    skip: u64,
+    remaining: u64,
+}
+
+impl BodyWindow {
+    async fn next(mut self) -> Result<Option<(Bytes, Self)>> {
+        while self.remaining > 0 {
+            let mut chunk = match self.body.try_next().await {
+                Ok(Some(chunk)) => chunk,
+                Ok(None) => break,
+                Err(e) => {
+                    return Err(StoreError::S3 {
+                        op: "read",
+                        bucket: self.bucket,
+                        key: self.key,
+                        message: e.to_string(),
+                    });
+                }
+            };
+            if self.skip > 0 {
+                let n = usize::try_from(self.skip).unwrap_or(usize::MAX).min(chunk.len());
+                let _ = chunk.split_to(n);
+                self.skip -= n as u64;
+            }
+            if let Ok(max) = usize::try_from(self.remaining) {
+                chunk.truncate(max);
+            }
+            if chunk.is_empty() {
+                continue;
+            }
+            self.remaining -= chunk.len() as u64;
+            return Ok(Some((chunk, self)));
+        }
+        Ok(None)
+    }
+}
+
 #[async_trait]
 impl Backend for S3Backend {
     fn describe(&self) -> String {
@@ -277,24 +319,47 @@ impl Backend for S3Backend {
         }
     }
 
-    async fn read(&self, path: &ImagePath) -> Result<BoxStream<'static, Result<Bytes>>> {
+    async fn read(
+        &self,
+        path: &ImagePath,
+        range: Option<Range<u64>>,
+    ) -> Result<BoxStream<'static, Result<Bytes>>> {
         let key = self.key(&path.to_string());
-        let out = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+        let header = match &range {
+            None => None,
+            Some(r) if r.end > r.start => Some(format!("bytes={}-{}", r.start, r.end - 1)),
+            // An empty range has no `Range` form: no bytes, but a missing object is still an error.
+            Some(_) => {
+                return match self.stat(path).await? {
+                    Some(_) => Ok(futures::stream::empty().boxed()),
+                    None => Err(StoreError::NotFound(path.to_string())),
+                };
+            }
+        };
+        let request = self.client.get_object().bucket(&self.bucket).key(&key).set_range(header);
+        let out = match request.send().await {
             Ok(out) => out,
-            Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => {
+            Err(e)
+                if e.as_service_error().is_some_and(|s| s.is_no_such_key())
+                    || http_status(&e) == Some(404) =>
+            {
                 return Err(StoreError::NotFound(path.to_string()));
+            }
+            // 416: the range starts at or past the end (the object exists): no bytes, as on a directory.
+            Err(e) if http_status(&e) == Some(416) || e.code() == Some("InvalidRange") => {
+                return Ok(futures::stream::empty().boxed());
             }
             Err(e) => return Err(self.err("get", &key, sdk_message(&e))),
         };
-        let (bucket, body) = (self.bucket.clone(), out.body);
-        let stream = futures::stream::try_unfold((body, bucket, key), |(mut body, bucket, key)| async move {
-            match body.try_next().await {
-                Ok(Some(chunk)) => Ok(Some((chunk, (body, bucket, key)))),
-                Ok(None) => Ok(None),
-                Err(e) => Err(StoreError::S3 { op: "read", bucket, key, message: e.to_string() }),
-            }
-        });
-        Ok(stream.boxed())
+        // A server that ignored `Range` (no `Content-Range` in the answer) sent the whole object:
+        // cut the range out of it here.
+        let (skip, remaining) = match &range {
+            None => (0, u64::MAX),
+            Some(r) if out.content_range().is_some() => (0, r.end - r.start),
+            Some(r) => (r.start, r.end - r.start),
+        };
+        let state = BodyWindow { body: out.body, bucket: self.bucket.clone(), key, skip, remaining };
+        Ok(futures::stream::try_unfold(state, BodyWindow::next).boxed())
     }
 
     async fn delete(&self, path: &ImagePath) -> Result<bool> {

@@ -4,6 +4,7 @@
 mod support;
 
 mod crds;
+mod devices;
 mod pipeline;
 mod s3;
 mod standalone;

@@ -96,7 +96,7 @@ impl TestStore {
         use futures::TryStreamExt;
         self.store.stat(path).await.expect("stat")?;
         let chunks: Vec<Bytes> =
-            self.store.read(path).await.expect("read").try_collect().await.expect("read body");
+            self.store.read(path, None).await.expect("read").try_collect().await.expect("read body");
         Some(chunks.concat())
     }
 

@@ -1,0 +1,209 @@
+//! SwitchProfiles → the device snapshot. One debounced loop: any change to a SwitchProfile, an
+//! OsImage, a ConfigMap or a Secret (in the watched scope) triggers a rebuild of the whole
+//! snapshot, which is published to the store only when its content changed; then each profile's
+//! status (`Ready`, `Conflict`, match summary) is server-side applied.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::{StreamExt, stream};
+use k8s_openapi::{
+    api::core::v1::{ConfigMap, Secret},
+    apimachinery::pkg::apis::meta::v1::{Condition, Time},
+    jiff::Timestamp,
+};
+use kube::{
+    Api, Client,
+    api::{Patch, PatchParams},
+    runtime::{WatchStreamExt, reflector, watcher},
+};
+use serde_json::json;
+
+use super::{Error, FIELD_MANAGER, k8s::KubeLookup};
+use crate::{
+    api::{
+        ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
+        conditions::{remove_condition, set_condition},
+    },
+    profile::{build, index::DeviceIndex, publish},
+    reconcile::object_name,
+    store::Store,
+};
+
+fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs the snapshot loop until the process ends.
+pub async fn run(
+    client: Client,
+    store: Store,
+    namespace: Option<String>,
+    images: reflector::Store<OsImage>,
+) -> Result<(), Error> {
+    let (profiles, writer) = reflector::store::<SwitchProfile>();
+    let profile_events = watcher(api::<SwitchProfile>(&client, &namespace), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .map(|_| ());
+    let image_events = watcher(api::<OsImage>(&client, &namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
+    let cm_events = watcher(api::<ConfigMap>(&client, &namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
+    let secret_events = watcher(api::<Secret>(&client, &namespace), watcher::Config::default())
+        .default_backoff()
+        .touched_objects()
+        .map(|_| ());
+    let mut triggers = stream::select_all(vec![
+        profile_events.boxed(),
+        image_events.boxed(),
+        cm_events.boxed(),
+        secret_events.boxed(),
+    ]);
+    let lookup = KubeLookup(client.clone());
+    let mut resync = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            next = triggers.next() => if next.is_none() { return Ok(()) },
+            _ = resync.tick() => {}
+        }
+        // Debounce: a burst of changes (a Git sync) makes one rebuild.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        while let Some(Some(_)) = triggers.next().now_or_never() {}
+        if let Err(e) = rebuild(&client, &store, &profiles.state(), &images.state(), &lookup).await {
+            tracing::warn!(error = %e, "snapshot rebuild failed; retrying on the next change");
+        }
+    }
+}
+
+use futures::FutureExt;
+
+async fn rebuild(
+    client: &Client,
+    store: &Store,
+    profiles: &[Arc<SwitchProfile>],
+    images: &[Arc<OsImage>],
+    lookup: &KubeLookup,
+) -> Result<(), Error> {
+    let built = build::build(profiles, images, lookup).await;
+    let index = DeviceIndex::build(&built.snapshot);
+    match publish::publish(store, &built.snapshot).await {
+        Ok(true) => {
+            tracing::info!(version = %built.snapshot.version, profiles = built.snapshot.profiles.len(), "snapshot published")
+        }
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot publish the snapshot"),
+    }
+    let mut conflicts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in index.conflicts() {
+        conflicts
+            .entry(c.loser.clone())
+            .or_default()
+            .push(format!("{:?} {} is also claimed by {}, which wins", c.key_kind, c.key, c.winner));
+        conflicts
+            .entry(c.winner.clone())
+            .or_default()
+            .push(format!("{:?} {} is also claimed by {}; this profile wins", c.key_kind, c.key, c.loser));
+    }
+    for p in profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+        let key = object_name(&p.metadata);
+        let status = profile_status(
+            p,
+            built.problems.get(&key),
+            conflicts.get(&key),
+            built.crlf_normalised.contains(&key),
+        );
+        if p.status.as_ref() == Some(&status) {
+            continue;
+        }
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<SwitchProfile> = Api::namespaced(client.clone(), ns);
+        let patch =
+            json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "status": status});
+        if let Err(e) = api
+            .patch_status(
+                p.metadata.name.as_deref().unwrap_or_default(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            tracing::warn!(profile = %key, error = %e, "cannot write profile status");
+        }
+    }
+    Ok(())
+}
+
+/// The status of one profile after a rebuild.
+pub fn profile_status(
+    p: &SwitchProfile,
+    problems: Option<&Vec<String>>,
+    conflicts: Option<&Vec<String>>,
+    crlf: bool,
+) -> SwitchProfileStatus {
+    let mut status = p.status.clone().unwrap_or_default();
+    let generation = p.metadata.generation;
+    let now = Time(Timestamp::now());
+    let conds: &mut Vec<Condition> = &mut status.conditions;
+    match problems {
+        None => {
+            let mut msg = "every reference resolves".to_owned();
+            if crlf {
+                msg.push_str("; the Cumulus script had CRLF line endings and is served with LF");
+            }
+            set_condition(
+                conds,
+                ConditionType::Ready,
+                ConditionStatus::True,
+                "Resolved",
+                &msg,
+                generation,
+                now.clone(),
+            );
+        }
+        Some(problems) => {
+            set_condition(
+                conds,
+                ConditionType::Ready,
+                ConditionStatus::False,
+                "Unresolved",
+                &problems.join("; "),
+                generation,
+                now.clone(),
+            );
+        }
+    }
+    match conflicts {
+        Some(c) => {
+            set_condition(
+                conds,
+                ConditionType::Conflict,
+                ConditionStatus::True,
+                "DuplicateMatch",
+                &c.join("; "),
+                generation,
+                now,
+            );
+        }
+        None => {
+            remove_condition(conds, ConditionType::Conflict);
+        }
+    }
+    status.observed_generation = generation;
+    status.match_summary = Some(p.spec.selector.summary());
+    status
+}

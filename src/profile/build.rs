@@ -1,0 +1,225 @@
+//! Building the device snapshot from SwitchProfiles: every content reference is resolved
+//! (inline, ConfigMap key, Secret key, OsImage), templates are syntax-checked, MACs normalised,
+//! Cumulus scripts given LF line endings. One implementation for the controller and standalone;
+//! where ConfigMaps and Secrets come from is the [`ObjectLookup`] trait.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
+
+use crate::{
+    api::{Content, OsImage, OsImagePhase, SwitchProfile, ZtpSectionKind},
+    hash::Sha256Digest,
+    profile::{
+        identity::normalize_mac,
+        render::{check_template, has_crlf},
+        snapshot::{
+            ImageRef, ProfileSnapshot, Resolved, SNAPSHOT_FORMAT, Snapshot, Text, ZtpSectionSnapshot,
+            ZtpSnapshot,
+        },
+    },
+    reconcile::{object_name, sources::ObjectLookup},
+};
+
+/// The snapshot and, per profile (`namespace/name`), what could not be resolved.
+#[derive(Debug, Default)]
+pub struct Built {
+    pub snapshot: Snapshot,
+    /// Problems per profile; a profile without an entry is complete.
+    pub problems: BTreeMap<String, Vec<String>>,
+    /// Profiles whose Cumulus script had CRLF line endings (served with LF).
+    pub crlf_normalised: BTreeSet<String>,
+}
+
+struct Resolver<'a> {
+    lookup: &'a dyn ObjectLookup,
+    images: &'a [Arc<OsImage>],
+    used_images: BTreeMap<String, ImageRef>,
+}
+
+impl Resolver<'_> {
+    /// Resolves one piece of content of profile `ns`; `what` names it in messages.
+    async fn content(&mut self, ns: &str, what: &str, c: &Content) -> Result<Resolved, String> {
+        if let Some(text) = &c.inline {
+            return self.text(what, text.clone(), c.template);
+        }
+        if let Some(r) = &c.config_map_key_ref {
+            let data = self.lookup.config_map(ns, &r.name).await.map_err(|e| format!("{what}: {e}"))?;
+            let data = data.ok_or_else(|| format!("{what}: ConfigMap {ns}/{} not found", r.name))?;
+            let bytes = data
+                .get(&r.key)
+                .ok_or_else(|| format!("{what}: ConfigMap {ns}/{} has no key {:?}", r.name, r.key))?;
+            let text = String::from_utf8(bytes.clone()).map_err(|_| {
+                format!("{what}: ConfigMap {ns}/{} key {:?} is not UTF-8 text", r.name, r.key)
+            })?;
+            return self.text(what, text, c.template);
+        }
+        if let Some(r) = &c.secret_key_ref {
+            let data = self.lookup.secret(ns, &r.name).await.map_err(|e| format!("{what}: {e}"))?;
+            let data = data.ok_or_else(|| format!("{what}: Secret {ns}/{} not found", r.name))?;
+            let bytes = data
+                .get(&r.key)
+                .ok_or_else(|| format!("{what}: Secret {ns}/{} has no key {:?}", r.name, r.key))?;
+            let text = String::from_utf8(bytes.clone())
+                .map_err(|_| format!("{what}: Secret {ns}/{} key {:?} is not UTF-8 text", r.name, r.key))?;
+            return self.text(what, text, c.template);
+        }
+        if let Some(r) = &c.os_image_ref {
+            return self.image(ns, what, &r.name).map(Resolved::Image);
+        }
+        Err(format!("{what}: no content source set"))
+    }
+
+    fn text(&self, what: &str, text: String, template: bool) -> Result<Resolved, String> {
+        let t = Text { text, template };
+        check_template(&t, what).map_err(|e| e.to_string())?;
+        Ok(Resolved::Text(t))
+    }
+
+    /// An OsImage of namespace `ns` that is Ready; returns its key in the snapshot's images.
+    fn image(&mut self, ns: &str, what: &str, name: &str) -> Result<String, String> {
+        let key = format!("{ns}/{name}");
+        let image = self
+            .images
+            .iter()
+            .find(|i| object_name(&i.metadata) == key)
+            .ok_or_else(|| format!("{what}: OsImage {key} not found"))?;
+        let status = image.status.as_ref();
+        let artifact = status
+            .filter(|s| {
+                s.phase == Some(OsImagePhase::Ready) && s.observed_generation == image.metadata.generation
+            })
+            .and_then(|s| s.artifact.as_ref())
+            .ok_or_else(|| format!("{what}: OsImage {key} is not Ready yet"))?;
+        self.used_images.insert(
+            key.clone(),
+            ImageRef {
+                path: artifact.path.clone(),
+                sha256: artifact.sha256.clone(),
+                size: u64::try_from(artifact.size).unwrap_or(0),
+            },
+        );
+        Ok(key)
+    }
+}
+
+/// Builds the snapshot of `profiles` (any order; the snapshot is sorted by namespace/name).
+pub async fn build(
+    profiles: &[Arc<SwitchProfile>],
+    images: &[Arc<OsImage>],
+    lookup: &dyn ObjectLookup,
+) -> Built {
+    let mut sorted: Vec<&Arc<SwitchProfile>> =
+        profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
+    sorted.sort_by_key(|p| object_name(&p.metadata));
+    let mut r = Resolver { lookup, images, used_images: BTreeMap::new() };
+    let mut built = Built::default();
+
+    for p in sorted {
+        let key = object_name(&p.metadata);
+        let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
+        let mut problems = Vec::new();
+        let spec = &p.spec;
+        let mut snap = ProfileSnapshot {
+            namespace: ns.clone(),
+            name: p.metadata.name.clone().unwrap_or_default(),
+            serial_numbers: spec.selector.serial_numbers.clone(),
+            mac_addresses: Vec::new(),
+            models: spec.selector.models.clone(),
+            hostname: spec.hostname.clone(),
+            variables: spec.variables.clone(),
+            ..Default::default()
+        };
+        for mac in &spec.selector.mac_addresses {
+            match normalize_mac(mac) {
+                Some(m) => snap.mac_addresses.push(m),
+                None => problems.push(format!("match.macAddresses: {mac:?} is not a MAC address")),
+            }
+        }
+        if let Some(onie) = &spec.onie {
+            if let Some(i) = &onie.install_image {
+                match r.image(&ns, "onie.installImage", &i.name) {
+                    Ok(k) => snap.onie_install = Some(k),
+                    Err(e) => problems.push(e),
+                }
+            }
+            if let Some(i) = &onie.update_image {
+                match r.image(&ns, "onie.updateImage", &i.name) {
+                    Ok(k) => snap.onie_update = Some(k),
+                    Err(e) => problems.push(e),
+                }
+            }
+        }
+        if let Some(ztp) = &spec.ztp {
+            let mut sections = Vec::new();
+            for (i, section) in ztp.sections.iter().enumerate() {
+                let what = format!("ztp.sections[{i}]");
+                let resolved = match &section.content {
+                    Some(c) => match r.content(&ns, &what, c).await {
+                        Ok(res) => {
+                            if section.kind == ZtpSectionKind::Image && !matches!(res, Resolved::Image(_)) {
+                                problems.push(format!("{what}: an image section needs an osImageRef"));
+                            }
+                            Some(res)
+                        }
+                        Err(e) => {
+                            problems.push(e);
+                            None
+                        }
+                    },
+                    None => None,
+                };
+                let mut declared = section.clone();
+                declared.content = None;
+                sections.push(ZtpSectionSnapshot { section: declared, resolved });
+            }
+            snap.ztp = Some(ZtpSnapshot {
+                sections,
+                restart_ztp_no_config: ztp.restart_ztp_no_config,
+                restart_ztp_on_failure: ztp.restart_ztp_on_failure,
+            });
+        }
+        if let Some(cumulus) = &spec.cumulus {
+            match r.content(&ns, "cumulus.script", &cumulus.script).await {
+                Ok(Resolved::Text(mut t)) => {
+                    if has_crlf(&t.text) {
+                        t.text = t.text.replace("\r\n", "\n").replace('\r', "\n");
+                        built.crlf_normalised.insert(key.clone());
+                    }
+                    if !t.template && !t.text.contains("CUMULUS-AUTOPROVISIONING") {
+                        problems
+                            .push("cumulus.script: the script must contain CUMULUS-AUTOPROVISIONING".into());
+                    }
+                    snap.cumulus_script = Some(t);
+                }
+                Ok(Resolved::Image(_)) => problems.push("cumulus.script: must be text, not an image".into()),
+                Err(e) => problems.push(e),
+            }
+        }
+        for (name, c) in &spec.files {
+            match r.content(&ns, &format!("files.{name}"), c).await {
+                Ok(res) => {
+                    snap.files.insert(name.clone(), res);
+                }
+                Err(e) => problems.push(e),
+            }
+        }
+        if !problems.is_empty() {
+            built.problems.insert(key, problems);
+        }
+        built.snapshot.profiles.push(snap);
+    }
+    built.snapshot.images = r.used_images;
+    built.snapshot.format = SNAPSHOT_FORMAT;
+    built.snapshot.version = version_of(&built.snapshot);
+    built
+}
+
+/// A content hash of the snapshot (its `version` field excluded).
+pub fn version_of(snapshot: &Snapshot) -> String {
+    let mut s = snapshot.clone();
+    s.version = String::new();
+    let bytes = serde_json::to_vec(&s).expect("a snapshot always serialises");
+    Sha256Digest::of(&bytes).to_string()[..16].to_owned()
+}

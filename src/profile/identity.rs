@@ -1,0 +1,599 @@
+//! Who is asking: the device identity read from the HTTP headers each switch family sends.
+//!
+//! Every family identifies itself differently (PROTOCOLS.md §1.6, §2.3, §3.2, §3.4, §4):
+//!
+//! | family | serial | MAC | model | version |
+//! |---|---|---|---|---|
+//! | ONIE | `ONIE-SERIAL-NUMBER` | `ONIE-ETH-ADDR` | `ONIE-MACHINE` (+ arch, rev) | `ONIE-VERSION` |
+//! | NVOS | `SERIAL-NUMBER` | `BASE-MAC-ADDRESS` | `PRODUCT-NAME` | `NVOS-VERSION` |
+//! | SONiC | `SERIAL-NUMBER` | `BASE-MAC-ADDRESS` | `PRODUCT-NAME` | `SONiC-VERSION` |
+//! | Cumulus | `CUMULUS-SERIAL` | `CUMULUS-BASE-MAC` | `CUMULUS-PRODUCTNAME` | `CUMULUS-VERSION` |
+//! | RtBrick CTRLD | `ONIE-SERIAL-NUMBER` | – | – | – (plus `CONTAINER-NAME`, `ELEMENT-NAME`, `HOST-NAME`) |
+//!
+//! [`DeviceIdentity::from_headers`] reads all of them into one shape. Header names are
+//! case-insensitive (the `http` crate stores them lower-cased); values are trimmed, empty values
+//! count as absent and values that are not UTF-8 are ignored. MAC addresses are normalised with
+//! [`normalize_mac`] (ONIE sends lower case, Cumulus and NVOS upper case).
+
+use axum::http::{HeaderMap, header};
+
+/// The switch software family a request comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Family {
+    /// ONIE image discovery (NOS install or ONIE self-update).
+    Onie,
+    /// NVIDIA NVOS ZTP.
+    Nvos,
+    /// SONiC ZTP.
+    Sonic,
+    /// Cumulus Linux ZTP.
+    Cumulus,
+    /// RtBrick RBFS CTRLD fetching its configuration files.
+    RtBrick,
+    /// Not known (yet): detect from the headers.
+    #[default]
+    Unknown,
+}
+
+impl Family {
+    /// Lower-case name, for logs and templates: `onie`, `nvos`, `sonic`, `cumulus`, `rtbrick`,
+    /// `unknown`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Family::Onie => "onie",
+            Family::Nvos => "nvos",
+            Family::Sonic => "sonic",
+            Family::Cumulus => "cumulus",
+            Family::RtBrick => "rtbrick",
+            Family::Unknown => "unknown",
+        }
+    }
+
+    /// Guesses the family from the headers alone (PROTOCOLS.md §8). RtBrick's CTRLD is recognised
+    /// first (it sends `ONIE-SERIAL-NUMBER` too, plus `CONTAINER-NAME` / `ELEMENT-NAME`), then
+    /// Cumulus (`CUMULUS-*`), NVOS (`NVOS-VERSION`, `NVUE-VERSION` or an `NVOS…` User-Agent),
+    /// SONiC (`SONiC-VERSION` or a `SONiC…` User-Agent) and ONIE (`ONIE-*` or an `onie/…`
+    /// User-Agent). Header *names* decide, even with empty values: ONIE always sends all its
+    /// headers, some empty.
+    pub fn detect(headers: &HeaderMap) -> Family {
+        let has_prefix = |prefix: &str| headers.keys().any(|k| k.as_str().starts_with(prefix));
+        let ua = header_value(headers, header::USER_AGENT.as_str()).unwrap_or_default();
+        let ua_starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
+
+        if headers.contains_key(H_ONIE_SERIAL)
+            && (headers.contains_key(H_CONTAINER_NAME) || headers.contains_key(H_ELEMENT_NAME))
+        {
+            Family::RtBrick
+        } else if has_prefix("cumulus-") || ua_starts("CumulusLinux-") || ua_starts("CumulusRMP-") {
+            Family::Cumulus
+        } else if headers.contains_key(H_NVOS_VERSION)
+            || headers.contains_key(H_NVUE_VERSION)
+            || ua_starts("NVOS")
+        {
+            Family::Nvos
+        } else if headers.contains_key(H_SONIC_VERSION) || ua_starts("SONiC") {
+            Family::Sonic
+        } else if has_prefix("onie-") || ua_starts("onie/") {
+            Family::Onie
+        } else {
+            Family::Unknown
+        }
+    }
+}
+
+impl std::fmt::Display for Family {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// Header names, lower case (how `http` stores them; lookups are case-insensitive anyway).
+const H_ONIE_SERIAL: &str = "onie-serial-number";
+const H_ONIE_ETH_ADDR: &str = "onie-eth-addr";
+const H_ONIE_VENDOR_ID: &str = "onie-vendor-id";
+const H_ONIE_MACHINE: &str = "onie-machine";
+const H_ONIE_MACHINE_REV: &str = "onie-machine-rev";
+const H_ONIE_ARCH: &str = "onie-arch";
+const H_ONIE_OPERATION: &str = "onie-operation";
+const H_ONIE_VERSION: &str = "onie-version";
+const H_SERIAL: &str = "serial-number";
+const H_PRODUCT_NAME: &str = "product-name";
+const H_BASE_MAC: &str = "base-mac-address";
+const H_NVOS_VERSION: &str = "nvos-version";
+const H_NVUE_VERSION: &str = "nvue-version";
+const H_SONIC_VERSION: &str = "sonic-version";
+const H_CUMULUS_SERIAL: &str = "cumulus-serial";
+const H_CUMULUS_BASE_MAC: &str = "cumulus-base-mac";
+const H_CUMULUS_PRODUCTNAME: &str = "cumulus-productname";
+const H_CUMULUS_VERSION: &str = "cumulus-version";
+const H_CUMULUS_BUILD: &str = "cumulus-build";
+const H_CONTAINER_NAME: &str = "container-name";
+const H_ELEMENT_NAME: &str = "element-name";
+const H_HOST_NAME: &str = "host-name";
+
+/// Which headers carry one fact, per family.
+struct Sources {
+    onie: &'static [&'static str],
+    nvos_sonic: &'static [&'static str],
+    cumulus: &'static [&'static str],
+}
+
+impl Sources {
+    /// The header groups, the requesting family's own first, then the others (a device is
+    /// identified even when the route's family hint is wrong, e.g. a SONiC box on an ONIE path).
+    fn ordered(&self, family: Family) -> [&'static [&'static str]; 3] {
+        match family {
+            Family::Cumulus => [self.cumulus, self.onie, self.nvos_sonic],
+            Family::Nvos | Family::Sonic => [self.nvos_sonic, self.onie, self.cumulus],
+            Family::Onie | Family::RtBrick | Family::Unknown => [self.onie, self.nvos_sonic, self.cumulus],
+        }
+    }
+
+    /// The first present value, in family order.
+    fn first(&self, headers: &HeaderMap, family: Family) -> Option<String> {
+        self.ordered(family)
+            .iter()
+            .flat_map(|group| group.iter())
+            .find_map(|name| header_value(headers, name))
+    }
+}
+
+const SERIAL: Sources =
+    Sources { onie: &[H_ONIE_SERIAL], nvos_sonic: &[H_SERIAL], cumulus: &[H_CUMULUS_SERIAL] };
+const MAC: Sources =
+    Sources { onie: &[H_ONIE_ETH_ADDR], nvos_sonic: &[H_BASE_MAC], cumulus: &[H_CUMULUS_BASE_MAC] };
+const OS_VERSION: Sources = Sources {
+    onie: &[H_ONIE_VERSION],
+    nvos_sonic: &[H_NVOS_VERSION, H_SONIC_VERSION],
+    cumulus: &[H_CUMULUS_VERSION, H_CUMULUS_BUILD],
+};
+
+/// The value of header `name`: the first of its values that is UTF-8 and not empty once trimmed.
+fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers.get_all(name).iter().find_map(|v| {
+        let s = std::str::from_utf8(v.as_bytes()).ok()?.trim();
+        (!s.is_empty()).then(|| s.to_owned())
+    })
+}
+
+/// Everything a device said about itself. Built by [`DeviceIdentity::from_headers`]; also
+/// constructible by hand (tests, a serial from the request path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceIdentity {
+    /// The family: the route's hint, or detected from the headers.
+    pub family: Family,
+    /// Serial number, exactly as sent (trimmed).
+    pub serial: Option<String>,
+    /// Base / management MAC, normalised by [`normalize_mac`] (`aa:bb:cc:dd:ee:ff`); absent when
+    /// the device sent none or something that is not a MAC.
+    pub mac: Option<String>,
+    /// Every model-like string the device sent, most specific first, without duplicates: for
+    /// ONIE the platform `<arch>-<machine>-r<rev>` (when all three are sent) then the machine;
+    /// for NVOS / SONiC `PRODUCT-NAME`; for Cumulus `CUMULUS-PRODUCTNAME`. The requesting
+    /// family's strings come first.
+    pub models: Vec<String>,
+    /// `ONIE-OPERATION`: `os-install` or `onie-update`.
+    pub onie_operation: Option<String>,
+    /// `ONIE-ARCH`, e.g. `x86_64`.
+    pub onie_arch: Option<String>,
+    /// `ONIE-MACHINE`, e.g. `accton_as7712_32x`.
+    pub onie_machine: Option<String>,
+    /// `ONIE-MACHINE-REV`, without the `r`, e.g. `0`.
+    pub onie_machine_rev: Option<String>,
+    /// `ONIE-VENDOR-ID`: the vendor's IANA enterprise number.
+    pub onie_vendor_id: Option<String>,
+    /// The running software's version: `ONIE-VERSION`, `NVOS-VERSION`, `SONiC-VERSION` or
+    /// `CUMULUS-VERSION` (`CUMULUS-BUILD` on old releases).
+    pub os_version: Option<String>,
+    /// RtBrick `CONTAINER-NAME`.
+    pub container_name: Option<String>,
+    /// RtBrick `ELEMENT-NAME`.
+    pub element_name: Option<String>,
+    /// RtBrick `HOST-NAME`.
+    pub host_name: Option<String>,
+}
+
+impl DeviceIdentity {
+    /// Reads the identity from request headers. `hint` is the family the route implies; with
+    /// [`Family::Unknown`] the family is detected from the headers ([`Family::detect`]). Facts are
+    /// read from every family's headers, the hinted family's first, so a device is recognised
+    /// whatever route it uses.
+    pub fn from_headers(headers: &HeaderMap, hint: Family) -> Self {
+        let family = if hint == Family::Unknown { Family::detect(headers) } else { hint };
+        let get = |name: &str| header_value(headers, name);
+
+        let onie_arch = get(H_ONIE_ARCH);
+        let onie_machine = get(H_ONIE_MACHINE);
+        let onie_machine_rev = get(H_ONIE_MACHINE_REV);
+
+        // Model strings per group, most specific first.
+        let mut onie_models = Vec::new();
+        if let (Some(arch), Some(machine), Some(rev)) = (&onie_arch, &onie_machine, &onie_machine_rev) {
+            onie_models.push(format!("{arch}-{machine}-r{rev}"));
+        }
+        onie_models.extend(onie_machine.clone());
+        let nvos_sonic_models: Vec<String> = get(H_PRODUCT_NAME).into_iter().collect();
+        let cumulus_models: Vec<String> = get(H_CUMULUS_PRODUCTNAME).into_iter().collect();
+        let groups = match family {
+            Family::Cumulus => [cumulus_models, onie_models, nvos_sonic_models],
+            Family::Nvos | Family::Sonic => [nvos_sonic_models, onie_models, cumulus_models],
+            Family::Onie | Family::RtBrick | Family::Unknown => {
+                [onie_models, nvos_sonic_models, cumulus_models]
+            }
+        };
+        let mut models: Vec<String> = Vec::new();
+        for m in groups.into_iter().flatten() {
+            if !models.contains(&m) {
+                models.push(m);
+            }
+        }
+
+        DeviceIdentity {
+            family,
+            serial: SERIAL.first(headers, family),
+            mac: MAC
+                .ordered(family)
+                .iter()
+                .flat_map(|group| group.iter())
+                .filter_map(|name| get(name))
+                .find_map(|v| normalize_mac(&v)),
+            models,
+            onie_operation: get(H_ONIE_OPERATION),
+            onie_arch,
+            onie_machine,
+            onie_machine_rev,
+            onie_vendor_id: get(H_ONIE_VENDOR_ID),
+            os_version: OS_VERSION.first(headers, family),
+            container_name: get(H_CONTAINER_NAME),
+            element_name: get(H_ELEMENT_NAME),
+            host_name: get(H_HOST_NAME),
+        }
+    }
+
+    /// The first (most specific) model, if any.
+    pub fn model(&self) -> Option<&str> {
+        self.models.first().map(String::as_str)
+    }
+
+    /// The ONIE platform string `<arch>-<machine>-r<rev>`, when all three parts were sent.
+    pub fn onie_platform(&self) -> Option<String> {
+        match (&self.onie_arch, &self.onie_machine, &self.onie_machine_rev) {
+            (Some(arch), Some(machine), Some(rev)) => Some(format!("{arch}-{machine}-r{rev}")),
+            _ => None,
+        }
+    }
+}
+
+/// Normalises a MAC address to lower-case, colon-separated pairs (`aa:bb:cc:dd:ee:ff`).
+///
+/// Accepted (any case, surrounding whitespace ignored): six pairs separated by `:` or by `-`
+/// (one separator throughout), Cisco-style three groups of four separated by `.`, and twelve bare
+/// hex digits. Anything else gives `None`.
+pub fn normalize_mac(s: &str) -> Option<String> {
+    let s = s.trim();
+    let hex: Vec<u8> = match s.len() {
+        12 => s.bytes().collect(),
+        14 => {
+            // aabb.ccdd.eeff
+            let groups: Vec<&str> = s.split('.').collect();
+            if groups.len() != 3 || groups.iter().any(|g| g.len() != 4) {
+                return None;
+            }
+            groups.concat().into_bytes()
+        }
+        17 => {
+            let sep = *s.as_bytes().get(2)?;
+            if sep != b':' && sep != b'-' {
+                return None;
+            }
+            let pairs: Vec<&str> = s.split(char::from(sep)).collect();
+            if pairs.len() != 6 || pairs.iter().any(|p| p.len() != 2) {
+                return None;
+            }
+            pairs.concat().into_bytes()
+        }
+        _ => return None,
+    };
+    if hex.len() != 12 || !hex.iter().all(u8::is_ascii_hexdigit) {
+        return None;
+    }
+    let mut out = String::with_capacity(17);
+    for (i, pair) in hex.chunks(2).enumerate() {
+        if i > 0 {
+            out.push(':');
+        }
+        for &b in pair {
+            out.push(char::from(b.to_ascii_lowercase()));
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    /// Builds a header map from (name, value) pairs, names in whatever case they are given.
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            let name = HeaderName::from_bytes(k.as_bytes()).expect("test header name");
+            h.append(name, HeaderValue::from_str(v).expect("test header value"));
+        }
+        h
+    }
+
+    fn onie_headers() -> HeaderMap {
+        headers(&[
+            ("User-Agent", "onie/1.0 (Linux-4.9.95; BusyBox-v1.25.1)"),
+            ("ONIE-SERIAL-NUMBER", "XYZ123004"),
+            ("ONIE-ETH-ADDR", "08:9e:01:62:d1:93"),
+            ("ONIE-VENDOR-ID", "12345"),
+            ("ONIE-MACHINE", "accton_as7712_32x"),
+            ("ONIE-MACHINE-REV", "0"),
+            ("ONIE-ARCH", "x86_64"),
+            ("ONIE-SECURITY-KEY", ""),
+            ("ONIE-OPERATION", "os-install"),
+            ("ONIE-VERSION", "2021.11"),
+        ])
+    }
+
+    #[test]
+    fn family_names() {
+        let all = [
+            (Family::Onie, "onie"),
+            (Family::Nvos, "nvos"),
+            (Family::Sonic, "sonic"),
+            (Family::Cumulus, "cumulus"),
+            (Family::RtBrick, "rtbrick"),
+            (Family::Unknown, "unknown"),
+        ];
+        for (f, s) in all {
+            assert_eq!(f.as_str(), s);
+            assert_eq!(f.to_string(), s);
+        }
+    }
+
+    #[test]
+    fn onie_identity() {
+        let id = DeviceIdentity::from_headers(&onie_headers(), Family::Unknown);
+        assert_eq!(id.family, Family::Onie);
+        assert_eq!(id.serial.as_deref(), Some("XYZ123004"));
+        assert_eq!(id.mac.as_deref(), Some("08:9e:01:62:d1:93"));
+        assert_eq!(id.models, vec!["x86_64-accton_as7712_32x-r0".to_owned(), "accton_as7712_32x".to_owned()]);
+        assert_eq!(id.model(), Some("x86_64-accton_as7712_32x-r0"));
+        assert_eq!(id.onie_platform().as_deref(), Some("x86_64-accton_as7712_32x-r0"));
+        assert_eq!(id.onie_operation.as_deref(), Some("os-install"));
+        assert_eq!(id.onie_arch.as_deref(), Some("x86_64"));
+        assert_eq!(id.onie_machine.as_deref(), Some("accton_as7712_32x"));
+        assert_eq!(id.onie_machine_rev.as_deref(), Some("0"));
+        assert_eq!(id.onie_vendor_id.as_deref(), Some("12345"));
+        assert_eq!(id.os_version.as_deref(), Some("2021.11"));
+        assert_eq!(id.container_name, None);
+    }
+
+    #[test]
+    fn onie_without_all_platform_parts_has_only_the_machine() {
+        let h =
+            headers(&[("ONIE-SERIAL-NUMBER", "S1"), ("ONIE-MACHINE", "mlnx_x86"), ("ONIE-ARCH", "x86_64")]);
+        let id = DeviceIdentity::from_headers(&h, Family::Onie);
+        assert_eq!(id.models, vec!["mlnx_x86".to_owned()]);
+        assert_eq!(id.onie_platform(), None);
+    }
+
+    #[test]
+    fn nvos_identity() {
+        let h = headers(&[
+            ("User-Agent", "NVOS-ZTP/0.1"),
+            ("PRODUCT-NAME", "N5110_LD"),
+            ("SERIAL-NUMBER", "MT1234X56789"),
+            ("BASE-MAC-ADDRESS", "12:34:56:AB:CD:EF"),
+            ("NVOS-VERSION", "nvos-25.02.2002"),
+            ("NVUE-VERSION", "2.1.0.0-nvos"),
+        ]);
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::Nvos);
+        assert_eq!(id.serial.as_deref(), Some("MT1234X56789"));
+        assert_eq!(id.mac.as_deref(), Some("12:34:56:ab:cd:ef"));
+        assert_eq!(id.models, vec!["N5110_LD".to_owned()]);
+        assert_eq!(id.os_version.as_deref(), Some("nvos-25.02.2002"));
+
+        // The User-Agent alone is enough.
+        let ua_only = headers(&[("user-agent", "NVOS-ZTP/0.1"), ("serial-number", "S")]);
+        assert_eq!(Family::detect(&ua_only), Family::Nvos);
+    }
+
+    #[test]
+    fn sonic_identity_with_curl_user_agent() {
+        let h = headers(&[
+            ("User-Agent", "curl/7.64.0"),
+            ("PRODUCT-NAME", "E1031"),
+            ("SERIAL-NUMBER", "E1031B2F035A17GD020"),
+            ("BASE-MAC-ADDRESS", "00:E0:EC:38:50:FB"),
+            ("SONiC-VERSION", "SONiC.201811.0-20190315.181511"),
+        ]);
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::Sonic);
+        assert_eq!(id.serial.as_deref(), Some("E1031B2F035A17GD020"));
+        assert_eq!(id.mac.as_deref(), Some("00:e0:ec:38:50:fb"));
+        assert_eq!(id.models, vec!["E1031".to_owned()]);
+        assert_eq!(id.os_version.as_deref(), Some("SONiC.201811.0-20190315.181511"));
+
+        let ua_only = headers(&[("User-Agent", "SONiC-ZTP/0.1"), ("SERIAL-NUMBER", "S")]);
+        assert_eq!(Family::detect(&ua_only), Family::Sonic);
+    }
+
+    #[test]
+    fn cumulus_identity() {
+        let h = headers(&[
+            ("User-Agent", "CumulusLinux-AutoProvision/0.4"),
+            ("CUMULUS-ARCH", "x86_64"),
+            ("CUMULUS-BUILD", "5.1.0"),
+            ("CUMULUS-MANUFACTURER", "odm"),
+            ("CUMULUS-PRODUCTNAME", "switch_model"),
+            ("CUMULUS-SERIAL", "XYZ123004"),
+            ("CUMULUS-BASE-MAC", "44:38:39:FF:40:94"),
+            ("CUMULUS-MGMT-MAC", "44:38:39:FF:00:00"),
+            ("CUMULUS-VERSION", "5.1.0"),
+            ("CUMULUS-PROV-COUNT", "0"),
+            ("CUMULUS-PROV-MAX", "32"),
+        ]);
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::Cumulus);
+        assert_eq!(id.serial.as_deref(), Some("XYZ123004"));
+        assert_eq!(id.mac.as_deref(), Some("44:38:39:ff:40:94"));
+        assert_eq!(id.models, vec!["switch_model".to_owned()]);
+        assert_eq!(id.os_version.as_deref(), Some("5.1.0"));
+
+        // CL 3.x sends CUMULUS-BUILD, used when CUMULUS-VERSION is missing.
+        let old = headers(&[("CUMULUS-SERIAL", "S"), ("CUMULUS-BUILD", "3.7.3-5c6829a-201309251712-final")]);
+        let id = DeviceIdentity::from_headers(&old, Family::Unknown);
+        assert_eq!(id.family, Family::Cumulus);
+        assert_eq!(id.os_version.as_deref(), Some("3.7.3-5c6829a-201309251712-final"));
+    }
+
+    #[test]
+    fn rtbrick_identity() {
+        let h = headers(&[
+            ("ONIE-SERIAL-NUMBER", "RB1234"),
+            ("CONTAINER-NAME", "rtbrick"),
+            ("ELEMENT-NAME", "leaf01"),
+            ("HOST-NAME", "leaf01.lab"),
+        ]);
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::RtBrick);
+        assert_eq!(id.serial.as_deref(), Some("RB1234"));
+        assert_eq!(id.container_name.as_deref(), Some("rtbrick"));
+        assert_eq!(id.element_name.as_deref(), Some("leaf01"));
+        assert_eq!(id.host_name.as_deref(), Some("leaf01.lab"));
+        assert!(id.models.is_empty());
+
+        // Without the ONIE serial it is not CTRLD.
+        let h = headers(&[("CONTAINER-NAME", "rtbrick")]);
+        assert_eq!(Family::detect(&h), Family::Unknown);
+    }
+
+    #[test]
+    fn hint_wins_over_detection() {
+        let id = DeviceIdentity::from_headers(&onie_headers(), Family::RtBrick);
+        assert_eq!(id.family, Family::RtBrick);
+        assert_eq!(id.serial.as_deref(), Some("XYZ123004"));
+    }
+
+    #[test]
+    fn the_hinted_familys_headers_come_first() {
+        let h = headers(&[
+            ("SERIAL-NUMBER", "NVOS-SERIAL"),
+            ("PRODUCT-NAME", "sn2410"),
+            ("ONIE-SERIAL-NUMBER", "ONIE-SERIAL"),
+            ("ONIE-MACHINE", "mlnx_sn2410"),
+        ]);
+        let sonic = DeviceIdentity::from_headers(&h, Family::Sonic);
+        assert_eq!(sonic.serial.as_deref(), Some("NVOS-SERIAL"));
+        assert_eq!(sonic.models, vec!["sn2410".to_owned(), "mlnx_sn2410".to_owned()]);
+        let onie = DeviceIdentity::from_headers(&h, Family::Onie);
+        assert_eq!(onie.serial.as_deref(), Some("ONIE-SERIAL"));
+        assert_eq!(onie.models, vec!["mlnx_sn2410".to_owned(), "sn2410".to_owned()]);
+    }
+
+    #[test]
+    fn values_are_trimmed_and_empty_or_non_utf8_values_are_absent() {
+        let mut h = headers(&[
+            ("ONIE-SERIAL-NUMBER", "  XYZ  "),
+            ("ONIE-MACHINE", "   "),
+            ("ONIE-OPERATION", ""),
+            ("ONIE-ETH-ADDR", "not a mac"),
+        ]);
+        h.insert(
+            "onie-vendor-id",
+            HeaderValue::from_bytes(b"\xff\xfe").expect("opaque bytes are a valid value"),
+        );
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::Onie);
+        assert_eq!(id.serial.as_deref(), Some("XYZ"));
+        assert_eq!(id.onie_machine, None);
+        assert!(id.models.is_empty());
+        assert_eq!(id.onie_operation, None);
+        assert_eq!(id.onie_vendor_id, None);
+        assert_eq!(id.mac, None);
+    }
+
+    #[test]
+    fn utf8_values_beyond_ascii_are_kept() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "host-name",
+            HeaderValue::from_bytes("läb".as_bytes()).expect("utf-8 bytes are a valid value"),
+        );
+        let id = DeviceIdentity::from_headers(&h, Family::RtBrick);
+        assert_eq!(id.host_name.as_deref(), Some("läb"));
+    }
+
+    #[test]
+    fn a_repeated_header_uses_its_first_non_empty_value() {
+        let h = headers(&[("SERIAL-NUMBER", ""), ("SERIAL-NUMBER", "S2"), ("SERIAL-NUMBER", "S3")]);
+        assert_eq!(DeviceIdentity::from_headers(&h, Family::Sonic).serial.as_deref(), Some("S2"));
+    }
+
+    #[test]
+    fn header_names_are_case_insensitive() {
+        let h = headers(&[("onie-serial-number", "a"), ("Onie-Eth-Addr", "AA-BB-CC-DD-EE-FF")]);
+        let id = DeviceIdentity::from_headers(&h, Family::Unknown);
+        assert_eq!(id.family, Family::Onie);
+        assert_eq!(id.serial.as_deref(), Some("a"));
+        assert_eq!(id.mac.as_deref(), Some("aa:bb:cc:dd:ee:ff"));
+    }
+
+    #[test]
+    fn an_invalid_mac_falls_back_to_the_next_header() {
+        let h = headers(&[("ONIE-ETH-ADDR", "garbage"), ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:01")]);
+        assert_eq!(DeviceIdentity::from_headers(&h, Family::Onie).mac.as_deref(), Some("0c:42:a1:00:00:01"));
+    }
+
+    #[test]
+    fn nothing_known_is_unknown() {
+        let id = DeviceIdentity::from_headers(&headers(&[("User-Agent", "curl/8.0")]), Family::Unknown);
+        assert_eq!(id, DeviceIdentity::default());
+        assert_eq!(DeviceIdentity::from_headers(&HeaderMap::new(), Family::Unknown).family, Family::Unknown);
+    }
+
+    #[test]
+    fn macs_are_normalised() {
+        for ok in [
+            "aa:bb:cc:dd:ee:ff",
+            "AA:BB:CC:DD:EE:FF",
+            "aa-bb-cc-dd-ee-ff",
+            "AA-BB-CC-DD-EE-FF",
+            "aabb.ccdd.eeff",
+            "AABB.CCDD.EEFF",
+            "aabbccddeeff",
+            "AaBbCcDdEeFf",
+            " aa:bb:cc:dd:ee:ff\t",
+        ] {
+            assert_eq!(normalize_mac(ok).as_deref(), Some("aa:bb:cc:dd:ee:ff"), "{ok:?}");
+        }
+        assert_eq!(normalize_mac("08:9E:01:62:D1:93").as_deref(), Some("08:9e:01:62:d1:93"));
+        for bad in [
+            "",
+            "aa:bb:cc:dd:ee",
+            "aa:bb:cc:dd:ee:ff:00",
+            "aa:bb-cc:dd:ee:ff",
+            "aa:bb:cc:dd:ee:fg",
+            "aabbccddeefg",
+            "aabbccddeef",
+            "aabb.ccdd.eef",
+            "aab.bccdd.eeff",
+            "aa.bb.cc.dd.ee.ff",
+            "aa bb cc dd ee ff",
+            "a:bb:cc:dd:ee:fff",
+            "aa::bb:cc:dd:ee:f",
+            "+a:bb:cc:dd:ee:ff",
+            "ａａ:bb:cc:dd:ee",
+            "aabbccddeeff\u{e9}",
+        ] {
+            assert_eq!(normalize_mac(bad), None, "{bad:?}");
+        }
+    }
+}

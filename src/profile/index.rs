@@ -1,0 +1,369 @@
+//! Finding a device's profile: an index over one [`Snapshot`], built once when the snapshot is
+//! loaded, answering each request with a few hash lookups.
+//!
+//! A device is matched by its most specific key: serial number, then MAC address, then model
+//! (every model string the device sent, most specific first; each compared exactly, then
+//! ignoring ASCII case). When two profiles claim the same key, the one that comes first in
+//! [`Snapshot::profiles`] (sorted by namespace/name) wins, and the clash is recorded as a
+//! [`Conflict`] so the controller can report it on both profiles.
+
+use std::collections::HashMap;
+
+use super::{identity::DeviceIdentity, identity::normalize_mac, snapshot::Snapshot};
+
+/// Which kind of key matched a device, or is contested between profiles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyKind {
+    /// A serial number (compared exactly).
+    Serial,
+    /// A MAC address (normalised, so case and separators do not matter).
+    Mac,
+    /// A model (exactly, then ignoring ASCII case).
+    Model,
+}
+
+impl KeyKind {
+    /// `serial`, `mac` or `model`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyKind::Serial => "serial",
+            KeyKind::Mac => "mac",
+            KeyKind::Model => "model",
+        }
+    }
+}
+
+impl std::fmt::Display for KeyKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Two profiles claim the same key; `winner` (first by namespace/name) gets the devices.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    pub key_kind: KeyKind,
+    /// The contested key: the serial, the normalised MAC, or the model (lower-cased when the two
+    /// profiles spell it with different case).
+    pub key: String,
+    /// `namespace/name` of the profile that wins.
+    pub winner: String,
+    /// `namespace/name` of the profile that loses.
+    pub loser: String,
+}
+
+/// The profile a device matched and by which key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Match {
+    /// Position in [`Snapshot::profiles`].
+    pub profile: usize,
+    pub by: KeyKind,
+}
+
+/// Serial / MAC / model → profile position, for one snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceIndex {
+    serials: HashMap<String, usize>,
+    macs: HashMap<String, usize>,
+    models: HashMap<String, usize>,
+    /// Models lower-cased (ASCII), for the case-insensitive fallback.
+    models_folded: HashMap<String, usize>,
+    conflicts: Vec<Conflict>,
+}
+
+/// Claims `key` for profile `pos` unless an earlier profile holds it; a clash between two
+/// different profiles is recorded.
+fn claim(
+    map: &mut HashMap<String, usize>,
+    key: String,
+    pos: usize,
+    kind: KeyKind,
+    names: &[String],
+    conflicts: &mut Vec<Conflict>,
+) {
+    match map.get(&key) {
+        None => {
+            map.insert(key, pos);
+        }
+        Some(&holder) if holder != pos => conflicts.push(Conflict {
+            key_kind: kind,
+            key,
+            winner: names[holder].clone(),
+            loser: names[pos].clone(),
+        }),
+        Some(_) => {}
+    }
+}
+
+impl DeviceIndex {
+    /// Indexes every serial, MAC and model of every profile of `snapshot`. Profiles are taken in
+    /// the snapshot's order, so the first profile claiming a key keeps it. MACs are normalised
+    /// with [`normalize_mac`] (a MAC that does not parse is ignored); empty keys are ignored.
+    pub fn build(snapshot: &Snapshot) -> DeviceIndex {
+        let names: Vec<String> =
+            snapshot.profiles.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+        let mut index = DeviceIndex::default();
+        let mut conflicts = Vec::new();
+        for (pos, p) in snapshot.profiles.iter().enumerate() {
+            for serial in p.serial_numbers.iter().filter(|s| !s.is_empty()) {
+                claim(&mut index.serials, serial.clone(), pos, KeyKind::Serial, &names, &mut conflicts);
+            }
+            for mac in p.mac_addresses.iter().filter_map(|m| normalize_mac(m)) {
+                claim(&mut index.macs, mac, pos, KeyKind::Mac, &names, &mut conflicts);
+            }
+            for model in p.models.iter().filter(|m| !m.is_empty()) {
+                let folded = model.to_ascii_lowercase();
+                let exact_holder = index.models.get(model).copied();
+                claim(&mut index.models, model.clone(), pos, KeyKind::Model, &names, &mut conflicts);
+                // The same spelling clashing is already recorded above; a different spelling of
+                // the same model (`SN2410` / `sn2410`) is a clash for the case-insensitive
+                // fallback.
+                if exact_holder.is_some() {
+                    index.models_folded.entry(folded).or_insert(pos);
+                } else {
+                    claim(&mut index.models_folded, folded, pos, KeyKind::Model, &names, &mut conflicts);
+                }
+            }
+        }
+        index.conflicts = conflicts;
+        index
+    }
+
+    /// The profile for `id`: by serial, else by MAC, else by the first of `id.models` that some
+    /// profile lists (exact spelling first, then ignoring ASCII case). `None` when nothing
+    /// matches.
+    pub fn lookup(&self, id: &DeviceIdentity) -> Option<Match> {
+        if let Some(&profile) = id.serial.as_deref().and_then(|s| self.serials.get(s)) {
+            return Some(Match { profile, by: KeyKind::Serial });
+        }
+        if let Some(&profile) = id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.macs.get(&m)) {
+            return Some(Match { profile, by: KeyKind::Mac });
+        }
+        id.models.iter().find_map(|model| {
+            let profile = match self.models.get(model) {
+                Some(&p) => p,
+                None => *self.models_folded.get(&model.to_ascii_lowercase())?,
+            };
+            Some(Match { profile, by: KeyKind::Model })
+        })
+    }
+
+    /// Keys claimed by more than one profile, in snapshot order (deterministic for a snapshot).
+    pub fn conflicts(&self) -> &[Conflict] {
+        &self.conflicts
+    }
+
+    /// Conflicts in which profile `ns_name` (`namespace/name`) wins or loses.
+    pub fn conflicts_of<'a>(&'a self, ns_name: &'a str) -> impl Iterator<Item = &'a Conflict> + 'a {
+        self.conflicts.iter().filter(move |c| c.winner == ns_name || c.loser == ns_name)
+    }
+
+    /// Number of distinct keys indexed (serials + MACs + models).
+    pub fn len(&self) -> usize {
+        self.serials.len() + self.macs.len() + self.models.len()
+    }
+
+    /// True when no profile claims any key.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::{identity::Family, snapshot::ProfileSnapshot};
+
+    fn profile(name: &str, serials: &[&str], macs: &[&str], models: &[&str]) -> ProfileSnapshot {
+        ProfileSnapshot {
+            namespace: "net".into(),
+            name: name.into(),
+            serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+            mac_addresses: macs.iter().map(|s| s.to_string()).collect(),
+            models: models.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn snapshot(profiles: Vec<ProfileSnapshot>) -> Snapshot {
+        Snapshot { format: 1, profiles, ..Default::default() }
+    }
+
+    fn device(serial: Option<&str>, mac: Option<&str>, models: &[&str]) -> DeviceIdentity {
+        DeviceIdentity {
+            family: Family::Onie,
+            serial: serial.map(str::to_owned),
+            mac: mac.map(str::to_owned),
+            models: models.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn serial_beats_mac_beats_model() {
+        let snap = snapshot(vec![
+            profile("a-model", &[], &[], &["accton_as7712_32x"]),
+            profile("b-mac", &[], &["08:9e:01:62:d1:93"], &[]),
+            profile("c-serial", &["XYZ123004"], &[], &[]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        assert!(index.conflicts().is_empty());
+
+        let all = device(Some("XYZ123004"), Some("08:9e:01:62:d1:93"), &["accton_as7712_32x"]);
+        assert_eq!(index.lookup(&all), Some(Match { profile: 2, by: KeyKind::Serial }));
+
+        let no_serial = device(Some("OTHER"), Some("08:9e:01:62:d1:93"), &["accton_as7712_32x"]);
+        assert_eq!(index.lookup(&no_serial), Some(Match { profile: 1, by: KeyKind::Mac }));
+
+        let model_only = device(Some("OTHER"), Some("00:00:00:00:00:01"), &["accton_as7712_32x"]);
+        assert_eq!(index.lookup(&model_only), Some(Match { profile: 0, by: KeyKind::Model }));
+
+        let nothing = device(Some("OTHER"), None, &["other_model"]);
+        assert_eq!(index.lookup(&nothing), None);
+        assert_eq!(index.lookup(&DeviceIdentity::default()), None);
+    }
+
+    #[test]
+    fn a_model_profile_is_the_default_for_that_model() {
+        let snap = snapshot(vec![
+            profile("default-sn2410", &[], &[], &["sn2410"]),
+            profile("leaf01", &["MT01"], &[], &[]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        // Any unknown sn2410 gets the default; the known one its own profile.
+        for serial in ["MT02", "MT03", "MT99"] {
+            let m = index.lookup(&device(Some(serial), None, &["sn2410"]));
+            assert_eq!(m, Some(Match { profile: 0, by: KeyKind::Model }));
+        }
+        assert_eq!(index.lookup(&device(Some("MT01"), None, &["sn2410"])).map(|m| m.profile), Some(1));
+    }
+
+    #[test]
+    fn models_are_tried_in_order_exact_then_case_insensitive() {
+        let snap = snapshot(vec![
+            profile("machine", &[], &[], &["accton_as7712_32x"]),
+            profile("platform", &[], &[], &["X86_64-Accton_AS7712_32X-r0"]),
+            profile("sn", &[], &[], &["SN2410"]),
+            profile("sn-lower", &[], &[], &["sn2410"]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        // The platform (first, more specific) matches case-insensitively before the machine
+        // matches exactly.
+        let onie = device(None, None, &["x86_64-accton_as7712_32x-r0", "accton_as7712_32x"]);
+        assert_eq!(index.lookup(&onie), Some(Match { profile: 1, by: KeyKind::Model }));
+        let machine_only = device(None, None, &["x86_64-accton_as7712_32x-r1", "accton_as7712_32x"]);
+        assert_eq!(index.lookup(&machine_only).map(|m| m.profile), Some(0));
+        // Exact spelling first, then the first profile for any other spelling.
+        assert_eq!(index.lookup(&device(None, None, &["sn2410"])).map(|m| m.profile), Some(3));
+        assert_eq!(index.lookup(&device(None, None, &["SN2410"])).map(|m| m.profile), Some(2));
+        assert_eq!(index.lookup(&device(None, None, &["Sn2410"])).map(|m| m.profile), Some(2));
+        // The two spellings clash for the case-insensitive fallback.
+        assert_eq!(
+            index.conflicts(),
+            &[Conflict {
+                key_kind: KeyKind::Model,
+                key: "sn2410".into(),
+                winner: "net/sn".into(),
+                loser: "net/sn-lower".into(),
+            }]
+        );
+    }
+
+    #[test]
+    fn macs_match_whatever_the_case_or_separator() {
+        // A profile written with ONIE's lower case, another with Cumulus' upper case.
+        let snap = snapshot(vec![
+            profile("lower", &[], &["44:38:39:ff:40:94"], &[]),
+            profile("upper", &[], &["08:9E:01:62:D1:93"], &[]),
+            profile("dashes", &[], &["0C-42-A1-00-00-01"], &[]),
+            profile("broken", &[], &["not-a-mac"], &[]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        let by_mac = |mac: &str| index.lookup(&device(None, Some(mac), &[]));
+        assert_eq!(by_mac("44:38:39:FF:40:94"), Some(Match { profile: 0, by: KeyKind::Mac }));
+        assert_eq!(by_mac("44:38:39:ff:40:94").map(|m| m.profile), Some(0));
+        assert_eq!(by_mac("08:9e:01:62:d1:93").map(|m| m.profile), Some(1));
+        assert_eq!(by_mac("0c:42:a1:00:00:01").map(|m| m.profile), Some(2));
+        assert_eq!(by_mac("0c42.a100.0001").map(|m| m.profile), Some(2));
+        assert_eq!(by_mac("not-a-mac"), None);
+        assert_eq!(index.len(), 3);
+    }
+
+    #[test]
+    fn conflicts_are_recorded_and_the_first_profile_wins() {
+        let snap = snapshot(vec![
+            profile("a", &["S1", "S2"], &["aa:bb:cc:dd:ee:ff"], &["sn2410"]),
+            profile("b", &["S2"], &["AA-BB-CC-DD-EE-FF"], &["sn2410"]),
+            profile("c", &["S2", "S3"], &[], &[]),
+            // One profile listing a key twice is no conflict.
+            profile("d", &["S4", "S4"], &[], &["m", "m"]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        let c = |kind, key: &str, winner: &str, loser: &str| Conflict {
+            key_kind: kind,
+            key: key.into(),
+            winner: winner.into(),
+            loser: loser.into(),
+        };
+        assert_eq!(
+            index.conflicts(),
+            &[
+                c(KeyKind::Serial, "S2", "net/a", "net/b"),
+                c(KeyKind::Mac, "aa:bb:cc:dd:ee:ff", "net/a", "net/b"),
+                c(KeyKind::Model, "sn2410", "net/a", "net/b"),
+                c(KeyKind::Serial, "S2", "net/a", "net/c"),
+            ]
+        );
+        assert_eq!(index.lookup(&device(Some("S2"), None, &[])).map(|m| m.profile), Some(0));
+        assert_eq!(index.lookup(&device(None, Some("aa:bb:cc:dd:ee:ff"), &[])).map(|m| m.profile), Some(0));
+        assert_eq!(index.lookup(&device(None, None, &["SN2410"])).map(|m| m.profile), Some(0));
+        assert_eq!(index.lookup(&device(Some("S3"), None, &[])).map(|m| m.profile), Some(2));
+        assert_eq!(index.conflicts_of("net/c").count(), 1);
+        assert_eq!(index.conflicts_of("net/a").count(), 4);
+        assert_eq!(index.conflicts_of("net/d").count(), 0);
+
+        // Deterministic: the same snapshot gives the same conflicts.
+        assert_eq!(DeviceIndex::build(&snap).conflicts(), index.conflicts());
+    }
+
+    #[test]
+    fn empty_snapshot_and_empty_keys() {
+        let index = DeviceIndex::build(&Snapshot::default());
+        assert!(index.is_empty());
+        assert_eq!(index.lookup(&device(Some("S"), Some("aa:bb:cc:dd:ee:ff"), &["m"])), None);
+
+        let index = DeviceIndex::build(&snapshot(vec![profile("e", &[""], &[""], &[""])]));
+        assert!(index.is_empty());
+        assert_eq!(index.lookup(&device(Some(""), None, &[""])), None);
+    }
+
+    #[test]
+    fn ten_thousand_profiles() {
+        const N: usize = 10_000;
+        let profiles: Vec<ProfileSnapshot> = (0..N)
+            .map(|i| {
+                let mac =
+                    format!("02:00:00:{:02x}:{:02x}:{:02x}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+                let model = format!("model_{}", i % 100);
+                profile(&format!("p{i:05}"), &[&format!("SN{i:05}")], &[&mac], &[&model])
+            })
+            .collect();
+        let index = DeviceIndex::build(&snapshot(profiles));
+        assert_eq!(index.len(), N + N + 100);
+        // Models 0..99 are claimed by the first 100 profiles; every later one loses.
+        assert_eq!(index.conflicts().len(), N - 100);
+        assert!(index.conflicts().iter().all(|c| c.key_kind == KeyKind::Model));
+
+        for i in (0..N).step_by(7) {
+            let serial = format!("SN{i:05}");
+            let m = index.lookup(&device(Some(&serial), None, &[]));
+            assert_eq!(m, Some(Match { profile: i, by: KeyKind::Serial }));
+            let mac = format!("02:00:00:{:02X}:{:02X}:{:02X}", (i >> 16) & 0xff, (i >> 8) & 0xff, i & 0xff);
+            let m = index.lookup(&device(Some("unknown"), Some(&mac), &[]));
+            assert_eq!(m, Some(Match { profile: i, by: KeyKind::Mac }));
+            let model = format!("MODEL_{}", i % 100);
+            let m = index.lookup(&device(Some("unknown"), None, &[&model]));
+            assert_eq!(m, Some(Match { profile: i % 100, by: KeyKind::Model }));
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! The device snapshot: everything the server needs to answer devices, rendered by the controller
+//! (or standalone) from SwitchProfiles, their ConfigMap / Secret content and the OsImages they
+//! use. It is written to the store as one immutable JSON object and swapped atomically by the
+//! server, which therefore never reads Kubernetes objects (or Secrets) itself.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::{ZtpSectionKind, switchprofile::ZtpSection};
+
+/// Schema version of the snapshot JSON.
+pub const SNAPSHOT_FORMAT: u32 = 1;
+
+/// The whole snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Snapshot {
+    pub format: u32,
+    /// Content hash of everything below (hex): the snapshot's version.
+    #[serde(default)]
+    pub version: String,
+    /// Profiles, ordered by namespace/name.
+    pub profiles: Vec<ProfileSnapshot>,
+    /// Every OsImage a profile uses, by `namespace/name`.
+    pub images: BTreeMap<String, ImageRef>,
+}
+
+/// A stored, verified image as devices get it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageRef {
+    /// `{platform}/{version}/{filename}` in the store.
+    pub path: String,
+    pub sha256: String,
+    pub size: u64,
+}
+
+/// One SwitchProfile with every reference resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProfileSnapshot {
+    pub namespace: String,
+    pub name: String,
+    /// Serial numbers, exactly as given.
+    #[serde(default)]
+    pub serial_numbers: Vec<String>,
+    /// MAC addresses, normalised (lower case, colon separated).
+    #[serde(default)]
+    pub mac_addresses: Vec<String>,
+    #[serde(default)]
+    pub models: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default)]
+    pub variables: BTreeMap<String, String>,
+    /// ONIE images (`namespace/name` keys into [`Snapshot::images`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onie_install: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub onie_update: Option<String>,
+    /// NVOS / SONiC ZTP sections, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ztp: Option<ZtpSnapshot>,
+    /// The Cumulus script (LF line endings already).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cumulus_script: Option<Text>,
+    /// Named files (RtBrick `/ztp/config/{name}` and anything else).
+    #[serde(default)]
+    pub files: BTreeMap<String, Resolved>,
+}
+
+/// Text content, maybe a template.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Text {
+    pub text: String,
+    #[serde(default)]
+    pub template: bool,
+}
+
+/// A resolved piece of content: text (maybe a template) or an image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Resolved {
+    Text(Text),
+    /// `namespace/name` of an OsImage in [`Snapshot::images`].
+    Image(String),
+}
+
+/// The ZTP JSON description with contents resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZtpSnapshot {
+    pub sections: Vec<ZtpSectionSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_ztp_no_config: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_ztp_on_failure: Option<bool>,
+}
+
+/// One section: its options as declared, its content resolved.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ZtpSectionSnapshot {
+    /// The declared section (its `content` field is superseded by `resolved`).
+    pub section: ZtpSection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved: Option<Resolved>,
+}
+
+impl ZtpSectionSnapshot {
+    pub fn kind(&self) -> ZtpSectionKind {
+        self.section.kind
+    }
+}

@@ -1,0 +1,42 @@
+//! Cumulus Linux ZTP: a per-device script (DHCP option 239 points at `/cumulus/ztp.sh`), with the
+//! `CUMULUS-AUTOPROVISIONING` marker and LF line endings only.
+
+use axum::{
+    extract::{Path, State},
+    http::HeaderMap,
+    response::Response,
+};
+
+use super::{
+    AppState,
+    common::{find_device, not_for_you, render_failed, rendered},
+};
+use crate::profile::{identity::Family, render::cumulus_script};
+
+/// `GET /cumulus/ztp.sh`: identified by the `CUMULUS-*` headers.
+pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    script(&state, &headers, None)
+}
+
+/// `GET /cumulus/{serial}/ztp.sh`.
+pub async fn by_serial(
+    State(state): State<AppState>,
+    Path(serial): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    script(&state, &headers, Some(&serial))
+}
+
+fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Response {
+    let device = match find_device(state, headers, Family::Cumulus, serial) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(text) = device.profile().cumulus_script.as_ref() else {
+        return not_for_you("this profile has no Cumulus script");
+    };
+    match cumulus_script(text, &device.render_context(&state.server.external_url)) {
+        Ok(body) => rendered("text/plain; charset=utf-8", body),
+        Err(e) => render_failed(e),
+    }
+}

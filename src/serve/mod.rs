@@ -1,0 +1,103 @@
+//! `ztp-operator serve`: the device-facing data plane. Answers ONIE, NVOS / SONiC, Cumulus and
+//! RtBrick from the device snapshot the controller rendered into the store, streams images with
+//! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
+
+pub mod common;
+pub mod cumulus;
+pub mod download;
+pub mod images;
+pub mod onie;
+pub mod rtbrick;
+pub mod state;
+pub mod ztp_json;
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{HeaderMap, Method, StatusCode},
+    middleware,
+    response::Response,
+    routing::{get, post},
+};
+
+use crate::{api::ImagePath, profile::snapshot::ImageRef};
+use common::{not_for_you, text};
+use download::Downloads;
+use state::ServerState;
+
+/// Shared by every handler.
+pub struct App {
+    pub server: Arc<ServerState>,
+    pub downloads: Downloads,
+}
+
+pub type AppState = Arc<App>;
+
+impl App {
+    /// Streams a stored image (Range, HEAD, ETag, admission limit).
+    pub async fn serve_image(&self, method: &Method, headers: &HeaderMap, img: &ImageRef) -> Response {
+        let mut parts = img.path.splitn(3, '/');
+        let path = match (parts.next(), parts.next(), parts.next()) {
+            (Some(p), Some(v), Some(f)) => ImagePath::new(p, v, f),
+            _ => return not_for_you("not a valid image path"),
+        };
+        match path {
+            Ok(path) => self.downloads.serve(method, headers, &path, &img.sha256, img.size).await,
+            Err(_) => not_for_you("not a valid image path"),
+        }
+    }
+}
+
+async fn healthz() -> Response {
+    text(StatusCode::OK, "ok\n")
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    match state.server.loaded() {
+        Some(l) => text(StatusCode::OK, format!("ready: snapshot {}\n", l.snapshot.version)),
+        None => text(StatusCode::SERVICE_UNAVAILABLE, "no device snapshot loaded yet\n"),
+    }
+}
+
+/// The whole router.
+pub fn router(state: AppState) -> Router {
+    let devices = Router::new()
+        .route("/onie", get(onie::fixed))
+        .route("/{name}", get(onie::waterfall))
+        .route("/ztp/image", get(rtbrick::image))
+        .route("/ztp/images/{file}", get(rtbrick::image_file))
+        .route("/ztp/config/{name}", get(rtbrick::config))
+        .route("/ztp/message", post(rtbrick::message).get(rtbrick::message))
+        .route("/{family}/ztp.json", get(ztp_json::by_headers))
+        .route("/{family}/{serial}/ztp.json", get(ztp_json::by_serial))
+        .route("/{family}/{serial}/sections/{key}", get(ztp_json::section))
+        .route("/cumulus/ztp.sh", get(cumulus::by_headers))
+        .route("/cumulus/{serial}/ztp.sh", get(cumulus::by_serial))
+        .route("/images/{platform}/{version}/{filename}", get(images::by_path))
+        .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
+        .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
+        .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .merge(devices)
+        .with_state(state)
+}
+
+/// Serves on `listen` until the process ends, reloading the snapshot every second.
+pub async fn run(server: Arc<ServerState>, listen: SocketAddr, max_downloads: usize) -> std::io::Result<()> {
+    let app = Arc::new(App {
+        downloads: Downloads::new(server.store.clone(), max_downloads, 5),
+        server: server.clone(),
+    });
+    tokio::spawn(server.reload_forever(Duration::from_secs(1)));
+    use axum::serve::ListenerExt;
+    // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
+    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
+    tracing::info!(%listen, "serving devices");
+    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>()).await
+}

@@ -1,0 +1,81 @@
+//! RtBrick: after ONIE installed RBFS, CTRLD fetches `<base>/ztp/config/{ctrld,ctrldrbac,element,
+//! startup,apigwd,accessjwks,tls}` (DHCP option 210 gives the base); a missing file is skipped by
+//! CTRLD, so absent files are 404. `/ztp/image` chooses the image like ONIE does.
+
+use axum::{
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
+};
+
+use super::{
+    AppState,
+    common::{find_device, not_for_you, render_failed, rendered},
+    onie,
+};
+use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
+
+/// `GET /ztp/image`: install or update image by serial and `ONIE-OPERATION`.
+pub async fn image(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
+    onie::serve(&state, &method, &headers, None, Family::RtBrick).await
+}
+
+/// `GET /ztp/images/{file}`: one of the device's images by file name.
+pub async fn image_file(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let device = match find_device(&state, &headers, Family::RtBrick, None) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let p = device.profile();
+    let image = [p.onie_install.as_ref(), p.onie_update.as_ref()]
+        .into_iter()
+        .flatten()
+        .chain(p.files.values().filter_map(|r| match r {
+            Resolved::Image(k) => Some(k),
+            Resolved::Text(_) => None,
+        }))
+        .filter_map(|k| device.loaded.snapshot.images.get(k))
+        .find(|img| img.path.rsplit('/').next() == Some(file.as_str()));
+    match image {
+        Some(img) => state.serve_image(&method, &headers, img).await,
+        None => not_for_you("no such image for this device"),
+    }
+}
+
+/// `GET /ztp/config/{name}`: a named file of the profile, rendered for this device.
+pub async fn config(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let device = match find_device(&state, &headers, Family::RtBrick, None) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match device.profile().files.get(&name) {
+        Some(Resolved::Text(t)) => match render_text(t, &device.render_context(&state.server.external_url)) {
+            Ok(body) => rendered("application/octet-stream", body),
+            Err(e) => render_failed(e),
+        },
+        Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {
+            Some(img) => state.serve_image(&method, &headers, img).await,
+            None => not_for_you("image not available"),
+        },
+        None => not_for_you("no such config file for this device"),
+    }
+}
+
+/// `POST /ztp/message`: CTRLD's status message; logged, answered 204.
+pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
+    let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let text: String = String::from_utf8_lossy(&body).chars().take(2048).collect();
+    tracing::info!(target: "ztp_operator::device", serial, message = %text, "device message");
+    StatusCode::NO_CONTENT.into_response()
+}

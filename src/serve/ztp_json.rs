@@ -1,0 +1,91 @@
+//! NVIDIA NVOS and SONiC ZTP: a per-device ZTP JSON whose URLs point back at this server
+//! (section contents and the image), served by headers (`/nvos/ztp.json`) or by serial in the
+//! path (`/nvos/{serial}/ztp.json`, what a `dynamic-url` with identifier `serial-number` asks
+//! for). Their curl does not follow redirects: there are none.
+
+use axum::{
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+    response::Response,
+};
+
+use super::{
+    AppState,
+    common::{Device, find_device, not_for_you, render_failed, rendered, text},
+};
+use crate::profile::{
+    identity::Family,
+    render::{section_content, ztp_json},
+};
+
+fn family_of(name: &str) -> Option<Family> {
+    match name {
+        "nvos" => Some(Family::Nvos),
+        "sonic" => Some(Family::Sonic),
+        _ => None,
+    }
+}
+
+/// `GET /{nvos|sonic}/ztp.json`: the device is identified by its headers.
+pub async fn by_headers(
+    State(state): State<AppState>,
+    Path(family): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    document(&state, &family, &headers, None)
+}
+
+/// `GET /{nvos|sonic}/{serial}/ztp.json`.
+pub async fn by_serial(
+    State(state): State<AppState>,
+    Path((family, serial)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    document(&state, &family, &headers, Some(&serial))
+}
+
+fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
+    let Some(fam) = family_of(family) else { return not_for_you("unknown ZTP family") };
+    let device = match find_device(state, headers, fam, serial) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
+    let Some(serial) = device.id.serial.clone() else { return not_for_you("no serial number") };
+    let base = state.server.external_url.clone();
+    let section_url = |key: &str| format!("{base}/{family}/{serial}/sections/{key}");
+    let image_url = |img: &crate::profile::snapshot::ImageRef| format!("{base}/images/{}", img.path);
+    match ztp_json(&device.render_context(&base), &device.loaded.snapshot, ztp, &section_url, &image_url) {
+        Ok(json) => {
+            let mut body = serde_json::to_string_pretty(&json).unwrap_or_default();
+            body.push('\n');
+            rendered("application/json", body)
+        }
+        Err(e) => render_failed(e),
+    }
+}
+
+/// `GET /{nvos|sonic}/{serial}/sections/{key}`: the commands list, startup YAML or script of one
+/// section, rendered for this device.
+pub async fn section(
+    State(state): State<AppState>,
+    Path((family, serial, key)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let Some(fam) = family_of(&family) else { return not_for_you("unknown ZTP family") };
+    let device: Device = match find_device(&state, &headers, fam, Some(&serial)) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
+    match section_content(&device.render_context(&state.server.external_url), ztp, &key) {
+        Ok(Some(body)) => rendered("text/plain; charset=utf-8", body),
+        Ok(None) => not_for_you("no such section"),
+        Err(e) => render_failed(e),
+    }
+}
+
+/// Anything else under a family prefix.
+pub async fn unknown() -> Response {
+    text(StatusCode::NOT_FOUND, "not found\n")
+}

@@ -1,0 +1,441 @@
+//! The device-facing server, through the real binary (`standalone --listen`), with clients that
+//! send exactly what each switch family sends (shared/PROTOCOLS.md): ONIE's busybox wget with the
+//! `ONIE-*` headers walking the name waterfall, NVOS / SONiC curl with `SERIAL-NUMBER` & co and no
+//! redirect following, Cumulus with `CUMULUS-*` headers, RtBrick's CTRLD.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use reqwest::{Client, StatusCode, header::HeaderMap, redirect::Policy};
+use ztp_operator::hash::Sha256Digest;
+
+use crate::{
+    pipeline::random_bytes,
+    support::{self, procs},
+};
+
+struct Lab {
+    _dir: tempfile::TempDir,
+    manifests: std::path::PathBuf,
+    base: String,
+    proc: procs::Proc,
+    install: Vec<u8>,
+    update: Vec<u8>,
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+}
+
+const PROFILES: &str = r##"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: as7712-default}
+spec:
+  match: {models: ["accton_as7712_32x"]}
+  hostname: default-leaf
+  onie:
+    installImage: {name: nos}
+    updateImage: {name: onie-update}
+  files:
+    startup: {inline: '{"host": "{{ hostname }}", "serial": "{{ serial }}", "element": "{{ element_name }}"}', template: true}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: leaf07}
+spec:
+  match: {serialNumbers: ["SN-LEAF07"], macAddresses: ["0C:42:A1:00:00:07"]}
+  hostname: leaf07
+  variables: {ntp: 192.0.2.1}
+  onie:
+    installImage: {name: nos}
+  ztp:
+    restartZtpNoConfig: false
+    sections:
+      - kind: image
+        content: {osImageRef: {name: nos}}
+      - kind: commands-list
+        clearConfig: true
+        content: {inline: "nv set system hostname {{ hostname }}\nnv set service ntp default server {{ variables.ntp }}\n", template: true}
+      - kind: connectivity-check
+        pingHosts: ["192.0.2.1"]
+        ignoreResult: true
+  cumulus:
+    script: {inline: "#!/bin/bash\r\n# CUMULUS-AUTOPROVISIONING\r\necho {{ hostname }}\r\n", template: true}
+"##;
+
+async fn lab(test: &str) -> Lab {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (manifests, data) = (dir.path().join("m"), dir.path().join("d"));
+    std::fs::create_dir_all(manifests.join("images")).expect("mkdir");
+    // Larger than loopback socket buffers, so an unread download really holds its permit.
+    let install = random_bytes(24 * 1024 * 1024 + 1, 21).to_vec();
+    let update = random_bytes(512 * 1024, 22).to_vec();
+    std::fs::write(manifests.join("images/nos.bin"), &install).expect("write");
+    std::fs::write(manifests.join("images/onie-updater"), &update).expect("write");
+    let image = |name: &str, platform: &str, file: &str, bytes: &[u8], firmware: bool| {
+        format!(
+            "---\napiVersion: ztp.netops.dev/v1alpha1\nkind: OsImage\nmetadata: {{name: {name}}}\nspec:\n  platform: {platform}\n  version: \"1\"\n  firmwareImage: {firmware}\n  source: {{url: {{url: \"file://./images/{file}\"}}}}\n  sha256: {}\n",
+            Sha256Digest::of(bytes)
+        )
+    };
+    let images = image("nos", "nos", "nos.bin", &install, true)
+        + &image("onie-update", "onie", "onie-updater", &update, true);
+    std::fs::write(manifests.join("images.yaml"), images).expect("write");
+    std::fs::write(manifests.join("profiles.yaml"), PROFILES).expect("write");
+
+    let port = procs::free_port();
+    let env = support::env().await;
+    let base = format!("http://127.0.0.1:{port}");
+    let proc = procs::spawn(
+        "ztp-operator",
+        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &[
+            "standalone".into(),
+            format!("--manifests={}", manifests.display()),
+            format!("--data={}", data.display()),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--external-url={base}"),
+            "--poll-seconds=0.2".into(),
+            "--max-downloads=2".into(),
+        ],
+        &[],
+        env.log_dir.join(format!("{test}.log")),
+    );
+    let mut lab = Lab { _dir: dir, manifests, base, proc, install, update };
+    let client = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        lab.proc.assert_running();
+        let ready = client
+            .get(format!("{}/readyz", lab.base))
+            .send()
+            .await
+            .map(|r| r.status() == StatusCode::OK)
+            .unwrap_or(false);
+        // Ready once a snapshot with both images is in: leaf07's image section resolves.
+        let json = client.get(format!("{}/nvos/SN-LEAF07/ztp.json", lab.base)).send().await;
+        if ready && json.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "server not ready:\n{}", procs::tail(&lab.proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    lab
+}
+
+fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    for (k, v) in pairs {
+        h.insert(
+            reqwest::header::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    h
+}
+
+/// What ONIE's busybox wget sends (PROTOCOLS.md §1.6): `User-Agent: Wget`, the ONIE-* headers.
+fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMap {
+    headers(&[
+        ("User-Agent", "Wget"),
+        ("ONIE-SERIAL-NUMBER", serial),
+        ("ONIE-ETH-ADDR", mac),
+        ("ONIE-VENDOR-ID", "259"),
+        ("ONIE-MACHINE", "accton_as7712_32x"),
+        ("ONIE-MACHINE-REV", "0"),
+        ("ONIE-ARCH", "x86_64"),
+        ("ONIE-SECURITY-KEY", "d2f6a8c1"),
+        ("ONIE-OPERATION", operation),
+        ("ONIE-VERSION", "2024.11"),
+    ])
+}
+
+/// The default-name waterfall, most specific first (PROTOCOLS.md §1.4).
+const WATERFALL: [&str; 6] = [
+    "onie-installer-x86_64-accton_as7712_32x-r0",
+    "onie-installer-x86_64-accton_as7712_32x",
+    "onie-installer-accton_as7712_32x",
+    "onie-installer-x86_64-bcm",
+    "onie-installer-x86_64",
+    "onie-installer",
+];
+
+#[tokio::test]
+async fn onie_walks_the_waterfall_and_gets_the_right_image() {
+    let lab = lab("devices-onie").await;
+    let wget = Client::builder().redirect(Policy::none()).build().expect("client");
+    // The first name of the waterfall answers (with and without .bin), for the serial's profile.
+    for name in [WATERFALL[0].to_owned(), format!("{}.bin", WATERFALL[5])] {
+        let r = wget
+            .get(format!("{}/{name}", lab.base))
+            .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install"))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+        assert_eq!(r.content_length(), Some(lab.install.len() as u64));
+        assert_eq!(r.bytes().await.expect("body").as_ref(), lab.install.as_slice());
+    }
+    // onie-update gets the updater from the model default, never the installer.
+    let r = wget
+        .get(format!("{}/onie-updater-x86_64-accton_as7712_32x-r0", lab.base))
+        .headers(onie_headers("SN-OTHER", "0c:42:a1:00:00:99", "onie-update"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), lab.update.as_slice());
+    // leaf07 has no update image: 404, not its installer.
+    let r = wget
+        .get(format!("{}/onie-updater", lab.base))
+        .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "onie-update"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A name and an operation that disagree get nothing.
+    let r = wget
+        .get(format!("{}/onie-installer", lab.base))
+        .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "onie-update"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // An unknown device walks the whole waterfall and gets 404 for every name.
+    let mut unknown = onie_headers("SN-NOBODY", "0c:42:a1:00:00:98", "os-install");
+    unknown.insert("ONIE-MACHINE", "celestica_e1031".parse().expect("value"));
+    for name in WATERFALL {
+        let r = wget.get(format!("{}/{name}", lab.base)).headers(unknown.clone()).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{name}");
+    }
+    // The MAC identifies too, whatever its case (Cumulus sends upper case, ONIE lower).
+    let r = wget
+        .get(format!("{}/onie", lab.base))
+        .headers(onie_headers("SN-UNLISTED", "0c:42:a1:00:00:07", "os-install"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn images_stream_with_range_head_and_etag() {
+    let lab = lab("devices-range").await;
+    let c = Client::new();
+    let url = format!("{}/images/nos/1/nos.bin", lab.base);
+    let sha = Sha256Digest::of(&lab.install).to_string();
+    let head = c.head(&url).send().await.expect("head");
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(head.headers()["content-length"], lab.install.len().to_string().as_str());
+    assert_eq!(head.headers()["etag"], format!("\"{sha}\"").as_str());
+    assert_eq!(head.headers()["accept-ranges"], "bytes");
+    assert!(head.headers().contains_key("cache-control"));
+    let part = c.get(&url).header("Range", "bytes=100-199").send().await.expect("range");
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.headers()["content-range"], format!("bytes 100-199/{}", lab.install.len()).as_str());
+    assert_eq!(part.bytes().await.expect("body").as_ref(), &lab.install[100..200]);
+    let past =
+        c.get(&url).header("Range", format!("bytes={}-", lab.install.len())).send().await.expect("416");
+    assert_eq!(past.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    // The firmware routes of the reference service.
+    let sum: serde_json::Value = c
+        .get(format!("{}/v1/firmware/nos/1/checksum", lab.base))
+        .send()
+        .await
+        .expect("get")
+        .bytes()
+        .await
+        .map(|b| serde_json::from_slice(&b).expect("json"))
+        .expect("body");
+    assert_eq!(sum["checksum"], sha);
+    let fw = c.get(format!("{}/v1/firmware/nos/1", lab.base)).send().await.expect("get");
+    assert_eq!(fw.bytes().await.expect("body").len(), lab.install.len());
+    // Snapshots are never served as images.
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(lab.manifests.parent().expect("dir").join("d/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let snapshot_path = manifest["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find_map(|e| e["path"].as_str().filter(|p| p.starts_with("ztp-snapshots/")))
+        .expect("a snapshot entry");
+    let r = c.get(format!("{}/images/{snapshot_path}", lab.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn admission_limit_answers_503_with_retry_after() {
+    let lab = lab("devices-admission").await;
+    let url = format!("{}/images/nos/1/nos.bin", lab.base);
+    // Two slow readers hold the two permits (--max-downloads=2): open bodies not yet read.
+    let c = Client::new();
+    let held = vec![c.get(&url).send().await.expect("first"), c.get(&url).send().await.expect("second")];
+    let third = c.get(&url).send().await.expect("third");
+    assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(third.headers().contains_key("retry-after"));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(&url).send().await.expect("again");
+        if r.status() == StatusCode::OK {
+            assert_eq!(r.bytes().await.expect("body").len(), lab.install.len());
+            break;
+        }
+        assert!(Instant::now() < deadline, "permits not released after the clients left");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn nvos_sonic_cumulus_and_rtbrick_get_their_files() {
+    let lab = lab("devices-families").await;
+    let curl = Client::builder().redirect(Policy::none()).build().expect("client");
+    // NVOS (seed 001): User-Agent NVOS-ZTP/0.1 and the identity headers.
+    let nvos = headers(&[
+        ("User-Agent", "NVOS-ZTP/0.1"),
+        ("PRODUCT-NAME", "N5110_LD"),
+        ("SERIAL-NUMBER", "SN-LEAF07"),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:07"),
+        ("NVOS-VERSION", "nvos-25.02.2002"),
+        ("NVUE-VERSION", "2.5.0-nvos"),
+    ]);
+    let r = curl.get(format!("{}/nvos/ztp.json", lab.base)).headers(nvos.clone()).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let json: serde_json::Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    let ztp = json["ztp"].as_object().expect("top-level ztp");
+    let keys: Vec<&String> =
+        ztp.keys().filter(|k| k.contains('-') && k.as_bytes()[0].is_ascii_digit()).collect();
+    assert_eq!(keys, ["01-image", "02-commands-list", "03-connectivity-check"]);
+    assert_eq!(json["ztp"]["01-image"]["install"]["url"], format!("{}/images/nos/1/nos.bin", lab.base));
+    assert_eq!(json["ztp"]["03-connectivity-check"]["ping-hosts"], serde_json::json!(["192.0.2.1"]));
+    assert_eq!(json["ztp"]["03-connectivity-check"]["ignore-result"], true);
+    let commands_url = json["ztp"]["02-commands-list"]["url"].as_str().expect("url").to_owned();
+    let commands =
+        curl.get(&commands_url).headers(nvos.clone()).send().await.expect("get").text().await.expect("text");
+    assert_eq!(commands, "nv set system hostname leaf07\nnv set service ntp default server 192.0.2.1\n");
+    // The image URL inside the JSON downloads the verified image.
+    let img =
+        curl.get(json["ztp"]["01-image"]["install"]["url"].as_str().expect("url")).send().await.expect("get");
+    assert_eq!(img.bytes().await.expect("body").as_ref(), lab.install.as_slice());
+    // SONiC by serial in the path (dynamic-url with identifier serial-number), curl's UA.
+    let sonic =
+        headers(&[("User-Agent", "curl/7.88.1"), ("SONiC-VERSION", "SONiC.202411"), ("PRODUCT-NAME", "x")]);
+    let r = curl
+        .get(format!("{}/sonic/SN-LEAF07/ztp.json", lab.base))
+        .headers(sonic.clone())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r =
+        curl.get(format!("{}/sonic/SN-NOBODY/ztp.json", lab.base)).headers(sonic).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+
+    // Cumulus: CRLF in the profile, LF on the wire, the marker present.
+    let cumulus = headers(&[
+        ("User-Agent", "CumulusLinux-AutoProvision/0.4"),
+        ("CUMULUS-ARCH", "x86_64"),
+        ("CUMULUS-BASE-MAC", "0C:42:A1:00:00:07"),
+        ("CUMULUS-PRODUCTNAME", "MSN2410"),
+        ("CUMULUS-SERIAL", "SN-LEAF07"),
+        ("CUMULUS-VERSION", "5.13.0"),
+    ]);
+    let r = curl.get(format!("{}/cumulus/ztp.sh", lab.base)).headers(cumulus).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let script = r.text().await.expect("text");
+    assert!(script.contains("CUMULUS-AUTOPROVISIONING") && !script.contains('\r'), "{script:?}");
+    assert!(script.contains("echo leaf07"));
+
+    // RtBrick CTRLD: per-serial config, headers available to templates; a missing file is 404.
+    let ctrld = headers(&[
+        ("ONIE-SERIAL-NUMBER", "SN-SPINE"),
+        ("ONIE-MACHINE", "accton_as7712_32x"),
+        ("CONTAINER-NAME", "rtbrick"),
+        ("ELEMENT-NAME", "spine01"),
+        ("HOST-NAME", "spine01"),
+    ]);
+    let r = curl
+        .get(format!("{}/ztp/config/startup", lab.base))
+        .headers(ctrld.clone())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let startup: serde_json::Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    assert_eq!(
+        startup,
+        serde_json::json!({"host": "default-leaf", "serial": "SN-SPINE", "element": "spine01"})
+    );
+    let r =
+        curl.get(format!("{}/ztp/config/ctrld", lab.base)).headers(ctrld.clone()).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = curl
+        .post(format!("{}/ztp/message", lab.base))
+        .headers(ctrld)
+        .body("done")
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+}
+
+#[tokio::test]
+async fn hostile_paths_never_leave_the_store() {
+    let lab = lab("devices-traversal").await;
+    let c = Client::builder().redirect(Policy::none()).build().expect("client");
+    for path in [
+        "/images/../../etc/passwd",
+        "/images/nos/1/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/images/nos/%2e%2e/nos.bin",
+        "/images/..%2f..%2f/x/y",
+        "/nvos/..%2F..%2Fetc/ztp.json",
+        "/nvos/SN-LEAF07/sections/..%2F..%2Fmanifest.json",
+        "/cumulus/..%2F/ztp.sh",
+        "/ztp/config/..%2F..%2Fmanifest.json",
+        "/ztp/images/..%2Fmanifest.json",
+        "/v1/firmware/..%2F..%2F/x",
+        "/v1/firmware/nos/..%2F..%2F/checksum",
+        "/manifest.json",
+        "/.manifest.lock",
+    ] {
+        let r = c
+            .get(format!("{}{path}", lab.base))
+            .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install"))
+            .send()
+            .await
+            .expect("get");
+        assert!(r.status().is_client_error(), "{path}: {}", r.status());
+        let body = r.text().await.unwrap_or_default();
+        assert!(!body.contains("root:") && !body.contains("\"images\""), "{path} leaked: {body}");
+    }
+}
+
+#[tokio::test]
+async fn a_profile_change_is_served_within_seconds() {
+    let lab = lab("devices-swap").await;
+    let c = Client::new();
+    let url = format!("{}/nvos/SN-LEAF07/sections/02-commands-list", lab.base);
+    assert!(c.get(&url).send().await.expect("get").text().await.expect("text").contains("leaf07"));
+    std::fs::write(
+        lab.manifests.join("profiles.yaml"),
+        PROFILES.replace("hostname: leaf07", "hostname: leaf07-renamed"),
+    )
+    .expect("write");
+    let started = Instant::now();
+    loop {
+        let body = c.get(&url).send().await.expect("get").text().await.expect("text");
+        if body.contains("leaf07-renamed") {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "new snapshot not served after 10 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
