@@ -439,3 +439,150 @@ async fn a_profile_change_is_served_within_seconds() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The controller side on the real apiserver: SwitchProfiles are rendered into a snapshot in the
+/// store, with each profile's status saying what is missing or whom it collides with, and
+/// Secrets never leave the controller except inside that snapshot.
+#[tokio::test]
+async fn controller_renders_profiles_and_reports_their_status() {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::api::{Api, PostParams};
+    use ztp_operator::api::{SwitchProfile, conditions::find_condition};
+
+    use crate::pipeline::{Backend, TestStore, is_ready, osimage, start_controller, wait_for};
+
+    let t = support::kube_test("devices-controller").await;
+    let store = TestStore::new(Backend::Fs, "devices-controller").await;
+    let body = random_bytes(100_000, 31);
+    let src = crate::support::source::SourceServer::start(vec![(
+        "/nos.bin",
+        body.clone().into(),
+        crate::support::source::Behavior::Serve,
+    )])
+    .await;
+    let images: Api<ztp_operator::api::OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    images
+        .create(
+            &PostParams::default(),
+            &osimage(
+                "nos",
+                "nos",
+                "1",
+                &src.url_of("/nos.bin"),
+                &Sha256Digest::of(&body).to_string(),
+                serde_json::json!({}),
+            ),
+        )
+        .await
+        .expect("create image");
+    let secret: Secret = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "jwks"}, "stringData": {"jwks.json": "{\"keys\": []}"}
+    }))
+    .expect("secret");
+    Api::<Secret>::namespaced(t.client.clone(), &t.namespace)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("secret");
+    let profile = |name: &str, serial: &str, extra: serde_json::Value| -> SwitchProfile {
+        let mut spec = serde_json::json!({"match": {"serialNumbers": [serial]}, "onie": {"installImage": {"name": "nos"}}});
+        if let (Some(s), Some(e)) = (spec.as_object_mut(), extra.as_object()) {
+            s.extend(e.clone());
+        }
+        serde_json::from_value(serde_json::json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": name}, "spec": spec}))
+            .expect("profile")
+    };
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    profiles
+        .create(&PostParams::default(), &profile("a-spine", "SN-1", serde_json::json!({"files": {"accessjwks": {"secretKeyRef": {"name": "jwks", "key": "jwks.json"}}}})))
+        .await
+        .expect("create");
+    profiles
+        .create(&PostParams::default(), &profile("b-dup", "SN-1", serde_json::json!({})))
+        .await
+        .expect("create");
+    profiles
+        .create(
+            &PostParams::default(),
+            &profile(
+                "c-missing",
+                "SN-3",
+                serde_json::json!({"files": {"ctrld": {"configMapKeyRef": {"name": "absent", "key": "x"}}}}),
+            ),
+        )
+        .await
+        .expect("create");
+    let _c = start_controller(&t, &store);
+    wait_for(&images, "nos", "Ready", is_ready).await;
+
+    let cond = |p: &SwitchProfile, t: ztp_operator::api::ConditionType| {
+        p.status
+            .as_ref()
+            .and_then(|s| find_condition(&s.conditions, t))
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = profiles.get("a-spine").await.expect("get");
+        let b = profiles.get("b-dup").await.expect("get");
+        let c = profiles.get("c-missing").await.expect("get");
+        let ready = cond(&a, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "True")
+            && cond(&b, ztp_operator::api::ConditionType::Conflict).is_some()
+            && cond(&c, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "False");
+        if ready {
+            let (_, msg) = cond(&b, ztp_operator::api::ConditionType::Conflict).expect("conflict");
+            assert!(
+                msg.contains(&format!("SN-1 is also claimed by {}/a-spine, which wins", t.namespace)),
+                "{msg}"
+            );
+            let (_, msg) = cond(&a, ztp_operator::api::ConditionType::Conflict).expect("winner's conflict");
+            assert!(msg.contains("this profile wins"), "{msg}");
+            let (_, msg) = cond(&c, ztp_operator::api::ConditionType::Ready).expect("ready");
+            assert!(
+                msg.contains(&format!("files.ctrld: ConfigMap {}/absent not found", t.namespace)),
+                "{msg}"
+            );
+            assert_eq!(a.status.as_ref().and_then(|s| s.match_summary.as_deref()), Some("1 serial"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "profile statuses not as expected: {:?} {:?} {:?}",
+            a.status,
+            b.status,
+            c.status
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The snapshot in the store carries the resolved Secret for the server; it is current.
+    let manifest = store.store.manifest().await.expect("manifest");
+    let entry = ztp_operator::profile::publish::current_entry(&manifest).expect("a current snapshot");
+    let snapshot = ztp_operator::profile::publish::load(&store.store, entry).await.expect("load");
+    let a = snapshot.profiles.iter().find(|p| p.name == "a-spine").expect("a-spine");
+    assert!(
+        matches!(a.files.get("accessjwks"), Some(ztp_operator::profile::snapshot::Resolved::Text(t)) if t.text == "{\"keys\": []}")
+    );
+    assert_eq!(
+        snapshot.images.get(&format!("{}/nos", t.namespace)).map(|i| i.path.as_str()),
+        Some("nos/1/nos.bin")
+    );
+
+    // Changing the Secret re-renders: a new snapshot with the new content becomes current.
+    let patch = serde_json::json!({"stringData": {"jwks.json": "{\"keys\": [1]}"}});
+    Api::<Secret>::namespaced(t.client.clone(), &t.namespace)
+        .patch("jwks", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch secret");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let manifest = store.store.manifest().await.expect("manifest");
+        let entry = ztp_operator::profile::publish::current_entry(&manifest).expect("current").clone();
+        let snapshot = ztp_operator::profile::publish::load(&store.store, &entry).await.expect("load");
+        let a = snapshot.profiles.iter().find(|p| p.name == "a-spine").expect("a-spine");
+        if matches!(a.files.get("accessjwks"), Some(ztp_operator::profile::snapshot::Resolved::Text(t)) if t.text == "{\"keys\": [1]}")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a Secret change did not re-render the snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
