@@ -456,7 +456,7 @@ async fn controller_renders_profiles_and_reports_their_status() {
     let body = random_bytes(100_000, 31);
     let src = crate::support::source::SourceServer::start(vec![(
         "/nos.bin",
-        body.clone().into(),
+        body.clone(),
         crate::support::source::Behavior::Serve,
     )])
     .await;
