@@ -28,7 +28,7 @@ use crate::{
     reconcile::{
         EventType, ImageReporter, ReportError, ResolveError, object_name,
         osimage::{ImageContext, Next},
-        sources::{ObjectLookup, RefResolver},
+        sources::{ObjectLookup, RefResolver, config_map_data, secret_data},
     },
     serve::{self, state::ServerState},
     store::{Store, StoreError, fs::FsBackend},
@@ -127,10 +127,7 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                         cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
                         cm.metadata.name.clone().unwrap_or_default(),
                     );
-                    let mut data: BTreeMap<String, Vec<u8>> =
-                        cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                    data.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-                    desired.config_maps.insert(key, data);
+                    desired.config_maps.insert(key, config_map_data(cm));
                 }
                 "Secret" => {
                     let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
@@ -138,12 +135,7 @@ fn load(dir: &Path) -> Result<Desired, Error> {
                         s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
                         s.metadata.name.clone().unwrap_or_default(),
                     );
-                    let mut data: BTreeMap<String, Vec<u8>> =
-                        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                    data.extend(
-                        s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())),
-                    );
-                    desired.secrets.insert(key, data);
+                    desired.secrets.insert(key, secret_data(s));
                 }
                 _ => {} // anything else is not ours
             }

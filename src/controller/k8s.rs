@@ -15,7 +15,10 @@ use serde_json::json;
 use super::FIELD_MANAGER;
 use crate::{
     api::{OsImage, OsImageStatus},
-    reconcile::{EventType, ImageReporter, ReportError, ResolveError, object_name, sources::ObjectLookup},
+    reconcile::{
+        EventType, ImageReporter, ReportError, ResolveError, object_name,
+        sources::{ObjectLookup, config_map_data, secret_data},
+    },
 };
 
 pub struct KubeReporter {
@@ -76,12 +79,7 @@ impl ObjectLookup for KubeLookup {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
         match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
-            Ok(cm) => {
-                let mut out: BTreeMap<String, Vec<u8>> =
-                    cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
-                out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
-                Ok(Some(out))
-            }
+            Ok(cm) => Ok(Some(config_map_data(cm))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(ResolveError(format!("read ConfigMap {namespace}/{name}: {e}"))),
         }
@@ -93,12 +91,7 @@ impl ObjectLookup for KubeLookup {
         name: &str,
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
         match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
-            Ok(s) => {
-                let mut out: BTreeMap<String, Vec<u8>> =
-                    s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
-                out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
-                Ok(Some(out))
-            }
+            Ok(s) => Ok(Some(secret_data(s))),
             Err(e) if not_found(&e) => Ok(None),
             Err(e) => Err(ResolveError(format!("read Secret {namespace}/{name}: {e}"))),
         }

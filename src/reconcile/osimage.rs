@@ -250,16 +250,7 @@ impl ImageContext {
 
         let manifest = match self.store.manifest().await {
             Ok(m) => m,
-            Err(e @ StoreError::Manifest(_)) => {
-                let msg = format!("{e}; fix or remove it (it is left as it is)");
-                let new = status.stalled("ManifestInvalid", msg.clone());
-                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg)
-                    .await?;
-                return Ok(Next::Retry(self.policy.manifest_recheck));
-            }
-            Err(e) => {
-                return self.retry_later(image, reporter, status, "StoreUnavailable", e.to_string()).await;
-            }
+            Err(e) => return self.store_failure(image, reporter, status, e).await,
         };
 
         let owner = owner_of(image);

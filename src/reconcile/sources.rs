@@ -28,6 +28,22 @@ pub trait ObjectLookup: Send + Sync {
     ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError>;
 }
 
+/// A ConfigMap's `data` and `binaryData` as bytes.
+pub fn config_map_data(cm: k8s_openapi::api::core::v1::ConfigMap) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> =
+        cm.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())).collect();
+    out.extend(cm.binary_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)));
+    out
+}
+
+/// A Secret's `data` (already base64-decoded) and `stringData` as bytes.
+pub fn secret_data(s: k8s_openapi::api::core::v1::Secret) -> BTreeMap<String, Vec<u8>> {
+    let mut out: BTreeMap<String, Vec<u8>> =
+        s.data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.0)).collect();
+    out.extend(s.string_data.unwrap_or_default().into_iter().map(|(k, v)| (k, v.into_bytes())));
+    out
+}
+
 /// A [`SourceResolver`] over any [`ObjectLookup`].
 pub struct RefResolver<L>(pub L);
 
