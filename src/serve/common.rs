@@ -78,7 +78,7 @@ pub fn find_device(
 
 /// Logs one structured line per device request: serial, MAC, source IP, family, path, status,
 /// bytes and duration.
-pub async fn log_device_request(State(_state): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = DeviceIdentity::from_headers(req.headers(), Family::Unknown);
     let addr = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
@@ -107,6 +107,7 @@ pub async fn log_device_request(State(_state): State<AppState>, req: Request, ne
         duration_ms = started.elapsed().as_millis() as u64,
         "device request"
     );
+    state.metrics.request(id.family, response.status().as_u16(), bytes);
     response
 }
 

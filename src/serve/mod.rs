@@ -6,6 +6,7 @@ pub mod common;
 pub mod cumulus;
 pub mod download;
 pub mod images;
+pub mod metrics;
 pub mod onie;
 pub mod rtbrick;
 pub mod state;
@@ -18,7 +19,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -31,6 +32,9 @@ use state::ServerState;
 pub struct App {
     pub server: Arc<ServerState>,
     pub downloads: Downloads,
+    pub metrics: metrics::Metrics,
+    /// The admission limit, for the metrics.
+    pub max_downloads: usize,
 }
 
 pub type AppState = Arc<App>;
@@ -52,6 +56,30 @@ impl App {
 
 async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
+}
+
+async fn metrics_page(State(state): State<AppState>) -> Response {
+    let profiles = state.server.loaded().map(|l| l.snapshot.profiles.len());
+    let body = state.metrics.render(state.downloads.active(), state.max_downloads, profiles);
+    let mut r = text(StatusCode::OK, body);
+    r.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    r
+}
+
+/// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done.
+async fn provisioned(
+    State(state): State<AppState>,
+    axum::extract::Path(serial): axum::extract::Path<String>,
+) -> Response {
+    if crate::api::validate_segment("serial number", &serial).is_err() {
+        return not_for_you("not a serial number");
+    }
+    state.metrics.provisioned();
+    tracing::info!(target: "ztp_operator::device", serial = %serial, "device provisioned");
+    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -78,10 +106,12 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{platform}/{version}/{filename}", get(images::by_path))
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
+        .route("/v1/devices/{serial}/provisioned", post(provisioned))
         .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_page))
         .merge(devices)
         .with_state(state)
 }
@@ -91,6 +121,8 @@ pub async fn run(server: Arc<ServerState>, listen: SocketAddr, max_downloads: us
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
+        metrics: metrics::Metrics::default(),
+        max_downloads,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     use axum::serve::ListenerExt;

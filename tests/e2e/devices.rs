@@ -281,6 +281,10 @@ async fn admission_limit_answers_503_with_retry_after() {
     let third = c.get(&url).send().await.expect("third");
     assert_eq!(third.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert!(third.headers().contains_key("retry-after"));
+    let metrics =
+        c.get(format!("{}/metrics", lab.base)).send().await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("ztp_downloads_active 2"), "{metrics}");
+    assert!(metrics.contains("ztp_downloads_limit 2"), "{metrics}");
     drop(held);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
@@ -385,6 +389,23 @@ async fn nvos_sonic_cumulus_and_rtbrick_get_their_files() {
         .await
         .expect("post");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
+
+    // A script's callback, then the per-family counters on /metrics.
+    let r = curl.post(format!("{}/v1/devices/SN-LEAF07/provisioned", lab.base)).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let r = curl.post(format!("{}/v1/devices/..%2Fx/provisioned", lab.base)).send().await.expect("post");
+    assert!(r.status().is_client_error());
+    let metrics =
+        curl.get(format!("{}/metrics", lab.base)).send().await.expect("get").text().await.expect("text");
+    for line in [
+        "ztp_device_requests_total{family=\"nvos\",code=\"2xx\"}",
+        "ztp_device_requests_total{family=\"cumulus\",code=\"2xx\"} 1",
+        "ztp_device_requests_total{family=\"sonic\",code=\"4xx\"} 1",
+        "ztp_devices_provisioned_total 1",
+        "ztp_snapshot_profiles 2",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
 }
 
 #[tokio::test]
