@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::{StreamExt, stream};
+use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
@@ -89,8 +89,6 @@ pub async fn run(
         }
     }
 }
-
-use futures::FutureExt;
 
 async fn rebuild(
     client: &Client,

@@ -14,6 +14,7 @@ use super::{AppState, common::not_for_you};
 use crate::{
     api::ImagePath,
     profile::{publish::is_snapshot, snapshot::ImageRef},
+    store::ManifestEntry,
 };
 
 /// `GET|HEAD /images/{platform}/{version}/{filename}`.
@@ -30,18 +31,22 @@ pub async fn by_path(
     let Some(entry) = manifest.get(&path).filter(|e| !is_snapshot(e)) else {
         return not_for_you("no such image");
     };
-    let size = match entry.size {
-        Some(s) => s,
-        None => match state.server.store.stat(&path).await {
-            Ok(Some(info)) => info.size,
-            _ => return not_for_you("no such image"),
-        },
-    };
-    let img = ImageRef { path: entry.path.clone(), sha256: entry.sha256.to_string(), size };
-    state.serve_image(&method, &headers, &img).await
+    match image_ref(&state, entry).await {
+        Some(img) => state.serve_image(&method, &headers, &img).await,
+        None => not_for_you("no such image"),
+    }
 }
 
-fn firmware(state: &AppState, platform: &str, version: &str) -> Option<crate::store::ManifestEntry> {
+/// What devices download for a manifest entry; hand-edited entries without a size are stat'ed.
+async fn image_ref(state: &AppState, entry: &ManifestEntry) -> Option<ImageRef> {
+    let size = match entry.size {
+        Some(s) => s,
+        None => state.server.store.stat(&entry.image_path().ok()?).await.ok()??.size,
+    };
+    Some(ImageRef { path: entry.path.clone(), sha256: entry.sha256.to_string(), size })
+}
+
+fn firmware(state: &AppState, platform: &str, version: &str) -> Option<ManifestEntry> {
     ImagePath::new(platform, version, "x").ok()?;
     state.server.manifest().firmware_of(platform, version).cloned()
 }
@@ -54,16 +59,10 @@ pub async fn firmware_image(
     headers: HeaderMap,
 ) -> Response {
     let Some(entry) = firmware(&state, &platform, &version) else { return not_for_you("Firmware not found") };
-    let size = match (entry.size, entry.image_path()) {
-        (Some(s), _) => s,
-        (None, Ok(p)) => match state.server.store.stat(&p).await {
-            Ok(Some(info)) => info.size,
-            _ => return not_for_you("Firmware not found"),
-        },
-        (None, Err(_)) => return not_for_you("Firmware not found"),
-    };
-    let img = ImageRef { path: entry.path.clone(), sha256: entry.sha256.to_string(), size };
-    state.serve_image(&method, &headers, &img).await
+    match image_ref(&state, &entry).await {
+        Some(img) => state.serve_image(&method, &headers, &img).await,
+        None => not_for_you("Firmware not found"),
+    }
 }
 
 /// `GET /v1/firmware/{platform}/{version}/checksum` → `{"checksum": "<sha256>"}`.
