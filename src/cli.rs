@@ -190,6 +190,10 @@ pub struct ListenArgs {
     /// Image downloads served at once; beyond it devices get 503 with Retry-After.
     #[arg(long, env = "ZTP_MAX_DOWNLOADS", default_value_t = 512)]
     pub max_downloads: usize,
+    /// Stream every image through the HTTP stack instead of the sendfile fast path (for
+    /// comparison; the fast path only applies to directory stores anyway).
+    #[arg(long, env = "ZTP_NO_SENDFILE")]
+    pub no_sendfile: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -46,7 +46,7 @@ fn main() -> ExitCode {
 async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
     let store = args.store.open().await.map_err(|e| e.to_string())?;
     let state = std::sync::Arc::new(ztp_operator::serve::state::ServerState::new(store, args.external_url));
-    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads)
+    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads, !args.listen.no_sendfile)
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

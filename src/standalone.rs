@@ -308,7 +308,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let state = Arc::new(ServerState::new(core.store.clone(), url));
         let max = args.max_downloads;
         tokio::spawn(async move {
-            if let Err(e) = serve::run(state, listen, max).await {
+            if let Err(e) = serve::run(state, listen, max, true).await {
                 eprintln!("error: serve on {listen}: {e}");
                 std::process::exit(1);
             }

@@ -1,12 +1,16 @@
 //! Pieces every device-facing handler uses: finding the device's profile, rendering errors,
 //! plain responses, and the one log line per device request.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    net::{IpAddr, SocketAddr},
+    sync::Arc,
+    time::Instant,
+};
 
 use axum::{
     body::Body,
     extract::{ConnectInfo, Request, State},
-    http::{HeaderMap, HeaderValue, StatusCode, header},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -76,12 +80,11 @@ pub fn find_device(
     }
 }
 
-/// Logs one structured line per device request: serial, MAC, source IP, family, path, status,
-/// bytes and duration.
+/// The device-request middleware of the router: one [`observe`] per request.
 pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let id = DeviceIdentity::from_headers(req.headers(), Family::Unknown);
-    let addr = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let headers = req.headers().clone();
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let response = next.run(req).await;
     let bytes = response
@@ -91,24 +94,42 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         .and_then(|v| v.parse::<u64>().ok())
         .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
         .unwrap_or(0);
+    observe(&state, &headers, source, &method, &path, response.status().as_u16(), bytes, started);
+    response
+}
+
+/// What happens after every device request, whichever path answered it (the router or the
+/// sendfile fast path): one structured log line (serial, MAC, source IP, family, path, status,
+/// bytes, duration) and the metrics.
+#[allow(clippy::too_many_arguments)]
+pub fn observe(
+    state: &AppState,
+    headers: &HeaderMap,
+    source: Option<IpAddr>,
+    method: &Method,
+    path: &str,
+    status: u16,
+    bytes: u64,
+    started: Instant,
+) {
+    let id = DeviceIdentity::from_headers(headers, Family::Unknown);
     tracing::info!(
         target: "ztp_operator::device",
         serial = id.serial.as_deref().unwrap_or("-"),
         mac = id.mac.as_deref().unwrap_or("-"),
-        source = addr.as_deref().unwrap_or("-"),
+        source = source.map(|s| s.to_string()).as_deref().unwrap_or("-"),
         family = id.family.as_str(),
         container = id.container_name.as_deref().unwrap_or("-"),
         element = id.element_name.as_deref().unwrap_or("-"),
         host = id.host_name.as_deref().unwrap_or("-"),
         %method,
-        %path,
-        status = response.status().as_u16(),
+        path,
+        status,
         bytes,
         duration_ms = started.elapsed().as_millis() as u64,
         "device request"
     );
-    state.metrics.request(id.family, response.status().as_u16(), bytes);
-    response
+    state.metrics.request(id.family, status, bytes);
 }
 
 /// The body of a rendered text file.

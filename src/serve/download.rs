@@ -100,6 +100,16 @@ fn position(text: &str) -> Option<u64> {
     Some(text.parse().unwrap_or(u64::MAX))
 }
 
+/// What [`Downloads::plan`] decided.
+#[derive(Debug)]
+pub enum Plan {
+    /// Answer with this at once (`304`, `405`, `416`, `500`).
+    Answer(Response),
+    /// Send `head` (`200` or `206`, every header set, empty body), then, when `body`, the
+    /// object's `bytes` (half-open, within the object).
+    Send { head: Response, bytes: Range<u64>, body: bool },
+}
+
 /// Serves store objects to devices, with an admission limit on concurrent GET bodies.
 /// Cheap to clone: clones share the limit.
 #[derive(Debug, Clone)]
@@ -138,38 +148,30 @@ impl Downloads {
         self.max_concurrent.saturating_sub(self.limit.available_permits())
     }
 
-    /// Answers a GET or HEAD for the object at `path`, whose content has SHA-256 `sha256` (hex)
-    /// and is `size` bytes long (both from the manifest).
+    /// Decides the answer to a GET or HEAD for an object whose content has SHA-256 `sha256` (hex)
+    /// and is `size` bytes long (both from the manifest), without touching the store.
     ///
     /// `304` when `If-None-Match` names the ETag; `206` for one satisfiable byte range (unless
     /// `If-Range` names another ETag or a date); `416` for an unsatisfiable one; `200` otherwise.
-    /// A GET body needs a free permit (else `503` + `Retry-After`, at once); a store error before
-    /// the first byte is `404` (not found) or `503`. A store error later cuts the connection
-    /// (the client sees a short body and can resume with a range). Other methods get `405`.
-    pub async fn serve(
-        &self,
-        method: &Method,
-        headers: &HeaderMap,
-        path: &ImagePath,
-        sha256: &str,
-        size: u64,
-    ) -> Response {
+    /// Other methods get `405`. The body (and the admission permit it needs) is the caller's:
+    /// [`Downloads::serve`] streams it through hyper, the sendfile fast path writes it itself.
+    pub fn plan(&self, method: &Method, headers: &HeaderMap, sha256: &str, size: u64) -> Plan {
         let is_get = method == Method::GET;
         if !is_get && method != Method::HEAD {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
             response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return response;
+            return Plan::Answer(response);
         }
         let Some((etag, etag_value)) = entity_tag(sha256) else {
-            tracing::error!(%path, sha256, "cannot serve: the digest is not a valid entity tag");
-            return text(StatusCode::INTERNAL_SERVER_ERROR, "invalid digest for this object\n");
+            tracing::error!(sha256, "cannot serve: the digest is not a valid entity tag");
+            return Plan::Answer(text(StatusCode::INTERNAL_SERVER_ERROR, "invalid digest for this object\n"));
         };
 
         if none_match(headers, &etag) {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::NOT_MODIFIED;
             self.cache_headers(response.headers_mut(), etag_value);
-            return response;
+            return Plan::Answer(response);
         }
 
         // Range is defined for GET only (RFC 9110 §14.2): HEAD describes the whole object.
@@ -187,14 +189,14 @@ impl Downloads {
                 h.insert(header::CONTENT_RANGE, header_value(format!("bytes */{size}")));
                 h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
                 h.insert(header::ETAG, etag_value);
-                return response;
+                return Plan::Answer(response);
             }
         };
 
         let length = range.as_ref().map_or(size, |r| r.end - r.start);
-        let mut response = Response::new(Body::empty());
+        let mut head = Response::new(Body::empty());
         {
-            let h = response.headers_mut();
+            let h = head.headers_mut();
             self.cache_headers(h, etag_value);
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -205,19 +207,47 @@ impl Downloads {
             }
         }
         if range.is_some() {
-            *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+            *head.status_mut() = StatusCode::PARTIAL_CONTENT;
         }
+        let bytes = range.unwrap_or(0..size);
+        Plan::Send { head, bytes, body: is_get }
+    }
 
-        if !is_get {
-            // HEAD: the same headers, no body, no permit; but only for an object that is there.
-            return match self.store.stat(path).await {
-                Ok(Some(_)) => response,
-                Ok(None) => self.store_error(path, StoreError::NotFound(path.to_string())),
-                Err(e) => self.store_error(path, e),
-            };
-        }
+    /// A permit for one GET body, if one is free (see [`Downloads::busy`]).
+    pub fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
+        self.limit.clone().try_acquire_owned().ok()
+    }
 
-        let Ok(permit) = self.limit.clone().try_acquire_owned() else { return self.busy() };
+    /// Answers a GET or HEAD for the object at `path` (see [`Downloads::plan`]), streaming the body
+    /// from the store.
+    ///
+    /// A GET body needs a free permit (else `503` + `Retry-After`, at once); a store error before
+    /// the first byte is `404` (not found) or `503`. A store error later cuts the connection
+    /// (the client sees a short body and can resume with a range).
+    pub async fn serve(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        path: &ImagePath,
+        sha256: &str,
+        size: u64,
+    ) -> Response {
+        let (mut response, bytes) = match self.plan(method, headers, sha256, size) {
+            Plan::Answer(response) => return response,
+            Plan::Send { head, body: false, .. } => {
+                // HEAD: the same headers, no body, no permit; but only for an object that is there.
+                return match self.store.stat(path).await {
+                    Ok(Some(_)) => head,
+                    Ok(None) => self.store_error(path, StoreError::NotFound(path.to_string())),
+                    Err(e) => self.store_error(path, e),
+                };
+            }
+            Plan::Send { head, bytes, body: true } => (head, bytes),
+        };
+
+        let Some(permit) = self.try_permit() else { return self.busy() };
+        let length = bytes.end - bytes.start;
+        let range = (length != size).then_some(bytes);
         let inner = match self.store.read(path, range).await {
             Ok(stream) => stream,
             Err(e) => return self.store_error(path, e),

@@ -10,11 +10,9 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppState, common::not_for_you};
-use crate::{
-    api::ImagePath,
-    profile::{publish::is_snapshot, snapshot::ImageRef},
-    store::ManifestEntry,
+use super::{
+    AppState,
+    choose::{ImageRequest, firmware_entry},
 };
 
 /// `GET|HEAD /images/{platform}/{version}/{filename}`.
@@ -24,31 +22,7 @@ pub async fn by_path(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Ok(path) = ImagePath::new(&platform, &version, &filename) else {
-        return not_for_you("not a valid image path");
-    };
-    let manifest = state.server.manifest();
-    let Some(entry) = manifest.get(&path).filter(|e| !is_snapshot(e)) else {
-        return not_for_you("no such image");
-    };
-    match image_ref(&state, entry).await {
-        Some(img) => state.serve_image(&method, &headers, &img).await,
-        None => not_for_you("no such image"),
-    }
-}
-
-/// What devices download for a manifest entry; hand-edited entries without a size are stat'ed.
-async fn image_ref(state: &AppState, entry: &ManifestEntry) -> Option<ImageRef> {
-    let size = match entry.size {
-        Some(s) => s,
-        None => state.server.store.stat(&entry.image_path().ok()?).await.ok()??.size,
-    };
-    Some(ImageRef { path: entry.path.clone(), sha256: entry.sha256.to_string(), size })
-}
-
-fn firmware(state: &AppState, platform: &str, version: &str) -> Option<ManifestEntry> {
-    ImagePath::new(platform, version, "x").ok()?;
-    state.server.manifest().firmware_of(platform, version).cloned()
+    state.answer_image(&method, &headers, &ImageRequest::ByPath { platform, version, filename }).await
 }
 
 /// `GET|HEAD /v1/firmware/{platform}/{version}`: the directory's firmware image.
@@ -58,11 +32,7 @@ pub async fn firmware_image(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let Some(entry) = firmware(&state, &platform, &version) else { return not_for_you("Firmware not found") };
-    match image_ref(&state, &entry).await {
-        Some(img) => state.serve_image(&method, &headers, &img).await,
-        None => not_for_you("Firmware not found"),
-    }
+    state.answer_image(&method, &headers, &ImageRequest::Firmware { platform, version }).await
 }
 
 /// `GET /v1/firmware/{platform}/{version}/checksum` → `{"checksum": "<sha256>"}`.
@@ -70,7 +40,7 @@ pub async fn firmware_checksum(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
 ) -> Response {
-    match firmware(&state, &platform, &version) {
+    match firmware_entry(&state, &platform, &version) {
         Some(e) => Json(json!({"checksum": e.sha256.to_string()})).into_response(),
         None => {
             (axum::http::StatusCode::NOT_FOUND, Json(json!({"detail": "Firmware not found"}))).into_response()

@@ -2,9 +2,11 @@
 //! RtBrick from the device snapshot the controller rendered into the store, streams images with
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
+pub mod choose;
 pub mod common;
 pub mod cumulus;
 pub mod download;
+pub mod fast;
 pub mod images;
 pub mod metrics;
 pub mod onie;
@@ -23,7 +25,7 @@ use axum::{
     routing::{get, post},
 };
 
-use crate::{api::ImagePath, profile::snapshot::ImageRef};
+use crate::profile::snapshot::ImageRef;
 use common::{not_for_you, text};
 use download::Downloads;
 use state::ServerState;
@@ -42,14 +44,22 @@ pub type AppState = Arc<App>;
 impl App {
     /// Streams a stored image (Range, HEAD, ETag, admission limit).
     pub async fn serve_image(&self, method: &Method, headers: &HeaderMap, img: &ImageRef) -> Response {
-        let mut parts = img.path.splitn(3, '/');
-        let path = match (parts.next(), parts.next(), parts.next()) {
-            (Some(p), Some(v), Some(f)) => ImagePath::new(p, v, f),
-            _ => return not_for_you("not a valid image path"),
-        };
-        match path {
-            Ok(path) => self.downloads.serve(method, headers, &path, &img.sha256, img.size).await,
-            Err(_) => not_for_you("not a valid image path"),
+        match choose::image_path(img) {
+            Some(path) => self.downloads.serve(method, headers, &path, &img.sha256, img.size).await,
+            None => not_for_you("not a valid image path"),
+        }
+    }
+
+    /// Answers a request for an image: chooses it ([`choose::choose`]), then streams it.
+    pub async fn answer_image(
+        self: &Arc<Self>,
+        method: &Method,
+        headers: &HeaderMap,
+        request: &choose::ImageRequest,
+    ) -> Response {
+        match choose::choose(self, request, headers).await {
+            Ok(chosen) => self.serve_image(method, headers, &chosen.image).await,
+            Err(response) => response,
         }
     }
 }
@@ -116,8 +126,14 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listen` until the process ends, reloading the snapshot every second.
-pub async fn run(server: Arc<ServerState>, listen: SocketAddr, max_downloads: usize) -> std::io::Result<()> {
+/// Serves on `listen` until the process ends, reloading the snapshot every second. With
+/// `sendfile`, plain image downloads from a directory store take the [`fast`] path.
+pub async fn run(
+    server: Arc<ServerState>,
+    listen: SocketAddr,
+    max_downloads: usize,
+    sendfile: bool,
+) -> std::io::Result<()> {
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
@@ -125,11 +141,7 @@ pub async fn run(server: Arc<ServerState>, listen: SocketAddr, max_downloads: us
         max_downloads,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
-    use axum::serve::ListenerExt;
-    // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
-    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
-    tracing::info!(%listen, "serving devices");
-    axum::serve(listener, router(app).into_make_service_with_connect_info::<SocketAddr>()).await
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, sendfile, "serving devices");
+    fast::serve(listener, app.clone(), router(app), sendfile).await
 }

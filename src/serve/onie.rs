@@ -1,7 +1,7 @@
 //! ONIE image discovery: the default-name waterfall at `/` and one fixed URL (`/onie`) for DHCP
-//! option 114. The image is chosen by `ONIE-OPERATION` (`os-install` → the profile's install
-//! image, `onie-update` → its update image) and the device's identity; 404 when nothing matches.
-//! Never a redirect.
+//! option 114. The image is chosen (in [`super::choose`]) by `ONIE-OPERATION` (`os-install` →
+//! the profile's install image, `onie-update` → its update image) and the device's identity; 404
+//! when nothing matches. Never a redirect.
 
 use axum::{
     extract::{Path, State},
@@ -9,11 +9,7 @@ use axum::{
     response::Response,
 };
 
-use super::{
-    AppState,
-    common::{find_device, not_for_you},
-};
-use crate::profile::identity::Family;
+use super::{AppState, choose::ImageRequest, common::not_for_you};
 
 /// What ONIE is asking for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +35,8 @@ pub fn operation_of_name(name: &str) -> Option<Operation> {
     ok.then_some(op)
 }
 
-fn operation_of_header(value: Option<&str>) -> Option<Operation> {
+/// The operation an `ONIE-OPERATION` header value names.
+pub fn operation_of_header(value: Option<&str>) -> Option<Operation> {
     match value? {
         "os-install" => Some(Operation::Install),
         "onie-update" => Some(Operation::Update),
@@ -55,46 +52,14 @@ pub async fn waterfall(
     headers: HeaderMap,
 ) -> Response {
     match operation_of_name(&name) {
-        Some(op) => serve(&state, &method, &headers, Some(op), Family::Onie).await,
+        Some(op) => state.answer_image(&method, &headers, &ImageRequest::Onie(Some(op))).await,
         None => not_for_you("not an ONIE installer or updater name"),
     }
 }
 
 /// `GET /onie`: the fixed URL for DHCP option 114.
 pub async fn fixed(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    serve(&state, &method, &headers, None, Family::Onie).await
-}
-
-/// Serves the install or update image of the device's profile. `by_name` is what the file name
-/// asked for; when both it and the header are present they must agree (install and update
-/// images never mix).
-pub async fn serve(
-    state: &AppState,
-    method: &Method,
-    headers: &HeaderMap,
-    by_name: Option<Operation>,
-    family: Family,
-) -> Response {
-    let device = match find_device(state, headers, family, None) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let by_header = operation_of_header(device.id.onie_operation.as_deref());
-    let op = match (by_header, by_name) {
-        (Some(h), Some(n)) if h != n => return not_for_you("the file name and ONIE-OPERATION disagree"),
-        (Some(h), _) => h,
-        (None, Some(n)) => n,
-        (None, None) => return not_for_you("no ONIE-OPERATION header"),
-    };
-    let profile = device.profile();
-    let key = match op {
-        Operation::Install => profile.onie_install.as_ref(),
-        Operation::Update => profile.onie_update.as_ref(),
-    };
-    let Some(image) = key.and_then(|k| device.loaded.snapshot.images.get(k)) else {
-        return not_for_you("no image for this operation");
-    };
-    state.serve_image(method, headers, image).await
+    state.answer_image(&method, &headers, &ImageRequest::Onie(None)).await
 }
 
 #[cfg(test)]

@@ -11,14 +11,14 @@ use axum::{
 
 use super::{
     AppState,
+    choose::ImageRequest,
     common::{find_device, not_for_you, render_failed, rendered},
-    onie,
 };
 use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
 
 /// `GET /ztp/image`: install or update image by serial and `ONIE-OPERATION`.
 pub async fn image(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    onie::serve(&state, &method, &headers, None, Family::RtBrick).await
+    state.answer_image(&method, &headers, &ImageRequest::RtBrickImage).await
 }
 
 /// `GET /ztp/images/{file}`: one of the device's images by file name.
@@ -28,24 +28,7 @@ pub async fn image_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    let device = match find_device(&state, &headers, Family::RtBrick, None) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let p = device.profile();
-    let image = [p.onie_install.as_ref(), p.onie_update.as_ref()]
-        .into_iter()
-        .flatten()
-        .chain(p.files.values().filter_map(|r| match r {
-            Resolved::Image(k) => Some(k),
-            Resolved::Text(_) => None,
-        }))
-        .filter_map(|k| device.loaded.snapshot.images.get(k))
-        .find(|img| img.path.rsplit('/').next() == Some(file.as_str()));
-    match image {
-        Some(img) => state.serve_image(&method, &headers, img).await,
-        None => not_for_you("no such image for this device"),
-    }
+    state.answer_image(&method, &headers, &ImageRequest::RtBrickFile(file)).await
 }
 
 /// `GET /ztp/config/{name}`: a named file of the profile, rendered for this device.

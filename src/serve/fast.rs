@@ -1,0 +1,447 @@
+//! The connection loop, with a `sendfile(2)` fast path for images.
+//!
+//! hyper cannot hand a file to the kernel (hyperium/hyper#3026), and streaming through user space
+//! costs a buffer per open download (1–2 MiB each: hundreds of MiB in a boot storm of slow
+//! switches) and about 1.6× nginx's CPU per GB. So this loop reads each request head itself. A
+//! plain `GET` or `HEAD` of an image (see [`ImageRequest::from_path`]) on a directory store,
+//! whose answer is a `200` or `206`, is written here: the head, then `sendfile` from the page
+//! cache straight to the socket, in chunks of at most 2 MiB with a yield between them (fairness,
+//! as nginx's `sendfile_max_chunk`). Everything else — other routes, percent-escapes, bodies,
+//! upgrades, HTTP/2, conditional answers (`304`, `416`), a full admission limit, S3 stores — is
+//! handed with the bytes already read to hyper and the axum router, which then owns the
+//! connection. Both sides choose images through [`choose`](super::choose::choose) and answer
+//! headers through [`Downloads::plan`](super::download::Downloads::plan), so they never differ.
+
+use std::{
+    io,
+    net::SocketAddr,
+    os::fd::{AsRawFd, RawFd},
+    pin::Pin,
+    task::{Context, Poll},
+    time::{Duration, Instant, SystemTime},
+};
+
+use axum::{
+    Router,
+    extract::ConnectInfo,
+    http::{HeaderMap, HeaderName, HeaderValue, Method, header},
+};
+use bytes::{Buf, Bytes, BytesMut};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use tokio::{
+    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf},
+    net::{TcpListener, TcpStream},
+};
+use tower::ServiceExt;
+
+use super::{
+    AppState,
+    choose::{ImageRequest, choose},
+    common::observe,
+    download::Plan,
+};
+
+/// Longest request head the fast path reads; longer ones go to hyper (which has its own limit).
+const MAX_HEAD: usize = 16 * 1024;
+/// Headers the fast path parses; a request with more goes to hyper.
+const MAX_HEADERS: usize = 64;
+/// Time a client has to send its first request head.
+const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a kept-alive connection may sit idle before the next request.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Bytes per `sendfile` call before yielding to other connections.
+const CHUNK: usize = 2 << 20;
+
+/// Accepts connections until the listener fails. With `sendfile` false every connection goes
+/// straight to hyper (the plain axum path, for comparison and as an escape hatch).
+pub async fn serve(listener: TcpListener, app: AppState, router: Router, sendfile: bool) -> io::Result<()> {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors and the like: wait a little instead of spinning.
+            Err(e) if is_transient(&e) => {
+                tracing::warn!(error = %e, "accept failed; retrying");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
+        let _ = stream.set_nodelay(true);
+        let (app, router) = (app.clone(), router.clone());
+        tokio::spawn(async move {
+            if sendfile {
+                connection(app, router, stream, peer).await;
+            } else {
+                hand_off(router, stream, peer, Bytes::new()).await;
+            }
+        });
+    }
+}
+
+fn is_transient(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    ) || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+/// One connection: fast-path requests for as long as they come, then hyper for the rest.
+async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr) {
+    let mut buf = BytesMut::with_capacity(4096);
+    let mut first = true;
+    loop {
+        let timeout = if first { FIRST_HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        first = false;
+        let head_len = match read_head(&mut stream, &mut buf, timeout).await {
+            Ok(Some(len)) => len,
+            Ok(None) => return,
+            // Too long, malformed or not HTTP/1: hyper answers it (or closes).
+            Err(Unread::ToHyper) => break,
+            Err(Unread::Gone) => return,
+        };
+        let Some(request) = FastRequest::parse(&buf[..head_len]) else { break };
+        match answer(&app, &mut stream, &request, peer).await {
+            Answered::Done { keep_alive: true } => buf.advance(head_len),
+            Answered::Done { keep_alive: false } | Answered::Broken => return,
+            Answered::NotMine => break,
+        }
+    }
+    hand_off(router, stream, peer, buf.freeze()).await;
+}
+
+enum Unread {
+    /// Give the connection (and what was read) to hyper.
+    ToHyper,
+    /// The client went away or idled out.
+    Gone,
+}
+
+/// Reads until `buf` holds a complete request head; returns its length. `Ok(None)`: the client
+/// closed (or idled out) between requests.
+async fn read_head(
+    stream: &mut TcpStream,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<Option<usize>, Unread> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if !buf.is_empty() {
+            let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+            match httparse::Request::new(&mut headers).parse(buf) {
+                Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
+                Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
+                _ => return Err(Unread::ToHyper),
+            }
+        }
+        buf.reserve(4096);
+        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
+            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Unread::Gone),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A request head the fast path may answer: `GET` or `HEAD`, HTTP/1.x, no body, no upgrade.
+struct FastRequest {
+    method: Method,
+    /// The path, without the query string.
+    path: String,
+    headers: HeaderMap,
+    keep_alive: bool,
+}
+
+impl FastRequest {
+    fn parse(head: &[u8]) -> Option<Self> {
+        let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut raw);
+        req.parse(head).ok()?.is_complete().then_some(())?;
+        let method = match req.method? {
+            "GET" => Method::GET,
+            "HEAD" => Method::HEAD,
+            _ => return None,
+        };
+        let version = req.version?;
+        let target = req.path?;
+        let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+        let mut headers = HeaderMap::with_capacity(req.headers.len());
+        for h in req.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
+        }
+        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
+            || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
+        if has_body || headers.contains_key(header::UPGRADE) || headers.contains_key(header::EXPECT) {
+            return None;
+        }
+        let close = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("close"));
+        // HTTP/1.0 gets one answer per connection (keep-alive there is opt-in; not worth it).
+        Some(Self { method, path, headers, keep_alive: version == 1 && !close })
+    }
+}
+
+enum Answered {
+    /// Answered here; the connection may carry another request when `keep_alive`.
+    Done { keep_alive: bool },
+    /// Failed half way (the client left, or the file shrank): close.
+    Broken,
+    /// Not a fast-path answer: nothing was written, hyper takes over.
+    NotMine,
+}
+
+/// Answers `request` on the fast path if it is a plain image download from a directory store.
+async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, peer: SocketAddr) -> Answered {
+    let started = Instant::now();
+    let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
+    let Ok(chosen) = choose(app, &route, &request.headers).await else { return Answered::NotMine };
+    let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };
+    let (sha256, size) = (&chosen.image.sha256, chosen.image.size);
+    let Plan::Send { head, bytes, body } =
+        app.downloads.plan(&request.method, &request.headers, sha256, size)
+    else {
+        return Answered::NotMine;
+    };
+    let permit = if body {
+        match app.downloads.try_permit() {
+            Some(permit) => Some(permit),
+            None => return Answered::NotMine, // hyper answers 503 + Retry-After
+        }
+    } else {
+        None
+    };
+    // The file must be the manifest's: the same size, or the router's path reports the problem.
+    let file = match std::fs::File::open(&local) {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file() && m.len() == size) => f,
+        _ => return Answered::NotMine,
+    };
+
+    let status = head.status();
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in head.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(if request.keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" });
+
+    let sock = stream.as_raw_fd();
+    // Corked, the head and the first bytes of the file leave in full segments.
+    set_cork(sock, body);
+    let mut sent = 0;
+    let result = async {
+        stream.write_all(&out).await?;
+        if body {
+            advise_sequential(file.as_raw_fd(), &bytes);
+            sendfile_range(stream, &file, bytes.start, bytes.end, &mut sent).await?;
+        }
+        io::Result::Ok(())
+    }
+    .await;
+    set_cork(sock, false);
+    drop(permit);
+
+    let path = request.path.as_str();
+    observe(app, &request.headers, Some(peer.ip()), &request.method, path, status.as_u16(), sent, started);
+    match result {
+        Ok(()) => Answered::Done { keep_alive: request.keep_alive },
+        Err(e) => {
+            tracing::debug!(%peer, path, sent, error = %e, "download ended early");
+            Answered::Broken
+        }
+    }
+}
+
+/// Sends `start..end` of `file` on `stream`, counting into `sent`.
+async fn sendfile_range(
+    stream: &TcpStream,
+    file: &std::fs::File,
+    start: u64,
+    end: u64,
+    sent: &mut u64,
+) -> io::Result<()> {
+    let (sfd, ffd) = (stream.as_raw_fd(), file.as_raw_fd());
+    let mut offset =
+        libc::off_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let end = libc::off_t::try_from(end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    while offset < end {
+        stream.writable().await?;
+        let want = usize::try_from(end - offset).unwrap_or(CHUNK).min(CHUNK);
+        let result = stream.try_io(Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the whole call (owned by `stream` and `file`,
+            // borrowed here), and `offset` is a valid, exclusively borrowed off_t.
+            let n = unsafe { libc::sendfile(sfd, ffd, &mut offset, want) };
+            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as u64) }
+        });
+        match result {
+            // The file ended before the manifest said it would: never send made-up bytes.
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the file is shorter than its manifest entry",
+                ));
+            }
+            Ok(n) => {
+                *sent += n;
+                tokio::task::yield_now().await;
+            }
+            // try_io cleared the readiness; wait for it again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// `TCP_CORK` on or off (best effort: without it only the segmentation changes).
+fn set_cork(fd: RawFd, on: bool) {
+    let value: libc::c_int = on.into();
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CORK,
+            (&raw const value).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
+/// Tells the kernel the range is read once, in order (a larger read-ahead for cold images).
+fn advise_sequential(fd: RawFd, bytes: &std::ops::Range<u64>) {
+    let (Ok(start), Ok(len)) =
+        (libc::off_t::try_from(bytes.start), libc::off_t::try_from(bytes.end - bytes.start))
+    else {
+        return;
+    };
+    // SAFETY: an open file descriptor; the advice has no memory effects.
+    unsafe {
+        libc::posix_fadvise(fd, start, len, libc::POSIX_FADV_SEQUENTIAL);
+    }
+}
+
+/// Serves the rest of the connection with hyper and the axum router; `read` holds bytes already
+/// read from it (they are replayed first).
+async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Bytes) {
+    let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    });
+    let io = TokioIo::new(Prefixed { read, stream });
+    if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(io, service).await
+    {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// A socket whose first reads return bytes already taken from it.
+struct Prefixed {
+    read: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Prefixed {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(out.remaining());
+            out.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.stream).poll_read(cx, out)
+    }
+}
+
+impl AsyncWrite for Prefixed {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, data)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_plain_gets_and_heads_are_fast() {
+        let parse = |head: &str| FastRequest::parse(head.as_bytes());
+        let r = parse("GET /onie?x=1 HTTP/1.1\r\nHost: a\r\nONIE-OPERATION: os-install\r\n\r\n")
+            .expect("plain GET");
+        assert_eq!((r.method, r.path.as_str(), r.keep_alive), (Method::GET, "/onie", true));
+        assert_eq!(r.headers.get("onie-operation").map(|v| v.as_bytes()), Some(&b"os-install"[..]));
+        assert!(
+            parse("HEAD /onie HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n")
+                .is_some_and(|r| !r.keep_alive)
+        );
+        assert!(parse("GET /onie HTTP/1.0\r\n\r\n").is_some_and(|r| !r.keep_alive));
+        assert!(parse("GET /onie HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_some());
+        for not_fast in [
+            "POST /onie HTTP/1.1\r\n\r\n",
+            "GET /onie HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc",
+            "GET /onie HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /onie HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            "GET /onie HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            "GET /onie HTTP/1.1\r\nHost: a\r\n",
+        ] {
+            assert!(parse(not_fast).is_none(), "{not_fast:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn bytes_read_ahead_are_replayed_before_the_socket() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let client = tokio::spawn(async move {
+            let mut c = TcpStream::connect(addr).await.expect("connect");
+            c.write_all(b" world").await.expect("write");
+        });
+        let (stream, _) = listener.accept().await.expect("accept");
+        let mut p = Prefixed { read: Bytes::from_static(b"hello"), stream };
+        let mut all = String::new();
+        p.read_to_string(&mut all).await.expect("read");
+        client.await.expect("client");
+        assert_eq!(all, "hello world");
+    }
+}
