@@ -81,7 +81,8 @@ pub fn find_device(
 pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let id = DeviceIdentity::from_headers(req.headers(), Family::Unknown);
-    let addr = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip().to_string());
+    let source = req.extensions().get::<ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+    let addr = source.map(|ip| ip.to_string());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
     let response = next.run(req).await;
     let bytes = response
@@ -108,6 +109,9 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         "device request"
     );
     state.metrics.request(id.family, response.status().as_u16(), bytes);
+    if let Some(outcome) = response.extensions().get::<super::activity::DeviceOutcome>() {
+        state.activity.record(outcome, source);
+    }
     response
 }
 

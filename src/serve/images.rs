@@ -10,7 +10,7 @@ use axum::{
 };
 use serde_json::json;
 
-use super::{AppState, common::not_for_you};
+use super::{AppState, activity, common::not_for_you};
 use crate::{
     api::ImagePath,
     profile::{publish::is_snapshot, snapshot::ImageRef},
@@ -32,8 +32,17 @@ pub async fn by_path(
         return not_for_you("no such image");
     };
     match image_ref(&state, entry).await {
-        Some(img) => state.serve_image(&method, &headers, &img).await,
+        Some(img) => served(&state, &method, &headers, &img).await,
         None => not_for_you("no such image"),
+    }
+}
+
+/// Streams `img`, recorded as the device's image when its headers match a profile.
+async fn served(state: &AppState, method: &Method, headers: &HeaderMap, img: &ImageRef) -> Response {
+    let response = state.serve_image(method, headers, img).await;
+    match activity::identify(state, headers) {
+        Some(device) => activity::image_served(response, &device, method),
+        None => response,
     }
 }
 
@@ -60,7 +69,7 @@ pub async fn firmware_image(
 ) -> Response {
     let Some(entry) = firmware(&state, &platform, &version) else { return not_for_you("Firmware not found") };
     match image_ref(&state, &entry).await {
-        Some(img) => state.serve_image(&method, &headers, &img).await,
+        Some(img) => served(&state, &method, &headers, &img).await,
         None => not_for_you("Firmware not found"),
     }
 }

@@ -2,6 +2,7 @@
 //! RtBrick from the device snapshot the controller rendered into the store, streams images with
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
+pub mod activity;
 pub mod common;
 pub mod cumulus;
 pub mod download;
@@ -19,7 +20,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 
@@ -35,6 +36,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// The admission limit, for the metrics.
     pub max_downloads: usize,
+    /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
+    pub activity: activity::Activity,
 }
 
 pub type AppState = Arc<App>;
@@ -69,19 +72,6 @@ async fn metrics_page(State(state): State<AppState>) -> Response {
     r
 }
 
-/// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done.
-async fn provisioned(
-    State(state): State<AppState>,
-    axum::extract::Path(serial): axum::extract::Path<String>,
-) -> Response {
-    if crate::api::validate_segment("serial number", &serial).is_err() {
-        return not_for_you("not a serial number");
-    }
-    state.metrics.provisioned();
-    tracing::info!(target: "ztp_operator::device", serial = %serial, "device provisioned");
-    StatusCode::NO_CONTENT.into_response()
-}
-
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.server.loaded() {
         Some(l) => text(StatusCode::OK, format!("ready: snapshot {}\n", l.snapshot.version)),
@@ -106,7 +96,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{platform}/{version}/{filename}", get(images::by_path))
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
-        .route("/v1/devices/{serial}/provisioned", post(provisioned))
+        .route("/v1/devices/{serial}/provisioned", post(activity::provisioned))
         .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
     Router::new()
         .route("/healthz", get(healthz))
@@ -116,13 +106,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listen` until the process ends, reloading the snapshot every second.
-pub async fn run(server: Arc<ServerState>, listen: SocketAddr, max_downloads: usize) -> std::io::Result<()> {
+/// Serves on `listen` until the process ends, reloading the snapshot every second and recording
+/// device stages into `activity`.
+pub async fn run(
+    server: Arc<ServerState>,
+    listen: SocketAddr,
+    max_downloads: usize,
+    activity: activity::Activity,
+) -> std::io::Result<()> {
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
         metrics: metrics::Metrics::default(),
         max_downloads,
+        activity,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     use axum::serve::ListenerExt;

@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::{
-    AppState,
+    AppState, activity,
     common::{find_device, not_for_you},
 };
 use crate::profile::identity::Family;
@@ -94,7 +94,8 @@ pub async fn serve(
     let Some(image) = key.and_then(|k| device.loaded.snapshot.images.get(k)) else {
         return not_for_you("no image for this operation");
     };
-    state.serve_image(method, headers, image).await
+    let response = state.serve_image(method, headers, image).await;
+    activity::image_served(response, &device, method)
 }
 
 #[cfg(test)]
