@@ -447,7 +447,8 @@ impl Activity {
 /// The stored summary (`remote`, None when there is none yet) with `plan` merged in: the stages
 /// this server has not reported yet are added to the counts unless the stored `recent` list
 /// already shows them for that device; `recent` is the union of both lists (stages joined, the
-/// latest address), newest first, at most [`MAX_RECENT_DEVICES`].
+/// latest address), newest first, at most [`MAX_RECENT_DEVICES`]. Stored times have whole
+/// seconds: within one second, this server's devices sort before stored ones.
 pub fn merge(remote: Option<&DeviceSummary>, plan: &ProfilePlan) -> DeviceSummary {
     let mut out = remote.cloned().unwrap_or_default();
     let stored: HashMap<String, StageSet> =
@@ -484,7 +485,7 @@ pub fn merge(remote: Option<&DeviceSummary>, plan: &ProfilePlan) -> DeviceSummar
             None => merged.push((key, r, at)),
         }
     }
-    merged.sort_by(|a, b| b.2.cmp(&a.2));
+    merged.sort_by_key(|m| std::cmp::Reverse(m.2));
     out.recent = merged.into_iter().take(MAX_RECENT_DEVICES).map(|(_, r, _)| r).collect();
     out
 }

@@ -85,6 +85,13 @@ impl KubeSink {
         };
     }
 
+    /// What the apiserver holds now, learnt with a no-op patch (the answer is the object, and
+    /// `patch` is all the server may do).
+    async fn probe(&self, api: &Api<SwitchProfile>, name: &str) -> Result<Known, kube::Error> {
+        let p = api.patch_status(name, &PatchParams::default(), &Patch::Merge(json!({}))).await?;
+        Ok(Known::of(&p))
+    }
+
     async fn write_one(&self, plan: &ProfilePlan) -> Result<(), SinkError> {
         let key = (plan.namespace.clone(), plan.name.clone());
         let profile = format!("{}/{}", plan.namespace, plan.name);
@@ -96,14 +103,7 @@ impl KubeSink {
         for _ in 0..ATTEMPTS {
             let known = match self.known(&key) {
                 Some(k) => k,
-                None => {
-                    // A no-op patch: the answer is the object, and `patch` is all we may do.
-                    let p = api
-                        .patch_status(&plan.name, &PatchParams::default(), &Patch::Merge(json!({})))
-                        .await
-                        .map_err(fail)?;
-                    Known::of(&p)
-                }
+                None => self.probe(&api, &plan.name).await.map_err(fail)?,
             };
             let devices = merge(known.devices.as_ref(), plan);
             let body = json!({
@@ -150,13 +150,21 @@ impl Sink for KubeSink {
 
     async fn event(&self, event: &DeviceEvent) -> Result<(), SinkError> {
         let key = (event.namespace.clone(), event.profile.clone());
-        let reference = self.known(&key).map(|k| k.reference).unwrap_or_else(|| ObjectReference {
-            api_version: Some("ztp.netops.dev/v1alpha1".into()),
-            kind: Some("SwitchProfile".into()),
-            name: Some(event.profile.clone()),
-            namespace: Some(event.namespace.clone()),
-            ..ObjectReference::default()
-        });
+        let profile = format!("{}/{}", event.namespace, event.profile);
+        let fail = |source: kube::Error| match code(&source) {
+            Some(404) => SinkError::Gone(profile.clone()),
+            _ => SinkError::Kube { profile: profile.clone(), source },
+        };
+        // The reference carries the profile's uid (`kubectl describe` selects Events by it).
+        let reference: ObjectReference = match self.known(&key) {
+            Some(k) => k.reference,
+            None => {
+                let api: Api<SwitchProfile> = Api::namespaced(self.client.clone(), &event.namespace);
+                let known = self.probe(&api, &event.profile).await.map_err(fail)?;
+                self.remember(key, Some(known.clone()));
+                known.reference
+            }
+        };
         let ev = Event {
             type_: EventType::Normal,
             reason: event.reason.into(),
@@ -167,10 +175,6 @@ impl Sink for KubeSink {
         // A fresh Recorder per Event: its cache folds Events with the same reason into one
         // series (keeping the first note), and each device must keep its own message.
         let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
-        let profile = format!("{}/{}", event.namespace, event.profile);
-        recorder.publish(&ev, &reference).await.map_err(|source| match code(&source) {
-            Some(404) => SinkError::Gone(profile.clone()),
-            _ => SinkError::Kube { profile: profile.clone(), source },
-        })
+        recorder.publish(&ev, &reference).await.map_err(fail)
     }
 }
