@@ -205,6 +205,22 @@ pub struct ServeArgs {
     /// Base URL switches reach this server at (URLs inside ZTP JSON and scripts point there).
     #[arg(long, env = "ZTP_EXTERNAL_URL")]
     pub external_url: String,
+    /// Write device activity (counts per stage, recent devices) into each SwitchProfile's
+    /// `status.devices` and record `DeviceSeen` / `DeviceProvisioned` Events, with the in-cluster
+    /// service account (or KUBECONFIG). Needs `patch` on `switchprofiles/status` and `create`,
+    /// `patch` on `events.k8s.io` events; off by default (a server without RBAC works).
+    #[arg(long, env = "ZTP_REPORT_STATUS")]
+    pub report_status: bool,
+    /// Seconds between writes of device activity.
+    #[arg(long, env = "ZTP_ACTIVITY_FLUSH_SECONDS", default_value_t = 5.0)]
+    pub activity_flush_seconds: f64,
+}
+
+impl ServeArgs {
+    /// The flush interval (at least 100 ms).
+    pub fn activity_flush(&self) -> Duration {
+        Duration::from_secs_f64(self.activity_flush_seconds.max(0.1))
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -224,6 +240,10 @@ pub struct StandaloneArgs {
     /// Image downloads served at once when serving.
     #[arg(long, env = "ZTP_MAX_DOWNLOADS", default_value_t = 512)]
     pub max_downloads: usize,
+    /// Seconds between writes of device activity to `{data}/.status/switchprofiles.json` when
+    /// serving.
+    #[arg(long, env = "ZTP_ACTIVITY_FLUSH_SECONDS", default_value_t = 5.0)]
+    pub activity_flush_seconds: f64,
     /// Seconds between checks of the manifests folder for changes.
     #[arg(long, env = "ZTP_POLL_SECONDS", default_value_t = 2.0)]
     pub poll_seconds: f64,

@@ -4,7 +4,9 @@ use clap::Parser;
 use ztp_operator::{
     api,
     cli::{Cli, Command},
-    controller, standalone, telemetry,
+    controller,
+    serve::activity::{Activity, k8s::KubeSink, report_forever},
+    standalone, telemetry,
 };
 
 fn main() -> ExitCode {
@@ -45,8 +47,21 @@ fn main() -> ExitCode {
 
 async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
     let store = args.store.open().await.map_err(|e| e.to_string())?;
-    let state = std::sync::Arc::new(ztp_operator::serve::state::ServerState::new(store, args.external_url));
-    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads, !args.listen.no_sendfile)
+    let state =
+        std::sync::Arc::new(ztp_operator::serve::state::ServerState::new(store, args.external_url.clone()));
+    let activity = if args.report_status {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("--report-status needs Kubernetes credentials: {e}"))?;
+        let sink = KubeSink::new(client, std::env::var("POD_NAME").ok());
+        let activity = Activity::new();
+        tokio::spawn(report_forever(activity.clone(), std::sync::Arc::new(sink), args.activity_flush()));
+        activity
+    } else {
+        Activity::disabled()
+    };
+    let sendfile = !args.listen.no_sendfile;
+    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads, sendfile, activity)
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

@@ -3,6 +3,8 @@
 //! Desired state is a folder of YAML (OsImages, and the ConfigMaps / Secrets they reference),
 //! re-read when it changes; the store is a directory; status is printed as one line per
 //! transition and kept in `{data}/.status/osimages.json` (so a restart resumes where it was).
+//! When it serves devices, their activity per SwitchProfile goes to
+//! `{data}/.status/switchprofiles.json`.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -30,7 +32,11 @@ use crate::{
         osimage::{ImageContext, Next},
         sources::{ObjectLookup, RefResolver, config_map_data, secret_data},
     },
-    serve::{self, state::ServerState},
+    serve::{
+        self,
+        activity::{Activity, SinkError, file::FileSink, report_forever},
+        state::ServerState,
+    },
     store::{Store, StoreError, fs::FsBackend},
 };
 
@@ -46,6 +52,8 @@ pub enum Error {
     Manifests { path: PathBuf, message: String },
     #[error(transparent)]
     Report(#[from] ReportError),
+    #[error(transparent)]
+    Activity(#[from] SinkError),
 }
 
 /// What the folder declares.
@@ -307,8 +315,12 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let url = args.images.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
         let state = Arc::new(ServerState::new(core.store.clone(), url));
         let max = args.max_downloads;
+        let activity = Activity::new();
+        let sink = FileSink::new(&args.data)?;
+        let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
+        tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
         tokio::spawn(async move {
-            if let Err(e) = serve::run(state, listen, max, true).await {
+            if let Err(e) = serve::run(state, listen, max, true, activity).await {
                 eprintln!("error: serve on {listen}: {e}");
                 std::process::exit(1);
             }

@@ -256,17 +256,21 @@ pub struct SwitchProfileStatus {
     pub devices: Option<DeviceSummary>,
 }
 
-/// Counts per provisioning stage and the most recent devices.
+/// Counts per provisioning stage and the most recent devices, written by the device server
+/// (field manager `ztp-operator-server`) every few seconds. Counts never go down; they are exact
+/// for one server, and may count a device twice when it comes back to another replica (or after
+/// a restart) once it is no longer among the `recent` ones.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceSummary {
-    /// Distinct devices seen.
+    /// Distinct devices seen (any stage).
     pub seen: i64,
-    /// Devices that received their configuration.
+    /// Distinct devices that received their configuration (ZTP JSON or a section, a Cumulus
+    /// script, an RtBrick config file).
     pub config_served: i64,
-    /// Devices that downloaded an image.
+    /// Distinct devices whose image download was answered (200 or 206).
     pub image_served: i64,
-    /// Devices that reported `provisioned`.
+    /// Distinct devices that called `POST /v1/devices/{serial}/provisioned`.
     pub provisioned: i64,
     /// The most recently active devices, newest first (at most 20).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -274,12 +278,14 @@ pub struct DeviceSummary {
     pub recent: Vec<DeviceRecord>,
 }
 
-/// One device's latest activity.
+/// One device's latest activity. A device is identified by its serial number, or by its MAC
+/// address when it sent no serial.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct DeviceRecord {
-    /// Serial number.
-    pub serial: String,
+    /// Serial number, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
     /// Base MAC address, when sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mac: Option<String>,
@@ -291,6 +297,11 @@ pub struct DeviceRecord {
     pub address: Option<String>,
     /// Furthest stage reached.
     pub stage: DeviceStage,
+    /// Every stage reached (a device may download its image before it asks for its
+    /// configuration, or report `Provisioned` without either).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 4))]
+    pub stages: Vec<DeviceStage>,
     /// Time of the last request.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seen: Option<Time>,

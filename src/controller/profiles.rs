@@ -1,7 +1,9 @@
 //! SwitchProfiles → the device snapshot. One debounced loop: any change to a SwitchProfile, an
 //! OsImage, a ConfigMap or a Secret (in the watched scope) triggers a rebuild of the whole
 //! snapshot, which is published to the store only when its content changed; then each profile's
-//! status (`Ready`, `Conflict`, match summary) is server-side applied.
+//! status (`Ready`, `Conflict`, match summary) is server-side applied. `status.devices` belongs
+//! to the device server (field manager `ztp-operator-server`): the controller never applies it,
+//! so neither side clobbers the other.
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
@@ -125,7 +127,8 @@ async fn rebuild(
             conflicts.get(&key),
             built.crlf_normalised.contains(&key),
         );
-        if p.status.as_ref() == Some(&status) {
+        let current = p.status.clone().map(|s| SwitchProfileStatus { devices: None, ..s });
+        if current.as_ref() == Some(&status) {
             continue;
         }
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
@@ -146,7 +149,8 @@ async fn rebuild(
     Ok(())
 }
 
-/// The status of one profile after a rebuild.
+/// The status of one profile after a rebuild: the controller's fields only (`devices` is left
+/// out, it is the device server's).
 pub fn profile_status(
     p: &SwitchProfile,
     problems: Option<&Vec<String>>,
@@ -203,5 +207,6 @@ pub fn profile_status(
     }
     status.observed_generation = generation;
     status.match_summary = Some(p.spec.selector.summary());
+    status.devices = None;
     status
 }

@@ -7,6 +7,7 @@ use axum::{http::HeaderMap, response::Response};
 
 use super::{
     AppState,
+    activity::identify,
     common::{Device, find_device, not_for_you},
     onie::{Operation, operation_of_header, operation_of_name},
 };
@@ -63,7 +64,8 @@ impl ImageRequest {
     }
 }
 
-/// The image chosen for a request, and the device it was chosen for (routes by path have none).
+/// The image chosen for a request, and the device it was chosen for (for routes by path: the
+/// device its headers identify, if any).
 pub struct Chosen {
     pub image: ImageRef,
     pub path: ImagePath,
@@ -102,12 +104,15 @@ pub async fn choose(
             let manifest = state.server.manifest();
             let entry = manifest.get(&path).filter(|e| !is_snapshot(e));
             let entry = entry.ok_or_else(|| not_for_you("no such image"))?;
-            (from_manifest(state, entry).await.ok_or_else(|| not_for_you("no such image"))?, None)
+            let image = from_manifest(state, entry).await.ok_or_else(|| not_for_you("no such image"))?;
+            (image, identify(state, headers))
         }
         ImageRequest::Firmware { platform, version } => {
             let entry =
                 firmware_entry(state, platform, version).ok_or_else(|| not_for_you("Firmware not found"))?;
-            (from_manifest(state, &entry).await.ok_or_else(|| not_for_you("Firmware not found"))?, None)
+            let image =
+                from_manifest(state, &entry).await.ok_or_else(|| not_for_you("Firmware not found"))?;
+            (image, identify(state, headers))
         }
     };
     let path = image_path(&image).ok_or_else(|| not_for_you("not a valid image path"))?;

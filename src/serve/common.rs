@@ -15,7 +15,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::AppState;
+use super::{AppState, activity::DeviceOutcome};
 use crate::{
     api::validate_segment,
     profile::{
@@ -80,7 +80,8 @@ pub fn find_device(
     }
 }
 
-/// The device-request middleware of the router: one [`observe`] per request.
+/// The device-request middleware of the router: one [`observe`] per request (the stage comes as a
+/// response extension).
 pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
     let headers = req.headers().clone();
@@ -94,24 +95,45 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         .and_then(|v| v.parse::<u64>().ok())
         .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
         .unwrap_or(0);
-    observe(&state, &headers, source, &method, &path, response.status().as_u16(), bytes, started);
+    let outcome = response.extensions().get::<DeviceOutcome>();
+    let status = response.status().as_u16();
+    observe(
+        &state,
+        &Observed {
+            headers: &headers,
+            source,
+            method: &method,
+            path: &path,
+            status,
+            bytes,
+            started,
+            outcome,
+        },
+    );
     response
+}
+
+/// One device request, answered.
+#[derive(Clone, Copy)]
+pub struct Observed<'a> {
+    pub headers: &'a HeaderMap,
+    pub source: Option<IpAddr>,
+    pub method: &'a Method,
+    /// The path, without the query string.
+    pub path: &'a str,
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    pub started: Instant,
+    /// The stage the device reached, when the answer moved it (see [`super::activity`]).
+    pub outcome: Option<&'a DeviceOutcome>,
 }
 
 /// What happens after every device request, whichever path answered it (the router or the
 /// sendfile fast path): one structured log line (serial, MAC, source IP, family, path, status,
-/// bytes, duration) and the metrics.
-#[allow(clippy::too_many_arguments)]
-pub fn observe(
-    state: &AppState,
-    headers: &HeaderMap,
-    source: Option<IpAddr>,
-    method: &Method,
-    path: &str,
-    status: u16,
-    bytes: u64,
-    started: Instant,
-) {
+/// bytes, duration), the metrics, and the device's activity.
+pub fn observe(state: &AppState, r: &Observed<'_>) {
+    let Observed { headers, source, method, path, status, bytes, started, outcome } = *r;
     let id = DeviceIdentity::from_headers(headers, Family::Unknown);
     tracing::info!(
         target: "ztp_operator::device",
@@ -130,6 +152,9 @@ pub fn observe(
         "device request"
     );
     state.metrics.request(id.family, status, bytes);
+    if let Some(outcome) = outcome {
+        state.activity.record(outcome, source);
+    }
 }
 
 /// The body of a rendered text file.

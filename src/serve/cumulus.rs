@@ -8,7 +8,7 @@ use axum::{
 };
 
 use super::{
-    AppState,
+    AppState, activity,
     common::{find_device, not_for_you, render_failed, rendered},
 };
 use crate::profile::{identity::Family, render::cumulus_script};
@@ -36,7 +36,7 @@ fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Respon
         return not_for_you("this profile has no Cumulus script");
     };
     match cumulus_script(text, &device.render_context(&state.server.external_url)) {
-        Ok(body) => rendered("text/plain; charset=utf-8", body),
+        Ok(body) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
         Err(e) => render_failed(e),
     }
 }

@@ -39,8 +39,9 @@ use tower::ServiceExt;
 
 use super::{
     AppState,
+    activity::{DeviceOutcome, Stage},
     choose::{ImageRequest, choose},
-    common::observe,
+    common::{Observed, observe},
     download::Plan,
 };
 
@@ -258,7 +259,19 @@ async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, p
     drop(permit);
 
     let path = request.path.as_str();
-    observe(app, &request.headers, Some(peer.ip()), &request.method, path, status.as_u16(), sent, started);
+    // Recorded when the head went out, as the router does.
+    let outcome = chosen.device.as_ref().filter(|_| body).map(|d| DeviceOutcome::of(d, Stage::ImageServed));
+    let observed = Observed {
+        headers: &request.headers,
+        source: Some(peer.ip()),
+        method: &request.method,
+        path,
+        status: status.as_u16(),
+        bytes: sent,
+        started,
+        outcome: outcome.as_ref(),
+    };
+    observe(app, &observed);
     match result {
         Ok(()) => Answered::Done { keep_alive: request.keep_alive },
         Err(e) => {

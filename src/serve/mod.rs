@@ -2,6 +2,7 @@
 //! RtBrick from the device snapshot the controller rendered into the store, streams images with
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
+pub mod activity;
 pub mod choose;
 pub mod common;
 pub mod cumulus;
@@ -21,7 +22,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
-    response::{IntoResponse, Response},
+    response::Response,
     routing::{get, post},
 };
 
@@ -37,6 +38,8 @@ pub struct App {
     pub metrics: metrics::Metrics,
     /// The admission limit, for the metrics.
     pub max_downloads: usize,
+    /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
+    pub activity: activity::Activity,
 }
 
 pub type AppState = Arc<App>;
@@ -58,7 +61,13 @@ impl App {
         request: &choose::ImageRequest,
     ) -> Response {
         match choose::choose(self, request, headers).await {
-            Ok(chosen) => self.serve_image(method, headers, &chosen.image).await,
+            Ok(chosen) => {
+                let response = self.serve_image(method, headers, &chosen.image).await;
+                match &chosen.device {
+                    Some(device) => activity::image_served(response, device, method),
+                    None => response,
+                }
+            }
             Err(response) => response,
         }
     }
@@ -77,19 +86,6 @@ async fn metrics_page(State(state): State<AppState>) -> Response {
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
     );
     r
-}
-
-/// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done.
-async fn provisioned(
-    State(state): State<AppState>,
-    axum::extract::Path(serial): axum::extract::Path<String>,
-) -> Response {
-    if crate::api::validate_segment("serial number", &serial).is_err() {
-        return not_for_you("not a serial number");
-    }
-    state.metrics.provisioned();
-    tracing::info!(target: "ztp_operator::device", serial = %serial, "device provisioned");
-    StatusCode::NO_CONTENT.into_response()
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
@@ -116,7 +112,7 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{platform}/{version}/{filename}", get(images::by_path))
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
-        .route("/v1/devices/{serial}/provisioned", post(provisioned))
+        .route("/v1/devices/{serial}/provisioned", post(activity::provisioned))
         .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
     Router::new()
         .route("/healthz", get(healthz))
@@ -126,19 +122,22 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves on `listen` until the process ends, reloading the snapshot every second. With
-/// `sendfile`, plain image downloads from a directory store take the [`fast`] path.
+/// Serves on `listen` until the process ends, reloading the snapshot every second and recording
+/// device stages into `activity`. With `sendfile`, plain image downloads from a directory store
+/// take the [`fast`] path.
 pub async fn run(
     server: Arc<ServerState>,
     listen: SocketAddr,
     max_downloads: usize,
     sendfile: bool,
+    activity: activity::Activity,
 ) -> std::io::Result<()> {
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
         metrics: metrics::Metrics::default(),
         max_downloads,
+        activity,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;

@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::{
-    AppState,
+    AppState, activity,
     choose::ImageRequest,
     common::{find_device, not_for_you, render_failed, rendered},
 };
@@ -44,11 +44,14 @@ pub async fn config(
     };
     match device.profile().files.get(&name) {
         Some(Resolved::Text(t)) => match render_text(t, &device.render_context(&state.server.external_url)) {
-            Ok(body) => rendered("application/octet-stream", body),
+            Ok(body) => activity::config_served(rendered("application/octet-stream", body), &device),
             Err(e) => render_failed(e),
         },
         Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {
-            Some(img) => state.serve_image(&method, &headers, img).await,
+            Some(img) => {
+                let response = state.serve_image(&method, &headers, img).await;
+                activity::image_served(response, &device, &method)
+            }
             None => not_for_you("image not available"),
         },
         None => not_for_you("no such config file for this device"),

@@ -10,7 +10,7 @@ use axum::{
 };
 
 use super::{
-    AppState,
+    AppState, activity,
     common::{Device, find_device, not_for_you, render_failed, rendered, text},
 };
 use crate::profile::{
@@ -59,7 +59,7 @@ fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<
         Ok(json) => {
             let mut body = serde_json::to_string_pretty(&json).unwrap_or_default();
             body.push('\n');
-            rendered("application/json", body)
+            activity::config_served(rendered("application/json", body), &device)
         }
         Err(e) => render_failed(e),
     }
@@ -79,7 +79,7 @@ pub async fn section(
     };
     let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
     match section_content(&device.render_context(&state.server.external_url), ztp, &key) {
-        Ok(Some(body)) => rendered("text/plain; charset=utf-8", body),
+        Ok(Some(body)) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
         Ok(None) => not_for_you("no such section"),
         Err(e) => render_failed(e),
     }

@@ -16,12 +16,13 @@ use crate::{
     support::{self, procs},
 };
 
-struct Lab {
+/// The real binary serving the lab folder (standalone), with its images.
+pub(crate) struct Lab {
     _dir: tempfile::TempDir,
-    manifests: std::path::PathBuf,
-    base: String,
-    proc: procs::Proc,
-    install: Vec<u8>,
+    pub(crate) manifests: std::path::PathBuf,
+    pub(crate) base: String,
+    pub(crate) proc: procs::Proc,
+    pub(crate) install: Vec<u8>,
     update: Vec<u8>,
 }
 
@@ -69,7 +70,7 @@ spec:
     script: {inline: "#!/bin/bash\r\n# CUMULUS-AUTOPROVISIONING\r\necho {{ hostname }}\r\n", template: true}
 "##;
 
-async fn lab(test: &str) -> Lab {
+pub(crate) async fn lab(test: &str) -> Lab {
     let dir = tempfile::tempdir().expect("tempdir");
     let (manifests, data) = (dir.path().join("m"), dir.path().join("d"));
     std::fs::create_dir_all(manifests.join("images")).expect("mkdir");
@@ -129,7 +130,7 @@ async fn lab(test: &str) -> Lab {
     lab
 }
 
-fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     let mut h = HeaderMap::new();
     for (k, v) in pairs {
         h.insert(
@@ -141,7 +142,7 @@ fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
 }
 
 /// What ONIE's busybox wget sends (PROTOCOLS.md §1.6): `User-Agent: Wget`, the ONIE-* headers.
-fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMap {
+pub(crate) fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMap {
     headers(&[
         ("User-Agent", "Wget"),
         ("ONIE-SERIAL-NUMBER", serial),

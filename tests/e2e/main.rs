@@ -3,6 +3,7 @@
 
 mod support;
 
+mod activity;
 mod crds;
 mod devices;
 mod pipeline;
