@@ -533,6 +533,18 @@ async fn controller_renders_profiles_and_reports_their_status() {
         )
         .await
         .expect("create");
+    // A template that cannot compile is the profile's condition now, not a 500 when the switch boots.
+    profiles
+        .create(
+            &PostParams::default(),
+            &profile(
+                "d-broken-template",
+                "SN-4",
+                serde_json::json!({"files": {"startup": {"inline": "hostname {{ hostname }}\n{% if mac %}\nno end", "template": true}}}),
+            ),
+        )
+        .await
+        .expect("create");
     let _c = start_controller(&t, &store);
     wait_for(&images, "nos", "Ready", is_ready).await;
 
@@ -547,9 +559,11 @@ async fn controller_renders_profiles_and_reports_their_status() {
         let a = profiles.get("a-spine").await.expect("get");
         let b = profiles.get("b-dup").await.expect("get");
         let c = profiles.get("c-missing").await.expect("get");
+        let d = profiles.get("d-broken-template").await.expect("get");
         let ready = cond(&a, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "True")
             && cond(&b, ztp_operator::api::ConditionType::Conflict).is_some()
-            && cond(&c, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "False");
+            && cond(&c, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "False")
+            && cond(&d, ztp_operator::api::ConditionType::Ready).is_some_and(|(s, _)| s == "False");
         if ready {
             let (_, msg) = cond(&b, ztp_operator::api::ConditionType::Conflict).expect("conflict");
             assert!(
@@ -563,15 +577,18 @@ async fn controller_renders_profiles_and_reports_their_status() {
                 msg.contains(&format!("files.ctrld: ConfigMap {}/absent not found", t.namespace)),
                 "{msg}"
             );
+            let (_, msg) = cond(&d, ztp_operator::api::ConditionType::Ready).expect("ready");
+            assert!(msg.contains("files.startup: syntax error"), "{msg}");
             assert_eq!(a.status.as_ref().and_then(|s| s.match_summary.as_deref()), Some("1 serial"));
             break;
         }
         assert!(
             Instant::now() < deadline,
-            "profile statuses not as expected: {:?} {:?} {:?}",
+            "profile statuses not as expected: {:?} {:?} {:?} {:?}",
             a.status,
             b.status,
-            c.status
+            c.status,
+            d.status
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }

@@ -8,4 +8,5 @@ mod crds;
 mod devices;
 mod pipeline;
 mod s3;
+mod serving;
 mod standalone;
