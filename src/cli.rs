@@ -196,8 +196,31 @@ pub struct ListenArgs {
     pub no_sendfile: bool,
 }
 
+/// The admin files API (`/v1/files/…`).
+#[derive(Debug, Clone, Args)]
+pub struct AdminArgs {
+    /// File of admin bearer tokens (a mounted Secret): one per line, `name:token` or `token`.
+    /// Without it uploads and deletes are refused.
+    #[arg(long, env = "ZTP_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Largest upload accepted, in bytes (413 past it).
+    #[arg(long, env = "ZTP_MAX_UPLOAD_BYTES", default_value_t = 32 << 30)]
+    pub max_upload_bytes: u64,
+}
+
+impl AdminArgs {
+    pub fn auth(&self) -> Result<crate::serve::admin::AdminAuth, crate::serve::admin::TokenFileError> {
+        match &self.admin_token_file {
+            Some(path) => crate::serve::admin::AdminAuth::from_file(path),
+            None => Ok(crate::serve::admin::AdminAuth::none()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Args)]
 pub struct ServeArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
     #[command(flatten)]
     pub store: StoreArgs,
     #[command(flatten)]
@@ -225,6 +248,8 @@ impl ServeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct StandaloneArgs {
+    #[command(flatten)]
+    pub admin: AdminArgs,
     /// Folder of YAML: OsImages (and ConfigMaps / Secrets they reference). Re-read when it changes.
     #[arg(long, env = "ZTP_MANIFESTS")]
     pub manifests: PathBuf,

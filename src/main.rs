@@ -60,8 +60,15 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
     } else {
         Activity::disabled()
     };
-    let sendfile = !args.listen.no_sendfile;
-    ztp_operator::serve::run(state, args.listen.listen, args.listen.max_downloads, sendfile, activity)
+    let options = ztp_operator::serve::Options {
+        listen: args.listen.listen,
+        max_downloads: args.listen.max_downloads,
+        sendfile: !args.listen.no_sendfile,
+        activity,
+        admin: args.admin.auth().map_err(|e| e.to_string())?,
+        max_upload: args.admin.max_upload_bytes,
+    };
+    ztp_operator::serve::run(state, options)
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

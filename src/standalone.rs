@@ -45,6 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
+    AdminTokens(#[from] crate::serve::admin::TokenFileError),
+    #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
@@ -315,12 +317,15 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let url = args.images.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
         let state = Arc::new(ServerState::new(core.store.clone(), url));
         let max = args.max_downloads;
+        let (admin, max_upload) = (args.admin.auth()?, args.admin.max_upload_bytes);
         let activity = Activity::new();
         let sink = FileSink::new(&args.data)?;
         let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
         tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
         tokio::spawn(async move {
-            if let Err(e) = serve::run(state, listen, max, true, activity).await {
+            let options =
+                serve::Options { listen, max_downloads: max, sendfile: true, activity, admin, max_upload };
+            if let Err(e) = serve::run(state, options).await {
                 eprintln!("error: serve on {listen}: {e}");
                 std::process::exit(1);
             }

@@ -3,11 +3,13 @@
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
 pub mod activity;
+pub mod admin;
 pub mod choose;
 pub mod common;
 pub mod cumulus;
 pub mod download;
 pub mod fast;
+pub mod files;
 pub mod images;
 pub mod metrics;
 pub mod onie;
@@ -40,6 +42,10 @@ pub struct App {
     pub max_downloads: usize,
     /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
     pub activity: activity::Activity,
+    /// Who may upload and delete files.
+    pub admin: admin::AdminAuth,
+    /// Largest upload accepted, in bytes.
+    pub max_upload: u64,
 }
 
 pub type AppState = Arc<App>;
@@ -119,28 +125,37 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_page))
         .merge(devices)
+        .merge(files::routes(state.max_upload))
         .with_state(state)
 }
 
-/// Serves on `listen` until the process ends, reloading the snapshot every second and recording
-/// device stages into `activity`. With `sendfile`, plain image downloads from a directory store
-/// take the [`fast`] path.
-pub async fn run(
-    server: Arc<ServerState>,
-    listen: SocketAddr,
-    max_downloads: usize,
-    sendfile: bool,
-    activity: activity::Activity,
-) -> std::io::Result<()> {
+/// How [`run`] serves.
+pub struct Options {
+    pub listen: SocketAddr,
+    /// Image downloads at once (503 + Retry-After past it).
+    pub max_downloads: usize,
+    /// Plain image downloads from a directory store take the [`fast`] path.
+    pub sendfile: bool,
+    /// Where device stages are recorded.
+    pub activity: activity::Activity,
+    pub admin: admin::AdminAuth,
+    pub max_upload: u64,
+}
+
+/// Serves until the process ends, reloading the snapshot every second.
+pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<()> {
+    let Options { listen, max_downloads, sendfile, activity, admin, max_upload } = options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
         metrics: metrics::Metrics::default(),
         max_downloads,
         activity,
+        admin,
+        max_upload,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, sendfile, "serving devices");
+    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), "serving devices");
     fast::serve(listener, app.clone(), router(app), sendfile).await
 }

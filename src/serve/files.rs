@@ -1,0 +1,417 @@
+//! The admin files API of the reference image store (`/v1/files/…`, `/healthcheck`, `/whoami`),
+//! on both storage backends. Clients written against the reference service work unchanged: the
+//! same routes, query parameters, `{"detail": …}` errors and texts. Where it differs, it is
+//! stricter: an upload is hashed while it streams to the store and refused (nothing stored) when
+//! it does not match `checksum`, and `DELETE` exists. Device snapshots (`ztp-snapshots/`, which
+//! can hold Secret content) are never listed, served or written here.
+
+use std::time::SystemTime;
+
+use axum::{
+    Json, Router,
+    extract::{DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection},
+    http::{HeaderMap, Method, StatusCode},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::AppState;
+use crate::{
+    api::ImagePath,
+    hash::Sha256Digest,
+    profile::publish::{SNAPSHOT_PLATFORM, is_snapshot},
+    store::{ManifestConflict, ManifestEntry, StoreError},
+};
+
+/// `{"detail": text}` with `status`, as the reference (FastAPI) answers errors.
+pub fn detail(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, Json(json!({"detail": text.into()}))).into_response()
+}
+
+/// The routes; `max_upload` bytes is the largest request body an upload may have.
+pub fn routes(max_upload: u64) -> Router<AppState> {
+    let limit = usize::try_from(max_upload).unwrap_or(usize::MAX);
+    Router::new()
+        .route("/healthcheck", get(|| async { Json("OK") }))
+        .route("/whoami", get(whoami))
+        .route("/v1/files/", get(list_all))
+        .route("/v1/files/{platform}/{version}/", get(list_dir))
+        .route(
+            "/v1/files/{platform}/{version}/{filename}",
+            get(download).head(download).post(upload).delete(remove).layer(DefaultBodyLimit::max(limit)),
+        )
+        .route("/v1/files/{platform}/{version}/{filename}/checksum", get(checksum))
+}
+
+/// `GET /whoami`: `{user, roles}` of the caller's admin credential, or anonymous.
+async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    match state.admin.check(&headers) {
+        Ok(user) => Json(json!({"user": user, "roles": ["admin"]})).into_response(),
+        Err(_) => Json(json!({"user": "anonymous", "roles": []})).into_response(),
+    }
+}
+
+/// A path of the files API, validated; the error is the `400` to send.
+#[allow(clippy::result_large_err)]
+fn file_path(platform: &str, version: &str, filename: &str) -> Result<ImagePath, Response> {
+    if platform == SNAPSHOT_PLATFORM {
+        return Err(detail(StatusCode::NOT_FOUND, "File not found in S3."));
+    }
+    ImagePath::new(platform, version, filename).map_err(|e| detail(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+fn seconds(t: Option<SystemTime>) -> Option<f64> {
+    t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()).map(|d| d.as_secs_f64())
+}
+
+/// `GET /v1/files/`: every file with size, last modified, sha256 and tags.
+async fn list_all(State(state): State<AppState>) -> Response {
+    let (manifest, objects) = match (state.server.store.manifest().await, state.server.store.list().await) {
+        (Ok(m), Ok(o)) => (m, o),
+        (Err(e), _) | (_, Err(e)) => return store_failed(&e),
+    };
+    let objects: std::collections::HashMap<_, _> = objects.into_iter().collect();
+    let files: Vec<_> = manifest
+        .images
+        .iter()
+        .filter(|e| !is_snapshot(e))
+        .map(|e| {
+            let info = objects.get(&e.path);
+            json!({
+                "key": e.path,
+                "size": info.map(|i| i.size).or(e.size),
+                "last_modified": seconds(info.and_then(|i| i.modified)),
+                "etag": e.sha256.to_string(),
+                "sha256": e.sha256.to_string(),
+                "tags": e.tags,
+                "metadata": e.owner.as_ref().map(|o| json!({"owner": o})),
+            })
+        })
+        .collect();
+    Json(files).into_response()
+}
+
+/// `GET /v1/files/{platform}/{version}/`: `[{file, last_modified, size}]`.
+async fn list_dir(
+    State(state): State<AppState>,
+    Path((platform, version)): Path<(String, String)>,
+) -> Response {
+    if let Err(r) = file_path(&platform, &version, "x") {
+        return r;
+    }
+    let manifest = match state.server.store.manifest().await {
+        Ok(m) => m,
+        Err(e) => return store_failed(&e),
+    };
+    let mut files = Vec::new();
+    for e in
+        manifest.images.iter().filter(|e| e.platform == platform && e.version == version && !is_snapshot(e))
+    {
+        let Ok(path) = e.image_path() else { continue };
+        let info = state.server.store.stat(&path).await.ok().flatten();
+        files.push(json!({
+            "file": e.filename,
+            "last_modified": seconds(info.as_ref().and_then(|i| i.modified)),
+            "size": info.map(|i| i.size).or(e.size),
+        }));
+    }
+    Json(files).into_response()
+}
+
+/// The manifest entry of a file the API may show.
+async fn entry(state: &AppState, path: &ImagePath) -> Result<Option<ManifestEntry>, StoreError> {
+    Ok(state.server.store.manifest().await?.get(path).filter(|e| !is_snapshot(e)).cloned())
+}
+
+/// `GET|HEAD /v1/files/{platform}/{version}/{filename}`: the bytes (Range as for devices).
+async fn download(
+    State(state): State<AppState>,
+    Path((platform, version, filename)): Path<(String, String, String)>,
+    method: Method,
+    headers: HeaderMap,
+) -> Response {
+    let path = match file_path(&platform, &version, &filename) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let not_found =
+        if method == Method::HEAD { "File not found in storage." } else { "File not found in S3." };
+    match entry(&state, &path).await {
+        Ok(Some(e)) => match e.size {
+            Some(size) => state.downloads.serve(&method, &headers, &path, &e.sha256.to_string(), size).await,
+            None => match state.server.store.stat(&path).await {
+                Ok(Some(info)) => {
+                    state.downloads.serve(&method, &headers, &path, &e.sha256.to_string(), info.size).await
+                }
+                Ok(None) => detail(StatusCode::NOT_FOUND, not_found),
+                Err(e) => store_failed(&e),
+            },
+        },
+        Ok(None) => detail(StatusCode::NOT_FOUND, not_found),
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `GET /v1/files/{platform}/{version}/{filename}/checksum` → `{"checksum": …}`.
+async fn checksum(
+    State(state): State<AppState>,
+    Path((platform, version, filename)): Path<(String, String, String)>,
+) -> Response {
+    let path = match file_path(&platform, &version, &filename) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match entry(&state, &path).await {
+        Ok(Some(e)) => Json(json!({"checksum": e.sha256.to_string()})).into_response(),
+        Ok(None) => detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.")),
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// Query parameters of an upload (booleans as FastAPI reads them: true/false, 1/0, yes/no, on/off).
+#[derive(Debug, Deserialize)]
+struct UploadQuery {
+    checksum: Option<String>,
+    firmware_image: Option<String>,
+    overwrite: Option<String>,
+}
+
+fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+    match value.map(str::to_ascii_lowercase).as_deref() {
+        None => Ok(false),
+        Some("true" | "1" | "yes" | "on") => Ok(true),
+        Some("false" | "0" | "no" | "off") => Ok(false),
+        Some(other) => Err(format!("{name}: {other:?} is not a valid boolean")),
+    }
+}
+
+/// Why a manifest change is refused, in the reference's words.
+fn conflict_text(path: &ImagePath, conflict: &ManifestConflict) -> String {
+    match conflict {
+        ManifestConflict::DifferentFile { .. } => format!("File already exists: {path}"),
+        ManifestConflict::OtherFirmware { dir, other, .. } => format!(
+            "A different firmware image already exists in {dir}/: '{other}'. Remove it first or upload with the same filename."
+        ),
+    }
+}
+
+/// The `overwrite`-independent reasons a manifest refuses `entry`, checked before any byte is
+/// read (and again, atomically, when the entry is written).
+fn refuse(existing: Option<&ManifestEntry>, path: &ImagePath, overwrite: bool) -> Option<String> {
+    let existing = existing?;
+    if let Some(owner) = existing.owner.as_deref().filter(|o| o.starts_with("osimage/")) {
+        return Some(format!(
+            "{path} is managed by {owner}; change that OsImage instead of uploading over it."
+        ));
+    }
+    (!overwrite).then(|| format!("File already exists: {path}"))
+}
+
+/// `POST /v1/files/{platform}/{version}/{filename}?checksum=&firmware_image=&overwrite=` with a
+/// multipart `file` part, streamed to the store while it is hashed.
+async fn upload(
+    State(state): State<AppState>,
+    Path((platform, version, filename)): Path<(String, String, String)>,
+    Query(query): Query<UploadQuery>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    let user = match state.admin.check(&headers) {
+        Ok(user) => user.to_owned(),
+        Err(refused) => return detail(refused.status, refused.detail),
+    };
+    let path = match file_path(&platform, &version, &filename) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    let Some(checksum) = query.checksum.as_deref() else {
+        return detail(StatusCode::UNPROCESSABLE_ENTITY, "checksum: field required");
+    };
+    let Ok(expected) = checksum.trim().to_ascii_lowercase().parse::<Sha256Digest>() else {
+        return detail(StatusCode::BAD_REQUEST, "checksum must be a SHA-256: 64 hexadecimal characters");
+    };
+    let (firmware, overwrite) = match (
+        flag("firmware_image", query.firmware_image.as_deref()),
+        flag("overwrite", query.overwrite.as_deref()),
+    ) {
+        (Ok(f), Ok(o)) => (f, o),
+        (Err(e), _) | (_, Err(e)) => return detail(StatusCode::UNPROCESSABLE_ENTITY, e),
+    };
+    let mut multipart = match multipart {
+        Ok(m) => m,
+        Err(e) => {
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("file: a multipart/form-data body is required ({e})"),
+            );
+        }
+    };
+
+    // Refuse what the manifest would refuse before reading the body.
+    let manifest = match state.server.store.manifest().await {
+        Ok(m) => m,
+        Err(e) => return store_failed(&e),
+    };
+    if let Some(why) = refuse(manifest.get(&path), &path, overwrite) {
+        return detail(StatusCode::BAD_REQUEST, why);
+    }
+    let new_entry = ManifestEntry::new(&path, expected, 0, firmware, Some(format!("upload/{user}")));
+    if let Err(c @ ManifestConflict::OtherFirmware { .. }) = manifest.check_insert(&new_entry, true) {
+        return detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c));
+    }
+
+    // Find the `file` part and stream it into the store.
+    let mut field = loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("file") => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => return detail(StatusCode::UNPROCESSABLE_ENTITY, "file: field required"),
+            Err(e) => return detail(e.status(), format!("upload failed: {}", e.body_text())),
+        }
+    };
+    let mut writer = match state.server.store.writer(&path, expected).await {
+        Ok(w) => w,
+        Err(e) => return store_failed(&e),
+    };
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = writer.write(chunk).await {
+                    writer.abort().await;
+                    return store_failed(&e);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                writer.abort().await;
+                let status = e.status();
+                let text = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    format!(
+                        "File too large: this server accepts uploads of at most {} bytes. Nothing was stored.",
+                        state.max_upload
+                    )
+                } else {
+                    format!("upload interrupted: {}. Nothing was stored.", e.body_text())
+                };
+                tracing::warn!(%path, user, error = %e, "upload failed");
+                return detail(status, text);
+            }
+        }
+    }
+    let committed = match writer.commit(None).await {
+        Ok(c) => c,
+        Err(StoreError::ChecksumMismatch { expected, actual }) => {
+            return detail(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "Checksum mismatch: the uploaded file hashes to {actual}, but checksum is {expected}. Nothing was stored."
+                ),
+            );
+        }
+        Err(e) => return store_failed(&e),
+    };
+    let entry = ManifestEntry { size: Some(committed.size), ..new_entry };
+    let written = state
+        .server
+        .store
+        .update_manifest(|m| m.insert(entry.clone(), overwrite).map_err(StoreError::from))
+        .await;
+    match written {
+        Ok(_) => {
+            tracing::info!(%path, user, sha256 = %committed.sha256, size = committed.size, firmware, "file uploaded");
+            Json("OK").into_response()
+        }
+        Err(StoreError::Conflict(c)) => detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)),
+        Err(e) => store_failed(&e),
+    }
+}
+
+/// `DELETE /v1/files/{platform}/{version}/{filename}`: the file and its manifest entry.
+async fn remove(
+    State(state): State<AppState>,
+    Path((platform, version, filename)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let user = match state.admin.check(&headers) {
+        Ok(user) => user.to_owned(),
+        Err(refused) => return detail(refused.status, refused.detail),
+    };
+    let path = match file_path(&platform, &version, &filename) {
+        Ok(p) => p,
+        Err(r) => return r,
+    };
+    match entry(&state, &path).await {
+        Ok(Some(e)) => {
+            if let Some(owner) = e.owner.as_deref().filter(|o| o.starts_with("osimage/")) {
+                let why = format!("{path} is managed by {owner}; delete that OsImage instead.");
+                return detail(StatusCode::BAD_REQUEST, why);
+            }
+        }
+        Ok(None) => return detail(StatusCode::NOT_FOUND, "File not found in S3."),
+        Err(e) => return store_failed(&e),
+    }
+    // The entry first: a file without an entry is never served, an entry without a file would be.
+    let removed = state.server.store.update_manifest(|m| {
+        m.remove(&path);
+        Ok(())
+    });
+    if let Err(e) = removed.await {
+        return store_failed(&e);
+    }
+    if let Err(e) = state.server.store.delete(&path).await {
+        return store_failed(&e);
+    }
+    tracing::info!(%path, user, "file deleted");
+    Json("OK").into_response()
+}
+
+/// A store failure: `507` for a full disk, `500` otherwise, with the store's own words.
+fn store_failed(e: &StoreError) -> Response {
+    tracing::warn!(error = %e, "files API: store failed");
+    let full = matches!(e, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
+    let status = if full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR };
+    detail(status, format!("{e}. Nothing was stored."))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn booleans_as_fastapi_reads_them() {
+        for t in ["true", "True", "1", "yes", "on"] {
+            assert_eq!(flag("x", Some(t)), Ok(true), "{t}");
+        }
+        for f in ["false", "0", "no", "OFF"] {
+            assert_eq!(flag("x", Some(f)), Ok(false), "{f}");
+        }
+        assert_eq!(flag("x", None), Ok(false));
+        assert!(flag("overwrite", Some("maybe")).is_err_and(|e| e.contains("overwrite")));
+    }
+
+    #[test]
+    fn refusals_use_the_reference_texts() {
+        let path = ImagePath::new("cumulus-linux", "5.14.0", "a.bin").expect("path");
+        let sha = Sha256Digest::of(b"a");
+        let uploaded = ManifestEntry::new(&path, sha, 1, true, Some("upload/ci".into()));
+        assert_eq!(refuse(None, &path, false), None);
+        assert_eq!(
+            refuse(Some(&uploaded), &path, false).as_deref(),
+            Some("File already exists: cumulus-linux/5.14.0/a.bin")
+        );
+        assert_eq!(refuse(Some(&uploaded), &path, true), None);
+        let managed = ManifestEntry { owner: Some("osimage/ztp/cl".into()), ..uploaded };
+        assert!(refuse(Some(&managed), &path, true).is_some_and(|w| w.contains("managed by osimage/ztp/cl")));
+        let other = ManifestConflict::OtherFirmware {
+            dir: "cumulus-linux/5.14.0".into(),
+            other: "b.bin".into(),
+            owner: None,
+        };
+        assert_eq!(
+            conflict_text(&path, &other),
+            "A different firmware image already exists in cumulus-linux/5.14.0/: 'b.bin'. Remove it first or upload with the same filename."
+        );
+    }
+}
