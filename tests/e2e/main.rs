@@ -6,6 +6,7 @@ mod support;
 mod activity;
 mod crds;
 mod devices;
+mod files;
 mod pipeline;
 mod s3;
 mod serving;

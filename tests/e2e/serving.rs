@@ -21,7 +21,7 @@ use crate::{
 };
 
 /// `ztp-operator serve` on `store_flags`, ready (a snapshot loaded) when this returns.
-async fn serve(test: &str, store_flags: &[String], extra: &[&str]) -> (procs::Proc, String) {
+pub(crate) async fn serve(test: &str, store_flags: &[String], extra: &[&str]) -> (procs::Proc, String) {
     let env = support::env().await;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");

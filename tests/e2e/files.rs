@@ -1,0 +1,268 @@
+//! The admin files API through the real binary, on both storage backends: the reference service's
+//! routes and error texts, verification of the uploaded bytes, admin tokens, interrupted and
+//! oversized uploads, concurrent uploads, hostile paths, and snapshots kept out of sight.
+
+use reqwest::{Client, Method, StatusCode, multipart};
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use ztp_operator::hash::Sha256Digest;
+
+use crate::{
+    pipeline::{Backend, TestStore, random_bytes},
+    serving::serve,
+};
+
+const TOKEN: &str = "ci:files-e2e-token-0123456789";
+const BEARER: &str = "files-e2e-token-0123456789";
+
+struct Api {
+    c: Client,
+    base: String,
+}
+
+impl Api {
+    async fn upload(&self, path: &str, body: &[u8], query: &str, token: Option<&str>) -> (StatusCode, Value) {
+        let form = multipart::Form::new()
+            .part("file", multipart::Part::bytes(body.to_vec()).file_name("upload.bin"));
+        let mut r = self.c.post(format!("{}/v1/files/{path}?{query}", self.base)).multipart(form);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let r = r.send().await.expect("upload");
+        (r.status(), serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or(Value::Null))
+    }
+
+    async fn json(&self, method: Method, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .c
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(BEARER)
+            .send()
+            .await
+            .expect("request");
+        (r.status(), serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or(Value::Null))
+    }
+
+    async fn bytes(&self, path: &str) -> (StatusCode, Vec<u8>) {
+        let r = self.c.get(format!("{}{path}", self.base)).send().await.expect("get");
+        (r.status(), r.bytes().await.expect("body").to_vec())
+    }
+}
+
+fn detail(v: &Value) -> &str {
+    v["detail"].as_str().unwrap_or("<no detail>")
+}
+
+async fn files_api(backend: Backend, name: &str) {
+    let store = TestStore::new(backend, name).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    flags.push(format!("--max-upload-bytes={}", 4 << 20));
+    let (_server, base) = serve(name, &flags, &[]).await;
+    let api = Api { c: Client::new(), base };
+
+    // The reference's small routes.
+    assert_eq!(api.json(Method::GET, "/healthcheck").await, (StatusCode::OK, Value::from("OK")));
+    let (_, me) = api.json(Method::GET, "/whoami").await;
+    assert_eq!(me, serde_json::json!({"user": "ci", "roles": ["admin"]}));
+
+    let image = random_bytes(3 << 20, 71).to_vec();
+    let sha = Sha256Digest::of(&image).to_string();
+    let path = "cumulus-linux/5.14.0/cl.bin";
+    let q = format!("checksum={sha}&firmware_image=true");
+
+    // (Refused before the body is read, so these bodies are small: a client still sending a large
+    // one sees the connection close, as with any server that answers early.)
+    // No token, a wrong token: 403, nothing stored.
+    let (status, body) = api.upload(path, b"x", &q, None).await;
+    assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "Not authenticated"));
+    let (status, body) = api.upload(path, b"x", &q, Some("files-e2e-token-wrong-wrong")).await;
+    assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "Invalid or expired credentials"));
+
+    // A wrong checksum: refused with both hashes, nothing stored.
+    let wrong = Sha256Digest::of(b"something else").to_string();
+    let (status, body) = api.upload(path, &image, &format!("checksum={wrong}"), Some(BEARER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(detail(&body).contains(&sha) && detail(&body).contains(&wrong), "{body}");
+    assert_eq!(api.bytes(&format!("/v1/files/{path}")).await.0, StatusCode::NOT_FOUND);
+
+    // The upload, then everything that reads it.
+    assert_eq!(api.upload(path, &image, &q, Some(BEARER)).await, (StatusCode::OK, Value::from("OK")));
+    assert_eq!(api.bytes(&format!("/v1/files/{path}")).await, (StatusCode::OK, image.clone()));
+    let (_, sum) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
+    assert_eq!(sum["checksum"], sha.as_str());
+    let (_, listing) = api.json(Method::GET, "/v1/files/cumulus-linux/5.14.0/").await;
+    assert_eq!(listing[0]["file"], "cl.bin");
+    assert_eq!(listing[0]["size"], image.len());
+    let (_, all) = api.json(Method::GET, "/v1/files/").await;
+    let entry = all.as_array().expect("list").iter().find(|e| e["key"] == path).expect("listed");
+    assert_eq!(
+        (entry["sha256"].as_str(), entry["size"].as_u64()),
+        (Some(sha.as_str()), Some(image.len() as u64))
+    );
+    assert!(entry["tags"].get("firmware-image").is_some(), "{entry}");
+    let part = api
+        .c
+        .get(format!("{}/v1/files/{path}", api.base))
+        .header("Range", "bytes=10-19")
+        .send()
+        .await
+        .expect("range");
+    assert_eq!(part.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part.bytes().await.expect("body").as_ref(), &image[10..20]);
+    let head = api.c.head(format!("{}/v1/files/{path}", api.base)).send().await.expect("head");
+    assert_eq!(head.headers()["content-length"], image.len().to_string().as_str());
+    // The firmware route of devices sees it within seconds (the server re-reads the manifest).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while api.bytes("/v1/firmware/cumulus-linux/5.14.0/checksum").await.0 != StatusCode::OK {
+        assert!(std::time::Instant::now() < deadline, "the upload never reached the firmware route");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // The reference's refusals.
+    let (status, body) = api.upload(path, b"x", &q, Some(BEARER)).await;
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::BAD_REQUEST, format!("File already exists: {path}").as_str())
+    );
+    let other = random_bytes(1000, 72).to_vec();
+    let other_q = format!("checksum={}&firmware_image=true", Sha256Digest::of(&other));
+    let (status, body) = api.upload("cumulus-linux/5.14.0/other.bin", &other, &other_q, Some(BEARER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        detail(&body),
+        "A different firmware image already exists in cumulus-linux/5.14.0/: 'cl.bin'. Remove it first or upload with the same filename."
+    );
+    let (status, body) = api.upload(path, b"x", "firmware_image=true", Some(BEARER)).await;
+    assert_eq!((status, detail(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "checksum: field required"));
+
+    // Overwrite replaces bytes and checksum together.
+    let q2 = format!("checksum={}&firmware_image=true&overwrite=true", Sha256Digest::of(&other));
+    assert_eq!(api.upload(path, &other, &q2, Some(BEARER)).await.0, StatusCode::OK);
+    assert_eq!(api.bytes(&format!("/v1/files/{path}")).await, (StatusCode::OK, other.clone()));
+
+    // Past the size limit: 413, nothing stored. With curl -F, as the reference documents uploads
+    // (it sends `Expect: 100-continue` and stops sending when the answer comes early).
+    let big = random_bytes(5 << 20, 73).to_vec();
+    let big_file = dir.path().join("big.bin");
+    std::fs::write(&big_file, &big).expect("write");
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "-o", "-", "-w", "\n%{http_code}", "-H", &format!("Authorization: Bearer {BEARER}")])
+        .arg("-F")
+        .arg(format!("file=@{}", big_file.display()))
+        .arg(format!(
+            "{}/v1/files/cumulus-linux/5.14.0/big.bin?checksum={}",
+            api.base,
+            Sha256Digest::of(&big)
+        ))
+        .output()
+        .await
+        .expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(text.ends_with("\n413") && text.contains("File too large"), "{text} {err}");
+    assert_eq!(api.bytes("/v1/files/cumulus-linux/5.14.0/big.bin").await.0, StatusCode::NOT_FOUND);
+
+    // Cut off half way: nothing stored.
+    let half = random_bytes(2 << 20, 74).to_vec();
+    let addr = api.base.trim_start_matches("http://").to_owned();
+    let mut sock = tokio::net::TcpStream::connect(&addr).await.expect("connect");
+    let boundary = "XyZbOuNdArY";
+    let preamble = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"h.bin\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    );
+    let total = preamble.len() + half.len() * 2 + boundary.len() + 8;
+    let head = format!(
+        "POST /v1/files/cumulus-linux/5.14.0/half.bin?checksum={} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {BEARER}\r\nContent-Type: multipart/form-data; boundary={boundary}\r\nContent-Length: {total}\r\n\r\n{preamble}",
+        Sha256Digest::of(&half)
+    );
+    sock.write_all(head.as_bytes()).await.expect("head");
+    sock.write_all(&half).await.expect("half");
+    drop(sock);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(api.bytes("/v1/files/cumulus-linux/5.14.0/half.bin").await.0, StatusCode::NOT_FOUND);
+
+    // Concurrent uploads into one directory: every entry lands in the manifest.
+    let uploads = (0..6).map(|i| {
+        let api = Api { c: api.c.clone(), base: api.base.clone() };
+        async move {
+            let body = random_bytes(200_000 + i, 80 + i as u64).to_vec();
+            let q = format!("checksum={}", Sha256Digest::of(&body));
+            api.upload(&format!("sonic/4.4/part{i}.bin"), &body, &q, Some(BEARER)).await.0
+        }
+    });
+    for status in futures::future::join_all(uploads).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    let (_, listing) = api.json(Method::GET, "/v1/files/sonic/4.4/").await;
+    assert_eq!(listing.as_array().map(Vec::len), Some(6), "{listing}");
+    let leftovers = store.leftovers().await;
+    assert!(leftovers.is_empty(), "partial uploads left behind: {leftovers:?}");
+
+    // Hostile paths never reach the store.
+    for hostile in
+        ["..%2F..%2Fetc/5/x", "cumulus-linux/..%2F/x", "cumulus-linux/5.14.0/..%2Fmanifest.json", "a/b/.."]
+    {
+        let (status, _) = api.upload(hostile, &other, &q2, Some(BEARER)).await;
+        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND, "{hostile}: {status}");
+        let (status, _) = api.json(Method::GET, &format!("/v1/files/{hostile}")).await;
+        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND, "{hostile}: {status}");
+    }
+
+    // DELETE, and the reference's 404 texts afterwards.
+    let (status, _) = api.json(Method::DELETE, &format!("/v1/files/{path}")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, body) = api.json(Method::GET, &format!("/v1/files/{path}")).await;
+    assert_eq!((status, detail(&body)), (StatusCode::NOT_FOUND, "File not found in S3."));
+    let (status, body) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.").as_str())
+    );
+    assert_eq!(api.json(Method::DELETE, &format!("/v1/files/{path}")).await.0, StatusCode::NOT_FOUND);
+    let r = api.c.delete(format!("{}/v1/files/sonic/4.4/part0.bin", api.base)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "DELETE needs a token");
+}
+
+#[tokio::test]
+async fn files_api_on_a_directory_store() {
+    files_api(Backend::Fs, "files-fs").await;
+}
+
+#[tokio::test]
+async fn files_api_on_s3() {
+    files_api(Backend::S3, "files-s3").await;
+}
+
+#[tokio::test]
+async fn snapshots_are_never_listed_or_served_by_the_files_api() {
+    let lab = crate::devices::lab("files-snapshots").await;
+    let c = Client::new();
+    let all =
+        c.get(format!("{}/v1/files/", lab.base)).send().await.expect("list").bytes().await.expect("body");
+    let all: Value = serde_json::from_slice(&all).expect("json");
+    let keys: Vec<&str> = all.as_array().expect("list").iter().filter_map(|e| e["key"].as_str()).collect();
+    assert!(keys.contains(&"nos/1/nos.bin"), "{keys:?}");
+    assert!(keys.iter().all(|k| !k.starts_with("ztp-snapshots/")), "{keys:?}");
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(lab.manifests.parent().expect("dir").join("d/manifest.json")).expect("manifest"),
+    )
+    .expect("json");
+    let snapshot = manifest["images"]
+        .as_array()
+        .expect("images")
+        .iter()
+        .find_map(|e| e["path"].as_str().filter(|p| p.starts_with("ztp-snapshots/")))
+        .expect("a snapshot")
+        .to_owned();
+    for path in [format!("/v1/files/{snapshot}"), format!("/v1/files/{snapshot}/checksum")] {
+        let r = c.get(format!("{}{path}", lab.base)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // Without a token file the admin routes are closed, not open.
+    let r = c.delete(format!("{}/v1/files/nos/1/nos.bin", lab.base)).send().await.expect("delete");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+}
