@@ -22,6 +22,11 @@ impl Sha256Digest {
         Self(Sha256::digest(data).into())
     }
 
+    /// The digest of everything fed to `hasher`.
+    pub fn finish(hasher: Sha256) -> Self {
+        Self(hasher.finalize().into())
+    }
+
     pub fn to_hex(&self) -> String {
         self.to_string()
     }

@@ -266,3 +266,56 @@ async fn snapshots_are_never_listed_or_served_by_the_files_api() {
     let r = c.delete(format!("{}/v1/files/nos/1/nos.bin", lab.base)).send().await.expect("delete");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
 }
+
+#[tokio::test]
+async fn ztpctl_uploads_lists_checks_and_removes() {
+    let store = TestStore::new(Backend::Fs, "files-ztpctl").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    let (_server, base) = serve("files-ztpctl", &flags, &[]).await;
+    let image = random_bytes(2 << 20, 91).to_vec();
+    let sha = Sha256Digest::of(&image).to_string();
+    let file = dir.path().join("nvos-25.02.bin");
+    std::fs::write(&file, &image).expect("write");
+    let ztpctl = |args: Vec<String>, token: bool| {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztpctl"));
+        cmd.args(args).env("ZTP_SERVER", &base).env_remove("ZTP_TOKEN");
+        if token {
+            cmd.env("ZTP_TOKEN", BEARER);
+        }
+        async move {
+            let out = cmd.output().await.expect("run ztpctl");
+            let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+            (out.status.success(), text(&out.stdout), text(&out.stderr))
+        }
+    };
+    let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let file_arg = file.display().to_string();
+
+    let (ok, _, err) =
+        ztpctl(s(&["upload", &file_arg, "--platform", "nvos", "--version", "25.02"]), false).await;
+    assert!(!ok && err.contains("Not authenticated"), "{err}");
+    let wrong = Sha256Digest::of(b"x").to_string();
+    let args = s(&["upload", &file_arg, "--platform", "nvos", "--version", "25.02", "--checksum", &wrong]);
+    let (ok, _, err) = ztpctl(args, true).await;
+    assert!(!ok && err.contains("Checksum mismatch") && err.contains(&sha), "{err}");
+
+    // No checksum given: ztpctl hashes the file itself; the server checks it again.
+    let args = s(&["upload", &file_arg, "--platform", "nvos", "--version", "25.02", "--firmware-image"]);
+    let (ok, out, err) = ztpctl(args, true).await;
+    assert!(ok, "{out} {err}");
+    assert!(out.contains(&sha), "{out}");
+    let (ok, out, _) = ztpctl(s(&["ls", "nvos", "25.02"]), false).await;
+    assert!(ok && out.contains("nvos-25.02.bin") && out.contains(&image.len().to_string()), "{out}");
+    let (ok, out, _) = ztpctl(s(&["ls"]), false).await;
+    assert!(ok && out.contains("* nvos/25.02/nvos-25.02.bin") && out.contains(&sha), "{out}");
+    let (ok, out, _) = ztpctl(s(&["checksum", "nvos", "25.02", "nvos-25.02.bin"]), false).await;
+    assert_eq!((ok, out.trim()), (true, sha.as_str()));
+    let (ok, _, err) = ztpctl(s(&["rm", "nvos", "25.02", "nvos-25.02.bin"]), true).await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = ztpctl(s(&["checksum", "nvos", "25.02", "nvos-25.02.bin"]), false).await;
+    assert!(!ok && err.contains("Checksum data not found for nvos/25.02/nvos-25.02.bin."), "{err}");
+}

@@ -1,0 +1,221 @@
+//! `ztpctl`: the admin files API from a shell. Uploads stream the file (constant memory) with a
+//! progress bar, after hashing it locally when no checksum is given; the server verifies the
+//! hash again and stores nothing on a mismatch. Errors from the server are shown as their
+//! `detail` text.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::{Client, Method, StatusCode, multipart};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use tokio_util::io::ReaderStream;
+use ztp_operator::hash::Sha256Digest;
+
+#[derive(Parser)]
+#[command(name = "ztpctl", version, about = "Upload, list and remove images on a ztp-operator server")]
+struct Cli {
+    /// Base URL of the server (`ztp-operator serve`).
+    #[arg(long, env = "ZTP_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
+    server: String,
+    /// Admin bearer token (one of the server's --admin-token-file tokens, or an OIDC access token).
+    #[arg(long, env = "ZTP_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Upload FILE to `{platform}/{version}/{file name}`.
+    Upload {
+        file: PathBuf,
+        #[arg(long)]
+        platform: String,
+        #[arg(long)]
+        version: String,
+        /// Store under this name instead of FILE's.
+        #[arg(long)]
+        name: Option<String>,
+        /// The published SHA-256; computed locally when absent.
+        #[arg(long)]
+        checksum: Option<String>,
+        /// Tag it as the directory's firmware image.
+        #[arg(long)]
+        firmware_image: bool,
+        /// Replace a file already at that path.
+        #[arg(long)]
+        overwrite: bool,
+    },
+    /// List every file, or those of one `{platform}/{version}`.
+    Ls { platform: Option<String>, version: Option<String> },
+    /// Print a file's recorded SHA-256.
+    Checksum { platform: String, version: String, filename: String },
+    /// Delete a file and its manifest entry.
+    Rm { platform: String, version: String, filename: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum Error {
+    #[error("{0}")]
+    Server(String),
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    #[error("cannot reach {server}: {source}")]
+    Http { server: String, source: reqwest::Error },
+    #[error("{0}")]
+    Usage(String),
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Error> {
+    let server = cli.server.trim_end_matches('/').to_owned();
+    let c = Client::new();
+    let http = |source| Error::Http { server: server.clone(), source };
+    let request = |method: Method, path: String| {
+        let r = c.request(method, format!("{server}{path}"));
+        match &cli.token {
+            Some(t) => r.bearer_auth(t),
+            None => r,
+        }
+    };
+    match cli.command {
+        Command::Upload { file, platform, version, name, checksum, firmware_image, overwrite } => {
+            let io = |what: &str| {
+                let what = format!("{what} {}", file.display());
+                move |source| Error::Io { what, source }
+            };
+            let size = tokio::fs::metadata(&file).await.map_err(io("read"))?.len();
+            let filename = match name.or_else(|| file.file_name().map(|n| n.to_string_lossy().into_owned())) {
+                Some(n) => n,
+                None => {
+                    return Err(Error::Usage(format!("{} has no file name; give --name", file.display())));
+                }
+            };
+            // The server refuses these before reading the body, and a client still sending a large
+            // body only sees the connection close: ask first, so the user reads why.
+            let who = answer(request(Method::GET, "/whoami".into()).send().await.map_err(http)?).await?;
+            let who: serde_json::Value = serde_json::from_slice(&who).unwrap_or_default();
+            if !who["roles"].as_array().is_some_and(|r| r.iter().any(|r| r == "admin")) {
+                let why =
+                    if cli.token.is_some() { "Invalid or expired credentials" } else { "Not authenticated" };
+                return Err(Error::Server(format!("403 Forbidden: {why} (give --token or ZTP_TOKEN)")));
+            }
+            let exists = format!("/v1/files/{platform}/{version}/{filename}/checksum");
+            if !overwrite && request(Method::GET, exists).send().await.map_err(http)?.status().is_success() {
+                let why = format!(
+                    "File already exists: {platform}/{version}/{filename} (give --overwrite to replace it)"
+                );
+                return Err(Error::Server(why));
+            }
+            let checksum = match checksum {
+                Some(c) => c,
+                None => hash_file(&file, size).await.map_err(io("hash"))?,
+            };
+            let bar = bar(size, "upload");
+            let reader = tokio::fs::File::open(&file).await.map_err(io("open"))?;
+            let progress = bar.clone();
+            let stream = ReaderStream::with_capacity(reader, 1 << 20).inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    progress.inc(c.len() as u64);
+                }
+            });
+            let part = multipart::Part::stream_with_length(reqwest::Body::wrap_stream(stream), size)
+                .file_name(filename.clone())
+                .mime_str("application/octet-stream")
+                .map_err(http)?;
+            let query = format!("checksum={checksum}&firmware_image={firmware_image}&overwrite={overwrite}");
+            let path = format!("/v1/files/{platform}/{version}/{filename}?{query}");
+            let r =
+                request(Method::POST, path).multipart(multipart::Form::new().part("file", part)).send().await;
+            bar.finish_and_clear();
+            answer(r.map_err(http)?).await?;
+            println!("uploaded {platform}/{version}/{filename} ({size} bytes, sha256 {checksum})");
+        }
+        Command::Ls { platform, version } => {
+            let path = match (&platform, &version) {
+                (Some(p), Some(v)) => format!("/v1/files/{p}/{v}/"),
+                (None, None) => "/v1/files/".to_owned(),
+                _ => return Err(Error::Usage("give both PLATFORM and VERSION, or neither".into())),
+            };
+            let body = answer(request(Method::GET, path).send().await.map_err(http)?).await?;
+            let list: Vec<serde_json::Value> = serde_json::from_slice(&body).unwrap_or_default();
+            for f in list {
+                let name = f.get("key").or_else(|| f.get("file")).and_then(|v| v.as_str()).unwrap_or("?");
+                let size = f.get("size").and_then(|v| v.as_u64()).map_or("-".to_owned(), |s| s.to_string());
+                let sha = f.get("sha256").and_then(|v| v.as_str()).unwrap_or("");
+                let firmware = f.get("tags").and_then(|t| t.get("firmware-image")).is_some();
+                println!("{size:>12}  {}{name}  {sha}", if firmware { "* " } else { "  " });
+            }
+        }
+        Command::Checksum { platform, version, filename } => {
+            let path = format!("/v1/files/{platform}/{version}/{filename}/checksum");
+            let body = answer(request(Method::GET, path).send().await.map_err(http)?).await?;
+            let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            println!("{}", v["checksum"].as_str().unwrap_or_default());
+        }
+        Command::Rm { platform, version, filename } => {
+            let path = format!("/v1/files/{platform}/{version}/{filename}");
+            answer(request(Method::DELETE, path).send().await.map_err(http)?).await?;
+            println!("deleted {platform}/{version}/{filename}");
+        }
+    }
+    Ok(())
+}
+
+fn bar(size: u64, what: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(size);
+    if let Ok(style) = ProgressStyle::with_template(
+        "{msg:8} [{bar:40}] {bytes}/{total_bytes} {binary_bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
+}
+
+/// The SHA-256 of a file, read in 1 MiB chunks.
+async fn hash_file(file: &std::path::Path, size: u64) -> std::io::Result<String> {
+    let bar = bar(size, "sha256");
+    let mut f = tokio::fs::File::open(file).await?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        bar.inc(n as u64);
+    }
+    bar.finish_and_clear();
+    Ok(Sha256Digest::finish(hasher).to_string())
+}
+
+/// The body of a successful answer; otherwise the server's `detail` as the error.
+async fn answer(r: reqwest::Response) -> Result<bytes::Bytes, Error> {
+    let status = r.status();
+    let body = r.bytes().await.unwrap_or_default();
+    if status.is_success() {
+        return Ok(body);
+    }
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
+    let hint = if status == StatusCode::FORBIDDEN { " (give --token or ZTP_TOKEN)" } else { "" };
+    Err(Error::Server(format!("{status}: {detail}{hint}")))
+}
