@@ -206,14 +206,33 @@ pub struct AdminArgs {
     /// Largest upload accepted, in bytes (413 past it).
     #[arg(long, env = "ZTP_MAX_UPLOAD_BYTES", default_value_t = 32 << 30)]
     pub max_upload_bytes: u64,
+    /// OIDC issuer whose access tokens (JWTs) are admin credentials: `iss` must equal it.
+    #[arg(long, env = "ZTP_OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` those tokens must carry.
+    #[arg(long, env = "ZTP_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The issuer's JWKS URL (default: from its `/.well-known/openid-configuration`).
+    #[arg(long, env = "ZTP_OIDC_JWKS_URL", requires = "oidc_issuer")]
+    pub oidc_jwks_url: Option<String>,
 }
 
 impl AdminArgs {
     pub fn auth(&self) -> Result<crate::serve::admin::AdminAuth, crate::serve::admin::TokenFileError> {
-        match &self.admin_token_file {
-            Some(path) => crate::serve::admin::AdminAuth::from_file(path),
-            None => Ok(crate::serve::admin::AdminAuth::none()),
-        }
+        let auth = match &self.admin_token_file {
+            Some(path) => crate::serve::admin::AdminAuth::from_file(path)?,
+            None => crate::serve::admin::AdminAuth::none(),
+        };
+        Ok(match (&self.oidc_issuer, &self.oidc_audience) {
+            (Some(issuer), Some(audience)) => {
+                auth.with_oidc(crate::serve::oidc::Oidc::new(crate::serve::oidc::OidcSettings {
+                    issuer: issuer.clone(),
+                    audience: audience.clone(),
+                    jwks_url: self.oidc_jwks_url.clone(),
+                }))
+            }
+            _ => auth,
+        })
     }
 }
 

@@ -1,8 +1,11 @@
 //! Who may use the admin routes (uploads, deletes): bearer tokens checked against static tokens
-//! read from a file (a mounted Secret, one token per line). No token configured means no admin
-//! access at all — writes are refused, never open. Tokens are never logged.
+//! read from a file (a mounted Secret, one token per line) and/or validated as JWTs of an OIDC
+//! issuer ([`super::oidc`]). Nothing configured means no admin access at all — writes are
+//! refused, never open. Tokens are never logged.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
+
+use super::oidc::Oidc;
 
 use axum::http::{HeaderMap, StatusCode, header};
 
@@ -12,6 +15,7 @@ pub struct AdminAuth {
     /// `(name, token)`: the name is what `/whoami` and the logs show (`token-1`, …, or the text
     /// before a `:` on the line, `ci:secret` → `ci`).
     tokens: Vec<(String, String)>,
+    oidc: Option<Arc<Oidc>>,
 }
 
 /// Why an admin request was refused: the status and the `detail` text.
@@ -63,20 +67,27 @@ impl AdminAuth {
         if tokens.is_empty() {
             return Err(TokenFileError::Empty { path: shown });
         }
-        Ok(Self { tokens })
+        Ok(Self { tokens, oidc: None })
+    }
+
+    /// Also accepts JWTs validated by `oidc`.
+    pub fn with_oidc(mut self, oidc: Oidc) -> Self {
+        self.oidc = Some(Arc::new(oidc));
+        self
     }
 
     /// Whether any admin credential is configured.
     pub fn enabled(&self) -> bool {
-        !self.tokens.is_empty()
+        !self.tokens.is_empty() || self.oidc.is_some()
     }
 
-    /// The caller's name when its `Authorization: Bearer` token is one of ours.
-    pub fn check(&self, headers: &HeaderMap) -> Result<&str, Refused> {
+    /// The caller's name when its `Authorization: Bearer` token is one of ours, or a valid JWT
+    /// of the OIDC issuer.
+    pub async fn check(&self, headers: &HeaderMap) -> Result<String, Refused> {
         if !self.enabled() {
             return Err(Refused {
                 status: StatusCode::FORBIDDEN,
-                detail: "Admin API disabled: the server has no admin credentials configured (--admin-token-file).",
+                detail: "Admin API disabled: the server has no admin credentials configured (--admin-token-file, --oidc-issuer).",
             });
         }
         let presented = headers
@@ -94,7 +105,14 @@ impl AdminAuth {
                 found = Some(name.as_str());
             }
         }
-        found.ok_or(Refused { status: StatusCode::FORBIDDEN, detail: "Invalid or expired credentials" })
+        if let Some(name) = found {
+            return Ok(name.to_owned());
+        }
+        match &self.oidc {
+            // Static tokens are opaque; anything with two dots may be a JWT.
+            Some(oidc) if presented.matches('.').count() == 2 => oidc.verify(presented).await,
+            _ => Err(Refused { status: StatusCode::FORBIDDEN, detail: "Invalid or expired credentials" }),
+        }
     }
 }
 
@@ -115,17 +133,17 @@ mod tests {
         h
     }
 
-    #[test]
-    fn tokens_from_a_file() {
+    #[tokio::test]
+    async fn tokens_from_a_file() {
         let dir = tempfile::tempdir().expect("dir");
         let path = dir.path().join("tokens");
         std::fs::write(&path, "# admins\nci:0123456789abcdef0123\n\nfedcba9876543210fedc\n").expect("write");
         let auth = AdminAuth::from_file(&path).expect("parse");
-        assert_eq!(auth.check(&bearer("0123456789abcdef0123")), Ok("ci"));
-        assert_eq!(auth.check(&bearer("fedcba9876543210fedc")), Ok("token-2"));
-        let bad = auth.check(&bearer("0123456789abcdef0124")).expect_err("wrong token");
+        assert_eq!(auth.check(&bearer("0123456789abcdef0123")).await.as_deref(), Ok("ci"));
+        assert_eq!(auth.check(&bearer("fedcba9876543210fedc")).await.as_deref(), Ok("token-2"));
+        let bad = auth.check(&bearer("0123456789abcdef0124")).await.expect_err("wrong token");
         assert_eq!((bad.status, bad.detail), (StatusCode::FORBIDDEN, "Invalid or expired credentials"));
-        assert_eq!(auth.check(&HeaderMap::new()).expect_err("none").detail, "Not authenticated");
+        assert_eq!(auth.check(&HeaderMap::new()).await.expect_err("none").detail, "Not authenticated");
 
         std::fs::write(&path, "short\n").expect("write");
         assert!(matches!(AdminAuth::from_file(&path), Err(TokenFileError::Short { line: 1, .. })));
@@ -134,9 +152,9 @@ mod tests {
         assert!(matches!(AdminAuth::from_file(&dir.path().join("absent")), Err(TokenFileError::Read { .. })));
     }
 
-    #[test]
-    fn without_tokens_nothing_is_admin() {
-        let refused = AdminAuth::none().check(&bearer("0123456789abcdef0123")).expect_err("disabled");
+    #[tokio::test]
+    async fn without_tokens_nothing_is_admin() {
+        let refused = AdminAuth::none().check(&bearer("0123456789abcdef0123")).await.expect_err("disabled");
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
         assert!(refused.detail.contains("--admin-token-file"));
     }

@@ -47,7 +47,7 @@ pub fn routes(max_upload: u64) -> Router<AppState> {
 
 /// `GET /whoami`: `{user, roles}` of the caller's admin credential, or anonymous.
 async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.admin.check(&headers) {
+    match state.admin.check(&headers).await {
         Ok(user) => Json(json!({"user": user, "roles": ["admin"]})).into_response(),
         Err(_) => Json(json!({"user": "anonymous", "roles": []})).into_response(),
     }
@@ -218,8 +218,8 @@ async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    let user = match state.admin.check(&headers) {
-        Ok(user) => user.to_owned(),
+    let user = match state.admin.check(&headers).await {
+        Ok(user) => user,
         Err(refused) => return detail(refused.status, refused.detail),
     };
     let path = match file_path(&platform, &version, &filename) {
@@ -334,8 +334,8 @@ async fn remove(
     Path((platform, version, filename)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let user = match state.admin.check(&headers) {
-        Ok(user) => user.to_owned(),
+    let user = match state.admin.check(&headers).await {
+        Ok(user) => user,
         Err(refused) => return detail(refused.status, refused.detail),
     };
     let path = match file_path(&platform, &version, &filename) {

@@ -12,6 +12,7 @@ pub mod fast;
 pub mod files;
 pub mod images;
 pub mod metrics;
+pub mod oidc;
 pub mod onie;
 pub mod rtbrick;
 pub mod state;

@@ -319,3 +319,88 @@ async fn ztpctl_uploads_lists_checks_and_removes() {
     let (ok, _, err) = ztpctl(s(&["checksum", "nvos", "25.02", "nvos-25.02.bin"]), false).await;
     assert!(!ok && err.contains("Checksum data not found for nvos/25.02/nvos-25.02.bin."), "{err}");
 }
+
+/// An ES256 key pair for signing test tokens, and its public JWK.
+fn signing_key(kid: &str) -> (jsonwebtoken::EncodingKey, Value) {
+    use base64::Engine;
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key pair");
+    let raw = pair.public_key_raw(); // 0x04 || x || y
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let jwk = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "alg": "ES256", "use": "sig", "kid": kid,
+        "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+    });
+    let key = jsonwebtoken::EncodingKey::from_ec_pem(pair.serialize_pem().as_bytes()).expect("pem");
+    (key, jwk)
+}
+
+fn jwt(key: &jsonwebtoken::EncodingKey, kid: &str, claims: Value) -> String {
+    let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256);
+    header.kid = Some(kid.to_owned());
+    jsonwebtoken::encode(&header, &claims, key).expect("sign")
+}
+
+#[tokio::test]
+async fn oidc_tokens_are_checked_against_the_issuers_keys() {
+    use crate::support::source::{Behavior, SourceServer};
+    let (key1, jwk1) = signing_key("k1");
+    let (key2, jwk2) = signing_key("k2");
+    let keys = SourceServer::start(vec![(
+        "/jwks.json",
+        serde_json::to_vec(&serde_json::json!({"keys": [jwk1]})).expect("json").into(),
+        Behavior::Serve,
+    )])
+    .await;
+    let issuer = SourceServer::start(vec![]).await;
+    let discovery = serde_json::json!({"issuer": issuer.url(), "jwks_uri": keys.url_of("/jwks.json")});
+    issuer
+        .set_file("/.well-known/openid-configuration", serde_json::to_vec(&discovery).expect("json").into());
+    let store = TestStore::new(Backend::Fs, "files-oidc").await;
+    let mut flags = store.flags();
+    flags.extend([format!("--oidc-issuer={}", issuer.url()), "--oidc-audience=ztp".to_owned()]);
+    let (_server, base) = serve("files-oidc", &flags, &[]).await;
+
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_secs();
+    let claims = |iss: &str, aud: &str, exp: u64| serde_json::json!({"iss": iss, "aud": aud, "exp": exp, "iat": now, "sub": "u-1", "preferred_username": "alice"});
+    let c = Client::new();
+    // DELETE of an absent file: past the credential check it is a 404, before it a 403.
+    let probe = |token: String| {
+        let req = c.delete(format!("{base}/v1/files/nvos/1/absent.bin")).bearer_auth(token);
+        async move {
+            let r = req.send().await.expect("delete");
+            let status = r.status();
+            let body: Value = serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or(Value::Null);
+            (status, detail(&body).to_owned())
+        }
+    };
+    let iss = issuer.url();
+    let valid = jwt(&key1, "k1", claims(&iss, "ztp", now + 600));
+    assert_eq!(probe(valid.clone()).await, (StatusCode::NOT_FOUND, "File not found in S3.".to_owned()));
+    let me = c.get(format!("{base}/whoami")).bearer_auth(&valid).send().await.expect("whoami").bytes().await;
+    let me: Value = serde_json::from_slice(&me.expect("body")).expect("json");
+    assert_eq!(me["user"], "alice");
+
+    let cases = [
+        (jwt(&key1, "k1", claims(&iss, "ztp", now - 3600)), "Token expired"),
+        (jwt(&key1, "k1", claims(&iss, "someone-else", now + 600)), "Token audience not accepted"),
+        (jwt(&key1, "k1", claims("https://evil.example", "ztp", now + 600)), "Token issuer not accepted"),
+        (jwt(&key2, "k2", claims(&iss, "ztp", now + 600)), "Token signed by an unknown key"),
+        (jwt(&key2, "k1", claims(&iss, "ztp", now + 600)), "Token signature invalid"),
+    ];
+    for (token, want) in cases {
+        assert_eq!(probe(token).await, (StatusCode::FORBIDDEN, want.to_owned()));
+    }
+
+    // The issuer rotates in k2: accepted once the set is refetched (unknown key ids trigger a
+    // refetch at most every 10 s).
+    keys.set_file(
+        "/jwks.json",
+        serde_json::to_vec(&serde_json::json!({"keys": [jwk2]})).expect("json").into(),
+    );
+    let rotated = jwt(&key2, "k2", claims(&iss, "ztp", now + 600));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while probe(rotated.clone()).await.0 != StatusCode::NOT_FOUND {
+        assert!(std::time::Instant::now() < deadline, "a rotated key was never picked up");
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}

@@ -146,6 +146,13 @@ impl SourceServer {
     }
 }
 
+impl SourceServer {
+    /// Serves `body` (with [`Behavior::Serve`]) at `path` from now on.
+    pub fn set_file(&self, path: &str, body: Bytes) {
+        lock(&self.state).files.insert(path.to_owned(), (body, Behavior::Serve));
+    }
+}
+
 impl Drop for SourceServer {
     fn drop(&mut self) {
         // Tell open connections to finish up, then stop accepting (releases the port at once).
