@@ -571,7 +571,11 @@ spec:
         assert_eq!(plan.reservations.len(), 1);
         assert_eq!(plan.reservations[0].profile, "default/a");
         assert_eq!(plan.reservations[0].options[0].kind, OptionKind::CumulusProvisionUrl);
-        assert!(plan.notes.iter().any(|n| n.0.starts_with("default/b: 0c:42:a1:00:00:09 is also claimed by default/a")));
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.0.starts_with("default/b: 0c:42:a1:00:00:09 is also claimed by default/a"))
+        );
     }
 
     #[test]
