@@ -9,10 +9,14 @@
 //! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
 //! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
+//! - [`dhcp`]: ISC dhcpd / Kea host reservations pointing switches at the server (`ztpctl dhcp`).
+//! - [`dryrun`]: the requests each switch family sends first (`ztpctl device`).
 
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod dhcp;
+pub mod dryrun;
 pub mod fetch;
 pub mod hash;
 pub mod profile;

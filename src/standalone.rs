@@ -102,13 +102,7 @@ fn load(dir: &Path) -> Result<Desired, Error> {
     let mut desired = Desired::default();
     for (path, _, mtime) in fingerprint(dir) {
         let err = |message: String| Error::Manifests { path: path.clone(), message };
-        let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
-        for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
-            let value: Value =
-                serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
-            if value.is_null() {
-                continue;
-            }
+        for (i, value) in read_documents(&path)? {
             let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
             let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
             match kind.as_str() {
@@ -162,6 +156,49 @@ fn load(dir: &Path) -> Result<Desired, Error> {
         }
     }
     Ok(desired)
+}
+
+/// The non-empty YAML documents of one file, with their 0-based index in the file.
+fn read_documents(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
+    let err = |message: String| Error::Manifests { path: path.to_path_buf(), message };
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let mut docs = Vec::new();
+    for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+        let value: Value =
+            serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
+        if !value.is_null() {
+            docs.push((i, value));
+        }
+    }
+    Ok(docs)
+}
+
+/// Reads the SwitchProfiles of `path`: one YAML file (any extension), or every `*.yaml` /
+/// `*.yml` under a folder (recursively, in path order), each possibly holding several
+/// documents (`---`), exactly what users `kubectl apply`. Other kinds are ignored; a profile
+/// without a namespace is in `default`, as in standalone mode. Status is dropped.
+pub fn read_switch_profiles(path: &Path) -> Result<Vec<SwitchProfile>, Error> {
+    let files = if path.is_dir() {
+        fingerprint(path).into_iter().map(|(p, _, _)| p).collect()
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut profiles = Vec::new();
+    for file in files {
+        for (i, value) in read_documents(&file)? {
+            if value.get("kind").and_then(Value::as_str) != Some("SwitchProfile") {
+                continue;
+            }
+            let mut profile: SwitchProfile = serde_json::from_value(value).map_err(|e| Error::Manifests {
+                path: file.clone(),
+                message: format!("document {} (SwitchProfile): {e}", i + 1),
+            })?;
+            profile.metadata.namespace.get_or_insert_with(|| "default".into());
+            profile.status = None;
+            profiles.push(profile);
+        }
+    }
+    Ok(profiles)
 }
 
 /// Standalone only: `file://./x` and `file://../x` are relative to the manifests folder, so a lab

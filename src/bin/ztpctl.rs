@@ -2,20 +2,32 @@
 //! progress bar, after hashing it locally when no checksum is given; the server verifies the
 //! hash again and stores nothing on a mismatch. Errors from the server are shown as their
 //! `detail` text.
+//!
+//! `ztpctl dhcp` writes ISC dhcpd or Kea host reservations pointing the switches of a folder of
+//! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
+//! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]).
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Client, Method, StatusCode, multipart};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
-use ztp_operator::hash::Sha256Digest;
+use ztp_operator::{
+    dhcp::{self, DhcpError, ZtpFamily},
+    dryrun::{self, Device, DeviceFamily, DryRunError, Expect},
+    hash::Sha256Digest,
+};
 
 #[derive(Parser)]
-#[command(name = "ztpctl", version, about = "Upload, list and remove images on a ztp-operator server")]
+#[command(
+    name = "ztpctl",
+    version,
+    about = "Upload, list and remove images on a ztp-operator server; generate DHCP reservations; dry-run a device"
+)]
 struct Cli {
     /// Base URL of the server (`ztp-operator serve`).
     #[arg(long, env = "ZTP_SERVER", default_value = "http://127.0.0.1:8080", global = true)]
@@ -55,6 +67,62 @@ enum Command {
     Checksum { platform: String, version: String, filename: String },
     /// Delete a file and its manifest entry.
     Rm { platform: String, version: String, filename: String },
+    /// Print DHCP host reservations pointing every device of PROFILES at the server: option 114
+    /// (ONIE, `{server}/onie`), 67 (NVOS / SONiC, `{server}/nvos/{serial}/ztp.json`), 239
+    /// (Cumulus, `{server}/cumulus/{serial}/ztp.sh`), 210 (RtBrick CTRLD, `{server}`). Hosts are
+    /// identified by MAC, else by the client identifier built from the serial. Notes (devices
+    /// that cannot be reserved) go to stderr.
+    Dhcp {
+        #[arg(long, value_enum)]
+        format: DhcpFormat,
+        /// A YAML file or a folder of SwitchProfiles (what `kubectl apply` takes).
+        #[arg(long)]
+        profiles: PathBuf,
+        /// The server URL as switches reach it (default: --server).
+        #[arg(long)]
+        server_url: Option<String>,
+        /// Paths and client identifiers for profiles with `ztp`: NVOS or SONiC.
+        #[arg(long, value_enum, default_value = "nvos")]
+        ztp_family: ZtpFamilyArg,
+    },
+    /// Dry run: send what a switch of FAMILY sends first (its headers, its entry URL) and print
+    /// the answer: the ZTP JSON or script, RtBrick's config files, or for images the HEAD result
+    /// (size, ETag; never the bytes).
+    Device {
+        #[arg(long)]
+        serial: String,
+        #[arg(long)]
+        mac: Option<String>,
+        /// ONIE machine, PRODUCT-NAME or CUMULUS-PRODUCTNAME.
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long, value_enum, default_value = "onie")]
+        family: FamilyArg,
+        /// ONIE-OPERATION: os-install or onie-update.
+        #[arg(long, default_value = "os-install")]
+        operation: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum DhcpFormat {
+    Isc,
+    Kea,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ZtpFamilyArg {
+    Nvos,
+    Sonic,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum FamilyArg {
+    Onie,
+    Nvos,
+    Sonic,
+    Cumulus,
+    Rtbrick,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +135,12 @@ enum Error {
     Http { server: String, source: reqwest::Error },
     #[error("{0}")]
     Usage(String),
+    #[error(transparent)]
+    Profiles(#[from] ztp_operator::standalone::Error),
+    #[error(transparent)]
+    Dhcp(#[from] DhcpError),
+    #[error(transparent)]
+    Device(#[from] DryRunError),
 }
 
 #[tokio::main]
@@ -172,6 +246,13 @@ async fn run(cli: Cli) -> Result<(), Error> {
             answer(request(Method::DELETE, path).send().await.map_err(http)?).await?;
             println!("deleted {platform}/{version}/{filename}");
         }
+        Command::Dhcp { format, profiles, server_url, ztp_family } => {
+            dhcp_command(format, &profiles, server_url.as_deref().unwrap_or(&server), ztp_family)?;
+        }
+        Command::Device { serial, mac, model, family, operation } => {
+            let device = Device { serial, mac, model, onie_operation: operation };
+            device_command(&server, family, &device).await?;
+        }
     }
     Ok(())
 }
@@ -218,4 +299,124 @@ async fn answer(r: reqwest::Response) -> Result<bytes::Bytes, Error> {
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
     let hint = if status == StatusCode::FORBIDDEN { " (give --token or ZTP_TOKEN)" } else { "" };
     Err(Error::Server(format!("{status}: {detail}{hint}")))
+}
+
+/// `ztpctl dhcp`: the configuration on stdout, the notes on stderr.
+fn dhcp_command(
+    format: DhcpFormat,
+    profiles: &std::path::Path,
+    server_url: &str,
+    ztp_family: ZtpFamilyArg,
+) -> Result<(), Error> {
+    let list = ztp_operator::standalone::read_switch_profiles(profiles)?;
+    let ztp_family = match ztp_family {
+        ZtpFamilyArg::Nvos => ZtpFamily::Nvos,
+        ZtpFamilyArg::Sonic => ZtpFamily::Sonic,
+    };
+    let options = dhcp::Options { server_url: server_url.to_owned(), ztp_family };
+    let plan = dhcp::plan(&list, &options)?;
+    let server = dhcp::server_url(server_url)?;
+    let source = format!("{} SwitchProfiles in {}", list.len(), profiles.display());
+    for note in &plan.notes {
+        eprintln!("note: {note}");
+    }
+    match format {
+        DhcpFormat::Isc => print!("{}", dhcp::isc::render(&plan, &server, &source)),
+        DhcpFormat::Kea => {
+            let doc = dhcp::kea::render(&plan, &server, &source);
+            println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
+        }
+    }
+    Ok(())
+}
+
+/// `ztpctl device`: each request with its headers, the status, and the body or image facts.
+async fn device_command(server: &str, family: FamilyArg, device: &Device) -> Result<(), Error> {
+    let family = match family {
+        FamilyArg::Onie => DeviceFamily::Onie,
+        FamilyArg::Nvos => DeviceFamily::Nvos,
+        FamilyArg::Sonic => DeviceFamily::Sonic,
+        FamilyArg::Cumulus => DeviceFamily::Cumulus,
+        FamilyArg::Rtbrick => DeviceFamily::RtBrick,
+    };
+    // Devices do not follow redirects (SONiC never; ONIE only some): show them as they are.
+    let c = Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|source| Error::Http { server: server.to_owned(), source })?;
+    let mut failed = Vec::new();
+    let mut answered = false;
+    for r in dryrun::requests(family, device, server)? {
+        let (status, body) = send(&c, server, r.method, &r.url, &r.headers, r.expect).await?;
+        answered |= status.is_success();
+        let ok = status.is_success() || (r.not_found_ok && status == StatusCode::NOT_FOUND);
+        if !ok {
+            failed.push(format!("{} {}: {status}", r.method, r.url));
+        }
+        // A ZTP JSON's images: HEAD only, as the device would find them.
+        if status.is_success()
+            && let Ok(json) = serde_json::from_slice::<serde_json::Value>(&body)
+        {
+            for url in dryrun::image_urls(&json) {
+                let (status, _) = send(&c, server, "HEAD", &url, &r.headers, Expect::Image).await?;
+                if !status.is_success() {
+                    failed.push(format!("HEAD {url}: {status}"));
+                }
+            }
+        }
+    }
+    if !answered && failed.is_empty() {
+        failed.push("nothing answered for this device".into());
+    }
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Server(format!("the device would fail: {}", failed.join("; "))))
+    }
+}
+
+/// Sends one request and prints it and its answer; returns the status and body (empty for HEAD).
+async fn send(
+    c: &Client,
+    server: &str,
+    method: &'static str,
+    url: &str,
+    headers: &[(&'static str, String)],
+    expect: Expect,
+) -> Result<(StatusCode, bytes::Bytes), Error> {
+    let http = |source| Error::Http { server: server.to_owned(), source };
+    let method = if method == "HEAD" { Method::HEAD } else { Method::GET };
+    println!("{method} {url}");
+    let mut req = c.request(method, url);
+    for (k, v) in headers {
+        println!("> {k}: {v}");
+        req = req.header(*k, v);
+    }
+    let r = req.send().await.map_err(http)?;
+    let status = r.status();
+    println!("< {status}");
+    let h = r.headers();
+    let get = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    if let Some(t) = get("content-type") {
+        println!("< content-type: {t}");
+    }
+    if expect == Expect::Image {
+        let size = get("content-length").unwrap_or_else(|| "-".into());
+        let etag = get("etag").unwrap_or_else(|| "-".into());
+        println!("< size: {size}  etag: {etag}");
+        if let Some(l) = get("location") {
+            println!("< location: {l}");
+        }
+        println!();
+        return Ok((status, bytes::Bytes::new()));
+    }
+    let body = r.bytes().await.map_err(http)?;
+    println!();
+    let text = String::from_utf8_lossy(&body);
+    print!("{text}");
+    if !text.ends_with('\n') {
+        println!();
+    }
+    println!();
+    Ok((status, body))
 }

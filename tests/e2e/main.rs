@@ -11,3 +11,4 @@ mod pipeline;
 mod s3;
 mod serving;
 mod standalone;
+mod ztpctl;

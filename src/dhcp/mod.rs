@@ -1,0 +1,596 @@
+//! DHCP host reservations that point each switch of a set of SwitchProfiles at this server
+//! (`ztpctl dhcp`). Pure: profiles in, a [`Plan`] out, rendered as ISC dhcpd ([`isc`]) or Kea
+//! ([`kea`]) configuration.
+//!
+//! Per family the profile serves (PROTOCOLS.md §1.3, §2.2, §3.1, §3.4, §4, §9):
+//!
+//! | profile has | family | DHCPv4 option | value |
+//! |---|---|---|---|
+//! | `onie` | ONIE | 114 `default-url` | `{server}/onie` |
+//! | `ztp` | NVOS / SONiC | 67 `bootfile-name` | `{server}/{nvos\|sonic}/{serial}/ztp.json` (`…/ztp.json` without a serial) |
+//! | `cumulus` | Cumulus Linux | 239 `cumulus-provision-url` (defined) | `{server}/cumulus/{serial}/ztp.sh` (`/cumulus/ztp.sh` without a serial) |
+//! | `files` | RtBrick CTRLD | 210 `loader-pathprefix` (defined) | `{server}` (CTRLD asks `{base}/ztp/config/…`) |
+//!
+//! A host is identified by its MAC address when the profile lists MACs, otherwise by the client
+//! identifier each family builds from its serial (option 61):
+//!
+//! - ONIE (and RtBrick, whose example configs use the same): `0x00` + the serial (§1.2, §4);
+//!   this host carries 114 and 210.
+//! - SONiC: `SONiC##<product-name>##<serial>`; NVOS: `NVOS##<product-name>##<serial>` (§3.1, §3.4),
+//!   one host per model the profile lists (the product name is part of the identifier); it
+//!   carries 67. Without models the device cannot be reserved this way (a [`Note`]). Newer NVOS
+//!   builds append `##<interface>`: those need a MAC.
+//! - Cumulus sends no serial-based identifier (§2.2): a Cumulus device needs a MAC (a [`Note`]).
+//!
+//! Which MAC belongs to which serial: when a profile lists exactly one serial, every MAC it lists
+//! is that device's and its hosts use the per-serial URLs. Otherwise MAC hosts use the
+//! by-headers URLs (`/nvos/ztp.json`, `/cumulus/ztp.sh`; the device sends its serial in the
+//! headers) and each serial gets its client-identifier hosts. Model-only profiles reserve
+//! nothing (a [`Note`]). DHCPv6 (option 59) needs the device's DUID, which no profile records: not
+//! generated.
+
+pub mod isc;
+pub mod kea;
+
+use std::fmt;
+
+use crate::{
+    api::{SwitchProfile, names::validate_segment},
+    profile::identity::normalize_mac,
+};
+
+/// Which URL NVOS / SONiC ZTP JSON is served under (the content is the same; the path names the
+/// family in logs and metrics, and the client identifier of serial-only hosts differs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ZtpFamily {
+    /// `/nvos/…`, client id `NVOS##<product>##<serial>`.
+    #[default]
+    Nvos,
+    /// `/sonic/…`, client id `SONiC##<product>##<serial>`.
+    Sonic,
+}
+
+impl ZtpFamily {
+    /// The path segment: `nvos` or `sonic`.
+    pub fn path(self) -> &'static str {
+        match self {
+            ZtpFamily::Nvos => "nvos",
+            ZtpFamily::Sonic => "sonic",
+        }
+    }
+
+    /// The client-identifier prefix: `NVOS` or `SONiC`.
+    fn client_id_prefix(self) -> &'static str {
+        match self {
+            ZtpFamily::Nvos => "NVOS",
+            ZtpFamily::Sonic => "SONiC",
+        }
+    }
+}
+
+/// What to generate for.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// This server's base URL as the switches reach it, e.g. `http://ztp.example.net:8080`.
+    pub server_url: String,
+    /// NVOS or SONiC paths and client identifiers for `ztp` profiles.
+    pub ztp_family: ZtpFamily,
+}
+
+/// Why no configuration can be generated.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DhcpError {
+    /// The server URL is not usable as a DHCP option value.
+    #[error(
+        "server URL {0:?} must start with http:// or https:// and contain no whitespace, quotes or backslashes"
+    )]
+    ServerUrl(String),
+    /// A MAC address in a profile is not a MAC address.
+    #[error("SwitchProfile {profile}: {mac:?} is not a MAC address (six hex pairs)")]
+    Mac { profile: String, mac: String },
+    /// A serial number that cannot be a URL path segment.
+    #[error("SwitchProfile {profile}: {source}")]
+    Serial { profile: String, source: crate::api::names::SegmentError },
+}
+
+/// A standard or defined DHCPv4 option, by code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum OptionKind {
+    /// 67 `bootfile-name` (NVOS / SONiC ZTP JSON URL). Standard in ISC and Kea.
+    BootfileName,
+    /// 114 `default-url` (ONIE installer URL). Standard in ISC and Kea (Kea: RFC 8910's
+    /// captive-portal definition, a string as well).
+    DefaultUrl,
+    /// 210 `loader-pathprefix` (RFC 5071; RtBrick CTRLD base URL). Defined: ISC dhcpd before
+    /// 4.4 and Kea do not know it.
+    PathPrefix,
+    /// 239 `cumulus-provision-url` (Cumulus ZTP script URL). Site-specific code: always defined.
+    CumulusProvisionUrl,
+}
+
+impl OptionKind {
+    /// The option code.
+    pub fn code(self) -> u8 {
+        match self {
+            OptionKind::BootfileName => 67,
+            OptionKind::DefaultUrl => 114,
+            OptionKind::PathPrefix => 210,
+            OptionKind::CumulusProvisionUrl => 239,
+        }
+    }
+
+    /// The name ISC dhcpd uses (and the one defined when [`OptionKind::needs_definition`]).
+    pub fn isc_name(self) -> &'static str {
+        match self {
+            OptionKind::BootfileName => "bootfile-name",
+            OptionKind::DefaultUrl => "default-url",
+            OptionKind::PathPrefix => "loader-pathprefix",
+            OptionKind::CumulusProvisionUrl => "cumulus-provision-url",
+        }
+    }
+
+    /// Whether the configuration must define the option (text / string type) before using it.
+    pub fn needs_definition(self) -> bool {
+        matches!(self, OptionKind::PathPrefix | OptionKind::CumulusProvisionUrl)
+    }
+}
+
+/// One option value on a host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostOption {
+    pub kind: OptionKind,
+    /// Text (a URL).
+    pub value: String,
+}
+
+/// How the DHCP server recognises the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum HostId {
+    /// Hardware address, normalised `aa:bb:cc:dd:ee:ff`.
+    Mac(String),
+    /// Option 61 client identifier, raw bytes.
+    ClientId(Vec<u8>),
+}
+
+impl HostId {
+    /// Colon-separated lower-case hex: the MAC itself, or the client identifier's bytes.
+    pub fn hex(&self) -> String {
+        match self {
+            HostId::Mac(m) => m.clone(),
+            HostId::ClientId(bytes) => bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+        }
+    }
+}
+
+/// One host reservation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reservation {
+    /// A unique name made of `a-z 0-9 -` (an ISC identifier, a Kea hostname-free label).
+    pub name: String,
+    /// `namespace/name` of the profile.
+    pub profile: String,
+    /// The serial, when known for this host.
+    pub serial: Option<String>,
+    pub id: HostId,
+    /// Sorted by code.
+    pub options: Vec<HostOption>,
+}
+
+/// Something that could not be reserved, or a caveat; printed on stderr and as a comment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Note(pub String);
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The reservations (sorted by profile, then name) and the notes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    pub reservations: Vec<Reservation>,
+    pub notes: Vec<Note>,
+}
+
+impl Plan {
+    /// The options used by any host, each once, by code.
+    pub fn used_options(&self) -> Vec<OptionKind> {
+        let mut kinds: Vec<OptionKind> =
+            self.reservations.iter().flat_map(|r| r.options.iter().map(|o| o.kind)).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+/// Checks and normalises the server URL (no trailing `/`). Option values are text: whitespace
+/// makes SONiC reject the URL (§3.1), quotes and backslashes would need escaping everywhere.
+pub fn server_url(url: &str) -> Result<String, DhcpError> {
+    let trimmed = url.trim_end_matches('/');
+    let scheme_ok = trimmed.starts_with("http://") || trimmed.starts_with("https://");
+    let host_ok = trimmed.split_once("://").is_some_and(|(_, rest)| !rest.is_empty());
+    let chars_ok = !trimmed.chars().any(|c| c.is_whitespace() || c.is_control() || c == '"' || c == '\\');
+    if scheme_ok && host_ok && chars_ok {
+        Ok(trimmed.to_owned())
+    } else {
+        Err(DhcpError::ServerUrl(url.to_owned()))
+    }
+}
+
+/// `a-z 0-9 -` only, runs of anything else collapsed to one `-`.
+fn label(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_matches('-').to_owned()
+}
+
+/// The host reservations for `profiles`, pointing at `options.server_url`.
+pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpError> {
+    let server = server_url(&options.server_url)?;
+    let mut plan = Plan::default();
+    if server.starts_with("https://") {
+        plan.notes.push(Note(
+            "the server URL is https: stock ONIE cannot fetch https (PROTOCOLS.md §1.7); give an http --server-url for ONIE".into(),
+        ));
+    }
+    let mut sorted: Vec<&SwitchProfile> = profiles.iter().collect();
+    let key = |p: &SwitchProfile| {
+        (
+            p.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            p.metadata.name.clone().unwrap_or_default(),
+        )
+    };
+    sorted.sort_by_key(|p| key(p));
+    for p in sorted {
+        let (ns, name) = key(p);
+        profile_hosts(p, &format!("{ns}/{name}"), &server, options.ztp_family, &mut plan)?;
+    }
+    // One host per identifier: the first profile by namespace/name wins, as when serving.
+    let mut owners = std::collections::HashMap::<HostId, String>::new();
+    let mut kept = Vec::new();
+    for r in std::mem::take(&mut plan.reservations) {
+        match owners.get(&r.id) {
+            Some(first) => plan.notes.push(Note(format!(
+                "{}: {} is also claimed by {first}, which wins (as the server decides): skipped",
+                r.profile,
+                r.id.hex()
+            ))),
+            None => {
+                owners.insert(r.id.clone(), r.profile.clone());
+                kept.push(r);
+            }
+        }
+    }
+    plan.reservations = kept;
+    // Unique names: a second host of the same name (e.g. one MAC in two profiles) gets `-2`, ….
+    let mut seen = std::collections::HashMap::<String, usize>::new();
+    for r in &mut plan.reservations {
+        let n = seen.entry(r.name.clone()).or_insert(0);
+        *n += 1;
+        if *n > 1 {
+            r.name = format!("{}-{n}", r.name);
+        }
+    }
+    Ok(plan)
+}
+
+fn profile_hosts(
+    p: &SwitchProfile,
+    profile: &str,
+    server: &str,
+    ztp_family: ZtpFamily,
+    plan: &mut Plan,
+) -> Result<(), DhcpError> {
+    let spec = &p.spec;
+    let m = &spec.selector;
+    for serial in &m.serial_numbers {
+        validate_segment("serial number", serial)
+            .map_err(|source| DhcpError::Serial { profile: profile.to_owned(), source })?;
+    }
+    let mut macs = Vec::new();
+    for mac in &m.mac_addresses {
+        let normal = normalize_mac(mac)
+            .ok_or_else(|| DhcpError::Mac { profile: profile.to_owned(), mac: mac.clone() })?;
+        if !macs.contains(&normal) {
+            macs.push(normal);
+        }
+    }
+    let serves_onie = spec.onie.is_some();
+    let serves_ztp = spec.ztp.is_some();
+    let serves_cumulus = spec.cumulus.is_some();
+    let serves_rtbrick = !spec.files.is_empty();
+    if !(serves_onie || serves_ztp || serves_cumulus || serves_rtbrick) {
+        plan.notes
+            .push(Note(format!("{profile}: serves no family (no onie, ztp, cumulus or files): skipped")));
+        return Ok(());
+    }
+    if m.serial_numbers.is_empty() && macs.is_empty() {
+        plan.notes.push(Note(format!(
+            "{profile}: matches models only ({}); a model cannot be reserved in DHCP: skipped",
+            m.models.join(", ")
+        )));
+        return Ok(());
+    }
+
+    // Every option this profile's families need, for a host whose serial is `serial`.
+    let all_options = |serial: Option<&str>| {
+        let mut o = Vec::new();
+        let fam = ztp_family.path();
+        if serves_ztp {
+            let value = match serial {
+                Some(s) => format!("{server}/{fam}/{s}/ztp.json"),
+                None => format!("{server}/{fam}/ztp.json"),
+            };
+            o.push(HostOption { kind: OptionKind::BootfileName, value });
+        }
+        if serves_onie {
+            o.push(HostOption { kind: OptionKind::DefaultUrl, value: format!("{server}/onie") });
+        }
+        if serves_rtbrick {
+            o.push(HostOption { kind: OptionKind::PathPrefix, value: server.to_owned() });
+        }
+        if serves_cumulus {
+            let value = match serial {
+                Some(s) => format!("{server}/cumulus/{s}/ztp.sh"),
+                None => format!("{server}/cumulus/ztp.sh"),
+            };
+            o.push(HostOption { kind: OptionKind::CumulusProvisionUrl, value });
+        }
+        o
+    };
+    let push = |plan: &mut Plan, name: String, serial: Option<&str>, id: HostId, options: Vec<HostOption>| {
+        plan.reservations.push(Reservation {
+            name,
+            profile: profile.to_owned(),
+            serial: serial.map(str::to_owned),
+            id,
+            options,
+        });
+    };
+    let base = label(&format!("ztp-{profile}"));
+
+    // One serial: the MACs are that device's.
+    let mac_serial = match m.serial_numbers.as_slice() {
+        [one] if !macs.is_empty() => Some(one.as_str()),
+        _ => None,
+    };
+    for mac in &macs {
+        let name = format!("{base}-{}", mac.replace(':', ""));
+        push(plan, name, mac_serial, HostId::Mac(mac.clone()), all_options(mac_serial));
+    }
+    if mac_serial.is_some() {
+        return Ok(());
+    }
+    for serial in &m.serial_numbers {
+        let serial_label = label(serial);
+        if serves_onie || serves_rtbrick {
+            let options: Vec<HostOption> = all_options(Some(serial))
+                .into_iter()
+                .filter(|o| matches!(o.kind, OptionKind::DefaultUrl | OptionKind::PathPrefix))
+                .collect();
+            let mut id = vec![0u8];
+            id.extend_from_slice(serial.as_bytes());
+            push(plan, format!("{base}-{serial_label}-onie"), Some(serial), HostId::ClientId(id), options);
+        }
+        if serves_ztp {
+            if m.models.is_empty() {
+                plan.notes.push(Note(format!(
+                    "{profile}: {} identifies itself as {}##<product-name>##{serial}; list its model (product name) or MAC to reserve it",
+                    ztp_family.path(),
+                    ztp_family.client_id_prefix()
+                )));
+            }
+            for model in &m.models {
+                let id = format!("{}##{model}##{serial}", ztp_family.client_id_prefix());
+                let options: Vec<HostOption> = all_options(Some(serial))
+                    .into_iter()
+                    .filter(|o| o.kind == OptionKind::BootfileName)
+                    .collect();
+                let name = format!("{base}-{serial_label}-{}-{}", ztp_family.path(), label(model));
+                push(plan, name, Some(serial), HostId::ClientId(id.into_bytes()), options);
+            }
+        }
+        if serves_cumulus {
+            plan.notes.push(Note(format!(
+                "{profile}: Cumulus Linux sends no client identifier built from the serial ({serial}); list its MAC to reserve option 239"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    /// Profiles from YAML, as users write them.
+    pub(crate) fn profiles(yaml: &str) -> Vec<SwitchProfile> {
+        yaml_serde::Deserializer::from_str(yaml)
+            .map(|doc| {
+                let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
+                serde_json::from_value(v).expect("profile")
+            })
+            .collect()
+    }
+
+    pub(crate) const PROFILES: &str = r##"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: spine01, namespace: dc1}
+spec:
+  match: {serialNumbers: ["RB2301A0042"], macAddresses: ["0C-42-A1-00-00-42"]}
+  onie: {installImage: {name: rbfs}}
+  files: {startup: {inline: "{}"}}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: leaf07}
+spec:
+  match: {serialNumbers: ["SN-LEAF07"], macAddresses: ["0c:42:a1:00:00:07"]}
+  onie: {installImage: {name: nos}}
+  ztp: {sections: [{kind: connectivity-check, pingHosts: ["192.0.2.1"]}]}
+  cumulus: {script: {inline: "# CUMULUS-AUTOPROVISIONING"}}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: leafs}
+spec:
+  match: {serialNumbers: ["SN-A", "SN-B"], models: ["N5110_LD"]}
+  onie: {installImage: {name: nos}}
+  ztp: {sections: [{kind: connectivity-check, pingHosts: ["192.0.2.1"]}]}
+  cumulus: {script: {inline: "# CUMULUS-AUTOPROVISIONING"}}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: default}
+spec:
+  match: {models: ["MSN2410"]}
+  cumulus: {script: {inline: "# CUMULUS-AUTOPROVISIONING"}}
+"##;
+
+    pub(crate) fn options() -> Options {
+        Options { server_url: "http://ztp.example.net:8080/".into(), ztp_family: ZtpFamily::Nvos }
+    }
+
+    fn find<'a>(plan: &'a Plan, id: &HostId) -> &'a Reservation {
+        plan.reservations
+            .iter()
+            .find(|r| &r.id == id)
+            .unwrap_or_else(|| panic!("no host {id:?} in {plan:#?}"))
+    }
+
+    fn values(r: &Reservation) -> Vec<(u8, &str)> {
+        r.options.iter().map(|o| (o.kind.code(), o.value.as_str())).collect()
+    }
+
+    #[test]
+    fn a_mac_and_one_serial_make_one_host_with_every_family() {
+        let plan = plan(&profiles(PROFILES), &options()).expect("plan");
+        let s = "http://ztp.example.net:8080";
+        let leaf07 = find(&plan, &HostId::Mac("0c:42:a1:00:00:07".into()));
+        assert_eq!(
+            values(leaf07),
+            [
+                (67, format!("{s}/nvos/SN-LEAF07/ztp.json").as_str()),
+                (114, format!("{s}/onie").as_str()),
+                (239, format!("{s}/cumulus/SN-LEAF07/ztp.sh").as_str()),
+            ]
+        );
+        let spine = find(&plan, &HostId::Mac("0c:42:a1:00:00:42".into()));
+        assert_eq!(values(spine), [(114, format!("{s}/onie").as_str()), (210, s)]);
+        assert_eq!(spine.profile, "dc1/spine01");
+        // Identified by MAC: no client-id host for those serials.
+        assert!(
+            !plan
+                .reservations
+                .iter()
+                .any(|r| r.serial.as_deref() == Some("SN-LEAF07") && matches!(r.id, HostId::ClientId(_)))
+        );
+    }
+
+    #[test]
+    fn serials_without_mac_get_the_client_ids_of_protocols_md() {
+        let plan = plan(&profiles(PROFILES), &options()).expect("plan");
+        let s = "http://ztp.example.net:8080";
+        for serial in ["SN-A", "SN-B"] {
+            let onie = find(&plan, &HostId::ClientId([b"\0", serial.as_bytes()].concat()));
+            assert_eq!(values(onie), [(114, format!("{s}/onie").as_str())]);
+            let nvos = find(&plan, &HostId::ClientId(format!("NVOS##N5110_LD##{serial}").into_bytes()));
+            assert_eq!(values(nvos), [(67, format!("{s}/nvos/{serial}/ztp.json").as_str())]);
+        }
+        // Cumulus cannot be reserved by serial; the model-only profile not at all.
+        let notes: Vec<String> = plan.notes.iter().map(|n| n.0.clone()).collect();
+        assert!(notes.iter().any(|n| n.contains("default/leafs") && n.contains("SN-A") && n.contains("MAC")));
+        assert!(
+            notes.iter().any(|n| n.contains("default/default") && n.contains("models only")),
+            "{notes:?}"
+        );
+        assert_eq!(plan.reservations.len(), 2 + 4);
+    }
+
+    #[test]
+    fn sonic_paths_and_client_ids() {
+        let opts = Options { ztp_family: ZtpFamily::Sonic, ..options() };
+        let plan = plan(&profiles(PROFILES), &opts).expect("plan");
+        let r = find(&plan, &HostId::ClientId(b"SONiC##N5110_LD##SN-B".to_vec()));
+        assert_eq!(values(r), [(67, "http://ztp.example.net:8080/sonic/SN-B/ztp.json")]);
+    }
+
+    #[test]
+    fn several_serials_and_macs_use_the_header_urls() {
+        let yaml = r##"
+kind: SwitchProfile
+metadata: {name: pair}
+spec:
+  match: {serialNumbers: ["S1", "S2"], macAddresses: ["0c:42:a1:00:00:01", "0c42.a100.0002"]}
+  ztp: {sections: [{kind: connectivity-check}]}
+  cumulus: {script: {inline: "# CUMULUS-AUTOPROVISIONING"}}
+"##;
+        let plan = plan(&profiles(yaml), &options()).expect("plan");
+        let mac = find(&plan, &HostId::Mac("0c:42:a1:00:00:02".into()));
+        assert_eq!(mac.serial, None);
+        assert_eq!(
+            values(mac),
+            [
+                (67, "http://ztp.example.net:8080/nvos/ztp.json"),
+                (239, "http://ztp.example.net:8080/cumulus/ztp.sh")
+            ]
+        );
+        // No model: the NVOS client id cannot be built, said so.
+        assert!(plan.notes.iter().any(|n| n.0.contains("NVOS##<product-name>##S1")), "{:?}", plan.notes);
+    }
+
+    #[test]
+    fn names_are_unique_labels_and_order_is_deterministic() {
+        let mut ps = profiles(PROFILES);
+        let a = plan(&ps, &options()).expect("plan");
+        ps.reverse();
+        let b = plan(&ps, &options()).expect("plan");
+        assert_eq!(a, b);
+        let mut names: Vec<&str> = a.reservations.iter().map(|r| r.name.as_str()).collect();
+        assert!(
+            names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+        );
+        let n = names.len();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), n);
+    }
+
+    #[test]
+    fn a_mac_claimed_twice_goes_to_the_first_profile() {
+        let yaml = "kind: SwitchProfile\nmetadata: {name: b}\nspec: {match: {macAddresses: [\"0c:42:a1:00:00:09\"]}, onie: {}}\n---\nkind: SwitchProfile\nmetadata: {name: a}\nspec: {match: {macAddresses: [\"0C:42:A1:00:00:09\"]}, cumulus: {script: {inline: x}}}\n";
+        let plan = plan(&profiles(yaml), &options()).expect("plan");
+        assert_eq!(plan.reservations.len(), 1);
+        assert_eq!(plan.reservations[0].profile, "default/a");
+        assert_eq!(plan.reservations[0].options[0].kind, OptionKind::CumulusProvisionUrl);
+        assert!(
+            plan.notes
+                .iter()
+                .any(|n| n.0.starts_with("default/b: 0c:42:a1:00:00:09 is also claimed by default/a"))
+        );
+    }
+
+    #[test]
+    fn bad_input_is_a_typed_error() {
+        let bad_mac = profiles(
+            "kind: SwitchProfile\nmetadata: {name: x}\nspec: {match: {macAddresses: [\"zz\"]}, onie: {}}\n",
+        );
+        assert!(matches!(plan(&bad_mac, &options()), Err(DhcpError::Mac { .. })));
+        let bad_serial = profiles(
+            "kind: SwitchProfile\nmetadata: {name: x}\nspec: {match: {serialNumbers: [\"a/b\"]}, onie: {}}\n",
+        );
+        assert!(matches!(plan(&bad_serial, &options()), Err(DhcpError::Serial { .. })));
+        for url in ["ztp.example.net", "http://", "http://a b", "http://a\"b", "ftp://x"] {
+            let o = Options { server_url: url.into(), ..options() };
+            assert_eq!(plan(&[], &o), Err(DhcpError::ServerUrl(url.into())), "{url}");
+        }
+    }
+}
