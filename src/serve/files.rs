@@ -209,6 +209,18 @@ fn refuse(existing: Option<&ManifestEntry>, path: &ImagePath, overwrite: bool) -
     (!overwrite).then(|| format!("File already exists: {path}"))
 }
 
+/// The caller of an admin route (403 without credentials) and the file path it names (400).
+async fn admin_path(
+    state: &AppState,
+    headers: &HeaderMap,
+    platform: &str,
+    version: &str,
+    filename: &str,
+) -> Result<(String, ImagePath), Response> {
+    let user = state.admin.check(headers).await.map_err(|refused| detail(refused.status, refused.detail))?;
+    Ok((user, file_path(platform, version, filename)?))
+}
+
 /// `POST /v1/files/{platform}/{version}/{filename}?checksum=&firmware_image=&overwrite=` with a
 /// multipart `file` part, streamed to the store while it is hashed.
 async fn upload(
@@ -218,12 +230,8 @@ async fn upload(
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
-    let user = match state.admin.check(&headers).await {
-        Ok(user) => user,
-        Err(refused) => return detail(refused.status, refused.detail),
-    };
-    let path = match file_path(&platform, &version, &filename) {
-        Ok(p) => p,
+    let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     let Some(checksum) = query.checksum.as_deref() else {
@@ -334,12 +342,8 @@ async fn remove(
     Path((platform, version, filename)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let user = match state.admin.check(&headers).await {
-        Ok(user) => user,
-        Err(refused) => return detail(refused.status, refused.detail),
-    };
-    let path = match file_path(&platform, &version, &filename) {
-        Ok(p) => p,
+    let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
+        Ok(found) => found,
         Err(r) => return r,
     };
     match entry(&state, &path).await {
