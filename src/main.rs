@@ -23,7 +23,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    telemetry::init(cli.log_json);
+    let _log = telemetry::init(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -134,7 +134,7 @@ pub struct Observed<'a> {
 /// bytes, duration), the metrics, and the device's activity.
 pub fn observe(state: &AppState, r: &Observed<'_>) {
     let Observed { headers, source, method, path, status, bytes, started, outcome } = *r;
-    let id = DeviceIdentity::from_headers(headers, Family::Unknown);
+    let id = request_identity(headers, path);
     tracing::info!(
         target: "ztp_operator::device",
         serial = id.serial.as_deref().unwrap_or("-"),
@@ -157,6 +157,40 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     }
 }
 
+/// Who sent a device request, for its log line and metrics: the identity its headers carry, with
+/// the family and serial number the route itself names where it has them
+/// (`/{nvos|sonic}/{serial}/…`, `/cumulus/{serial}/ztp.sh`, `/ztp/…` for RtBrick,
+/// `/v1/devices/{serial}/provisioned`). As in [`find_device`], the path's serial wins over a
+/// header's; one that is not a valid name is ignored.
+pub fn request_identity(headers: &HeaderMap, path: &str) -> DeviceIdentity {
+    let (family, serial) = route_device(path);
+    let mut id = DeviceIdentity::from_headers(headers, family);
+    if let Some(serial) = serial.filter(|s| validate_segment("serial number", s).is_ok()) {
+        id.serial = Some(serial.to_owned());
+    }
+    id
+}
+
+/// The family and serial number a device route names (see [`request_identity`]).
+fn route_device(path: &str) -> (Family, Option<&str>) {
+    let mut segments = path.trim_start_matches('/').split('/');
+    let (first, second, third) = (segments.next(), segments.next(), segments.next());
+    let family = match first {
+        Some("nvos") => Family::Nvos,
+        Some("sonic") => Family::Sonic,
+        Some("cumulus") => Family::Cumulus,
+        Some("ztp") => Family::RtBrick,
+        _ => Family::Unknown,
+    };
+    let serial = match (first, second, third) {
+        (Some("nvos" | "sonic"), Some(serial), Some("ztp.json" | "sections")) => Some(serial),
+        (Some("cumulus"), Some(serial), Some("ztp.sh")) => Some(serial),
+        (Some("v1"), Some("devices"), Some(serial)) => Some(serial),
+        _ => None,
+    };
+    (family, serial)
+}
+
 /// The body of a rendered text file.
 pub fn rendered(content_type: &'static str, body: String) -> Response {
     let mut r = Response::new(Body::from(body));
@@ -170,4 +204,51 @@ pub fn rendered(content_type: &'static str, body: String) -> Response {
 pub fn render_failed(e: impl std::fmt::Display) -> Response {
     tracing::warn!(error = %e, "render failed");
     text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"))
+            })
+            .collect()
+    }
+
+    fn who(h: &[(&str, &str)], path: &str) -> (Family, Option<String>) {
+        let id = request_identity(&headers(h), path);
+        (id.family, id.serial)
+    }
+
+    #[test]
+    fn per_serial_routes_name_the_device_without_headers() {
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(who(&[], "/nvos/MT2245X01/ztp.json"), (Family::Nvos, s("MT2245X01")));
+        assert_eq!(who(&[], "/sonic/ABC123/sections/startup"), (Family::Sonic, s("ABC123")));
+        assert_eq!(who(&[], "/cumulus/CU42/ztp.sh"), (Family::Cumulus, s("CU42")));
+        assert_eq!(who(&[], "/v1/devices/DEV9/provisioned"), (Family::Unknown, s("DEV9")));
+        assert_eq!(who(&[("CONTAINER-NAME", "rbfs")], "/ztp/config/startup").0, Family::RtBrick);
+    }
+
+    #[test]
+    fn headers_identify_the_rest_and_the_path_serial_wins() {
+        let onie = [("ONIE-SERIAL-NUMBER", "ON1"), ("ONIE-OPERATION", "os-install")];
+        assert_eq!(who(&onie, "/onie-installer-x86_64"), (Family::Onie, Some("ON1".into())));
+        let nvos = [("SERIAL-NUMBER", "HDR"), ("NVOS-VERSION", "25.02")];
+        assert_eq!(who(&nvos, "/nvos/ztp.json"), (Family::Nvos, Some("HDR".into())));
+        assert_eq!(who(&nvos, "/nvos/PATH/ztp.json"), (Family::Nvos, Some("PATH".into())));
+    }
+
+    #[test]
+    fn a_hostile_path_serial_is_not_logged_as_one() {
+        assert_eq!(who(&[], "/nvos/../ztp.json"), (Family::Nvos, None));
+        assert_eq!(who(&[], "/cumulus/a%2Fb/ztp.sh").1, None);
+        assert_eq!(who(&[], "/images/p/v/f").0, Family::Unknown);
+    }
 }

@@ -625,3 +625,62 @@ async fn controller_renders_profiles_and_reports_their_status() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// One log line per device request, naming the device and its family even when only the route
+/// says who it is (a SONiC switch fetching its per-serial ZTP JSON sends no identity headers of
+/// ours), whichever path answered (the sendfile fast path for the ONIE download); and the metrics
+/// count it under that family.
+#[tokio::test]
+async fn every_device_request_is_logged_once_with_its_serial_and_family() {
+    let lab = lab("devices-log-line").await;
+    let c = Client::new();
+    let get = |path: &str| c.get(format!("{}{path}", lab.base));
+    let sonic = get("/sonic/SN-LEAF07/ztp.json").send().await.expect("get");
+    assert_eq!(sonic.status(), StatusCode::OK);
+    let cumulus = get("/cumulus/SN-LEAF07/ztp.sh").send().await.expect("get");
+    assert_eq!(cumulus.status(), StatusCode::OK);
+    let onie = get("/onie")
+        .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install"))
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(onie.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(onie.bytes().await.expect("body").as_ref(), &lab.install[..10]);
+
+    let expected = [
+        ("/sonic/SN-LEAF07/ztp.json", "sonic", "200"),
+        ("/cumulus/SN-LEAF07/ztp.sh", "cumulus", "200"),
+        ("/onie", "onie", "206"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&lab.proc.log).unwrap_or_default();
+        let lines = |path: &str| {
+            log.lines()
+                .filter(|l| l.contains("device request") && l.contains(&format!("path=\"{path}\"")))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        let all_there = expected.iter().all(|(path, ..)| !lines(path).is_empty());
+        if all_there {
+            for (path, family, status) in expected {
+                let found = lines(path);
+                assert_eq!(found.len(), 1, "one line for {path}: {found:#?}");
+                for field in ["serial=\"SN-LEAF07\"", &format!("family=\"{family}\""), &format!("status={status}")]
+                {
+                    assert!(found[0].contains(field), "{field} in {}", found[0]);
+                }
+                assert!(!found[0].contains('\u{1b}'), "no colour codes in a log file: {:?}", found[0]);
+            }
+            break;
+        }
+        assert!(Instant::now() < deadline, "device lines missing:\n{}", procs::tail(&lab.proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = get("/metrics").send().await.expect("get").text().await.expect("text");
+    for family in ["sonic", "cumulus"] {
+        let line = format!("ztp_device_requests_total{{family=\"{family}\",code=\"2xx\"}} 1");
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
+}
