@@ -194,6 +194,11 @@ pub struct ListenArgs {
     /// comparison; the fast path only applies to directory stores anyway).
     #[arg(long, env = "ZTP_NO_SENDFILE")]
     pub no_sendfile: bool,
+    /// Answer device routes only to sources in these networks (CIDRs, comma-separated, e.g.
+    /// `10.0.0.0/8,fd00::/8`: the management network); others get 403. The files API, probes
+    /// and metrics are not limited. Default: any source.
+    #[arg(long, env = "ZTP_DEVICE_NETWORKS", value_delimiter = ',')]
+    pub device_networks: Vec<ipnet::IpNet>,
 }
 
 /// The admin files API (`/v1/files/…`).
@@ -215,6 +220,10 @@ pub struct AdminArgs {
     /// The issuer's JWKS URL (default: from its `/.well-known/openid-configuration`).
     #[arg(long, env = "ZTP_OIDC_JWKS_URL", requires = "oidc_issuer")]
     pub oidc_jwks_url: Option<String>,
+    /// Listing files (`GET /v1/files/`, `/v1/files/{platform}/{version}/`) needs an admin
+    /// credential too (by default anyone may list, as with the reference service).
+    #[arg(long, env = "ZTP_PROTECT_LISTING")]
+    pub protect_listing: bool,
 }
 
 impl AdminArgs {
@@ -223,6 +232,7 @@ impl AdminArgs {
             Some(path) => crate::serve::admin::AdminAuth::from_file(path)?,
             None => crate::serve::admin::AdminAuth::none(),
         };
+        let auth = auth.protect_listing(self.protect_listing);
         Ok(match (&self.oidc_issuer, &self.oidc_audience) {
             (Some(issuer), Some(audience)) => {
                 auth.with_oidc(crate::serve::oidc::Oidc::new(crate::serve::oidc::OidcSettings {

@@ -67,6 +67,9 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         activity,
         admin: args.admin.auth().map_err(|e| e.to_string())?,
         max_upload: args.admin.max_upload_bytes,
+        device_networks: ztp_operator::serve::common::DeviceNetworks::new(
+            args.listen.device_networks.clone(),
+        ),
     };
     ztp_operator::serve::run(state, options)
         .await

@@ -360,8 +360,15 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
         tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
         tokio::spawn(async move {
-            let options =
-                serve::Options { listen, max_downloads: max, sendfile: true, activity, admin, max_upload };
+            let options = serve::Options {
+                listen,
+                max_downloads: max,
+                sendfile: true,
+                activity,
+                admin,
+                max_upload,
+                device_networks: Default::default(),
+            };
             if let Err(e) = serve::run(state, options).await {
                 eprintln!("error: serve on {listen}: {e}");
                 std::process::exit(1);

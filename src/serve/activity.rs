@@ -584,6 +584,10 @@ pub fn identify(state: &AppState, headers: &HeaderMap) -> Option<Device> {
 /// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done. The
 /// profile is found through the loaded snapshot's index by the serial in the path (or by the MAC
 /// or model headers the callback sends); a device no profile matches gets 404.
+#[utoipa::path(post, path = "/v1/devices/{serial}/provisioned", tag = "devices",
+    params(("serial" = String, Path, description = "Serial number of the switch")),
+    responses((status = 204, description = "Recorded: the profile's `status.devices` shows the device as provisioned"),
+        (status = 404, description = "No profile matches this device")))]
 pub async fn provisioned(
     State(state): State<AppState>,
     Path(serial): Path<String>,

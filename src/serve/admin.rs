@@ -16,6 +16,8 @@ pub struct AdminAuth {
     /// before a `:` on the line, `ci:secret` → `ci`).
     tokens: Vec<(String, String)>,
     oidc: Option<Arc<Oidc>>,
+    /// Listing files needs a credential too.
+    listing: bool,
 }
 
 /// Why an admin request was refused: the status and the `detail` text.
@@ -67,13 +69,27 @@ impl AdminAuth {
         if tokens.is_empty() {
             return Err(TokenFileError::Empty { path: shown });
         }
-        Ok(Self { tokens, oidc: None })
+        Ok(Self { tokens, oidc: None, listing: false })
     }
 
     /// Also accepts JWTs validated by `oidc`.
     pub fn with_oidc(mut self, oidc: Oidc) -> Self {
         self.oidc = Some(Arc::new(oidc));
         self
+    }
+
+    /// Makes listing files an admin route (`--protect-listing`).
+    pub fn protect_listing(mut self, protect: bool) -> Self {
+        self.listing = protect;
+        self
+    }
+
+    /// For the listing routes: open unless [`Self::protect_listing`], then as [`Self::check`].
+    pub async fn check_listing(&self, headers: &HeaderMap) -> Result<(), Refused> {
+        if !self.listing {
+            return Ok(());
+        }
+        self.check(headers).await.map(|_| ())
     }
 
     /// Whether any admin credential is configured.

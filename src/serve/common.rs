@@ -80,6 +80,35 @@ pub fn find_device(
     }
 }
 
+/// The networks device routes answer (`--device-networks`); empty: every source.
+#[derive(Debug, Clone, Default)]
+pub struct DeviceNetworks(Vec<ipnet::IpNet>);
+
+impl DeviceNetworks {
+    pub fn new(networks: Vec<ipnet::IpNet>) -> Self {
+        Self(networks)
+    }
+
+    /// Whether a request from `source` may be answered (an IPv4 client of a dual-stack socket,
+    /// `::ffff:a.b.c.d`, counts as `a.b.c.d`).
+    pub fn allows(&self, source: IpAddr) -> bool {
+        let source = source.to_canonical();
+        self.0.is_empty() || self.0.iter().any(|n| n.contains(&source))
+    }
+}
+
+/// The router's guard of device routes: a source outside `--device-networks` gets 403.
+pub async fn device_source_allowed(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
+    match source {
+        Some(ip) if !state.device_networks.allows(ip) => text(
+            StatusCode::FORBIDDEN,
+            format!("device routes do not answer {ip}: not in --device-networks\n"),
+        ),
+        _ => next.run(req).await,
+    }
+}
+
 /// The device-request middleware of the router: one [`observe`] per request (the stage comes as a
 /// response extension).
 pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -216,7 +245,10 @@ mod tests {
         pairs
             .iter()
             .map(|(k, v)| {
-                (HeaderName::from_bytes(k.as_bytes()).expect("name"), HeaderValue::from_str(v).expect("value"))
+                (
+                    HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                    HeaderValue::from_str(v).expect("value"),
+                )
             })
             .collect()
     }
@@ -243,6 +275,20 @@ mod tests {
         let nvos = [("SERIAL-NUMBER", "HDR"), ("NVOS-VERSION", "25.02")];
         assert_eq!(who(&nvos, "/nvos/ztp.json"), (Family::Nvos, Some("HDR".into())));
         assert_eq!(who(&nvos, "/nvos/PATH/ztp.json"), (Family::Nvos, Some("PATH".into())));
+    }
+
+    #[test]
+    fn device_networks_limit_sources_and_read_mapped_ipv4() {
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        assert!(DeviceNetworks::default().allows(ip("203.0.113.9")), "empty: everyone");
+        let nets =
+            DeviceNetworks::new(vec!["10.0.0.0/8".parse().expect("net"), "fd00::/8".parse().expect("net")]);
+        assert!(nets.allows(ip("10.1.2.3")));
+        assert!(nets.allows(ip("::ffff:10.1.2.3")), "IPv4 on a dual-stack socket");
+        assert!(nets.allows(ip("fd12::1")));
+        assert!(!nets.allows(ip("192.168.0.1")));
+        assert!(!nets.allows(ip("::ffff:192.168.0.1")));
+        assert!(!nets.allows(ip("2001:db8::1")));
     }
 
     #[test]

@@ -14,11 +14,18 @@ use super::{
 use crate::profile::{identity::Family, render::cumulus_script};
 
 /// `GET /cumulus/ztp.sh`: identified by the `CUMULUS-*` headers.
+#[utoipa::path(get, path = "/cumulus/ztp.sh", tag = "cumulus", params(super::openapi::CumulusHeaders),
+    responses((status = 200, description = "This switch's ZTP script (contains `CUMULUS-AUTOPROVISIONING`, LF line endings)", content_type = "text/plain"),
+        (status = 404, description = "No profile matches, or the profile has no Cumulus script")))]
 pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Response {
     script(&state, &headers, None)
 }
 
 /// `GET /cumulus/{serial}/ztp.sh`.
+#[utoipa::path(get, path = "/cumulus/{serial}/ztp.sh", tag = "cumulus",
+    params(("serial" = String, Path, description = "Serial number of the switch"), super::openapi::CumulusHeaders),
+    responses((status = 200, description = "The ZTP script of the switch with this serial number", content_type = "text/plain"),
+        (status = 404, description = "No profile matches, or the profile has no Cumulus script")))]
 pub async fn by_serial(
     State(state): State<AppState>,
     Path(serial): Path<String>,

@@ -202,6 +202,9 @@ enum Answered {
 /// Answers `request` on the fast path if it is a plain image download from a directory store.
 async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, peer: SocketAddr) -> Answered {
     let started = Instant::now();
+    if !app.device_networks.allows(peer.ip()) {
+        return Answered::NotMine; // the router refuses it, and logs it
+    }
     let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
     let Ok(chosen) = choose(app, &route, &request.headers).await else { return Answered::NotMine };
     let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };

@@ -14,8 +14,8 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use serde::Deserialize;
-use serde_json::json;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use crate::{
@@ -27,14 +27,70 @@ use crate::{
 
 /// `{"detail": text}` with `status`, as the reference (FastAPI) answers errors.
 pub fn detail(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(json!({"detail": text.into()}))).into_response()
+    (status, Json(Detail { detail: text.into() })).into_response()
+}
+
+/// `{"detail": …}`: every error of the files API, in the reference service's words.
+#[derive(Serialize, ToSchema)]
+pub struct Detail {
+    pub detail: String,
+}
+
+/// `{"checksum": …}`: the SHA-256 of a stored file, lower-case hex.
+#[derive(Serialize, ToSchema)]
+pub struct Checksum {
+    pub checksum: String,
+}
+
+/// A file of `GET /v1/files/` (the reference lists S3 objects: `key`, `etag`, `metadata`).
+#[derive(Serialize, ToSchema)]
+pub struct FileInfo {
+    /// `{platform}/{version}/{filename}`.
+    pub key: String,
+    pub size: Option<u64>,
+    /// Seconds since the Unix epoch.
+    pub last_modified: Option<f64>,
+    /// The SHA-256 (the reference's clients compare it as the ETag).
+    pub etag: String,
+    pub sha256: String,
+    /// `{"firmware-image": ""}` on a directory's firmware image.
+    pub tags: std::collections::BTreeMap<String, String>,
+    /// `{"owner": "osimage/<ns>/<name>" | "upload/<user>"}` where known.
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+/// A file of `GET /v1/files/{platform}/{version}/`.
+#[derive(Serialize, ToSchema)]
+pub struct DirEntry {
+    pub file: String,
+    /// Seconds since the Unix epoch.
+    pub last_modified: Option<f64>,
+    pub size: Option<u64>,
+}
+
+/// `GET /whoami`: who the credential sent is.
+#[derive(Serialize, ToSchema)]
+pub struct WhoAmI {
+    /// The token's name (static tokens) or the JWT's subject; `anonymous` without a valid one.
+    pub user: String,
+    /// `["admin"]` for a valid admin credential, else empty.
+    pub roles: Vec<String>,
+}
+
+/// The multipart body of an upload.
+#[derive(ToSchema)]
+#[allow(dead_code)] // read as a stream; here only to document it
+pub struct UploadForm {
+    /// The file's bytes.
+    #[schema(format = Binary, content_media_type = "application/octet-stream")]
+    file: String,
 }
 
 /// The routes; `max_upload` bytes is the largest request body an upload may have.
 pub fn routes(max_upload: u64) -> Router<AppState> {
     let limit = usize::try_from(max_upload).unwrap_or(usize::MAX);
     Router::new()
-        .route("/healthcheck", get(|| async { Json("OK") }))
+        .route("/healthcheck", get(healthcheck))
         .route("/whoami", get(whoami))
         .route("/v1/files/", get(list_all))
         .route("/v1/files/{platform}/{version}/", get(list_dir))
@@ -45,12 +101,20 @@ pub fn routes(max_upload: u64) -> Router<AppState> {
         .route("/v1/files/{platform}/{version}/{filename}/checksum", get(checksum))
 }
 
+/// `GET /healthcheck`: `"OK"`, as the reference answers.
+#[utoipa::path(get, path = "/healthcheck", tag = "health", responses((status = 200, description = "`\"OK\"`", body = String)))]
+pub(crate) async fn healthcheck() -> Json<&'static str> {
+    Json("OK")
+}
+
 /// `GET /whoami`: `{user, roles}` of the caller's admin credential, or anonymous.
-async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.admin.check(&headers).await {
-        Ok(user) => Json(json!({"user": user, "roles": ["admin"]})).into_response(),
-        Err(_) => Json(json!({"user": "anonymous", "roles": []})).into_response(),
-    }
+#[utoipa::path(get, path = "/whoami", tag = "files", security((), ("bearer" = [])),
+    responses((status = 200, body = WhoAmI)))]
+pub(crate) async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Json<WhoAmI> {
+    Json(match state.admin.check(&headers).await {
+        Ok(user) => WhoAmI { user, roles: vec!["admin".to_owned()] },
+        Err(_) => WhoAmI { user: "anonymous".to_owned(), roles: Vec::new() },
+    })
 }
 
 /// A path of the files API, validated; the error is the `400` to send.
@@ -67,7 +131,13 @@ fn seconds(t: Option<SystemTime>) -> Option<f64> {
 }
 
 /// `GET /v1/files/`: every file with size, last modified, sha256 and tags.
-async fn list_all(State(state): State<AppState>) -> Response {
+#[utoipa::path(get, path = "/v1/files/", tag = "files", security((), ("bearer" = [])),
+    responses((status = 200, body = [FileInfo]), (status = 401, body = Detail, description = "With `--protect-listing`"),
+        (status = 403, body = Detail, description = "With `--protect-listing`"), (status = 500, body = Detail)))]
+pub(crate) async fn list_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    if let Err(refused) = state.admin.check_listing(&headers).await {
+        return detail(refused.status, refused.detail);
+    }
     let (manifest, objects) = match (state.server.store.manifest().await, state.server.store.list().await) {
         (Ok(m), Ok(o)) => (m, o),
         (Err(e), _) | (_, Err(e)) => return store_failed(&e),
@@ -79,25 +149,34 @@ async fn list_all(State(state): State<AppState>) -> Response {
         .filter(|e| !is_snapshot(e))
         .map(|e| {
             let info = objects.get(&e.path);
-            json!({
-                "key": e.path,
-                "size": info.map(|i| i.size).or(e.size),
-                "last_modified": seconds(info.and_then(|i| i.modified)),
-                "etag": e.sha256.to_string(),
-                "sha256": e.sha256.to_string(),
-                "tags": e.tags,
-                "metadata": e.owner.as_ref().map(|o| json!({"owner": o})),
-            })
+            FileInfo {
+                key: e.path.clone(),
+                size: info.map(|i| i.size).or(e.size),
+                last_modified: seconds(info.and_then(|i| i.modified)),
+                etag: e.sha256.to_string(),
+                sha256: e.sha256.to_string(),
+                tags: e.tags.clone(),
+                metadata: e.owner.as_ref().map(|o| [("owner".to_owned(), o.clone())].into()),
+            }
         })
         .collect();
     Json(files).into_response()
 }
 
 /// `GET /v1/files/{platform}/{version}/`: `[{file, last_modified, size}]`.
-async fn list_dir(
+#[utoipa::path(get, path = "/v1/files/{platform}/{version}/", tag = "files",
+    params(("platform" = String, Path), ("version" = String, Path)), security((), ("bearer" = [])),
+    responses((status = 200, body = [DirEntry]), (status = 400, body = Detail),
+        (status = 401, body = Detail, description = "With `--protect-listing`"),
+        (status = 403, body = Detail, description = "With `--protect-listing`")))]
+pub(crate) async fn list_dir(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
+    if let Err(refused) = state.admin.check_listing(&headers).await {
+        return detail(refused.status, refused.detail);
+    }
     if let Err(r) = file_path(&platform, &version, "x") {
         return r;
     }
@@ -111,11 +190,11 @@ async fn list_dir(
     {
         let Ok(path) = e.image_path() else { continue };
         let info = state.server.store.stat(&path).await.ok().flatten();
-        files.push(json!({
-            "file": e.filename,
-            "last_modified": seconds(info.as_ref().and_then(|i| i.modified)),
-            "size": info.map(|i| i.size).or(e.size),
-        }));
+        files.push(DirEntry {
+            file: e.filename.clone(),
+            last_modified: seconds(info.as_ref().and_then(|i| i.modified)),
+            size: info.map(|i| i.size).or(e.size),
+        });
     }
     Json(files).into_response()
 }
@@ -126,7 +205,11 @@ async fn entry(state: &AppState, path: &ImagePath) -> Result<Option<ManifestEntr
 }
 
 /// `GET|HEAD /v1/files/{platform}/{version}/{filename}`: the bytes (Range as for devices).
-async fn download(
+#[utoipa::path(method(get, head), path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
+    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
+    responses((status = 200, description = "The file (`Range` gives 206)", content_type = "application/octet-stream"),
+        (status = 400, body = Detail), (status = 404, body = Detail)))]
+pub(crate) async fn download(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
     method: Method,
@@ -155,7 +238,10 @@ async fn download(
 }
 
 /// `GET /v1/files/{platform}/{version}/{filename}/checksum` → `{"checksum": …}`.
-async fn checksum(
+#[utoipa::path(get, path = "/v1/files/{platform}/{version}/{filename}/checksum", tag = "files",
+    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
+    responses((status = 200, body = Checksum), (status = 400, body = Detail), (status = 404, body = Detail)))]
+pub(crate) async fn checksum(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
 ) -> Response {
@@ -164,17 +250,23 @@ async fn checksum(
         Err(r) => return r,
     };
     match entry(&state, &path).await {
-        Ok(Some(e)) => Json(json!({"checksum": e.sha256.to_string()})).into_response(),
+        Ok(Some(e)) => Json(Checksum { checksum: e.sha256.to_string() }).into_response(),
         Ok(None) => detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.")),
         Err(e) => store_failed(&e),
     }
 }
 
 /// Query parameters of an upload (booleans as FastAPI reads them: true/false, 1/0, yes/no, on/off).
-#[derive(Debug, Deserialize)]
-struct UploadQuery {
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct UploadQuery {
+    /// SHA-256 of the file (64 hex digits), required: the upload is refused when the bytes
+    /// received hash differently.
+    #[param(required = true)]
     checksum: Option<String>,
+    /// Tag the file `firmware-image` (at most one per `{platform}/{version}/`).
     firmware_image: Option<String>,
+    /// Replace a file of the same path.
     overwrite: Option<String>,
 }
 
@@ -223,7 +315,16 @@ async fn admin_path(
 
 /// `POST /v1/files/{platform}/{version}/{filename}?checksum=&firmware_image=&overwrite=` with a
 /// multipart `file` part, streamed to the store while it is hashed.
-async fn upload(
+#[utoipa::path(post, path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
+    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path), UploadQuery),
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Stored, verified, in the manifest: `\"OK\"`", body = String),
+        (status = 400, body = Detail, description = "Checksum mismatch, file exists, another firmware image, bad path"),
+        (status = 401, body = Detail), (status = 403, body = Detail),
+        (status = 413, body = Detail, description = "Larger than the server accepts; nothing stored"),
+        (status = 422, body = Detail), (status = 507, body = Detail, description = "The store is full; nothing stored")))]
+pub(crate) async fn upload(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
     Query(query): Query<UploadQuery>,
@@ -337,7 +438,12 @@ async fn upload(
 }
 
 /// `DELETE /v1/files/{platform}/{version}/{filename}`: the file and its manifest entry.
-async fn remove(
+#[utoipa::path(delete, path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
+    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
+    security(("bearer" = [])),
+    responses((status = 200, description = "`\"OK\"`", body = String), (status = 400, body = Detail),
+        (status = 401, body = Detail), (status = 403, body = Detail), (status = 404, body = Detail)))]
+pub(crate) async fn remove(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
     headers: HeaderMap,

@@ -5,17 +5,22 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, Method},
+    http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
-use serde_json::json;
 
 use super::{
     AppState,
     choose::{ImageRequest, firmware_entry},
+    files::{Checksum, detail},
 };
 
 /// `GET|HEAD /images/{platform}/{version}/{filename}`.
+#[utoipa::path(method(get, head), path = "/images/{platform}/{version}/{filename}", tag = "images",
+    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
+    responses((status = 200, description = "The image (`ETag` is its sha256; `Range` gives 206, an unsatisfiable one 416)", content_type = "application/octet-stream"),
+        (status = 404, description = "No such file in the manifest"),
+        (status = 503, description = "Too many downloads at once (`Retry-After`)")))]
 pub async fn by_path(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
@@ -26,6 +31,10 @@ pub async fn by_path(
 }
 
 /// `GET|HEAD /v1/firmware/{platform}/{version}`: the directory's firmware image.
+#[utoipa::path(method(get, head), path = "/v1/firmware/{platform}/{version}", tag = "images",
+    params(("platform" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "The directory's image tagged `firmware-image`", content_type = "application/octet-stream"),
+        (status = 404, description = "No firmware image in this directory", body = super::files::Detail)))]
 pub async fn firmware_image(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
@@ -36,14 +45,16 @@ pub async fn firmware_image(
 }
 
 /// `GET /v1/firmware/{platform}/{version}/checksum` → `{"checksum": "<sha256>"}`.
+#[utoipa::path(get, path = "/v1/firmware/{platform}/{version}/checksum", tag = "images",
+    params(("platform" = String, Path), ("version" = String, Path)),
+    responses((status = 200, description = "SHA-256 of the directory's firmware image", body = super::files::Checksum),
+        (status = 404, description = "No firmware image in this directory", body = super::files::Detail)))]
 pub async fn firmware_checksum(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
 ) -> Response {
     match firmware_entry(&state, &platform, &version) {
-        Some(e) => Json(json!({"checksum": e.sha256.to_string()})).into_response(),
-        None => {
-            (axum::http::StatusCode::NOT_FOUND, Json(json!({"detail": "Firmware not found"}))).into_response()
-        }
+        Some(e) => Json(Checksum { checksum: e.sha256.to_string() }).into_response(),
+        None => detail(StatusCode::NOT_FOUND, "Firmware not found"),
     }
 }

@@ -14,6 +14,7 @@ pub mod images;
 pub mod metrics;
 pub mod oidc;
 pub mod onie;
+pub mod openapi;
 pub mod rtbrick;
 pub mod state;
 pub mod ztp_json;
@@ -47,6 +48,8 @@ pub struct App {
     pub admin: admin::AdminAuth,
     /// Largest upload accepted, in bytes.
     pub max_upload: u64,
+    /// Sources device routes answer.
+    pub device_networks: common::DeviceNetworks,
 }
 
 pub type AppState = Arc<App>;
@@ -80,10 +83,13 @@ impl App {
     }
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "health", responses((status = 200, description = "The process is up", body = String)))]
 async fn healthz() -> Response {
     text(StatusCode::OK, "ok\n")
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "health",
+    responses((status = 200, description = "Prometheus text format: device requests by family and status class, bytes, downloads in flight and refused, snapshot", content_type = "text/plain")))]
 async fn metrics_page(State(state): State<AppState>) -> Response {
     let profiles = state.server.loaded().map(|l| l.snapshot.profiles.len());
     let body = state.metrics.render(state.downloads.active(), state.max_downloads, profiles);
@@ -95,6 +101,8 @@ async fn metrics_page(State(state): State<AppState>) -> Response {
     r
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "health",
+    responses((status = 200, description = "A device snapshot is loaded", body = String), (status = 503, description = "No device snapshot loaded yet", body = String)))]
 async fn readyz(State(state): State<AppState>) -> Response {
     match state.server.loaded() {
         Some(l) => text(StatusCode::OK, format!("ready: snapshot {}\n", l.snapshot.version)),
@@ -120,6 +128,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
         .route("/v1/devices/{serial}/provisioned", post(activity::provisioned))
+        .layer(middleware::from_fn_with_state(state.clone(), common::device_source_allowed))
         .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
     Router::new()
         .route("/healthz", get(healthz))
@@ -127,6 +136,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_page))
         .merge(devices)
         .merge(files::routes(state.max_upload))
+        .merge(openapi::routes())
         .with_state(state)
 }
 
@@ -141,11 +151,13 @@ pub struct Options {
     pub activity: activity::Activity,
     pub admin: admin::AdminAuth,
     pub max_upload: u64,
+    /// Device routes answer only these sources.
+    pub device_networks: common::DeviceNetworks,
 }
 
 /// Serves until the process ends, reloading the snapshot every second.
 pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<()> {
-    let Options { listen, max_downloads, sendfile, activity, admin, max_upload } = options;
+    let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks } = options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
@@ -154,6 +166,7 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
         activity,
         admin,
         max_upload,
+        device_networks,
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;

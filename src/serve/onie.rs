@@ -45,6 +45,11 @@ pub fn operation_of_header(value: Option<&str>) -> Option<Operation> {
 }
 
 /// `GET /{name}`: one of the waterfall names.
+#[utoipa::path(get, path = "/{name}", tag = "onie",
+    params(("name" = String, Path, description = "A name of ONIE's discovery waterfall: `onie-installer-<arch>-<vendor>_<machine>-r<rev>`, … `onie-installer`, `onie-updater…`, with or without `.bin`"), super::openapi::OnieHeaders),
+    responses((status = 200, description = "The image for this switch and operation", content_type = "application/octet-stream"),
+        (status = 404, description = "Not for this device (ONIE tries its next name)"),
+        (status = 503, description = "Too many downloads at once (`Retry-After`)")))]
 pub async fn waterfall(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -58,6 +63,10 @@ pub async fn waterfall(
 }
 
 /// `GET /onie`: the fixed URL for DHCP option 114.
+#[utoipa::path(get, path = "/onie", tag = "onie", params(super::openapi::OnieHeaders),
+    responses((status = 200, description = "The installer (`os-install`) or updater (`onie-update`) for this switch; HEAD and single ranges (206) work", content_type = "application/octet-stream"),
+        (status = 404, description = "No profile matches this device, or it gets no image for this operation"),
+        (status = 503, description = "Too many downloads at once; `Retry-After` says when to come back")))]
 pub async fn fixed(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     state.answer_image(&method, &headers, &ImageRequest::Onie(None)).await
 }

@@ -17,11 +17,18 @@ use super::{
 use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
 
 /// `GET /ztp/image`: install or update image by serial and `ONIE-OPERATION`.
+#[utoipa::path(get, path = "/ztp/image", tag = "rtbrick", params(super::openapi::OnieHeaders),
+    responses((status = 200, description = "The install or update image for this switch and `ONIE-OPERATION`", content_type = "application/octet-stream"),
+        (status = 404, description = "No profile matches, or no image for this operation")))]
 pub async fn image(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
     state.answer_image(&method, &headers, &ImageRequest::RtBrickImage).await
 }
 
 /// `GET /ztp/images/{file}`: one of the device's images by file name.
+#[utoipa::path(get, path = "/ztp/images/{file}", tag = "rtbrick",
+    params(("file" = String, Path, description = "File name of one of the switch's images"), super::openapi::RtBrickHeaders),
+    responses((status = 200, description = "The image", content_type = "application/octet-stream"),
+        (status = 404, description = "Not one of this switch's images")))]
 pub async fn image_file(
     State(state): State<AppState>,
     Path(file): Path<String>,
@@ -32,6 +39,10 @@ pub async fn image_file(
 }
 
 /// `GET /ztp/config/{name}`: a named file of the profile, rendered for this device.
+#[utoipa::path(get, path = "/ztp/config/{name}", tag = "rtbrick",
+    params(("name" = String, Path, description = "`ctrld`, `ctrldrbac`, `element`, `startup`, `apigwd`, `accessjwks` or `tls`"), super::openapi::RtBrickHeaders),
+    responses((status = 200, description = "The profile's file of that name, rendered for this switch"),
+        (status = 404, description = "No profile matches, or it has no such file")))]
 pub async fn config(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -59,6 +70,9 @@ pub async fn config(
 }
 
 /// `POST /ztp/message`: CTRLD's status message; logged, answered 204.
+#[utoipa::path(post, path = "/ztp/message", tag = "rtbrick", params(super::openapi::RtBrickHeaders),
+    request_body(content = String, description = "CTRLD's status message", content_type = "text/plain"),
+    responses((status = 204, description = "Logged")))]
 pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
     let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");
     let text: String = String::from_utf8_lossy(&body).chars().take(2048).collect();

@@ -27,6 +27,10 @@ fn family_of(name: &str) -> Option<Family> {
 }
 
 /// `GET /{nvos|sonic}/ztp.json`: the device is identified by its headers.
+#[utoipa::path(get, path = "/{family}/ztp.json", tag = "nvos-sonic",
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), super::openapi::ZtpHeaders),
+    responses((status = 200, description = "This switch's ZTP JSON; its URLs point back at this server", content_type = "application/json"),
+        (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_headers(
     State(state): State<AppState>,
     Path(family): Path<String>,
@@ -36,6 +40,10 @@ pub async fn by_headers(
 }
 
 /// `GET /{nvos|sonic}/{serial}/ztp.json`.
+#[utoipa::path(get, path = "/{family}/{serial}/ztp.json", tag = "nvos-sonic",
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), super::openapi::ZtpHeaders),
+    responses((status = 200, description = "The ZTP JSON of the switch with this serial number", content_type = "application/json"),
+        (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_serial(
     State(state): State<AppState>,
     Path((family, serial)): Path<(String, String)>,
@@ -67,6 +75,10 @@ fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<
 
 /// `GET /{nvos|sonic}/{serial}/sections/{key}`: the commands list, startup YAML or script of one
 /// section, rendered for this device.
+#[utoipa::path(get, path = "/{family}/{serial}/sections/{key}", tag = "nvos-sonic",
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), ("key" = String, Path, description = "The section's key, as the ZTP JSON names it")),
+    responses((status = 200, description = "The section's file (commands list, startup YAML or script), rendered for this switch", content_type = "text/plain"),
+        (status = 404, description = "No such device or section")))]
 pub async fn section(
     State(state): State<AppState>,
     Path((family, serial, key)): Path<(String, String, String)>,

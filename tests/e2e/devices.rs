@@ -667,7 +667,8 @@ async fn every_device_request_is_logged_once_with_its_serial_and_family() {
             for (path, family, status) in expected {
                 let found = lines(path);
                 assert_eq!(found.len(), 1, "one line for {path}: {found:#?}");
-                for field in ["serial=\"SN-LEAF07\"", &format!("family=\"{family}\""), &format!("status={status}")]
+                for field in
+                    ["serial=\"SN-LEAF07\"", &format!("family=\"{family}\""), &format!("status={status}")]
                 {
                     assert!(found[0].contains(field), "{field} in {}", found[0]);
                 }

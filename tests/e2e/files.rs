@@ -404,3 +404,69 @@ async fn oidc_tokens_are_checked_against_the_issuers_keys() {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     }
 }
+
+/// `--protect-listing` puts the listings behind the admin credential; `--device-networks` keeps
+/// device routes (the router's and the sendfile path's) for the management network, while the
+/// files API and the probes still answer; the OpenAPI document and Swagger UI (its assets are in
+/// the binary) are served.
+#[tokio::test]
+async fn listing_protection_device_networks_and_the_openapi_document() {
+    let store = TestStore::new(Backend::Fs, "files-closed").await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    let (_server, base) =
+        serve("files-closed", &flags, &["--protect-listing", "--device-networks=192.0.2.0/24,2001:db8::/32"])
+            .await;
+    let c = Client::new();
+    let get = |path: &str, token: Option<&str>| {
+        let r = c.get(format!("{base}{path}"));
+        let r = if let Some(t) = token { r.bearer_auth(t) } else { r };
+        async move {
+            let r = r.send().await.expect("get");
+            (r.status(), r.text().await.expect("body"))
+        }
+    };
+    for path in ["/v1/files/", "/v1/files/nos/1/"] {
+        let (status, body) = get(path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("Not authenticated"), "{path}: {body}");
+        assert_eq!(get(path, Some(BEARER)).await.0, StatusCode::OK, "{path} with a token");
+    }
+    // 127.0.0.1 is outside the device networks: every device route refuses it, whichever path
+    // would have answered (the image routes are the sendfile path's).
+    for path in [
+        "/onie",
+        "/onie-installer-x86_64",
+        "/images/nos/1/nos.bin",
+        "/nvos/SN1/ztp.json",
+        "/ztp/config/startup",
+    ] {
+        let (status, body) = get(path, None).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
+        assert!(body.contains("not in --device-networks"), "{path}: {body}");
+    }
+    assert_eq!(get("/healthcheck", None).await.0, StatusCode::OK);
+    assert_eq!(get("/healthz", None).await.0, StatusCode::OK);
+
+    let (status, spec) = get("/openapi.json", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let spec: Value = serde_json::from_str(&spec).expect("the document is JSON");
+    assert!(spec["openapi"].as_str().is_some_and(|v| v.starts_with("3.")), "{}", spec["openapi"]);
+    assert!(spec["paths"]["/v1/files/{platform}/{version}/{filename}"]["post"].is_object());
+    let (status, page) = get("/docs/", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("swagger-ui"), "{page}");
+    let (status, initializer) = get("/docs/swagger-initializer.js", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(initializer.contains("/openapi.json"), "Swagger UI loads our document: {initializer}");
+    let (status, css) = get("/docs/swagger-ui.css", None).await;
+    assert_eq!((status, css.len() > 10_000), (StatusCode::OK, true), "vendored assets are served");
+
+    // Inside the networks, device routes answer as usual (here: nothing to serve yet).
+    let (_server, inside) = serve("files-networks-inside", &flags, &["--device-networks=127.0.0.0/8"]).await;
+    let r = c.get(format!("{inside}/nvos/SN1/ztp.json")).send().await.expect("get");
+    assert!(matches!(r.status(), StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE), "{}", r.status());
+}

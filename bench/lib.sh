@@ -1,0 +1,148 @@
+# Shared by the benchmark scripts (sourced): logging, arithmetic, process control, and the /proc
+# sampler that measures a server's peak memory and CPU time. Scripts set WORK (a scratch dir),
+# SERVER_PID (what to sample) and SAMPLER_PID="" before using the sampler.
+# shellcheck shell=bash
+
+log() { printf '%s\n' "$*" >&2; }
+die() {
+	log "error: $*"
+	exit 1
+}
+has() { command -v "$1" >/dev/null 2>&1; }
+now() { printf '%s' "$EPOCHREALTIME"; }
+
+calc() {
+	local expr="$1"
+	shift
+	local args=() kv
+	for kv in "$@"; do args+=(-v "$kv"); done
+	awk "${args[@]}" "BEGIN { printf \"%s\", $expr }"
+}
+
+median() {
+	tr ' ' '\n' <<<"$*" | grep -v '^$' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) { print "nan"; exit }
+			if (NR % 2) printf "%.6g", v[(NR + 1) / 2]; else printf "%.6g", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+max_of() { tr ' ' '\n' <<<"$*" | grep -v '^$' | sort -g | tail -1; }
+
+# verdict VALUE OP TARGET  (OP is <= or >=)
+verdict() {
+	if [[ "$(calc "($1 $2 $3) ? 1 : 0")" == 1 ]]; then echo PASS; else echo MISS; fi
+}
+
+stop_pid() { # stop_pid PID SIGNAL: signal, wait up to 10 s, then SIGKILL
+	local pid="$1" sig="$2" _
+	[[ -n "$pid" ]] || return 0
+	kill -0 "$pid" 2>/dev/null || {
+		wait "$pid" 2>/dev/null || true
+		return 0
+	}
+	kill "-$sig" "$pid" 2>/dev/null || true
+	for _ in $(seq 1 100); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+}
+
+free_port() {
+	python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# The sampler: peak VmRSS / Pss of PID and its children every 100 ms, CPU ticks at start and at
+# SIGTERM. Writes "peak_rss_kib peak_pss_kib cpu_seconds samples" to OUT; touches OUT.ready once
+# the first sample (and the CPU baseline) is taken.
+write_sampler() {
+	cat >"$WORK/sampler.py" <<'EOF'
+import os, sys, time, signal
+pid, out = int(sys.argv[1]), sys.argv[2]
+tck = os.sysconf("SC_CLK_TCK")
+
+def tree():
+    pids = [pid]
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == pid:
+                    pids.append(int(d))
+            except OSError:
+                pass
+    return pids
+
+def cpu(pids):
+    ticks = 0
+    for i, p in enumerate(pids):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # fields[0] is field 3 (state): utime=14, stime=15, cutime=16, cstime=17
+        ticks += int(fields[11]) + int(fields[12])
+        if i == 0:
+            ticks += int(fields[13]) + int(fields[14])
+    return ticks / tck
+
+def kib(path, key):
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(key):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+class Stop(Exception):
+    pass
+
+def stop(*_):
+    raise Stop()
+
+signal.signal(signal.SIGTERM, stop)
+pids = tree()
+start = cpu(pids)
+peak_rss = peak_pss = samples = 0
+first = True
+try:
+    while True:
+        rss = sum(kib(f"/proc/{p}/status", "VmRSS:") for p in pids)
+        pss = sum(kib(f"/proc/{p}/smaps_rollup", "Pss:") for p in pids)
+        peak_rss, peak_pss, samples = max(peak_rss, rss), max(peak_pss, pss), samples + 1
+        if first:
+            open(out + ".ready", "w").close()
+            first = False
+        time.sleep(0.1)
+except Stop:
+    pass
+with open(out, "w") as f:
+    f.write(f"{peak_rss} {peak_pss} {cpu(pids) - start:.2f} {samples}\n")
+EOF
+}
+
+sampler_start() { # sampler_start TAG
+	local out="$WORK/sample.$1"
+	rm -f "$out" "$out.ready"
+	python3 "$WORK/sampler.py" "$SERVER_PID" "$out" &
+	SAMPLER_PID=$!
+	local _
+	for _ in $(seq 1 100); do
+		[[ -f "$out.ready" ]] && return 0
+		sleep 0.02
+	done
+	die "sampler did not start"
+}
+
+# sampler_stop TAG: stops the sampler (in this shell: it is our child); its figures are then in
+# $WORK/sample.TAG as "peak_rss_kib peak_pss_kib cpu_s samples"
+sampler_stop() {
+	local out="$WORK/sample.$1"
+	kill -TERM "$SAMPLER_PID" 2>/dev/null || true
+	wait "$SAMPLER_PID" 2>/dev/null || true
+	SAMPLER_PID=""
+	[[ -s "$out" ]] || die "sampler wrote nothing"
+}
