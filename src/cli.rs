@@ -194,7 +194,7 @@ pub struct ServingArgs {
     /// Namespace of the serving objects (default: the controller's pod namespace, else the
     /// watched namespace, else `default`).
     #[arg(long = "serving-namespace", env = "ZTP_SERVING_NAMESPACE")]
-    pub namespace: Option<String>,
+    pub serving_namespace: Option<String>,
     /// Name of the Deployment, Service, ServiceAccount and Role (and prefix of the ClusterRole).
     #[arg(long = "serving-name", env = "ZTP_SERVING_NAME", default_value = "ztp-server")]
     pub name: String,
@@ -394,4 +394,14 @@ pub struct StandaloneArgs {
     pub poll_seconds: f64,
     #[command(flatten)]
     pub images: ImageArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -182,7 +182,7 @@ impl ServingConfig {
                 "--external-url (the base URL switches reach the Service at)",
             ))?;
         let namespace = s
-            .namespace
+            .serving_namespace
             .clone()
             .or_else(|| args.lease_namespace.clone())
             .or_else(|| args.namespace.clone())
@@ -311,8 +311,15 @@ pub struct ServingObjects {
     pub deployment: Deployment,
 }
 
-fn typed<K: DeserializeOwned>(kind: &'static str, value: Value) -> Result<K, ServingError> {
-    serde_json::from_value(value).map_err(|source| ServingError::Render { kind, source })
+/// The typed object of a JSON rendering. Tests check that nothing was lost on the way (a
+/// misspelt field would be dropped silently by the typed deserializer).
+fn typed<K: DeserializeOwned + Serialize>(kind: &'static str, value: Value) -> Result<K, ServingError> {
+    #[cfg(test)]
+    let expected = tests::without_nulls(value.clone());
+    let k: K = serde_json::from_value(value).map_err(|source| ServingError::Render { kind, source })?;
+    #[cfg(test)]
+    assert_eq!(serde_json::to_value(&k).ok(), Some(expected), "{kind}: a field did not survive typing");
+    Ok(k)
 }
 
 /// Metadata of a namespaced serving object (with the owner when it lives in the owner's namespace).
@@ -720,5 +727,290 @@ pub async fn run(client: Client, cfg: ServingConfig) {
                 next = tokio::time::Instant::now() + RETRY;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+    use k8s_openapi::api::core::v1::{Container, EnvVar, PodSpec};
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+
+    /// Drops `null` members recursively (absent and null are the same to the typed objects).
+    pub(super) fn without_nulls(v: Value) -> Value {
+        match v {
+            Value::Object(m) => Value::Object(
+                m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect(),
+            ),
+            Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+            v => v,
+        }
+    }
+
+    fn config(flags: &[&str]) -> Result<Option<ServingConfig>, ServingError> {
+        let mut argv = vec!["ztp-operator", "controller", "--external-url=http://ztp.example.net"];
+        argv.extend_from_slice(flags);
+        let cli = Cli::try_parse_from(argv).expect("flags parse");
+        let Command::Controller(args) = cli.command else { panic!("not the controller") };
+        ServingConfig::from_args(&args)
+    }
+
+    fn fs_flags() -> Vec<&'static str> {
+        vec![
+            "--store-dir=/var/lib/ztp/store",
+            "--namespace=fabric",
+            "--manage-serving=true",
+            "--serving-namespace=ztp-system",
+            "--serving-name=ztp-server",
+            "--serving-image=registry.example.net/ztp-operator:1.2.3",
+            "--serving-pvc=ztp-store",
+        ]
+    }
+
+    fn s3_flags() -> Vec<&'static str> {
+        vec![
+            "--s3-bucket=images",
+            "--s3-endpoint=https://rgw.example.net",
+            "--s3-prefix=ztp",
+            "--s3-region=eu-1",
+            "--s3-path-style",
+            "--manage-serving=true",
+            "--serving-namespace=ztp-system",
+            "--serving-image=registry.example.net/ztp-operator:1.2.3",
+            "--serving-s3-credentials-secret=s3-creds",
+            "--serving-admin-token-secret=admin-tokens",
+            "--serving-oidc-issuer=https://idp.example.net",
+            "--serving-oidc-audience=ztp",
+        ]
+    }
+
+    /// `fs_flags()` with `flag` replacing the one of the same name.
+    fn fs_with(flag: &'static str) -> Vec<&'static str> {
+        let name = flag.split('=').next().unwrap_or(flag);
+        let mut flags: Vec<&str> =
+            fs_flags().into_iter().filter(|f| f.split('=').next() != Some(name)).collect();
+        flags.push(flag);
+        flags
+    }
+
+    fn render(flags: &[&str]) -> ServingObjects {
+        let cfg = config(flags).expect("valid").expect("managed");
+        objects(&cfg, None).expect("render")
+    }
+
+    fn pod(o: &ServingObjects) -> &PodSpec {
+        o.deployment.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
+    }
+
+    fn container(o: &ServingObjects) -> &Container {
+        &pod(o).containers[0]
+    }
+
+    fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a EnvVar> {
+        c.env.iter().flatten().find(|e| e.name == name)
+    }
+
+    fn plain(c: &Container, name: &str) -> Option<String> {
+        env_value(c, name).and_then(|e| e.value.clone())
+    }
+
+    fn hash(o: &ServingObjects) -> String {
+        let meta = o.deployment.spec.as_ref().and_then(|s| s.template.metadata.as_ref()).expect("meta");
+        meta.annotations.as_ref().and_then(|a| a.get(CONFIG_HASH_ANNOTATION)).cloned().expect("hash")
+    }
+
+    #[test]
+    fn off_by_default() {
+        assert!(config(&["--store-dir=/x"]).expect("valid").is_none());
+    }
+
+    #[test]
+    fn fs_store_mounts_the_claim_and_runs_locked_down() {
+        let o = render(&fs_flags());
+        let c = container(&o);
+        assert_eq!(c.image.as_deref(), Some("registry.example.net/ztp-operator:1.2.3"));
+        assert_eq!(c.args, Some(vec!["serve".to_owned()]));
+        assert_eq!(plain(c, "ZTP_STORE_DIR").as_deref(), Some(STORE_MOUNT));
+        assert_eq!(plain(c, "ZTP_EXTERNAL_URL").as_deref(), Some("http://ztp.example.net"));
+        assert_eq!(plain(c, "ZTP_LISTEN").as_deref(), Some("0.0.0.0:8080"));
+        assert_eq!(plain(c, "ZTP_MAX_DOWNLOADS").as_deref(), Some("512"));
+        assert_eq!(plain(c, "ZTP_REPORT_STATUS").as_deref(), Some("true"));
+        assert!(env_value(c, "ZTP_S3_BUCKET").is_none() && env_value(c, "AWS_ACCESS_KEY_ID").is_none());
+        let p = pod(&o);
+        let claim =
+            p.volumes.iter().flatten().find_map(|v| v.persistent_volume_claim.as_ref()).expect("claim");
+        assert_eq!(claim.claim_name, "ztp-store");
+        let mounts: Vec<(&str, &str)> =
+            c.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str())).collect();
+        assert_eq!(mounts, [("tmp", "/tmp"), ("store", STORE_MOUNT)]);
+        let psc = p.security_context.as_ref().expect("pod securityContext");
+        assert_eq!(
+            (psc.run_as_non_root, psc.run_as_user, psc.fs_group),
+            (Some(true), Some(65532), Some(65532))
+        );
+        assert_eq!(psc.seccomp_profile.as_ref().map(|s| s.type_.as_str()), Some("RuntimeDefault"));
+        let sc = c.security_context.as_ref().expect("container securityContext");
+        assert_eq!(sc.read_only_root_filesystem, Some(true));
+        assert_eq!(sc.allow_privilege_escalation, Some(false));
+        assert_eq!(sc.capabilities.as_ref().and_then(|c| c.drop.clone()), Some(vec!["ALL".to_owned()]));
+        let path = |p: &Option<k8s_openapi::api::core::v1::Probe>| {
+            p.as_ref().and_then(|p| p.http_get.as_ref()).and_then(|h| h.path.clone())
+        };
+        assert_eq!(path(&c.liveness_probe).as_deref(), Some("/healthcheck"));
+        assert_eq!(path(&c.readiness_probe).as_deref(), Some("/readyz"));
+        assert_eq!(p.service_account_name.as_deref(), Some("ztp-server"));
+        assert_eq!(p.automount_service_account_token, Some(true));
+        // Service: port 80 to the container's named port 8080.
+        let ports = o.service.spec.as_ref().and_then(|s| s.ports.clone()).expect("ports");
+        assert_eq!(ports.len(), 1);
+        assert_eq!(ports[0].port, 80);
+        assert_eq!(
+            ports[0].target_port,
+            Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()))
+        );
+        assert_eq!(c.ports.as_ref().map(|p| p[0].container_port), Some(8080));
+        // The watched namespace holds the Role; nothing cluster-wide; no claim created.
+        let role = o.role.as_ref().expect("role");
+        assert_eq!(role.metadata.namespace.as_deref(), Some("fabric"));
+        assert_eq!(o.role_binding.as_ref().and_then(|b| b.metadata.namespace.as_deref()), Some("fabric"));
+        let subject = &o.role_binding.as_ref().and_then(|b| b.subjects.clone()).expect("subjects")[0];
+        assert_eq!((subject.name.as_str(), subject.namespace.as_deref()), ("ztp-server", Some("ztp-system")));
+        assert!(o.cluster_role.is_none() && o.cluster_role_binding.is_none() && o.pvc.is_none());
+        assert_eq!(o.deployment.metadata.namespace.as_deref(), Some("ztp-system"));
+        assert_eq!(
+            o.deployment.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str),
+            Some(MANAGED_BY)
+        );
+    }
+
+    #[test]
+    fn the_role_is_exactly_what_the_server_uses() {
+        let o = render(&fs_flags());
+        let rules = o.role.as_ref().and_then(|r| r.rules.clone()).expect("rules");
+        let flat: Vec<(Vec<String>, Vec<String>, Vec<String>)> = rules
+            .into_iter()
+            .map(|r| (r.api_groups.unwrap_or_default(), r.resources.unwrap_or_default(), r.verbs))
+            .collect();
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            flat,
+            [
+                (s(&["ztp.netops.dev"]), s(&["switchprofiles/status"]), s(&["patch"])),
+                (s(&["events.k8s.io"]), s(&["events"]), s(&["create", "patch"])),
+            ]
+        );
+        let mut quiet = fs_flags();
+        quiet.push("--serving-report-status=false");
+        let o = render(&quiet);
+        assert_eq!(o.role.as_ref().and_then(|r| r.rules.clone()), Some(vec![]));
+        assert_eq!(pod(&o).automount_service_account_token, Some(false));
+        assert!(env_value(container(&o), "ZTP_REPORT_STATUS").is_none());
+    }
+
+    #[test]
+    fn s3_store_passes_the_bucket_and_credentials_and_auth() {
+        let o = render(&s3_flags());
+        let c = container(&o);
+        for (k, v) in [
+            ("ZTP_S3_BUCKET", "images"),
+            ("ZTP_S3_ENDPOINT", "https://rgw.example.net"),
+            ("ZTP_S3_PREFIX", "ztp"),
+            ("ZTP_S3_REGION", "eu-1"),
+            ("ZTP_S3_PATH_STYLE", "true"),
+            ("ZTP_ADMIN_TOKEN_FILE", "/etc/ztp/admin/tokens"),
+            ("ZTP_OIDC_ISSUER", "https://idp.example.net"),
+            ("ZTP_OIDC_AUDIENCE", "ztp"),
+        ] {
+            assert_eq!(plain(c, k).as_deref(), Some(v), "{k}");
+        }
+        assert!(env_value(c, "ZTP_STORE_DIR").is_none());
+        for (name, key) in
+            [("AWS_ACCESS_KEY_ID", "accessKeyId"), ("AWS_SECRET_ACCESS_KEY", "secretAccessKey")]
+        {
+            let r = env_value(c, name)
+                .and_then(|e| e.value_from.as_ref())
+                .and_then(|v| v.secret_key_ref.as_ref());
+            assert_eq!(r.map(|r| (r.name.as_str(), r.key.as_str())), Some(("s3-creds", key)), "{name}");
+        }
+        let p = pod(&o);
+        assert!(p.volumes.iter().flatten().all(|v| v.persistent_volume_claim.is_none()));
+        let tokens = p.volumes.iter().flatten().find_map(|v| v.secret.as_ref()).expect("token volume");
+        assert_eq!(tokens.secret_name.as_deref(), Some("admin-tokens"));
+        // Watching every namespace: the server's permissions are cluster-wide.
+        assert!(o.role.is_none() && o.role_binding.is_none());
+        let cr = o.cluster_role.as_ref().expect("cluster role");
+        assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-ztp-system"));
+        assert_eq!(cr.rules.as_ref().map(Vec::len), Some(2));
+        let crb = o.cluster_role_binding.as_ref().expect("binding");
+        assert_eq!(crb.role_ref.name, "ztp-server-ztp-system");
+    }
+
+    #[test]
+    fn the_hash_follows_the_pod_and_only_the_pod() {
+        let base = hash(&render(&fs_flags()));
+        assert_eq!(base, hash(&render(&fs_flags())), "stable");
+        assert_ne!(base, hash(&render(&fs_with("--serving-max-downloads=64"))));
+        assert_ne!(base, hash(&render(&fs_with("--serving-image=registry.example.net/ztp-operator:1.2.4"))));
+        let o = render(&fs_with("--serving-replicas=5"));
+        assert_eq!(base, hash(&o), "scaling does not restart pods");
+        assert_eq!(o.deployment.spec.as_ref().and_then(|s| s.replicas), Some(5));
+    }
+
+    #[test]
+    fn a_claim_is_created_only_when_asked_and_never_owned() {
+        let mut flags = fs_flags();
+        flags.extend([
+            "--serving-pvc-create=true",
+            "--serving-pvc-size=50Gi",
+            "--serving-pvc-storage-class=cephfs",
+        ]);
+        let cfg = config(&flags).expect("valid").expect("managed");
+        let owner = OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: "ztp-operator".into(),
+            uid: "0000-1111".into(),
+            ..Default::default()
+        };
+        let o = objects(&cfg, Some(&owner)).expect("render");
+        let pvc = o.pvc.as_ref().expect("pvc");
+        assert_eq!(pvc.metadata.name.as_deref(), Some("ztp-store"));
+        assert!(pvc.metadata.owner_references.is_none(), "deleting the controller must keep the images");
+        let spec = pvc.spec.as_ref().expect("spec");
+        assert_eq!(spec.storage_class_name.as_deref(), Some("cephfs"));
+        assert_eq!(spec.access_modes, Some(vec!["ReadWriteMany".to_owned()]));
+        let size = spec.resources.as_ref().and_then(|r| r.requests.as_ref()).and_then(|r| r.get("storage"));
+        assert_eq!(size.map(|q| q.0.as_str()), Some("50Gi"));
+        // Owned: the objects in the owner's namespace; not the Role in the watched namespace.
+        assert_eq!(o.deployment.metadata.owner_references, Some(vec![owner.clone()]));
+        assert_eq!(o.service.metadata.owner_references, Some(vec![owner.clone()]));
+        assert_eq!(o.service_account.metadata.owner_references, Some(vec![owner]));
+        assert!(o.role.as_ref().and_then(|r| r.metadata.owner_references.as_ref()).is_none());
+    }
+
+    #[test]
+    fn missing_pieces_are_named() {
+        let without = |drop: &str| -> Vec<&'static str> {
+            fs_flags().into_iter().filter(|f| !f.starts_with(drop)).collect()
+        };
+        let err = config(&without("--serving-image")).expect_err("no image").to_string();
+        assert!(err.contains("--serving-image"), "{err}");
+        let err = config(&without("--serving-pvc")).expect_err("no claim").to_string();
+        assert!(err.contains("--serving-pvc"), "{err}");
+        assert!(config(&fs_with("--serving-name=Not_A_Label")).is_err());
+        let cli = Cli::try_parse_from([
+            "ztp-operator",
+            "controller",
+            "--store-dir=/x",
+            "--manage-serving=true",
+            "--serving-image=i",
+            "--serving-pvc=c",
+        ])
+        .expect("parse");
+        let Command::Controller(args) = cli.command else { panic!("not the controller") };
+        let err = ServingConfig::from_args(&args).expect_err("no url").to_string();
+        assert!(err.contains("--external-url"), "{err}");
     }
 }
