@@ -10,5 +10,6 @@ mod files;
 mod pipeline;
 mod s3;
 mod serving;
+mod serving_deployment;
 mod standalone;
 mod ztpctl;
