@@ -30,7 +30,8 @@ fn the_binary_prints_the_same_crds() {
 fn the_helm_chart_ships_the_same_crds() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let chart = root.join("charts/ztp-operator/crds/ztp.netops.dev.yaml");
-    let in_chart = std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("read {}: {e}", chart.display()));
+    let in_chart =
+        std::fs::read_to_string(&chart).unwrap_or_else(|e| panic!("read {}: {e}", chart.display()));
     assert!(
         in_chart == ztp_operator::api::crds_yaml().expect("render CRDs"),
         "{} is out of date; run `cargo run -- crds > {}`",

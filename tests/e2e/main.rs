@@ -7,6 +7,7 @@ mod activity;
 mod crds;
 mod devices;
 mod files;
+mod helm_chart;
 mod pipeline;
 mod s3;
 mod serving;
