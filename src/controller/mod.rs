@@ -141,11 +141,16 @@ async fn run_leader(
     namespace: Option<String>,
     serving: Option<serving::ServingConfig>,
 ) -> Result<(), Error> {
+    /// Stops the apply loop however this future ends (also when dropped on a lost lease).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
     let Some(cfg) = serving else { return run_controller(client, core, namespace).await };
-    let apply = tokio::spawn(serving::run(client.clone(), cfg));
-    let result = run_controller(client, core, namespace).await;
-    apply.abort();
-    result
+    let _apply = AbortOnDrop(tokio::spawn(serving::run(client.clone(), cfg)));
+    run_controller(client, core, namespace).await
 }
 
 /// The controller loop itself (no leader election): used by `run` and by the tests.
