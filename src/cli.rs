@@ -178,6 +178,107 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: the pod name, else host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub serving: ServingArgs,
+}
+
+/// The companion serving Deployment (`ztp-operator serve`) the controller applies and keeps in
+/// shape: Deployment, Service, ServiceAccount, its RBAC and optionally the PersistentVolumeClaim.
+/// The server reads the same store as the controller: the directory store is the claim named by
+/// `--serving-pvc` (mounted by both), the S3 store is the controller's own bucket settings.
+#[derive(Debug, Clone, Args)]
+pub struct ServingArgs {
+    /// Apply and keep the serving objects (off: the controller never touches them).
+    #[arg(long = "manage-serving", env = "ZTP_SERVING_MANAGE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub manage: bool,
+    /// Namespace of the serving objects (default: the controller's pod namespace, else the
+    /// watched namespace, else `default`).
+    #[arg(long = "serving-namespace", env = "ZTP_SERVING_NAMESPACE")]
+    pub serving_namespace: Option<String>,
+    /// Name of the Deployment, Service, ServiceAccount and Role (and prefix of the ClusterRole).
+    #[arg(long = "serving-name", env = "ZTP_SERVING_NAME", default_value = "ztp-server")]
+    pub name: String,
+    /// Container image of the server (the same image as the controller's).
+    #[arg(long = "serving-image", env = "ZTP_SERVING_IMAGE")]
+    pub image: Option<String>,
+    /// Image pull policy of the server.
+    #[arg(long = "serving-image-pull-policy", env = "ZTP_SERVING_IMAGE_PULL_POLICY", default_value = "IfNotPresent",
+          value_parser = ["Always", "IfNotPresent", "Never"])]
+    pub image_pull_policy: String,
+    /// Image pull Secrets of the server pods (comma-separated names).
+    #[arg(long = "serving-image-pull-secret", env = "ZTP_SERVING_IMAGE_PULL_SECRETS", value_delimiter = ',')]
+    pub image_pull_secrets: Vec<String>,
+    /// Server replicas (every replica serves; no leader election).
+    #[arg(long = "serving-replicas", env = "ZTP_SERVING_REPLICAS", default_value_t = 2)]
+    pub replicas: i32,
+    /// Service type.
+    #[arg(long = "serving-service-type", env = "ZTP_SERVING_SERVICE_TYPE", default_value = "ClusterIP",
+          value_parser = ["ClusterIP", "NodePort", "LoadBalancer"])]
+    pub service_type: String,
+    /// Service port. ONIE's name discovery only tries port 80; the pods listen on 8080.
+    #[arg(long = "serving-service-port", env = "ZTP_SERVING_SERVICE_PORT", default_value_t = 80)]
+    pub service_port: i32,
+    /// Claim name of the directory store (the PersistentVolumeClaim the controller mounts at
+    /// `--store-dir`); required with a directory store.
+    #[arg(long = "serving-pvc", env = "ZTP_SERVING_PVC")]
+    pub pvc: Option<String>,
+    /// Create the claim too (size, class and access mode below). Only where the controller does
+    /// not mount it itself: a pod cannot start before its claim exists.
+    #[arg(long = "serving-pvc-create", env = "ZTP_SERVING_PVC_CREATE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub pvc_create: bool,
+    /// Requested size of a created claim.
+    #[arg(long = "serving-pvc-size", env = "ZTP_SERVING_PVC_SIZE", default_value = "20Gi")]
+    pub pvc_size: String,
+    /// StorageClass of a created claim (default: the cluster's default class).
+    #[arg(long = "serving-pvc-storage-class", env = "ZTP_SERVING_PVC_STORAGE_CLASS")]
+    pub pvc_storage_class: Option<String>,
+    /// Access mode of a created claim. ReadWriteMany lets server and controller pods run on any
+    /// node; with ReadWriteOnce they must share a node.
+    #[arg(long = "serving-pvc-access-mode", env = "ZTP_SERVING_PVC_ACCESS_MODE", default_value = "ReadWriteMany",
+          value_parser = ["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"])]
+    pub pvc_access_mode: String,
+    /// Secret with the S3 credentials of the server (keys `accessKeyId`, `secretAccessKey`);
+    /// without it the server uses the ambient AWS credentials (e.g. web identity).
+    #[arg(long = "serving-s3-credentials-secret", env = "ZTP_SERVING_S3_CREDENTIALS_SECRET")]
+    pub s3_credentials_secret: Option<String>,
+    /// ConfigMap with extra CA certificates for the S3 endpoint (key `ca.crt`).
+    #[arg(long = "serving-s3-ca-configmap", env = "ZTP_SERVING_S3_CA_CONFIGMAP")]
+    pub s3_ca_config_map: Option<String>,
+    /// Secret of admin tokens for the files API (key `tokens`: one `name:token` per line).
+    #[arg(long = "serving-admin-token-secret", env = "ZTP_SERVING_ADMIN_TOKEN_SECRET")]
+    pub admin_token_secret: Option<String>,
+    /// OIDC issuer whose JWTs are admin credentials of the server.
+    #[arg(long = "serving-oidc-issuer", env = "ZTP_SERVING_OIDC_ISSUER", requires = "oidc_audience")]
+    pub oidc_issuer: Option<String>,
+    /// The `aud` those tokens must carry.
+    #[arg(long = "serving-oidc-audience", env = "ZTP_SERVING_OIDC_AUDIENCE", requires = "oidc_issuer")]
+    pub oidc_audience: Option<String>,
+    /// The issuer's JWKS URL (default: discovery).
+    #[arg(long = "serving-oidc-jwks-url", env = "ZTP_SERVING_OIDC_JWKS_URL", requires = "oidc_issuer")]
+    pub oidc_jwks_url: Option<String>,
+    /// Image downloads each server replica serves at once (503 + Retry-After beyond).
+    #[arg(long = "serving-max-downloads", env = "ZTP_SERVING_MAX_DOWNLOADS", default_value_t = 512)]
+    pub max_downloads: usize,
+    /// Servers write device activity into SwitchProfile status and Events (grants their
+    /// ServiceAccount `patch` on `switchprofiles/status` and `create`/`patch` on Events).
+    #[arg(long = "serving-report-status", env = "ZTP_SERVING_REPORT_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub report_status: bool,
+    /// CPU request of a server container.
+    #[arg(long = "serving-cpu-request", env = "ZTP_SERVING_CPU_REQUEST", default_value = "100m")]
+    pub cpu_request: Option<String>,
+    /// Memory request of a server container.
+    #[arg(long = "serving-memory-request", env = "ZTP_SERVING_MEMORY_REQUEST", default_value = "128Mi")]
+    pub memory_request: Option<String>,
+    /// CPU limit of a server container (none by default).
+    #[arg(long = "serving-cpu-limit", env = "ZTP_SERVING_CPU_LIMIT")]
+    pub cpu_limit: Option<String>,
+    /// Memory limit of a server container.
+    #[arg(long = "serving-memory-limit", env = "ZTP_SERVING_MEMORY_LIMIT", default_value = "512Mi")]
+    pub memory_limit: Option<String>,
+    /// Name of the Deployment running this controller, in the serving namespace: the serving
+    /// objects get it as owner, so deleting the controller (`helm uninstall`) deletes them.
+    #[arg(long = "serving-owner-deployment", env = "ZTP_SERVING_OWNER_DEPLOYMENT")]
+    pub owner_deployment: Option<String>,
 }
 
 /// How the device-facing server listens and limits itself.
@@ -303,4 +404,14 @@ pub struct StandaloneArgs {
     pub poll_seconds: f64,
     #[command(flatten)]
     pub images: ImageArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    #[test]
+    fn flags_are_consistent() {
+        super::Cli::command().debug_assert();
+    }
 }

@@ -4,6 +4,7 @@
 
 mod k8s;
 pub mod profiles;
+pub mod serving;
 
 use std::{sync::Arc, time::Duration};
 
@@ -57,6 +58,8 @@ pub enum Error {
     Lease(String),
     #[error("lost the leader lease; exiting so that another replica takes over")]
     LostLease,
+    #[error(transparent)]
+    Serving(#[from] serving::ServingError),
 }
 
 impl Error {
@@ -70,6 +73,7 @@ impl Error {
             Self::Store(_) => "store",
             Self::Finalizer(_) => "finalizer",
             Self::Lease(_) | Self::LostLease => "lease",
+            Self::Serving(_) => "serving",
         }
     }
 }
@@ -84,6 +88,7 @@ struct Ctx {
 
 /// Runs the controller until a shutdown signal (or the loss of the lease).
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
+    let serving = serving::ServingConfig::from_args(&args)?;
     let client = Client::try_default().await?;
     let store = args.store.open().await?;
     let fetcher = Fetcher::new(args.images.fetch_config(Some(args.allow_file_sources.clone())))?;
@@ -97,7 +102,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
 
     if !args.leader_elect {
-        return run_controller(client, core, args.namespace.clone()).await;
+        return run_leader(client, core, args.namespace.clone(), serving).await;
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -120,12 +125,32 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     }
     tracing::info!(%identity, "acquired the leader lease");
     let result = tokio::select! {
-        r = run_controller(client, core, args.namespace.clone()) => r,
+        r = run_leader(client, core, args.namespace.clone(), serving) => r,
         _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => Err(Error::LostLease),
     };
     drop(leading);
     let _ = lease_task.await;
     result
+}
+
+/// What the leader runs: the controller loop and, when configured, the serving objects' apply
+/// loop (which ends with it).
+async fn run_leader(
+    client: Client,
+    core: ImageContext,
+    namespace: Option<String>,
+    serving: Option<serving::ServingConfig>,
+) -> Result<(), Error> {
+    /// Stops the apply loop however this future ends (also when dropped on a lost lease).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let Some(cfg) = serving else { return run_controller(client, core, namespace).await };
+    let _apply = AbortOnDrop(tokio::spawn(serving::run(client.clone(), cfg)));
+    run_controller(client, core, namespace).await
 }
 
 /// The controller loop itself (no leader election): used by `run` and by the tests.

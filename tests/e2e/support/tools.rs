@@ -7,6 +7,7 @@ pub struct Tools {
     pub kube_apiserver: PathBuf,
     pub etcd: PathBuf,
     pub minio: PathBuf,
+    pub helm: PathBuf,
 }
 
 fn repo_root() -> PathBuf {
@@ -26,7 +27,7 @@ pub fn tools() -> &'static Tools {
             .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
         assert!(
             out.status.success(),
-            "{} failed ({}): kube-apiserver, etcd and minio are needed for the e2e tests",
+            "{} failed ({}): kube-apiserver, etcd, minio and helm are needed for the e2e tests",
             script.display(),
             out.status
         );
@@ -36,8 +37,9 @@ pub fn tools() -> &'static Tools {
             kube_apiserver: dir.join("kube-apiserver"),
             etcd: dir.join("etcd"),
             minio: dir.join("minio"),
+            helm: dir.join("helm"),
         };
-        for p in [&tools.kube_apiserver, &tools.etcd, &tools.minio] {
+        for p in [&tools.kube_apiserver, &tools.etcd, &tools.minio, &tools.helm] {
             assert!(p.exists(), "{} is missing after {}", p.display(), script.display());
         }
         tools

@@ -1,0 +1,338 @@
+//! The Helm chart (`charts/ztp-operator`) with the real helm (built from its Go module):
+//! `helm lint`; `helm template` output for directory and S3 values accepted by the real apiserver
+//! (server-side dry run); and the controller running as the chart's ServiceAccount, with exactly
+//! the chart's RBAC and the configuration the chart's Deployment gives it, reconciling an OsImage
+//! and a SwitchProfile to Ready and applying the serving objects.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    authentication::v1::{TokenRequest, TokenRequestSpec},
+    core::v1::{Secret, ServiceAccount},
+    rbac::v1::{ClusterRole, Role},
+};
+use kube::{
+    Api, Client,
+    api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams},
+    discovery::{self, Scope},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use ztp_operator::{
+    api::{ConditionType, OsImage, SwitchProfile, conditions::find_condition},
+    hash::Sha256Digest,
+};
+
+use crate::{
+    pipeline::{is_ready, osimage, random_bytes, wait_for},
+    serving_deployment::{Controller, flat_rules, server_rules, wait_obj},
+    support::{
+        self,
+        controlplane::kubeconfig_yaml,
+        procs,
+        source::{Behavior, SourceServer},
+        tools,
+    },
+};
+
+fn chart() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts/ztp-operator")
+}
+
+/// Runs the real helm with its cache and configuration in a throwaway directory.
+fn helm_output(args: &[&str]) -> std::process::Output {
+    let home = tempfile::tempdir().expect("helm home");
+    std::process::Command::new(&tools::tools().helm)
+        .args(args)
+        .env("HELM_CACHE_HOME", home.path().join("cache"))
+        .env("HELM_CONFIG_HOME", home.path().join("config"))
+        .env("HELM_DATA_HOME", home.path().join("data"))
+        .output()
+        .expect("run helm")
+}
+
+/// Runs helm, which must succeed; returns its stdout.
+fn helm(args: &[&str]) -> String {
+    let out = helm_output(args);
+    assert!(
+        out.status.success(),
+        "helm {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+/// `helm template` of the chart as JSON documents.
+fn template(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
+    let mut args = vec!["template", release, chart.to_str().expect("utf-8 path"), "--namespace", namespace];
+    args.extend_from_slice(extra);
+    let text = helm(&args);
+    yaml_serde::Deserializer::from_str(&text)
+        .map(|doc| Value::deserialize(doc).expect("rendered YAML"))
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn kinds(docs: &[Value]) -> Vec<&str> {
+    docs.iter().filter_map(|d| d["kind"].as_str()).collect()
+}
+
+fn s3_values() -> String {
+    chart().join("ci/s3-values.yaml").display().to_string()
+}
+
+/// Server-side applies every document (`dry_run`: the apiserver validates and admits, stores nothing).
+async fn apply_docs(client: &Client, namespace: &str, docs: &[Value], dry_run: bool) {
+    for doc in docs {
+        let (api_version, kind) =
+            (doc["apiVersion"].as_str().expect("apiVersion"), doc["kind"].as_str().expect("kind"));
+        let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, caps) =
+            discovery::pinned_kind(client, &gvk).await.unwrap_or_else(|e| panic!("discover {kind}: {e}"));
+        let obj: DynamicObject = serde_json::from_value(doc.clone()).expect("object");
+        let name = obj.metadata.name.clone().expect("name");
+        let ns = obj.metadata.namespace.clone().unwrap_or_else(|| namespace.to_owned());
+        let api: Api<DynamicObject> = match caps.scope {
+            Scope::Namespaced => Api::namespaced_with(client.clone(), &ns, &resource),
+            Scope::Cluster => Api::all_with(client.clone(), &resource),
+        };
+        let mut pp = PatchParams::apply("helm-e2e").force();
+        pp.dry_run = dry_run;
+        api.patch(&name, &pp, &Patch::Apply(&obj))
+            .await
+            .unwrap_or_else(|e| panic!("the apiserver refused {kind} {name} (dry run {dry_run}): {e}"));
+    }
+}
+
+#[test]
+fn helm_lint_passes_with_directory_and_s3_values() {
+    let chart = chart();
+    let chart = chart.to_str().expect("utf-8 path");
+    helm(&["lint", "--strict", chart]);
+    helm(&["lint", "--strict", chart, "-f", &s3_values()]);
+    // A store type the chart does not know is refused at render time, with the reason.
+    let out = helm_output(&["template", "x", chart, "--set", "storage.type=nfs"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.type must be pvc or s3"));
+}
+
+#[tokio::test]
+async fn rendered_chart_is_accepted_by_the_apiserver() {
+    let t = support::kube_test("chart-dry-run").await;
+    let ns = t.namespace.clone();
+    let s3 = s3_values();
+    let fs = template("fs", &ns, &["--include-crds"]);
+    assert_eq!(
+        kinds(&fs),
+        [
+            "CustomResourceDefinition",
+            "CustomResourceDefinition",
+            "ServiceAccount",
+            "PersistentVolumeClaim",
+            "ClusterRole",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "Role",
+            "RoleBinding",
+            "Deployment"
+        ]
+    );
+    apply_docs(&t.client, &ns, &fs, true).await;
+    // S3: no claim; the ServiceMonitor only where its API exists.
+    let s3_docs = template("s3", &ns, &["-f", &s3]);
+    assert!(!kinds(&s3_docs).contains(&"PersistentVolumeClaim"));
+    assert!(
+        !kinds(&s3_docs).contains(&"ServiceMonitor"),
+        "no ServiceMonitor without monitoring.coreos.com/v1"
+    );
+    apply_docs(&t.client, &ns, &s3_docs, true).await;
+    let with_monitor = template("s3", &ns, &["-f", &s3, "--api-versions", "monitoring.coreos.com/v1"]);
+    let monitor = with_monitor.iter().find(|d| d["kind"] == "ServiceMonitor").expect("ServiceMonitor");
+    assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+    assert_eq!(
+        monitor["spec"]["selector"]["matchLabels"]["app.kubernetes.io/instance"],
+        "s3-ztp-operator-server"
+    );
+    // One namespace watched: namespaced bindings only.
+    let scoped = template("scoped", &ns, &["-f", &s3, "--set", &format!("controller.watchNamespace={ns}")]);
+    assert_eq!(kinds(&scoped).iter().filter(|k| k.starts_with("ClusterRoleBinding")).count(), 0);
+    apply_docs(&t.client, &ns, &scoped, true).await;
+    // Nothing was stored.
+    let roles =
+        Api::<Role>::namespaced(t.client.clone(), &ns).list(&ListParams::default()).await.expect("list");
+    assert!(roles.items.is_empty());
+}
+
+/// The environment the chart's controller Deployment gives its container, as this test runs it:
+/// field references resolved as the kubelet would, the store directory replaced by a local one.
+fn controller_env(deployment: &Value, pod: &str, namespace: &str, store: &Path) -> BTreeMap<String, String> {
+    let container = &deployment["spec"]["template"]["spec"]["containers"][0];
+    let mut env = BTreeMap::new();
+    for e in container["env"].as_array().expect("env") {
+        let name = e["name"].as_str().expect("name").to_owned();
+        let value = match (&e["value"], e["valueFrom"]["fieldRef"]["fieldPath"].as_str()) {
+            (Value::String(v), _) => v.clone(),
+            (_, Some("metadata.name")) => pod.to_owned(),
+            (_, Some("metadata.namespace")) => namespace.to_owned(),
+            other => panic!("{name}: no value the test can give ({other:?})"),
+        };
+        env.insert(name, value);
+    }
+    assert_eq!(env.get("ZTP_STORE_DIR").map(String::as_str), Some("/var/lib/ztp/store"));
+    env.insert("ZTP_STORE_DIR".into(), store.display().to_string());
+    env
+}
+
+#[tokio::test]
+async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
+    let t = support::kube_test("chart-rbac").await;
+    let ns = t.namespace.clone();
+    let docs = template(
+        "ztp",
+        &ns,
+        &["--set", &format!("controller.watchNamespace={ns}"), "--set", "externalURL=http://ztp.example.net"],
+    );
+    // Everything the chart installs exists for real (no kubelet: the Deployment's pods never run;
+    // this test runs the controller process itself, with that Deployment's configuration).
+    apply_docs(&t.client, &ns, &docs, false).await;
+    let fullname = "ztp-ztp-operator";
+    let controller_deployment =
+        docs.iter().find(|d| d["kind"] == "Deployment").expect("controller Deployment");
+    assert_eq!(controller_deployment["spec"]["template"]["spec"]["serviceAccountName"], fullname);
+
+    // A token of the chart's ServiceAccount (TokenRequest), in a kubeconfig.
+    let sas: Api<ServiceAccount> = Api::namespaced(t.client.clone(), &ns);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token =
+        sas.create_token_request(fullname, &PostParams::default(), &request).await.expect("TokenRequest");
+    let token = token.status.and_then(|s| s.token).expect("a token");
+    let env = support::env().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = dir.path().join("controller.kubeconfig");
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&env.control_plane.url, &env.control_plane.ca_pem, &token))
+        .expect("write kubeconfig");
+    let store = dir.path().join("store");
+    std::fs::create_dir_all(&store).expect("store dir");
+
+    let body = random_bytes(200_000, 61);
+    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
+    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &ns);
+    let image =
+        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
+    images.create(&PostParams::default(), &image).await.expect("create image");
+    let profile: SwitchProfile = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "leaf"},
+        "spec": {"match": {"serialNumbers": ["SN-1"]}, "onie": {"installImage": {"name": "nos"}}},
+    }))
+    .expect("profile");
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &ns);
+    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
+
+    let mut vars = controller_env(controller_deployment, "ztp-controller-0", &ns, &store);
+    vars.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
+    vars.insert("RUST_LOG".into(), "info".into());
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let mut c = Controller(procs::spawn(
+        "ztp-operator",
+        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &["controller".to_owned()],
+        &vars,
+        env.log_dir.join("chart-rbac-controller.log"),
+    ));
+
+    wait_for(&images, "nos", "Ready", is_ready).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let p = profiles.get("leaf").await.expect("get profile");
+        let ready = p.status.as_ref().and_then(|s| find_condition(&s.conditions, ConditionType::Ready));
+        if ready.is_some_and(|c| c.status == "True") {
+            break;
+        }
+        c.0.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "profile not Ready: {:#?}\n{}",
+            p.status,
+            procs::tail(&c.0.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // The serving objects, owned by the chart's controller Deployment, the server's Role exact.
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let owner_uid = deployments.get(fullname).await.expect("controller Deployment").metadata.uid;
+    let server = wait_obj(&deployments, "ztp-ztp-operator-server", "applied", &mut c, |_| true).await;
+    let owners = server.metadata.owner_references.clone().unwrap_or_default();
+    assert_eq!(owners.len(), 1);
+    assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("Deployment", fullname));
+    assert_eq!(Some(owners[0].uid.clone()), owner_uid);
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns)
+        .get("ztp-ztp-operator-server")
+        .await
+        .expect("server Role");
+    assert_eq!(flat_rules(&role.rules.unwrap_or_default()), server_rules(), "the server gets no Secrets");
+    let claim = crate::serving_deployment::pod(&server)
+        .volumes
+        .iter()
+        .flatten()
+        .find_map(|v| v.persistent_volume_claim.clone())
+        .expect("claim");
+    assert_eq!(claim.claim_name, "ztp-ztp-operator-store", "the chart's claim");
+    let log = std::fs::read_to_string(&c.0.log).unwrap_or_default();
+    assert!(!log.contains("Forbidden") && !log.contains("forbidden"), "a request was refused:\n{log}");
+
+    // And not more than that: the chart's identity cannot reach beyond its job.
+    let narrow = support::controlplane::client_from(&kubeconfig).await;
+    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    };
+    forbidden(
+        Api::<Secret>::namespaced(narrow.clone(), "default").list(&ListParams::default()).await.map(|_| ()),
+        "Secrets outside the watched namespace",
+    );
+    forbidden(
+        Api::<Deployment>::namespaced(narrow.clone(), &ns)
+            .delete("ztp-ztp-operator-server", &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        "deleting the server",
+    );
+    let other: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "anything-else"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    }))
+    .expect("deployment");
+    forbidden(
+        Api::<Deployment>::namespaced(narrow.clone(), &ns)
+            .patch("anything-else", &PatchParams::apply("intruder"), &Patch::Apply(&other))
+            .await
+            .map(|_| ()),
+        "another Deployment",
+    );
+    let wide: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": format!("{ns}-wide")},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }))
+    .expect("cluster role");
+    forbidden(
+        Api::<ClusterRole>::all(narrow.clone())
+            .patch(&format!("{ns}-wide"), &PatchParams::apply("intruder"), &Patch::Apply(&wide))
+            .await
+            .map(|_| ()),
+        "a ClusterRole",
+    );
+}

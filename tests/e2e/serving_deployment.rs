@@ -1,0 +1,362 @@
+//! The serving Deployment the controller applies (`--manage-serving`), on the real apiserver.
+//! There is no kubelet, so the pods never run: the tests assert on the applied objects (volumes,
+//! env, securityContext, Service ports, RBAC), on a configuration change rolling the pod template,
+//! on hand edits being undone within seconds, and on the claim being created only when asked.
+
+use std::{
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::{
+    apps::v1::Deployment,
+    core::v1::{Container, PersistentVolumeClaim, PodSpec, Service, ServiceAccount},
+    rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+};
+use kube::{
+    Api,
+    api::{DeleteParams, Patch, PatchParams},
+};
+use serde_json::json;
+use ztp_operator::controller::serving::{
+    self, CONFIG_HASH_ANNOTATION, MANAGED_BY, MANAGED_BY_LABEL, RbacScope, SERVING_FIELD_MANAGER,
+    ServingConfig,
+};
+
+use crate::{
+    pipeline::{Backend, TestStore},
+    support::{
+        self, KubeTest, procs,
+        s3server::{ACCESS_KEY, SECRET_KEY},
+    },
+};
+
+/// A running `ztp-operator controller` (killed on drop).
+pub struct Controller(pub procs::Proc);
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.0.child.kill();
+        let _ = self.0.child.wait();
+    }
+}
+
+/// Starts the real binary as the admin user, watching only the test's namespace, serving objects
+/// in that namespace too.
+async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) -> Controller {
+    let env = support::env().await;
+    let mut args = vec![
+        "controller".to_owned(),
+        format!("--namespace={}", t.namespace),
+        "--leader-elect=false".into(),
+        "--external-url=http://ztp.example.net".into(),
+        "--manage-serving=true".into(),
+        format!("--serving-namespace={}", t.namespace),
+        "--serving-image=registry.example.net/ztp-operator:e2e".into(),
+    ];
+    args.extend(store.flags());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    Controller(procs::spawn(
+        "ztp-operator",
+        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &args,
+        &[
+            ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+            ("RUST_LOG", "info"),
+        ],
+        env.log_dir.join(log),
+    ))
+}
+
+/// Polls `api` for `name` until `cond` holds (30 s), failing with the controller's log.
+pub async fn wait_obj<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    c: &mut Controller,
+    cond: impl Fn(&K) -> bool,
+) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        c.0.assert_running();
+        if let Ok(Some(o)) = api.get_opt(name).await
+            && cond(&o)
+        {
+            return o;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}: not {what} within 30 s; log:\n{}",
+            procs::tail(&c.0.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn pod(d: &Deployment) -> &PodSpec {
+    d.spec.as_ref().and_then(|s| s.template.spec.as_ref()).expect("pod spec")
+}
+
+pub fn container(d: &Deployment) -> &Container {
+    &pod(d).containers[0]
+}
+
+pub fn env_of(d: &Deployment, name: &str) -> Option<String> {
+    container(d).env.iter().flatten().find(|e| e.name == name).and_then(|e| e.value.clone())
+}
+
+pub fn hash(d: &Deployment) -> String {
+    d.spec
+        .as_ref()
+        .and_then(|s| s.template.metadata.as_ref())
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(CONFIG_HASH_ANNOTATION))
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn replicas(d: &Deployment) -> Option<i32> {
+    d.spec.as_ref().and_then(|s| s.replicas)
+}
+
+fn image(d: &Deployment) -> &str {
+    container(d).image.as_deref().unwrap_or_default()
+}
+
+/// The rules of a Role as (groups, resources, verbs), for exact comparison.
+pub fn flat_rules(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> Vec<(String, String, String)> {
+    rules
+        .iter()
+        .map(|r| {
+            (
+                r.api_groups.clone().unwrap_or_default().join(","),
+                r.resources.clone().unwrap_or_default().join(","),
+                r.verbs.join(","),
+            )
+        })
+        .collect()
+}
+
+pub fn server_rules() -> Vec<(String, String, String)> {
+    [("ztp.netops.dev", "switchprofiles/status", "patch"), ("events.k8s.io", "events", "create,patch")]
+        .into_iter()
+        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+        .collect()
+}
+
+#[tokio::test]
+async fn fs_serving_objects_follow_the_configuration_and_edits_are_undone() {
+    let t = support::kube_test("serving-fs").await;
+    let store = TestStore::new(Backend::Fs, "serving-fs").await;
+    let ns = t.namespace.clone();
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let services: Api<Service> = Api::namespaced(t.client.clone(), &ns);
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(t.client.clone(), &ns);
+    let mut c = controller(&t, &store, &["--serving-pvc=ztp-store"], "serving-fs-1.log").await;
+
+    let d = wait_obj(&deployments, "ztp-server", "applied", &mut c, |_| true).await;
+    assert_eq!(replicas(&d), Some(2));
+    assert_eq!(image(&d), "registry.example.net/ztp-operator:e2e");
+    assert_eq!(
+        d.metadata.labels.as_ref().and_then(|l| l.get(MANAGED_BY_LABEL)).map(String::as_str),
+        Some(MANAGED_BY)
+    );
+    let managers: Vec<String> =
+        d.metadata.managed_fields.iter().flatten().filter_map(|m| m.manager.clone()).collect();
+    assert_eq!(managers, [SERVING_FIELD_MANAGER], "server-side applied by the controller only");
+    let p = pod(&d);
+    let claim =
+        p.volumes.iter().flatten().find_map(|v| v.persistent_volume_claim.clone()).expect("claim volume");
+    assert_eq!(claim.claim_name, "ztp-store");
+    assert!(p.volumes.iter().flatten().any(|v| v.name == "tmp" && v.empty_dir.is_some()));
+    assert_eq!(env_of(&d, "ZTP_STORE_DIR").as_deref(), Some(serving::STORE_MOUNT));
+    assert_eq!(env_of(&d, "ZTP_EXTERNAL_URL").as_deref(), Some("http://ztp.example.net"));
+    assert_eq!(env_of(&d, "ZTP_REPORT_STATUS").as_deref(), Some("true"));
+    let psc = p.security_context.clone().expect("pod securityContext");
+    assert_eq!((psc.run_as_non_root, psc.run_as_user), (Some(true), Some(65532)));
+    let sc = container(&d).security_context.clone().expect("securityContext");
+    assert_eq!((sc.read_only_root_filesystem, sc.allow_privilege_escalation), (Some(true), Some(false)));
+    assert_eq!(sc.capabilities.and_then(|c| c.drop), Some(vec!["ALL".to_owned()]));
+    assert_eq!(p.service_account_name.as_deref(), Some("ztp-server"));
+
+    let svc = services.get("ztp-server").await.expect("service");
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("ClusterIP"));
+    let port = &spec.ports.expect("ports")[0];
+    assert_eq!(port.port, 80);
+    assert_eq!(
+        port.target_port,
+        Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String("http".into()))
+    );
+    assert_eq!(spec.selector, d.spec.as_ref().and_then(|s| s.selector.match_labels.clone()));
+    Api::<ServiceAccount>::namespaced(t.client.clone(), &ns)
+        .get("ztp-server")
+        .await
+        .expect("service account");
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("role");
+    assert_eq!(flat_rules(&role.rules.unwrap_or_default()), server_rules(), "no Secrets, nothing to read");
+    let rb = Api::<RoleBinding>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("binding");
+    assert_eq!(rb.role_ref.name, "ztp-server");
+    assert!(claims.get_opt("ztp-store").await.expect("get claim").is_none(), "no claim unless asked");
+
+    // A no-op re-apply writes nothing: the watch does not feed itself.
+    let rv = d.metadata.resource_version.clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(deployments.get("ztp-server").await.expect("get").metadata.resource_version, rv);
+
+    // Hand edits (another field manager) are undone within seconds.
+    let edit = PatchParams { field_manager: Some("kubectl-edit".into()), ..Default::default() };
+    let patch = json!({"spec": {"replicas": 7, "template": {"spec": {"containers": [{"name": "server", "image": "evil:1"}]}}}});
+    let edited = deployments.patch("ztp-server", &edit, &Patch::Strategic(&patch)).await.expect("edit");
+    assert_eq!((replicas(&edited), image(&edited)), (Some(7), "evil:1"));
+    let started = Instant::now();
+    let d = wait_obj(&deployments, "ztp-server", "corrected", &mut c, |d| {
+        replicas(d) == Some(2) && image(d) == "registry.example.net/ztp-operator:e2e"
+    })
+    .await;
+    assert!(started.elapsed() < Duration::from_secs(10), "corrected after {:?}", started.elapsed());
+    let first_hash = hash(&d);
+    assert_eq!(first_hash.len(), 16);
+    // A deleted Service comes back.
+    services.delete("ztp-server", &DeleteParams::default()).await.expect("delete service");
+    wait_obj(&services, "ztp-server", "recreated", &mut c, |_| true).await;
+
+    // Restarted with other flags: the pod template (and its hash) changes; the claim is created.
+    drop(c);
+    let mut c = controller(
+        &t,
+        &store,
+        &[
+            "--serving-pvc=ztp-store",
+            "--serving-max-downloads=64",
+            "--serving-pvc-create=true",
+            "--serving-pvc-size=2Gi",
+            "--serving-pvc-storage-class=fast-rwx",
+        ],
+        "serving-fs-2.log",
+    )
+    .await;
+    let d = wait_obj(&deployments, "ztp-server", "re-rendered", &mut c, |d| hash(d) != first_hash).await;
+    assert_eq!(env_of(&d, "ZTP_MAX_DOWNLOADS").as_deref(), Some("64"));
+    let pvc = wait_obj(&claims, "ztp-store", "created", &mut c, |_| true).await;
+    let spec = pvc.spec.expect("claim spec");
+    assert_eq!(spec.storage_class_name.as_deref(), Some("fast-rwx"));
+    assert_eq!(spec.access_modes, Some(vec!["ReadWriteMany".to_owned()]));
+    let size = spec.resources.and_then(|r| r.requests).and_then(|r| r.get("storage").cloned());
+    assert_eq!(size.map(|q| q.0), Some("2Gi".to_owned()));
+}
+
+#[tokio::test]
+async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
+    let t = support::kube_test("serving-s3").await;
+    let store = TestStore::new(Backend::S3, "serving-s3").await;
+    let ns = t.namespace.clone();
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let mut c = controller(
+        &t,
+        &store,
+        &[
+            "--s3-region=us-east-1",
+            "--serving-name=edge-ztp",
+            "--serving-replicas=3",
+            "--serving-service-type=NodePort",
+            "--serving-s3-credentials-secret=s3-creds",
+            "--serving-admin-token-secret=ztp-admins",
+            "--serving-oidc-issuer=https://idp.example.net",
+            "--serving-oidc-audience=ztp",
+            "--serving-report-status=false",
+        ],
+        "serving-s3.log",
+    )
+    .await;
+    let d = wait_obj(&deployments, "edge-ztp", "applied", &mut c, |_| true).await;
+    assert_eq!(replicas(&d), Some(3));
+    let bucket = store.bucket.clone().expect("bucket");
+    let endpoint = support::env().await.s3.endpoint.clone();
+    for (k, v) in [
+        ("ZTP_S3_BUCKET", bucket.as_str()),
+        ("ZTP_S3_ENDPOINT", endpoint.as_str()),
+        ("ZTP_S3_REGION", "us-east-1"),
+        ("ZTP_S3_PATH_STYLE", "true"),
+        ("ZTP_ADMIN_TOKEN_FILE", "/etc/ztp/admin/tokens"),
+        ("ZTP_OIDC_ISSUER", "https://idp.example.net"),
+        ("ZTP_OIDC_AUDIENCE", "ztp"),
+    ] {
+        assert_eq!(env_of(&d, k).as_deref(), Some(v), "{k}");
+    }
+    assert_eq!(env_of(&d, "ZTP_STORE_DIR"), None);
+    assert_eq!(env_of(&d, "ZTP_REPORT_STATUS"), None);
+    let refs: Vec<(String, String, String)> = container(&d)
+        .env
+        .iter()
+        .flatten()
+        .filter_map(|e| {
+            let r = e.value_from.as_ref()?.secret_key_ref.as_ref()?;
+            Some((e.name.clone(), r.name.clone(), r.key.clone()))
+        })
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("AWS_ACCESS_KEY_ID".to_owned(), "s3-creds".to_owned(), "accessKeyId".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY".to_owned(), "s3-creds".to_owned(), "secretAccessKey".to_owned()),
+        ]
+    );
+    let p = pod(&d);
+    assert!(p.volumes.iter().flatten().all(|v| v.persistent_volume_claim.is_none()));
+    let secret = p.volumes.iter().flatten().find_map(|v| v.secret.clone()).expect("token volume");
+    assert_eq!(secret.secret_name.as_deref(), Some("ztp-admins"));
+    assert_eq!(p.automount_service_account_token, Some(false), "no API token without --report-status");
+    let svc = Api::<Service>::namespaced(t.client.clone(), &ns).get("edge-ztp").await.expect("service");
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("NodePort"));
+    assert_eq!(spec.ports.expect("ports")[0].port, 80);
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("edge-ztp").await.expect("role");
+    assert!(role.rules.unwrap_or_default().is_empty(), "no permissions without --report-status");
+    drop(c);
+
+    // Watching every namespace puts the server's permissions in a ClusterRole. (A controller
+    // watching everything would reconcile the other tests' objects: applied in-process here.)
+    let cluster = ServingConfig {
+        namespace: ns.clone(),
+        name: "edge-ztp".into(),
+        image: "registry.example.net/ztp-operator:e2e".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        image_pull_secrets: vec![],
+        replicas: 1,
+        service_type: "LoadBalancer".into(),
+        service_port: 80,
+        external_url: "http://ztp.example.net".into(),
+        store: serving::ServingStore::S3 {
+            bucket,
+            prefix: None,
+            endpoint: Some(endpoint),
+            region: None,
+            path_style: true,
+            credentials_secret: None,
+            ca_config_map: None,
+        },
+        rbac: RbacScope::Cluster,
+        auth: Default::default(),
+        max_downloads: 10,
+        report_status: true,
+        requests: Default::default(),
+        limits: Default::default(),
+        owner_deployment: None,
+    };
+    let objects = serving::objects(&cluster, None).expect("render");
+    serving::apply_all(&t.client, &objects).await.expect("apply cluster-scoped serving objects");
+    let name = cluster.cluster_role_name();
+    let cr = Api::<ClusterRole>::all(t.client.clone()).get(&name).await.expect("cluster role");
+    assert_eq!(flat_rules(&cr.rules.unwrap_or_default()), server_rules());
+    let crbs: Api<ClusterRoleBinding> = Api::all(t.client.clone());
+    let crb = crbs.get(&name).await.expect("cluster role binding");
+    assert_eq!(crb.subjects.expect("subjects")[0].namespace.as_deref(), Some(ns.as_str()));
+    crbs.delete(&name, &DeleteParams::default()).await.expect("cleanup");
+    Api::<ClusterRole>::all(t.client.clone()).delete(&name, &DeleteParams::default()).await.expect("cleanup");
+}
