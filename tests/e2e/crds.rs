@@ -79,40 +79,160 @@ async fn crds_are_established_with_status_and_columns() {
     }
 }
 
+/// Every YAML document under `examples/` (lab included: it uses only OsImage, SwitchProfile,
+/// ConfigMap and Secret) is accepted by the real apiserver with a server-side dry run, so the
+/// examples never drift from the CRD schema and its CEL rules; nothing is persisted.
 #[tokio::test]
 async fn shipped_examples_are_accepted() {
+    use kube::{
+        api::{DynamicObject, GroupVersionKind},
+        discovery::pinned_kind,
+    };
+
     let t = support::kube_test("crd-examples").await;
-    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
-    let mut created = 0;
-    for doc in example_documents() {
-        match doc.get("kind").and_then(Value::as_str) {
-            Some("OsImage") => {
-                let o: OsImage = serde_json::from_value(doc).expect("example OsImage parses");
-                images
-                    .create(&PostParams::default(), &o)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", o.name_any()));
-            }
-            Some("SwitchProfile") => {
-                let p: SwitchProfile = serde_json::from_value(doc).expect("example SwitchProfile parses");
-                profiles
-                    .create(&PostParams::default(), &p)
-                    .await
-                    .unwrap_or_else(|e| panic!("{}: {e}", p.name_any()));
-            }
-            _ => continue,
+    let docs = example_documents();
+    let dry_run = PostParams { dry_run: true, field_manager: None };
+    let mut kinds = std::collections::BTreeMap::<String, usize>::new();
+    for doc in &docs {
+        let where_ = format!("{} document {}", doc.file.display(), doc.index + 1);
+        let api_version =
+            doc.value["apiVersion"].as_str().unwrap_or_else(|| panic!("{where_}: no apiVersion"));
+        let kind = doc.value["kind"].as_str().unwrap_or_else(|| panic!("{where_}: no kind"));
+        let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
+        let (resource, _) = pinned_kind(&t.client, &GroupVersionKind::gvk(group, version, kind))
+            .await
+            .unwrap_or_else(|e| panic!("{where_}: the apiserver does not serve {api_version} {kind}: {e}"));
+        let obj: DynamicObject = serde_json::from_value(doc.value.clone())
+            .unwrap_or_else(|e| panic!("{where_}: not a Kubernetes object: {e}"));
+        let api: Api<DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &resource);
+        match api.create(&dry_run, &obj).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) => panic!(
+                "{where_} ({kind} {}) rejected by the apiserver ({} {}): {}",
+                obj.name_any(),
+                s.code,
+                s.reason,
+                s.message
+            ),
+            Err(e) => panic!("{where_} ({kind} {}): {e}", obj.name_any()),
         }
-        created += 1;
+        *kinds.entry(kind.to_owned()).or_default() += 1;
     }
-    assert!(
-        created >= 4,
-        "expected the examples folder to hold OsImages and SwitchProfiles, found {created}"
-    );
+    // Dry run means dry: nothing was stored.
+    let stored = Api::<OsImage>::namespaced(t.client.clone(), &t.namespace)
+        .list(&Default::default())
+        .await
+        .expect("list OsImages");
+    assert!(stored.items.is_empty(), "a dry run stored {} OsImages", stored.items.len());
+    for (kind, at_least) in [("OsImage", 7), ("SwitchProfile", 16), ("ConfigMap", 5), ("Secret", 5)] {
+        let n = kinds.get(kind).copied().unwrap_or(0);
+        assert!(
+            n >= at_least,
+            "expected at least {at_least} {kind} documents under examples/, found {n}: {kinds:?}"
+        );
+    }
 }
 
-/// Every YAML document under `examples/` whose apiVersion is ours.
-fn example_documents() -> Vec<Value> {
+/// The examples are a set a user can apply as it is: every OsImage, ConfigMap (and key) and
+/// Secret (and key) a document refers to is declared in the same set (`examples/lab/` on its
+/// own, everything else together); each switch family has a serial-specific profile and a model
+/// default; and every file starts with a comment saying what it is.
+#[test]
+fn examples_are_complete_and_commented() {
+    let docs = example_documents();
+    let mut files: Vec<&std::path::Path> = docs.iter().map(|d| d.file.as_path()).collect();
+    files.dedup();
+    for f in files {
+        let text = std::fs::read_to_string(f).expect("read example");
+        assert!(text.starts_with('#'), "{} must start with a comment saying what it does", f.display());
+    }
+    for lab in [true, false] {
+        let set: Vec<&ExampleDoc> = docs.iter().filter(|d| d.is_lab() == lab).collect();
+        let declared = |kind: &str, name: &str| -> Option<&Value> {
+            set.iter()
+                .find(|d| d.value["kind"] == kind && d.value["metadata"]["name"] == name)
+                .map(|d| &d.value)
+        };
+        for doc in &set {
+            let mut refs = Vec::new();
+            collect_refs(&doc.value["spec"], &mut refs);
+            for (kind, name, key) in refs {
+                let Some(target) = declared(kind, &name) else {
+                    panic!(
+                        "{}: {kind} {name} is referenced but not declared under examples/",
+                        doc.file.display()
+                    )
+                };
+                if let Some(key) = key {
+                    let has = |field: &str| target.get(field).and_then(|d| d.get(&key)).is_some();
+                    assert!(
+                        has("data") || has("stringData"),
+                        "{}: {kind} {name} has no key {key}",
+                        doc.file.display()
+                    );
+                }
+            }
+        }
+    }
+    let profiles: Vec<&Value> = docs
+        .iter()
+        .filter(|d| !d.is_lab() && d.value["kind"] == "SwitchProfile")
+        .map(|d| &d.value["spec"])
+        .collect();
+    for family in ["onie", "ztp", "cumulus", "files"] {
+        let of_family: Vec<&&Value> = profiles.iter().filter(|p| p.get(family).is_some()).collect();
+        let by_serial = of_family.iter().any(|p| p["match"].get("serialNumbers").is_some());
+        let default = of_family.iter().any(|p| {
+            p["match"].get("models").is_some()
+                && p["match"].get("serialNumbers").is_none()
+                && p["match"].get("macAddresses").is_none()
+        });
+        assert!(
+            by_serial && default,
+            "examples/switchprofiles: {family} needs a serial-specific profile and a model default"
+        );
+    }
+}
+
+/// (kind, name, key) of every reference inside `v`.
+fn collect_refs(v: &Value, out: &mut Vec<(&'static str, String, Option<String>)>) {
+    match v {
+        Value::Object(map) => {
+            for (k, v) in map {
+                let kind = match k.as_str() {
+                    "osImageRef" => Some("OsImage"),
+                    "configMapKeyRef" | "caBundleRef" => Some("ConfigMap"),
+                    "secretKeyRef" | "headersSecretRef" | "credentialsSecretRef" => Some("Secret"),
+                    _ => None,
+                };
+                match (kind, v["name"].as_str()) {
+                    (Some(kind), Some(name)) => {
+                        out.push((kind, name.to_owned(), v["key"].as_str().map(str::to_owned)))
+                    }
+                    _ => collect_refs(v, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|i| collect_refs(i, out)),
+        _ => {}
+    }
+}
+
+struct ExampleDoc {
+    file: std::path::PathBuf,
+    index: usize,
+    value: Value,
+}
+
+impl ExampleDoc {
+    fn is_lab(&self) -> bool {
+        let lab = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+        self.file.starts_with(lab)
+    }
+}
+
+/// Every non-empty YAML document under `examples/`, in file order.
+fn example_documents() -> Vec<ExampleDoc> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read examples").flatten() {
             let p = entry.path();
@@ -129,11 +249,11 @@ fn example_documents() -> Vec<Value> {
     let mut docs = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(&f).expect("read example");
-        for doc in yaml_serde::Deserializer::from_str(&text) {
-            let v: Value =
+        for (index, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+            let value: Value =
                 serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
-            if v.get("apiVersion").and_then(Value::as_str) == Some("ztp.netops.dev/v1alpha1") {
-                docs.push(v);
+            if !value.is_null() {
+                docs.push(ExampleDoc { file: f.clone(), index, value });
             }
         }
     }

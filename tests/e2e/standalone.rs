@@ -167,3 +167,195 @@ async fn standalone_lab_folder_works_offline() {
     let stored = std::fs::read(dir.path().join("lab-nos/1.0.0/lab-nos-installer.bin")).expect("stored image");
     assert_eq!(stored, std::fs::read(lab.join("images/lab-nos-installer.bin")).expect("source"));
 }
+
+/// `examples/lab` served by the real binary: every profile in it resolves (Ready), and each family
+/// gets its answer when it asks with exactly the headers its switches send (PROTOCOLS.md) — the
+/// requests examples/README.md shows.
+#[tokio::test]
+async fn lab_profiles_answer_each_family() {
+    use reqwest::{Client, StatusCode, redirect::Policy};
+
+    use crate::devices::{headers, onie_headers};
+
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let profiles: Vec<String> = ztp_operator::standalone::read_switch_profiles(&lab)
+        .expect("lab profiles parse")
+        .iter()
+        .map(|p| p.metadata.name.clone().expect("named"))
+        .collect();
+    for family in ["lab-onie", "lab-nvos", "lab-sonic", "lab-cumulus", "lab-rtbrick", "lab-default"] {
+        assert!(profiles.iter().any(|p| p == family), "examples/lab lost the {family} profile: {profiles:?}");
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let port = procs::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut proc = procs::spawn(
+        "ztp-operator",
+        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &[
+            "standalone".into(),
+            format!("--manifests={}", lab.display()),
+            format!("--data={}", dir.path().join("data").display()),
+            format!("--listen=127.0.0.1:{port}"),
+            "--poll-seconds=0.2".into(),
+        ],
+        &[],
+        dir.path().join("standalone.log"),
+    );
+    // The last line printed about each profile says Ready (it is "not ready" until the images are).
+    let last_word = |log: &str, what: &str| -> Option<String> {
+        let prefix = format!("{what}: ");
+        log.lines().rev().find_map(|l| l.strip_prefix(&prefix)).map(str::to_owned)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        proc.assert_running();
+        let log = std::fs::read_to_string(&proc.log).unwrap_or_default();
+        let images_ready = ["lab-nos", "lab-onie-updater"].iter().all(|i| {
+            last_word(&log, &format!("osimage default/{i}")).is_some_and(|w| w.starts_with("Ready"))
+        });
+        let profiles_ready = profiles
+            .iter()
+            .all(|p| last_word(&log, &format!("switchprofile default/{p}")).as_deref() == Some("Ready"));
+        // The server polls the store: wait until it loaded the last snapshot published.
+        let published = log.lines().rev().find_map(|l| {
+            l.strip_prefix("snapshot ").and_then(|r| r.split_once(" published")).map(|(v, _)| v.to_owned())
+        });
+        let loaded = published
+            .is_some_and(|v| log.lines().any(|l| l.contains("snapshot loaded") && l.contains(v.as_str())));
+        if images_ready && profiles_ready && loaded {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lab not Ready and loaded within 60 s:\n{}",
+            procs::tail(&proc.log, 40)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A switch never gets a redirect: do not follow one.
+    let client = Client::builder().redirect(Policy::none()).build().expect("client");
+    let get = async |path: &str, h: reqwest::header::HeaderMap| {
+        let r = client.get(format!("{base}{path}")).headers(h).send().await.expect("request");
+        let status = r.status();
+        (status, r.bytes().await.expect("body").to_vec())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while get("/readyz", Default::default()).await.0 != StatusCode::OK {
+        assert!(Instant::now() < deadline, "/readyz never 200:\n{}", procs::tail(&proc.log, 40));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let installer = std::fs::read(lab.join("images/lab-nos-installer.bin")).expect("lab installer");
+    let updater = std::fs::read(lab.join("images/lab-onie-updater")).expect("lab updater");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+
+    // ONIE, by serial: the installer for os-install, the updater for onie-update.
+    let onie = |serial: &str, operation: &str| {
+        let mut h = onie_headers(serial, "0c:42:a1:00:00:01", operation);
+        h.insert("ONIE-MACHINE", "lab_switch".parse().expect("value"));
+        h
+    };
+    let (s, body) = get("/onie-installer-x86_64-lab_switch-r0", onie("LAB-ONIE-0001", "os-install")).await;
+    assert_eq!((s, body == installer), (StatusCode::OK, true), "ONIE os-install");
+    let (s, body) = get("/onie-updater-x86_64-lab_switch-r0.bin", onie("LAB-ONIE-0001", "onie-update")).await;
+    assert_eq!((s, body == updater), (StatusCode::OK, true), "ONIE onie-update");
+    // The model default answers the README's example (any serial of the lab model).
+    let (s, body) = get("/onie-installer", onie("SOME-OTHER-SERIAL", "os-install")).await;
+    assert_eq!((s, body == installer), (StatusCode::OK, true), "ONIE via the model default");
+
+    // NVOS: the ZTP JSON by headers, its image URL and its commands, rendered for the device.
+    let nvos = headers(&[
+        ("User-Agent", "NVOS-ZTP/0.1"),
+        ("SERIAL-NUMBER", "LAB-NVOS-0001"),
+        ("PRODUCT-NAME", "LAB-SWITCH"),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:02"),
+        ("NVOS-VERSION", "nvos-25.02.2002"),
+        ("NVUE-VERSION", "2.5.0-nvos"),
+    ]);
+    let (s, body) = get("/nvos/ztp.json", nvos.clone()).await;
+    assert_eq!(s, StatusCode::OK, "NVOS ztp.json: {}", text(&body));
+    let json: Value = serde_json::from_slice(&body).expect("NVOS ZTP JSON");
+    let image_url = json["ztp"]["01-image"]["install"]["url"].as_str().expect("image url").to_owned();
+    assert_eq!(image_url, format!("{base}/images/lab-nos/1.0.0/lab-nos-installer.bin"));
+    let commands = json["ztp"]["02-commands-list"]["url"].as_str().expect("commands url");
+    let (s, body) = get(commands.strip_prefix(base.as_str()).expect("our URL"), nvos).await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(text(&body).contains("nv set system hostname lab-nvos01"), "{}", text(&body));
+    let (s, body) = get("/images/lab-nos/1.0.0/lab-nos-installer.bin", Default::default()).await;
+    assert_eq!((s, body == installer), (StatusCode::OK, true), "the image the ZTP JSON names");
+
+    // SONiC: the ZTP engine's curl headers; its provisioning script calls back with its serial.
+    let sonic = headers(&[
+        ("User-Agent", "SONiC-ZTP/0.1"),
+        ("PRODUCT-NAME", "LAB-SWITCH"),
+        ("SERIAL-NUMBER", "LAB-SONIC-0001"),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:03"),
+        ("SONiC-VERSION", "SONiC.202411"),
+    ]);
+    let (s, body) = get("/sonic/ztp.json", sonic.clone()).await;
+    assert_eq!(s, StatusCode::OK, "SONiC ztp.json: {}", text(&body));
+    let json: Value = serde_json::from_slice(&body).expect("SONiC ZTP JSON");
+    let script = json["ztp"]["02-provisioning-script"]["url"].as_str().expect("script url");
+    let (s, body) = get(script.strip_prefix(base.as_str()).expect("our URL"), sonic).await;
+    assert_eq!(s, StatusCode::OK);
+    let script = text(&body);
+    assert!(script.contains("hostname lab-sonic01"), "{script}");
+    assert!(script.contains(&format!("{base}/v1/devices/LAB-SONIC-0001/provisioned")), "{script}");
+
+    // Cumulus: the marker, LF only, rendered for the device.
+    let cumulus = headers(&[
+        ("User-Agent", "CumulusLinux-AutoProvision/0.4"),
+        ("CUMULUS-ARCH", "x86_64"),
+        ("CUMULUS-BUILD", "5.14.0"),
+        ("CUMULUS-MANUFACTURER", "odm"),
+        ("CUMULUS-PRODUCTNAME", "LAB-SWITCH"),
+        ("CUMULUS-SERIAL", "LAB-CUMULUS-0001"),
+        ("CUMULUS-BASE-MAC", "0C:42:A1:00:00:04"),
+        ("CUMULUS-MGMT-MAC", "0C:42:A1:00:00:05"),
+        ("CUMULUS-VERSION", "5.14.0"),
+        ("CUMULUS-PROV-COUNT", "0"),
+        ("CUMULUS-PROV-MAX", "32"),
+    ]);
+    let (s, body) = get("/cumulus/ztp.sh", cumulus).await;
+    assert_eq!(s, StatusCode::OK);
+    let script = text(&body);
+    assert!(script.contains("CUMULUS-AUTOPROVISIONING") && !script.contains('\r'), "{script:?}");
+    assert!(script.contains("nv set system hostname lab-cumulus01"), "{script}");
+
+    // RtBrick: ONIE gets the image at /ztp/image, then CTRLD its files (ConfigMap, Secret); a file
+    // the profile does not list is 404, which CTRLD skips.
+    let (s, body) = get("/ztp/image", onie("LAB-RTBRICK-0001", "os-install")).await;
+    assert_eq!((s, body == installer), (StatusCode::OK, true), "RtBrick /ztp/image");
+    let ctrld = headers(&[
+        ("ONIE-SERIAL-NUMBER", "LAB-RTBRICK-0001"),
+        ("CONTAINER-NAME", "rtbrick"),
+        ("ELEMENT-NAME", "lab-rtbrick01"),
+        ("HOST-NAME", "lab-rtbrick01"),
+    ]);
+    let config = async |name: &str| get(&format!("/ztp/config/{name}"), ctrld.clone()).await;
+    let (s, body) = config("startup").await;
+    assert_eq!(s, StatusCode::OK);
+    let startup: Value = serde_json::from_slice(&body).expect("startup JSON");
+    assert_eq!(startup["ietf-restconf:data"]["rtbrick-config:system"]["hostname"], "lab-rtbrick01");
+    let (s, body) = config("element").await;
+    assert_eq!(s, StatusCode::OK);
+    let element: Value = serde_json::from_slice(&body).expect("element JSON");
+    assert_eq!(
+        (&element["element_name"], &element["container_name"]),
+        (&serde_json::json!("lab-rtbrick01"), &serde_json::json!("rtbrick"))
+    );
+    let (s, body) = config("accessjwks").await;
+    assert_eq!((s, text(&body)), (StatusCode::OK, r#"{"keys": []}"#.to_owned()), "from the Secret");
+    let (s, body) = config("ctrld").await;
+    assert!(s == StatusCode::OK && text(&body).contains("\"ztp\""), "ctrld: {s} {}", text(&body));
+    assert_eq!(config("ctrldrbac").await.0, StatusCode::NOT_FOUND);
+
+    // An unknown device of an unknown model gets nothing.
+    let mut stranger = onie("NOBODY", "os-install");
+    stranger.insert("ONIE-MACHINE", "celestica_e1031".parse().expect("value"));
+    assert_eq!(get("/onie-installer", stranger).await.0, StatusCode::NOT_FOUND);
+
+    proc.assert_running();
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
+}

@@ -167,7 +167,7 @@ async fn ztpctl_dhcp_writes_kea_and_isc_reservations_the_daemons_accept() {
     validate_with("dhcpd", &["-t", "-cf"], &isc_file).await;
 
     // One file, the examples users copy: accepted, spine01 reserved by its MAC.
-    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchprofiles/rtbrick-spine.yaml");
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchprofiles/rtbrick.yaml");
     let (ok, out, err) = ztpctl(&["--server", s, "dhcp", "--format", "isc", "--profiles", examples]).await;
     assert!(ok, "{err}");
     assert!(out.contains("hardware ethernet 0c:42:a1:00:00:42;") && out.contains(&format!("\"{s}/onie\"")));
