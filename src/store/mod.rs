@@ -13,7 +13,7 @@ pub mod s3;
 use std::{fmt, ops::Range, path::PathBuf, sync::Arc};
 
 use async_trait::async_trait;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 
 pub use manifest::{FIRMWARE_TAG, MANIFEST_NAME, Manifest, ManifestConflict, ManifestEntry, ManifestError};
@@ -146,6 +146,7 @@ impl Store {
             hasher: Some(StreamHasher::new()),
             expected,
             written: 0,
+            batch: BytesMut::new(),
         })
     }
 
@@ -229,20 +230,43 @@ impl Store {
     }
 }
 
+/// Pieces smaller than this are gathered before they go to the hashing and writing threads: an
+/// upload's multipart body arrives in pieces of a few KiB, and two queue hand-offs per piece cost
+/// more than copying them together. (Each queue holds 16 batches: at most 8 MiB in flight.)
+const BATCH: usize = 512 * 1024;
+
 /// Writes an object while hashing it; commits only when the hash (and size) match.
 pub struct VerifyingWriter {
     pending: Option<Box<dyn PendingObject>>,
     hasher: Option<StreamHasher>,
     expected: Sha256Digest,
     written: u64,
+    /// Bytes accepted but not yet handed on (less than [`BATCH`]).
+    batch: BytesMut,
 }
 
 impl VerifyingWriter {
     pub async fn write(&mut self, chunk: Bytes) -> Result<()> {
+        self.written += chunk.len() as u64;
+        if self.batch.is_empty() && chunk.len() >= BATCH {
+            return self.hand_on(chunk).await;
+        }
+        if self.batch.capacity() == 0 {
+            self.batch.reserve(BATCH);
+        }
+        self.batch.extend_from_slice(&chunk);
+        if self.batch.len() >= BATCH {
+            let full = self.batch.split().freeze();
+            self.hand_on(full).await?;
+        }
+        Ok(())
+    }
+
+    /// Hands `chunk` to the hashing thread and the backend's writer.
+    async fn hand_on(&mut self, chunk: Bytes) -> Result<()> {
         let (Some(pending), Some(hasher)) = (self.pending.as_mut(), self.hasher.as_mut()) else {
             unreachable!("write after commit or abort");
         };
-        self.written += chunk.len() as u64;
         hasher.update(chunk.clone()).await;
         pending.write(chunk).await
     }
@@ -255,6 +279,10 @@ impl VerifyingWriter {
     /// Verifies and, if everything matches, makes the object visible. On a mismatch the written
     /// data is discarded and the error says `sha256 mismatch: expected …, got …`.
     pub async fn commit(mut self, expected_size: Option<u64>) -> Result<Committed> {
+        if !self.batch.is_empty() {
+            let rest = self.batch.split().freeze();
+            self.hand_on(rest).await?; // on error, Drop aborts
+        }
         let pending = self.pending.take().expect("pending object");
         let (sha256, size) = self.hasher.take().expect("hasher").finish().await;
         if let Some(expected_size) = expected_size
