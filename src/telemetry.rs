@@ -1,39 +1,213 @@
 //! Logging setup: `tracing` with an `EnvFilter` (`RUST_LOG`), text or JSON lines.
 //!
-//! Lines are formatted on the calling thread and written by a dedicated thread through a buffer
-//! that is flushed whenever no more lines are waiting: a device request never waits on a
-//! `write(2)` to a slow log pipe, and a burst of requests costs a few large writes instead of one
-//! per line. Nothing is dropped: when 64 Ki lines are waiting, callers wait for the writer.
+//! A device request logs one line, so at tens of thousands of requests a second the way lines
+//! reach the file matters: a `write(2)` per line, or a hand-off that wakes a writer thread per
+//! line, costs more than the answer itself. Lines are formatted on the calling thread and
+//! appended to a shared buffer; a writer thread writes the buffer out every 50 ms, or as soon as
+//! 256 KiB are waiting. Nothing is dropped: past 8 MiB waiting the caller writes the buffer
+//! itself. Dropping the [`LogGuard`] (the end of `main`) writes out the rest.
 
-use std::io::{BufWriter, IsTerminal, Write};
+use std::{
+    io::{self, IsTerminal, Write},
+    sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError},
+    thread::JoinHandle,
+    time::Duration,
+};
 
-use tracing_appender::non_blocking::{NonBlockingBuilder, WorkerGuard};
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
-/// Keeps the log writer thread alive; dropping it writes out what is still queued.
-#[must_use = "dropping the guard stops the log writer"]
-pub struct LogGuard(#[allow(dead_code)] WorkerGuard);
+/// How long a line may wait in the buffer.
+const FLUSH_EVERY: Duration = Duration::from_millis(50);
+/// Waiting bytes that wake the writer thread early.
+const WAKE_AT: usize = 256 * 1024;
+/// Waiting bytes past which the caller writes them out itself.
+const WRITE_AT: usize = 8 * 1024 * 1024;
 
 /// Installs the global subscriber. `json` selects one JSON object per line on stdout (for log
 /// shippers); otherwise text lines on stderr, coloured only when stderr is a terminal.
 pub fn init(json: bool) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let registry = tracing_subscriber::registry().with(filter);
-    let builder = NonBlockingBuilder::default().lossy(false).buffered_lines_limit(64 * 1024);
     if json {
-        let (writer, guard) = builder.finish(buffered(std::io::stdout()));
+        let (writer, guard) = Batched::start(Box::new(io::stdout()));
         registry.with(fmt::layer().json().with_current_span(false).with_writer(writer)).init();
-        LogGuard(guard)
+        guard
     } else {
-        let ansi = std::io::stderr().is_terminal();
-        let (writer, guard) = builder.finish(buffered(std::io::stderr()));
+        let ansi = io::stderr().is_terminal();
+        let (writer, guard) = Batched::start(Box::new(io::stderr()));
         registry.with(fmt::layer().with_ansi(ansi).with_writer(writer)).init();
-        LogGuard(guard)
+        guard
     }
 }
 
-/// The writer thread flushes after each burst, so a buffer only batches lines that were
-/// already waiting.
-fn buffered<W: Write + Send + 'static>(w: W) -> BufWriter<W> {
-    BufWriter::with_capacity(64 * 1024, w)
+struct Shared {
+    /// Lines not yet written.
+    pending: Mutex<Vec<u8>>,
+    wake: Condvar,
+    /// Where lines go; held while a batch is taken and written, so batches keep their order.
+    sink: Mutex<Box<dyn Write + Send>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    /// Takes what is waiting and writes it out.
+    fn write_out(&self) {
+        let mut sink = lock(&self.sink);
+        let batch = std::mem::take(&mut *lock(&self.pending));
+        if !batch.is_empty() {
+            // Nowhere to report a failure to write the log; the lines are lost, the server goes on.
+            let _ = sink.write_all(&batch).and_then(|()| sink.flush());
+        }
+    }
+}
+
+/// The `MakeWriter` of the fmt layer: every line is appended to the shared buffer.
+#[derive(Clone)]
+struct Batched(Arc<Shared>);
+
+impl Batched {
+    fn start(sink: Box<dyn Write + Send>) -> (Self, LogGuard) {
+        let shared = Arc::new(Shared {
+            pending: Mutex::new(Vec::with_capacity(WAKE_AT)),
+            wake: Condvar::new(),
+            sink: Mutex::new(sink),
+            closed: false.into(),
+        });
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("log-writer".into())
+            .spawn(move || {
+                let s = thread_shared;
+                loop {
+                    {
+                        let pending = lock(&s.pending);
+                        if pending.len() < WAKE_AT && !s.closed.load(std::sync::atomic::Ordering::Acquire) {
+                            let _ = s.wake.wait_timeout(pending, FLUSH_EVERY);
+                        }
+                    }
+                    s.write_out();
+                    if s.closed.load(std::sync::atomic::Ordering::Acquire) {
+                        s.write_out();
+                        return;
+                    }
+                }
+            })
+            .ok();
+        (Self(shared.clone()), LogGuard { shared, thread })
+    }
+}
+
+impl<'a> fmt::MakeWriter<'a> for Batched {
+    type Writer = &'a Shared;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        &self.0
+    }
+}
+
+impl Write for &Shared {
+    fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        let waiting = {
+            let mut pending = lock(&self.pending);
+            pending.extend_from_slice(line);
+            pending.len()
+        };
+        if waiting >= WRITE_AT {
+            self.write_out();
+        } else if waiting >= WAKE_AT {
+            self.wake.notify_one();
+        }
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps the log writer thread; dropping it writes out what is still waiting.
+#[must_use = "dropping the guard stops the log writer"]
+pub struct LogGuard {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, std::sync::atomic::Ordering::Release);
+        self.shared.wake.notify_one();
+        match self.thread.take() {
+            Some(t) => {
+                let _ = t.join();
+            }
+            None => self.shared.write_out(), // the thread never started: write from here
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink the test can read.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn lines_arrive_whole_in_order_and_none_is_lost() {
+        let out = Captured::default();
+        let (writer, guard) = Batched::start(Box::new(out.clone()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let w = writer.clone();
+                std::thread::spawn(move || {
+                    for i in 0..20_000 {
+                        let line = format!("thread {t} line {i:05} {}\n", "x".repeat(i % 300));
+                        (&*w.0).write_all(line.as_bytes()).expect("write");
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("join");
+        }
+        drop(guard);
+        let text = String::from_utf8(lock(&out.0).clone()).expect("utf-8");
+        for t in 0..4 {
+            let prefix = format!("thread {t} line ");
+            let seen: Vec<usize> = text
+                .lines()
+                .filter_map(|l| l.strip_prefix(&prefix))
+                .map(|rest| rest[..5].parse().expect("number"))
+                .collect();
+            assert_eq!(seen, (0..20_000).collect::<Vec<_>>(), "thread {t}: every line, in order");
+        }
+    }
+
+    #[test]
+    fn a_quiet_line_is_written_within_the_flush_interval() {
+        let out = Captured::default();
+        let (writer, _guard) = Batched::start(Box::new(out.clone()));
+        (&*writer.0).write_all(b"one line\n").expect("write");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while lock(&out.0).is_empty() {
+            assert!(std::time::Instant::now() < deadline, "the line was never written");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(lock(&out.0).as_slice(), b"one line\n");
+    }
 }
