@@ -256,6 +256,13 @@ pub struct ServingArgs {
     /// The issuer's JWKS URL (default: discovery).
     #[arg(long = "serving-oidc-jwks-url", env = "ZTP_SERVING_OIDC_JWKS_URL", requires = "oidc_issuer")]
     pub oidc_jwks_url: Option<String>,
+    /// Listing files needs an admin credential (the server's `--protect-listing`).
+    #[arg(long = "serving-protect-listing", env = "ZTP_SERVING_PROTECT_LISTING")]
+    pub protect_listing: bool,
+    /// Device routes answer only these source networks (the server's `--device-networks`;
+    /// CIDRs, comma-separated). Default: any source.
+    #[arg(long = "serving-device-networks", env = "ZTP_SERVING_DEVICE_NETWORKS", value_delimiter = ',')]
+    pub device_networks: Vec<ipnet::IpNet>,
     /// Image downloads each server replica serves at once (503 + Retry-After beyond).
     #[arg(long = "serving-max-downloads", env = "ZTP_SERVING_MAX_DOWNLOADS", default_value_t = 512)]
     pub max_downloads: usize,
