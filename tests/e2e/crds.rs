@@ -218,10 +218,10 @@ fn collect_refs(v: &Value, out: &mut Vec<(&'static str, String, Option<String>)>
     }
 }
 
-struct ExampleDoc {
-    file: std::path::PathBuf,
-    index: usize,
-    value: Value,
+pub(crate) struct ExampleDoc {
+    pub(crate) file: std::path::PathBuf,
+    pub(crate) index: usize,
+    pub(crate) value: Value,
 }
 
 impl ExampleDoc {
@@ -232,7 +232,7 @@ impl ExampleDoc {
 }
 
 /// Every non-empty YAML document under `examples/`, in file order.
-fn example_documents() -> Vec<ExampleDoc> {
+pub(crate) fn example_documents() -> Vec<ExampleDoc> {
     fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
         for entry in std::fs::read_dir(dir).expect("read examples").flatten() {
             let p = entry.path();

@@ -16,6 +16,7 @@ use k8s_openapi::api::{
     core::v1::{Secret, ServiceAccount},
     rbac::v1::{ClusterRole, Role},
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{
     Api, Client,
     api::{DeleteParams, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams, PostParams},
@@ -241,6 +242,37 @@ async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &ns);
     profiles.create(&PostParams::default(), &profile).await.expect("create profile");
 
+    // And the shipped examples (everything but the offline lab), as a user applies them: their
+    // OsImages point at vendor URLs, so each source is swapped for this test's server with bytes
+    // of the same file name and their digest; ConfigMaps, Secrets and profiles are applied as
+    // they are.
+    let mut examples: Vec<Value> = Vec::new();
+    let mut served: Vec<(String, bytes::Bytes)> = Vec::new();
+    for (i, doc) in crate::crds::example_documents().into_iter().enumerate() {
+        if doc.file.components().any(|c| c.as_os_str() == "lab") {
+            continue;
+        }
+        let mut value = doc.value;
+        if value["kind"] == "OsImage" {
+            let name = value["metadata"]["name"].as_str().expect("name").to_owned();
+            let source = &value["spec"]["source"];
+            let original = source["url"]["url"].as_str().or(source["s3"]["key"].as_str()).unwrap_or(&name);
+            let without_query = original.split('?').next().unwrap_or(original);
+            let file = without_query.rsplit('/').next().unwrap_or(&name).to_owned();
+            let bytes = random_bytes(64 * 1024, 1000 + i as u64);
+            let path = format!("/{name}/{file}");
+            value["spec"]["sha256"] = json!(Sha256Digest::of(&bytes).to_string());
+            value["spec"]["source"] = json!({"url": {"url": src.url_of(&path)}});
+            served.push((path, bytes));
+        }
+        examples.push(value);
+    }
+    assert!(served.len() >= 4, "the examples have OsImages for every family: {served:?}");
+    for (path, bytes) in &served {
+        src.set_file(path, bytes.clone());
+    }
+    apply_docs(&t.client, &ns, &examples, false).await;
+
     let mut vars = controller_env(controller_deployment, "ztp-controller-0", &ns, &store);
     vars.insert("KUBECONFIG".into(), kubeconfig.display().to_string());
     vars.insert("RUST_LOG".into(), "info".into());
@@ -270,6 +302,44 @@ async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+
+    // Every example OsImage and SwitchProfile reaches Ready under the chart's RBAC.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let not_ready = |conditions: Option<&[Condition]>| {
+            conditions
+                .and_then(|c| find_condition(c, ConditionType::Ready))
+                .is_none_or(|c| c.status != "True")
+        };
+        let mut waiting: Vec<String> = Vec::new();
+        for i in images.list(&ListParams::default()).await.expect("list images").items {
+            if not_ready(i.status.as_ref().map(|s| s.conditions.as_slice())) {
+                waiting.push(format!("OsImage {}: {:?}", i.metadata.name.unwrap_or_default(), i.status));
+            }
+        }
+        for p in profiles.list(&ListParams::default()).await.expect("list profiles").items {
+            if not_ready(p.status.as_ref().map(|s| s.conditions.as_slice())) {
+                waiting.push(format!(
+                    "SwitchProfile {}: {:?}",
+                    p.metadata.name.unwrap_or_default(),
+                    p.status
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            break;
+        }
+        c.0.assert_running();
+        assert!(
+            Instant::now() < deadline,
+            "examples not Ready:\n{}\n{}",
+            waiting.join("\n"),
+            procs::tail(&c.0.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let n_profiles = profiles.list(&ListParams::default()).await.expect("list").items.len();
+    assert!(n_profiles >= 10, "the examples' profiles were applied: {n_profiles}");
 
     // The serving objects, owned by the chart's controller Deployment, the server's Role exact.
     let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
