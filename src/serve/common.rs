@@ -221,8 +221,8 @@ fn route_device(path: &str) -> (Family, Option<&str>) {
 }
 
 /// The body of a rendered text file.
-pub fn rendered(content_type: &'static str, body: String) -> Response {
-    let mut r = Response::new(Body::from(body));
+pub fn rendered(content_type: &'static str, body: impl Into<Body>) -> Response {
+    let mut r = Response::new(body.into());
     r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r

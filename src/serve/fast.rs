@@ -24,7 +24,7 @@ use std::{
 use axum::{
     Router,
     extract::ConnectInfo,
-    http::{HeaderMap, HeaderName, HeaderValue, Method, header},
+    http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header},
 };
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::{
@@ -43,7 +43,9 @@ use super::{
     choose::{ImageRequest, choose},
     common::{Observed, observe},
     download::Plan,
+    ztp_json,
 };
+use crate::profile::identity::Family;
 
 /// Longest request head the fast path reads; longer ones go to hyper (which has its own limit).
 const MAX_HEAD: usize = 16 * 1024;
@@ -199,17 +201,60 @@ enum Answered {
     NotMine,
 }
 
-/// Answers `request` on the fast path if it is a plain image download from a directory store.
+/// Answers `request` on the fast path if it is a plain image download from a directory store or
+/// a device's ZTP JSON.
 async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, peer: SocketAddr) -> Answered {
-    let started = Instant::now();
     if !app.device_networks.allows(peer.ip()) {
         return Answered::NotMine; // the router refuses it, and logs it
     }
+    if let Some((family, serial)) = ztp_json::route_of(&request.path) {
+        return answer_ztp_json(app, stream, request, peer, family, serial).await;
+    }
+    answer_image(app, stream, request, peer).await
+}
+
+/// A ZTP JSON that renders (or is cached) for this device, on `GET`; anything else (`HEAD`, an
+/// unknown device, a render error) is the router's.
+async fn answer_ztp_json(
+    app: &AppState,
+    stream: &mut TcpStream,
+    request: &FastRequest,
+    peer: SocketAddr,
+    family: Family,
+    serial: Option<&str>,
+) -> Answered {
+    let started = Instant::now();
+    if request.method != Method::GET {
+        return Answered::NotMine;
+    }
+    let Ok((body, device)) = ztp_json::body(app, family, &request.headers, serial) else {
+        return Answered::NotMine;
+    };
+    let response = ztp_json::answer(body.clone(), &device);
+    let length = HeaderValue::from(body.len());
+    let headers = response.headers().iter().chain([(&header::CONTENT_LENGTH, &length)]);
+    let mut out = head(response.status(), headers, request.keep_alive);
+    out.extend_from_slice(&body);
+    let result = stream.write_all(&out).await;
+    let sent = if result.is_ok() { body.len() as u64 } else { 0 };
+    let outcome = response.extensions().get::<DeviceOutcome>();
+    observe(app, &observed(request, peer, response.status(), sent, started, outcome));
+    finish(result, request, peer, sent)
+}
+
+/// A plain image download from a directory store, answered `200` or `206` with `sendfile`.
+async fn answer_image(
+    app: &AppState,
+    stream: &mut TcpStream,
+    request: &FastRequest,
+    peer: SocketAddr,
+) -> Answered {
+    let started = Instant::now();
     let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
     let Ok(chosen) = choose(app, &route, &request.headers).await else { return Answered::NotMine };
     let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };
     let (sha256, size) = (&chosen.image.sha256, chosen.image.size);
-    let Plan::Send { head, bytes, body } =
+    let Plan::Send { head: planned, bytes, body } =
         app.downloads.plan(&request.method, &request.headers, sha256, size)
     else {
         return Answered::NotMine;
@@ -228,23 +273,8 @@ async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, p
         _ => return Answered::NotMine,
     };
 
-    let status = head.status();
-    let mut out = Vec::with_capacity(512);
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for (name, value) in head.headers() {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
-    out.extend_from_slice(if request.keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" });
-
+    let status = planned.status();
+    let out = head(status, planned.headers().iter(), request.keep_alive);
     let sock = stream.as_raw_fd();
     // Corked, the head and the first bytes of the file leave in full segments.
     set_cork(sock, body);
@@ -261,24 +291,63 @@ async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, p
     set_cork(sock, false);
     drop(permit);
 
-    let path = request.path.as_str();
     // Recorded when the head went out, as the router does.
     let outcome = chosen.device.as_ref().filter(|_| body).map(|d| DeviceOutcome::of(d, Stage::ImageServed));
-    let observed = Observed {
+    observe(app, &observed(request, peer, status, sent, started, outcome.as_ref()));
+    finish(result, request, peer, sent)
+}
+
+/// A response head: the status line, `headers`, `date`, and `connection: close` unless kept alive.
+fn head<'h>(
+    status: StatusCode,
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+    keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    out.extend_from_slice(if keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" });
+    out
+}
+
+/// What [`observe`] records of a fast-path answer.
+fn observed<'a>(
+    request: &'a FastRequest,
+    peer: SocketAddr,
+    status: StatusCode,
+    bytes: u64,
+    started: Instant,
+    outcome: Option<&'a DeviceOutcome>,
+) -> Observed<'a> {
+    Observed {
         headers: &request.headers,
         source: Some(peer.ip()),
         method: &request.method,
-        path,
+        path: &request.path,
         status: status.as_u16(),
-        bytes: sent,
+        bytes,
         started,
-        outcome: outcome.as_ref(),
-    };
-    observe(app, &observed);
+        outcome,
+    }
+}
+
+/// How the connection goes on after an answer was (partly) written.
+fn finish(result: io::Result<()>, request: &FastRequest, peer: SocketAddr, sent: u64) -> Answered {
     match result {
         Ok(()) => Answered::Done { keep_alive: request.keep_alive },
         Err(e) => {
-            tracing::debug!(%peer, path, sent, error = %e, "download ended early");
+            tracing::debug!(%peer, path = request.path, sent, error = %e, "answer ended early");
             Answered::Broken
         }
     }

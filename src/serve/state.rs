@@ -3,19 +3,68 @@
 //! flight keep the `Arc` they started with.
 
 use std::{
-    sync::{Arc, RwLock},
+    collections::HashMap,
+    sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
+use bytes::Bytes;
+
 use crate::{
-    profile::{index::DeviceIndex, publish, snapshot::Snapshot},
+    profile::{identity::Family, index::DeviceIndex, publish, snapshot::Snapshot},
     store::{Manifest, Store},
 };
 
-/// One loaded snapshot and its index (built once per snapshot).
+/// One loaded snapshot, its index (built once per snapshot) and what was rendered from it.
 pub struct Loaded {
     pub snapshot: Snapshot,
     pub index: DeviceIndex,
+    /// ZTP JSON documents, by family, profile and serial number (they depend on nothing else).
+    pub ztp_json: RenderedCache,
+}
+
+/// Which document a [`RenderedCache`] entry is: the family (it names the URLs), the profile (an
+/// index into the snapshot) and the device's serial number.
+pub type RenderedKey = (Family, usize, String);
+
+/// Documents rendered from one snapshot, kept with it: a new snapshot starts with an empty cache,
+/// so nothing stale is ever served. Bounded: past [`RenderedCache::MAX_ENTRIES`] documents are
+/// rendered per request and not kept (a model-default profile matches any serial number).
+#[derive(Default)]
+pub struct RenderedCache {
+    entries: RwLock<HashMap<RenderedKey, Bytes>>,
+}
+
+impl RenderedCache {
+    /// Documents kept at most (about 0.5 KiB each for a typical ZTP JSON).
+    pub const MAX_ENTRIES: usize = 65_536;
+
+    /// The document for `key`, rendered by `render` the first time (an error is not kept).
+    pub fn get_or_render<E>(
+        &self,
+        key: RenderedKey,
+        render: impl FnOnce() -> Result<Bytes, E>,
+    ) -> Result<Bytes, E> {
+        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        if let Some(body) = cached {
+            return Ok(body);
+        }
+        let body = render()?;
+        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() < Self::MAX_ENTRIES {
+            entries.insert(key, body.clone());
+        }
+        Ok(body)
+    }
+
+    /// Documents kept.
+    pub fn len(&self) -> usize {
+        self.entries.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Shared server state.
@@ -50,7 +99,7 @@ impl ServerState {
     /// Installs a snapshot (what the reloader does; standalone and tests may call it directly).
     pub fn install(&self, snapshot: Snapshot) {
         let index = DeviceIndex::build(&snapshot);
-        let loaded = Arc::new(Loaded { snapshot, index });
+        let loaded = Arc::new(Loaded { snapshot, index, ztp_json: RenderedCache::default() });
         if let Ok(mut g) = self.current.write() {
             *g = Some(loaded);
         }
@@ -99,5 +148,34 @@ impl ServerState {
             self.reload().await;
             tokio::time::sleep(interval).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rendered_cache_keeps_documents_but_not_errors_and_is_bounded() {
+        let cache = RenderedCache::default();
+        let key = |n: usize| (Family::Nvos, n, format!("SN{n}"));
+        let failed: Result<Bytes, &str> = cache.get_or_render(key(0), || Err("undefined variable"));
+        assert_eq!(failed, Err("undefined variable"));
+        assert!(cache.is_empty(), "an error is rendered again next time");
+
+        let first = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"one")));
+        let again = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"two")));
+        assert_eq!((first, again), (Ok(Bytes::from_static(b"one")), Ok(Bytes::from_static(b"one"))));
+        let sonic =
+            cache.get_or_render((Family::Sonic, 0, "SN0".into()), || Ok::<_, ()>(Bytes::from_static(b"s")));
+        assert_eq!(sonic, Ok(Bytes::from_static(b"s")), "the family is part of the key");
+
+        for n in 1..RenderedCache::MAX_ENTRIES + 10 {
+            let _ = cache.get_or_render(key(n), || Ok::<_, ()>(Bytes::new()));
+        }
+        assert_eq!(cache.len(), RenderedCache::MAX_ENTRIES);
+        let past = cache.get_or_render(key(usize::MAX), || Ok::<_, ()>(Bytes::from_static(b"late")));
+        assert_eq!(past, Ok(Bytes::from_static(b"late")), "past the bound: rendered, not kept");
+        assert_eq!(cache.len(), RenderedCache::MAX_ENTRIES);
     }
 }

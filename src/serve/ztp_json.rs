@@ -4,6 +4,7 @@
 //! for). Their curl does not follow redirects: there are none.
 
 use axum::{
+    body::Bytes,
     extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::Response,
@@ -53,24 +54,64 @@ pub async fn by_serial(
 }
 
 fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
-    let Some(fam) = family_of(family) else { return not_for_you("unknown ZTP family") };
-    let device = match find_device(state, headers, fam, serial) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
-    let Some(serial) = device.id.serial.clone() else { return not_for_you("no serial number") };
-    let base = state.server.external_url.clone();
-    let section_url = |key: &str| format!("{base}/{family}/{serial}/sections/{key}");
-    let image_url = |img: &crate::profile::snapshot::ImageRef| format!("{base}/images/{}", img.path);
-    match ztp_json(&device.render_context(&base), &device.loaded.snapshot, ztp, &section_url, &image_url) {
-        Ok(json) => {
-            let mut body = serde_json::to_string_pretty(&json).unwrap_or_default();
-            body.push('\n');
-            activity::config_served(rendered("application/json", body), &device)
-        }
-        Err(e) => render_failed(e),
+    let Some(family) = family_of(family) else { return not_for_you("unknown ZTP family") };
+    match body(state, family, headers, serial) {
+        Ok((body, device)) => answer(body, &device),
+        Err(response) => response,
     }
+}
+
+/// The response carrying a device's ZTP JSON (the device's stage as its extension).
+pub fn answer(body: Bytes, device: &Device) -> Response {
+    activity::config_served(rendered("application/json", body), device)
+}
+
+/// A ZTP JSON route, read from a request path: `/{nvos|sonic}/ztp.json` (the device named by its
+/// headers) or `/{nvos|sonic}/{serial}/ztp.json`. `None` for anything else, and for a path with
+/// percent-escapes (the router decodes those).
+pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
+    if path.contains('%') {
+        return None;
+    }
+    let mut segments = path.strip_prefix('/')?.split('/');
+    let family = family_of(segments.next()?)?;
+    match (segments.next()?, segments.next(), segments.next()) {
+        ("ztp.json", None, _) => Some((family, None)),
+        (serial, Some("ztp.json"), None) if !serial.is_empty() => Some((family, Some(serial))),
+        _ => None,
+    }
+}
+
+/// The ZTP JSON of the device a request comes from, and the device; or the response to send
+/// instead (no snapshot, no matching profile, no ZTP in it, a render error). A document depends
+/// only on the family, the profile and the serial number, so it is rendered once per snapshot
+/// and then served from the snapshot's cache (both the router and the fast path answer here).
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+pub fn body(
+    state: &AppState,
+    family: Family,
+    headers: &HeaderMap,
+    serial: Option<&str>,
+) -> Result<(Bytes, Device), Response> {
+    let device = find_device(state, headers, family, serial)?;
+    let Some(ztp) = device.profile().ztp.as_ref() else {
+        return Err(not_for_you("this profile has no ZTP JSON"));
+    };
+    let Some(serial) = device.id.serial.as_deref() else { return Err(not_for_you("no serial number")) };
+    let key = (family, device.profile, serial.to_owned());
+    let body = device.loaded.ztp_json.get_or_render(key, || {
+        let base = &state.server.external_url;
+        let prefix = family.as_str();
+        let section_url = |key: &str| format!("{base}/{prefix}/{serial}/sections/{key}");
+        let image_url = |img: &crate::profile::snapshot::ImageRef| format!("{base}/images/{}", img.path);
+        let json =
+            ztp_json(&device.render_context(base), &device.loaded.snapshot, ztp, &section_url, &image_url)
+                .map_err(render_failed)?;
+        let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
+        body.push(b'\n');
+        Ok(Bytes::from(body))
+    })?;
+    Ok((body, device))
 }
 
 /// `GET /{nvos|sonic}/{serial}/sections/{key}`: the commands list, startup YAML or script of one
@@ -100,4 +141,28 @@ pub async fn section(
 /// Anything else under a family prefix.
 pub async fn unknown() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ztp_json_routes_are_read_from_the_path() {
+        assert_eq!(route_of("/nvos/ztp.json"), Some((Family::Nvos, None)));
+        assert_eq!(route_of("/sonic/ztp.json"), Some((Family::Sonic, None)));
+        assert_eq!(route_of("/nvos/MT2245X01/ztp.json"), Some((Family::Nvos, Some("MT2245X01"))));
+        for not_one in [
+            "/cumulus/ztp.json",
+            "/nvos/MT2245X01/ztp.json/more",
+            "/nvos/MT2245X01/sections/01-image",
+            "/nvos//ztp.json",
+            "/nvos/a%2Fb/ztp.json",
+            "/nvos",
+            "nvos/ztp.json",
+            "/",
+        ] {
+            assert_eq!(route_of(not_one), None, "{not_one}");
+        }
+    }
 }

@@ -75,6 +75,35 @@ async fn answer(
     (status, kept, Sha256Digest::of(&body).to_string())
 }
 
+/// A ZTP JSON answer as an NVOS switch's curl gets it: status, headers (but `content-length`,
+/// which counts the server's own URL), and the body with that URL replaced by `{base}`.
+async fn ztp_answer(
+    c: &Client,
+    method: Method,
+    base: &str,
+    path: &str,
+) -> (u16, Vec<(String, String)>, String) {
+    let h = headers(&[
+        ("User-Agent", "curl/7.88.1"),
+        ("Accept", "*/*"),
+        ("SERIAL-NUMBER", "SN-LEAF07"),
+        ("PRODUCT-NAME", "MSN2700"),
+        ("BASE-MAC-ADDRESS", "0c:42:a1:00:00:07"),
+        ("NVOS-VERSION", "nvos-25.02.2002"),
+    ]);
+    let r = c.request(method, format!("{base}{path}")).headers(h).send().await.expect("request");
+    let status = r.status().as_u16();
+    let mut kept: Vec<(String, String)> = r
+        .headers()
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "date" | "connection" | "keep-alive" | "content-length"))
+        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
+        .collect();
+    kept.sort();
+    let body = r.text().await.expect("body").replace(base, "{base}");
+    (status, kept, body)
+}
+
 #[tokio::test]
 async fn the_fast_path_answers_exactly_as_the_router_does() {
     let lab = lab("serving-alike").await;
@@ -84,7 +113,10 @@ async fn the_fast_path_answers_exactly_as_the_router_does() {
     let size = lab.install.len();
     let sha = Sha256Digest::of(&lab.install).to_string();
     let etag = format!("\"{sha}\"");
-    let c = Client::new();
+    // A new connection per request, as a switch makes: once the fast path hands a connection to
+    // hyper (any answer it does not give itself), hyper keeps it, and a pooled connection would
+    // carry every later case through the router on both sides.
+    let c = Client::builder().pool_max_idle_per_host(0).build().expect("client");
     type Case<'a> = (Method, &'a str, Vec<(&'a str, String)>);
     let cases: Vec<Case> = vec![
         (Method::GET, "/onie-installer-x86_64-accton_as7712_32x-r0", vec![]),
@@ -106,6 +138,27 @@ async fn the_fast_path_answers_exactly_as_the_router_does() {
         let routed = answer(&c, method.clone(), &format!("{router_base}{path}"), &extra).await;
         assert_eq!(fast, routed, "{method} {path} {extra:?}");
     }
+    // ZTP JSON (the fast path answers a GET that renders, from the snapshot's cache): the same but
+    // for the server's own URL inside the document.
+    let ztp_cases: Vec<(Method, &str)> = vec![
+        (Method::GET, "/nvos/SN-LEAF07/ztp.json"),
+        (Method::GET, "/nvos/SN-LEAF07/ztp.json"), // now from the cache
+        (Method::GET, "/sonic/SN-LEAF07/ztp.json?x=1"),
+        (Method::GET, "/nvos/ztp.json"),
+        (Method::HEAD, "/nvos/SN-LEAF07/ztp.json"),
+        (Method::GET, "/nvos/SN-NOBODY/ztp.json"),
+        (Method::GET, "/cumulus/SN-LEAF07/ztp.json"),
+        (Method::GET, "/nvos/SN-LEAF07/ztp.json/more"),
+    ];
+    for (method, path) in &ztp_cases {
+        let fast = ztp_answer(&c, method.clone(), &lab.base, path).await;
+        let routed = ztp_answer(&c, method.clone(), &router_base, path).await;
+        assert_eq!(fast, routed, "{method} {path}");
+    }
+    let (status, _, body) = ztp_answer(&c, Method::GET, &lab.base, "/nvos/SN-LEAF07/ztp.json").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("{base}/nvos/SN-LEAF07/sections/02-commands-list"), "{body}");
+
     // And they are the right answers.
     let full = answer(&c, Method::GET, &format!("{}/onie", lab.base), &[]).await;
     assert_eq!((full.0, full.2.as_str()), (200, sha.as_str()));
@@ -212,16 +265,23 @@ async fn a_snapshot_swap_under_load_fails_no_request() {
     let c = Client::new();
     for round in 0..4 {
         let name = format!("leaf07-round{round}");
+        // The hostname shows in the commands list, the ping host in the ZTP JSON itself (which
+        // is cached per snapshot: the new one must be served, never the old one's).
+        let ping = format!("192.0.2.{}", 100 + round);
         std::fs::write(
             lab.manifests.join("profiles.yaml"),
-            profiles.replace("hostname: leaf07", &format!("hostname: {name}")),
+            profiles
+                .replace("hostname: leaf07", &format!("hostname: {name}"))
+                .replace(r#"pingHosts: ["192.0.2.1"]"#, &format!(r#"pingHosts: ["{ping}"]"#)),
         )
         .expect("write");
         let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let url = format!("{}/nvos/SN-LEAF07/sections/02-commands-list", lab.base);
             let body = c.get(url).send().await.expect("get").text().await.expect("text");
-            if body.contains(&name) {
+            let url = format!("{}/nvos/SN-LEAF07/ztp.json", lab.base);
+            let json = c.get(url).send().await.expect("get").text().await.expect("text");
+            if body.contains(&name) && json.contains(&ping) {
                 break;
             }
             assert!(Instant::now() < deadline, "round {round}: new snapshot not served");
