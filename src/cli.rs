@@ -298,8 +298,9 @@ pub struct ListenArgs {
     /// Image downloads served at once; beyond it devices get 503 with Retry-After.
     #[arg(long, env = "ZTP_MAX_DOWNLOADS", default_value_t = 512)]
     pub max_downloads: usize,
-    /// Stream every image through the HTTP stack instead of the sendfile fast path (for
-    /// comparison; the fast path only applies to directory stores anyway).
+    /// Answer every request through the HTTP stack (hyper + axum): no sendfile fast path for
+    /// images on directory stores, no fast path for ZTP JSON (for comparison, and as an escape
+    /// hatch).
     #[arg(long, env = "ZTP_NO_SENDFILE")]
     pub no_sendfile: bool,
     /// Answer device routes only to sources in these networks (CIDRs, comma-separated, e.g.

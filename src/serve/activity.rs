@@ -6,7 +6,7 @@
 //! it to [`Activity::record`], which only updates an in-memory aggregate under a short lock. A
 //! flush loop ([`report_forever`]) takes the profiles that changed since the last flush every few
 //! seconds and hands them to a [`Sink`]: the SwitchProfile status in Kubernetes ([`k8s`]) or
-//! `{data}/.status/switchprofiles.json` in standalone mode ([`file`]).
+//! `{data}/.status/switchprofiles.json` in standalone mode ([`file`](mod@file)).
 //!
 //! # Counting across replicas and restarts
 //!

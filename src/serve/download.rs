@@ -213,7 +213,7 @@ impl Downloads {
         Plan::Send { head, bytes, body: is_get }
     }
 
-    /// A permit for one GET body, if one is free (see [`Downloads::busy`]).
+    /// A permit for one GET body, if one is free (see `Downloads::busy`).
     pub fn try_permit(&self) -> Option<OwnedSemaphorePermit> {
         self.limit.clone().try_acquire_owned().ok()
     }

@@ -1,4 +1,4 @@
-//! The connection loop, with a `sendfile(2)` fast path for images.
+//! The connection loop, with a fast path for images (`sendfile(2)`) and ZTP JSON.
 //!
 //! hyper cannot hand a file to the kernel (hyperium/hyper#3026), and streaming through user space
 //! costs a buffer per open download (1–2 MiB each: hundreds of MiB in a boot storm of slow
@@ -6,11 +6,14 @@
 //! plain `GET` or `HEAD` of an image (see [`ImageRequest::from_path`]) on a directory store,
 //! whose answer is a `200` or `206`, is written here: the head, then `sendfile` from the page
 //! cache straight to the socket, in chunks of at most 2 MiB with a yield between them (fairness,
-//! as nginx's `sendfile_max_chunk`). Everything else — other routes, percent-escapes, bodies,
-//! upgrades, HTTP/2, conditional answers (`304`, `416`), a full admission limit, S3 stores — is
-//! handed with the bytes already read to hyper and the axum router, which then owns the
-//! connection. Both sides choose images through [`choose`](super::choose::choose) and answer
-//! headers through [`Downloads::plan`](super::download::Downloads::plan), so they never differ.
+//! as nginx's `sendfile_max_chunk`). A `GET` of a device's ZTP JSON that renders is written here
+//! as well, from the snapshot's cache ([`ztp_json::body`]): the request a fleet makes most, where
+//! hyper, axum and their header copies cost more than the answer (on any store). Everything else
+//! — other routes, percent-escapes, bodies, upgrades, HTTP/2, conditional answers (`304`, `416`),
+//! a full admission limit, images on S3, unknown devices — is handed with the bytes already read
+//! to hyper and the axum router, which then owns the connection. Both sides choose images
+//! through [`choose`], answer headers through [`Downloads::plan`](super::download::Downloads::plan)
+//! and build ZTP JSON responses through [`ztp_json::answer`], so they never differ.
 
 use std::{
     io,
