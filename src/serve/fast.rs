@@ -7,13 +7,13 @@
 //! whose answer is a `200` or `206`, is written here: the head, then `sendfile` from the page
 //! cache straight to the socket, in chunks of at most 2 MiB with a yield between them (fairness,
 //! as nginx's `sendfile_max_chunk`). A `GET` of a device's ZTP JSON that renders is written here
-//! as well, from the snapshot's cache ([`ztp_json::body`]): the request a fleet makes most, where
+//! as well, from the snapshot's cache ([`ztp_json::answer`]): the request a fleet makes most, where
 //! hyper, axum and their header copies cost more than the answer (on any store). Everything else
 //! — other routes, percent-escapes, bodies, upgrades, HTTP/2, conditional answers (`304`, `416`),
 //! a full admission limit, images on S3, unknown devices — is handed with the bytes already read
 //! to hyper and the axum router, which then owns the connection. Both sides choose images
 //! through [`choose`], answer headers through [`Downloads::plan`](super::download::Downloads::plan)
-//! and build ZTP JSON responses through [`ztp_json::answer`], so they never differ.
+//! and take ZTP JSON responses from [`ztp_json::answer`], so they never differ.
 
 use std::{
     io,
@@ -230,10 +230,9 @@ async fn answer_ztp_json(
     if request.method != Method::GET {
         return Answered::NotMine;
     }
-    let Ok((body, device)) = ztp_json::body(app, family, &request.headers, serial) else {
+    let Ok((response, body)) = ztp_json::answer(app, family, &request.headers, serial) else {
         return Answered::NotMine;
     };
-    let response = ztp_json::answer(body.clone(), &device);
     let length = HeaderValue::from(body.len());
     let headers = response.headers().iter().chain([(&header::CONTENT_LENGTH, &length)]);
     let mut out = head(response.status(), headers, request.keep_alive);

@@ -55,15 +55,9 @@ pub async fn by_serial(
 
 fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
     let Some(family) = family_of(family) else { return not_for_you("unknown ZTP family") };
-    match body(state, family, headers, serial) {
-        Ok((body, device)) => answer(body, &device),
-        Err(response) => response,
+    match answer(state, family, headers, serial) {
+        Ok((response, _)) | Err(response) => response,
     }
-}
-
-/// The response carrying a device's ZTP JSON (the device's stage as its extension).
-pub fn answer(body: Bytes, device: &Device) -> Response {
-    activity::config_served(rendered("application/json", body), device)
 }
 
 /// A ZTP JSON route, read from a request path: `/{nvos|sonic}/ztp.json` (the device named by its
@@ -82,17 +76,19 @@ pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
     }
 }
 
-/// The ZTP JSON of the device a request comes from, and the device; or the response to send
-/// instead (no snapshot, no matching profile, no ZTP in it, a render error). A document depends
-/// only on the family, the profile and the serial number, so it is rendered once per snapshot
-/// and then served from the snapshot's cache (both the router and the fast path answer here).
+/// The answer carrying the ZTP JSON of the device a request comes from (the device's stage as its
+/// extension), with that body for a caller that writes it itself (the fast path); or the response
+/// to send instead (no snapshot, no matching profile, no ZTP in it, a render error). A document
+/// depends only on the family, the profile and the serial number, so it is rendered once per
+/// snapshot and then served from the snapshot's cache (both the router and the fast path answer
+/// here).
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub fn body(
+pub fn answer(
     state: &AppState,
     family: Family,
     headers: &HeaderMap,
     serial: Option<&str>,
-) -> Result<(Bytes, Device), Response> {
+) -> Result<(Response, Bytes), Response> {
     let device = find_device(state, headers, family, serial)?;
     let Some(ztp) = device.profile().ztp.as_ref() else {
         return Err(not_for_you("this profile has no ZTP JSON"));
@@ -111,7 +107,7 @@ pub fn body(
         body.push(b'\n');
         Ok(Bytes::from(body))
     })?;
-    Ok((body, device))
+    Ok((activity::config_served(rendered("application/json", body.clone()), &device), body))
 }
 
 /// `GET /{nvos|sonic}/{serial}/sections/{key}`: the commands list, startup YAML or script of one

@@ -63,16 +63,23 @@ async fn answer(
     let mut h = onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install");
     h.extend(headers(extra));
     let r = c.request(method, url).headers(h).send().await.expect("request");
-    let status = r.status().as_u16();
+    let (status, kept) = (r.status().as_u16(), headers_but(&r, &[]));
+    let body = r.bytes().await.expect("body");
+    (status, kept, Sha256Digest::of(&body).to_string())
+}
+
+/// A response's headers, sorted, without those that differ between two servers anyway (`date`,
+/// connection management) and without `skip`.
+fn headers_but(r: &reqwest::Response, skip: &[&str]) -> Vec<(String, String)> {
     let mut kept: Vec<(String, String)> = r
         .headers()
         .iter()
         .filter(|(n, _)| !matches!(n.as_str(), "date" | "connection" | "keep-alive"))
+        .filter(|(n, _)| !skip.contains(&n.as_str()))
         .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
         .collect();
     kept.sort();
-    let body = r.bytes().await.expect("body");
-    (status, kept, Sha256Digest::of(&body).to_string())
+    kept
 }
 
 /// A ZTP JSON answer as an NVOS switch's curl gets it: status, headers (but `content-length`,
@@ -92,14 +99,7 @@ async fn ztp_answer(
         ("NVOS-VERSION", "nvos-25.02.2002"),
     ]);
     let r = c.request(method, format!("{base}{path}")).headers(h).send().await.expect("request");
-    let status = r.status().as_u16();
-    let mut kept: Vec<(String, String)> = r
-        .headers()
-        .iter()
-        .filter(|(n, _)| !matches!(n.as_str(), "date" | "connection" | "keep-alive" | "content-length"))
-        .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned()))
-        .collect();
-    kept.sort();
+    let (status, kept) = (r.status().as_u16(), headers_but(&r, &["content-length"]));
     let body = r.text().await.expect("body").replace(base, "{base}");
     (status, kept, body)
 }
