@@ -1,6 +1,6 @@
 //! What a switch of each family asks first, for `ztpctl device` (a dry run against the server):
 //! the entry URL the DHCP reservations of [`crate::dhcp`] point it at, and exactly the headers
-//! that family sends (PROTOCOLS.md §1.6 ONIE, §2.3 Cumulus, §3.2 SONiC, §3.4 NVOS, §4 RtBrick).
+//! that family sends (docs/protocols.md §1.6 ONIE, §2.3 Cumulus, §3.2 SONiC, §3.4 NVOS, §4 RtBrick).
 //! Pure: the HTTP client lives in the binary.
 
 use crate::profile::identity::normalize_mac;

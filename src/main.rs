@@ -5,7 +5,10 @@ use ztp_operator::{
     api,
     cli::{Cli, Command},
     controller,
-    serve::activity::{Activity, k8s::KubeSink, report_forever},
+    serve::{
+        activity::{Activity, k8s::KubeSink, report_forever},
+        state::{BaseUrl, ServerState},
+    },
     standalone, telemetry,
 };
 
@@ -47,8 +50,8 @@ fn main() -> ExitCode {
 
 async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
     let store = args.store.open().await.map_err(|e| e.to_string())?;
-    let state =
-        std::sync::Arc::new(ztp_operator::serve::state::ServerState::new(store, args.external_url.clone()));
+    let base_url = BaseUrl::Fixed(args.external_url.trim_end_matches('/').to_owned());
+    let state = std::sync::Arc::new(ServerState::new(store, base_url));
     let activity = if args.report_status {
         let client = kube::Client::try_default()
             .await

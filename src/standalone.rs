@@ -35,7 +35,7 @@ use crate::{
     serve::{
         self,
         activity::{Activity, SinkError, file::FileSink, report_forever},
-        state::ServerState,
+        state::{BaseUrl, ServerState},
     },
     store::{Store, StoreError, fs::FsBackend},
 };
@@ -351,8 +351,8 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let mut last_problems = BTreeMap::new();
     let mut dirty = true;
     if let Some(listen) = args.listen {
-        let url = args.images.external_url.clone().unwrap_or_else(|| format!("http://{listen}"));
-        let state = Arc::new(ServerState::new(core.store.clone(), url));
+        let base_url = BaseUrl::new(args.images.external_url.as_deref(), listen);
+        let state = Arc::new(ServerState::new(core.store.clone(), base_url));
         let max = args.max_downloads;
         let (admin, max_upload) = (args.admin.auth()?, args.admin.max_upload_bytes);
         let activity = Activity::new();

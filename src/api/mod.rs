@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod content;
 pub mod names;
 pub mod osimage;
+pub mod sonic;
 pub mod switchprofile;
 
 pub use conditions::{ConditionStatus, ConditionType};
@@ -16,6 +17,10 @@ pub use names::{ImagePath, SegmentError, validate_segment};
 pub use osimage::{
     Artifact, DeletionPolicy, ImageSource, OsImage, OsImagePhase, OsImageSpec, OsImageStatus, Progress,
     S3Source, UrlSource,
+};
+pub use sonic::{
+    SonicConfigDb, SonicConnectivityCheck, SonicDownload, SonicDownloadFile, SonicFirmware,
+    SonicFirmwareInstall, SonicFirmwareRemove, SonicPlugin, SonicSection, SonicSnmp, SonicSpec,
 };
 pub use switchprofile::{
     CumulusSpec, DeviceMatch, DeviceRecord, DeviceStage, DeviceSummary, OnieSpec, SwitchProfile,

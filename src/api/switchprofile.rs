@@ -7,14 +7,17 @@ use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::content::{Content, ObjectRef};
+use super::{
+    content::{Content, ObjectRef},
+    sonic::SonicSpec,
+};
 
 /// Most devices remembered in `status.devices.recent`.
 pub const MAX_RECENT_DEVICES: usize = 20;
 
 /// What a set of switches receives during zero-touch provisioning: the ONIE install and update
-/// images, an NVOS / SONiC ZTP JSON, a Cumulus ZTP script, and named files (RtBrick's
-/// `/ztp/config/*`). Devices are matched by serial number, then MAC address, then model.
+/// images, an NVIDIA NVOS ZTP JSON, a SONiC ZTP JSON, a Cumulus ZTP script, and named files
+/// (RtBrick's `/ztp/config/*`). Devices are matched by serial number, then MAC address, then model.
 #[allow(clippy::duplicated_attributes)] // several `printcolumn(type_ = …)` entries are intended
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -65,9 +68,16 @@ pub struct SwitchProfileSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onie: Option<OnieSpec>,
 
-    /// The ZTP JSON served to NVIDIA NVOS and SONiC switches.
+    /// The ZTP JSON served to NVIDIA NVOS switches (`/nvos/ztp.json`), with NVOS's section kinds.
+    /// SONiC switches never get it: theirs is `sonic`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ztp: Option<ZtpSpec>,
+
+    /// The ZTP JSON served to SONiC switches (`/sonic/ztp.json`), whose sections are the plugins
+    /// SONiC's ZTP engine runs (`firmware`, `configdb-json`, `connectivity-check`, `snmp`,
+    /// `download`, or a script served here as the section's plugin).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sonic: Option<SonicSpec>,
 
     /// The ZTP script served to Cumulus Linux switches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -124,7 +134,7 @@ pub struct OnieSpec {
     pub update_image: Option<ObjectRef>,
 }
 
-/// An NVOS / SONiC ZTP JSON. Sections are emitted in list order as `01-<kind>`, `02-<kind>`, …,
+/// An NVIDIA NVOS ZTP JSON. Sections are emitted in list order as `01-<kind>`, `02-<kind>`, …,
 /// so the switch (which processes them in lexical order) runs them in the order written here.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]

@@ -2,7 +2,7 @@
 //! (`ztpctl dhcp`). Pure: profiles in, a [`Plan`] out, rendered as ISC dhcpd ([`isc`]) or Kea
 //! ([`kea`]) configuration.
 //!
-//! Per family the profile serves (PROTOCOLS.md §1.3, §2.2, §3.1, §3.4, §4, §9):
+//! Per family the profile serves (docs/protocols.md §1.3, §2.2, §3.1, §3.4, §4, §9):
 //!
 //! | profile has | family | DHCPv4 option | value |
 //! |---|---|---|---|
@@ -39,8 +39,9 @@ use crate::{
     profile::identity::normalize_mac,
 };
 
-/// Which URL NVOS / SONiC ZTP JSON is served under (the content is the same; the path names the
-/// family in logs and metrics, and the client identifier of serial-only hosts differs).
+/// Which ZTP JSON a host's option 67 names: NVOS's (`spec.ztp`) or SONiC's (`spec.sonic`); the
+/// client identifier of serial-only hosts differs too. A profile with only one of them decides by
+/// itself; [`Options::ztp_family`] decides for a profile with both.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ZtpFamily {
     /// `/nvos/…`, client id `NVOS##<product>##<serial>`.
@@ -73,7 +74,7 @@ impl ZtpFamily {
 pub struct Options {
     /// This server's base URL as the switches reach it, e.g. `http://ztp.example.net:8080`.
     pub server_url: String,
-    /// NVOS or SONiC paths and client identifiers for `ztp` profiles.
+    /// NVOS or SONiC paths and client identifiers for profiles that have both `ztp` and `sonic`.
     pub ztp_family: ZtpFamily,
 }
 
@@ -237,7 +238,7 @@ pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpE
     let mut plan = Plan::default();
     if server.starts_with("https://") {
         plan.notes.push(Note(
-            "the server URL is https: stock ONIE cannot fetch https (PROTOCOLS.md §1.7); give an http --server-url for ONIE".into(),
+            "the server URL is https: stock ONIE cannot fetch https (docs/protocols.md §1.7); give an http --server-url for ONIE".into(),
         ));
     }
     let mut sorted: Vec<&SwitchProfile> = profiles.iter().collect();
@@ -303,12 +304,18 @@ fn profile_hosts(
         }
     }
     let serves_onie = spec.onie.is_some();
-    let serves_ztp = spec.ztp.is_some();
+    let serves_ztp = spec.ztp.is_some() || spec.sonic.is_some();
+    let ztp_family = match (spec.ztp.is_some(), spec.sonic.is_some()) {
+        (true, false) => ZtpFamily::Nvos,
+        (false, true) => ZtpFamily::Sonic,
+        _ => ztp_family,
+    };
     let serves_cumulus = spec.cumulus.is_some();
     let serves_rtbrick = !spec.files.is_empty();
     if !(serves_onie || serves_ztp || serves_cumulus || serves_rtbrick) {
-        plan.notes
-            .push(Note(format!("{profile}: serves no family (no onie, ztp, cumulus or files): skipped")));
+        plan.notes.push(Note(format!(
+            "{profile}: serves no family (no onie, ztp, sonic, cumulus or files): skipped"
+        )));
         return Ok(());
     }
     if m.serial_numbers.is_empty() && macs.is_empty() {
@@ -517,10 +524,38 @@ spec:
 
     #[test]
     fn sonic_paths_and_client_ids() {
-        let opts = Options { ztp_family: ZtpFamily::Sonic, ..options() };
-        let plan = plan(&profiles(PROFILES), &opts).expect("plan");
-        let r = find(&plan, &HostId::ClientId(b"SONiC##N5110_LD##SN-B".to_vec()));
-        assert_eq!(values(r), [(67, "http://ztp.example.net:8080/sonic/SN-B/ztp.json")]);
+        // A profile with only `sonic` is SONiC's, one with only `ztp` NVOS's, whatever the flag
+        // says; the flag decides for a profile with both.
+        let yaml = r##"
+kind: SwitchProfile
+metadata: {name: s}
+spec:
+  match: {serialNumbers: ["SN-S"], models: ["AS7726"]}
+  sonic: {sections: [{connectivityCheck: {pingHosts: ["192.0.2.1"]}}]}
+---
+kind: SwitchProfile
+metadata: {name: n}
+spec:
+  match: {serialNumbers: ["SN-N"], models: ["N5110_LD"]}
+  ztp: {sections: [{kind: connectivity-check}]}
+---
+kind: SwitchProfile
+metadata: {name: both}
+spec:
+  match: {serialNumbers: ["SN-B"], models: ["X1"]}
+  ztp: {sections: [{kind: connectivity-check}]}
+  sonic: {sections: [{connectivityCheck: {pingHosts: ["192.0.2.1"]}}]}
+"##;
+        let url = |fam: &str, serial: &str| format!("http://ztp.example.net:8080/{fam}/{serial}/ztp.json");
+        for (flag, both) in [(ZtpFamily::Nvos, "NVOS##X1##SN-B"), (ZtpFamily::Sonic, "SONiC##X1##SN-B")] {
+            let plan = plan(&profiles(yaml), &Options { ztp_family: flag, ..options() }).expect("plan");
+            let r = find(&plan, &HostId::ClientId(b"SONiC##AS7726##SN-S".to_vec()));
+            assert_eq!(values(r), [(67, url("sonic", "SN-S").as_str())]);
+            let r = find(&plan, &HostId::ClientId(b"NVOS##N5110_LD##SN-N".to_vec()));
+            assert_eq!(values(r), [(67, url("nvos", "SN-N").as_str())]);
+            let r = find(&plan, &HostId::ClientId(both.as_bytes().to_vec()));
+            assert_eq!(values(r), [(67, url(flag.path(), "SN-B").as_str())]);
+        }
     }
 
     #[test]

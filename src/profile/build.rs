@@ -15,9 +15,10 @@ use crate::{
         identity::normalize_mac,
         render::{check_template, has_crlf},
         snapshot::{
-            ImageRef, ProfileSnapshot, Resolved, SNAPSHOT_FORMAT, Snapshot, Text, ZtpSectionSnapshot,
-            ZtpSnapshot,
+            ImageRef, ProfileSnapshot, Resolved, SNAPSHOT_FORMAT, Snapshot, SonicSectionSnapshot,
+            SonicSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
         },
+        sonic,
     },
     reconcile::{object_name, sources::ObjectLookup},
 };
@@ -180,6 +181,38 @@ pub async fn build(
                 restart_ztp_on_failure: ztp.restart_ztp_on_failure,
             });
         }
+        if let Some(spec_sonic) = &spec.sonic {
+            let mut sections = Vec::new();
+            for (i, declared) in spec_sonic.sections.iter().enumerate() {
+                let what = format!("sonic.sections[{i}]");
+                if declared.plugins_set() != 1 {
+                    problems.push(format!(
+                        "{what}: set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin"
+                    ));
+                }
+                let (section, contents) = sonic::contents(declared);
+                let mut parts = BTreeMap::new();
+                for (name, c) in contents {
+                    let part_what = format!("{what}.{name}");
+                    match r.content(&ns, &part_what, &c).await {
+                        Ok(res) => {
+                            if let Some(p) = sonic::part_problem(&name, &res) {
+                                problems.push(format!("{what}: {p}"));
+                            }
+                            parts.insert(name, res);
+                        }
+                        Err(e) => problems.push(e),
+                    }
+                }
+                sections.push(SonicSectionSnapshot { section, parts });
+            }
+            snap.sonic = Some(SonicSnapshot {
+                sections,
+                restart_ztp_no_config: spec_sonic.restart_ztp_no_config,
+                restart_ztp_on_failure: spec_sonic.restart_ztp_on_failure,
+                config_fallback: spec_sonic.config_fallback,
+            });
+        }
         if let Some(cumulus) = &spec.cumulus {
             match r.content(&ns, "cumulus.script", &cumulus.script).await {
                 Ok(Resolved::Text(mut t)) => {
@@ -222,4 +255,93 @@ pub fn version_of(snapshot: &Snapshot) -> String {
     s.version = String::new();
     let bytes = serde_json::to_vec(&s).expect("a snapshot always serialises");
     Sha256Digest::of(&bytes).to_string()[..16].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::reconcile::ResolveError;
+
+    /// ConfigMaps in memory; no Secrets.
+    struct Maps(BTreeMap<String, BTreeMap<String, Vec<u8>>>);
+
+    #[async_trait::async_trait]
+    impl ObjectLookup for Maps {
+        async fn config_map(
+            &self,
+            _namespace: &str,
+            name: &str,
+        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+            Ok(self.0.get(name).cloned())
+        }
+        async fn secret(
+            &self,
+            _namespace: &str,
+            _name: &str,
+        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+            Ok(None)
+        }
+    }
+
+    fn profile(yaml: &str) -> Arc<SwitchProfile> {
+        Arc::new(yaml_serde::from_str(yaml).expect("profile"))
+    }
+
+    #[tokio::test]
+    async fn sonic_sections_resolve_into_parts_and_bad_ones_are_problems_never_served() {
+        let maps = Maps(BTreeMap::from([(
+            "base".to_owned(),
+            BTreeMap::from([("config_db.json".to_owned(), br#"{"DEVICE_METADATA": {}}"#.to_vec())]),
+        )]));
+        let good = profile(
+            r##"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: good, namespace: net}
+spec:
+  match: {serialNumbers: ["SN1"]}
+  sonic:
+    sections:
+      - configdbJson: {content: {configMapKeyRef: {name: base, key: config_db.json}}}
+      - plugin: {script: {inline: "#!/bin/sh\necho {{ serial }}\n", template: true}}
+"##,
+        );
+        let bad = profile(
+            r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: bad, namespace: net}
+spec:
+  match: {serialNumbers: ["SN2"]}
+  sonic:
+    sections:
+      - firmware: {install: {image: {name: missing}}}
+      - configdbJson: {content: {inline: "hostname leaf"}}
+      - snmp: {communityRo: x}
+        connectivityCheck: {pingHosts: ["192.0.2.1"]}
+"#,
+        );
+        let built = build(&[good, bad], &[], &maps).await;
+        assert_eq!(built.problems.get("net/good"), None);
+        let sonic = built.snapshot.profiles[1].sonic.as_ref().expect("good has sonic");
+        assert_eq!(built.snapshot.profiles[1].name, "good");
+        let names: Vec<&String> = sonic.sections.iter().flat_map(|s| s.parts.keys()).collect();
+        assert_eq!(names, ["config_db.json", "plugin"]);
+        assert_eq!(
+            sonic.sections[0].parts["config_db.json"],
+            Resolved::Text(Text { text: r#"{"DEVICE_METADATA": {}}"#.into(), template: false })
+        );
+        assert_eq!(sonic.sections[1].section.plugin.as_ref().map(|p| &p.script), Some(&Content::default()));
+
+        let problems = built.problems.get("net/bad").expect("bad has problems");
+        assert_eq!(
+            problems,
+            &[
+                "sonic.sections[0].install: OsImage net/missing not found".to_owned(),
+                "sonic.sections[1]: configdbJson.content is not a JSON object".to_owned(),
+                "sonic.sections[2]: set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin"
+                    .to_owned(),
+            ]
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! Who is asking: the device identity read from the HTTP headers each switch family sends.
 //!
-//! Every family identifies itself differently (PROTOCOLS.md §1.6, §2.3, §3.2, §3.4, §4):
+//! Every family identifies itself differently (docs/protocols.md §1.6, §2.3, §3.2, §3.4, §4):
 //!
 //! | family | serial | MAC | model | version |
 //! |---|---|---|---|---|
@@ -49,7 +49,7 @@ impl Family {
         }
     }
 
-    /// Guesses the family from the headers alone (PROTOCOLS.md §8). RtBrick's CTRLD is recognised
+    /// Guesses the family from the headers alone (docs/protocols.md §8). RtBrick's CTRLD is recognised
     /// first (it sends `ONIE-SERIAL-NUMBER` too, plus `CONTAINER-NAME` / `ELEMENT-NAME`), then
     /// Cumulus (`CUMULUS-*`), NVOS (`NVOS-VERSION`, `NVUE-VERSION` or an `NVOS…` User-Agent),
     /// SONiC (`SONiC-VERSION` or a `SONiC…` User-Agent) and ONIE (`ONIE-*` or an `onie/…`

@@ -4,3 +4,4 @@ pub mod index;
 pub mod publish;
 pub mod render;
 pub mod snapshot;
+pub mod sonic;

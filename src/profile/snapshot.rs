@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::{ZtpSectionKind, switchprofile::ZtpSection};
+use crate::api::{SonicSection, ZtpSectionKind, switchprofile::ZtpSection};
 
 /// Schema version of the snapshot JSON.
 pub const SNAPSHOT_FORMAT: u32 = 1;
@@ -59,9 +59,12 @@ pub struct ProfileSnapshot {
     pub onie_install: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub onie_update: Option<String>,
-    /// NVOS / SONiC ZTP sections, in order.
+    /// NVOS ZTP sections, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ztp: Option<ZtpSnapshot>,
+    /// SONiC ZTP sections, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sonic: Option<SonicSnapshot>,
     /// The Cumulus script (LF line endings already).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cumulus_script: Option<Text>,
@@ -113,4 +116,29 @@ impl ZtpSectionSnapshot {
     pub fn kind(&self) -> ZtpSectionKind {
         self.section.kind
     }
+}
+
+/// The SONiC ZTP JSON description with contents resolved.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SonicSnapshot {
+    pub sections: Vec<SonicSectionSnapshot>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_ztp_no_config: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_ztp_on_failure: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_fallback: Option<bool>,
+}
+
+/// One SONiC section: its options as declared (contents removed), and each content it refers to
+/// resolved, by part name ([`crate::profile::sonic::part`] names them: `install`, `config_db.json`,
+/// `file-1`, …). A text part is served at `/sonic/{serial}/sections/{key}/{part}`; an image part
+/// by its image URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SonicSectionSnapshot {
+    pub section: SonicSection,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub parts: BTreeMap<String, Resolved>,
 }

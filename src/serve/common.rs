@@ -43,6 +43,9 @@ pub struct Device {
     pub loaded: Arc<Loaded>,
     pub id: DeviceIdentity,
     pub profile: usize,
+    /// This server's base URL as the device reached it (`server_url`); `None` when it cannot be
+    /// told (see [`BaseUrl`](super::state::BaseUrl)).
+    pub base: Option<String>,
 }
 
 impl Device {
@@ -50,20 +53,45 @@ impl Device {
         &self.loaded.snapshot.profiles[self.profile]
     }
 
-    pub fn render_context<'a>(&'a self, server_url: &'a str) -> RenderContext<'a> {
-        RenderContext { device: &self.id, profile: self.profile(), server_url }
+    /// What templates see for this device; the error (no base URL) is the response to send.
+    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+    pub fn render_context(&self) -> Result<RenderContext<'_>, Response> {
+        let server_url = base_or_refuse(self.base.as_deref())?;
+        Ok(RenderContext { device: &self.id, profile: self.profile(), server_url })
     }
 }
 
-/// Identifies the device from its headers (and the serial in the path, where the route has one)
-/// and finds its profile; the error is the response to send.
+/// The base URL, or the 400 that says why there is none.
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub fn find_device(
+pub fn base_or_refuse(base: Option<&str>) -> Result<&str, Response> {
+    base.ok_or_else(|| {
+        text(
+            StatusCode::BAD_REQUEST,
+            "no usable Host header: this server cannot tell which address you reached \
+             (start it with --external-url, or listen on a specific address)\n",
+        )
+    })
+}
+
+/// Who is asking, before any profile is looked up: the device's identity, the loaded snapshot and
+/// the base URL its answer's URLs start with.
+pub struct Asking {
+    pub loaded: Arc<Loaded>,
+    pub id: DeviceIdentity,
+    pub base: Option<String>,
+}
+
+/// Identifies the device: from its headers, and from the serial number in the path (where the
+/// route has one) only when no header names one — a `dynamic-url` may build that segment from
+/// the product name or host name, never a reason to take the device for another. The error is
+/// the response to send.
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+pub fn identify(
     state: &AppState,
     headers: &HeaderMap,
     family: Family,
     path_serial: Option<&str>,
-) -> Result<Device, Response> {
+) -> Result<Asking, Response> {
     let Some(loaded) = state.server.loaded() else {
         return Err(text(StatusCode::SERVICE_UNAVAILABLE, "no device snapshot loaded yet\n"));
     };
@@ -72,12 +100,32 @@ pub fn find_device(
         if validate_segment("serial number", serial).is_err() {
             return Err(not_for_you("not a serial number"));
         }
-        id.serial = Some(serial.to_owned());
+        id.serial.get_or_insert_with(|| serial.to_owned());
     }
-    match loaded.index.lookup(&id) {
-        Some(m) => Ok(Device { loaded: loaded.clone(), id, profile: m.profile }),
-        None => Err(not_for_you("no profile matches this device")),
+    Ok(Asking { loaded, id, base: state.server.base_url.for_request(headers) })
+}
+
+impl Asking {
+    /// The device's profile; the error is the response to send.
+    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+    pub fn find(self) -> Result<Device, Response> {
+        let Asking { loaded, id, base } = self;
+        match loaded.index.lookup(&id) {
+            Some(m) => Ok(Device { profile: m.profile, loaded, id, base }),
+            None => Err(not_for_you("no profile matches this device")),
+        }
     }
+}
+
+/// [`identify`], then [`Asking::find`].
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+pub fn find_device(
+    state: &AppState,
+    headers: &HeaderMap,
+    family: Family,
+    path_serial: Option<&str>,
+) -> Result<Device, Response> {
+    identify(state, headers, family, path_serial)?.find()
 }
 
 /// The networks device routes answer (`--device-networks`); empty: every source.
@@ -187,15 +235,16 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
 }
 
 /// Who sent a device request, for its log line and metrics: the identity its headers carry, with
-/// the family and serial number the route itself names where it has them
+/// the family the route names, and the serial number the route names where it has one
 /// (`/{nvos|sonic}/{serial}/…`, `/cumulus/{serial}/ztp.sh`, `/ztp/…` for RtBrick,
-/// `/v1/devices/{serial}/provisioned`). As in [`find_device`], the path's serial wins over a
-/// header's; one that is not a valid name is ignored.
+/// `/v1/devices/{serial}/provisioned`) when no header gives one — the same rule as [`identify`],
+/// so a device is logged as what it was answered as. A path serial that is not a valid name is
+/// ignored.
 pub fn request_identity(headers: &HeaderMap, path: &str) -> DeviceIdentity {
     let (family, serial) = route_device(path);
     let mut id = DeviceIdentity::from_headers(headers, family);
     if let Some(serial) = serial.filter(|s| validate_segment("serial number", s).is_ok()) {
-        id.serial = Some(serial.to_owned());
+        id.serial.get_or_insert_with(|| serial.to_owned());
     }
     id
 }
@@ -269,12 +318,16 @@ mod tests {
     }
 
     #[test]
-    fn headers_identify_the_rest_and_the_path_serial_wins() {
+    fn headers_identify_the_device_and_a_path_segment_never_overrides_them() {
         let onie = [("ONIE-SERIAL-NUMBER", "ON1"), ("ONIE-OPERATION", "os-install")];
         assert_eq!(who(&onie, "/onie-installer-x86_64"), (Family::Onie, Some("ON1".into())));
         let nvos = [("SERIAL-NUMBER", "HDR"), ("NVOS-VERSION", "25.02")];
         assert_eq!(who(&nvos, "/nvos/ztp.json"), (Family::Nvos, Some("HDR".into())));
-        assert_eq!(who(&nvos, "/nvos/PATH/ztp.json"), (Family::Nvos, Some("PATH".into())));
+        // A dynamic-url built from the product name: the device is still its header's serial.
+        assert_eq!(who(&nvos, "/nvos/SN2201/ztp.json"), (Family::Nvos, Some("HDR".into())));
+        let sonic = [("SERIAL-NUMBER", "SN-REAL"), ("PRODUCT-NAME", "7726-32X-O-AC-F")];
+        assert_eq!(who(&sonic, "/sonic/7726-32X-O-AC-F/ztp.json"), (Family::Sonic, Some("SN-REAL".into())));
+        assert_eq!(who(&sonic, "/sonic/leaf11/sections/01-firmware/plugin").1, Some("SN-REAL".into()));
     }
 
     #[test]

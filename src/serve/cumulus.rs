@@ -42,7 +42,11 @@ fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Respon
     let Some(text) = device.profile().cumulus_script.as_ref() else {
         return not_for_you("this profile has no Cumulus script");
     };
-    match cumulus_script(text, &device.render_context(&state.server.external_url)) {
+    let ctx = match device.render_context() {
+        Ok(ctx) => ctx,
+        Err(r) => return r,
+    };
+    match cumulus_script(text, &ctx) {
         Ok(body) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
         Err(e) => render_failed(e),
     }

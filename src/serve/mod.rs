@@ -122,6 +122,7 @@ pub fn router(state: AppState) -> Router {
         .route("/{family}/ztp.json", get(ztp_json::by_headers))
         .route("/{family}/{serial}/ztp.json", get(ztp_json::by_serial))
         .route("/{family}/{serial}/sections/{key}", get(ztp_json::section))
+        .route("/{family}/{serial}/sections/{key}/{part}", get(ztp_json::sonic_part))
         .route("/cumulus/ztp.sh", get(cumulus::by_headers))
         .route("/cumulus/{serial}/ztp.sh", get(cumulus::by_serial))
         .route("/images/{platform}/{version}/{filename}", get(images::by_path))

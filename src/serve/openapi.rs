@@ -2,7 +2,7 @@
 //! the binary: nothing is downloaded at build or run time).
 //!
 //! Each route documents itself where its handler is (`#[utoipa::path]`); this module lists them,
-//! and holds what several routes share: the headers each switch family sends (PROTOCOLS.md),
+//! and holds what several routes share: the headers each switch family sends (docs/protocols.md),
 //! the JSON bodies of the files API, and the admin bearer credential.
 
 use axum::Router;
@@ -35,6 +35,7 @@ pub const DOCS_PATH: &str = "/docs";
         ztp_json::by_headers,
         ztp_json::by_serial,
         ztp_json::section,
+        ztp_json::sonic_part,
         cumulus::by_headers,
         cumulus::by_serial,
         rtbrick::image,
@@ -97,7 +98,7 @@ pub fn routes() -> Router<AppState> {
     Router::new().merge(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, ApiDoc::openapi()))
 }
 
-/// The headers ONIE sends with every discovery request (PROTOCOLS.md §1); RtBrick's CTRLD sends
+/// The headers ONIE sends with every discovery request (docs/protocols.md §1); RtBrick's CTRLD sends
 /// the serial number too.
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
@@ -126,7 +127,7 @@ pub struct OnieHeaders {
     operation: Option<String>,
 }
 
-/// The headers NVOS and SONiC ZTP send (PROTOCOLS.md §2, §3).
+/// The headers NVOS and SONiC ZTP send (docs/protocols.md §3.2, §3.4).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
@@ -148,7 +149,7 @@ pub struct ZtpHeaders {
     sonic_version: Option<String>,
 }
 
-/// The headers Cumulus Linux ZTP sends (PROTOCOLS.md §4).
+/// The headers Cumulus Linux ZTP sends (docs/protocols.md §2.3).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]
@@ -164,7 +165,7 @@ pub struct CumulusHeaders {
     product_name: Option<String>,
 }
 
-/// What RtBrick's CTRLD sends beside `ONIE-SERIAL-NUMBER` (PROTOCOLS.md §5).
+/// What RtBrick's CTRLD sends beside `ONIE-SERIAL-NUMBER` (docs/protocols.md §4).
 #[derive(IntoParams)]
 #[into_params(parameter_in = Header)]
 #[allow(dead_code)]

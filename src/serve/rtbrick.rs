@@ -54,9 +54,10 @@ pub async fn config(
         Err(r) => return r,
     };
     match device.profile().files.get(&name) {
-        Some(Resolved::Text(t)) => match render_text(t, &device.render_context(&state.server.external_url)) {
-            Ok(body) => activity::config_served(rendered("application/octet-stream", body), &device),
-            Err(e) => render_failed(e),
+        Some(Resolved::Text(t)) => match device.render_context().map(|ctx| render_text(t, &ctx)) {
+            Ok(Ok(body)) => activity::config_served(rendered("application/octet-stream", body), &device),
+            Ok(Err(e)) => render_failed(e),
+            Err(refused) => refused,
         },
         Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {
             Some(img) => {

@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
 use crate::{
@@ -24,8 +25,55 @@ pub struct Loaded {
 }
 
 /// Which document a [`RenderedCache`] entry is: the family (it names the URLs), the profile (an
-/// index into the snapshot) and the device's serial number.
-pub type RenderedKey = (Family, usize, String);
+/// index into the snapshot), the device's serial number and the base URL its URLs start with.
+pub type RenderedKey = (Family, usize, String, String);
+
+/// Where devices reach this server: the start of every URL inside a ZTP JSON or script, and
+/// templates' `server_url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BaseUrl {
+    /// `--external-url`: always this (without a trailing `/`).
+    Fixed(String),
+    /// `http://` + the `Host` the request was sent to: the address the device actually reached.
+    /// A request without a usable `Host` gets `fallback` (the listen address, unless that is
+    /// `0.0.0.0` / `::`, which no device can reach).
+    FromHost { fallback: Option<String> },
+}
+
+impl BaseUrl {
+    /// `--external-url` when given; otherwise the request's `Host`, then the listen address.
+    pub fn new(external_url: Option<&str>, listen: std::net::SocketAddr) -> Self {
+        match external_url {
+            Some(url) => BaseUrl::Fixed(url.trim_end_matches('/').to_owned()),
+            None => BaseUrl::FromHost {
+                fallback: (!listen.ip().is_unspecified()).then(|| format!("http://{listen}")),
+            },
+        }
+    }
+
+    /// The base URL for a request with these headers; `None` when it cannot be told (no usable
+    /// `Host` and no fallback).
+    pub fn for_request(&self, headers: &HeaderMap) -> Option<String> {
+        match self {
+            BaseUrl::Fixed(url) => Some(url.clone()),
+            BaseUrl::FromHost { fallback } => headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| is_authority(h))
+                .map(|h| format!("http://{h}"))
+                .or_else(|| fallback.clone()),
+        }
+    }
+}
+
+/// Whether `host` is a plain `host[:port]` (a name, IPv4 or `[IPv6]`): what may go into a URL and a
+/// rendered script unquoted. Anything else (user info, paths, spaces, quotes) is not used.
+fn is_authority(host: &str) -> bool {
+    !host.is_empty()
+        && host.len() <= 261
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+        && host.parse::<axum::http::uri::Authority>().is_ok()
+}
 
 /// Documents rendered from one snapshot, kept with it: a new snapshot starts with an empty cache,
 /// so nothing stale is ever served. Bounded: past [`RenderedCache::MAX_ENTRIES`] documents are
@@ -67,17 +115,17 @@ impl RenderedCache {
 /// Shared server state.
 pub struct ServerState {
     pub store: Store,
-    /// Base URL devices reach this server at (for URLs inside ZTP JSON and scripts).
-    pub external_url: String,
+    /// Where devices reach this server (for URLs inside ZTP JSON and scripts).
+    pub base_url: BaseUrl,
     current: RwLock<Option<Arc<Loaded>>>,
     manifest: RwLock<Arc<Manifest>>,
 }
 
 impl ServerState {
-    pub fn new(store: Store, external_url: String) -> Self {
+    pub fn new(store: Store, base_url: BaseUrl) -> Self {
         Self {
             store,
-            external_url: external_url.trim_end_matches('/').to_owned(),
+            base_url,
             current: RwLock::new(None),
             manifest: RwLock::new(Arc::new(Manifest::default())),
         }
@@ -153,9 +201,35 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_base_url_is_the_external_url_or_the_host_the_device_reached() {
+        let host = |h: &str| {
+            let mut m = HeaderMap::new();
+            m.insert(header::HOST, h.parse().expect("header value"));
+            m
+        };
+        let listen = |s: &str| s.parse::<std::net::SocketAddr>().expect("addr");
+        let fixed = BaseUrl::new(Some("http://ztp.example.net/"), listen("0.0.0.0:8080"));
+        assert_eq!(fixed.for_request(&host("10.0.0.9:8080")).as_deref(), Some("http://ztp.example.net"));
+
+        let any = BaseUrl::new(None, listen("0.0.0.0:8080"));
+        assert_eq!(any.for_request(&host("10.0.0.9:8080")).as_deref(), Some("http://10.0.0.9:8080"));
+        assert_eq!(any.for_request(&host("ztp.lab")).as_deref(), Some("http://ztp.lab"));
+        assert_eq!(any.for_request(&host("[fd00::1]:8080")).as_deref(), Some("http://[fd00::1]:8080"));
+        assert_eq!(any.for_request(&HeaderMap::new()), None, "0.0.0.0 is no address to give a switch");
+        for hostile in ["evil@10.0.0.9", "a b", "x;reboot", "10.0.0.9/path", "'quoted'", "$(id)", ""] {
+            assert_eq!(any.for_request(&host(hostile)), None, "{hostile:?}");
+        }
+
+        let one = BaseUrl::new(None, listen("127.0.0.1:8080"));
+        assert_eq!(one.for_request(&HeaderMap::new()).as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(one.for_request(&host("a b")).as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(one.for_request(&host("localhost:8080")).as_deref(), Some("http://localhost:8080"));
+    }
+
+    #[test]
     fn the_rendered_cache_keeps_documents_but_not_errors_and_is_bounded() {
         let cache = RenderedCache::default();
-        let key = |n: usize| (Family::Nvos, n, format!("SN{n}"));
+        let key = |n: usize| (Family::Nvos, n, format!("SN{n}"), "http://a".to_owned());
         let failed: Result<Bytes, &str> = cache.get_or_render(key(0), || Err("undefined variable"));
         assert_eq!(failed, Err("undefined variable"));
         assert_eq!(cache.len(), 0, "an error is rendered again next time");
@@ -163,9 +237,14 @@ mod tests {
         let first = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"one")));
         let again = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"two")));
         assert_eq!((first, again), (Ok(Bytes::from_static(b"one")), Ok(Bytes::from_static(b"one"))));
-        let sonic =
-            cache.get_or_render((Family::Sonic, 0, "SN0".into()), || Ok::<_, ()>(Bytes::from_static(b"s")));
+        let sonic = cache.get_or_render((Family::Sonic, 0, "SN0".into(), "http://a".into()), || {
+            Ok::<_, ()>(Bytes::from_static(b"s"))
+        });
         assert_eq!(sonic, Ok(Bytes::from_static(b"s")), "the family is part of the key");
+        let other_base = cache.get_or_render((Family::Nvos, 0, "SN0".into(), "http://b".into()), || {
+            Ok::<_, ()>(Bytes::from_static(b"b"))
+        });
+        assert_eq!(other_base, Ok(Bytes::from_static(b"b")), "the base URL is part of the key");
 
         for n in 1..RenderedCache::MAX_ENTRIES + 10 {
             let _ = cache.get_or_render(key(n), || Ok::<_, ()>(Bytes::new()));

@@ -1,7 +1,8 @@
 //! NVIDIA NVOS and SONiC ZTP: a per-device ZTP JSON whose URLs point back at this server
 //! (section contents and the image), served by headers (`/nvos/ztp.json`) or by serial in the
 //! path (`/nvos/{serial}/ztp.json`, what a `dynamic-url` with identifier `serial-number` asks
-//! for). Their curl does not follow redirects: there are none.
+//! for). NVOS gets the profile's `ztp` (NVOS's section kinds), SONiC its `sonic` (SONiC's
+//! plugins). Their curl does not follow redirects: there are none.
 
 use axum::{
     body::Bytes,
@@ -12,11 +13,13 @@ use axum::{
 
 use super::{
     AppState, activity,
-    common::{Device, find_device, not_for_you, render_failed, rendered, text},
+    common::{Device, base_or_refuse, find_device, identify, not_for_you, render_failed, rendered, text},
 };
 use crate::profile::{
     identity::Family,
     render::{section_content, ztp_json},
+    snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
+    sonic,
 };
 
 fn family_of(name: &str) -> Option<Family> {
@@ -78,10 +81,15 @@ pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
 
 /// The answer carrying the ZTP JSON of the device a request comes from (the device's stage as its
 /// extension), with that body for a caller that writes it itself (the fast path); or the response
-/// to send instead (no snapshot, no matching profile, no ZTP in it, a render error). A document
-/// depends only on the family, the profile and the serial number, so it is rendered once per
-/// snapshot and then served from the snapshot's cache (both the router and the fast path answer
-/// here).
+/// to send instead (no snapshot, no matching profile, nothing for this family in it, a render
+/// error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
+/// depends only on the family, the profile, the serial number and the base URL, so it is rendered
+/// once per snapshot and then served from the snapshot's cache (both the router and the fast path
+/// answer here).
+///
+/// A SONiC switch that names no serial number (no `SERIAL-NUMBER` header, no serial in the path)
+/// gets [`sonic::chain_document`]: its engine then asks `/sonic/<serial>/ztp.json` with the
+/// serial from its EEPROM.
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
 pub fn answer(
     state: &AppState,
@@ -89,31 +97,64 @@ pub fn answer(
     headers: &HeaderMap,
     serial: Option<&str>,
 ) -> Result<(Response, Bytes), Response> {
-    let device = find_device(state, headers, family, serial)?;
-    let Some(ztp) = device.profile().ztp.as_ref() else {
-        return Err(not_for_you("this profile has no ZTP JSON"));
-    };
+    let asking = identify(state, headers, family, serial)?;
+    if family == Family::Sonic && asking.id.serial.is_none() {
+        let body = json_body(&sonic::chain_document(base_or_refuse(asking.base.as_deref())?));
+        return Ok((rendered("application/json", body.clone()), body));
+    }
+    let device = asking.find()?;
+    let profile = device.profile();
+    // NVOS gets `ztp`, SONiC `sonic`; neither ever gets the other's.
+    let document = match family {
+        Family::Sonic => profile.sonic.as_ref().map(Document::Sonic).ok_or(
+            "this profile has no SONiC ZTP JSON (spec.sonic; spec.ztp is NVOS's and is not served to SONiC)",
+        ),
+        _ => profile.ztp.as_ref().map(Document::Nvos).ok_or("this profile has no NVOS ZTP JSON (spec.ztp)"),
+    }
+    .map_err(not_for_you)?;
     let Some(serial) = device.id.serial.as_deref() else { return Err(not_for_you("no serial number")) };
-    let key = (family, device.profile, serial.to_owned());
+    let ctx = device.render_context()?;
+    let base = ctx.server_url;
+    let key = (family, device.profile, serial.to_owned(), base.to_owned());
     let body = device.loaded.ztp_json.get_or_render(key, || {
-        let base = &state.server.external_url;
         let prefix = family.as_str();
-        let section_url = |key: &str| format!("{base}/{prefix}/{serial}/sections/{key}");
-        let image_url = |img: &crate::profile::snapshot::ImageRef| format!("{base}/images/{}", img.path);
-        let json =
-            ztp_json(&device.render_context(base), &device.loaded.snapshot, ztp, &section_url, &image_url)
-                .map_err(render_failed)?;
-        let mut body = serde_json::to_vec_pretty(&json).unwrap_or_default();
-        body.push(b'\n');
-        Ok(Bytes::from(body))
+        let image_url = |img: &ImageRef| format!("{base}/images/{}", img.path);
+        let snapshot = &device.loaded.snapshot;
+        let json = match document {
+            Document::Sonic(s) => {
+                let part_url =
+                    |key: &str, part: &str| format!("{base}/{prefix}/{serial}/sections/{key}/{part}");
+                sonic::document(&ctx, snapshot, s, &sonic::Urls { part: &part_url, image: &image_url })
+            }
+            Document::Nvos(z) => {
+                let section_url = |key: &str| format!("{base}/{prefix}/{serial}/sections/{key}");
+                ztp_json(&ctx, snapshot, z, &section_url, &image_url)
+            }
+        }
+        .map_err(render_failed)?;
+        Ok(json_body(&json))
     })?;
     Ok((activity::config_served(rendered("application/json", body.clone()), &device), body))
 }
 
-/// `GET /{nvos|sonic}/{serial}/sections/{key}`: the commands list, startup YAML or script of one
+/// The ZTP JSON a family gets from a profile.
+#[derive(Clone, Copy)]
+enum Document<'a> {
+    Nvos(&'a ZtpSnapshot),
+    Sonic(&'a SonicSnapshot),
+}
+
+/// A JSON document as served: pretty, with a final newline.
+fn json_body(json: &serde_json::Value) -> Bytes {
+    let mut body = serde_json::to_vec_pretty(json).unwrap_or_default();
+    body.push(b'\n');
+    Bytes::from(body)
+}
+
+/// `GET /nvos/{serial}/sections/{key}`: the commands list, startup YAML or script of one NVOS
 /// section, rendered for this device.
 #[utoipa::path(get, path = "/{family}/{serial}/sections/{key}", tag = "nvos-sonic",
-    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), ("key" = String, Path, description = "The section's key, as the ZTP JSON names it")),
+    params(("family" = String, Path, description = "`nvos`"), ("serial" = String, Path, description = "Serial number of the switch"), ("key" = String, Path, description = "The section's key, as the ZTP JSON names it")),
     responses((status = 200, description = "The section's file (commands list, startup YAML or script), rendered for this switch", content_type = "text/plain"),
         (status = 404, description = "No such device or section")))]
 pub async fn section(
@@ -121,14 +162,56 @@ pub async fn section(
     Path((family, serial, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    let Some(fam) = family_of(&family) else { return not_for_you("unknown ZTP family") };
-    let device: Device = match find_device(&state, &headers, fam, Some(&serial)) {
+    if family_of(&family) != Some(Family::Nvos) {
+        return not_for_you("no such section");
+    }
+    let device: Device = match find_device(&state, &headers, Family::Nvos, Some(&serial)) {
         Ok(d) => d,
         Err(r) => return r,
     };
     let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
-    match section_content(&device.render_context(&state.server.external_url), ztp, &key) {
+    let ctx = match device.render_context() {
+        Ok(ctx) => ctx,
+        Err(r) => return r,
+    };
+    match section_content(&ctx, ztp, &key) {
         Ok(Some(body)) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
+        Ok(None) => not_for_you("no such section"),
+        Err(e) => render_failed(e),
+    }
+}
+
+/// `GET /sonic/{serial}/sections/{key}/{part}`: a file a SONiC section downloads (its
+/// `config_db.json`, a pre-check or plugin script, a file of a `download` section), rendered for
+/// this device.
+#[utoipa::path(get, path = "/{family}/{serial}/sections/{key}/{part}", tag = "nvos-sonic",
+    params(("family" = String, Path, description = "`sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), ("key" = String, Path, description = "The section's key, as the ZTP JSON names it"), ("part" = String, Path, description = "`config_db.json`, `install-pre-check`, `remove-pre-check`, `plugin` or `file-N`")),
+    responses((status = 200, description = "The file, rendered for this switch", content_type = "text/plain"),
+        (status = 404, description = "No such device, section or part"),
+        (status = 500, description = "The file does not render for this switch (e.g. a config_db.json that is not a JSON object)")))]
+pub async fn sonic_part(
+    State(state): State<AppState>,
+    Path((family, serial, key, part)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    if family_of(&family) != Some(Family::Sonic) {
+        return not_for_you("no such section");
+    }
+    let device: Device = match find_device(&state, &headers, Family::Sonic, Some(&serial)) {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let Some(s) = device.profile().sonic.as_ref() else {
+        return not_for_you("this profile has no SONiC ZTP JSON");
+    };
+    let content_type =
+        if part == sonic::part::CONFIG_DB { "application/json" } else { "text/plain; charset=utf-8" };
+    let ctx = match device.render_context() {
+        Ok(ctx) => ctx,
+        Err(r) => return r,
+    };
+    match sonic::part_content(&ctx, s, &key, &part) {
+        Ok(Some(body)) => activity::config_served(rendered(content_type, body), &device),
         Ok(None) => not_for_you("no such section"),
         Err(e) => render_failed(e),
     }

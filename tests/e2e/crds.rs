@@ -366,6 +366,64 @@ async fn switchprofile_cel_rules_reject_bad_input() {
     assert!(msg.contains("an image section needs content.osImageRef (install) or uninstall: true"), "{msg}");
 }
 
+/// `spec.sonic` takes SONiC's plugins only: an NVOS kind there (sent as raw JSON, as `kubectl
+/// apply` would: our own types refuse to build it), two plugins in one section, and each plugin's
+/// required keys are refused by the apiserver with a message that says what to do.
+#[tokio::test]
+async fn sonic_sections_are_sonics_plugins_or_refused() {
+    let t = support::kube_test("crd-sonic-cel").await;
+    let api: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    let sonic = |sections: Value| json!({"match": {"models": ["x"]}, "sonic": {"sections": sections}});
+
+    let ar = kube::discovery::ApiResource::erase::<SwitchProfile>(&());
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(t.client.clone(), &t.namespace, &ar);
+    let nvos_kind = profile(
+        "nvos-kind",
+        sonic(json!([{"kind": "image", "content": {"osImageRef": {"name": "sonic-202411"}}}])),
+    );
+    let obj: kube::api::DynamicObject = serde_json::from_value(nvos_kind).expect("dynamic object");
+    let msg = match raw.create(&PostParams::default(), &obj).await {
+        Err(kube::Error::Api(s)) if s.code == 422 => s.message,
+        other => panic!("an NVOS section under sonic was not refused: {other:?}"),
+    };
+    assert!(msg.contains("a SONiC section sets exactly one of firmware, configdbJson"), "{msg}");
+    assert!(msg.contains("those are NVOS sections, in spec.ztp"), "{msg}");
+
+    let two =
+        sonic(json!([{"snmp": {"communityRo": "x"}, "connectivityCheck": {"pingHosts": ["192.0.2.1"]}}]));
+    let msg = rejected(&api, profile("two-plugins", two)).await;
+    assert!(msg.contains("a SONiC section sets exactly one of"), "{msg}");
+
+    for (name, section, expected) in [
+        ("empty-firmware", json!({"firmware": {}}), "firmware needs install, remove or both"),
+        ("empty-snmp", json!({"snmp": {}}), "snmp needs communityRo or snmpLocation"),
+        (
+            "no-hosts",
+            json!({"connectivityCheck": {"retryCount": 3}}),
+            "connectivityCheck needs pingHosts or ping6Hosts",
+        ),
+        (
+            "image-config",
+            json!({"configdbJson": {"content": {"osImageRef": {"name": "sonic-202411"}}}}),
+            "configdbJson.content is a config_db.json text, not an osImageRef",
+        ),
+        (
+            "bad-mode",
+            json!({"download": {"files": [{"destination": "/etc/motd", "permissions": "999", "content": {"inline": "x"}}]}}),
+            "permissions",
+        ),
+        (
+            "relative",
+            json!({"download": {"files": [{"destination": "etc/motd", "content": {"inline": "x"}}]}}),
+            "destination",
+        ),
+        ("bad-name", json!({"plugin": {"name": "Set Motd", "script": {"inline": "#!/bin/sh\n"}}}), "name"),
+    ] {
+        let msg = rejected(&api, profile(name, sonic(json!([section])))).await;
+        assert!(msg.contains(expected), "{name}: {msg}");
+    }
+}
+
 #[tokio::test]
 async fn status_is_a_subresource_and_columns_render() {
     let t = support::kube_test("crd-status").await;

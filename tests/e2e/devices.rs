@@ -1,5 +1,5 @@
 //! The device-facing server, through the real binary (`standalone --listen`), with clients that
-//! send exactly what each switch family sends (shared/PROTOCOLS.md): ONIE's busybox wget with the
+//! send exactly what each switch family sends (docs/protocols.md): ONIE's busybox wget with the
 //! `ONIE-*` headers walking the name waterfall, NVOS / SONiC curl with `SERIAL-NUMBER` & co and no
 //! redirect following, Cumulus with `CUMULUS-*` headers, RtBrick's CTRLD.
 
@@ -66,8 +66,27 @@ spec:
       - kind: connectivity-check
         pingHosts: ["192.0.2.1"]
         ignoreResult: true
+  sonic:
+    sections:
+      - firmware: {install: {image: {name: nos}, version: "SONiC-OS-1"}}
+      - configdbJson:
+          content: {inline: '{"DEVICE_METADATA": {"localhost": {"hostname": "{{ hostname }}"}}}', template: true}
+      - plugin:
+          name: report
+          ignoreSectionData: true
+          script: {inline: "#!/bin/sh\ncurl -fsS -X POST {{ server_url }}/v1/devices/{{ serial }}/provisioned\n", template: true}
   cumulus:
     script: {inline: "#!/bin/bash\r\n# CUMULUS-AUTOPROVISIONING\r\necho {{ hostname }}\r\n", template: true}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: nvos-only}
+spec:
+  match: {serialNumbers: ["SN-NVOS-ONLY"]}
+  ztp:
+    sections:
+      - kind: connectivity-check
+        pingHosts: ["192.0.2.1"]
 "##;
 
 pub(crate) async fn lab(test: &str) -> Lab {
@@ -141,10 +160,11 @@ pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
-/// What ONIE's busybox wget sends (PROTOCOLS.md §1.6): `User-Agent: Wget`, the ONIE-* headers.
+/// What ONIE's busybox wget sends (docs/protocols.md §1.6): ONIE's own User-Agent (`wget -U`),
+/// the ONIE-* headers.
 pub(crate) fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMap {
     headers(&[
-        ("User-Agent", "Wget"),
+        ("User-Agent", "onie/1.0 (Linux-5.4.86-2024.11; BusyBox-v1.25.1)"),
         ("ONIE-SERIAL-NUMBER", serial),
         ("ONIE-ETH-ADDR", mac),
         ("ONIE-VENDOR-ID", "259"),
@@ -157,7 +177,7 @@ pub(crate) fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMa
     ])
 }
 
-/// The default-name waterfall, most specific first (PROTOCOLS.md §1.4).
+/// The default-name waterfall, most specific first (docs/protocols.md §1.4).
 const WATERFALL: [&str; 6] = [
     "onie-installer-x86_64-accton_as7712_32x-r0",
     "onie-installer-x86_64-accton_as7712_32x",
@@ -403,9 +423,113 @@ async fn nvos_sonic_cumulus_and_rtbrick_get_their_files() {
         "ztp_device_requests_total{family=\"cumulus\",code=\"2xx\"} 1",
         "ztp_device_requests_total{family=\"sonic\",code=\"4xx\"} 1",
         "ztp_devices_provisioned_total 1",
-        "ztp_snapshot_profiles 2",
+        "ztp_snapshot_profiles 3",
     ] {
         assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+}
+
+/// A SONiC switch gets sections its own ZTP engine runs (support::sonic_engine): every section
+/// resolves to a SONiC plugin, every URL it downloads answers its curl, the config_db.json is JSON
+/// rendered for it, and the run ends configured. A profile with only NVOS's `ztp` is never served
+/// to SONiC. The device is who its headers say, whatever a `dynamic-url` put in the path, and a
+/// switch that names no serial is sent to its serial's URL by a `dynamic-url`.
+#[tokio::test]
+async fn a_sonic_switch_runs_what_it_is_served() {
+    use crate::support::sonic_engine;
+
+    let lab = lab("devices-sonic").await;
+    let curl = Client::builder().redirect(Policy::none()).build().expect("client");
+    // What sonic-ztp's downloader sends (its curl -A and -H), as the EEPROM says.
+    let sonic = headers(&[
+        ("User-Agent", "SONiC-ZTP/0.1"),
+        ("PRODUCT-NAME", "N5110_LD"),
+        ("SERIAL-NUMBER", "SN-LEAF07"),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:07"),
+        ("SONiC-VERSION", "SONiC.202411.1"),
+    ]);
+    let get_json = async |path: &str, h: HeaderMap| {
+        let r = curl.get(format!("{}{path}", lab.base)).headers(h).send().await.expect("get");
+        let status = r.status();
+        let body = r.bytes().await.expect("body");
+        assert_eq!(status, StatusCode::OK, "{path}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice::<serde_json::Value>(&body).expect("json")
+    };
+    let doc = get_json("/sonic/ztp.json", sonic.clone()).await;
+    let downloads = sonic_engine::plan(&doc).unwrap_or_else(|e| panic!("SONiC would fail: {e}\n{doc:#}"));
+    assert!(sonic_engine::ends_configured(&doc), "ZTP would start over: {doc:#}");
+    let whats: Vec<&str> = downloads.iter().map(|d| d.what).collect();
+    assert_eq!(whats, ["image", "config_db.json", "plugin"]);
+    for d in &downloads {
+        assert!(d.url.starts_with(&format!("{}/", lab.base)), "{d:?}");
+        let r = curl.get(&d.url).headers(sonic.clone()).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::OK, "{d:?}");
+        let body = r.bytes().await.expect("body");
+        match d.what {
+            "image" => assert_eq!(body.as_ref(), lab.install.as_slice()),
+            "config_db.json" => {
+                let cfg: serde_json::Value = serde_json::from_slice(&body).expect("config_db.json is JSON");
+                assert_eq!(cfg["DEVICE_METADATA"]["localhost"]["hostname"], "leaf07");
+            }
+            _ => {
+                let script = String::from_utf8_lossy(&body);
+                assert!(
+                    script.contains(&format!("{}/v1/devices/SN-LEAF07/provisioned", lab.base)),
+                    "{script}"
+                );
+            }
+        }
+    }
+    assert_eq!(doc["ztp"]["01-firmware"]["install"]["version"], "SONiC-OS-1");
+
+    // NVOS's sections are never served to SONiC.
+    let mut nvos_only = sonic.clone();
+    nvos_only.insert("SERIAL-NUMBER", "SN-NVOS-ONLY".parse().expect("value"));
+    nvos_only.remove("BASE-MAC-ADDRESS");
+    let r = curl
+        .get(format!("{}/sonic/ztp.json", lab.base))
+        .headers(nvos_only.clone())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("text").contains("spec.sonic"));
+    nvos_only.insert("NVOS-VERSION", "nvos-25.02.2002".parse().expect("value"));
+    let r = curl.get(format!("{}/nvos/ztp.json", lab.base)).headers(nvos_only).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "NVOS still gets it");
+
+    // A dynamic-url built from the product name: still SN-LEAF07's document, URLs and all.
+    let by_product = get_json("/sonic/N5110_LD/ztp.json", sonic.clone()).await;
+    assert_eq!(by_product, doc, "the SERIAL-NUMBER header names the device, not the path");
+
+    // No serial said: a dynamic-url to the serial route, as SONiC's engine resolves it.
+    let anonymous = headers(&[("User-Agent", "SONiC-ZTP/0.1")]);
+    let chain = get_json("/sonic/ztp.json", anonymous.clone()).await;
+    let source = &chain["ztp"]["dynamic-url"]["source"];
+    assert_eq!(source["identifier"], "serial-number", "{chain:#}");
+    let url = format!(
+        "{}SN-LEAF07{}",
+        source["prefix"].as_str().expect("prefix"),
+        source["suffix"].as_str().expect("suffix")
+    );
+    let r = curl.get(&url).headers(anonymous).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "{url}");
+    let resolved: serde_json::Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    assert_eq!(resolved, doc);
+
+    // The log names one device, SN-LEAF07, for all of it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&lab.proc.log).unwrap_or_default();
+        let line = log
+            .lines()
+            .find(|l| l.contains("device request") && l.contains("path=\"/sonic/N5110_LD/ztp.json\""));
+        if let Some(line) = line {
+            assert!(line.contains("serial=\"SN-LEAF07\""), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no log line:\n{}", procs::tail(&lab.proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -169,13 +169,16 @@ async fn standalone_lab_folder_works_offline() {
 }
 
 /// `examples/lab` served by the real binary: every profile in it resolves (Ready), and each family
-/// gets its answer when it asks with exactly the headers its switches send (PROTOCOLS.md) — the
-/// requests examples/README.md shows.
+/// gets its answer when it asks with exactly the headers its switches send (docs/protocols.md) —
+/// the requests examples/README.md shows — with URLs that name the address the device reached.
 #[tokio::test]
 async fn lab_profiles_answer_each_family() {
     use reqwest::{Client, StatusCode, redirect::Policy};
 
-    use crate::devices::{headers, onie_headers};
+    use crate::{
+        devices::{headers, onie_headers},
+        support::sonic_engine,
+    };
 
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
     let profiles: Vec<String> = ztp_operator::standalone::read_switch_profiles(&lab)
@@ -196,7 +199,8 @@ async fn lab_profiles_answer_each_family() {
             "standalone".into(),
             format!("--manifests={}", lab.display()),
             format!("--data={}", dir.path().join("data").display()),
-            format!("--listen=127.0.0.1:{port}"),
+            // Every address, and no --external-url: URLs come from the Host each device reached.
+            format!("--listen=0.0.0.0:{port}"),
             "--poll-seconds=0.2".into(),
         ],
         &[],
@@ -284,7 +288,8 @@ async fn lab_profiles_answer_each_family() {
     let (s, body) = get("/images/lab-nos/1.0.0/lab-nos-installer.bin", Default::default()).await;
     assert_eq!((s, body == installer), (StatusCode::OK, true), "the image the ZTP JSON names");
 
-    // SONiC: the ZTP engine's curl headers; its provisioning script calls back with its serial.
+    // SONiC: the ZTP engine's curl headers; sections its own engine runs (SONiC plugins), every
+    // URL answering it, its config_db.json rendered for it, and a script that calls back.
     let sonic = headers(&[
         ("User-Agent", "SONiC-ZTP/0.1"),
         ("PRODUCT-NAME", "LAB-SWITCH"),
@@ -295,12 +300,30 @@ async fn lab_profiles_answer_each_family() {
     let (s, body) = get("/sonic/ztp.json", sonic.clone()).await;
     assert_eq!(s, StatusCode::OK, "SONiC ztp.json: {}", text(&body));
     let json: Value = serde_json::from_slice(&body).expect("SONiC ZTP JSON");
-    let script = json["ztp"]["02-provisioning-script"]["url"].as_str().expect("script url");
-    let (s, body) = get(script.strip_prefix(base.as_str()).expect("our URL"), sonic).await;
-    assert_eq!(s, StatusCode::OK);
-    let script = text(&body);
-    assert!(script.contains("hostname lab-sonic01"), "{script}");
+    let downloads = sonic_engine::plan(&json).unwrap_or_else(|e| panic!("SONiC would fail: {e}\n{json:#}"));
+    assert!(sonic_engine::ends_configured(&json), "SONiC would start ZTP over: {json:#}");
+    let mut fetched = Vec::new();
+    for d in &downloads {
+        let (s, body) =
+            get(d.url.strip_prefix(base.as_str()).expect("our URL, as the switch reached us"), sonic.clone())
+                .await;
+        assert_eq!(s, StatusCode::OK, "{d:?}");
+        fetched.push((d.what, body));
+    }
+    let whats: Vec<&str> = fetched.iter().map(|(w, _)| *w).collect();
+    assert_eq!(whats, ["image", "config_db.json", "plugin"]);
+    assert_eq!(fetched[0].1, installer);
+    let config: Value = serde_json::from_slice(&fetched[1].1).expect("config_db.json is JSON");
+    assert_eq!(config["DEVICE_METADATA"]["localhost"]["hostname"], "lab-sonic01");
+    let script = text(&fetched[2].1);
     assert!(script.contains(&format!("{base}/v1/devices/LAB-SONIC-0001/provisioned")), "{script}");
+    // Listening on 0.0.0.0 without --external-url, URLs name the address the switch reached.
+    let mut elsewhere = sonic.clone();
+    elsewhere.insert("Host", format!("ztp.lab.internal:{port}").parse().expect("value"));
+    let (_, body) = get("/sonic/ztp.json", elsewhere).await;
+    let json: Value = serde_json::from_slice(&body).expect("SONiC ZTP JSON");
+    let image = json["ztp"]["01-firmware"]["install"]["url"].as_str().expect("image url");
+    assert_eq!(image, format!("http://ztp.lab.internal:{port}/images/lab-nos/1.0.0/lab-nos-installer.bin"));
 
     // Cumulus: the marker, LF only, rendered for the device.
     let cumulus = headers(&[

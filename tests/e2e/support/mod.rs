@@ -10,6 +10,7 @@
 pub mod controlplane;
 pub mod procs;
 pub mod s3server;
+pub mod sonic_engine;
 pub mod source;
 pub mod tools;
 
