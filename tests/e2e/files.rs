@@ -627,3 +627,63 @@ async fn racing_uploads_keep_bytes_and_manifest_together_on_a_directory_store() 
 async fn racing_uploads_keep_bytes_and_manifest_together_on_s3() {
     racing_uploads(Backend::S3, "files-race-s3").await;
 }
+
+/// An upload through the API racing an OsImage fetch of the same path (the controller's way into
+/// the store: a verifying writer committed with its manifest entry, called here directly, while
+/// the server process uploads): exactly one wins, and the bytes stored are the manifest's.
+async fn upload_racing_a_fetch(backend: Backend, name: &str) {
+    use ztp_operator::{
+        api::ImagePath,
+        store::{ManifestEntry, StoreError},
+    };
+    let store = TestStore::new(backend, name).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    let (_server, base) = serve(name, &flags, &[]).await;
+    let api = Api { c: Client::new(), base };
+    for round in 0..6u64 {
+        let version = format!("fetch-{round}");
+        let path = ImagePath::new("race", &version, "img.bin").expect("path");
+        let (fetched, uploaded) = (random_bytes(400_000, 900 + round), random_bytes(400_013, 950 + round));
+        let (fetched_sha, uploaded_sha) = (Sha256Digest::of(&fetched), Sha256Digest::of(&uploaded));
+        let fetch = async {
+            let mut w = store.store.writer(&path, fetched_sha).await.expect("writer");
+            for chunk in fetched.chunks(64 * 1024) {
+                w.write(bytes::Bytes::copy_from_slice(chunk)).await.expect("write");
+            }
+            let entry = ManifestEntry::new(&path, fetched_sha, 0, true, Some("osimage/ns/img".into()));
+            w.commit_entry(Some(fetched.len() as u64), entry, false).await
+        };
+        let query = format!("checksum={uploaded_sha}&firmware_image=true");
+        let upload = api.upload(&path.to_string(), &uploaded, &query, Some(BEARER));
+        let (fetch, (status, body)) = tokio::join!(fetch, upload);
+        let kept = match fetch {
+            Ok(_) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "round {round}: both won: {body}");
+                &fetched
+            }
+            Err(StoreError::Conflict(c)) => {
+                assert_eq!(status, StatusCode::OK, "round {round}: both lost ({c}): {body}");
+                &uploaded
+            }
+            Err(e) => panic!("round {round}: the fetch failed: {e}"),
+        };
+        let served = assert_consistent(&api, &path.to_string()).await;
+        assert!(served == kept.as_ref(), "round {round}: the stored bytes are not the winner's");
+        assert_eq!(store.bytes(&path).await.as_deref(), Some(kept.as_ref()));
+    }
+    assert_nothing_unlisted(&store).await;
+}
+
+#[tokio::test]
+async fn an_upload_racing_an_osimage_fetch_ends_consistent_on_a_directory_store() {
+    upload_racing_a_fetch(Backend::Fs, "files-race-fetch-fs").await;
+}
+
+#[tokio::test]
+async fn an_upload_racing_an_osimage_fetch_ends_consistent_on_s3() {
+    upload_racing_a_fetch(Backend::S3, "files-race-fetch-s3").await;
+}
