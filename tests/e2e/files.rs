@@ -658,7 +658,8 @@ async fn upload_racing_a_fetch(backend: Backend, name: &str) {
             w.commit_entry(Some(fetched.len() as u64), entry, false).await
         };
         let query = format!("checksum={uploaded_sha}&firmware_image=true");
-        let upload = api.upload(&path.to_string(), &uploaded, &query, Some(BEARER));
+        let key = path.to_string();
+        let upload = api.upload(&key, &uploaded, &query, Some(BEARER));
         let (fetch, (status, body)) = tokio::join!(fetch, upload);
         let kept = match fetch {
             Ok(_) => {
