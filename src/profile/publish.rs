@@ -58,7 +58,8 @@ pub async fn publish(store: &Store, snapshot: &Snapshot) -> Result<bool, Snapsho
     let mut pruned = Vec::new();
     let change = |m: &mut crate::store::Manifest, pruned: &mut Vec<ManifestEntry>| {
         pruned.clear();
-        let mut entry = ManifestEntry::new(&path, sha, bytes.len() as u64, false, Some("ztp-operator".into()));
+        let mut entry =
+            ManifestEntry::new(&path, sha, bytes.len() as u64, false, Some("ztp-operator".into()));
         entry.tags.insert(SNAPSHOT_TAG.into(), String::new());
         entry.tags.insert(CURRENT_TAG.into(), String::new());
         for e in m.images.iter_mut() {
@@ -66,10 +67,12 @@ pub async fn publish(store: &Store, snapshot: &Snapshot) -> Result<bool, Snapsho
         }
         m.insert(entry, true)?;
         // Keep the newest KEEP snapshots: entries are appended, so the oldest come first.
-        let snapshots: Vec<String> = m.images.iter().filter(|e| is_snapshot(e)).map(|e| e.path.clone()).collect();
+        let snapshots: Vec<String> =
+            m.images.iter().filter(|e| is_snapshot(e)).map(|e| e.path.clone()).collect();
         let excess = snapshots.len().saturating_sub(KEEP);
         for old in &snapshots[..excess] {
-            if let Some(i) = m.images.iter().position(|e| &e.path == old && !e.tags.contains_key(CURRENT_TAG)) {
+            if let Some(i) = m.images.iter().position(|e| &e.path == old && !e.tags.contains_key(CURRENT_TAG))
+            {
                 pruned.push(m.images.remove(i));
             }
         }

@@ -360,7 +360,13 @@ impl ImageContext {
     }
 
     fn entry_of(&self, image: &OsImage, target: &Target, size: u64) -> ManifestEntry {
-        ManifestEntry::new(&target.path, target.sha256, size, image.spec.firmware_image, Some(owner_of(image)))
+        ManifestEntry::new(
+            &target.path,
+            target.sha256,
+            size,
+            image.spec.firmware_image,
+            Some(owner_of(image)),
+        )
     }
 
     async fn fetch(

@@ -92,7 +92,11 @@ impl FsBackend {
             Ok(f)
         })
         .await
-        .map_err(|e| StoreError::Io { op: "lock", path: lock_path.clone(), source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::Io {
+            op: "lock",
+            path: lock_path.clone(),
+            source: std::io::Error::other(e),
+        })?
         .map_err(StoreError::io("lock", &lock_path))
     }
 
@@ -198,7 +202,11 @@ impl PendingObject for FsPending {
     }
 
     async fn finish(&mut self) -> Result<()> {
-        self.finish_thread().await.map_err(|e| StoreError::Io { op: "write", path: self.tmp.clone(), source: e })
+        self.finish_thread().await.map_err(|e| StoreError::Io {
+            op: "write",
+            path: self.tmp.clone(),
+            source: e,
+        })
     }
 
     async fn place(mut self: Box<Self>) -> Result<()> {
@@ -366,7 +374,12 @@ impl Backend for FsBackend {
         self.install_manifest(tmp).await
     }
 
-    async fn place(&self, path: &ImagePath, pending: Box<dyn PendingObject>, f: &mut PlaceFn<'_>) -> Result<()> {
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()> {
         let _lock = match self.lock().await {
             Ok(lock) => lock,
             Err(e) => {
@@ -531,7 +544,8 @@ mod tests {
                 w.commit_entry(None, entry, replace).await
             })
         });
-        let results: Vec<_> = futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
+        let results: Vec<_> =
+            futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
         let won = results.iter().filter(|r| r.is_ok()).count();
         if replace {
             assert_eq!(won, bodies.len(), "{results:?}");
@@ -586,7 +600,10 @@ mod tests {
             assert_eq!(read(&store, &hand, None).await.expect("read"), expected);
             assert_eq!(result.is_ok(), replace, "{result:?}");
             if !replace {
-                assert!(matches!(result, Err(StoreError::Conflict(crate::store::ManifestConflict::Untracked { .. }))));
+                assert!(matches!(
+                    result,
+                    Err(StoreError::Conflict(crate::store::ManifestConflict::Untracked { .. }))
+                ));
                 assert!(store.manifest().await.expect("manifest").get(&hand).is_none());
             }
         }

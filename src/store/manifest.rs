@@ -253,7 +253,12 @@ impl Manifest {
     /// [`Self::insert`] for a file about to be placed at `entry.path`, where `stored` says whether
     /// a file is there now: one without a manifest entry (a copy by hand, a crash's leftover) is
     /// taken as well, and replaced only when `replace` allows it.
-    pub fn place(&mut self, entry: ManifestEntry, replace: bool, stored: bool) -> Result<(), ManifestConflict> {
+    pub fn place(
+        &mut self,
+        entry: ManifestEntry,
+        replace: bool,
+        stored: bool,
+    ) -> Result<(), ManifestConflict> {
         if stored && !replace && !self.images.iter().any(|e| e.path == entry.path) {
             return Err(ManifestConflict::Untracked { path: entry.path });
         }

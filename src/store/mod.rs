@@ -144,7 +144,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// stats `path`, lets `f` decide, then places `pending` (finished) at `path` and writes the
     /// manifest `f` returned. When `f` refuses, `pending` is aborted and nothing changes; when
     /// the manifest cannot be written after the placement, the placed object is deleted.
-    async fn place(&self, path: &ImagePath, pending: Box<dyn PendingObject>, f: &mut PlaceFn<'_>) -> Result<()>;
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()>;
     /// Under the store's write lock: swaps the manifest with `f`, then deletes the object at
     /// `path` if `f` said so. Returns whether an object was deleted.
     async fn remove(&self, path: &ImagePath, f: &mut RemoveFn<'_>) -> Result<bool>;

@@ -61,7 +61,9 @@ fn unix_now() -> u64 {
 
 /// A few milliseconds that differ between writers and attempts (spreads retries).
 fn jitter_ms() -> u64 {
-    u64::from(SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 13)
+    u64::from(
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 13,
+    )
 }
 
 /// Whether a conditional write lost: 412, or 409 (a concurrent conditional write in progress).
@@ -172,7 +174,12 @@ impl S3Backend {
         let mut attempt = 0u32;
         loop {
             let body = format!("{holder} {}\n", unix_now() + LOCK_LEASE.as_secs());
-            let put = self.client.put_object().bucket(&self.bucket).key(&key).body(ByteStream::from(body.into_bytes()));
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(ByteStream::from(body.into_bytes()));
             // Free: create it. Its lease ran out: take it over, if nobody else did.
             let put = match stale.take() {
                 Some(etag) => put.if_match(etag),
@@ -622,7 +629,12 @@ impl Backend for S3Backend {
         result
     }
 
-    async fn place(&self, path: &ImagePath, pending: Box<dyn PendingObject>, f: &mut PlaceFn<'_>) -> Result<()> {
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()> {
         let lock = match self.lock().await {
             Ok(lock) => lock,
             Err(e) => {

@@ -484,11 +484,19 @@ async fn assert_consistent(api: &Api, path: &str) -> Vec<u8> {
     let served = r.bytes().await.expect("body").to_vec();
     let sha = Sha256Digest::of(&served).to_string();
     let (_, sum) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
-    assert_eq!(sum["checksum"].as_str(), Some(sha.as_str()), "{path}: /checksum disagrees with the bytes served");
+    assert_eq!(
+        sum["checksum"].as_str(),
+        Some(sha.as_str()),
+        "{path}: /checksum disagrees with the bytes served"
+    );
     assert_eq!(etag, format!("\"{sha}\""), "{path}: ETag disagrees with the bytes served");
     let (_, all) = api.json(Method::GET, "/v1/files/").await;
     let entry = all.as_array().expect("list").iter().find(|e| e["key"] == path).expect("listed");
-    assert_eq!(entry["sha256"].as_str(), Some(sha.as_str()), "{path}: listing disagrees with the bytes served");
+    assert_eq!(
+        entry["sha256"].as_str(),
+        Some(sha.as_str()),
+        "{path}: listing disagrees with the bytes served"
+    );
     assert_eq!(entry["etag"].as_str(), Some(sha.as_str()), "{path}: listing etag disagrees");
     let (dir, file) = path.rsplit_once('/').expect("a file path");
     let (_, listing) = api.json(Method::GET, &format!("/v1/files/{dir}/")).await;
@@ -525,7 +533,9 @@ async fn assert_nothing_unlisted(store: &TestStore) {
     }
     let unlisted: Vec<&String> = keys
         .iter()
-        .filter(|k| !["manifest.json", ".manifest.lock"].contains(&k.as_str()) && !listed.contains(k.as_str()))
+        .filter(|k| {
+            !["manifest.json", ".manifest.lock"].contains(&k.as_str()) && !listed.contains(k.as_str())
+        })
         .collect();
     assert!(unlisted.is_empty(), "objects in the store without a manifest entry: {unlisted:?}");
     let leftovers = store.leftovers().await;
@@ -562,7 +572,9 @@ async fn racing_uploads(backend: Backend, name: &str) {
         let (bodies, shas) = (&bodies, &shas);
         futures::future::join_all((0..RACERS).map(move |i| {
             let path = path.clone();
-            async move { api.upload(&path, &bodies[i], &format!("checksum={}{extra}", shas[i]), Some(BEARER)).await }
+            async move {
+                api.upload(&path, &bodies[i], &format!("checksum={}{extra}", shas[i]), Some(BEARER)).await
+            }
         }))
     };
 
@@ -593,7 +605,9 @@ async fn racing_uploads(backend: Backend, name: &str) {
         let answers = futures::future::join_all((0..RACERS).map(|i| {
             let (api, body, sha) = (&api, &bodies[i], &shas[i]);
             let path = format!("fw/{round}/image-{i}.bin");
-            async move { api.upload(&path, body, &format!("checksum={sha}&firmware_image=true"), Some(BEARER)).await }
+            async move {
+                api.upload(&path, body, &format!("checksum={sha}&firmware_image=true"), Some(BEARER)).await
+            }
         }))
         .await;
         let won: Vec<usize> = (0..RACERS).filter(|&i| answers[i].0 == StatusCode::OK).collect();
@@ -608,7 +622,10 @@ async fn racing_uploads(backend: Backend, name: &str) {
     let hand = "race/hand/placed.bin";
     place_by_hand(&store, hand, b"placed by hand").await;
     let (status, body) = api.upload(hand, &bodies[0], &format!("checksum={}", shas[0]), Some(BEARER)).await;
-    assert_eq!((status, detail(&body)), (StatusCode::BAD_REQUEST, format!("File already exists: {hand}").as_str()));
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::BAD_REQUEST, format!("File already exists: {hand}").as_str())
+    );
     let p = ztp_operator::api::ImagePath::new("race", "hand", "placed.bin").expect("path");
     assert_eq!(store.bytes(&p).await.as_deref(), Some(&b"placed by hand"[..]));
     // With overwrite it is replaced, and then listed.
