@@ -55,37 +55,37 @@ pub async fn publish(store: &Store, snapshot: &Snapshot) -> Result<bool, Snapsho
         ImagePath::new(SNAPSHOT_PLATFORM, &snapshot.version, SNAPSHOT_FILE).map_err(StoreError::from)?;
     let bytes = Bytes::from(serde_json::to_vec(snapshot).expect("a snapshot always serialises"));
     let sha = Sha256Digest::of(&bytes);
+    let mut pruned = Vec::new();
+    let change = |m: &mut crate::store::Manifest, pruned: &mut Vec<ManifestEntry>| {
+        pruned.clear();
+        let mut entry =
+            ManifestEntry::new(&path, sha, bytes.len() as u64, false, Some("ztp-operator".into()));
+        entry.tags.insert(SNAPSHOT_TAG.into(), String::new());
+        entry.tags.insert(CURRENT_TAG.into(), String::new());
+        for e in m.images.iter_mut() {
+            e.tags.remove(CURRENT_TAG);
+        }
+        m.insert(entry, true)?;
+        // Keep the newest KEEP snapshots: entries are appended, so the oldest come first.
+        let snapshots: Vec<String> =
+            m.images.iter().filter(|e| is_snapshot(e)).map(|e| e.path.clone()).collect();
+        let excess = snapshots.len().saturating_sub(KEEP);
+        for old in &snapshots[..excess] {
+            if let Some(i) = m.images.iter().position(|e| &e.path == old && !e.tags.contains_key(CURRENT_TAG))
+            {
+                pruned.push(m.images.remove(i));
+            }
+        }
+        Ok::<_, StoreError>(())
+    };
     if store.stat(&path).await?.is_none() {
+        // The snapshot and its entry together.
         let mut w = store.writer(&path, sha).await?;
         w.write(bytes.clone()).await?;
-        w.commit(Some(bytes.len() as u64)).await?;
+        w.commit_with(Some(bytes.len() as u64), |m, _, _| change(m, &mut pruned)).await?;
+    } else {
+        store.update_manifest(|m| change(m, &mut pruned)).await?;
     }
-    let mut pruned = Vec::new();
-    store
-        .update_manifest(|m| {
-            pruned.clear();
-            let mut entry =
-                ManifestEntry::new(&path, sha, bytes.len() as u64, false, Some("ztp-operator".into()));
-            entry.tags.insert(SNAPSHOT_TAG.into(), String::new());
-            entry.tags.insert(CURRENT_TAG.into(), String::new());
-            for e in m.images.iter_mut() {
-                e.tags.remove(CURRENT_TAG);
-            }
-            m.insert(entry, true)?;
-            // Keep the newest KEEP snapshots: entries are appended, so the oldest come first.
-            let snapshots: Vec<String> =
-                m.images.iter().filter(|e| is_snapshot(e)).map(|e| e.path.clone()).collect();
-            let excess = snapshots.len().saturating_sub(KEEP);
-            for old in &snapshots[..excess] {
-                if let Some(i) =
-                    m.images.iter().position(|e| &e.path == old && !e.tags.contains_key(CURRENT_TAG))
-                {
-                    pruned.push(m.images.remove(i));
-                }
-            }
-            Ok(())
-        })
-        .await?;
     for e in pruned {
         if let Ok(p) = e.image_path() {
             let _ = store.delete(&p).await;

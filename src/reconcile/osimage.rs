@@ -349,13 +349,7 @@ impl ImageContext {
         size: u64,
         replace: bool,
     ) -> Result<(), StoreError> {
-        let entry = ManifestEntry::new(
-            &target.path,
-            target.sha256,
-            size,
-            image.spec.firmware_image,
-            Some(owner_of(image)),
-        );
+        let entry = self.entry_of(image, target, size);
         self.store
             .update_manifest(|m| {
                 m.insert(entry.clone(), replace)?;
@@ -363,6 +357,16 @@ impl ImageContext {
             })
             .await
             .map(|_| ())
+    }
+
+    fn entry_of(&self, image: &OsImage, target: &Target, size: u64) -> ManifestEntry {
+        ManifestEntry::new(
+            &target.path,
+            target.sha256,
+            size,
+            image.spec.firmware_image,
+            Some(owner_of(image)),
+        )
     }
 
     async fn fetch(
@@ -413,8 +417,10 @@ impl ImageContext {
                     self.store.writer(&target.path, target.sha256).await.map_err(FetchError::from)?;
                 match self.fetcher.fetch(&source, &mut writer, &on_progress).await {
                     Ok(fetched) => {
+                        // The file and its manifest entry, as one decision (a racing upload of
+                        // the same path, or a file copied there meanwhile, is a conflict).
                         let committed = writer
-                            .commit(fetched.announced_size)
+                            .commit_entry(fetched.announced_size, self.entry_of(image, target, 0), replace)
                             .await
                             .map_err(|e| (e, fetched.content_type))?;
                         Ok(committed)
@@ -450,16 +456,13 @@ impl ImageContext {
 
         let status = StatusBuilder { status: fetching, generation: status.generation };
         match result {
-            Ok(committed) => match self.enter(image, target, committed.size, replace).await {
-                Ok(()) => {
-                    let msg = format!("{} is stored and verified ({} bytes)", target.path, committed.size);
-                    let new = status
-                        .ready(self.artifact(&target.path, &committed.sha256, committed.size), msg.clone());
-                    self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &msg).await?;
-                    Ok(Next::Resync(self.policy.resync))
-                }
-                Err(e) => self.store_failure(image, reporter, status, e).await,
-            },
+            Ok(committed) => {
+                let msg = format!("{} is stored and verified ({} bytes)", target.path, committed.size);
+                let new =
+                    status.ready(self.artifact(&target.path, &committed.sha256, committed.size), msg.clone());
+                self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &msg).await?;
+                Ok(Next::Resync(self.policy.resync))
+            }
             Err(AttemptError::Store(e @ StoreError::ChecksumMismatch { .. }, content_type)) => {
                 let hint = content_type
                     .filter(|t| t.starts_with("text/html"))
@@ -621,28 +624,26 @@ impl ImageContext {
             return Ok(());
         }
 
+        // The entry and the file together, under the store's write lock: an upload placing a new
+        // file at the path cannot land between the two.
         let mut removed = false;
         self.store
-            .update_manifest(|m| {
-                removed = false;
-                if m.get(&target.path).is_some_and(|e| e.sha256 == target.sha256) {
-                    removed = m.remove(&target.path).is_some();
-                }
-                Ok(())
+            .remove_with(&target.path, |m| {
+                let ours = m.get(&target.path).is_some_and(|e| e.sha256 == target.sha256);
+                removed = ours && m.remove(&target.path).is_some();
+                Ok(removed)
             })
             .await?;
-        let delete_file = if removed {
-            true
-        } else if self.store.stat(&target.path).await?.is_some()
+        if !removed
+            && self.store.stat(&target.path).await?.is_some()
             && self.store.manifest().await?.get(&target.path).is_none()
+            // Untracked file at our path: delete only if it is byte for byte ours...
+            && self.store.hash_of(&target.path).await?.sha256 == target.sha256
         {
-            // Untracked file at our path: delete only if it is byte for byte ours.
-            self.store.hash_of(&target.path).await?.sha256 == target.sha256
-        } else {
-            false
-        };
-        if delete_file {
-            self.store.delete(&target.path).await?;
+            // ...and still untracked (nothing was placed there since).
+            removed = self.store.remove_with(&target.path, |m| Ok(m.get(&target.path).is_none())).await?;
+        }
+        if removed {
             reporter
                 .event(
                     image,

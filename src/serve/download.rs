@@ -435,7 +435,8 @@ mod tests {
         let sha = Sha256Digest::of(&data);
         let mut writer = store.writer(&path, sha).await.expect("writer");
         writer.write(Bytes::from(data.clone())).await.expect("write");
-        writer.commit(None).await.expect("commit");
+        let entry = crate::store::ManifestEntry::new(&path, sha, 0, false, None);
+        writer.commit_entry(None, entry, false).await.expect("commit");
         Fixture {
             _dir: dir,
             downloads: Downloads::new(store, max_concurrent, 7),

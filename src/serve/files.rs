@@ -282,15 +282,18 @@ fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
 /// Why a manifest change is refused, in the reference's words.
 fn conflict_text(path: &ImagePath, conflict: &ManifestConflict) -> String {
     match conflict {
-        ManifestConflict::DifferentFile { .. } => format!("File already exists: {path}"),
+        ManifestConflict::DifferentFile { .. } | ManifestConflict::Untracked { .. } => {
+            format!("File already exists: {path}")
+        }
         ManifestConflict::OtherFirmware { dir, other, .. } => format!(
             "A different firmware image already exists in {dir}/: '{other}'. Remove it first or upload with the same filename."
         ),
     }
 }
 
-/// The `overwrite`-independent reasons a manifest refuses `entry`, checked before any byte is
-/// read (and again, atomically, when the entry is written).
+/// Why the file at `path` may not be uploaded over: managed by an OsImage, or (without
+/// `overwrite`) taken. Checked before any byte is read, and again, under the store's write lock,
+/// when the file is placed.
 fn refuse(existing: Option<&ManifestEntry>, path: &ImagePath, overwrite: bool) -> Option<String> {
     let existing = existing?;
     if let Some(owner) = existing.owner.as_deref().filter(|o| o.starts_with("osimage/")) {
@@ -358,7 +361,8 @@ pub(crate) async fn upload(
         }
     };
 
-    // Refuse what the manifest would refuse before reading the body.
+    // Refuse what the manifest would refuse before reading the body (checked again when the
+    // file is placed: another upload may get there first).
     let manifest = match state.server.store.manifest().await {
         Ok(m) => m,
         Err(e) => return store_failed(&e),
@@ -369,6 +373,14 @@ pub(crate) async fn upload(
     let new_entry = ManifestEntry::new(&path, expected, 0, firmware, Some(format!("upload/{user}")));
     if let Err(c @ ManifestConflict::OtherFirmware { .. }) = manifest.check_insert(&new_entry, true) {
         return detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c));
+    }
+    if !overwrite && manifest.get(&path).is_none() {
+        // A file without a manifest entry (copied by hand) is taken too.
+        match state.server.store.stat(&path).await {
+            Ok(Some(_)) => return detail(StatusCode::BAD_REQUEST, format!("File already exists: {path}")),
+            Ok(None) => {}
+            Err(e) => return store_failed(&e),
+        }
     }
 
     // Find the `file` part and stream it into the store.
@@ -409,29 +421,28 @@ pub(crate) async fn upload(
             }
         }
     }
-    let committed = match writer.commit(None).await {
-        Ok(c) => c,
-        Err(StoreError::ChecksumMismatch { expected, actual }) => {
-            return detail(
-                StatusCode::BAD_REQUEST,
-                format!(
-                    "Checksum mismatch: the uploaded file hashes to {actual}, but checksum is {expected}. Nothing was stored."
-                ),
-            );
-        }
-        Err(e) => return store_failed(&e),
-    };
-    let entry = ManifestEntry { size: Some(committed.size), ..new_entry };
-    let written = state
-        .server
-        .store
-        .update_manifest(|m| m.insert(entry.clone(), overwrite).map_err(StoreError::from))
+    // The file and its entry, as one decision on the manifest as it is now.
+    let committed = writer
+        .commit_with(None, |m, committed, stored| {
+            if let Some(why) = refuse(m.get(&path), &path, overwrite) {
+                return Err(StoreError::Refused(why));
+            }
+            let entry = ManifestEntry { size: Some(committed.size), ..new_entry.clone() };
+            Ok(m.place(entry, overwrite, stored.is_some())?)
+        })
         .await;
-    match written {
-        Ok(_) => {
+    match committed {
+        Ok(committed) => {
             tracing::info!(%path, user, sha256 = %committed.sha256, size = committed.size, firmware, "file uploaded");
             Json("OK").into_response()
         }
+        Err(StoreError::ChecksumMismatch { expected, actual }) => detail(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "Checksum mismatch: the uploaded file hashes to {actual}, but checksum is {expected}. Nothing was stored."
+            ),
+        ),
+        Err(StoreError::Refused(why)) => detail(StatusCode::BAD_REQUEST, why),
         Err(StoreError::Conflict(c)) => detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)),
         Err(e) => store_failed(&e),
     }
@@ -462,15 +473,16 @@ pub(crate) async fn remove(
         Ok(None) => return detail(StatusCode::NOT_FOUND, "File not found in S3."),
         Err(e) => return store_failed(&e),
     }
-    // The entry first: a file without an entry is never served, an entry without a file would be.
-    let removed = state.server.store.update_manifest(|m| {
-        m.remove(&path);
-        Ok(())
+    // The entry and the file together, under the store's write lock (an upload cannot place a
+    // new file between the two), and only if it is still the file checked above.
+    let removed = state.server.store.remove_with(&path, |m| {
+        if m.get(&path).is_some_and(|e| !e.owner.as_deref().is_some_and(|o| o.starts_with("osimage/"))) {
+            m.remove(&path);
+            return Ok(true);
+        }
+        Ok(false)
     });
     if let Err(e) = removed.await {
-        return store_failed(&e);
-    }
-    if let Err(e) = state.server.store.delete(&path).await {
         return store_failed(&e);
     }
     tracing::info!(%path, user, "file deleted");

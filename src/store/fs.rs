@@ -1,10 +1,12 @@
 //! Directory backend: the mounted PVC (NFS included).
 //!
 //! Objects are written to `{root}/.tmp/` (same filesystem) by a dedicated thread behind a bounded
-//! channel, fsynced, and renamed to `{platform}/{version}/{filename}` only on commit, so a partial
-//! file is never visible under its final name. The manifest is swapped under an exclusive lock on
-//! `{root}/.manifest.lock`: read, compute, write a temporary file, fsync, rename, fsync the
-//! directory.
+//! channel, fsynced, and renamed to `{platform}/{version}/{filename}` only when placed, so a
+//! partial file is never visible under its final name. Every manifest write holds an exclusive
+//! lock on `{root}/.manifest.lock`: read, compute, write a temporary file, fsync, rename, fsync the
+//! directory. A placement happens under the same lock, between the manifest's temporary file
+//! (written first: the step that can run out of space) and its rename, so the object and its entry
+//! change together for every other writer; a refused placement deletes its temporary file.
 
 use std::{
     fs::File,
@@ -24,7 +26,9 @@ use tokio::{
 };
 use tokio_util::io::ReaderStream;
 
-use super::{Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, Result, StoreError};
+use super::{
+    Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, PlaceFn, RemoveFn, Result, StoreError,
+};
 use crate::{api::ImagePath, hash::Sha256Digest};
 
 /// Where objects are written before they are complete. Names starting with `.` are never valid
@@ -75,6 +79,65 @@ impl FsBackend {
 
     fn object_path(&self, path: &ImagePath) -> PathBuf {
         self.root.join(path.platform()).join(path.version()).join(path.filename())
+    }
+
+    /// Takes the store's write lock: an exclusive `flock` on `.manifest.lock` (NFS maps it to a
+    /// lock manager lock), released when the returned handle is dropped.
+    async fn lock(&self) -> Result<File> {
+        let lock_path = self.root.join(LOCK_FILE);
+        let lp = lock_path.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<File> {
+            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lp)?;
+            f.lock()?;
+            Ok(f)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            op: "lock",
+            path: lock_path.clone(),
+            source: std::io::Error::other(e),
+        })?
+        .map_err(StoreError::io("lock", &lock_path))
+    }
+
+    /// Writes and fsyncs new manifest bytes to a temporary file; returns its path.
+    async fn write_manifest_temp(&self, new: Vec<u8>) -> Result<PathBuf> {
+        let tmp = self.root.join(TMP_DIR).join(format!("{MANIFEST_NAME}.{}", unique_suffix()));
+        let t = tmp.clone();
+        tokio::task::spawn_blocking(move || -> Result<PathBuf> {
+            let write = || -> std::io::Result<()> {
+                let mut f = File::create_new(&t)?;
+                f.write_all(&new)?;
+                f.sync_all()
+            };
+            if let Err(e) = write() {
+                let _ = std::fs::remove_file(&t);
+                return Err(StoreError::Io { op: "write", path: t, source: e });
+            }
+            Ok(t)
+        })
+        .await
+        .map_err(|e| StoreError::Io { op: "write", path: tmp, source: std::io::Error::other(e) })?
+    }
+
+    /// Renames a temporary file from [`Self::write_manifest_temp`] over the manifest and fsyncs
+    /// the directory.
+    async fn install_manifest(&self, tmp: PathBuf) -> Result<()> {
+        let manifest = self.root.join(MANIFEST_NAME);
+        let root = self.root.clone();
+        tokio::task::spawn_blocking(move || -> Result<()> {
+            if let Err(e) = std::fs::rename(&tmp, &manifest) {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(StoreError::Io { op: "rename into", path: manifest, source: e });
+            }
+            fsync_dir(&root)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            op: "write",
+            path: self.root.join(MANIFEST_NAME),
+            source: std::io::Error::other(e),
+        })?
     }
 
     /// Removes temporary files older than `age` (left by a process killed mid-write). Active
@@ -138,7 +201,15 @@ impl PendingObject for FsPending {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
+    async fn finish(&mut self) -> Result<()> {
+        self.finish_thread().await.map_err(|e| StoreError::Io {
+            op: "write",
+            path: self.tmp.clone(),
+            source: e,
+        })
+    }
+
+    async fn place(mut self: Box<Self>) -> Result<()> {
         if let Err(e) = self.finish_thread().await {
             let _ = tokio::fs::remove_file(&self.tmp).await;
             return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: e });
@@ -297,51 +368,73 @@ impl Backend for FsBackend {
     }
 
     async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
-        let lock_path = self.root.join(LOCK_FILE);
-        let lp = lock_path.clone();
-        // Hold an exclusive lock for the whole read-compute-write (flock; NFS maps it to a lock
-        // manager lock). The lock is released when the file handle is dropped.
-        let _lock = tokio::task::spawn_blocking(move || -> std::io::Result<File> {
-            let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&lp)?;
-            f.lock()?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            op: "lock",
-            path: lock_path.clone(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(StoreError::io("lock", &lock_path))?;
+        let _lock = self.lock().await?;
+        let Some(new) = f(self.read_manifest().await?.as_deref())? else { return Ok(()) };
+        let tmp = self.write_manifest_temp(new).await?;
+        self.install_manifest(tmp).await
+    }
 
-        let manifest = self.root.join(MANIFEST_NAME);
-        let current = match tokio::fs::read(&manifest).await {
-            Ok(b) => Some(b),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(StoreError::Io { op: "read", path: manifest, source: e }),
-        };
-        let Some(new) = f(current.as_deref())? else { return Ok(()) };
-        let tmp = self.root.join(TMP_DIR).join(format!("{MANIFEST_NAME}.{}", unique_suffix()));
-        let root = self.root.clone();
-        tokio::task::spawn_blocking(move || -> Result<()> {
-            let write = || -> std::io::Result<()> {
-                let mut f = File::create_new(&tmp)?;
-                f.write_all(&new)?;
-                f.sync_all()
-            };
-            if let Err(e) = write() {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(StoreError::Io { op: "write", path: tmp, source: e });
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()> {
+        let _lock = match self.lock().await {
+            Ok(lock) => lock,
+            Err(e) => {
+                pending.abort().await;
+                return Err(e);
             }
-            std::fs::rename(&tmp, &manifest).map_err(StoreError::io("rename into", &manifest))?;
-            fsync_dir(&root)
-        })
-        .await
-        .map_err(|e| StoreError::Io {
-            op: "write",
-            path: self.root.join(MANIFEST_NAME),
-            source: std::io::Error::other(e),
-        })?
+        };
+        let decided = async {
+            let current = self.read_manifest().await?;
+            let stored = self.stat(path).await?;
+            f(current.as_deref(), stored.as_ref())
+        }
+        .await;
+        let new = match decided {
+            Ok(new) => new,
+            Err(e) => {
+                pending.abort().await;
+                return Err(e);
+            }
+        };
+        // The manifest's temporary file first (the write that can fail for want of space), then
+        // the object, then the manifest: two renames, under the lock.
+        let tmp = match new {
+            Some(bytes) => match self.write_manifest_temp(bytes).await {
+                Ok(tmp) => Some(tmp),
+                Err(e) => {
+                    pending.abort().await;
+                    return Err(e);
+                }
+            },
+            None => None,
+        };
+        if let Err(e) = pending.place().await {
+            if let Some(tmp) = tmp {
+                let _ = tokio::fs::remove_file(tmp).await;
+            }
+            return Err(e);
+        }
+        if let Some(tmp) = tmp
+            && let Err(e) = self.install_manifest(tmp).await
+        {
+            let _ = self.delete(path).await;
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    async fn remove(&self, path: &ImagePath, f: &mut RemoveFn<'_>) -> Result<bool> {
+        let _lock = self.lock().await?;
+        let (new, delete) = f(self.read_manifest().await?.as_deref())?;
+        if let Some(new) = new {
+            let tmp = self.write_manifest_temp(new).await?;
+            self.install_manifest(tmp).await?;
+        }
+        if delete { self.delete(path).await } else { Ok(false) }
     }
 
     async fn read_manifest(&self) -> Result<Option<Vec<u8>>> {
@@ -369,7 +462,8 @@ mod tests {
         let path = ImagePath::new("lab-nos", "1.0.0", "image.bin").expect("path");
         let mut w = store.writer(&path, Sha256Digest::of(data)).await.expect("writer");
         w.write(Bytes::copy_from_slice(data)).await.expect("write");
-        w.commit(None).await.expect("commit");
+        let entry = crate::store::ManifestEntry::new(&path, Sha256Digest::of(data), 0, false, None);
+        w.commit_entry(None, entry, false).await.expect("commit");
         (dir, store, path)
     }
 
@@ -412,5 +506,112 @@ mod tests {
         let local = store.filesystem_path(&path).expect("a directory store has local paths");
         assert_eq!(local, dir.path().join("lab-nos/1.0.0/image.bin"));
         assert_eq!(std::fs::read(local).expect("read"), b"hello");
+    }
+
+    /// Every file under the root but the manifest, its lock and the hidden directories.
+    fn stored_files(root: &Path) -> Vec<String> {
+        let mut out = Vec::new();
+        for p in std::fs::read_dir(root).expect("root").flatten() {
+            let name = p.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') || name == MANIFEST_NAME {
+                continue;
+            }
+            for v in std::fs::read_dir(p.path()).expect("platform").flatten() {
+                for f in std::fs::read_dir(v.path()).expect("version").flatten() {
+                    let (v, f) = (v.file_name(), f.file_name());
+                    out.push(format!("{name}/{}/{}", v.to_string_lossy(), f.to_string_lossy()));
+                }
+            }
+        }
+        out
+    }
+
+    async fn racing_writers(replace: bool) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("store")));
+        let path = ImagePath::new("lab-nos", "1.0.0", "image.bin").expect("path");
+        let bodies: Vec<Vec<u8>> = (0..12u8).map(|i| vec![i; 100_000 + usize::from(i)]).collect();
+        let tasks = bodies.iter().enumerate().map(|(i, body)| {
+            let (store, path) = (store.clone(), path.clone());
+            let body = body.clone();
+            tokio::spawn(async move {
+                let sha = Sha256Digest::of(&body);
+                let mut w = store.writer(&path, sha).await.expect("writer");
+                w.write(Bytes::from(body)).await.expect("write");
+                // Half of them as an OsImage, half as uploads; all firmware images.
+                let owner = if i % 2 == 0 { "osimage/ns/img" } else { "upload/ci" };
+                let entry = crate::store::ManifestEntry::new(&path, sha, 0, true, Some(owner.into()));
+                w.commit_entry(None, entry, replace).await
+            })
+        });
+        let results: Vec<_> =
+            futures::future::join_all(tasks).await.into_iter().map(|r| r.expect("task")).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        if replace {
+            assert_eq!(won, bodies.len(), "{results:?}");
+        } else {
+            assert_eq!(won, 1, "exactly one may win: {results:?}");
+            assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict(_)))));
+        }
+        let manifest = store.manifest().await.expect("manifest");
+        let entry = manifest.get(&path).expect("entry");
+        let stored = read(&store, &path, None).await.expect("read");
+        assert_eq!(Sha256Digest::of(&stored), entry.sha256, "bytes and manifest disagree");
+        assert_eq!(entry.size, Some(stored.len() as u64));
+        assert_eq!(stored_files(dir.path()), vec![path.to_string()]);
+        let tmp: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR)).expect("tmp").flatten().collect();
+        assert!(tmp.is_empty(), "left in .tmp: {tmp:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn racing_writers_of_one_path_keep_file_and_entry_together() {
+        for _ in 0..3 {
+            racing_writers(false).await;
+            racing_writers(true).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn refused_placements_leave_nothing_and_untracked_files_are_taken() {
+        let (dir, store, path) = store_with(b"first").await;
+        // A second firmware image in the directory: refused, nothing left.
+        let other = ImagePath::new("lab-nos", "1.0.0", "other.bin").expect("path");
+        let sha = Sha256Digest::of(b"other");
+        let mut w = store.writer(&other, sha).await.expect("writer");
+        w.write(Bytes::from_static(b"other")).await.expect("write");
+        let fw = crate::store::ManifestEntry::new(&other, sha, 0, true, None);
+        let first = crate::store::ManifestEntry::new(&path, Sha256Digest::of(b"first"), 0, true, None);
+        store.update_manifest(|m| Ok(m.insert(first.clone(), true)?)).await.expect("tag first");
+        assert!(matches!(w.commit_entry(None, fw, false).await, Err(StoreError::Conflict(_))));
+        assert_eq!(stored_files(dir.path()), vec![path.to_string()]);
+        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).expect("tmp").count(), 0);
+
+        // A file copied by hand (no entry) is taken: replaced only with `replace`.
+        let hand = ImagePath::new("lab-nos", "2.0.0", "hand.bin").expect("path");
+        std::fs::create_dir_all(dir.path().join("lab-nos/2.0.0")).expect("mkdir");
+        std::fs::write(dir.path().join("lab-nos/2.0.0/hand.bin"), b"by hand").expect("write");
+        let sha = Sha256Digest::of(b"upload");
+        for replace in [false, true] {
+            let mut w = store.writer(&hand, sha).await.expect("writer");
+            w.write(Bytes::from_static(b"upload")).await.expect("write");
+            let entry = crate::store::ManifestEntry::new(&hand, sha, 0, false, None);
+            let result = w.commit_entry(None, entry, replace).await;
+            let expected: &[u8] = if replace { b"upload" } else { b"by hand" };
+            assert_eq!(read(&store, &hand, None).await.expect("read"), expected);
+            assert_eq!(result.is_ok(), replace, "{result:?}");
+            if !replace {
+                assert!(matches!(
+                    result,
+                    Err(StoreError::Conflict(crate::store::ManifestConflict::Untracked { .. }))
+                ));
+                assert!(store.manifest().await.expect("manifest").get(&hand).is_none());
+            }
+        }
+        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).expect("tmp").count(), 0);
+
+        // Removing takes the entry and the file together.
+        assert!(store.remove_with(&hand, |m| Ok(m.remove(&hand).is_some())).await.expect("remove"));
+        assert_eq!(store.stat(&hand).await.expect("stat"), None);
+        assert!(store.manifest().await.expect("manifest").get(&hand).is_none());
     }
 }

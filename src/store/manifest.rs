@@ -104,6 +104,8 @@ pub enum ManifestConflict {
     DifferentFile { path: String, existing: Sha256Digest, owner: Option<String> },
     #[error("{dir}/ already has a different firmware image, {other}{}", owner_note(.owner))]
     OtherFirmware { dir: String, other: String, owner: Option<String> },
+    #[error("{path} is already in the store without a manifest entry (copied by hand?); remove it first")]
+    Untracked { path: String },
 }
 
 fn owner_note(owner: &Option<String>) -> String {
@@ -246,6 +248,21 @@ impl Manifest {
             None => self.images.push(entry),
         }
         Ok(())
+    }
+
+    /// [`Self::insert`] for a file about to be placed at `entry.path`, where `stored` says whether
+    /// a file is there now: one without a manifest entry (a copy by hand, a crash's leftover) is
+    /// taken as well, and replaced only when `replace` allows it.
+    pub fn place(
+        &mut self,
+        entry: ManifestEntry,
+        replace: bool,
+        stored: bool,
+    ) -> Result<(), ManifestConflict> {
+        if stored && !replace && !self.images.iter().any(|e| e.path == entry.path) {
+            return Err(ManifestConflict::Untracked { path: entry.path });
+        }
+        self.insert(entry, replace)
     }
 
     /// Removes the entry at `path`; returns it.

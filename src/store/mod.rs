@@ -2,9 +2,19 @@
 //! mounted PVC, NFS included) or an S3 / Ceph bucket.
 //!
 //! The two backends sit behind the small [`Backend`] trait: put an object without making it
-//! visible, commit or abort it, stat, read, delete, and a compare-and-swap on the manifest's bytes.
+//! visible, place or abort it, stat, read, delete, and a compare-and-swap on the manifest's bytes.
 //! Everything else (hashing on the way in, verification, manifest parsing and its rules) lives here
 //! once, in [`Store`], for both.
+//!
+//! **A file and its manifest entry are one decision.** Every manifest write holds the store's
+//! write lock (`flock` on `.manifest.lock` on a directory; a lease object `.manifest.lock` taken
+//! with a conditional PUT on S3). A verified object is placed under its final name only while that
+//! lock is held, right after the manifest change was decided on the manifest as it is then and on
+//! what is stored at the path then ([`VerifyingWriter::commit_with`]); a refused change aborts the
+//! object (nothing is left), and a manifest write that fails after the placement removes the
+//! placed object again. Removing a file works the same way ([`Store::remove_with`]). So two
+//! writers of one path (uploads, an upload and an OsImage fetch) cannot leave one's bytes under
+//! the other's entry, and nothing refused stays in the store.
 
 pub mod fs;
 pub mod manifest;
@@ -49,6 +59,9 @@ pub enum StoreError {
     ManifestContention { attempts: u32 },
     #[error("{0} is not in the store")]
     NotFound(String),
+    /// A change refused by the caller's own rule, in its words.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl StoreError {
@@ -67,14 +80,18 @@ pub struct ObjectInfo {
     pub modified: Option<std::time::SystemTime>,
 }
 
-/// An object being written: invisible under its final name until [`PendingObject::commit`].
+/// An object being written: invisible under its final name until [`PendingObject::place`].
 #[async_trait]
 pub trait PendingObject: Send {
     /// Appends a chunk.
     async fn write(&mut self, chunk: Bytes) -> Result<()>;
+    /// Finishes writing (the last bytes, fsync, the last part), so that [`PendingObject::place`]
+    /// is quick: it runs under the store's write lock. On an error, call `abort`.
+    async fn finish(&mut self) -> Result<()>;
     /// Makes the object visible under its final name (rename / complete the multipart upload).
-    /// Called only after the hash matched.
-    async fn commit(self: Box<Self>) -> Result<()>;
+    /// Called by the backend only, in [`Backend::place`], under the store's write lock, after
+    /// `finish`. On an error nothing is left behind.
+    async fn place(self: Box<Self>) -> Result<()>;
     /// Discards everything written.
     async fn abort(self: Box<Self>);
 }
@@ -82,6 +99,15 @@ pub trait PendingObject: Send {
 /// Manifest update function for [`Backend::swap_manifest`]: given the current bytes (None when
 /// there is no manifest yet), returns the bytes to write, or None to leave it as it is.
 pub type ManifestFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>> + Send + 'a;
+
+/// Decision function of [`Backend::place`]: given the manifest's current bytes and what is stored
+/// at the path now (None: nothing), returns the manifest bytes to write (None: leave it), or an
+/// error to refuse the placement.
+pub type PlaceFn<'a> = dyn FnMut(Option<&[u8]>, Option<&ObjectInfo>) -> Result<Option<Vec<u8>>> + Send + 'a;
+
+/// Decision function of [`Backend::remove`]: given the manifest's current bytes, returns the
+/// bytes to write (None: leave it) and whether to delete the object.
+pub type RemoveFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<(Option<Vec<u8>>, bool)> + Send + 'a;
 
 /// What a storage backend provides. Paths are validated before they reach it.
 #[async_trait]
@@ -106,13 +132,27 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn filesystem_path(&self, _path: &ImagePath) -> Option<PathBuf> {
         None
     }
-    /// Removes the object; true if it existed.
+    /// Removes the object; true if it existed. Bypasses the manifest: for objects that are no
+    /// longer in it (use [`Backend::remove`] otherwise).
     async fn delete(&self, path: &ImagePath) -> Result<bool>;
     /// Every object key under the root (for listings), as `{platform}/{version}/{filename}`.
     async fn list(&self) -> Result<Vec<(String, ObjectInfo)>>;
-    /// Reads the manifest's bytes, lets `f` compute the new ones, and writes them only if nobody
-    /// wrote in between (lock on a directory, conditional PUT on S3), retrying on contention.
+    /// Under the store's write lock: reads the manifest's bytes, lets `f` compute the new ones,
+    /// and writes them (on S3 also only if nobody wrote in between: a conditional PUT, retried).
     async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()>;
+    /// Under the store's write lock, as one step for every other writer: reads the manifest and
+    /// stats `path`, lets `f` decide, then places `pending` (finished) at `path` and writes the
+    /// manifest `f` returned. When `f` refuses, `pending` is aborted and nothing changes; when
+    /// the manifest cannot be written after the placement, the placed object is deleted.
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()>;
+    /// Under the store's write lock: swaps the manifest with `f`, then deletes the object at
+    /// `path` if `f` said so. Returns whether an object was deleted.
+    async fn remove(&self, path: &ImagePath, f: &mut RemoveFn<'_>) -> Result<bool>;
     /// The manifest's current bytes.
     async fn read_manifest(&self) -> Result<Option<Vec<u8>>>;
 }
@@ -140,8 +180,11 @@ impl Store {
     }
 
     /// Starts writing `path`, which must hash to `expected`; every byte is hashed on the way in.
+    /// Nothing is visible until [`VerifyingWriter::commit_with`] enters it in the manifest.
     pub async fn writer(&self, path: &ImagePath, expected: Sha256Digest) -> Result<VerifyingWriter> {
         Ok(VerifyingWriter {
+            store: self.clone(),
+            path: path.clone(),
             pending: Some(self.backend.begin(path, &expected).await?),
             hasher: Some(StreamHasher::new()),
             expected,
@@ -171,8 +214,30 @@ impl Store {
         self.backend.filesystem_path(path)
     }
 
+    /// Deletes an object that is not (or no longer) in the manifest. To remove a file with its
+    /// entry, use [`Store::remove_with`].
     pub async fn delete(&self, path: &ImagePath) -> Result<bool> {
         self.backend.delete(path).await
+    }
+
+    /// Removes a file and its entry as one decision: under the store's write lock, `change` edits
+    /// the manifest and returns whether to delete the object at `path`, which is deleted before
+    /// the lock is released (so no writer can place a new file there in between). Returns
+    /// whether an object was deleted. `change` may run more than once; it must be a pure
+    /// function of the manifest.
+    pub async fn remove_with<F>(&self, path: &ImagePath, mut change: F) -> Result<bool>
+    where
+        F: FnMut(&mut Manifest) -> Result<bool> + Send,
+    {
+        let name = self.manifest_name();
+        self.backend
+            .remove(path, &mut |current: Option<&[u8]>| {
+                let before = parse_or_empty(&name, current)?;
+                let mut after = before.clone();
+                let delete = change(&mut after)?;
+                Ok(((after != before).then(|| after.to_bytes()), delete))
+            })
+            .await
     }
 
     pub async fn list(&self) -> Result<Vec<(String, ObjectInfo)>> {
@@ -215,10 +280,7 @@ impl Store {
         let mut result = None;
         self.backend
             .swap_manifest(&mut |current: Option<&[u8]>| {
-                let before = match current {
-                    None => Manifest::default(),
-                    Some(bytes) => Manifest::parse(&name, bytes)?,
-                };
+                let before = parse_or_empty(&name, current)?;
                 let mut after = before.clone();
                 change(&mut after)?;
                 let write = (after != before || current.is_none()).then(|| after.to_bytes());
@@ -230,13 +292,23 @@ impl Store {
     }
 }
 
+fn parse_or_empty(name: &str, current: Option<&[u8]>) -> Result<Manifest> {
+    match current {
+        None => Ok(Manifest::default()),
+        Some(bytes) => Ok(Manifest::parse(name, bytes)?),
+    }
+}
+
 /// Pieces smaller than this are gathered before they go to the hashing and writing threads: an
 /// upload's multipart body arrives in pieces of a few KiB, and two queue hand-offs per piece cost
 /// more than copying them together. (Each queue holds 16 batches: at most 8 MiB in flight.)
 const BATCH: usize = 512 * 1024;
 
-/// Writes an object while hashing it; commits only when the hash (and size) match.
+/// Writes an object while hashing it; commits only when the hash (and size) match, together with
+/// its manifest entry.
 pub struct VerifyingWriter {
+    store: Store,
+    path: ImagePath,
     pending: Option<Box<dyn PendingObject>>,
     hasher: Option<StreamHasher>,
     expected: Sha256Digest,
@@ -276,14 +348,23 @@ impl VerifyingWriter {
         self.written
     }
 
-    /// Verifies and, if everything matches, makes the object visible. On a mismatch the written
-    /// data is discarded and the error says `sha256 mismatch: expected …, got …`.
-    pub async fn commit(mut self, expected_size: Option<u64>) -> Result<Committed> {
+    /// Verifies and, if everything matches, makes the object visible together with its manifest
+    /// entry, as one decision: under the store's write lock, `change` edits the manifest as it is
+    /// then, knowing the verified object and what is stored at the path at that moment (None:
+    /// nothing; a file without an entry is a copy by hand or a crash's leftover). If `change`
+    /// succeeds the object is placed and the manifest written; if it fails (a conflict: nothing
+    /// changes) or the manifest cannot be written, the object is discarded. On a mismatch the
+    /// written data is discarded and the error says `sha256 mismatch: expected …, got …`.
+    /// `change` may run more than once; it must be a pure function of its arguments.
+    pub async fn commit_with<F>(mut self, expected_size: Option<u64>, mut change: F) -> Result<Committed>
+    where
+        F: FnMut(&mut Manifest, &Committed, Option<&ObjectInfo>) -> Result<()> + Send,
+    {
         if !self.batch.is_empty() {
             let rest = self.batch.split().freeze();
             self.hand_on(rest).await?; // on error, Drop aborts
         }
-        let pending = self.pending.take().expect("pending object");
+        let mut pending = self.pending.take().expect("pending object");
         let (sha256, size) = self.hasher.take().expect("hasher").finish().await;
         if let Some(expected_size) = expected_size
             && expected_size != size
@@ -295,8 +376,38 @@ impl VerifyingWriter {
             pending.abort().await;
             return Err(StoreError::ChecksumMismatch { expected: self.expected, actual: sha256 });
         }
-        pending.commit().await?;
-        Ok(Committed { sha256, size })
+        if let Err(e) = pending.finish().await {
+            pending.abort().await;
+            return Err(e);
+        }
+        let committed = Committed { sha256, size };
+        let name = self.store.manifest_name();
+        self.store
+            .backend
+            .place(&self.path, pending, &mut |current: Option<&[u8]>, stored: Option<&ObjectInfo>| {
+                let before = parse_or_empty(&name, current)?;
+                let mut after = before.clone();
+                change(&mut after, &committed, stored)?;
+                Ok((after != before || current.is_none()).then(|| after.to_bytes()))
+            })
+            .await?;
+        Ok(committed)
+    }
+
+    /// [`Self::commit_with`] the usual rule: `entry` (its size set to the bytes written) goes into
+    /// the manifest; a different file at the path, in the manifest or only stored, is replaced
+    /// only when `replace` allows it.
+    pub async fn commit_entry(
+        self,
+        expected_size: Option<u64>,
+        entry: ManifestEntry,
+        replace: bool,
+    ) -> Result<Committed> {
+        self.commit_with(expected_size, |m, committed, stored| {
+            let entry = ManifestEntry { size: Some(committed.size), ..entry.clone() };
+            Ok(m.place(entry, replace, stored.is_some())?)
+        })
+        .await
     }
 
     /// Discards everything written.

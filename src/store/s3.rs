@@ -5,8 +5,20 @@
 //! expected SHA-256 is stored as object metadata `sha256-checksum`, as the reference service does.
 //! The manifest is swapped with a conditional PUT (`If-Match` the ETag read, or `If-None-Match: *`
 //! when there is none yet), retried with backoff when another writer won.
+//!
+//! Every manifest write, and every placement of an object (the completion of its multipart
+//! upload) with the manifest write that enters it, holds the store's write lock: a lease object
+//! `.manifest.lock`, created with `If-None-Match: *` and deleted by its holder (after checking it is
+//! still its own). A lock whose lease ran out (its holder died) is taken over with `If-Match` its
+//! ETag, so only one writer breaks it. Under the lock the decision is made on the manifest and the
+//! object as they are then; a refused placement aborts the multipart upload (nothing is left), and
+//! a manifest write that fails after the completion deletes the object again. The conditional PUT
+//! stays, for writers that do not take the lock (older versions, hand edits).
 
-use std::{ops::Range, time::Duration};
+use std::{
+    ops::Range,
+    time::{Duration, Instant, SystemTime},
+};
 
 use async_trait::async_trait;
 use aws_sdk_s3::{
@@ -19,7 +31,9 @@ use aws_sdk_s3::{
 use bytes::{Bytes, BytesMut};
 use futures::{StreamExt, stream::BoxStream};
 
-use super::{Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, Result, StoreError};
+use super::{
+    Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, PlaceFn, RemoveFn, Result, StoreError,
+};
 use crate::{api::ImagePath, hash::Sha256Digest};
 
 /// Part size of multipart uploads: 5 MiB is S3's minimum; 16 MiB keeps 2 GiB images at 128 parts.
@@ -28,6 +42,36 @@ const PART_SIZE: usize = 16 * 1024 * 1024;
 const CAS_ATTEMPTS: u32 = 30;
 /// Metadata key holding the SHA-256 (same as the reference service).
 pub const SHA256_METADATA: &str = "sha256-checksum";
+/// The store's write lock (a name no image path can have: it starts with a dot).
+const LOCK_NAME: &str = ".manifest.lock";
+/// How long the write lock is held at most; a lock older than this (its holder died) is broken.
+/// What runs under it is short: completing a multipart upload, and the manifest's GET and PUT.
+const LOCK_LEASE: Duration = Duration::from_secs(120);
+/// How long a writer waits for the write lock before giving up.
+const LOCK_WAIT: Duration = Duration::from_secs(300);
+
+/// The write lock, held: the ETag of the lock object this holder wrote.
+struct S3Lock {
+    etag: Option<String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+/// A few milliseconds that differ between writers and attempts (spreads retries).
+fn jitter_ms() -> u64 {
+    u64::from(
+        SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0) % 13,
+    )
+}
+
+/// Whether a conditional write lost: 412, or 409 (a concurrent conditional write in progress).
+fn precondition_failed<E: ProvideErrorMetadata, R>(
+    e: &SdkError<E, aws_smithy_runtime_api::http::Response<R>>,
+) -> bool {
+    matches!(http_status(e), Some(412 | 409)) || e.code() == Some("PreconditionFailed")
+}
 
 /// How to reach the bucket.
 #[derive(Debug, Clone, Default)]
@@ -44,6 +88,12 @@ pub struct S3Settings {
     pub force_path_style: bool,
     /// Extra CA certificates (PEM) to trust for the endpoint.
     pub ca_bundle_pem: Option<Vec<u8>>,
+}
+
+/// Waits before the next compare-and-swap attempt on the manifest.
+async fn cas_backoff(attempt: u32) {
+    let jitter = u64::from(std::process::id() % 7 + attempt % 5) * 3 + jitter_ms();
+    tokio::time::sleep(Duration::from_millis((5u64 << attempt.min(6)) + jitter)).await;
 }
 
 #[derive(Debug, Clone)]
@@ -107,6 +157,174 @@ impl S3Backend {
 
     fn err(&self, op: &'static str, key: &str, message: String) -> StoreError {
         StoreError::S3 { op, bucket: self.bucket.clone(), key: key.to_owned(), message }
+    }
+
+    /// Takes the store's write lock (see the module documentation), waiting for its holder.
+    async fn lock(&self) -> Result<S3Lock> {
+        static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let key = self.key(LOCK_NAME);
+        let holder = format!(
+            "{}/{}/{}",
+            std::env::var("HOSTNAME").unwrap_or_default(),
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let started = Instant::now();
+        let mut stale: Option<String> = None;
+        let mut attempt = 0u32;
+        loop {
+            let body = format!("{holder} {}\n", unix_now() + LOCK_LEASE.as_secs());
+            let put = self
+                .client
+                .put_object()
+                .bucket(&self.bucket)
+                .key(&key)
+                .body(ByteStream::from(body.into_bytes()));
+            // Free: create it. Its lease ran out: take it over, if nobody else did.
+            let put = match stale.take() {
+                Some(etag) => put.if_match(etag),
+                None => put.if_none_match("*"),
+            };
+            match put.send().await {
+                Ok(out) => return Ok(S3Lock { etag: out.e_tag().map(str::to_owned) }),
+                Err(e) if precondition_failed(&e) => {}
+                Err(e) => return Err(self.err("lock", &key, sdk_message(&e))),
+            }
+            let held_by = match self.client.get_object().bucket(&self.bucket).key(&key).send().await {
+                Ok(out) => {
+                    let etag = out.e_tag().map(str::to_owned);
+                    let body = out.body.collect().await.map(|b| b.into_bytes()).unwrap_or_default();
+                    let text = String::from_utf8_lossy(&body).trim().to_owned();
+                    let expires = text.rsplit_once(' ').and_then(|(_, t)| t.parse::<u64>().ok()).unwrap_or(0);
+                    if expires < unix_now() {
+                        tracing::warn!(lock = %key, held_by = %text, "breaking the store's write lock: its lease ran out");
+                        stale = etag;
+                        continue;
+                    }
+                    text
+                }
+                // Released in between: try again at once.
+                Err(e) if e.as_service_error().is_some_and(|s| s.is_no_such_key()) => continue,
+                Err(e) => return Err(self.err("lock", &key, sdk_message(&e))),
+            };
+            if started.elapsed() > LOCK_WAIT {
+                let message = format!("the store's write lock is held by {held_by} (holder, lease end)");
+                return Err(self.err("lock", &key, message));
+            }
+            tokio::time::sleep(Duration::from_millis((4u64 << attempt.min(5)) + jitter_ms())).await;
+            attempt += 1;
+        }
+    }
+
+    /// Releases the write lock, if it is still this holder's (one that outlived its lease may
+    /// have lost it to another writer). Failures are left to the lease.
+    async fn unlock(&self, lock: S3Lock) {
+        let key = self.key(LOCK_NAME);
+        let current = self.client.head_object().bucket(&self.bucket).key(&key).send().await;
+        if current.is_ok_and(|out| out.e_tag().map(str::to_owned) == lock.etag)
+            && let Err(e) = self.client.delete_object().bucket(&self.bucket).key(&key).send().await
+        {
+            tracing::warn!(lock = %key, error = %sdk_message(&e), "could not release the store's write lock");
+        }
+    }
+
+    /// Writes the manifest if its ETag is still `etag` (None: if there is none). False when
+    /// another writer got there first.
+    async fn put_manifest(&self, new: Vec<u8>, etag: Option<String>) -> Result<bool> {
+        let key = self.key(MANIFEST_NAME);
+        let put = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_type("application/json")
+            .body(ByteStream::from(new));
+        let put = match etag {
+            Some(etag) => put.if_match(etag),
+            None => put.if_none_match("*"),
+        };
+        match put.send().await {
+            Ok(_) => Ok(true),
+            Err(e) if precondition_failed(&e) => Ok(false),
+            Err(e) => Err(self.err("put", &key, sdk_message(&e))),
+        }
+    }
+
+    /// Read, compute, conditional write, retried when a writer that does not take the lock
+    /// got there first. Call with the lock held.
+    async fn swap_locked(&self, f: &mut ManifestFn<'_>) -> Result<()> {
+        for attempt in 0..CAS_ATTEMPTS {
+            let current = self.get_manifest().await?;
+            let Some(new) = f(current.as_ref().map(|(b, _)| b.as_slice()))? else { return Ok(()) };
+            if self.put_manifest(new, current.and_then(|(_, etag)| etag)).await? {
+                return Ok(());
+            }
+            cas_backoff(attempt).await;
+        }
+        Err(StoreError::ManifestContention { attempts: CAS_ATTEMPTS })
+    }
+
+    /// [`Backend::place`] with the lock held: decide, complete the upload, write the manifest;
+    /// refused: abort; the manifest write failed after the completion: delete the object.
+    async fn place_locked(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()> {
+        let mut pending = Some(pending);
+        // What was there before this placement (a retry must not see its own object).
+        let stored = match self.stat(path).await {
+            Ok(stored) => stored,
+            Err(e) => {
+                if let Some(p) = pending.take() {
+                    p.abort().await;
+                }
+                return Err(e);
+            }
+        };
+        for attempt in 0..CAS_ATTEMPTS {
+            let decided = async {
+                let current = self.get_manifest().await?;
+                let new = f(current.as_ref().map(|(b, _)| b.as_slice()), stored.as_ref())?;
+                Ok::<_, StoreError>((current.and_then(|(_, etag)| etag), new))
+            }
+            .await;
+            let (etag, new) = match decided {
+                Ok(d) => d,
+                Err(e) => {
+                    self.undo_placement(path, pending.take()).await;
+                    return Err(e);
+                }
+            };
+            if let Some(p) = pending.take() {
+                p.place().await?; // on failure the upload is aborted: nothing was placed
+            }
+            let Some(new) = new else { return Ok(()) };
+            match self.put_manifest(new, etag).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => cas_backoff(attempt).await,
+                Err(e) => {
+                    self.undo_placement(path, None).await;
+                    return Err(e);
+                }
+            }
+        }
+        self.undo_placement(path, None).await;
+        Err(StoreError::ManifestContention { attempts: CAS_ATTEMPTS })
+    }
+
+    /// Undoes a placement that was refused: aborts the upload, or deletes the object when it was
+    /// already completed.
+    async fn undo_placement(&self, path: &ImagePath, pending: Option<Box<dyn PendingObject>>) {
+        match pending {
+            Some(p) => p.abort().await,
+            None => {
+                if let Err(e) = self.delete(path).await {
+                    tracing::warn!(%path, error = %e, "could not delete a refused object");
+                }
+            }
+        }
     }
 
     async fn get_manifest(&self) -> Result<Option<(Vec<u8>, Option<String>)>> {
@@ -202,14 +420,18 @@ impl PendingObject for S3Pending {
         Ok(())
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
+    async fn finish(&mut self) -> Result<()> {
+        // S3 needs at least one part; an empty object is one empty part.
+        if !self.buffer.is_empty() || (self.parts.is_empty() && self.in_flight.is_none()) {
+            let last = self.buffer.split().freeze();
+            self.send_part(last).await?;
+        }
+        self.wait_in_flight().await
+    }
+
+    async fn place(mut self: Box<Self>) -> Result<()> {
         let result = async {
-            // S3 needs at least one part; an empty object is one empty part.
-            if !self.buffer.is_empty() || (self.parts.is_empty() && self.in_flight.is_none()) {
-                let last = self.buffer.split().freeze();
-                self.send_part(last).await?;
-            }
-            self.wait_in_flight().await?;
+            self.finish().await?;
             let upload = CompletedMultipartUpload::builder().set_parts(Some(self.parts.clone())).build();
             self.client
                 .complete_multipart_upload()
@@ -401,36 +623,45 @@ impl Backend for S3Backend {
     }
 
     async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
-        let key = self.key(MANIFEST_NAME);
-        for attempt in 0..CAS_ATTEMPTS {
-            let current = self.get_manifest().await?;
-            let Some(new) = f(current.as_ref().map(|(b, _)| b.as_slice()))? else { return Ok(()) };
-            let put = self
-                .client
-                .put_object()
-                .bucket(&self.bucket)
-                .key(&key)
-                .content_type("application/json")
-                .body(ByteStream::from(new));
-            let put = match current.as_ref().and_then(|(_, etag)| etag.clone()) {
-                Some(etag) => put.if_match(etag),
-                None => put.if_none_match("*"),
-            };
-            match put.send().await {
-                Ok(_) => return Ok(()),
-                // 412: someone else wrote since we read; 409: a concurrent conditional write is in progress.
-                Err(e)
-                    if matches!(http_status(&e), Some(412 | 409))
-                        || e.code() == Some("PreconditionFailed") =>
-                {
-                    let jitter = u64::from(std::process::id() % 7 + attempt % 5);
-                    let backoff = Duration::from_millis((5u64 << attempt.min(6)) + jitter * 3);
-                    tokio::time::sleep(backoff).await;
-                }
-                Err(e) => return Err(self.err("put", &key, sdk_message(&e))),
+        let lock = self.lock().await?;
+        let result = self.swap_locked(f).await;
+        self.unlock(lock).await;
+        result
+    }
+
+    async fn place(
+        &self,
+        path: &ImagePath,
+        pending: Box<dyn PendingObject>,
+        f: &mut PlaceFn<'_>,
+    ) -> Result<()> {
+        let lock = match self.lock().await {
+            Ok(lock) => lock,
+            Err(e) => {
+                pending.abort().await;
+                return Err(e);
             }
+        };
+        let result = self.place_locked(path, pending, f).await;
+        self.unlock(lock).await;
+        result
+    }
+
+    async fn remove(&self, path: &ImagePath, f: &mut RemoveFn<'_>) -> Result<bool> {
+        let lock = self.lock().await?;
+        let result = async {
+            let mut delete = false;
+            self.swap_locked(&mut |current: Option<&[u8]>| {
+                let (new, d) = f(current)?;
+                delete = d;
+                Ok(new)
+            })
+            .await?;
+            if delete { self.delete(path).await } else { Ok(false) }
         }
-        Err(StoreError::ManifestContention { attempts: CAS_ATTEMPTS })
+        .await;
+        self.unlock(lock).await;
+        result
     }
 
     async fn read_manifest(&self) -> Result<Option<Vec<u8>>> {

@@ -470,3 +470,238 @@ async fn listing_protection_device_networks_and_the_openapi_document() {
     let r = c.get(format!("{inside}/nvos/SN1/ztp.json")).send().await.expect("get");
     assert!(matches!(r.status(), StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE), "{}", r.status());
 }
+
+/// Clients that race each other: how many, and the size of each one's (different) bytes.
+const RACERS: usize = 16;
+
+/// The file at `path` as every reader of the files API sees it: the bytes served agree with
+/// `/checksum`, the full listing (sha256 and etag), the directory listing's size and the `ETag`
+/// header. Returns the bytes served.
+async fn assert_consistent(api: &Api, path: &str) -> Vec<u8> {
+    let r = api.c.get(format!("{}/v1/files/{path}", api.base)).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "{path}");
+    let etag = r.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let served = r.bytes().await.expect("body").to_vec();
+    let sha = Sha256Digest::of(&served).to_string();
+    let (_, sum) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
+    assert_eq!(
+        sum["checksum"].as_str(),
+        Some(sha.as_str()),
+        "{path}: /checksum disagrees with the bytes served"
+    );
+    assert_eq!(etag, format!("\"{sha}\""), "{path}: ETag disagrees with the bytes served");
+    let (_, all) = api.json(Method::GET, "/v1/files/").await;
+    let entry = all.as_array().expect("list").iter().find(|e| e["key"] == path).expect("listed");
+    assert_eq!(
+        entry["sha256"].as_str(),
+        Some(sha.as_str()),
+        "{path}: listing disagrees with the bytes served"
+    );
+    assert_eq!(entry["etag"].as_str(), Some(sha.as_str()), "{path}: listing etag disagrees");
+    let (dir, file) = path.rsplit_once('/').expect("a file path");
+    let (_, listing) = api.json(Method::GET, &format!("/v1/files/{dir}/")).await;
+    let listed = listing.as_array().expect("dir").iter().find(|e| e["file"] == file).expect("in its dir");
+    assert_eq!(listed["size"].as_u64(), Some(served.len() as u64), "{path}: size");
+    served
+}
+
+/// Every object in the store is in manifest.json (besides the manifest, its lock, and the
+/// hidden directories of the store), and no write is left half done.
+async fn assert_nothing_unlisted(store: &TestStore) {
+    let manifest = store.store.manifest().await.expect("manifest");
+    let listed: std::collections::HashSet<&str> = manifest.images.iter().map(|e| e.path.as_str()).collect();
+    let mut keys = Vec::new();
+    if let Some(d) = &store.dir {
+        fn walk(dir: &std::path::Path, rel: &str, out: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).expect("read dir").flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let key = if rel.is_empty() { name.clone() } else { format!("{rel}/{name}") };
+                if e.file_type().expect("type").is_dir() {
+                    if !(rel.is_empty() && name.starts_with('.')) {
+                        walk(&e.path(), &key, out);
+                    }
+                } else {
+                    out.push(key);
+                }
+            }
+        }
+        walk(d.path(), "", &mut keys);
+    } else {
+        let (s3, bucket) = (store.s3.as_ref().expect("s3"), store.bucket.as_ref().expect("bucket"));
+        let out = s3.list_objects_v2().bucket(bucket).send().await.expect("list");
+        keys.extend(out.contents().iter().filter_map(|o| o.key().map(str::to_owned)));
+    }
+    let unlisted: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            !["manifest.json", ".manifest.lock"].contains(&k.as_str()) && !listed.contains(k.as_str())
+        })
+        .collect();
+    assert!(unlisted.is_empty(), "objects in the store without a manifest entry: {unlisted:?}");
+    let leftovers = store.leftovers().await;
+    assert!(leftovers.is_empty(), "writes left half done: {leftovers:?}");
+}
+
+/// Places `bytes` at `path` behind the store's back (a copy by hand: no manifest entry).
+async fn place_by_hand(store: &TestStore, path: &str, bytes: &[u8]) {
+    if let Some(d) = &store.dir {
+        let p = d.path().join(path);
+        std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        std::fs::write(p, bytes).expect("write");
+        return;
+    }
+    let (s3, bucket) = (store.s3.as_ref().expect("s3"), store.bucket.as_ref().expect("bucket"));
+    let body = aws_sdk_s3::primitives::ByteStream::from(bytes.to_vec());
+    s3.put_object().bucket(bucket).key(path).body(body).send().await.expect("put");
+}
+
+async fn racing_uploads(backend: Backend, name: &str) {
+    let store = TestStore::new(backend, name).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    let (_server, base) = serve(name, &flags, &[]).await;
+    let api = Api { c: Client::new(), base };
+    let bodies: Vec<Vec<u8>> =
+        (0..RACERS).map(|i| random_bytes(300_000 + 977 * i, 500 + i as u64).to_vec()).collect();
+    let shas: Vec<String> = bodies.iter().map(|b| Sha256Digest::of(b).to_string()).collect();
+    let race = |path: String, extra: &'static str| {
+        let api = &api;
+        let (bodies, shas) = (&bodies, &shas);
+        futures::future::join_all((0..RACERS).map(move |i| {
+            let path = path.clone();
+            async move {
+                api.upload(&path, &bodies[i], &format!("checksum={}{extra}", shas[i]), Some(BEARER)).await
+            }
+        }))
+    };
+
+    for round in 0..3 {
+        // A new path, no overwrite: exactly one upload wins, and its bytes are the ones kept.
+        let path = format!("race/{round}/new.bin");
+        let answers = race(path.clone(), "").await;
+        let won: Vec<usize> = (0..RACERS).filter(|&i| answers[i].0 == StatusCode::OK).collect();
+        assert_eq!(won.len(), 1, "round {round}: exactly one upload may win: {answers:?}");
+        for (i, (status, body)) in answers.iter().enumerate().filter(|(i, _)| *i != won[0]) {
+            assert_eq!(
+                (*status, detail(body)),
+                (StatusCode::BAD_REQUEST, format!("File already exists: {path}").as_str()),
+                "round {round}, upload {i}"
+            );
+        }
+        let served = assert_consistent(&api, &path).await;
+        assert!(served == bodies[won[0]], "round {round}: the bytes stored are not the accepted upload's");
+
+        // The same path again with overwrite: every upload may win, the last one's bytes stay,
+        // and every reader agrees on them.
+        let answers = race(path.clone(), "&overwrite=true").await;
+        assert!(answers.iter().all(|(s, _)| *s == StatusCode::OK), "round {round}: {answers:?}");
+        let served = assert_consistent(&api, &path).await;
+        assert!(bodies.contains(&served), "round {round}: overwrite left bytes nobody uploaded");
+
+        // Firmware images: one per directory; the refused ones leave nothing behind.
+        let answers = futures::future::join_all((0..RACERS).map(|i| {
+            let (api, body, sha) = (&api, &bodies[i], &shas[i]);
+            let path = format!("fw/{round}/image-{i}.bin");
+            async move {
+                api.upload(&path, body, &format!("checksum={sha}&firmware_image=true"), Some(BEARER)).await
+            }
+        }))
+        .await;
+        let won: Vec<usize> = (0..RACERS).filter(|&i| answers[i].0 == StatusCode::OK).collect();
+        assert_eq!(won.len(), 1, "round {round}: one firmware image per directory: {answers:?}");
+        let served = assert_consistent(&api, &format!("fw/{round}/image-{}.bin", won[0])).await;
+        assert!(served == bodies[won[0]]);
+        assert_nothing_unlisted(&store).await;
+    }
+
+    // A file placed by hand (no manifest entry) is taken: an upload without overwrite is refused
+    // as for any existing file, and the file is left as it was.
+    let hand = "race/hand/placed.bin";
+    place_by_hand(&store, hand, b"placed by hand").await;
+    let (status, body) = api.upload(hand, &bodies[0], &format!("checksum={}", shas[0]), Some(BEARER)).await;
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::BAD_REQUEST, format!("File already exists: {hand}").as_str())
+    );
+    let p = ztp_operator::api::ImagePath::new("race", "hand", "placed.bin").expect("path");
+    assert_eq!(store.bytes(&p).await.as_deref(), Some(&b"placed by hand"[..]));
+    // With overwrite it is replaced, and then listed.
+    let q = format!("checksum={}&overwrite=true", shas[1]);
+    assert_eq!(api.upload(hand, &bodies[1], &q, Some(BEARER)).await.0, StatusCode::OK);
+    assert!(assert_consistent(&api, hand).await == bodies[1]);
+    assert_nothing_unlisted(&store).await;
+}
+
+#[tokio::test]
+async fn racing_uploads_keep_bytes_and_manifest_together_on_a_directory_store() {
+    racing_uploads(Backend::Fs, "files-race-fs").await;
+}
+
+#[tokio::test]
+async fn racing_uploads_keep_bytes_and_manifest_together_on_s3() {
+    racing_uploads(Backend::S3, "files-race-s3").await;
+}
+
+/// An upload through the API racing an OsImage fetch of the same path (the controller's way into
+/// the store: a verifying writer committed with its manifest entry, called here directly, while
+/// the server process uploads): exactly one wins, and the bytes stored are the manifest's.
+async fn upload_racing_a_fetch(backend: Backend, name: &str) {
+    use ztp_operator::{
+        api::ImagePath,
+        store::{ManifestEntry, StoreError},
+    };
+    let store = TestStore::new(backend, name).await;
+    let dir = tempfile::tempdir().expect("dir");
+    let tokens = dir.path().join("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).expect("tokens");
+    let mut flags = store.flags();
+    flags.push(format!("--admin-token-file={}", tokens.display()));
+    let (_server, base) = serve(name, &flags, &[]).await;
+    let api = Api { c: Client::new(), base };
+    for round in 0..6u64 {
+        let version = format!("fetch-{round}");
+        let path = ImagePath::new("race", &version, "img.bin").expect("path");
+        let (fetched, uploaded) = (random_bytes(400_000, 900 + round), random_bytes(400_013, 950 + round));
+        let (fetched_sha, uploaded_sha) = (Sha256Digest::of(&fetched), Sha256Digest::of(&uploaded));
+        let fetch = async {
+            let mut w = store.store.writer(&path, fetched_sha).await.expect("writer");
+            for chunk in fetched.chunks(64 * 1024) {
+                w.write(bytes::Bytes::copy_from_slice(chunk)).await.expect("write");
+            }
+            let entry = ManifestEntry::new(&path, fetched_sha, 0, true, Some("osimage/ns/img".into()));
+            w.commit_entry(Some(fetched.len() as u64), entry, false).await
+        };
+        let query = format!("checksum={uploaded_sha}&firmware_image=true");
+        let key = path.to_string();
+        let upload = api.upload(&key, &uploaded, &query, Some(BEARER));
+        let (fetch, (status, body)) = tokio::join!(fetch, upload);
+        let kept = match fetch {
+            Ok(_) => {
+                assert_eq!(status, StatusCode::BAD_REQUEST, "round {round}: both won: {body}");
+                &fetched
+            }
+            Err(StoreError::Conflict(c)) => {
+                assert_eq!(status, StatusCode::OK, "round {round}: both lost ({c}): {body}");
+                &uploaded
+            }
+            Err(e) => panic!("round {round}: the fetch failed: {e}"),
+        };
+        let served = assert_consistent(&api, &path.to_string()).await;
+        assert!(served == kept.as_ref(), "round {round}: the stored bytes are not the winner's");
+        assert_eq!(store.bytes(&path).await.as_deref(), Some(kept.as_ref()));
+    }
+    assert_nothing_unlisted(&store).await;
+}
+
+#[tokio::test]
+async fn an_upload_racing_an_osimage_fetch_ends_consistent_on_a_directory_store() {
+    upload_racing_a_fetch(Backend::Fs, "files-race-fetch-fs").await;
+}
+
+#[tokio::test]
+async fn an_upload_racing_an_osimage_fetch_ends_consistent_on_s3() {
+    upload_racing_a_fetch(Backend::S3, "files-race-fetch-s3").await;
+}

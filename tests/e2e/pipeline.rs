@@ -550,17 +550,8 @@ async fn deletion_policies(backend: Backend) {
     let p3 = path("p", "3", "img.bin");
     let mut w = store.store.writer(&p3, other_sha).await.expect("writer");
     w.write(other.clone()).await.expect("write");
-    w.commit(None).await.expect("commit");
-    store
-        .store
-        .update_manifest(|m| {
-            Ok(m.insert(
-                ManifestEntry::new(&p3, other_sha, other.len() as u64, true, Some("upload".into())),
-                false,
-            )?)
-        })
-        .await
-        .expect("manifest");
+    let entry = ManifestEntry::new(&p3, other_sha, other.len() as u64, true, Some("upload".into()));
+    w.commit_entry(None, entry, false).await.expect("commit");
     api.create(&PostParams::default(), &osimage("clash", "p", "3", &url, &sha, json!({})))
         .await
         .expect("create");
