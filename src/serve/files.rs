@@ -14,7 +14,11 @@ use std::time::SystemTime;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection},
+    extract::{
+        DefaultBodyLimit, Multipart, Path, Query, State,
+        multipart::MultipartRejection,
+        rejection::QueryRejection,
+    },
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -81,9 +85,11 @@ impl ApiError {
         Self::Detail { status, detail: text.into() }
     }
 
+    /// `name` empty: the whole `place` (a query string that does not parse).
     fn invalid(place: &str, name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        let loc = [place, name].into_iter().filter(|l| !l.is_empty()).map(str::to_owned).collect();
         Self::Invalid(vec![ValidationError {
-            loc: vec![place.to_owned(), name.to_owned()],
+            loc,
             msg: msg.into(),
             kind: kind.to_owned(),
         }])
@@ -454,13 +460,17 @@ async fn admin_path(
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
-    Query(query): Query<UploadQuery>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
         Ok(found) => found,
         Err(e) => return e.into_response(),
+    };
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return ApiError::invalid("query", "", e.body_text(), "query_parsing").into_response(),
     };
     let Some(checksum) = query.checksum.as_deref() else {
         return ApiError::missing("query", "checksum").into_response();

@@ -92,7 +92,8 @@ async fn the_server_does_what_its_openapi_document_says() {
         .expect("schemathesis finishes within 110 s")
         .expect("run schemathesis");
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    eprintln!("e2e: schemathesis took {:.1} s", started.elapsed().as_secs_f64());
+    let summary = text.lines().filter(|l| l.contains(" generated")).collect::<Vec<_>>().join(" ");
+    eprintln!("e2e: schemathesis took {:.1} s: {}", started.elapsed().as_secs_f64(), summary.trim());
     server.assert_running();
     assert!(out.status.success(), "schemathesis found disagreements ({}):\n{text}", out.status);
 }
