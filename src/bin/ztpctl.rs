@@ -185,8 +185,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let who = answer(request(Method::GET, "/whoami".into()).send().await.map_err(http)?).await?;
             let who: serde_json::Value = serde_json::from_slice(&who).unwrap_or_default();
             if !who["roles"].as_array().is_some_and(|r| r.iter().any(|r| r == "admin")) {
-                let why =
-                    if cli.token.is_some() { "Invalid or expired credentials" } else { NO_CREDENTIAL };
+                let why = if cli.token.is_some() { "Invalid or expired credentials" } else { NO_CREDENTIAL };
                 return Err(Error::Server(format!("403 Forbidden: {why} (give --token or ZTP_TOKEN)")));
             }
             let exists = format!("/v1/files/{platform}/{version}/{filename}/checksum");

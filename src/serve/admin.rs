@@ -205,7 +205,13 @@ mod tests {
             h.insert(header::AUTHORIZATION, value.parse().expect("header"));
             assert_eq!(auth.check(&h).await.as_deref(), Ok("ci"), "{value:?}");
         }
-        for value in ["Basic 0123456789abcdef0123", "Bearer", "Bearer ", "0123456789abcdef0123", "Bearer0123456789abcdef0123"] {
+        for value in [
+            "Basic 0123456789abcdef0123",
+            "Bearer",
+            "Bearer ",
+            "0123456789abcdef0123",
+            "Bearer0123456789abcdef0123",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(header::AUTHORIZATION, value.parse().expect("header"));
             assert_eq!(auth.check(&h).await.expect_err(value).detail, NO_CREDENTIAL, "{value:?}");
@@ -226,7 +232,8 @@ mod tests {
         assert_eq!(public.check(&HeaderMap::new()).await.expect_err("admin").detail, NO_CREDENTIAL);
 
         // No credentials configured: listing is closed too (nobody could present one), unless public.
-        let closed = AdminAuth::none().check_listing(&bearer("0123456789abcdef0123")).await.expect_err("none");
+        let closed =
+            AdminAuth::none().check_listing(&bearer("0123456789abcdef0123")).await.expect_err("none");
         assert_eq!(closed.status, StatusCode::FORBIDDEN);
         assert!(closed.detail.contains("--public-listing"), "{}", closed.detail);
         assert_eq!(AdminAuth::none().public_listing(true).check_listing(&HeaderMap::new()).await, Ok(()));

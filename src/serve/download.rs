@@ -156,7 +156,14 @@ impl Downloads {
     /// `If-Range` names another ETag or a date); `416` for an unsatisfiable one; `200` otherwise.
     /// Other methods get `405`. The body (and the admission permit it needs) is the caller's:
     /// [`Downloads::serve`] streams it through hyper, the sendfile fast path writes it itself.
-    pub fn plan(&self, method: &Method, headers: &HeaderMap, filename: &str, sha256: &str, size: u64) -> Plan {
+    pub fn plan(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        filename: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Plan {
         let is_get = method == Method::GET;
         if !is_get && method != Method::HEAD {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -316,7 +323,10 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 /// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266; the quoted name without quotes,
 /// backslashes and control characters, the extended one percent-encoded as RFC 8187 says).
 fn attachment(filename: &str) -> HeaderValue {
-    let plain: String = filename.chars().filter(|c| c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\')).collect();
+    let plain: String = filename
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\'))
+        .collect();
     let mut encoded = String::with_capacity(filename.len());
     for b in filename.bytes() {
         if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {

@@ -15,8 +15,7 @@ use std::time::SystemTime;
 use axum::{
     Json, Router,
     extract::{
-        DefaultBodyLimit, Multipart, Path, Query, State,
-        multipart::MultipartRejection,
+        DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection,
         rejection::QueryRejection,
     },
     http::{HeaderMap, Method, StatusCode},
@@ -88,11 +87,7 @@ impl ApiError {
     /// `name` empty: the whole `place` (a query string that does not parse).
     fn invalid(place: &str, name: &str, msg: impl Into<String>, kind: &str) -> Self {
         let loc = [place, name].into_iter().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-        Self::Invalid(vec![ValidationError {
-            loc,
-            msg: msg.into(),
-            kind: kind.to_owned(),
-        }])
+        Self::Invalid(vec![ValidationError { loc, msg: msg.into(), kind: kind.to_owned() }])
     }
 
     /// A required parameter or field is absent (`place` is `"query"`, `"body"`, …).
@@ -238,7 +233,10 @@ pub(crate) async fn healthcheck() -> Json<&'static str> {
     responses((status = 200, body = WhoAmI),
         (status = 403, body = Detail, description = "No credential (`This endpoint requires SSO authentication.`), or not a valid one"),
         (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
-pub(crate) async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<WhoAmI>, ApiError> {
+pub(crate) async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<WhoAmI>, ApiError> {
     let user = state.admin.check(&headers).await?;
     Ok(Json(WhoAmI { user, roles: vec!["admin".to_owned()] }))
 }
@@ -264,7 +262,10 @@ fn seconds(t: Option<SystemTime>) -> Option<f64> {
     responses((status = 200, body = [FileInfo]),
         (status = 403, body = Detail, description = "No valid credential (listing is public only with `--public-listing`)"),
         (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
-pub(crate) async fn list_all(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
+pub(crate) async fn list_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     state.admin.check_listing(&headers).await?;
     let (manifest, objects) = match (state.server.store.manifest().await, state.server.store.list().await) {
         (Ok(m), Ok(o)) => (m, o),
@@ -373,7 +374,9 @@ pub(crate) async fn checksum(
     let path = file_path(&platform, &version, &filename)?;
     match entry(&state, &path).await {
         Ok(Some(e)) => Ok(Json(Checksum { checksum: e.sha256.to_string() })),
-        Ok(None) => Err(ApiError::detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}."))),
+        Ok(None) => {
+            Err(ApiError::detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.")))
+        }
         Err(e) => Err(store_error(&e)),
     }
 }
@@ -476,7 +479,8 @@ pub(crate) async fn upload(
         return ApiError::missing("query", "checksum").into_response();
     };
     let Ok(expected) = checksum.to_ascii_lowercase().parse::<Sha256Digest>() else {
-        return ApiError::invalid("query", "checksum", CHECKSUM_MSG, "string_pattern_mismatch").into_response();
+        return ApiError::invalid("query", "checksum", CHECKSUM_MSG, "string_pattern_mismatch")
+            .into_response();
     };
     let (firmware, overwrite) = match (
         flag("firmware_image", query.firmware_image.as_deref()),
@@ -616,7 +620,8 @@ pub(crate) async fn remove(
 }
 
 /// What `422` says of a `checksum` that is not a SHA-256.
-const CHECKSUM_MSG: &str = "String should match pattern '^[0-9A-Fa-f]{64}$': a SHA-256, 64 hexadecimal characters";
+const CHECKSUM_MSG: &str =
+    "String should match pattern '^[0-9A-Fa-f]{64}$': a SHA-256, 64 hexadecimal characters";
 
 /// A store failure: `507` for a full disk, `500` otherwise, with the store's own words.
 fn store_error(e: &StoreError) -> ApiError {

@@ -239,7 +239,10 @@ mod tests {
         }
         let upload = file["post"]["parameters"].as_array().expect("parameters");
         let checksum = upload.iter().find(|p| p["name"] == "checksum").expect("checksum");
-        assert_eq!((&checksum["required"], &checksum["schema"]["pattern"]), (&json!(true), &json!("^[0-9A-Fa-f]{64}$")));
+        assert_eq!(
+            (&checksum["required"], &checksum["schema"]["pattern"]),
+            (&json!(true), &json!("^[0-9A-Fa-f]{64}$"))
+        );
         let overwrite = upload.iter().find(|p| p["name"] == "overwrite").expect("overwrite");
         assert!(overwrite["schema"]["type"].to_string().contains("boolean"), "{overwrite}");
         let validation = &doc["components"]["schemas"]["ValidationError"];

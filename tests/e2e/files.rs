@@ -69,7 +69,8 @@ async fn files_api(backend: Backend, name: &str) {
     let (_, me) = api.json(Method::GET, "/whoami").await;
     assert_eq!(me, serde_json::json!({"user": "ci", "roles": ["admin"]}));
     for scheme in ["BEARER", "bearer"] {
-        let r = api.c.get(format!("{}/whoami", api.base)).header("Authorization", format!("{scheme} {BEARER}"));
+        let r =
+            api.c.get(format!("{}/whoami", api.base)).header("Authorization", format!("{scheme} {BEARER}"));
         assert_eq!(r.send().await.expect("whoami").status(), StatusCode::OK, "{scheme}");
     }
     let r = api.c.get(format!("{}/whoami", api.base)).send().await.expect("whoami");
@@ -86,7 +87,10 @@ async fn files_api(backend: Backend, name: &str) {
     // one sees the connection close, as with any server that answers early.)
     // No token, a wrong token: 403, nothing stored.
     let (status, body) = api.upload(path, b"x", &q, None).await;
-    assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "This endpoint requires SSO authentication."));
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::FORBIDDEN, "This endpoint requires SSO authentication.")
+    );
     let (status, body) = api.upload(path, b"x", &q, Some("files-e2e-token-wrong-wrong")).await;
     assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "Invalid or expired credentials"));
 
@@ -101,7 +105,10 @@ async fn files_api(backend: Backend, name: &str) {
     assert_eq!(api.upload(path, &image, &q, Some(BEARER)).await, (StatusCode::OK, Value::from("OK")));
     assert_eq!(api.bytes(&format!("/v1/files/{path}")).await, (StatusCode::OK, image.clone()));
     let r = api.c.get(format!("{}/v1/files/{path}", api.base)).send().await.expect("get");
-    assert_eq!(r.headers()["content-disposition"], "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin"
+    );
     let (_, sum) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
     assert_eq!(sum["checksum"], sha.as_str());
     let (_, listing) = api.json(Method::GET, "/v1/files/cumulus-linux/5.14.0/").await;
@@ -132,7 +139,10 @@ async fn files_api(backend: Backend, name: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     let fw = api.c.head(format!("{}/v1/firmware/cumulus-linux/5.14.0", api.base)).send().await.expect("head");
-    assert_eq!(fw.headers()["content-disposition"], "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin");
+    assert_eq!(
+        fw.headers()["content-disposition"],
+        "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin"
+    );
     // A directory without firmware: the reference's JSON 404 on both firmware routes.
     for route in ["/v1/firmware/cumulus-linux/9.9.9", "/v1/firmware/cumulus-linux/9.9.9/checksum"] {
         let r = api.c.get(format!("{}{route}", api.base)).send().await.expect("get");
@@ -163,7 +173,11 @@ async fn files_api(backend: Backend, name: &str) {
     };
     let (status, body) = api.upload(path, b"x", "firmware_image=true", Some(BEARER)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
-    assert_eq!(invalid(&body), (serde_json::json!(["query", "checksum"]), "missing".to_owned(), true), "{body}");
+    assert_eq!(
+        invalid(&body),
+        (serde_json::json!(["query", "checksum"]), "missing".to_owned(), true),
+        "{body}"
+    );
     let (status, body) = api.upload(path, b"x", "checksum=abc", Some(BEARER)).await;
     assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
     assert_eq!(invalid(&body).0, serde_json::json!(["query", "checksum"]), "{body}");
@@ -252,9 +266,15 @@ async fn files_api(backend: Backend, name: &str) {
         ["..%2F..%2Fetc/5/x", "cumulus-linux/..%2F/x", "cumulus-linux/5.14.0/..%2Fmanifest.json", "a/b/.."]
     {
         let (status, _) = api.upload(hostile, &other, &q2, Some(BEARER)).await;
-        assert!(matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND), "{hostile}: {status}");
+        assert!(
+            matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND),
+            "{hostile}: {status}"
+        );
         let (status, _) = api.json(Method::GET, &format!("/v1/files/{hostile}")).await;
-        assert!(matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND), "{hostile}: {status}");
+        assert!(
+            matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND),
+            "{hostile}: {status}"
+        );
     }
 
     // DELETE, and the reference's 404 texts afterwards.
@@ -310,7 +330,10 @@ async fn snapshots_are_never_listed_or_served_by_the_files_api() {
     // Without a token file the admin routes are closed, not open.
     let r = c.delete(format!("{}/v1/files/nos/1/nos.bin", lab.base)).send().await.expect("delete");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    assert_eq!(c.get(format!("{}/whoami", lab.base)).send().await.expect("whoami").status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.get(format!("{}/whoami", lab.base)).send().await.expect("whoami").status(),
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -356,7 +379,10 @@ async fn ztpctl_uploads_lists_checks_and_removes() {
     assert!(out.contains(&sha), "{out}");
     // Listing needs the token (the default, as with the reference).
     let (ok, _, err) = ztpctl(s(&["ls"]), false).await;
-    assert!(!ok && err.contains("403") && err.contains("This endpoint requires SSO authentication."), "{err}");
+    assert!(
+        !ok && err.contains("403") && err.contains("This endpoint requires SSO authentication."),
+        "{err}"
+    );
     let (ok, out, err) = ztpctl(s(&["ls", "nvos", "25.02"]), true).await;
     assert!(ok && out.contains("nvos-25.02.bin") && out.contains(&image.len().to_string()), "{out} {err}");
     let (ok, out, err) = ztpctl(s(&["ls"]), true).await;

@@ -53,7 +53,8 @@ async fn the_server_does_what_its_openapi_document_says() {
     // One firmware image, so that listings and the firmware routes answer 200 with a body too.
     let image = b"openapi e2e firmware".to_vec();
     let form = multipart::Form::new().part("file", multipart::Part::bytes(image.clone()).file_name("fw.bin"));
-    let url = format!("{base}/v1/files/lab/1.0/fw.bin?checksum={}&firmware_image=true", Sha256Digest::of(&image));
+    let url =
+        format!("{base}/v1/files/lab/1.0/fw.bin?checksum={}&firmware_image=true", Sha256Digest::of(&image));
     let r = Client::new().post(url).bearer_auth(BEARER).multipart(form).send().await.expect("upload");
     assert_eq!(r.status(), StatusCode::OK, "{}", r.text().await.unwrap_or_default());
 
