@@ -256,8 +256,13 @@ pub struct ServingArgs {
     /// The issuer's JWKS URL (default: discovery).
     #[arg(long = "serving-oidc-jwks-url", env = "ZTP_SERVING_OIDC_JWKS_URL", requires = "oidc_issuer")]
     pub oidc_jwks_url: Option<String>,
-    /// Listing files needs an admin credential (the server's `--protect-listing`).
-    #[arg(long = "serving-protect-listing", env = "ZTP_SERVING_PROTECT_LISTING")]
+    /// Anyone may list files (the server's `--public-listing`); by default listing needs an admin
+    /// credential.
+    #[arg(long = "serving-public-listing", env = "ZTP_SERVING_PUBLIC_LISTING")]
+    pub public_listing: bool,
+    /// Listing needs an admin credential: the default; kept so that existing configurations
+    /// still start, and wins over `--serving-public-listing`.
+    #[arg(long = "serving-protect-listing", env = "ZTP_SERVING_PROTECT_LISTING", hide = true)]
     pub protect_listing: bool,
     /// Device routes answer only these source networks (the server's `--device-networks`;
     /// CIDRs, comma-separated). Default: any source.
@@ -329,9 +334,14 @@ pub struct AdminArgs {
     /// The issuer's JWKS URL (default: from its `/.well-known/openid-configuration`).
     #[arg(long, env = "ZTP_OIDC_JWKS_URL", requires = "oidc_issuer")]
     pub oidc_jwks_url: Option<String>,
-    /// Listing files (`GET /v1/files/`, `/v1/files/{platform}/{version}/`) needs an admin
-    /// credential too (by default anyone may list, as with the reference service).
-    #[arg(long, env = "ZTP_PROTECT_LISTING")]
+    /// Anyone may list files (`GET /v1/files/`, `/v1/files/{platform}/{version}/`). By default
+    /// listing needs an admin credential, as with the reference service, also when none is
+    /// configured (then nobody may list). Device routes and downloads are anonymous either way.
+    #[arg(long, env = "ZTP_PUBLIC_LISTING")]
+    pub public_listing: bool,
+    /// Listing needs an admin credential: the default; kept so that existing configurations
+    /// still start, and wins over `--public-listing`.
+    #[arg(long, env = "ZTP_PROTECT_LISTING", hide = true)]
     pub protect_listing: bool,
 }
 
@@ -341,7 +351,7 @@ impl AdminArgs {
             Some(path) => crate::serve::admin::AdminAuth::from_file(path)?,
             None => crate::serve::admin::AdminAuth::none(),
         };
-        let auth = auth.protect_listing(self.protect_listing);
+        let auth = auth.public_listing(self.public_listing && !self.protect_listing);
         Ok(match (&self.oidc_issuer, &self.oidc_audience) {
             (Some(issuer), Some(audience)) => {
                 auth.with_oidc(crate::serve::oidc::Oidc::new(crate::serve::oidc::OidcSettings {

@@ -14,6 +14,12 @@ pub const SEGMENT_CHARSET: &str = "A-Za-z0-9._+~@=,-";
 /// The same rule as [`validate_segment`] as a regular expression (plus "no `..`").
 const SEGMENT_REGEX: &str = "^[A-Za-z0-9_+~@=,-][A-Za-z0-9._+~@=,-]*$";
 
+/// The same rule as [`validate_segment`] as one JSON Schema / ECMA-262 `pattern` (with
+/// `maxLength` [`MAX_SEGMENT_LEN`]): allowed characters only, not starting with `.`, never two
+/// dots in a row. The OpenAPI document states it for every path segment the server checks (a
+/// literal there, kept equal to this one by a test in `serve::openapi`).
+pub const SEGMENT_PATTERN: &str = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$";
+
 fn segment_cel(var: &str) -> String {
     format!("{var}.size() <= {MAX_SEGMENT_LEN} && {var}.matches('{SEGMENT_REGEX}') && !{var}.contains('..')")
 }
@@ -157,6 +163,39 @@ mod tests {
         let long = "a".repeat(MAX_SEGMENT_LEN + 1);
         assert!(matches!(validate_segment("version", &long), Err(SegmentError::TooLong { len: 129, .. })));
         assert_eq!(validate_segment("version", &"a".repeat(MAX_SEGMENT_LEN)), Ok(()));
+    }
+
+    #[test]
+    fn the_pattern_is_the_rule() {
+        let pattern = regex::Regex::new(SEGMENT_PATTERN).expect("a valid regex");
+        let long = "a".repeat(MAX_SEGMENT_LEN);
+        for name in [
+            "cumulus-linux",
+            "5.14.0",
+            "a.b.c",
+            "a.",
+            "x",
+            "sonic+debug~1",
+            "a@b=c,d",
+            "_",
+            &long,
+            "",
+            ".",
+            "..",
+            ".a",
+            "a..b",
+            "a/b",
+            "a b",
+            "a\nb",
+            "a\n",
+            "é",
+            "%2e",
+            "a...",
+            "a.b..",
+        ] {
+            let by_rule = validate_segment("name", name).is_ok();
+            assert_eq!(pattern.is_match(name), by_rule, "{name:?}");
+        }
     }
 
     #[test]

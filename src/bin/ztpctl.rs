@@ -20,6 +20,7 @@ use ztp_operator::{
     dhcp::{self, DhcpError, ZtpFamily},
     dryrun::{self, Device, DeviceFamily, DryRunError, Expect},
     hash::Sha256Digest,
+    serve::admin::NO_CREDENTIAL,
 };
 
 #[derive(Parser)]
@@ -184,8 +185,7 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let who = answer(request(Method::GET, "/whoami".into()).send().await.map_err(http)?).await?;
             let who: serde_json::Value = serde_json::from_slice(&who).unwrap_or_default();
             if !who["roles"].as_array().is_some_and(|r| r.iter().any(|r| r == "admin")) {
-                let why =
-                    if cli.token.is_some() { "Invalid or expired credentials" } else { "Not authenticated" };
+                let why = if cli.token.is_some() { "Invalid or expired credentials" } else { NO_CREDENTIAL };
                 return Err(Error::Server(format!("403 Forbidden: {why} (give --token or ZTP_TOKEN)")));
             }
             let exists = format!("/v1/files/{platform}/{version}/{filename}/checksum");
@@ -295,10 +295,34 @@ async fn answer(r: reqwest::Response) -> Result<bytes::Bytes, Error> {
     }
     let detail = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
-        .and_then(|v| v["detail"].as_str().map(str::to_owned))
+        .and_then(|v| detail_text(&v["detail"]))
         .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_owned());
     let hint = if status == StatusCode::FORBIDDEN { " (give --token or ZTP_TOKEN)" } else { "" };
     Err(Error::Server(format!("{status}: {detail}{hint}")))
+}
+
+/// The server's `detail`: a refusal's text, or a validation error's list (`422`, FastAPI's
+/// `[{loc, msg, type}]`) as `query.checksum: msg; …`.
+fn detail_text(detail: &serde_json::Value) -> Option<String> {
+    match detail {
+        serde_json::Value::String(text) => Some(text.clone()),
+        serde_json::Value::Array(errors) => Some(
+            errors
+                .iter()
+                .map(|e| {
+                    let loc: Vec<String> = e["loc"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|l| l.as_str().map_or_else(|| l.to_string(), str::to_owned))
+                        .collect();
+                    format!("{}: {}", loc.join("."), e["msg"].as_str().unwrap_or("invalid"))
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        _ => None,
+    }
 }
 
 /// `ztpctl dhcp`: the configuration on stdout, the notes on stderr.

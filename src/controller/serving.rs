@@ -133,8 +133,8 @@ pub struct ServingAuth {
     pub oidc_issuer: Option<String>,
     pub oidc_audience: Option<String>,
     pub oidc_jwks_url: Option<String>,
-    /// Listing files needs a credential too.
-    pub protect_listing: bool,
+    /// Anyone may list files (by default listing needs a credential).
+    pub public_listing: bool,
 }
 
 /// Everything the serving objects are rendered from.
@@ -263,7 +263,7 @@ impl ServingConfig {
                 oidc_issuer: s.oidc_issuer.clone(),
                 oidc_audience: s.oidc_audience.clone(),
                 oidc_jwks_url: s.oidc_jwks_url.clone(),
-                protect_listing: s.protect_listing,
+                public_listing: s.public_listing && !s.protect_listing,
             },
             max_downloads: s.max_downloads,
             device_networks: s.device_networks.iter().map(ToString::to_string).collect(),
@@ -389,7 +389,7 @@ fn env(cfg: &ServingConfig) -> Vec<Value> {
     var("ZTP_OIDC_ISSUER", &cfg.auth.oidc_issuer);
     var("ZTP_OIDC_AUDIENCE", &cfg.auth.oidc_audience);
     var("ZTP_OIDC_JWKS_URL", &cfg.auth.oidc_jwks_url);
-    var("ZTP_PROTECT_LISTING", &cfg.auth.protect_listing.then(|| "true".into()));
+    var("ZTP_PUBLIC_LISTING", &cfg.auth.public_listing.then(|| "true".into()));
     var("ZTP_DEVICE_NETWORKS", &(!cfg.device_networks.is_empty()).then(|| cfg.device_networks.join(",")));
     var("ZTP_REPORT_STATUS", &cfg.report_status.then(|| "true".into()));
     if let ServingStore::S3 { credentials_secret: Some(secret), .. } = &cfg.store {
@@ -791,7 +791,7 @@ mod tests {
             "--serving-admin-token-secret=admin-tokens",
             "--serving-oidc-issuer=https://idp.example.net",
             "--serving-oidc-audience=ztp",
-            "--serving-protect-listing",
+            "--serving-public-listing",
             "--serving-device-networks=10.0.0.0/8,fd00::/8",
         ]
     }
@@ -932,14 +932,14 @@ mod tests {
             ("ZTP_ADMIN_TOKEN_FILE", "/etc/ztp/admin/tokens"),
             ("ZTP_OIDC_ISSUER", "https://idp.example.net"),
             ("ZTP_OIDC_AUDIENCE", "ztp"),
-            ("ZTP_PROTECT_LISTING", "true"),
+            ("ZTP_PUBLIC_LISTING", "true"),
             ("ZTP_DEVICE_NETWORKS", "10.0.0.0/8,fd00::/8"),
         ] {
             assert_eq!(plain(c, k).as_deref(), Some(v), "{k}");
         }
         assert!(env_value(c, "ZTP_STORE_DIR").is_none());
         let fs = render(&fs_flags());
-        for absent in ["ZTP_PROTECT_LISTING", "ZTP_DEVICE_NETWORKS"] {
+        for absent in ["ZTP_PUBLIC_LISTING", "ZTP_DEVICE_NETWORKS"] {
             assert!(env_value(container(&fs), absent).is_none(), "{absent} only when set");
         }
         for (name, key) in

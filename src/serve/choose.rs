@@ -108,15 +108,19 @@ pub async fn choose(
             (image, identify(state, headers))
         }
         ImageRequest::Firmware { platform, version } => {
-            let entry =
-                firmware_entry(state, platform, version).ok_or_else(|| not_for_you("Firmware not found"))?;
-            let image =
-                from_manifest(state, &entry).await.ok_or_else(|| not_for_you("Firmware not found"))?;
+            let entry = firmware_entry(state, platform, version).ok_or_else(firmware_not_found)?;
+            let image = from_manifest(state, &entry).await.ok_or_else(firmware_not_found)?;
             (image, identify(state, headers))
         }
     };
     let path = image_path(&image).ok_or_else(|| not_for_you("not a valid image path"))?;
     Ok(Chosen { image, path, device })
+}
+
+/// `404 {"detail": "Firmware image not found in S3."}`: the reference's answer (JSON, unlike the
+/// device routes' plain-text 404s).
+pub fn firmware_not_found() -> Response {
+    super::files::detail(axum::http::StatusCode::NOT_FOUND, "Firmware image not found in S3.")
 }
 
 /// ONIE and RtBrick: the install or update image of the device's profile. `by_name` is what the

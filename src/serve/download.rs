@@ -149,13 +149,21 @@ impl Downloads {
     }
 
     /// Decides the answer to a GET or HEAD for an object whose content has SHA-256 `sha256` (hex)
-    /// and is `size` bytes long (both from the manifest), without touching the store.
+    /// and is `size` bytes long (both from the manifest), without touching the store. `200` and
+    /// `206` carry `Content-Disposition: attachment` with `filename`, as the reference's do.
     ///
     /// `304` when `If-None-Match` names the ETag; `206` for one satisfiable byte range (unless
     /// `If-Range` names another ETag or a date); `416` for an unsatisfiable one; `200` otherwise.
     /// Other methods get `405`. The body (and the admission permit it needs) is the caller's:
     /// [`Downloads::serve`] streams it through hyper, the sendfile fast path writes it itself.
-    pub fn plan(&self, method: &Method, headers: &HeaderMap, sha256: &str, size: u64) -> Plan {
+    pub fn plan(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        filename: &str,
+        sha256: &str,
+        size: u64,
+    ) -> Plan {
         let is_get = method == Method::GET;
         if !is_get && method != Method::HEAD {
             let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
@@ -201,6 +209,7 @@ impl Downloads {
             h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+            h.insert(header::CONTENT_DISPOSITION, attachment(filename));
             if let Some(r) = &range {
                 let content_range = format!("bytes {}-{}/{size}", r.start, r.end - 1);
                 h.insert(header::CONTENT_RANGE, header_value(content_range));
@@ -232,7 +241,7 @@ impl Downloads {
         sha256: &str,
         size: u64,
     ) -> Response {
-        let (mut response, bytes) = match self.plan(method, headers, sha256, size) {
+        let (mut response, bytes) = match self.plan(method, headers, path.filename(), sha256, size) {
             Plan::Answer(response) => return response,
             Plan::Send { head, body: false, .. } => {
                 // HEAD: the same headers, no body, no permit; but only for an object that is there.
@@ -311,6 +320,24 @@ fn text(status: StatusCode, body: &'static str) -> Response {
 }
 
 /// A header value built from ASCII digits and punctuation.
+/// `attachment; filename="…"; filename*=UTF-8''…` (RFC 6266; the quoted name without quotes,
+/// backslashes and control characters, the extended one percent-encoded as RFC 8187 says).
+fn attachment(filename: &str) -> HeaderValue {
+    let plain: String = filename
+        .chars()
+        .filter(|c| c.is_ascii() && !c.is_ascii_control() && !matches!(c, '"' | '\\'))
+        .collect();
+    let mut encoded = String::with_capacity(filename.len());
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(char::from(b));
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    header_value(format!("attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"))
+}
+
 fn header_value(text: String) -> HeaderValue {
     HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
@@ -469,6 +496,16 @@ mod tests {
     }
 
     #[test]
+    fn downloads_are_attachments_named_as_stored() {
+        assert_eq!(
+            attachment("cl-5.14.0+mlx~1.bin"),
+            "attachment; filename=\"cl-5.14.0+mlx~1.bin\"; filename*=UTF-8''cl-5.14.0+mlx~1.bin"
+        );
+        assert_eq!(attachment("a@b=c,d"), "attachment; filename=\"a@b=c,d\"; filename*=UTF-8''a%40b%3Dc%2Cd");
+        assert_eq!(attachment("a\"b\\é"), "attachment; filename=\"ab\"; filename*=UTF-8''a%22b%5C%C3%A9");
+    }
+
+    #[test]
     fn parses_single_ranges() {
         use RangeDecision::*;
         assert_eq!(parse_range("bytes=10-19", 100), Partial(10..20));
@@ -530,6 +567,8 @@ mod tests {
         assert_eq!(header(&response, header::ACCEPT_RANGES), Some("bytes"));
         assert_eq!(header(&response, header::CACHE_CONTROL), Some(DEFAULT_CACHE_CONTROL));
         assert_eq!(header(&response, header::CONTENT_TYPE), Some("application/octet-stream"));
+        let disposition = format!("attachment; filename=\"{0}\"; filename*=UTF-8''{0}", f.path.filename());
+        assert_eq!(header(&response, header::CONTENT_DISPOSITION), Some(disposition.as_str()));
         assert_eq!(header(&response, header::CONTENT_RANGE), None);
         assert_eq!(f.downloads.active(), 1);
         assert!(body(response).await == f.data);

@@ -257,7 +257,7 @@ async fn answer_image(
     let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };
     let (sha256, size) = (&chosen.image.sha256, chosen.image.size);
     let Plan::Send { head: planned, bytes, body } =
-        app.downloads.plan(&request.method, &request.headers, sha256, size)
+        app.downloads.plan(&request.method, &request.headers, chosen.path.filename(), sha256, size)
     else {
         return Answered::NotMine;
     };

@@ -4,12 +4,20 @@
 //! stricter: an upload is hashed while it streams to the store and refused (nothing stored) when
 //! it does not match `checksum`, and `DELETE` exists. Device snapshots (`ztp-snapshots/`, which
 //! can hold Secret content) are never listed, served or written here.
+//!
+//! Errors are [`ApiError`]: a request that does not match the declared parameters or body (a
+//! missing field, a path segment or checksum not matching its pattern, a non-boolean flag) is
+//! FastAPI's `422` with its list shape (`{"detail": [{"loc", "msg", "type"}]}`); every other
+//! refusal is `{"detail": "<text>"}` with the reference's status and words.
 
 use std::time::SystemTime;
 
 use axum::{
     Json, Router,
-    extract::{DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection},
+    extract::{
+        DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection,
+        rejection::QueryRejection,
+    },
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
@@ -19,7 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use crate::{
-    api::ImagePath,
+    api::{ImagePath, SegmentError, validate_segment},
     hash::Sha256Digest,
     profile::publish::{SNAPSHOT_PLATFORM, is_snapshot},
     store::{ManifestConflict, ManifestEntry, StoreError},
@@ -27,13 +35,124 @@ use crate::{
 
 /// `{"detail": text}` with `status`, as the reference (FastAPI) answers errors.
 pub fn detail(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(Detail { detail: text.into() })).into_response()
+    ApiError::detail(status, text).into_response()
 }
 
-/// `{"detail": …}`: every error of the files API, in the reference service's words.
+/// `{"detail": …}`: every refusal of the files API that is not a validation error, in the
+/// reference service's words.
 #[derive(Serialize, ToSchema)]
 pub struct Detail {
     pub detail: String,
+}
+
+/// One reason a request does not match the API, as FastAPI (pydantic) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ValidationError {
+    /// Where: `"path"`, `"query"` or `"body"`, then the parameter or field name.
+    pub loc: Vec<String>,
+    /// What is wrong, for a human.
+    pub msg: String,
+    /// What kind of error, for a program: `missing`, `string_pattern_mismatch`,
+    /// `string_too_long`, `bool_parsing`.
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `422`: the request does not match the declared parameters or body (FastAPI's
+/// `HTTPValidationError`).
+#[derive(Serialize, ToSchema)]
+#[schema(as = HTTPValidationError)]
+pub struct HttpValidationError {
+    pub detail: Vec<ValidationError>,
+}
+
+/// An error of the files API (and of the reference's firmware routes): one response shape per
+/// kind, as the reference service answers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    /// `{"detail": text}` with `status`: a refusal (not found, file exists, checksum mismatch,
+    /// no credential, store failure, …).
+    #[error("{status}: {detail}")]
+    Detail { status: StatusCode, detail: String },
+    /// `422 {"detail": [{loc, msg, type}, …]}`: the request does not match the API.
+    #[error("422: {0:?}")]
+    Invalid(Vec<ValidationError>),
+}
+
+impl ApiError {
+    pub fn detail(status: StatusCode, text: impl Into<String>) -> Self {
+        Self::Detail { status, detail: text.into() }
+    }
+
+    /// `name` empty: the whole `place` (a query string that does not parse).
+    fn invalid(place: &str, name: &str, msg: impl Into<String>, kind: &str) -> Self {
+        let loc = [place, name].into_iter().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+        Self::Invalid(vec![ValidationError { loc, msg: msg.into(), kind: kind.to_owned() }])
+    }
+
+    /// A required parameter or field is absent (`place` is `"query"`, `"body"`, …).
+    pub fn missing(place: &str, name: &str) -> Self {
+        Self::invalid(place, name, "Field required", "missing")
+    }
+
+    /// A path segment that is not a safe name ([`validate_segment`], stated as
+    /// [`crate::api::names::SEGMENT_PATTERN`] in the document).
+    pub fn segment(e: &SegmentError) -> Self {
+        let (name, kind) = match e {
+            SegmentError::Empty { what } => (*what, "string_too_short"),
+            SegmentError::TooLong { what, .. } => (*what, "string_too_long"),
+            SegmentError::BadChar { what, .. }
+            | SegmentError::LeadingDot { what, .. }
+            | SegmentError::DotDot { what, .. } => (*what, "string_pattern_mismatch"),
+        };
+        Self::invalid("path", name, e.to_string(), kind)
+    }
+}
+
+impl From<super::admin::Refused> for ApiError {
+    fn from(r: super::admin::Refused) -> Self {
+        Self::detail(r.status, r.detail)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            Self::Detail { status, detail } => (status, Json(Detail { detail })).into_response(),
+            Self::Invalid(detail) => {
+                (StatusCode::UNPROCESSABLE_ENTITY, Json(HttpValidationError { detail })).into_response()
+            }
+        }
+    }
+}
+
+/// `{platform}` and `{version}` of a directory: safe names, as the server checks them.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // read with `Path`; here only to document them
+pub(crate) struct DirParams {
+    /// Platform, e.g. `cumulus-linux`.
+    #[param(pattern = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$", min_length = 1, max_length = 128)]
+    platform: String,
+    /// Version, e.g. `5.14.0`.
+    #[param(pattern = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$", min_length = 1, max_length = 128)]
+    version: String,
+}
+
+/// `{platform}/{version}/{filename}` of a file: safe names, as the server checks them.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+pub(crate) struct FileParams {
+    /// Platform, e.g. `cumulus-linux`.
+    #[param(pattern = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$", min_length = 1, max_length = 128)]
+    platform: String,
+    /// Version, e.g. `5.14.0`.
+    #[param(pattern = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$", min_length = 1, max_length = 128)]
+    version: String,
+    /// File name, e.g. `cumulus-linux-5.14.0-mlx-amd64.bin`.
+    #[param(pattern = r"^[A-Za-z0-9_+~@=,-](\.?[A-Za-z0-9_+~@=,-])*\.?$", min_length = 1, max_length = 128)]
+    filename: String,
 }
 
 /// `{"checksum": …}`: the SHA-256 of a stored file, lower-case hex.
@@ -71,9 +190,9 @@ pub struct DirEntry {
 /// `GET /whoami`: who the credential sent is.
 #[derive(Serialize, ToSchema)]
 pub struct WhoAmI {
-    /// The token's name (static tokens) or the JWT's subject; `anonymous` without a valid one.
+    /// The token's name (static tokens) or the JWT's subject.
     pub user: String,
-    /// `["admin"]` for a valid admin credential, else empty.
+    /// `["admin"]`: every valid credential is an admin one.
     pub roles: Vec<String>,
 }
 
@@ -101,29 +220,37 @@ pub fn routes(max_upload: u64) -> Router<AppState> {
         .route("/v1/files/{platform}/{version}/{filename}/checksum", get(checksum))
 }
 
-/// `GET /healthcheck`: `"OK"`, as the reference answers.
-#[utoipa::path(get, path = "/healthcheck", tag = "health", responses((status = 200, description = "`\"OK\"`", body = String)))]
+/// `GET /healthcheck`: `"OK"` (a JSON string), as the reference answers.
+#[utoipa::path(get, path = "/healthcheck", tag = "health",
+    responses((status = 200, description = "`\"OK\"`", body = String, content_type = "application/json")))]
 pub(crate) async fn healthcheck() -> Json<&'static str> {
     Json("OK")
 }
 
-/// `GET /whoami`: `{user, roles}` of the caller's admin credential, or anonymous.
-#[utoipa::path(get, path = "/whoami", tag = "files", security((), ("bearer" = [])),
-    responses((status = 200, body = WhoAmI)))]
-pub(crate) async fn whoami(State(state): State<AppState>, headers: HeaderMap) -> Json<WhoAmI> {
-    Json(match state.admin.check(&headers).await {
-        Ok(user) => WhoAmI { user, roles: vec!["admin".to_owned()] },
-        Err(_) => WhoAmI { user: "anonymous".to_owned(), roles: Vec::new() },
-    })
+/// `GET /whoami`: `{user, roles}` of the caller's admin credential; 403 without a valid one (as
+/// the reference, which needs an SSO identity here).
+#[utoipa::path(get, path = "/whoami", tag = "files", security(("bearer" = [])),
+    responses((status = 200, body = WhoAmI),
+        (status = 403, body = Detail, description = "No credential (`This endpoint requires SSO authentication.`), or not a valid one"),
+        (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
+pub(crate) async fn whoami(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<WhoAmI>, ApiError> {
+    let user = state.admin.check(&headers).await?;
+    Ok(Json(WhoAmI { user, roles: vec!["admin".to_owned()] }))
 }
 
-/// A path of the files API, validated; the error is the `400` to send.
-#[allow(clippy::result_large_err)]
-fn file_path(platform: &str, version: &str, filename: &str) -> Result<ImagePath, Response> {
+/// A path of the files API, validated: `422` for a segment that is not a safe name, `404` for
+/// the snapshots' platform.
+fn file_path(platform: &str, version: &str, filename: &str) -> Result<ImagePath, ApiError> {
+    validate_segment("platform", platform).map_err(|e| ApiError::segment(&e))?;
     if platform == SNAPSHOT_PLATFORM {
-        return Err(detail(StatusCode::NOT_FOUND, "File not found in S3."));
+        return Err(ApiError::detail(StatusCode::NOT_FOUND, "File not found in S3."));
     }
-    ImagePath::new(platform, version, filename).map_err(|e| detail(StatusCode::BAD_REQUEST, e.to_string()))
+    validate_segment("version", version).map_err(|e| ApiError::segment(&e))?;
+    validate_segment("filename", filename).map_err(|e| ApiError::segment(&e))?;
+    ImagePath::new(platform, version, filename).map_err(|e| ApiError::segment(&e))
 }
 
 fn seconds(t: Option<SystemTime>) -> Option<f64> {
@@ -131,16 +258,18 @@ fn seconds(t: Option<SystemTime>) -> Option<f64> {
 }
 
 /// `GET /v1/files/`: every file with size, last modified, sha256 and tags.
-#[utoipa::path(get, path = "/v1/files/", tag = "files", security((), ("bearer" = [])),
-    responses((status = 200, body = [FileInfo]), (status = 401, body = Detail, description = "With `--protect-listing`"),
-        (status = 403, body = Detail, description = "With `--protect-listing`"), (status = 500, body = Detail)))]
-pub(crate) async fn list_all(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    if let Err(refused) = state.admin.check_listing(&headers).await {
-        return detail(refused.status, refused.detail);
-    }
+#[utoipa::path(get, path = "/v1/files/", tag = "files", security(("bearer" = [])),
+    responses((status = 200, body = [FileInfo]),
+        (status = 403, body = Detail, description = "No valid credential (listing is public only with `--public-listing`)"),
+        (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
+pub(crate) async fn list_all(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    state.admin.check_listing(&headers).await?;
     let (manifest, objects) = match (state.server.store.manifest().await, state.server.store.list().await) {
         (Ok(m), Ok(o)) => (m, o),
-        (Err(e), _) | (_, Err(e)) => return store_failed(&e),
+        (Err(e), _) | (_, Err(e)) => return Err(store_error(&e)),
     };
     let objects: std::collections::HashMap<_, _> = objects.into_iter().collect();
     let files: Vec<_> = manifest
@@ -160,30 +289,25 @@ pub(crate) async fn list_all(State(state): State<AppState>, headers: HeaderMap) 
             }
         })
         .collect();
-    Json(files).into_response()
+    Ok(Json(files).into_response())
 }
 
 /// `GET /v1/files/{platform}/{version}/`: `[{file, last_modified, size}]`.
 #[utoipa::path(get, path = "/v1/files/{platform}/{version}/", tag = "files",
-    params(("platform" = String, Path), ("version" = String, Path)), security((), ("bearer" = [])),
-    responses((status = 200, body = [DirEntry]), (status = 400, body = Detail),
-        (status = 401, body = Detail, description = "With `--protect-listing`"),
-        (status = 403, body = Detail, description = "With `--protect-listing`")))]
+    params(DirParams), security(("bearer" = [])),
+    responses((status = 200, body = [DirEntry]),
+        (status = 403, body = Detail, description = "No valid credential (listing is public only with `--public-listing`)"),
+        (status = 404, body = Detail, description = "The snapshots' platform"),
+        (status = 422, body = HttpValidationError, description = "A path segment that is not a safe name"),
+        (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
 pub(crate) async fn list_dir(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if let Err(refused) = state.admin.check_listing(&headers).await {
-        return detail(refused.status, refused.detail);
-    }
-    if let Err(r) = file_path(&platform, &version, "x") {
-        return r;
-    }
-    let manifest = match state.server.store.manifest().await {
-        Ok(m) => m,
-        Err(e) => return store_failed(&e),
-    };
+) -> Result<Response, ApiError> {
+    state.admin.check_listing(&headers).await?;
+    file_path(&platform, &version, "x")?;
+    let manifest = state.server.store.manifest().await.map_err(|e| store_error(&e))?;
     let mut files = Vec::new();
     for e in
         manifest.images.iter().filter(|e| e.platform == platform && e.version == version && !is_snapshot(e))
@@ -196,7 +320,7 @@ pub(crate) async fn list_dir(
             size: info.map(|i| i.size).or(e.size),
         });
     }
-    Json(files).into_response()
+    Ok(Json(files).into_response())
 }
 
 /// The manifest entry of a file the API may show.
@@ -206,9 +330,9 @@ async fn entry(state: &AppState, path: &ImagePath) -> Result<Option<ManifestEntr
 
 /// `GET|HEAD /v1/files/{platform}/{version}/{filename}`: the bytes (Range as for devices).
 #[utoipa::path(method(get, head), path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
-    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
-    responses((status = 200, description = "The file (`Range` gives 206)", content_type = "application/octet-stream"),
-        (status = 400, body = Detail), (status = 404, body = Detail)))]
+    params(FileParams),
+    responses((status = 200, description = "The file (`Range` gives 206), as an attachment (`Content-Disposition`)", content_type = "application/octet-stream"),
+        (status = 404, body = Detail), (status = 422, body = HttpValidationError, description = "A path segment that is not a safe name")))]
 pub(crate) async fn download(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
@@ -217,7 +341,7 @@ pub(crate) async fn download(
 ) -> Response {
     let path = match file_path(&platform, &version, &filename) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     let not_found =
         if method == Method::HEAD { "File not found in storage." } else { "File not found in S3." };
@@ -239,20 +363,21 @@ pub(crate) async fn download(
 
 /// `GET /v1/files/{platform}/{version}/{filename}/checksum` → `{"checksum": …}`.
 #[utoipa::path(get, path = "/v1/files/{platform}/{version}/{filename}/checksum", tag = "files",
-    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
-    responses((status = 200, body = Checksum), (status = 400, body = Detail), (status = 404, body = Detail)))]
+    params(FileParams),
+    responses((status = 200, body = Checksum), (status = 404, body = Detail),
+        (status = 422, body = HttpValidationError, description = "A path segment that is not a safe name"),
+        (status = 500, body = Detail)))]
 pub(crate) async fn checksum(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
-) -> Response {
-    let path = match file_path(&platform, &version, &filename) {
-        Ok(p) => p,
-        Err(r) => return r,
-    };
+) -> Result<Json<Checksum>, ApiError> {
+    let path = file_path(&platform, &version, &filename)?;
     match entry(&state, &path).await {
-        Ok(Some(e)) => Json(Checksum { checksum: e.sha256.to_string() }).into_response(),
-        Ok(None) => detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.")),
-        Err(e) => store_failed(&e),
+        Ok(Some(e)) => Ok(Json(Checksum { checksum: e.sha256.to_string() })),
+        Ok(None) => {
+            Err(ApiError::detail(StatusCode::NOT_FOUND, format!("Checksum data not found for {path}.")))
+        }
+        Err(e) => Err(store_error(&e)),
     }
 }
 
@@ -262,20 +387,28 @@ pub(crate) async fn checksum(
 pub(crate) struct UploadQuery {
     /// SHA-256 of the file (64 hex digits), required: the upload is refused when the bytes
     /// received hash differently.
-    #[param(required = true)]
+    #[param(required = true, value_type = String, pattern = r"^[0-9A-Fa-f]{64}$")]
     checksum: Option<String>,
     /// Tag the file `firmware-image` (at most one per `{platform}/{version}/`).
+    #[param(value_type = Option<bool>, default = false)]
     firmware_image: Option<String>,
     /// Replace a file of the same path.
+    #[param(value_type = Option<bool>, default = false)]
     overwrite: Option<String>,
 }
 
-fn flag(name: &str, value: Option<&str>) -> Result<bool, String> {
+/// A boolean query parameter, read as FastAPI reads one; else its `422`.
+fn flag(name: &str, value: Option<&str>) -> Result<bool, ApiError> {
     match value.map(str::to_ascii_lowercase).as_deref() {
         None => Ok(false),
         Some("true" | "1" | "yes" | "on") => Ok(true),
         Some("false" | "0" | "no" | "off") => Ok(false),
-        Some(other) => Err(format!("{name}: {other:?} is not a valid boolean")),
+        Some(_) => Err(ApiError::invalid(
+            "query",
+            name,
+            "Input should be a valid boolean, unable to interpret input",
+            "bool_parsing",
+        )),
     }
 }
 
@@ -311,53 +444,59 @@ async fn admin_path(
     platform: &str,
     version: &str,
     filename: &str,
-) -> Result<(String, ImagePath), Response> {
-    let user = state.admin.check(headers).await.map_err(|refused| detail(refused.status, refused.detail))?;
+) -> Result<(String, ImagePath), ApiError> {
+    let user = state.admin.check(headers).await?;
     Ok((user, file_path(platform, version, filename)?))
 }
 
 /// `POST /v1/files/{platform}/{version}/{filename}?checksum=&firmware_image=&overwrite=` with a
 /// multipart `file` part, streamed to the store while it is hashed.
 #[utoipa::path(post, path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
-    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path), UploadQuery),
+    params(FileParams, UploadQuery),
     request_body(content = UploadForm, content_type = "multipart/form-data"),
     security(("bearer" = [])),
-    responses((status = 200, description = "Stored, verified, in the manifest: `\"OK\"`", body = String),
-        (status = 400, body = Detail, description = "Checksum mismatch, file exists, another firmware image, bad path"),
-        (status = 401, body = Detail), (status = 403, body = Detail),
+    responses((status = 200, description = "Stored, verified, in the manifest: `\"OK\"`", body = String, content_type = "application/json"),
+        (status = 400, body = Detail, description = "Checksum mismatch, file exists, another firmware image, a file an OsImage manages"),
+        (status = 403, body = Detail, description = "No valid admin credential"),
+        (status = 404, body = Detail, description = "The snapshots' platform"),
         (status = 413, body = Detail, description = "Larger than the server accepts; nothing stored"),
-        (status = 422, body = Detail), (status = 507, body = Detail, description = "The store is full; nothing stored")))]
+        (status = 422, body = HttpValidationError, description = "A path segment or `checksum` not matching its pattern, a flag that is not a boolean, no `file` part"),
+        (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched"),
+        (status = 507, body = Detail, description = "The store is full; nothing stored")))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
-    Query(query): Query<UploadQuery>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
 ) -> Response {
     let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
+    };
+    let Query(query) = match query {
+        Ok(q) => q,
+        Err(e) => return ApiError::invalid("query", "", e.body_text(), "query_parsing").into_response(),
     };
     let Some(checksum) = query.checksum.as_deref() else {
-        return detail(StatusCode::UNPROCESSABLE_ENTITY, "checksum: field required");
+        return ApiError::missing("query", "checksum").into_response();
     };
-    let Ok(expected) = checksum.trim().to_ascii_lowercase().parse::<Sha256Digest>() else {
-        return detail(StatusCode::BAD_REQUEST, "checksum must be a SHA-256: 64 hexadecimal characters");
+    let Ok(expected) = checksum.to_ascii_lowercase().parse::<Sha256Digest>() else {
+        return ApiError::invalid("query", "checksum", CHECKSUM_MSG, "string_pattern_mismatch")
+            .into_response();
     };
     let (firmware, overwrite) = match (
         flag("firmware_image", query.firmware_image.as_deref()),
         flag("overwrite", query.overwrite.as_deref()),
     ) {
         (Ok(f), Ok(o)) => (f, o),
-        (Err(e), _) | (_, Err(e)) => return detail(StatusCode::UNPROCESSABLE_ENTITY, e),
+        (Err(e), _) | (_, Err(e)) => return e.into_response(),
     };
     let mut multipart = match multipart {
         Ok(m) => m,
         Err(e) => {
-            return detail(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                format!("file: a multipart/form-data body is required ({e})"),
-            );
+            let msg = format!("Field required: a multipart/form-data body with a `file` part ({e})");
+            return ApiError::invalid("body", "file", msg, "missing").into_response();
         }
     };
 
@@ -388,7 +527,7 @@ pub(crate) async fn upload(
         match multipart.next_field().await {
             Ok(Some(f)) if f.name() == Some("file") => break f,
             Ok(Some(_)) => continue,
-            Ok(None) => return detail(StatusCode::UNPROCESSABLE_ENTITY, "file: field required"),
+            Ok(None) => return ApiError::missing("body", "file").into_response(),
             Err(e) => return detail(e.status(), format!("upload failed: {}", e.body_text())),
         }
     };
@@ -450,10 +589,13 @@ pub(crate) async fn upload(
 
 /// `DELETE /v1/files/{platform}/{version}/{filename}`: the file and its manifest entry.
 #[utoipa::path(delete, path = "/v1/files/{platform}/{version}/{filename}", tag = "files",
-    params(("platform" = String, Path), ("version" = String, Path), ("filename" = String, Path)),
+    params(FileParams),
     security(("bearer" = [])),
-    responses((status = 200, description = "`\"OK\"`", body = String), (status = 400, body = Detail),
-        (status = 401, body = Detail), (status = 403, body = Detail), (status = 404, body = Detail)))]
+    responses((status = 200, description = "`\"OK\"`", body = String, content_type = "application/json"),
+        (status = 400, body = Detail, description = "A file an OsImage manages"),
+        (status = 403, body = Detail, description = "No valid admin credential"), (status = 404, body = Detail),
+        (status = 422, body = HttpValidationError, description = "A path segment that is not a safe name"),
+        (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
 pub(crate) async fn remove(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
@@ -461,7 +603,7 @@ pub(crate) async fn remove(
 ) -> Response {
     let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
         Ok(found) => found,
-        Err(r) => return r,
+        Err(e) => return e.into_response(),
     };
     match entry(&state, &path).await {
         Ok(Some(e)) => {
@@ -489,12 +631,21 @@ pub(crate) async fn remove(
     Json("OK").into_response()
 }
 
+/// What `422` says of a `checksum` that is not a SHA-256.
+const CHECKSUM_MSG: &str =
+    "String should match pattern '^[0-9A-Fa-f]{64}$': a SHA-256, 64 hexadecimal characters";
+
 /// A store failure: `507` for a full disk, `500` otherwise, with the store's own words.
-fn store_failed(e: &StoreError) -> Response {
+fn store_error(e: &StoreError) -> ApiError {
     tracing::warn!(error = %e, "files API: store failed");
     let full = matches!(e, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
     let status = if full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR };
-    detail(status, format!("{e}. Nothing was stored."))
+    ApiError::detail(status, format!("{e}. Nothing was stored."))
+}
+
+/// [`store_error`] as the response.
+fn store_failed(e: &StoreError) -> Response {
+    store_error(e).into_response()
 }
 
 #[cfg(test)]
@@ -510,7 +661,9 @@ mod tests {
             assert_eq!(flag("x", Some(f)), Ok(false), "{f}");
         }
         assert_eq!(flag("x", None), Ok(false));
-        assert!(flag("overwrite", Some("maybe")).is_err_and(|e| e.contains("overwrite")));
+        let Err(ApiError::Invalid(errors)) = flag("overwrite", Some("maybe")) else { panic!("not a 422") };
+        assert_eq!(errors[0].loc, ["query", "overwrite"]);
+        assert_eq!(errors[0].kind, "bool_parsing");
     }
 
     #[test]

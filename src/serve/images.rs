@@ -5,14 +5,14 @@
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, Method, StatusCode},
+    http::{HeaderMap, Method},
     response::{IntoResponse, Response},
 };
 
 use super::{
     AppState,
-    choose::{ImageRequest, firmware_entry},
-    files::{Checksum, detail},
+    choose::{ImageRequest, firmware_entry, firmware_not_found},
+    files::Checksum,
 };
 
 /// `GET|HEAD /images/{platform}/{version}/{filename}`.
@@ -33,8 +33,9 @@ pub async fn by_path(
 /// `GET|HEAD /v1/firmware/{platform}/{version}`: the directory's firmware image.
 #[utoipa::path(method(get, head), path = "/v1/firmware/{platform}/{version}", tag = "images",
     params(("platform" = String, Path), ("version" = String, Path)),
-    responses((status = 200, description = "The directory's image tagged `firmware-image`", content_type = "application/octet-stream"),
-        (status = 404, description = "No firmware image in this directory", body = super::files::Detail)))]
+    responses((status = 200, description = "The directory's image tagged `firmware-image`, as an attachment (`Content-Disposition`; `Range` gives 206)", content_type = "application/octet-stream"),
+        (status = 404, description = "No firmware image in this directory: `Firmware image not found in S3.`", body = super::files::Detail),
+        (status = 503, description = "Too many downloads at once (`Retry-After`)")))]
 pub async fn firmware_image(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
@@ -48,13 +49,13 @@ pub async fn firmware_image(
 #[utoipa::path(get, path = "/v1/firmware/{platform}/{version}/checksum", tag = "images",
     params(("platform" = String, Path), ("version" = String, Path)),
     responses((status = 200, description = "SHA-256 of the directory's firmware image", body = super::files::Checksum),
-        (status = 404, description = "No firmware image in this directory", body = super::files::Detail)))]
+        (status = 404, description = "No firmware image in this directory: `Firmware image not found in S3.`", body = super::files::Detail)))]
 pub async fn firmware_checksum(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
 ) -> Response {
     match firmware_entry(&state, &platform, &version) {
         Some(e) => Json(Checksum { checksum: e.sha256.to_string() }).into_response(),
-        None => detail(StatusCode::NOT_FOUND, "Firmware not found"),
+        None => firmware_not_found(),
     }
 }

@@ -171,6 +171,7 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), "serving devices");
+    let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
+    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, "serving devices");
     fast::serve(listener, app.clone(), router(app), sendfile).await
 }

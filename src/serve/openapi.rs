@@ -26,8 +26,11 @@ pub const DOCS_PATH: &str = "/docs";
         title = "ztp-operator server",
         description = "Zero-touch provisioning for data-centre switches: the routes switches call \
             (ONIE, NVIDIA NVOS / SONiC, Cumulus Linux, RtBrick) and the admin files API of the \
-            image store. Device routes are anonymous; writing routes take an admin bearer token \
-            (a static token or an OIDC access token)."
+            image store. Device routes and downloads are anonymous; writing routes, listings and \
+            `/whoami` take an admin bearer token (a static token or an OIDC access token; \
+            listings are anonymous on a server started with `--public-listing`). A request that \
+            does not match the declared parameters or body is answered 422 with FastAPI's \
+            `{\"detail\": [{\"loc\", \"msg\", \"type\"}]}`; other refusals are `{\"detail\": \"…\"}`."
     ),
     paths(
         onie::fixed,
@@ -186,6 +189,8 @@ pub struct RtBrickHeaders {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
@@ -215,5 +220,41 @@ mod tests {
         let onie = &paths["/onie"]["get"]["parameters"];
         assert!(onie.as_array().expect("params").iter().any(|p| p["name"] == "ONIE-SERIAL-NUMBER"), "{onie}");
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    /// The formats the server enforces are stated, and what it sends is what the document says.
+    #[test]
+    fn the_document_states_what_the_server_does() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialises");
+        let paths = &doc["paths"];
+        let file = &paths["/v1/files/{platform}/{version}/{filename}"];
+        for method in ["get", "post", "delete"] {
+            let params = file[method]["parameters"].as_array().expect("parameters");
+            for name in ["platform", "version", "filename"] {
+                let p = params.iter().find(|p| p["name"] == name).expect(name);
+                assert_eq!(p["schema"]["pattern"], crate::api::names::SEGMENT_PATTERN, "{method} {name}");
+                assert_eq!(p["schema"]["maxLength"], crate::api::names::MAX_SEGMENT_LEN, "{method} {name}");
+            }
+            let invalid = &file[method]["responses"]["422"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(invalid, "#/components/schemas/HTTPValidationError", "{method}");
+        }
+        let upload = file["post"]["parameters"].as_array().expect("parameters");
+        let checksum = upload.iter().find(|p| p["name"] == "checksum").expect("checksum");
+        assert_eq!(
+            (&checksum["required"], &checksum["schema"]["pattern"]),
+            (&json!(true), &json!("^[0-9A-Fa-f]{64}$"))
+        );
+        let overwrite = upload.iter().find(|p| p["name"] == "overwrite").expect("overwrite");
+        assert!(overwrite["schema"]["type"].to_string().contains("boolean"), "{overwrite}");
+        let validation = &doc["components"]["schemas"]["ValidationError"];
+        assert_eq!(validation["required"], json!(["loc", "msg", "type"]), "{validation}");
+
+        assert!(paths["/healthcheck"]["get"]["responses"]["200"]["content"]["application/json"].is_object());
+        assert_ne!(paths["/ztp/message"]["post"]["requestBody"]["required"], json!(true));
+        for route in ["/whoami", "/v1/files/"] {
+            assert_eq!(paths[route]["get"]["security"], json!([{"bearer": []}]), "{route}");
+        }
+        let firmware = &paths["/v1/firmware/{platform}/{version}/checksum"]["get"]["responses"]["404"];
+        assert!(firmware["content"]["application/json"].is_object(), "{firmware}");
     }
 }

@@ -72,7 +72,7 @@ pub async fn config(
 
 /// `POST /ztp/message`: CTRLD's status message; logged, answered 204.
 #[utoipa::path(post, path = "/ztp/message", tag = "rtbrick", params(super::openapi::RtBrickHeaders),
-    request_body(content = String, description = "CTRLD's status message", content_type = "text/plain"),
+    request_body(content = Option<String>, description = "CTRLD's status message (may be empty)", content_type = "text/plain"),
     responses((status = 204, description = "Logged")))]
 pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
     let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");

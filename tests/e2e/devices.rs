@@ -90,6 +90,11 @@ spec:
 "##;
 
 pub(crate) async fn lab(test: &str) -> Lab {
+    lab_with(test, &[]).await
+}
+
+/// [`lab`] with extra environment variables for the server (its flags' `ZTP_…` variables).
+pub(crate) async fn lab_with(test: &str, env_vars: &[(&str, &str)]) -> Lab {
     let dir = tempfile::tempdir().expect("tempdir");
     let (manifests, data) = (dir.path().join("m"), dir.path().join("d"));
     std::fs::create_dir_all(manifests.join("images")).expect("mkdir");
@@ -124,7 +129,7 @@ pub(crate) async fn lab(test: &str) -> Lab {
             "--poll-seconds=0.2".into(),
             "--max-downloads=2".into(),
         ],
-        &[],
+        env_vars,
         env.log_dir.join(format!("{test}.log")),
     );
     let mut lab = Lab { _dir: dir, manifests, base, proc, install, update };

@@ -64,10 +64,19 @@ async fn files_api(backend: Backend, name: &str) {
     let (_server, base) = serve(name, &flags, &[]).await;
     let api = Api { c: Client::new(), base };
 
-    // The reference's small routes.
+    // The reference's small routes; the `Bearer` scheme in any case.
     assert_eq!(api.json(Method::GET, "/healthcheck").await, (StatusCode::OK, Value::from("OK")));
     let (_, me) = api.json(Method::GET, "/whoami").await;
     assert_eq!(me, serde_json::json!({"user": "ci", "roles": ["admin"]}));
+    for scheme in ["BEARER", "bearer"] {
+        let r =
+            api.c.get(format!("{}/whoami", api.base)).header("Authorization", format!("{scheme} {BEARER}"));
+        assert_eq!(r.send().await.expect("whoami").status(), StatusCode::OK, "{scheme}");
+    }
+    let r = api.c.get(format!("{}/whoami", api.base)).send().await.expect("whoami");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let body: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    assert_eq!(detail(&body), "This endpoint requires SSO authentication.");
 
     let image = random_bytes(3 << 20, 71).to_vec();
     let sha = Sha256Digest::of(&image).to_string();
@@ -78,7 +87,10 @@ async fn files_api(backend: Backend, name: &str) {
     // one sees the connection close, as with any server that answers early.)
     // No token, a wrong token: 403, nothing stored.
     let (status, body) = api.upload(path, b"x", &q, None).await;
-    assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "Not authenticated"));
+    assert_eq!(
+        (status, detail(&body)),
+        (StatusCode::FORBIDDEN, "This endpoint requires SSO authentication.")
+    );
     let (status, body) = api.upload(path, b"x", &q, Some("files-e2e-token-wrong-wrong")).await;
     assert_eq!((status, detail(&body)), (StatusCode::FORBIDDEN, "Invalid or expired credentials"));
 
@@ -92,6 +104,11 @@ async fn files_api(backend: Backend, name: &str) {
     // The upload, then everything that reads it.
     assert_eq!(api.upload(path, &image, &q, Some(BEARER)).await, (StatusCode::OK, Value::from("OK")));
     assert_eq!(api.bytes(&format!("/v1/files/{path}")).await, (StatusCode::OK, image.clone()));
+    let r = api.c.get(format!("{}/v1/files/{path}", api.base)).send().await.expect("get");
+    assert_eq!(
+        r.headers()["content-disposition"],
+        "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin"
+    );
     let (_, sum) = api.json(Method::GET, &format!("/v1/files/{path}/checksum")).await;
     assert_eq!(sum["checksum"], sha.as_str());
     let (_, listing) = api.json(Method::GET, "/v1/files/cumulus-linux/5.14.0/").await;
@@ -121,6 +138,19 @@ async fn files_api(backend: Backend, name: &str) {
         assert!(std::time::Instant::now() < deadline, "the upload never reached the firmware route");
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+    let fw = api.c.head(format!("{}/v1/firmware/cumulus-linux/5.14.0", api.base)).send().await.expect("head");
+    assert_eq!(
+        fw.headers()["content-disposition"],
+        "attachment; filename=\"cl.bin\"; filename*=UTF-8''cl.bin"
+    );
+    // A directory without firmware: the reference's JSON 404 on both firmware routes.
+    for route in ["/v1/firmware/cumulus-linux/9.9.9", "/v1/firmware/cumulus-linux/9.9.9/checksum"] {
+        let r = api.c.get(format!("{}{route}", api.base)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{route}");
+        assert_eq!(r.headers()["content-type"], "application/json", "{route}");
+        let body: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+        assert_eq!(body, serde_json::json!({"detail": "Firmware image not found in S3."}), "{route}");
+    }
 
     // The reference's refusals.
     let (status, body) = api.upload(path, b"x", &q, Some(BEARER)).await;
@@ -136,8 +166,37 @@ async fn files_api(backend: Backend, name: &str) {
         detail(&body),
         "A different firmware image already exists in cumulus-linux/5.14.0/: 'cl.bin'. Remove it first or upload with the same filename."
     );
+    // Requests that do not match the declared parameters: 422 with FastAPI's list shape.
+    let invalid = |body: &Value| {
+        let e = &body["detail"][0];
+        (e["loc"].clone(), e["type"].as_str().unwrap_or("<no type>").to_owned(), e["msg"].is_string())
+    };
     let (status, body) = api.upload(path, b"x", "firmware_image=true", Some(BEARER)).await;
-    assert_eq!((status, detail(&body)), (StatusCode::UNPROCESSABLE_ENTITY, "checksum: field required"));
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        invalid(&body),
+        (serde_json::json!(["query", "checksum"]), "missing".to_owned(), true),
+        "{body}"
+    );
+    let (status, body) = api.upload(path, b"x", "checksum=abc", Some(BEARER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid(&body).0, serde_json::json!(["query", "checksum"]), "{body}");
+    let (status, body) = api.upload(path, b"x", &format!("{q}&overwrite=maybe"), Some(BEARER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid(&body).0, serde_json::json!(["query", "overwrite"]), "{body}");
+    let (status, body) = api.upload("cumulus-linux/5.14.0/a%20b.bin", b"x", &q, Some(BEARER)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(invalid(&body).0, serde_json::json!(["path", "filename"]), "{body}");
+    let r = api
+        .c
+        .post(format!("{}/v1/files/{path}?{q}&overwrite=true", api.base))
+        .bearer_auth(BEARER)
+        .send()
+        .await
+        .expect("post without a body");
+    assert_eq!(r.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let body: Value = serde_json::from_slice(&r.bytes().await.expect("body")).expect("json");
+    assert_eq!(invalid(&body).0, serde_json::json!(["body", "file"]), "{body}");
 
     // Overwrite replaces bytes and checksum together.
     let q2 = format!("checksum={}&firmware_image=true&overwrite=true", Sha256Digest::of(&other));
@@ -207,9 +266,15 @@ async fn files_api(backend: Backend, name: &str) {
         ["..%2F..%2Fetc/5/x", "cumulus-linux/..%2F/x", "cumulus-linux/5.14.0/..%2Fmanifest.json", "a/b/.."]
     {
         let (status, _) = api.upload(hostile, &other, &q2, Some(BEARER)).await;
-        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND, "{hostile}: {status}");
+        assert!(
+            matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND),
+            "{hostile}: {status}"
+        );
         let (status, _) = api.json(Method::GET, &format!("/v1/files/{hostile}")).await;
-        assert!(status == StatusCode::BAD_REQUEST || status == StatusCode::NOT_FOUND, "{hostile}: {status}");
+        assert!(
+            matches!(status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_FOUND),
+            "{hostile}: {status}"
+        );
     }
 
     // DELETE, and the reference's 404 texts afterwards.
@@ -239,7 +304,7 @@ async fn files_api_on_s3() {
 
 #[tokio::test]
 async fn snapshots_are_never_listed_or_served_by_the_files_api() {
-    let lab = crate::devices::lab("files-snapshots").await;
+    let lab = crate::devices::lab_with("files-snapshots", &[("ZTP_PUBLIC_LISTING", "true")]).await;
     let c = Client::new();
     let all =
         c.get(format!("{}/v1/files/", lab.base)).send().await.expect("list").bytes().await.expect("body");
@@ -265,6 +330,10 @@ async fn snapshots_are_never_listed_or_served_by_the_files_api() {
     // Without a token file the admin routes are closed, not open.
     let r = c.delete(format!("{}/v1/files/nos/1/nos.bin", lab.base)).send().await.expect("delete");
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    assert_eq!(
+        c.get(format!("{}/whoami", lab.base)).send().await.expect("whoami").status(),
+        StatusCode::FORBIDDEN
+    );
 }
 
 #[tokio::test]
@@ -297,7 +366,7 @@ async fn ztpctl_uploads_lists_checks_and_removes() {
 
     let (ok, _, err) =
         ztpctl(s(&["upload", &file_arg, "--platform", "nvos", "--version", "25.02"]), false).await;
-    assert!(!ok && err.contains("Not authenticated"), "{err}");
+    assert!(!ok && err.contains("This endpoint requires SSO authentication."), "{err}");
     let wrong = Sha256Digest::of(b"x").to_string();
     let args = s(&["upload", &file_arg, "--platform", "nvos", "--version", "25.02", "--checksum", &wrong]);
     let (ok, _, err) = ztpctl(args, true).await;
@@ -308,10 +377,19 @@ async fn ztpctl_uploads_lists_checks_and_removes() {
     let (ok, out, err) = ztpctl(args, true).await;
     assert!(ok, "{out} {err}");
     assert!(out.contains(&sha), "{out}");
-    let (ok, out, _) = ztpctl(s(&["ls", "nvos", "25.02"]), false).await;
-    assert!(ok && out.contains("nvos-25.02.bin") && out.contains(&image.len().to_string()), "{out}");
-    let (ok, out, _) = ztpctl(s(&["ls"]), false).await;
-    assert!(ok && out.contains("* nvos/25.02/nvos-25.02.bin") && out.contains(&sha), "{out}");
+    // Listing needs the token (the default, as with the reference).
+    let (ok, _, err) = ztpctl(s(&["ls"]), false).await;
+    assert!(
+        !ok && err.contains("403") && err.contains("This endpoint requires SSO authentication."),
+        "{err}"
+    );
+    let (ok, out, err) = ztpctl(s(&["ls", "nvos", "25.02"]), true).await;
+    assert!(ok && out.contains("nvos-25.02.bin") && out.contains(&image.len().to_string()), "{out} {err}");
+    let (ok, out, err) = ztpctl(s(&["ls"]), true).await;
+    assert!(ok && out.contains("* nvos/25.02/nvos-25.02.bin") && out.contains(&sha), "{out} {err}");
+    // A request that does not match the API: ztpctl prints FastAPI's validation list readably.
+    let (ok, _, err) = ztpctl(s(&["checksum", "nvos", "25.02", "a b"]), false).await;
+    assert!(!ok && err.contains("422") && err.contains("path.filename:"), "{err}");
     let (ok, out, _) = ztpctl(s(&["checksum", "nvos", "25.02", "nvos-25.02.bin"]), false).await;
     assert_eq!((ok, out.trim()), (true, sha.as_str()));
     let (ok, _, err) = ztpctl(s(&["rm", "nvos", "25.02", "nvos-25.02.bin"]), true).await;
@@ -405,7 +483,8 @@ async fn oidc_tokens_are_checked_against_the_issuers_keys() {
     }
 }
 
-/// `--protect-listing` puts the listings behind the admin credential; `--device-networks` keeps
+/// Listings need the admin credential by default (`--public-listing` opens them, and only them);
+/// `--device-networks` keeps
 /// device routes (the router's and the sendfile path's) for the management network, while the
 /// files API and the probes still answer; the OpenAPI document and Swagger UI (its assets are in
 /// the binary) are served.
@@ -418,8 +497,7 @@ async fn listing_protection_device_networks_and_the_openapi_document() {
     let mut flags = store.flags();
     flags.push(format!("--admin-token-file={}", tokens.display()));
     let (_server, base) =
-        serve("files-closed", &flags, &["--protect-listing", "--device-networks=192.0.2.0/24,2001:db8::/32"])
-            .await;
+        serve("files-closed", &flags, &["--device-networks=192.0.2.0/24,2001:db8::/32"]).await;
     let c = Client::new();
     let get = |path: &str, token: Option<&str>| {
         let r = c.get(format!("{base}{path}"));
@@ -432,7 +510,7 @@ async fn listing_protection_device_networks_and_the_openapi_document() {
     for path in ["/v1/files/", "/v1/files/nos/1/"] {
         let (status, body) = get(path, None).await;
         assert_eq!(status, StatusCode::FORBIDDEN, "{path}: {body}");
-        assert!(body.contains("Not authenticated"), "{path}: {body}");
+        assert!(body.contains("This endpoint requires SSO authentication."), "{path}: {body}");
         assert_eq!(get(path, Some(BEARER)).await.0, StatusCode::OK, "{path} with a token");
     }
     // 127.0.0.1 is outside the device networks: every device route refuses it, whichever path
@@ -465,10 +543,20 @@ async fn listing_protection_device_networks_and_the_openapi_document() {
     let (status, css) = get("/docs/swagger-ui.css", None).await;
     assert_eq!((status, css.len() > 10_000), (StatusCode::OK, true), "vendored assets are served");
 
-    // Inside the networks, device routes answer as usual (here: nothing to serve yet).
-    let (_server, inside) = serve("files-networks-inside", &flags, &["--device-networks=127.0.0.0/8"]).await;
+    // Inside the networks, device routes answer as usual (here: nothing to serve yet). With
+    // `--public-listing` anyone lists; `/whoami` and writes still need the credential.
+    let (_server, inside) =
+        serve("files-networks-inside", &flags, &["--device-networks=127.0.0.0/8", "--public-listing"]).await;
     let r = c.get(format!("{inside}/nvos/SN1/ztp.json")).send().await.expect("get");
     assert!(matches!(r.status(), StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE), "{}", r.status());
+    for (path, want) in [
+        ("/v1/files/", StatusCode::OK),
+        ("/v1/files/nos/1/", StatusCode::OK),
+        ("/whoami", StatusCode::FORBIDDEN),
+    ] {
+        let r = c.get(format!("{inside}{path}")).send().await.expect("get");
+        assert_eq!(r.status(), want, "{path} with --public-listing");
+    }
 }
 
 /// Clients that race each other: how many, and the size of each one's (different) bytes.
