@@ -506,8 +506,11 @@ spec:
     #[test]
     fn every_onie_host_gets_the_fixed_url_for_both_modes_and_no_125() {
         let plan = plan(&profiles(PROFILES), &options()).expect("plan");
-        let onie_hosts: Vec<&Reservation> =
-            plan.reservations.iter().filter(|r| r.options.iter().any(|o| o.kind == OptionKind::DefaultUrl)).collect();
+        let onie_hosts: Vec<&Reservation> = plan
+            .reservations
+            .iter()
+            .filter(|r| r.options.iter().any(|o| o.kind == OptionKind::DefaultUrl))
+            .collect();
         assert!(onie_hosts.len() >= 3, "{plan:#?}");
         for host in onie_hosts {
             for (code, value) in values(host) {

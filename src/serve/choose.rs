@@ -163,7 +163,7 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
 
 /// The `404` of a refused later candidate (logged by the path that sends it, once).
 fn refused(why: Refused) -> Response {
-    let mut response = not_for_you(super::onie_pass::REFUSED_BODY.trim_end());
+    let mut response = not_for_you(super::onie_pass::REFUSED_BODY);
     response.extensions_mut().insert(why);
     response
 }
@@ -244,7 +244,12 @@ mod tests {
     /// profile with only an installer leaves the updater to the MAC's or the model's profile.
     #[test]
     fn onie_images_fall_back_per_item_serial_then_mac_then_model() {
-        let profile = |name: &str, serials: &[&str], macs: &[&str], models: &[&str], i: Option<&str>, u: Option<&str>| {
+        let profile = |name: &str,
+                       serials: &[&str],
+                       macs: &[&str],
+                       models: &[&str],
+                       i: Option<&str>,
+                       u: Option<&str>| {
             ProfileSnapshot {
                 namespace: "net".into(),
                 name: name.into(),
@@ -256,16 +261,28 @@ mod tests {
                 ..Default::default()
             }
         };
-        let image = |n: &str| (format!("net/{n}"), ImageRef { path: format!("{n}/1/{n}.bin"), sha256: "ab".into(), size: 1 });
+        let image = |n: &str| {
+            (format!("net/{n}"), ImageRef { path: format!("{n}/1/{n}.bin"), sha256: "ab".into(), size: 1 })
+        };
         let snapshot = crate::profile::snapshot::Snapshot {
             format: 1,
             profiles: vec![
-                profile("a-model", &[], &[], &["accton_as7712_32x"], Some("net/nos-default"), Some("net/onie-default")),
+                profile(
+                    "a-model",
+                    &[],
+                    &[],
+                    &["accton_as7712_32x"],
+                    Some("net/nos-default"),
+                    Some("net/onie-default"),
+                ),
                 profile("b-mac", &[], &["0c:42:a1:00:00:07"], &[], None, Some("net/onie-mac")),
                 profile("c-serial", &["SN-LEAF07"], &[], &[], Some("net/nos-leaf07"), None),
                 profile("d-serial-broken", &["SN-BROKEN"], &[], &[], None, Some("net/absent")),
             ],
-            images: ["nos-default", "onie-default", "onie-mac", "nos-leaf07"].into_iter().map(image).collect(),
+            images: ["nos-default", "onie-default", "onie-mac", "nos-leaf07"]
+                .into_iter()
+                .map(image)
+                .collect(),
             ..Default::default()
         };
         let index = DeviceIndex::build(&snapshot);

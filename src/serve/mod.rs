@@ -38,8 +38,6 @@ use axum::{
     routing::{get, post},
 };
 
-use futures::Stream as _;
-
 use crate::profile::snapshot::ImageRef;
 use common::{not_for_you, text};
 use download::Downloads;

@@ -53,7 +53,7 @@ pub const MAX_DEVICES: usize = 65_536;
 /// The body of the refusal (ONIE's wget only sees the status; people and logs see this).
 pub const REFUSED_BODY: &str = "this device downloaded this installer in full seconds ago and is now asking for \
 its next discovery candidate, so the installer failed: not sending the same image again in this discovery \
-pass (the next pass gets it)\n";
+pass (the next pass gets it)";
 
 /// Where an ONIE request stands in its discovery pass: `/onie` (options 125 and 114) first,
 /// then the default names, most specific first, each bare then with `.bin`.
@@ -236,19 +236,20 @@ impl Passes {
     ) -> Result<Option<Ticket>, Refused> {
         let (Some(device), Some(candidate)) = (device, candidate) else { return Ok(None) };
         if let Some(after) = self.refuse(&device, candidate, image, now) {
-            return Err(Refused {
-                device,
-                image: image.path.clone(),
-                sha256: image.sha256.clone(),
-                after,
-            });
+            return Err(Refused { device, image: image.path.clone(), sha256: image.sha256.clone(), after });
         }
         Ok(Some(Ticket { device, candidate }))
     }
 
     /// How long ago `device` finished downloading `image` when asking for `candidate` now is ONIE
     /// going on within the same pass after that installer failed; None: serve it.
-    pub fn refuse(&self, device: &str, candidate: Candidate, image: &ImageRef, now: Instant) -> Option<Duration> {
+    pub fn refuse(
+        &self,
+        device: &str,
+        candidate: Candidate,
+        image: &ImageRef,
+        now: Instant,
+    ) -> Option<Duration> {
         let mut g = self.lock();
         self.rotate(&mut g, now);
         let served = g.current.get(device).or_else(|| g.previous.get(device))?;
@@ -345,7 +346,8 @@ mod tests {
         passes.served(&ticket, &img, t0);
         let at = |s: u64| t0 + Duration::from_secs(s);
         // Every later name within the window: refused.
-        for n in [format!("{}.bin", NAMES[0]), NAMES[1].into(), NAMES[5].into(), format!("{}.bin", NAMES[5])] {
+        for n in [format!("{}.bin", NAMES[0]), NAMES[1].into(), NAMES[5].into(), format!("{}.bin", NAMES[5])]
+        {
             let refused = passes.check(key.clone(), rank(&n), &img, at(2)).expect_err(&n);
             assert_eq!((refused.image.as_str(), refused.after), ("nos/1/nos.bin", Duration::from_secs(2)));
         }
@@ -366,7 +368,8 @@ mod tests {
         let passes = Passes::default();
         let (img, t0) = (image("nos/1/nos.bin", "aa"), Instant::now());
         let key = Some("mac 0c:42:a1:00:00:07".to_owned());
-        let ticket = passes.check(key.clone(), Some(Candidate::FIXED), &img, t0).expect("ok").expect("ticket");
+        let ticket =
+            passes.check(key.clone(), Some(Candidate::FIXED), &img, t0).expect("ok").expect("ticket");
         passes.served(&ticket, &img, t0);
         // 125 then 114 (both `/onie`), then the names: refused.
         let later = t0 + Duration::from_millis(300);
@@ -385,14 +388,13 @@ mod tests {
             passes.served(&ticket, &img, t0 + Duration::from_micros(i));
         }
         assert!(passes.len() <= 2000, "{}", passes.len());
-        // The newest are still remembered; everything is forgotten two windows later.
+        // The newest are still remembered; everything is forgotten two windows after the last
+        // download.
+        let last = t0 + Duration::from_micros(99_999);
         let late = t0 + Duration::from_millis(200);
         assert!(passes.refuse("serial S99999", Candidate::FIXED, &img, late).is_some());
-        passes.served(
-            &Ticket { device: "serial X".into(), candidate: Candidate::FIXED },
-            &img,
-            t0 + SAME_PASS_WINDOW * 2,
-        );
+        let ticket = Ticket { device: "serial X".into(), candidate: Candidate::FIXED };
+        passes.served(&ticket, &img, last + SAME_PASS_WINDOW * 2);
         assert_eq!(passes.len(), 1);
     }
 }

@@ -316,7 +316,8 @@ async fn a_failing_installer_is_downloaded_once_per_discovery_pass() {
 
     // One warning per refusal, naming the device and the image.
     let log = std::fs::read_to_string(&lab.proc.log).unwrap_or_default();
-    let warned = log.lines().filter(|l| l.contains("InstallerFailed") && l.contains("serial SN-LEAF07")).count();
+    let warned =
+        log.lines().filter(|l| l.contains("InstallerFailed") && l.contains("serial SN-LEAF07")).count();
     assert_eq!(warned, 11 + 11 + 1, "{}", procs::tail(&lab.proc.log, 40));
     assert!(log.lines().any(|l| l.contains("InstallerFailed") && l.contains("nos/1/nos.bin")));
 }

@@ -286,8 +286,17 @@ async fn ztpctl_device_dry_runs_each_family_at_the_dhcp_urls() {
     assert!(ok, "{out}\n{err}");
     assert!(out.contains(&format!("< size: {}  etag:", lab.update.len())), "{out}");
     // A device no profile claims: the dry run says the device would fail, and exits non-zero.
-    let stranger =
-        ["--server", base, "device", "--serial", "SN-NOBODY", "--family", "onie", "--operation", "onie-update"];
+    let stranger = [
+        "--server",
+        base,
+        "device",
+        "--serial",
+        "SN-NOBODY",
+        "--family",
+        "onie",
+        "--operation",
+        "onie-update",
+    ];
     let (ok, out, err) = ztpctl(&stranger).await;
     assert!(!ok && out.contains("< 404 Not Found"), "{out}");
     assert!(err.contains("the device would fail: HEAD") && err.contains("404"), "{err}");
