@@ -122,14 +122,19 @@ pub struct DeviceMatch {
     pub models: Vec<String>,
 }
 
-/// Images for ONIE, by OsImage name.
+/// Images for ONIE, by OsImage name. Each falls back on its own: a device gets the installImage
+/// of the most specific matching profile that sets one (serial, then MAC, then model), and the
+/// updateImage of the most specific one that sets that.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct OnieSpec {
-    /// The NOS installer served when `ONIE-OPERATION` is `os-install`.
+    /// The NOS installer served when `ONIE-OPERATION` is `os-install`. Unset: the device's next
+    /// less specific matching profile (MAC, then model) that sets one provides it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub install_image: Option<ObjectRef>,
-    /// The ONIE updater served when `ONIE-OPERATION` is `onie-update`.
+    /// The ONIE updater served when `ONIE-OPERATION` is `onie-update`. Unset: the device's next
+    /// less specific matching profile (MAC, then model) that sets one provides it, so a
+    /// serial-specific profile naming only an installer keeps its model default's updater.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub update_image: Option<ObjectRef>,
 }

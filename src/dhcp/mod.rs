@@ -11,6 +11,12 @@
 //! | `cumulus` | Cumulus Linux | 239 `cumulus-provision-url` (defined) | `{server}/cumulus/{serial}/ztp.sh` (`/cumulus/ztp.sh` without a serial) |
 //! | `files` | RtBrick CTRLD | 210 `loader-pathprefix` (defined) | `{server}` (CTRLD asks `{base}/ztp/config/…`) |
 //!
+//! ONIE gets `{server}/onie` and never a file name: ONIE reads 114 (and 125's sub-options) in
+//! install and update mode alike, and the server picks installer or updater by
+//! `ONIE-OPERATION`. Option 125 (enterprise 42623) is not emitted: on top of 114 it would make
+//! ONIE ask `/onie` twice per discovery pass. Written by hand, both its sub-options 1 and 2 must
+//! be `{server}/onie` as well.
+//!
 //! A host is identified by its MAC address when the profile lists MACs, otherwise by the client
 //! identifier each family builds from its serial (option 61):
 //!
@@ -99,8 +105,8 @@ pub enum DhcpError {
 pub enum OptionKind {
     /// 67 `bootfile-name` (NVOS / SONiC ZTP JSON URL). Standard in ISC and Kea.
     BootfileName,
-    /// 114 `default-url` (ONIE installer URL). Standard in ISC and Kea (Kea: RFC 8910's
-    /// captive-portal definition, a string as well).
+    /// 114 `default-url` (ONIE's URL in install and update mode: always `{server}/onie`).
+    /// Standard in ISC and Kea (Kea: RFC 8910's captive-portal definition, a string as well).
     DefaultUrl,
     /// 210 `loader-pathprefix` (RFC 5071; RtBrick CTRLD base URL). Defined: ISC dhcpd before
     /// 4.4 and Kea do not know it.
@@ -500,6 +506,27 @@ spec:
                 .iter()
                 .any(|r| r.serial.as_deref() == Some("SN-LEAF07") && matches!(r.id, HostId::ClientId(_)))
         );
+    }
+
+    /// ONIE asks the same URL in install and update mode: it must be `/onie` (the server picks by
+    /// `ONIE-OPERATION`), never a file name, and 125 is not emitted besides 114.
+    #[test]
+    fn every_onie_host_gets_the_fixed_url_for_both_modes_and_no_125() {
+        let plan = plan(&profiles(PROFILES), &options()).expect("plan");
+        let onie_hosts: Vec<&Reservation> = plan
+            .reservations
+            .iter()
+            .filter(|r| r.options.iter().any(|o| o.kind == OptionKind::DefaultUrl))
+            .collect();
+        assert!(onie_hosts.len() >= 3, "{plan:#?}");
+        for host in onie_hosts {
+            for (code, value) in values(host) {
+                assert_ne!(code, 125, "{host:?}");
+                if code == 114 {
+                    assert_eq!(value, "http://ztp.example.net:8080/onie", "{host:?}");
+                }
+            }
+        }
     }
 
     #[test]

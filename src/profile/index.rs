@@ -133,18 +133,31 @@ impl DeviceIndex {
     /// profile lists (exact spelling first, then ignoring ASCII case). `None` when nothing
     /// matches.
     pub fn lookup(&self, id: &DeviceIdentity) -> Option<Match> {
-        if let Some(&profile) = id.serial.as_deref().and_then(|s| self.serials.get(s)) {
-            return Some(Match { profile, by: KeyKind::Serial });
-        }
-        if let Some(&profile) = id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.macs.get(&m)) {
-            return Some(Match { profile, by: KeyKind::Mac });
-        }
-        id.models.iter().find_map(|model| {
+        self.matches(id).next()
+    }
+
+    /// Every profile that matches `id`, most specific first: the serial's, the MAC's, then the
+    /// profile of each of `id.models` in order (as in [`DeviceIndex::lookup`], whose answer is
+    /// the first of these); each profile once. Per-item fallback walks this list: an item the
+    /// most specific profile does not set (e.g. an ONIE update image) is taken from the next
+    /// profile that sets it.
+    pub fn matches<'a>(&'a self, id: &'a DeviceIdentity) -> impl Iterator<Item = Match> + 'a {
+        let serial = id.serial.as_deref().and_then(|s| self.serials.get(s));
+        let serial = serial.map(|&profile| Match { profile, by: KeyKind::Serial });
+        let mac = id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.macs.get(&m).copied());
+        let mac = mac.map(|profile| Match { profile, by: KeyKind::Mac });
+        let models = id.models.iter().filter_map(|model| {
             let profile = match self.models.get(model) {
                 Some(&p) => p,
                 None => *self.models_folded.get(&model.to_ascii_lowercase())?,
             };
             Some(Match { profile, by: KeyKind::Model })
+        });
+        let mut seen: Vec<usize> = Vec::new();
+        serial.into_iter().chain(mac).chain(models).filter(move |m| {
+            let new = !seen.contains(&m.profile);
+            seen.push(m.profile);
+            new
         })
     }
 
@@ -221,6 +234,34 @@ mod tests {
         let nothing = device(Some("OTHER"), None, &["other_model"]);
         assert_eq!(index.lookup(&nothing), None);
         assert_eq!(index.lookup(&DeviceIdentity::default()), None);
+    }
+
+    #[test]
+    fn matches_lists_every_matching_profile_most_specific_first_once_each() {
+        let snap = snapshot(vec![
+            profile("machine", &[], &[], &["accton_as7712_32x"]),
+            profile("mac", &[], &["08:9e:01:62:d1:93"], &[]),
+            profile("serial", &["XYZ123004"], &[], &["x86_64-accton_as7712_32x-r0"]),
+        ]);
+        let index = DeviceIndex::build(&snap);
+        let all = device(
+            Some("XYZ123004"),
+            Some("08:9E:01:62:D1:93"),
+            &["x86_64-accton_as7712_32x-r0", "accton_as7712_32x"],
+        );
+        let found: Vec<Match> = index.matches(&all).collect();
+        assert_eq!(
+            found,
+            [
+                Match { profile: 2, by: KeyKind::Serial },
+                Match { profile: 1, by: KeyKind::Mac },
+                // The serial's profile also lists the platform: not twice.
+                Match { profile: 0, by: KeyKind::Model },
+            ]
+        );
+        assert_eq!(index.lookup(&all), Some(found[0]));
+        let stranger = device(Some("OTHER"), None, &["celestica_e1031"]);
+        assert_eq!(index.matches(&stranger).count(), 0);
     }
 
     #[test]

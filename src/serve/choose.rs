@@ -1,15 +1,27 @@
 //! Which image a request gets. One place for every route whose answer is an image (ONIE's
 //! waterfall and fixed URL, RtBrick's `/ztp/image` and `/ztp/images/{file}`, `/images/…` and
 //! `/v1/firmware/…`), shared by the axum handlers and the sendfile fast path, so both always
-//! choose the same bytes.
+//! choose the same bytes — and refuse the same ones: a later candidate of ONIE's discovery pass
+//! after the device got the same image in full ([`super::onie_pass`]).
+//!
+//! ONIE images fall back per item: a device's install image is the `onie.installImage` of the
+//! most specific matching profile that sets one (serial, then MAC, then model), and its update
+//! image likewise, independently ([`onie_image`]). A serial profile that names only an installer
+//! leaves firmware updates to its model default.
 
-use axum::{http::HeaderMap, response::Response};
+use std::{net::IpAddr, time::Instant};
+
+use axum::{
+    http::{HeaderMap, Method},
+    response::Response,
+};
 
 use super::{
     AppState,
     activity::identify,
     common::{Device, find_device, not_for_you},
     onie::{Operation, operation_of_header, operation_of_name},
+    onie_pass::{Candidate, Refused, Ticket, device_key, is_plain_get},
 };
 use crate::{
     api::ImagePath,
@@ -24,8 +36,9 @@ use crate::{
 /// A request for an image, as its route names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ImageRequest {
-    /// ONIE: `/onie` (no name) or a waterfall name (`onie-installer…`, `onie-updater…`).
-    Onie(Option<Operation>),
+    /// ONIE: `/onie` (no name) or a waterfall name (`onie-installer…`, `onie-updater…`, checked
+    /// with [`operation_of_name`]).
+    Onie(Option<String>),
     /// RtBrick `/ztp/image`: chosen like ONIE's, by serial and `ONIE-OPERATION`.
     RtBrickImage,
     /// RtBrick `/ztp/images/{file}`: one of the device's images by file name.
@@ -52,7 +65,7 @@ impl ImageRequest {
         let owned = |s: &str| s.to_owned();
         match segments.as_slice() {
             ["onie"] => Some(Self::Onie(None)),
-            [name] => operation_of_name(name).map(|op| Self::Onie(Some(op))),
+            [name] => operation_of_name(name).map(|_| Self::Onie(Some(owned(name)))),
             ["ztp", "image"] => Some(Self::RtBrickImage),
             ["ztp", "images", file] => Some(Self::RtBrickFile(owned(file))),
             ["images", p, v, f] => {
@@ -70,29 +83,58 @@ pub struct Chosen {
     pub image: ImageRef,
     pub path: ImagePath,
     pub device: Option<Device>,
+    /// A plain GET on an ONIE route: hand it to [`super::onie_pass::Passes::served`] once the
+    /// whole body (a `200`) was sent.
+    pub ticket: Option<Ticket>,
 }
 
-/// Chooses the image for `request`; the error is the response to send (a 404 saying why).
+/// Who asks: the method and source address matter to ONIE's pass ([`super::onie_pass`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Asker<'a> {
+    pub method: &'a Method,
+    pub headers: &'a HeaderMap,
+    pub source: Option<IpAddr>,
+}
+
+/// Chooses the image for `request`; the error is the response to send (a 404 saying why; for a
+/// refused later candidate of ONIE's pass it carries the [`Refused`] as an extension).
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub async fn choose(
-    state: &AppState,
-    request: &ImageRequest,
-    headers: &HeaderMap,
-) -> Result<Chosen, Response> {
+pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) -> Result<Chosen, Response> {
+    let headers = asker.headers;
+    let mut ticket = None;
     let (image, device) = match request {
-        ImageRequest::Onie(by_name) => by_operation(state, headers, *by_name, Family::Onie)?,
-        ImageRequest::RtBrickImage => by_operation(state, headers, None, Family::RtBrick)?,
+        ImageRequest::Onie(name) => {
+            let by_name = name.as_deref().and_then(operation_of_name);
+            let (image, device) = by_operation(state, headers, by_name, Family::Onie)?;
+            if is_plain_get(asker.method, headers) {
+                let candidate = match name {
+                    None => Some(Candidate::FIXED),
+                    Some(name) => Candidate::of_name(name, &device.id),
+                };
+                let key = device_key(&device.id, asker.source);
+                ticket = state.passes.check(key, candidate, &image, Instant::now()).map_err(refused)?;
+            }
+            (image, Some(device))
+        }
+        ImageRequest::RtBrickImage => {
+            let (image, device) = by_operation(state, headers, None, Family::RtBrick)?;
+            (image, Some(device))
+        }
         ImageRequest::RtBrickFile(file) => {
             let device = find_device(state, headers, Family::RtBrick, None)?;
             let p = device.profile();
-            let image = [p.onie_install.as_ref(), p.onie_update.as_ref()]
+            let image = [onie_image(&device, Operation::Install), onie_image(&device, Operation::Update)]
                 .into_iter()
                 .flatten()
-                .chain(p.files.values().filter_map(|r| match r {
-                    Resolved::Image(k) => Some(k),
-                    Resolved::Text(_) => None,
-                }))
-                .filter_map(|k| device.loaded.snapshot.images.get(k))
+                .chain(
+                    p.files
+                        .values()
+                        .filter_map(|r| match r {
+                            Resolved::Image(k) => Some(k),
+                            Resolved::Text(_) => None,
+                        })
+                        .filter_map(|k| device.loaded.snapshot.images.get(k)),
+                )
                 .find(|img| img.path.rsplit('/').next() == Some(file.as_str()))
                 .cloned()
                 .ok_or_else(|| not_for_you("no such image for this device"))?;
@@ -114,7 +156,7 @@ pub async fn choose(
         }
     };
     let path = image_path(&image).ok_or_else(|| not_for_you("not a valid image path"))?;
-    Ok(Chosen { image, path, device })
+    Ok(Chosen { image, path, device, ticket })
 }
 
 /// `404 {"detail": "Firmware image not found in S3."}`: the reference's answer (JSON, unlike the
@@ -123,16 +165,40 @@ pub fn firmware_not_found() -> Response {
     super::files::detail(axum::http::StatusCode::NOT_FOUND, "Firmware image not found in S3.")
 }
 
-/// ONIE and RtBrick: the install or update image of the device's profile. `by_name` is what the
-/// file name asked for; when both it and the header are present they must agree (install and
-/// update images never mix).
+/// The `404` of a refused later candidate (logged by the path that sends it, once).
+fn refused(why: Refused) -> Response {
+    let mut response = not_for_you(super::onie_pass::REFUSED_BODY);
+    response.extensions_mut().insert(why);
+    response
+}
+
+/// The device's ONIE image for `op`, falling back per item: the image of the most specific
+/// matching profile (serial, then MAC, then model; see
+/// [`DeviceIndex::matches`](crate::profile::index::DeviceIndex::matches)) that sets one for this
+/// operation. None when no matching profile sets one, or the one that does names an image the
+/// snapshot lacks (never another profile's image instead).
+pub fn onie_image(device: &Device, op: Operation) -> Option<&ImageRef> {
+    let loaded = &device.loaded;
+    let key = loaded.index.matches(&device.id).find_map(|m| {
+        let p = &loaded.snapshot.profiles[m.profile];
+        match op {
+            Operation::Install => p.onie_install.as_ref(),
+            Operation::Update => p.onie_update.as_ref(),
+        }
+    })?;
+    loaded.snapshot.images.get(key)
+}
+
+/// ONIE and RtBrick: the install or update image of the device ([`onie_image`]). `by_name` is
+/// what the file name asked for; when both it and the header are present they must agree
+/// (install and update images never mix).
 #[allow(clippy::result_large_err)]
 fn by_operation(
     state: &AppState,
     headers: &HeaderMap,
     by_name: Option<Operation>,
     family: Family,
-) -> Result<(ImageRef, Option<Device>), Response> {
+) -> Result<(ImageRef, Device), Response> {
     let device = find_device(state, headers, family, None)?;
     let by_header = operation_of_header(device.id.onie_operation.as_deref());
     let op = match (by_header, by_name) {
@@ -141,13 +207,8 @@ fn by_operation(
         (None, Some(n)) => n,
         (None, None) => return Err(not_for_you("no ONIE-OPERATION header")),
     };
-    let profile = device.profile();
-    let key = match op {
-        Operation::Install => profile.onie_install.as_ref(),
-        Operation::Update => profile.onie_update.as_ref(),
-    };
-    match key.and_then(|k| device.loaded.snapshot.images.get(k)) {
-        Some(image) => Ok((image.clone(), Some(device))),
+    match onie_image(&device, op).cloned() {
+        Some(image) => Ok((image, device)),
         None => Err(not_for_you("no image for this operation")),
     }
 }
@@ -175,7 +236,90 @@ pub fn image_path(image: &ImageRef) -> Option<ImagePath> {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
+    use crate::{
+        profile::{identity::DeviceIdentity, index::DeviceIndex, snapshot::ProfileSnapshot},
+        serve::state::{Loaded, RenderedCache},
+    };
+
+    /// Each ONIE image comes from the most specific matching profile that sets it: a serial
+    /// profile with only an installer leaves the updater to the MAC's or the model's profile.
+    #[test]
+    fn onie_images_fall_back_per_item_serial_then_mac_then_model() {
+        let profile = |name: &str,
+                       serials: &[&str],
+                       macs: &[&str],
+                       models: &[&str],
+                       i: Option<&str>,
+                       u: Option<&str>| {
+            ProfileSnapshot {
+                namespace: "net".into(),
+                name: name.into(),
+                serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
+                mac_addresses: macs.iter().map(|s| s.to_string()).collect(),
+                models: models.iter().map(|s| s.to_string()).collect(),
+                onie_install: i.map(str::to_owned),
+                onie_update: u.map(str::to_owned),
+                ..Default::default()
+            }
+        };
+        let image = |n: &str| {
+            (format!("net/{n}"), ImageRef { path: format!("{n}/1/{n}.bin"), sha256: "ab".into(), size: 1 })
+        };
+        let snapshot = crate::profile::snapshot::Snapshot {
+            format: 1,
+            profiles: vec![
+                profile(
+                    "a-model",
+                    &[],
+                    &[],
+                    &["accton_as7712_32x"],
+                    Some("net/nos-default"),
+                    Some("net/onie-default"),
+                ),
+                profile("b-mac", &[], &["0c:42:a1:00:00:07"], &[], None, Some("net/onie-mac")),
+                profile("c-serial", &["SN-LEAF07"], &[], &[], Some("net/nos-leaf07"), None),
+                profile("d-serial-broken", &["SN-BROKEN"], &[], &[], None, Some("net/absent")),
+            ],
+            images: ["nos-default", "onie-default", "onie-mac", "nos-leaf07"]
+                .into_iter()
+                .map(image)
+                .collect(),
+            ..Default::default()
+        };
+        let index = DeviceIndex::build(&snapshot);
+        let loaded = Arc::new(Loaded { snapshot, index, ztp_json: RenderedCache::default() });
+        let device = |serial: &str, mac: &str| {
+            let id = DeviceIdentity {
+                family: Family::Onie,
+                serial: Some(serial.into()),
+                mac: Some(mac.into()),
+                models: vec!["x86_64-accton_as7712_32x-r0".into(), "accton_as7712_32x".into()],
+                ..Default::default()
+            };
+            let profile = loaded.index.lookup(&id).expect("a profile").profile;
+            Device { loaded: loaded.clone(), id, profile, base: None }
+        };
+        let got = |d: &Device, op| onie_image(d, op).map(|i| i.path.clone());
+        let path = |n: &str| Some(format!("{n}/1/{n}.bin"));
+        // Serial sets the installer; the MAC's profile the updater.
+        let leaf07 = device("SN-LEAF07", "0c:42:a1:00:00:07");
+        assert_eq!(got(&leaf07, Operation::Install), path("nos-leaf07"));
+        assert_eq!(got(&leaf07, Operation::Update), path("onie-mac"));
+        // Serial sets the installer; nothing but the model default sets the updater.
+        let other_mac = device("SN-LEAF07", "0c:42:a1:00:00:99");
+        assert_eq!(got(&other_mac, Operation::Update), path("onie-default"));
+        // Only the model default matches.
+        let stranger = device("SN-X", "0c:42:a1:00:00:99");
+        assert_eq!(got(&stranger, Operation::Install), path("nos-default"));
+        assert_eq!(got(&stranger, Operation::Update), path("onie-default"));
+        // A profile naming an image the snapshot lacks gets no other profile's instead.
+        let broken = device("SN-BROKEN", "0c:42:a1:00:00:99");
+        assert_eq!(got(&broken, Operation::Update), None);
+        assert_eq!(got(&broken, Operation::Install), path("nos-default"));
+    }
 
     #[test]
     fn image_routes_are_recognised_like_the_router_does() {
@@ -188,9 +332,9 @@ mod tests {
             ("/onie", Some(ImageRequest::Onie(None))),
             (
                 "/onie-installer-x86_64-accton_as7712_32x-r0",
-                Some(ImageRequest::Onie(Some(Operation::Install))),
+                Some(ImageRequest::Onie(Some("onie-installer-x86_64-accton_as7712_32x-r0".into()))),
             ),
-            ("/onie-updater.bin", Some(ImageRequest::Onie(Some(Operation::Update)))),
+            ("/onie-updater.bin", Some(ImageRequest::Onie(Some("onie-updater.bin".into())))),
             ("/ztp/image", Some(ImageRequest::RtBrickImage)),
             ("/ztp/images/rbfs.img", Some(ImageRequest::RtBrickFile("rbfs.img".into()))),
             ("/images/sonic/4.1/sonic.bin", Some(by_path("sonic", "4.1", "sonic.bin"))),

@@ -43,7 +43,7 @@ use tower::ServiceExt;
 use super::{
     AppState,
     activity::{DeviceOutcome, Stage},
-    choose::{ImageRequest, choose},
+    choose::{Asker, ImageRequest, choose},
     common::{Observed, observe},
     download::Plan,
     ztp_json,
@@ -253,7 +253,9 @@ async fn answer_image(
 ) -> Answered {
     let started = Instant::now();
     let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
-    let Ok(chosen) = choose(app, &route, &request.headers).await else { return Answered::NotMine };
+    let asker = Asker { method: &request.method, headers: &request.headers, source: Some(peer.ip()) };
+    // A refusal (or any other error) is the router's to answer and log.
+    let Ok(chosen) = choose(app, &route, asker).await else { return Answered::NotMine };
     let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };
     let (sha256, size) = (&chosen.image.sha256, chosen.image.size);
     let Plan::Send { head: planned, bytes, body } =
@@ -292,6 +294,13 @@ async fn answer_image(
     .await;
     set_cork(sock, false);
     drop(permit);
+    if let Some(ticket) = &chosen.ticket
+        && result.is_ok()
+        && status == StatusCode::OK
+        && sent == size
+    {
+        app.passes.served(ticket, &chosen.image, Instant::now());
+    }
 
     // Recorded when the head went out, as the router does.
     let outcome = chosen.device.as_ref().filter(|_| body).map(|d| DeviceOutcome::of(d, Stage::ImageServed));

@@ -27,7 +27,7 @@ pub async fn by_path(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    state.answer_image(&method, &headers, &ImageRequest::ByPath { platform, version, filename }).await
+    state.answer_image(&method, &headers, None, &ImageRequest::ByPath { platform, version, filename }).await
 }
 
 /// `GET|HEAD /v1/firmware/{platform}/{version}`: the directory's firmware image.
@@ -42,7 +42,7 @@ pub async fn firmware_image(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    state.answer_image(&method, &headers, &ImageRequest::Firmware { platform, version }).await
+    state.answer_image(&method, &headers, None, &ImageRequest::Firmware { platform, version }).await
 }
 
 /// `GET /v1/firmware/{platform}/{version}/checksum` → `{"checksum": "<sha256>"}`.

@@ -14,15 +14,23 @@ pub mod images;
 pub mod metrics;
 pub mod oidc;
 pub mod onie;
+pub mod onie_pass;
 pub mod openapi;
 pub mod rtbrick;
 pub mod state;
 pub mod ztp_json;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
 
 use axum::{
     Router,
+    body::Body,
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
@@ -50,6 +58,9 @@ pub struct App {
     pub max_upload: u64,
     /// Sources device routes answer.
     pub device_networks: common::DeviceNetworks,
+    /// Recent full ONIE downloads: a failing installer is not sent again within one discovery
+    /// pass.
+    pub passes: onie_pass::Passes,
 }
 
 pub type AppState = Arc<App>;
@@ -68,18 +79,56 @@ impl App {
         self: &Arc<Self>,
         method: &Method,
         headers: &HeaderMap,
+        source: Option<IpAddr>,
         request: &choose::ImageRequest,
     ) -> Response {
-        match choose::choose(self, request, headers).await {
+        let asker = choose::Asker { method, headers, source };
+        match choose::choose(self, request, asker).await {
             Ok(chosen) => {
-                let response = self.serve_image(method, headers, &chosen.image).await;
+                let mut response = self.serve_image(method, headers, &chosen.image).await;
+                if let Some(ticket) = chosen.ticket.filter(|_| response.status() == StatusCode::OK) {
+                    let body = std::mem::take(response.body_mut());
+                    let (app, image, sent) = (self.clone(), chosen.image.clone(), 0);
+                    let stream = Remembered { inner: body.into_data_stream(), app, ticket, image, sent };
+                    *response.body_mut() = Body::from_stream(stream);
+                }
                 match &chosen.device {
                     Some(device) => activity::image_served(response, device, method),
                     None => response,
                 }
             }
-            Err(response) => response,
+            Err(response) => {
+                if let Some(r) = response.extensions().get::<onie_pass::Refused>() {
+                    onie_pass::log_refused(r);
+                }
+                response
+            }
         }
+    }
+}
+
+/// An ONIE download's body that tells [`onie_pass::Passes`] when all of it was sent.
+struct Remembered {
+    inner: axum::body::BodyDataStream,
+    app: AppState,
+    ticket: onie_pass::Ticket,
+    image: ImageRef,
+    sent: u64,
+}
+
+impl futures::Stream for Remembered {
+    type Item = Result<bytes::Bytes, axum::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let polled = Pin::new(&mut self.inner).poll_next(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
+            Poll::Ready(None) if self.sent == self.image.size => {
+                self.app.passes.served(&self.ticket, &self.image, Instant::now());
+            }
+            _ => {}
+        }
+        polled
     }
 }
 
@@ -168,6 +217,7 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
         admin,
         max_upload,
         device_networks,
+        passes: onie_pass::Passes::default(),
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;

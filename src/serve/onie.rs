@@ -1,15 +1,24 @@
 //! ONIE image discovery: the default-name waterfall at `/` and one fixed URL (`/onie`) for DHCP
 //! option 114. The image is chosen (in [`super::choose`]) by `ONIE-OPERATION` (`os-install` →
 //! the profile's install image, `onie-update` → its update image) and the device's identity; 404
-//! when nothing matches. Never a redirect.
+//! when nothing matches. Never a redirect. Each image falls back on its own to the next less
+//! specific matching profile that sets it ([`super::choose::onie_image`]), and a failing installer
+//! is sent once per discovery pass ([`super::onie_pass`]).
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::{
-    extract::{Path, State},
-    http::{HeaderMap, Method},
+    extract::{ConnectInfo, Path, State},
+    http::{Extensions, HeaderMap, Method},
     response::Response,
 };
 
 use super::{AppState, choose::ImageRequest, common::not_for_you};
+
+/// The client's address, when the connection recorded it.
+pub fn source_of(extensions: &Extensions) -> Option<IpAddr> {
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
 
 /// What ONIE is asking for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,10 +63,14 @@ pub async fn waterfall(
     State(state): State<AppState>,
     Path(name): Path<String>,
     method: Method,
+    extensions: Extensions,
     headers: HeaderMap,
 ) -> Response {
     match operation_of_name(&name) {
-        Some(op) => state.answer_image(&method, &headers, &ImageRequest::Onie(Some(op))).await,
+        Some(_) => {
+            let source = source_of(&extensions);
+            state.answer_image(&method, &headers, source, &ImageRequest::Onie(Some(name))).await
+        }
         None => not_for_you("not an ONIE installer or updater name"),
     }
 }
@@ -67,8 +80,13 @@ pub async fn waterfall(
     responses((status = 200, description = "The installer (`os-install`) or updater (`onie-update`) for this switch; HEAD and single ranges (206) work", content_type = "application/octet-stream"),
         (status = 404, description = "No profile matches this device, or it gets no image for this operation"),
         (status = 503, description = "Too many downloads at once; `Retry-After` says when to come back")))]
-pub async fn fixed(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    state.answer_image(&method, &headers, &ImageRequest::Onie(None)).await
+pub async fn fixed(
+    State(state): State<AppState>,
+    method: Method,
+    extensions: Extensions,
+    headers: HeaderMap,
+) -> Response {
+    state.answer_image(&method, &headers, source_of(&extensions), &ImageRequest::Onie(None)).await
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
     responses((status = 200, description = "The install or update image for this switch and `ONIE-OPERATION`", content_type = "application/octet-stream"),
         (status = 404, description = "No profile matches, or no image for this operation")))]
 pub async fn image(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
-    state.answer_image(&method, &headers, &ImageRequest::RtBrickImage).await
+    state.answer_image(&method, &headers, None, &ImageRequest::RtBrickImage).await
 }
 
 /// `GET /ztp/images/{file}`: one of the device's images by file name.
@@ -35,7 +35,7 @@ pub async fn image_file(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    state.answer_image(&method, &headers, &ImageRequest::RtBrickFile(file)).await
+    state.answer_image(&method, &headers, None, &ImageRequest::RtBrickFile(file)).await
 }
 
 /// `GET /ztp/config/{name}`: a named file of the profile, rendered for this device.

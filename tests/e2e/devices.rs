@@ -23,7 +23,7 @@ pub(crate) struct Lab {
     pub(crate) base: String,
     pub(crate) proc: procs::Proc,
     pub(crate) install: Vec<u8>,
-    update: Vec<u8>,
+    pub(crate) update: Vec<u8>,
 }
 
 impl Drop for Lab {
@@ -196,8 +196,10 @@ const WATERFALL: [&str; 6] = [
 async fn onie_walks_the_waterfall_and_gets_the_right_image() {
     let lab = lab("devices-onie").await;
     let wget = Client::builder().redirect(Policy::none()).build().expect("client");
-    // The first name of the waterfall answers (with and without .bin), for the serial's profile.
-    for name in [WATERFALL[0].to_owned(), format!("{}.bin", WATERFALL[5])] {
+    // Any name of the waterfall answers (with and without .bin), for the serial's profile. (The
+    // least specific first: after a full download ONIE asks a *later* name only when the
+    // installer failed, and that one is refused for the rest of the pass — see below.)
+    for name in [format!("{}.bin", WATERFALL[5]), WATERFALL[0].to_owned()] {
         let r = wget
             .get(format!("{}/{name}", lab.base))
             .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install"))
@@ -217,14 +219,16 @@ async fn onie_walks_the_waterfall_and_gets_the_right_image() {
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.bytes().await.expect("body").as_ref(), lab.update.as_slice());
-    // leaf07 has no update image: 404, not its installer.
+    // leaf07's own profile has no update image: the model default's (per-item fallback), never
+    // its installer.
     let r = wget
         .get(format!("{}/onie-updater", lab.base))
         .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "onie-update"))
         .send()
         .await
         .expect("get");
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body").as_ref(), lab.update.as_slice());
     // A name and an operation that disagree get nothing.
     let r = wget
         .get(format!("{}/onie-installer", lab.base))
@@ -248,6 +252,114 @@ async fn onie_walks_the_waterfall_and_gets_the_right_image() {
         .await
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
+}
+
+/// Every URL ONIE asks in one discovery pass, in its order (PROTOCOLS.md §1.3, §1.4): options
+/// 125 and 114 (`/onie`, when `fixed`), then the 12 default names, each bare and with `.bin`.
+fn discovery_pass(fixed: bool, prefix: &str) -> Vec<String> {
+    let mut urls = if fixed { vec!["onie".to_owned(), "onie".to_owned()] } else { vec![] };
+    for name in WATERFALL {
+        let name = name.replacen("onie-installer", prefix, 1);
+        urls.push(format!("{name}.bin"));
+        urls.insert(urls.len() - 1, name);
+    }
+    urls
+}
+
+/// Replays one pass of ONIE's discovery whose installer always fails (exits non-zero), as ONIE
+/// does: on to the next candidate after each download. Returns the body bytes served and the
+/// statuses.
+async fn replay_pass(lab: &Lab, urls: &[String], headers: &HeaderMap) -> (usize, Vec<(String, u16)>) {
+    // busybox wget: one connection per request, no redirects, no Range.
+    let wget = Client::builder().redirect(Policy::none()).pool_max_idle_per_host(0).build().expect("client");
+    let (mut bytes, mut statuses) = (0, Vec::new());
+    for url in urls {
+        let r = wget.get(format!("{}/{url}", lab.base)).headers(headers.clone()).send().await.expect("get");
+        let status = r.status().as_u16();
+        let body = r.bytes().await.expect("body");
+        if status == 200 {
+            bytes += body.len();
+        } else {
+            assert_eq!(status, 404, "{url}");
+        }
+        statuses.push((url.clone(), status));
+    }
+    (bytes, statuses)
+}
+
+/// A broken installer costs a switch one download per discovery pass, not one per name: ONIE
+/// asking for its next candidate right after a full download means the installer failed, and the
+/// same bytes are not sent again in that pass; the next pass gets them again (a repaired image
+/// must still install).
+#[tokio::test]
+async fn a_failing_installer_is_downloaded_once_per_discovery_pass() {
+    let lab = lab("devices-failing-installer").await;
+    let leaf07 = onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install");
+    // Partial discovery (port 80): the 12 names, the first answers.
+    let names = discovery_pass(false, "onie-installer");
+    assert_eq!(names.len(), 12);
+    for pass in 1..=2 {
+        let (bytes, statuses) = replay_pass(&lab, &names, &leaf07).await;
+        assert_eq!(bytes, lab.install.len(), "pass {pass}: {statuses:?}");
+        assert_eq!(statuses[0].1, 200, "pass {pass}: the most specific name");
+        assert!(statuses[1..].iter().all(|(_, s)| *s == 404), "pass {pass}: {statuses:?}");
+    }
+    // The refusal says why.
+    let r = Client::new()
+        .get(format!("{}/onie-installer", lab.base))
+        .headers(leaf07.clone())
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert!(r.text().await.expect("text").contains("not sending the same image again"));
+    // A HEAD or a range (not ONIE's wget) is never refused.
+    let r = Client::new()
+        .get(format!("{}/onie-installer", lab.base))
+        .headers(leaf07.clone())
+        .header("Range", "bytes=0-9")
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::PARTIAL_CONTENT);
+
+    // Options 125 and 114 both `/onie`, then the names: one download in the pass; the next pass
+    // (after ONIE's 20 s sleep, past the window) gets it again at `/onie`.
+    let other = onie_headers("SN-OTHER", "0c:42:a1:00:00:99", "os-install");
+    let urls = discovery_pass(true, "onie-installer");
+    let (bytes, statuses) = replay_pass(&lab, &urls, &other).await;
+    assert_eq!(bytes, lab.install.len(), "{statuses:?}");
+    assert_eq!(statuses[0], ("onie".to_owned(), 200));
+    tokio::time::sleep(ztp_operator::serve::onie_pass::SAME_PASS_WINDOW).await;
+    let (bytes, statuses) = replay_pass(&lab, &urls[..1], &other).await;
+    assert_eq!((bytes, statuses[0].1), (lab.install.len(), 200));
+
+    // An updater too (update mode), from the model default.
+    let update = onie_headers("SN-OTHER", "0c:42:a1:00:00:99", "onie-update");
+    let (bytes, statuses) = replay_pass(&lab, &discovery_pass(false, "onie-updater"), &update).await;
+    assert_eq!(bytes, lab.update.len(), "{statuses:?}");
+
+    // One warning per refusal, naming the device and the image.
+    let log = std::fs::read_to_string(&lab.proc.log).unwrap_or_default();
+    let warned =
+        log.lines().filter(|l| l.contains("InstallerFailed") && l.contains("serial SN-LEAF07")).count();
+    assert_eq!(warned, 11 + 11 + 1, "{}", procs::tail(&lab.proc.log, 40));
+    assert!(log.lines().any(|l| l.contains("InstallerFailed") && l.contains("nos/1/nos.bin")));
+}
+
+/// Update mode with ONIE's exact headers: a serial profile that names only an installer does not
+/// block the firmware update its model default gives (each ONIE image falls back on its own).
+#[tokio::test]
+async fn a_serial_profile_without_an_updater_gets_the_model_defaults() {
+    let lab = lab("devices-update-fallback").await;
+    let update = onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "onie-update");
+    let (bytes, statuses) = replay_pass(&lab, &discovery_pass(true, "onie-updater"), &update).await;
+    assert_eq!(statuses[0], ("onie".to_owned(), 200), "{statuses:?}");
+    assert_eq!(bytes, lab.update.len());
+    // Its own installer still wins for os-install (the serial's, here the same OsImage `nos`).
+    let install = onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install");
+    let (bytes, _) = replay_pass(&lab, &discovery_pass(false, "onie-installer")[..1], &install).await;
+    assert_eq!(bytes, lab.install.len());
 }
 
 #[tokio::test]

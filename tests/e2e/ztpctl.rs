@@ -133,6 +133,13 @@ async fn ztpctl_dhcp_writes_kea_and_isc_reservations_the_daemons_accept() {
         assert_eq!(kea_options(nvos), [(67, format!("{s}/nvos/{serial}/ztp.json"))]);
     }
     assert_eq!(hosts.len(), 6, "{out}");
+    // ONIE asks option 114 in install and update mode: always `/onie`, and no 125 besides it.
+    for host in hosts {
+        for (code, value) in kea_options(host) {
+            assert_ne!(code, 125, "{out}");
+            assert!(code != 114 || value == format!("{s}/onie"), "{out}");
+        }
+    }
     let defs = doc["Dhcp4"]["option-def"].as_array().expect("option-def");
     let mut codes: Vec<u64> = defs.iter().map(|d| d["code"].as_u64().expect("code")).collect();
     codes.sort();
@@ -274,8 +281,23 @@ async fn ztpctl_device_dry_runs_each_family_at_the_dhcp_urls() {
     assert!(out.contains("> ONIE-SERIAL-NUMBER: SN-OTHER\n") && out.contains("> ONIE-OPERATION: os-install"));
     assert!(out.contains(&format!("< size: {}  etag: \"{sha}\"", lab.install.len())), "{out}");
     assert!(out.len() < 4096, "the image itself was printed");
-    // leaf07 has no updater: the dry run says the device would fail, and exits non-zero.
+    // leaf07's profile has no updater: its model default's (per-item fallback).
     let (ok, out, err) = onie("SN-LEAF07", "onie-update").await;
+    assert!(ok, "{out}\n{err}");
+    assert!(out.contains(&format!("< size: {}  etag:", lab.update.len())), "{out}");
+    // A device no profile claims: the dry run says the device would fail, and exits non-zero.
+    let stranger = [
+        "--server",
+        base,
+        "device",
+        "--serial",
+        "SN-NOBODY",
+        "--family",
+        "onie",
+        "--operation",
+        "onie-update",
+    ];
+    let (ok, out, err) = ztpctl(&stranger).await;
     assert!(!ok && out.contains("< 404 Not Found"), "{out}");
     assert!(err.contains("the device would fail: HEAD") && err.contains("404"), "{err}");
 
