@@ -243,14 +243,25 @@ pub fn stalled_reason(o: &OsImage) -> Option<String> {
     condition(o, ConditionType::Stalled).filter(|(s, _, _)| s == "True").map(|(_, r, _)| r)
 }
 
-async fn event_reasons(client: &Client, ns: &str, name: &str) -> Vec<String> {
+/// The reasons of the Events about `name`, once every one of `wanted` is among them (Events are
+/// recorded after the status write that a test waits for, so they may trail it); after 10 s,
+/// whatever is there.
+async fn event_reasons(client: &Client, ns: &str, name: &str, wanted: &[&str]) -> Vec<String> {
     let events: Api<Event> = Api::namespaced(client.clone(), ns);
-    let list = events.list(&ListParams::default()).await.expect("list events");
-    list.items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .filter_map(|e| e.reason)
-        .collect()
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        let reasons: Vec<String> = list
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .filter_map(|e| e.reason)
+            .collect();
+        if wanted.iter().all(|w| reasons.iter().any(|r| r == w)) || std::time::Instant::now() > deadline {
+            return reasons;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 fn path(p: &str, v: &str, f: &str) -> ImagePath {
@@ -299,7 +310,7 @@ async fn happy_path(backend: Backend) {
     assert_eq!(raw["images"][0]["tags"], json!({"firmware-image": ""}));
     assert_eq!(raw["images"][0]["path"], "cumulus-linux/5.14.0/cumulus.bin");
     assert!(store.leftovers().await.is_empty());
-    let reasons = event_reasons(&t.client, &t.namespace, "cumulus").await;
+    let reasons = event_reasons(&t.client, &t.namespace, "cumulus", &["Fetching", "Stored"]).await;
     assert!(reasons.iter().any(|r| r == "Fetching") && reasons.iter().any(|r| r == "Stored"), "{reasons:?}");
 
     // A restarted controller finds the file in place: no second download.
@@ -399,7 +410,7 @@ async fn source_errors(backend: Backend) {
         assert_eq!(tries, 3, "{n}: one request per attempt");
     }
     assert!(store.store.manifest().await.expect("manifest").images.is_empty());
-    let reasons = event_reasons(&t.client, &t.namespace, "gone").await;
+    let reasons = event_reasons(&t.client, &t.namespace, "gone", &["FetchFailed"]).await;
     assert!(reasons.iter().any(|r| r == "FetchFailed"), "{reasons:?}");
 
     // Fixing the source and touching the spec (a new generation) starts over and succeeds.
