@@ -1,6 +1,6 @@
 //! ONIE's discovery pass, and not feeding a failing installer to a switch again within one pass.
 //!
-//! ONIE tries candidates in a fixed order (PROTOCOLS.md §1.3): the URLs of DHCP option 125
+//! ONIE tries candidates in a fixed order (docs/protocols.md §1.3): the URLs of DHCP option 125
 //! (sub-option 1 or 2) and 114 — here the fixed URL `/onie` —, then for each HTTP server the 12
 //! default names, most specific first (`onie-installer-<arch>-<machine>-r<rev>`, its `.bin` twin,
 //! … `onie-installer`, `onie-installer.bin`), then option 67 as a URL. An installer that

@@ -254,7 +254,7 @@ async fn onie_walks_the_waterfall_and_gets_the_right_image() {
     assert_eq!(r.status(), StatusCode::OK);
 }
 
-/// Every URL ONIE asks in one discovery pass, in its order (PROTOCOLS.md §1.3, §1.4): options
+/// Every URL ONIE asks in one discovery pass, in its order (docs/protocols.md §1.3, §1.4): options
 /// 125 and 114 (`/onie`, when `fixed`), then the 12 default names, each bare and with `.bin`.
 fn discovery_pass(fixed: bool, prefix: &str) -> Vec<String> {
     let mut urls = if fixed { vec!["onie".to_owned(), "onie".to_owned()] } else { vec![] };
