@@ -14,8 +14,11 @@
 //! clone's `ztp-operator` artifacts would have exactly the names of the outer ones (and the
 //! uplifted `target/debug/ztp-operator`, which `CARGO_BIN_EXE_*` of the outer tests points at,
 //! too): sharing the outer dir would overwrite what the outer run is testing. A dedicated dir is
-//! cold once per checkout, then only the clone's own crate is rebuilt. Logs of both commands go to
-//! `<that dir>/readme-logs/`; their tails are printed on failure.
+//! cold once per checkout, then only the clone's own crate is rebuilt. It is not cold for the
+//! dependencies: a new dir is first seeded with the outer run's compiled dependencies (every
+//! artifact but this package's own), which cargo reuses as they are (same `Cargo.lock`, compiler
+//! and profile, so the same hashes) — a cold CI run compiles the dependencies once, not twice.
+//! Logs of both commands go to `<that dir>/readme-logs/`; their tails are printed on failure.
 
 use std::{
     io::{Read, Write},
@@ -250,6 +253,7 @@ fn readme_commands_work_from_a_fresh_clone() {
     let target = std::env::var_os("ZTP_README_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| outer_target.join("readme-clone"));
+    seed_dependencies(&outer_target.join("debug"), &target.join("debug"));
     let logs = target.join("readme-logs");
     std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("create {}: {e}", logs.display()));
 
@@ -357,6 +361,63 @@ fn readme_commands_work_from_a_fresh_clone() {
     assert!(output.contains("==> all green"), "{}", suite.tail(80));
     eprintln!("readme: `{}` passed in the clone in {} s", qs.suite, started.elapsed().as_secs());
     keep_on_failure.success();
+}
+
+/// Artifacts of this package (its library, binaries and test targets), which the clone must build
+/// from its own sources; everything else in `deps/`, `build/` and `.fingerprint/` is a dependency.
+fn is_own_artifact(name: &str) -> bool {
+    const OWN: [&str; 7] =
+        ["ztp_operator-", "libztp_operator-", "ztp-operator-", "ztpctl-", "e2e-", "crds_in_sync-", "readme-"];
+    OWN.iter().any(|p| name.starts_with(p))
+}
+
+/// Copies the outer run's compiled dependencies into the clone's (new) target dir. A dir that
+/// already has `deps/` is left alone: cargo keeps it up to date itself.
+fn seed_dependencies(outer: &Path, clone: &Path) {
+    if clone.join("deps").exists() || !outer.join("deps").exists() {
+        return;
+    }
+    let started = Instant::now();
+    let mut bytes = 0u64;
+    for sub in ["deps", "build", ".fingerprint"] {
+        let Ok(entries) = std::fs::read_dir(outer.join(sub)) else { continue };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if is_own_artifact(&name.to_string_lossy()) {
+                continue;
+            }
+            bytes += copy_tree(&entry.path(), &clone.join(sub).join(&name));
+        }
+    }
+    eprintln!(
+        "readme: seeded {} with {} MiB of compiled dependencies from {} in {} s",
+        clone.display(),
+        bytes >> 20,
+        outer.display(),
+        started.elapsed().as_secs()
+    );
+}
+
+/// Copies a file or a directory tree, keeping modification times; returns the bytes copied. A
+/// file that cannot be copied is skipped (cargo then builds that dependency itself).
+fn copy_tree(from: &Path, to: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(from) else { return 0 };
+    if meta.is_dir() {
+        let _ = std::fs::create_dir_all(to);
+        std::fs::read_dir(from)
+            .map(|entries| entries.flatten().map(|e| copy_tree(&e.path(), &to.join(e.file_name()))).sum())
+            .unwrap_or(0)
+    } else if meta.is_file() {
+        let _ = to.parent().map(std::fs::create_dir_all);
+        let copied = std::fs::copy(from, to).unwrap_or(0);
+        // Cargo compares modification times of build-script outputs: keep the originals.
+        if let (Ok(mtime), Ok(file)) = (meta.modified(), std::fs::File::options().write(true).open(to)) {
+            let _ = file.set_modified(mtime);
+        }
+        copied
+    } else {
+        0
+    }
 }
 
 /// Keeps the clone (its logs, `target/e2e-logs`) for a look when the test fails; removes it when it
