@@ -333,10 +333,7 @@ async fn publish_snapshot(
 /// image is Ready.
 pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let backend = FsBackend::new(&args.data)?;
-    let swept = backend.sweep_temp(Duration::from_secs(600))?;
-    if swept > 0 {
-        tracing::info!(files = swept, "removed temporary files left by an interrupted run");
-    }
+    backend.start_temp_sweeper();
     let core = ImageContext {
         store: Store::new(Arc::new(backend)),
         fetcher: Fetcher::new(args.images.fetch_config(None))?,
