@@ -86,6 +86,7 @@ impl StoreArgs {
     pub async fn open(&self) -> Result<Store, ConfigError> {
         if let Some(dir) = &self.store_dir {
             let backend = FsBackend::new(dir)?;
+            backend.start_temp_sweeper();
             return Ok(Store::new(std::sync::Arc::new(backend)));
         }
         let bucket = self

@@ -98,51 +98,28 @@ fn generation_of(spec: &Value) -> i64 {
     i64::try_from(h >> 2).unwrap_or(1).max(1)
 }
 
-fn load(dir: &Path) -> Result<Desired, Error> {
+/// What the folder declares, and the files that could not be read (each skipped whole, with why).
+struct Folder {
+    desired: Desired,
+    problems: Vec<Error>,
+}
+
+/// Reads every YAML file of the folder. A file that does not parse, or holds a document that is
+/// not a valid object of its kind, is skipped whole and reported in [`Folder::problems`]; the
+/// error is an OsImage declared twice (which file wins cannot be told).
+fn load(dir: &Path) -> Result<Folder, Error> {
     let mut desired = Desired::default();
+    let mut problems = Vec::new();
     for (path, _, mtime) in fingerprint(dir) {
-        let err = |message: String| Error::Manifests { path: path.clone(), message };
-        for (i, value) in read_documents(&path)? {
-            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
-            let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
-            match kind.as_str() {
-                "OsImage" => {
-                    let mut image: OsImage = serde_json::from_value(value.clone()).map_err(doc_err)?;
-                    let meta = &mut image.metadata;
-                    meta.namespace.get_or_insert_with(|| "default".into());
-                    meta.generation = Some(generation_of(&value["spec"]));
-                    // Older files win conflicts, as older objects do in a cluster.
-                    meta.creation_timestamp = mtime.and_then(|t| Timestamp::try_from(t).ok()).map(Time);
-                    image.status = None;
-                    resolve_relative_file_url(&mut image, dir);
-                    desired.images.push(Arc::new(image));
-                }
-                "SwitchProfile" => {
-                    let mut profile: SwitchProfile =
-                        serde_json::from_value(value.clone()).map_err(doc_err)?;
-                    profile.metadata.namespace.get_or_insert_with(|| "default".into());
-                    profile.metadata.generation = Some(generation_of(&value["spec"]));
-                    profile.status = None;
-                    desired.profiles.push(Arc::new(profile));
-                }
-                "ConfigMap" => {
-                    let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
-                    let key = (
-                        cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                        cm.metadata.name.clone().unwrap_or_default(),
-                    );
-                    desired.config_maps.insert(key, config_map_data(cm));
-                }
-                "Secret" => {
-                    let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
-                    let key = (
-                        s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                        s.metadata.name.clone().unwrap_or_default(),
-                    );
-                    desired.secrets.insert(key, secret_data(s));
-                }
-                _ => {} // anything else is not ours
+        let mut file = Desired::default();
+        match load_file(dir, &path, mtime, &mut file) {
+            Ok(()) => {
+                desired.images.extend(file.images);
+                desired.profiles.extend(file.profiles);
+                desired.config_maps.extend(file.config_maps);
+                desired.secrets.extend(file.secrets);
             }
+            Err(e) => problems.push(e),
         }
     }
     let mut seen = std::collections::HashSet::new();
@@ -155,13 +132,65 @@ fn load(dir: &Path) -> Result<Desired, Error> {
             });
         }
     }
-    Ok(desired)
+    Ok(Folder { desired, problems })
+}
+
+/// The objects of one YAML file, added to `desired`.
+fn load_file(dir: &Path, path: &Path, mtime: Option<SystemTime>, desired: &mut Desired) -> Result<(), Error> {
+    let err = |message: String| Error::Manifests { path: path.to_path_buf(), message };
+    for (i, value) in read_documents(path)? {
+        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+        let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
+        match kind.as_str() {
+            "OsImage" => {
+                let mut image: OsImage = serde_json::from_value(value.clone()).map_err(doc_err)?;
+                let meta = &mut image.metadata;
+                meta.namespace.get_or_insert_with(|| "default".into());
+                meta.generation = Some(generation_of(&value["spec"]));
+                // Older files win conflicts, as older objects do in a cluster.
+                meta.creation_timestamp = mtime.and_then(|t| Timestamp::try_from(t).ok()).map(Time);
+                image.status = None;
+                resolve_relative_file_url(&mut image, dir);
+                desired.images.push(Arc::new(image));
+            }
+            "SwitchProfile" => {
+                let mut profile: SwitchProfile = serde_json::from_value(value.clone()).map_err(doc_err)?;
+                profile.metadata.namespace.get_or_insert_with(|| "default".into());
+                profile.metadata.generation = Some(generation_of(&value["spec"]));
+                profile.status = None;
+                desired.profiles.push(Arc::new(profile));
+            }
+            "ConfigMap" => {
+                let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
+                let key = (
+                    cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                    cm.metadata.name.clone().unwrap_or_default(),
+                );
+                desired.config_maps.insert(key, config_map_data(cm));
+            }
+            "Secret" => {
+                let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
+                let key = (
+                    s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+                    s.metadata.name.clone().unwrap_or_default(),
+                );
+                desired.secrets.insert(key, secret_data(s));
+            }
+            _ => {} // anything else is not ours
+        }
+    }
+    Ok(())
 }
 
 /// The non-empty YAML documents of one file, with their 0-based index in the file.
 fn read_documents(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
     let err = |message: String| Error::Manifests { path: path.to_path_buf(), message };
+    let size = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
+    if size > MAX_YAML_BYTES {
+        return Err(err(format!("{size} bytes; a manifest file may have at most {MAX_YAML_BYTES}")));
+    }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    yaml_nesting_within(&text, MAX_YAML_DEPTH).map_err(err)?;
     let mut docs = Vec::new();
     for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
         let value: Value =
@@ -171,6 +200,48 @@ fn read_documents(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
         }
     }
     Ok(docs)
+}
+
+/// Largest manifest file read (a Kubernetes object is at most about 1.5 MiB).
+pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
+/// Deepest nesting a manifest file may have, checked before it is parsed (the YAML parser itself
+/// takes minutes for 100,000 levels before the deserializer's own limit of 128 applies).
+pub const MAX_YAML_DEPTH: usize = 128;
+
+/// Checks, in one linear pass and without parsing, that no line of `text` nests deeper than
+/// `max`: flow collections (`[`, `{`) open across lines, block sequences started on one line
+/// (`- - - x`) and indentation (two columns counted as one level) all count. Quoted scalars and
+/// comments are skipped. Errs with what was found.
+pub fn yaml_nesting_within(text: &str, max: usize) -> Result<(), String> {
+    let mut flow = 0usize;
+    for (n, line) in text.lines().enumerate() {
+        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
+        let mut rest = &line[indent..];
+        let mut dashes = 0;
+        while let Some(r) = rest.strip_prefix('-').filter(|r| r.is_empty() || r.starts_with([' ', '\t'])) {
+            dashes += 1;
+            rest = r.trim_start_matches([' ', '\t']);
+        }
+        let mut quote: Option<char> = None;
+        for ch in rest.chars() {
+            match (quote, ch) {
+                (Some(q), c) if c == q => quote = None,
+                (Some(_), _) => {}
+                (None, '"' | '\'') => quote = Some(ch),
+                (None, '#') => break,
+                (None, '[' | '{') => flow += 1,
+                (None, ']' | '}') => flow = flow.saturating_sub(1),
+                _ => {}
+            }
+            if flow > max {
+                return Err(format!("line {}: nested more than {max} levels deep", n + 1));
+            }
+        }
+        if indent / 2 + dashes > max {
+            return Err(format!("line {}: nested more than {max} levels deep", n + 1));
+        }
+    }
+    Ok(())
 }
 
 /// Reads the SwitchProfiles of `path`: one YAML file (any extension), or every `*.yaml` /
@@ -333,10 +404,7 @@ async fn publish_snapshot(
 /// image is Ready.
 pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let backend = FsBackend::new(&args.data)?;
-    let swept = backend.sweep_temp(Duration::from_secs(600))?;
-    if swept > 0 {
-        tracing::info!(files = swept, "removed temporary files left by an interrupted run");
-    }
+    backend.start_temp_sweeper();
     let core = ImageContext {
         store: Store::new(Arc::new(backend)),
         fetcher: Fetcher::new(args.images.fetch_config(None))?,
@@ -345,7 +413,11 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         external_url: args.images.external_url.clone(),
     };
     let book = Arc::new(StatusBook::open(&args.data)?);
-    let desired = Arc::new(Mutex::new(load(&args.manifests)?));
+    let loaded = load(&args.manifests)?;
+    for problem in &loaded.problems {
+        println!("skipping {problem}");
+    }
+    let desired = Arc::new(Mutex::new(loaded.desired));
     let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
     let profile_lookup = Lookup(desired.clone());
     let mut last_problems = BTreeMap::new();
@@ -447,6 +519,9 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                     Ok(Next::Resync(d)) => { settled.insert(key.clone(), true); due.insert(key, Instant::now() + d); }
                     Ok(Next::Stalled) => { settled.insert(key.clone(), false); due.insert(key, Instant::now() + Duration::from_secs(3600 * 24)); }
                     Ok(Next::Retry(d)) => { settled.remove(&key); due.insert(key, Instant::now() + d); }
+                    // With --once nothing else would end the run: a status that cannot be
+                    // written is the run's error.
+                    Err(e) if args.once => return Err(Error::Report(e)),
                     Err(e) => { println!("{e}"); due.insert(key, Instant::now() + poll); }
                 }
             }
@@ -458,7 +533,14 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         if now_print != print {
             print = now_print;
             match load(&args.manifests) {
-                Ok(d) => {
+                // A file that no longer reads keeps everything as it was: taking its objects
+                // away would delete their images (deletionPolicy) over a typo.
+                Ok(Folder { problems, .. }) if !problems.is_empty() => {
+                    for problem in &problems {
+                        println!("keeping the previous desired state: {problem}");
+                    }
+                }
+                Ok(Folder { desired: d, .. }) => {
                     *desired.lock().expect("desired lock") = d;
                     dirty = true;
                     // Changed specs get a new generation: look at everything again.
@@ -468,5 +550,39 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 Err(e) => println!("keeping the previous desired state: {e}"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yaml_nesting_is_measured_before_parsing() {
+        let ok = "a:\n  b:\n    - [1, {c: \"[[[[\"}]  # [[[[\n    - - - x\n";
+        assert_eq!(yaml_nesting_within(ok, 8), Ok(()));
+        for deep in ["[".repeat(200), "{a: ".repeat(200), "- ".repeat(200) + "x", " ".repeat(400) + "x"] {
+            let err = yaml_nesting_within(&deep, 128).expect_err("too deep");
+            assert!(err.contains("nested more than 128 levels"), "{err}");
+        }
+        // Across lines, flow collections add up; closing brackets bring the depth back.
+        let spread = "[\n".repeat(100) + &"]\n".repeat(100) + &"[\n".repeat(100);
+        assert_eq!(yaml_nesting_within(&spread, 128), Ok(()));
+        assert!(yaml_nesting_within(&(spread + &"[".repeat(30)), 128).is_err());
+    }
+
+    #[test]
+    fn a_bad_file_is_skipped_and_reported() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let image = "apiVersion: ztp.netops.dev/v1alpha1\nkind: OsImage\nmetadata: {name: a}\nspec:\n  platform: lab\n  version: \"1\"\n  source: {url: {url: \"file:///x\"}}\n  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n";
+        std::fs::write(dir.path().join("good.yaml"), image).expect("write");
+        std::fs::write(dir.path().join("bad.yaml"), "kind: OsImage\nspec: [\n").expect("write");
+        std::fs::write(dir.path().join("deep.yaml"), "[".repeat(100_000)).expect("write");
+        let folder = load(dir.path()).expect("the folder loads");
+        assert_eq!(folder.desired.images.len(), 1);
+        let problems: Vec<String> = folder.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("bad.yaml")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("deep.yaml") && p.contains("nested")), "{problems:?}");
     }
 }

@@ -13,7 +13,7 @@ pub mod switchprofile;
 
 pub use conditions::{ConditionStatus, ConditionType};
 pub use content::{Content, KeyRef, ObjectRef};
-pub use names::{ImagePath, SegmentError, validate_segment};
+pub use names::{ImagePath, SegmentError, validate_length, validate_segment};
 pub use osimage::{
     Artifact, DeletionPolicy, ImageSource, OsImage, OsImagePhase, OsImageSpec, OsImageStatus, Progress,
     S3Source, UrlSource,

@@ -43,6 +43,20 @@ pub fn each_segment_rule(what: &str) -> kube::core::Rule {
         .message(kube::core::Message::Message(segment_message(what)))
 }
 
+/// Names the store uses for itself at its top level, refused as any path segment in any letter
+/// case (a file system may not tell `Manifest.JSON` from `manifest.json`): the manifest, the
+/// temporary and status directories, the manifest lock and the device snapshots' platform.
+pub const RESERVED_NAMES: [&str; 5] = ["manifest.json", ".tmp", ".status", ".manifest.lock", "ztp-snapshots"];
+
+/// The platform the store keeps device snapshots under (reserved: only the store itself writes
+/// there, through [`ImagePath::internal`]).
+pub const SNAPSHOT_PLATFORM: &str = "ztp-snapshots";
+
+/// Whether `name` is one of [`RESERVED_NAMES`], in any letter case.
+pub fn is_reserved(name: &str) -> bool {
+    RESERVED_NAMES.iter().any(|r| r.eq_ignore_ascii_case(name))
+}
+
 /// Why a name is not a safe path segment.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SegmentError {
@@ -56,10 +70,26 @@ pub enum SegmentError {
     LeadingDot { what: &'static str, name: String },
     #[error("{what} {name:?} contains '..'")]
     DotDot { what: &'static str, name: String },
+    #[error(
+        "{what} {name:?} is reserved for the store's own use (reserved in any letter case: manifest.json, .tmp, .status, .manifest.lock, ztp-snapshots)"
+    )]
+    Reserved { what: &'static str, name: String },
 }
 
 fn allowed(ch: char) -> bool {
     ch.is_ascii_alphanumeric() || matches!(ch, '.' | '_' | '+' | '~' | '@' | '=' | ',' | '-')
+}
+
+/// The length part of [`validate_segment`]: at most [`MAX_SEGMENT_LEN`] characters. Also the
+/// bound on every identity header a device sends (serial number, model, version…: see
+/// `profile::identity::check_identity_headers`), so no value a device names itself by is longer
+/// than a serial number in a path may be.
+pub fn validate_length(what: &'static str, value: &str) -> Result<(), SegmentError> {
+    let len = value.chars().count();
+    if len > MAX_SEGMENT_LEN {
+        return Err(SegmentError::TooLong { what, len });
+    }
+    Ok(())
 }
 
 /// Checks that `name` can be used as one path segment. `what` names the field in the error
@@ -68,10 +98,7 @@ pub fn validate_segment(what: &'static str, name: &str) -> Result<(), SegmentErr
     if name.is_empty() {
         return Err(SegmentError::Empty { what });
     }
-    let len = name.chars().count();
-    if len > MAX_SEGMENT_LEN {
-        return Err(SegmentError::TooLong { what, len });
-    }
+    validate_length(what, name)?;
     if let Some(ch) = name.chars().find(|c| !allowed(*c)) {
         return Err(SegmentError::BadChar { what, name: name.to_owned(), ch });
     }
@@ -80,6 +107,9 @@ pub fn validate_segment(what: &'static str, name: &str) -> Result<(), SegmentErr
     }
     if name.contains("..") {
         return Err(SegmentError::DotDot { what, name: name.to_owned() });
+    }
+    if is_reserved(name) {
+        return Err(SegmentError::Reserved { what, name: name.to_owned() });
     }
     Ok(())
 }
@@ -95,6 +125,15 @@ pub struct ImagePath {
 impl ImagePath {
     pub fn new(platform: &str, version: &str, filename: &str) -> Result<Self, SegmentError> {
         validate_segment("platform", platform)?;
+        validate_segment("version", version)?;
+        validate_segment("filename", filename)?;
+        Ok(Self { platform: platform.to_owned(), version: version.to_owned(), filename: filename.to_owned() })
+    }
+
+    /// The path of one of the store's own files under a reserved platform (the device snapshots'
+    /// `ztp-snapshots`): the version and file name are validated, the platform must be reserved.
+    pub fn internal(platform: &'static str, version: &str, filename: &str) -> Result<Self, SegmentError> {
+        debug_assert!(is_reserved(platform), "{platform} is not a reserved name");
         validate_segment("version", version)?;
         validate_segment("filename", filename)?;
         Ok(Self { platform: platform.to_owned(), version: version.to_owned(), filename: filename.to_owned() })
@@ -193,9 +232,27 @@ mod tests {
             "a...",
             "a.b..",
         ] {
-            let by_rule = validate_segment("name", name).is_ok();
+            // The pattern states the characters; reserved names are refused by the rule alone.
+            let by_rule = validate_segment("name", name).is_ok() || is_reserved(name);
             assert_eq!(pattern.is_match(name), by_rule, "{name:?}");
         }
+    }
+
+    #[test]
+    fn reserved_names_are_refused_in_any_case() {
+        for name in ["manifest.json", "MANIFEST.JSON", "Manifest.Json", "ztp-snapshots", "ZTP-Snapshots"] {
+            let err = validate_segment("platform", name).expect_err(name);
+            assert!(matches!(err, SegmentError::Reserved { .. }), "{name}: {err:?}");
+            assert!(err.to_string().contains("reserved"), "{err}");
+        }
+        for name in [".tmp", ".STATUS", ".manifest.lock"] {
+            assert!(validate_segment("version", name).is_err(), "{name}");
+        }
+        assert_eq!(validate_segment("filename", "manifest.json.bin"), Ok(()));
+        assert!(ImagePath::new("manifest.json", "1", "a.bin").is_err());
+        assert!(ImagePath::new("lab", "1", "Manifest.json").is_err());
+        let snap = ImagePath::internal("ztp-snapshots", "v1", "snapshot.json").expect("internal path");
+        assert_eq!(snap.to_string(), "ztp-snapshots/v1/snapshot.json");
     }
 
     #[test]

@@ -149,11 +149,58 @@ const OS_VERSION: Sources = Sources {
     cumulus: &[&H_CUMULUS_VERSION, &H_CUMULUS_BUILD],
 };
 
-/// The value of header `name`: the first of its values that is UTF-8 and not empty once trimmed.
+/// Every header a device identity is read from, with the name an error message shows.
+static IDENTITY_HEADERS: [(&HeaderName, &str); 22] = [
+    (&H_ONIE_SERIAL, "header ONIE-SERIAL-NUMBER"),
+    (&H_ONIE_ETH_ADDR, "header ONIE-ETH-ADDR"),
+    (&H_ONIE_VENDOR_ID, "header ONIE-VENDOR-ID"),
+    (&H_ONIE_MACHINE, "header ONIE-MACHINE"),
+    (&H_ONIE_MACHINE_REV, "header ONIE-MACHINE-REV"),
+    (&H_ONIE_ARCH, "header ONIE-ARCH"),
+    (&H_ONIE_OPERATION, "header ONIE-OPERATION"),
+    (&H_ONIE_VERSION, "header ONIE-VERSION"),
+    (&H_SERIAL, "header SERIAL-NUMBER"),
+    (&H_PRODUCT_NAME, "header PRODUCT-NAME"),
+    (&H_BASE_MAC, "header BASE-MAC-ADDRESS"),
+    (&H_NVOS_VERSION, "header NVOS-VERSION"),
+    (&H_NVUE_VERSION, "header NVUE-VERSION"),
+    (&H_SONIC_VERSION, "header SONiC-VERSION"),
+    (&H_CUMULUS_SERIAL, "header CUMULUS-SERIAL"),
+    (&H_CUMULUS_BASE_MAC, "header CUMULUS-BASE-MAC"),
+    (&H_CUMULUS_PRODUCTNAME, "header CUMULUS-PRODUCTNAME"),
+    (&H_CUMULUS_VERSION, "header CUMULUS-VERSION"),
+    (&H_CUMULUS_BUILD, "header CUMULUS-BUILD"),
+    (&H_CONTAINER_NAME, "header CONTAINER-NAME"),
+    (&H_ELEMENT_NAME, "header ELEMENT-NAME"),
+    (&H_HOST_NAME, "header HOST-NAME"),
+];
+
+/// Checks that no identity header is longer than a path segment may be
+/// ([`validate_length`](crate::api::validate_length): [`MAX_SEGMENT_LEN`] characters once
+/// trimmed). A device names itself by these values: they key the rendered-document cache, the
+/// activity record and the log line, so an anonymous client must not make them as large as it
+/// likes. The error names the header and the limit (the server answers it with 400).
+///
+/// [`MAX_SEGMENT_LEN`]: crate::api::names::MAX_SEGMENT_LEN
+pub fn check_identity_headers(headers: &HeaderMap) -> Result<(), crate::api::SegmentError> {
+    for (name, what) in &IDENTITY_HEADERS {
+        for v in headers.get_all(*name) {
+            // Not UTF-8: never read (see `header_value`), so its length does not matter.
+            if let Ok(s) = std::str::from_utf8(v.as_bytes()) {
+                crate::api::validate_length(what, s.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The value of header `name`: the first of its values that is UTF-8, not empty once trimmed and
+/// not longer than [`check_identity_headers`] allows (an over-long value is refused before a
+/// device is answered; here, for log lines, it counts as absent).
 fn header_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     headers.get_all(name).iter().find_map(|v| {
         let s = std::str::from_utf8(v.as_bytes()).ok()?.trim();
-        (!s.is_empty()).then(|| s.to_owned())
+        (!s.is_empty() && crate::api::validate_length("header", s).is_ok()).then(|| s.to_owned())
     })
 }
 
@@ -339,6 +386,30 @@ mod tests {
             ("ONIE-OPERATION", "os-install"),
             ("ONIE-VERSION", "2021.11"),
         ])
+    }
+
+    #[test]
+    fn identity_headers_are_bounded_like_path_segments() {
+        let max = crate::api::names::MAX_SEGMENT_LEN;
+        let ok = headers(&[("SERIAL-NUMBER", &"S".repeat(max)), ("PRODUCT-NAME", "N5110_LD")]);
+        assert_eq!(check_identity_headers(&ok), Ok(()));
+        assert_eq!(DeviceIdentity::from_headers(&ok, Family::Nvos).serial.map(|s| s.len()), Some(max));
+        for header in IDENTITY_HEADERS.iter().map(|(n, _)| n.as_str()) {
+            let long = headers(&[(header, &"x".repeat(max + 1))]);
+            let err = check_identity_headers(&long).expect_err(header);
+            let text = err.to_string();
+            assert!(text.to_lowercase().starts_with(&format!("header {header}")), "{text}");
+            assert!(text.contains(&format!("at most {max}")), "{text}");
+            let id = DeviceIdentity::from_headers(&long, Family::Unknown);
+            assert_eq!(
+                (id.serial, id.models, id.os_version, id.host_name),
+                (None, vec![], None, None),
+                "{header}"
+            );
+        }
+        // Surrounding whitespace is not counted, as it is not kept.
+        let padded = headers(&[("SERIAL-NUMBER", &format!("  {}  ", "S".repeat(max)))]);
+        assert_eq!(check_identity_headers(&padded), Ok(()));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::{
     store::{Manifest, ManifestEntry, Store, StoreError},
 };
 
-pub const SNAPSHOT_PLATFORM: &str = "ztp-snapshots";
+pub use crate::api::names::SNAPSHOT_PLATFORM;
 pub const SNAPSHOT_FILE: &str = "snapshot.json";
 pub const SNAPSHOT_TAG: &str = "ztp-snapshot";
 pub const CURRENT_TAG: &str = "ztp-snapshot-current";
@@ -52,7 +52,7 @@ pub async fn publish(store: &Store, snapshot: &Snapshot) -> Result<bool, Snapsho
         return Ok(false);
     }
     let path =
-        ImagePath::new(SNAPSHOT_PLATFORM, &snapshot.version, SNAPSHOT_FILE).map_err(StoreError::from)?;
+        ImagePath::internal(SNAPSHOT_PLATFORM, &snapshot.version, SNAPSHOT_FILE).map_err(StoreError::from)?;
     let bytes = Bytes::from(serde_json::to_vec(snapshot).expect("a snapshot always serialises"));
     let sha = Sha256Digest::of(&bytes);
     let mut pruned = Vec::new();

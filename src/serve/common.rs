@@ -19,7 +19,7 @@ use super::{AppState, activity::DeviceOutcome};
 use crate::{
     api::validate_segment,
     profile::{
-        identity::{DeviceIdentity, Family},
+        identity::{DeviceIdentity, Family, check_identity_headers},
         render::RenderContext,
         snapshot::ProfileSnapshot,
     },
@@ -81,7 +81,8 @@ pub struct Asking {
     pub base: Option<String>,
 }
 
-/// Identifies the device: from its headers, and from the serial number in the path (where the
+/// Identifies the device: from its headers (400 when one is longer than a path segment may be:
+/// [`check_identity_headers`]), and from the serial number in the path (where the
 /// route has one) only when no header names one — a `dynamic-url` may build that segment from
 /// the product name or host name, never a reason to take the device for another. The error is
 /// the response to send.
@@ -95,6 +96,9 @@ pub fn identify(
     let Some(loaded) = state.server.loaded() else {
         return Err(text(StatusCode::SERVICE_UNAVAILABLE, "no device snapshot loaded yet\n"));
     };
+    if let Err(e) = check_identity_headers(headers) {
+        return Err(text(StatusCode::BAD_REQUEST, format!("{e}\n")));
+    }
     let mut id = DeviceIdentity::from_headers(headers, family);
     if let Some(serial) = path_serial {
         if validate_segment("serial number", serial).is_err() {
@@ -269,6 +273,21 @@ fn route_device(path: &str) -> (Family, Option<&str>) {
     (family, serial)
 }
 
+/// Text an anonymous client sent, made safe for one log line: at most `max` characters, and
+/// every control character (newline, carriage return, escape, …) written as its Rust escape
+/// (`\n`, `\u{1b}`), so a client cannot forge log lines or terminal sequences.
+pub fn loggable(s: &str, max: usize) -> String {
+    let mut out = String::with_capacity(s.len().min(max));
+    for ch in s.chars().take(max) {
+        if ch.is_control() || ch == '\\' {
+            out.extend(ch.escape_default());
+        } else {
+            out.push(ch);
+        }
+    }
+    out
+}
+
 /// The body of a rendered text file.
 pub fn rendered(content_type: &'static str, body: impl Into<Body>) -> Response {
     let mut r = Response::new(body.into());
@@ -342,6 +361,14 @@ mod tests {
         assert!(!nets.allows(ip("192.168.0.1")));
         assert!(!nets.allows(ip("::ffff:192.168.0.1")));
         assert!(!nets.allows(ip("2001:db8::1")));
+    }
+
+    #[test]
+    fn loggable_text_stays_on_one_line() {
+        assert_eq!(loggable("ok 1", 10), "ok 1");
+        assert_eq!(loggable("a\nFORGED b\r\x1b[2J\\n", 100), "a\\nFORGED b\\r\\u{1b}[2J\\\\n");
+        assert_eq!(loggable("abcdef", 3), "abc");
+        assert_eq!(loggable("é\u{85}", 5), "é\\u{85}");
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl ApiError {
             SegmentError::TooLong { what, .. } => (*what, "string_too_long"),
             SegmentError::BadChar { what, .. }
             | SegmentError::LeadingDot { what, .. }
-            | SegmentError::DotDot { what, .. } => (*what, "string_pattern_mismatch"),
+            | SegmentError::DotDot { what, .. }
+            | SegmentError::Reserved { what, .. } => (*what, "string_pattern_mismatch"),
         };
         Self::invalid("path", name, e.to_string(), kind)
     }
@@ -244,10 +245,10 @@ pub(crate) async fn whoami(
 /// A path of the files API, validated: `422` for a segment that is not a safe name, `404` for
 /// the snapshots' platform.
 fn file_path(platform: &str, version: &str, filename: &str) -> Result<ImagePath, ApiError> {
-    validate_segment("platform", platform).map_err(|e| ApiError::segment(&e))?;
     if platform == SNAPSHOT_PLATFORM {
         return Err(ApiError::detail(StatusCode::NOT_FOUND, "File not found in S3."));
     }
+    validate_segment("platform", platform).map_err(|e| ApiError::segment(&e))?;
     validate_segment("version", version).map_err(|e| ApiError::segment(&e))?;
     validate_segment("filename", filename).map_err(|e| ApiError::segment(&e))?;
     ImagePath::new(platform, version, filename).map_err(|e| ApiError::segment(&e))

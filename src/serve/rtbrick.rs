@@ -12,7 +12,7 @@ use axum::{
 use super::{
     AppState, activity,
     choose::ImageRequest,
-    common::{find_device, not_for_you, render_failed, rendered},
+    common::{find_device, loggable, not_for_you, render_failed, rendered},
 };
 use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
 
@@ -76,7 +76,8 @@ pub async fn config(
     responses((status = 204, description = "Logged")))]
 pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
     let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");
-    let text: String = String::from_utf8_lossy(&body).chars().take(2048).collect();
+    let serial = loggable(serial, crate::api::names::MAX_SEGMENT_LEN);
+    let text = loggable(&String::from_utf8_lossy(&body), 2048);
     tracing::info!(target: "ztp_operator::device", serial, message = %text, "device message");
     StatusCode::NO_CONTENT.into_response()
 }

@@ -3,7 +3,7 @@
 //! flight keep the `Arc` they started with.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
@@ -76,16 +76,34 @@ fn is_authority(host: &str) -> bool {
 }
 
 /// Documents rendered from one snapshot, kept with it: a new snapshot starts with an empty cache,
-/// so nothing stale is ever served. Bounded: past [`RenderedCache::MAX_ENTRIES`] documents are
-/// rendered per request and not kept (a model-default profile matches any serial number).
+/// so nothing stale is ever served. Bounded by entries ([`RenderedCache::MAX_ENTRIES`]) and by
+/// bytes ([`RenderedCache::MAX_BYTES`], keys and documents counted): past either, the oldest
+/// documents are forgotten (and rendered again when asked for). A model-default profile matches
+/// any serial number, so the cache must not grow with the serials devices make up.
 #[derive(Default)]
 pub struct RenderedCache {
-    entries: RwLock<HashMap<RenderedKey, Bytes>>,
+    inner: RwLock<CacheInner>,
+}
+
+#[derive(Default)]
+struct CacheInner {
+    entries: HashMap<RenderedKey, Bytes>,
+    /// Keys in insertion order, oldest first.
+    order: VecDeque<RenderedKey>,
+    /// Bytes of every key and document kept.
+    bytes: usize,
+}
+
+/// What one entry costs, as [`RenderedCache::MAX_BYTES`] counts it.
+fn entry_bytes(key: &RenderedKey, body: &Bytes) -> usize {
+    key.2.len() + key.3.len() + body.len() + std::mem::size_of::<(RenderedKey, Bytes)>()
 }
 
 impl RenderedCache {
     /// Documents kept at most (about 0.5 KiB each for a typical ZTP JSON).
     pub const MAX_ENTRIES: usize = 65_536;
+    /// Bytes kept at most (keys, documents and bookkeeping).
+    pub const MAX_BYTES: usize = 32 * 1024 * 1024;
 
     /// The document for `key`, rendered by `render` the first time (an error is not kept).
     pub fn get_or_render<E>(
@@ -93,22 +111,41 @@ impl RenderedCache {
         key: RenderedKey,
         render: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, E> {
-        let cached = self.entries.read().unwrap_or_else(PoisonError::into_inner).get(&key).cloned();
+        let cached = self.inner.read().unwrap_or_else(PoisonError::into_inner).entries.get(&key).cloned();
         if let Some(body) = cached {
             return Ok(body);
         }
         let body = render()?;
-        let mut entries = self.entries.write().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() < Self::MAX_ENTRIES {
-            entries.insert(key, body.clone());
+        let size = entry_bytes(&key, &body);
+        if size > Self::MAX_BYTES {
+            return Ok(body);
         }
+        let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        if inner.entries.contains_key(&key) {
+            return Ok(body);
+        }
+        while inner.entries.len() >= Self::MAX_ENTRIES || inner.bytes + size > Self::MAX_BYTES {
+            let Some(oldest) = inner.order.pop_front() else { break };
+            if let Some(old) = inner.entries.remove(&oldest) {
+                inner.bytes -= entry_bytes(&oldest, &old);
+            }
+        }
+        inner.order.push_back(key.clone());
+        inner.entries.insert(key, body.clone());
+        inner.bytes += size;
         Ok(body)
     }
 
     /// Documents kept.
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.read().unwrap_or_else(PoisonError::into_inner).len()
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).entries.len()
+    }
+
+    /// Bytes kept.
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).bytes
     }
 }
 
@@ -251,7 +288,32 @@ mod tests {
         }
         assert_eq!(cache.len(), RenderedCache::MAX_ENTRIES);
         let past = cache.get_or_render(key(usize::MAX), || Ok::<_, ()>(Bytes::from_static(b"late")));
-        assert_eq!(past, Ok(Bytes::from_static(b"late")), "past the bound: rendered, not kept");
+        assert_eq!(past, Ok(Bytes::from_static(b"late")), "past the bound: rendered");
         assert_eq!(cache.len(), RenderedCache::MAX_ENTRIES);
+        let again = cache.get_or_render(key(usize::MAX), || Ok::<_, ()>(Bytes::from_static(b"new")));
+        assert_eq!(again, Ok(Bytes::from_static(b"late")), "the newest is kept");
+        let oldest = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"again")));
+        assert_eq!(oldest, Ok(Bytes::from_static(b"again")), "the oldest was forgotten");
+    }
+
+    #[test]
+    fn the_rendered_cache_is_bounded_by_bytes_and_forgets_the_oldest() {
+        let cache = RenderedCache::default();
+        let key = |n: usize| (Family::Nvos, 0, format!("SN{n}"), "http://a".to_owned());
+        let doc = Bytes::from(vec![b'x'; 100 * 1024]);
+        for n in 0..1_000 {
+            let _ = cache.get_or_render(key(n), || Ok::<_, ()>(doc.clone()));
+            assert!(cache.bytes() <= RenderedCache::MAX_BYTES, "{} bytes after {n}", cache.bytes());
+        }
+        assert!(cache.len() < 1_000 && cache.len() > 100, "{} kept", cache.len());
+        let newest = cache.get_or_render(key(999), || Ok::<_, ()>(Bytes::from_static(b"re-rendered")));
+        assert_eq!(newest, Ok(doc.clone()), "the newest is still there");
+        let first = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"re-rendered")));
+        assert_eq!(first, Ok(Bytes::from_static(b"re-rendered")), "the oldest was forgotten");
+        // A document larger than the whole bound is served, never kept.
+        let huge = Bytes::from(vec![b'y'; RenderedCache::MAX_BYTES + 1]);
+        let before = cache.bytes();
+        assert_eq!(cache.get_or_render(key(5_000), || Ok::<_, ()>(huge.clone())), Ok(huge));
+        assert_eq!(cache.bytes(), before);
     }
 }

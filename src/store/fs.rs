@@ -59,16 +59,46 @@ pub struct FsBackend {
     root: PathBuf,
 }
 
+/// Temporary files older than this, not locked by a live writer and not this process's own, are
+/// left-overs of a killed process and removed ([`FsBackend::sweep_temp`]).
+pub const TEMP_MAX_AGE: Duration = Duration::from_secs(600);
+/// How often a long-running process sweeps `.tmp/` ([`FsBackend::start_temp_sweeper`]).
+pub const TEMP_SWEEP_EVERY: Duration = Duration::from_secs(300);
+
+/// This process's owner marker in every temporary file name: its pid and a random number drawn
+/// at start, so processes of different containers sharing a store (the controller and the
+/// servers, each possibly pid 1) never take each other's files for their own.
+fn owner() -> &'static str {
+    static OWNER: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0),
+        );
+        format!("~{}x{:016x}~", std::process::id(), h.finish())
+    });
+    &OWNER
+}
+
 fn unique_suffix() -> String {
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{}-{}-{}", std::process::id(), nanos, N.fetch_add(1, Ordering::Relaxed))
+    format!("{}{}", owner(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Whether a temporary file is held by a live writer: it holds an exclusive `flock` on the file
+/// for as long as it writes (NFS maps it to a lock manager lock), so a second exclusive lock fails.
+fn in_use(path: &Path) -> bool {
+    match std::fs::OpenOptions::new().write(true).open(path) {
+        Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
+        Err(_) => false,
+    }
 }
 
 impl FsBackend {
     /// A store rooted at `root` (created if missing).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
+        super::register_root(&root);
         std::fs::create_dir_all(root.join(TMP_DIR)).map_err(StoreError::io("create", root.join(TMP_DIR)))?;
         Ok(Self { root })
     }
@@ -140,23 +170,52 @@ impl FsBackend {
         })?
     }
 
-    /// Removes temporary files older than `age` (left by a process killed mid-write). Active
-    /// writers keep their files' mtime fresh, so they are not touched.
+    /// Removes temporary files older than `age` that a killed process left behind: not this
+    /// process's own (its owner marker, see [`owner`]) and not locked by a live writer of another
+    /// process (a stalled upload, the controller's fetch while a server sweeps). Returns how many
+    /// were removed.
     pub fn sweep_temp(&self, age: Duration) -> Result<usize> {
         let dir = self.root.join(TMP_DIR);
         let mut removed = 0;
         for entry in std::fs::read_dir(&dir).map_err(StoreError::io("read", &dir))?.flatten() {
+            if entry.file_name().to_string_lossy().contains(owner()) {
+                continue;
+            }
             let old = entry
                 .metadata()
                 .and_then(|m| m.modified())
                 .ok()
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|elapsed| elapsed > age);
-            if old && std::fs::remove_file(entry.path()).is_ok() {
+            if old && !in_use(&entry.path()) && std::fs::remove_file(entry.path()).is_ok() {
                 removed += 1;
             }
         }
         Ok(removed)
+    }
+
+    /// Sweeps `.tmp/` now and then every [`TEMP_SWEEP_EVERY`] in the background, for as long as the
+    /// process runs ([`TEMP_MAX_AGE`]): what every process that writes the store calls once. A
+    /// failed sweep is logged and tried again next time.
+    pub fn start_temp_sweeper(&self) {
+        let backend = self.clone();
+        let sweep = move || match backend.sweep_temp(TEMP_MAX_AGE) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(files = n, dir = %TMP_DIR, "removed temporary files left by an interrupted process")
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot sweep temporary files"),
+        };
+        sweep();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                loop {
+                    tokio::time::sleep(TEMP_SWEEP_EVERY).await;
+                    let sweep = sweep.clone();
+                    let _ = tokio::task::spawn_blocking(sweep).await;
+                }
+            });
+        }
     }
 }
 
@@ -248,6 +307,9 @@ impl Backend for FsBackend {
     async fn begin(&self, path: &ImagePath, _sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>> {
         let tmp = self.root.join(TMP_DIR).join(format!("{}.{}.part", path.filename(), unique_suffix()));
         let file = File::create_new(&tmp).map_err(StoreError::io("create", &tmp))?;
+        // Held while the file is open: tells other processes' sweeps that it is being written.
+        // Best effort: a filesystem without locks still has the age rule.
+        let _ = file.try_lock();
         let (tx, mut rx) = mpsc::channel::<Bytes>(QUEUE);
         let thread = std::thread::Builder::new()
             .name("store-write".into())
@@ -465,6 +527,51 @@ mod tests {
         let entry = crate::store::ManifestEntry::new(&path, Sha256Digest::of(data), 0, false, None);
         w.commit_entry(None, entry, false).await.expect("commit");
         (dir, store, path)
+    }
+
+    #[test]
+    fn errors_name_paths_relative_to_the_store() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let _backend = FsBackend::new(dir.path()).expect("store");
+        let inside =
+            StoreError::io("create", dir.path().join("lab/1"))(std::io::Error::other("Not a directory"));
+        assert_eq!(inside.to_string(), "create lab/1: Not a directory");
+        let outside = StoreError::io("read", "/elsewhere/x")(std::io::Error::other("gone"));
+        assert_eq!(outside.to_string(), "read /elsewhere/x: gone");
+    }
+
+    #[test]
+    fn the_sweep_removes_only_stale_unlocked_files_of_other_processes() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let backend = FsBackend::new(dir.path()).expect("store");
+        let tmp = dir.path().join(TMP_DIR);
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let make = |name: &str, old: bool| {
+            let f = File::create(tmp.join(name)).expect("create");
+            if old {
+                f.set_modified(hour_ago).expect("mtime");
+            }
+            f
+        };
+        make("image.bin.~1x00~7.part", true);
+        make("manifest.json.1-2-3", true);
+        let writer = make("live.bin.~1x01~1.part", true);
+        writer.try_lock().expect("lock");
+        make("fresh.bin.~1x02~1.part", false);
+        make(&format!("mine.bin.{}.part", unique_suffix()), true);
+
+        assert_eq!(backend.sweep_temp(TEMP_MAX_AGE).expect("sweep"), 2);
+        let mut left: Vec<String> = std::fs::read_dir(&tmp)
+            .expect("tmp")
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left.len(), 3, "{left:?}");
+        assert!(left.contains(&"live.bin.~1x01~1.part".to_owned()), "{left:?}");
+        assert!(left.contains(&"fresh.bin.~1x02~1.part".to_owned()), "{left:?}");
+        drop(writer);
+        assert_eq!(backend.sweep_temp(TEMP_MAX_AGE).expect("sweep"), 1, "the writer is gone");
     }
 
     async fn read(store: &Store, path: &ImagePath, range: Option<Range<u64>>) -> Result<Vec<u8>> {

@@ -71,9 +71,15 @@ impl ManifestEntry {
         self.tags.contains_key(FIRMWARE_TAG)
     }
 
-    /// The validated path of this entry.
+    /// The validated path of this entry (a device snapshot's under the reserved
+    /// [`SNAPSHOT_PLATFORM`](crate::api::names::SNAPSHOT_PLATFORM)).
     pub fn image_path(&self) -> Result<ImagePath, SegmentError> {
-        ImagePath::new(&self.platform, &self.version, &self.filename)
+        use crate::api::names::SNAPSHOT_PLATFORM;
+        if self.platform == SNAPSHOT_PLATFORM {
+            ImagePath::internal(SNAPSHOT_PLATFORM, &self.version, &self.filename)
+        } else {
+            ImagePath::new(&self.platform, &self.version, &self.filename)
+        }
     }
 }
 

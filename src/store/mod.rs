@@ -38,7 +38,7 @@ use crate::{
 pub enum StoreError {
     #[error(transparent)]
     InvalidName(#[from] SegmentError),
-    #[error("{op} {path}: {source}")]
+    #[error("{op} {}: {source}", shown_path(path))]
     Io {
         op: &'static str,
         path: PathBuf,
@@ -62,6 +62,36 @@ pub enum StoreError {
     /// A change refused by the caller's own rule, in its words.
     #[error("{0}")]
     Refused(String),
+}
+
+/// Directory stores this process opened ([`fs::FsBackend::new`]). An error names a path inside
+/// one relative to it (`.tmp/a.bin.….part`, `lab/1/a.bin`): store errors reach users (the files
+/// API, an OsImage's status), the server's own directory layout is none of their business.
+static STORE_ROOTS: std::sync::RwLock<Vec<PathBuf>> = std::sync::RwLock::new(Vec::new());
+
+/// Registers a directory store's root for [`shown_path`].
+pub(crate) fn register_root(root: &std::path::Path) {
+    let mut roots = STORE_ROOTS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !roots.iter().any(|r| r == root) {
+        roots.push(root.to_owned());
+    }
+}
+
+/// `path` as an error shows it: relative to the store it is in, else as it is.
+fn shown_path(path: &std::path::Path) -> String {
+    let roots = STORE_ROOTS.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    roots
+        .iter()
+        .filter_map(|root| path.strip_prefix(root).ok())
+        .min_by_key(|rel| rel.as_os_str().len())
+        .map(|rel| {
+            if rel.as_os_str().is_empty() {
+                "the store's directory".to_owned()
+            } else {
+                rel.display().to_string()
+            }
+        })
+        .unwrap_or_else(|| path.display().to_string())
 }
 
 impl StoreError {

@@ -101,6 +101,26 @@ async fn files_api(backend: Backend, name: &str) {
     assert!(detail(&body).contains(&sha) && detail(&body).contains(&wrong), "{body}");
     assert_eq!(api.bytes(&format!("/v1/files/{path}")).await.0, StatusCode::NOT_FOUND);
 
+    // The store's own names are refused as any segment, in any letter case (before: 500).
+    for reserved in
+        ["manifest.json/1/a.bin", "MANIFEST.JSON/1/a.bin", "lab/Manifest.json/a.bin", "lab/1/manifest.JSON"]
+    {
+        let x = Sha256Digest::of(b"x");
+        let (status, body) = api.upload(reserved, b"x", &format!("checksum={x}"), Some(BEARER)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{reserved}: {body}");
+        assert!(body.to_string().contains("reserved"), "{reserved}: {body}");
+    }
+    // A store failure names the path inside the store, never the server's own directories.
+    if let Some(root) = store.dir.as_ref().map(|d| d.path().to_owned()) {
+        std::fs::write(root.join("blocked"), b"a file where a platform directory would go").expect("write");
+        let small = Sha256Digest::of(b"x").to_string();
+        let (status, body) =
+            api.upload("blocked/1/a.bin", b"x", &format!("checksum={small}"), Some(BEARER)).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+        let text = detail(&body);
+        assert!(text.contains("blocked/1") && !text.contains(&root.display().to_string()), "{text}");
+    }
+
     // The upload, then everything that reads it.
     assert_eq!(api.upload(path, &image, &q, Some(BEARER)).await, (StatusCode::OK, Value::from("OK")));
     assert_eq!(api.bytes(&format!("/v1/files/{path}")).await, (StatusCode::OK, image.clone()));

@@ -8,6 +8,7 @@ mod crds;
 mod devices;
 mod files;
 mod helm_chart;
+mod hostile;
 mod openapi;
 mod pipeline;
 mod s3;

@@ -382,3 +382,67 @@ async fn lab_profiles_answer_each_family() {
     let _ = proc.child.kill();
     let _ = proc.child.wait();
 }
+
+/// Copies `examples/lab` (manifests and images) into `dir`, so a test can add files beside them.
+fn lab_copy(dir: &Path) -> PathBuf {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
+    let m = dir.join("manifests");
+    std::fs::create_dir_all(m.join("images")).expect("mkdir");
+    for f in
+        ["osimages.yaml", "switchprofiles.yaml", "images/lab-nos-installer.bin", "images/lab-onie-updater"]
+    {
+        std::fs::copy(lab.join(f), m.join(f)).expect("copy lab file");
+    }
+    m
+}
+
+/// `standalone --once` over `manifests` into `data`, with a deadline (a run that never ends is
+/// the failure some of these tests look for).
+async fn once(manifests: &Path, data: &Path) -> (Option<i32>, String) {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator"))
+        .args(["standalone", "--once"])
+        .arg(format!("--manifests={}", manifests.display()))
+        .arg(format!("--data={}", data.display()))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("standalone --once did not end within 60 s")
+        .expect("run standalone");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code(), text)
+}
+
+/// A file that does not parse, and one nested 100,000 levels deep, are skipped and reported; the
+/// rest of the folder starts (before: the bad file stopped standalone from starting, and the deep
+/// one cost minutes of CPU).
+#[tokio::test]
+async fn standalone_skips_bad_files_and_reports_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    std::fs::write(m.join("broken.yaml"), "apiVersion: v1\nkind: OsImage\nspec: [unclosed\n").expect("write");
+    std::fs::write(m.join("deep.yaml"), "[".repeat(100_000)).expect("write");
+    let (code, out) = once(&m, &dir.path().join("data")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("osimage default/lab-nos: Ready"), "{out}");
+    let skipped: Vec<&str> = out.lines().filter(|l| l.starts_with("skipping")).collect();
+    assert!(skipped.iter().any(|l| l.contains("broken.yaml")), "{out}");
+    assert!(
+        skipped.iter().any(|l| l.contains("deep.yaml") && l.contains("nested more than 128 levels")),
+        "{out}"
+    );
+}
+
+/// `--once` ends with an error naming the file when the status cannot be written (before: it
+/// retried for ever).
+#[tokio::test]
+async fn standalone_once_fails_when_status_cannot_be_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let data = dir.path().join("data");
+    // A directory where the status file's temporary copy goes: no write can succeed, even as root.
+    std::fs::create_dir_all(data.join(".status/osimages.json.tmp")).expect("mkdir");
+    let (code, out) = once(&m, &data).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("osimages.json"), "{out}");
+}
