@@ -19,8 +19,6 @@ use std::{
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, RawFd},
-    pin::Pin,
-    task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -31,11 +29,11 @@ use axum::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::{TcpListener, TcpStream},
 };
 use tower::ServiceExt;
@@ -45,6 +43,7 @@ use super::{
     activity::{DeviceOutcome, Stage},
     choose::{Asker, ImageRequest, choose},
     common::{Observed, observe},
+    connections::{Limits, PerSource, Throttle, TimedIo},
     download::Plan,
     ztp_json,
 };
@@ -54,35 +53,55 @@ use crate::profile::identity::Family;
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers the fast path parses; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// Time a client has to send its first request head.
-const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a kept-alive connection may sit idle before the next request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Answered (best effort) to a source past [`Limits::max_per_source`] before its connection closes.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nretry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n";
 /// Bytes per `sendfile` call before yielding to other connections.
 const CHUNK: usize = 2 << 20;
 
 /// Accepts connections until the listener fails. With `sendfile` false every connection goes
-/// straight to hyper (the plain axum path, for comparison and as an escape hatch).
-pub async fn serve(listener: TcpListener, app: AppState, router: Router, sendfile: bool) -> io::Result<()> {
+/// straight to hyper (the plain axum path, for comparison and as an escape hatch). A source
+/// holding [`Limits::max_per_source`] connections gets a `503` and its new one closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    router: Router,
+    sendfile: bool,
+    limits: Limits,
+) -> io::Result<()> {
+    let per_source = PerSource::new(limits.max_per_source);
+    let mut accept_log = Throttle::new(Duration::from_secs(1));
+    let mut refused_log = Throttle::new(Duration::from_secs(1));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of file descriptors and the like: wait a little instead of spinning.
             Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
+                if let Some(held_back) = accept_log.allow(tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "accept failed; retrying");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
+        let Some(slot) = per_source.admit(peer.ip()) else {
+            if let Some(held_back) = refused_log.allow(tokio::time::Instant::now()) {
+                let max = limits.max_per_source;
+                tracing::warn!(%peer, max, held_back, "too many connections from one source; refused");
+            }
+            // Best effort, without waiting: the socket buffer of a new connection takes it.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
         // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
         let _ = stream.set_nodelay(true);
         let (app, router) = (app.clone(), router.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             if sendfile {
-                connection(app, router, stream, peer).await;
+                connection(app, router, stream, peer, limits).await;
             } else {
-                hand_off(router, stream, peer, Bytes::new()).await;
+                hand_off(router, stream, peer, Bytes::new(), limits).await;
             }
         });
     }
@@ -96,13 +115,15 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// One connection: fast-path requests for as long as they come, then hyper for the rest.
-async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr) {
+async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr, limits: Limits) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     loop {
-        let timeout = if first { FIRST_HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        // A new connection has `header_timeout` for its whole first head; a kept-alive one may
+        // idle before its next.
+        let first_byte = if first { limits.header_timeout } else { limits.idle_timeout };
         first = false;
-        let head_len = match read_head(&mut stream, &mut buf, timeout).await {
+        let head_len = match read_head(&mut stream, &mut buf, first_byte, limits.header_timeout).await {
             Ok(Some(len)) => len,
             Ok(None) => return,
             // Too long, malformed or not HTTP/1: hyper answers it (or closes).
@@ -116,7 +137,7 @@ async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: 
             Answered::NotMine => break,
         }
     }
-    hand_off(router, stream, peer, buf.freeze()).await;
+    hand_off(router, stream, peer, buf.freeze(), limits).await;
 }
 
 enum Unread {
@@ -127,13 +148,15 @@ enum Unread {
 }
 
 /// Reads until `buf` holds a complete request head; returns its length. `Ok(None)`: the client
-/// closed (or idled out) between requests.
+/// closed (or idled out) between requests. The first byte must come within `first_byte`, the
+/// whole head within `header` of it (the first request's head: within `header` of the start).
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    timeout: Duration,
+    first_byte: Duration,
+    header: Duration,
 ) -> Result<Option<usize>, Unread> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = tokio::time::Instant::now() + first_byte;
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -143,10 +166,13 @@ async fn read_head(
                 _ => return Err(Unread::ToHyper),
             }
         }
+        let started = !buf.is_empty();
         buf.reserve(4096);
         match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
             Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Err(_) if buf.is_empty() => return Ok(None),
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Unread::Gone),
+            Ok(Ok(_)) if !started => deadline = deadline.min(tokio::time::Instant::now() + header),
             Ok(Ok(_)) => {}
         }
     }
@@ -434,64 +460,19 @@ fn advise_sequential(fd: RawFd, bytes: &std::ops::Range<u64>) {
 }
 
 /// Serves the rest of the connection with hyper and the axum router; `read` holds bytes already
-/// read from it (they are replayed first).
-async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Bytes) {
+/// read from it (they are replayed first). hyper gets a timer, so that its header-read timeout
+/// holds (for every head, kept-alive ones too); [`TimedIo`] closes idle and stalled connections.
+async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Bytes, limits: Limits) {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     });
-    let io = TokioIo::new(Prefixed { read, stream });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(io, service).await
-    {
+    let io = TokioIo::new(TimedIo::new(read, stream, &limits));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// A socket whose first reads return bytes already taken from it.
-struct Prefixed {
-    read: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(out.remaining());
-            out.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, out)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -523,21 +504,5 @@ mod tests {
         ] {
             assert!(parse(not_fast).is_none(), "{not_fast:?}");
         }
-    }
-
-    #[tokio::test]
-    async fn bytes_read_ahead_are_replayed_before_the_socket() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            c.write_all(b" world").await.expect("write");
-        });
-        let (stream, _) = listener.accept().await.expect("accept");
-        let mut p = Prefixed { read: Bytes::from_static(b"hello"), stream };
-        let mut all = String::new();
-        p.read_to_string(&mut all).await.expect("read");
-        client.await.expect("client");
-        assert_eq!(all, "hello world");
     }
 }

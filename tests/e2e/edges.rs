@@ -1,0 +1,165 @@
+//! The server's connection edges, probed with raw sockets against the real `ztp-operator serve`:
+//! slow and idle clients are disconnected, one source cannot take every connection, stalled
+//! readers give their download slot back, and a request the fast path cannot answer exactly as
+//! hyper would (two `Content-Length`s and the like) gets hyper's verdict.
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::{TcpSocket, TcpStream},
+};
+
+use crate::{devices::lab, serving::serve, support::procs};
+
+/// Longer than any limit the tests set, far shorter than the defaults (30 s and more).
+const BOUND: Duration = Duration::from_secs(15);
+
+/// The lab's store served by `ztp-operator serve` with `flags`; the lab (which owns the store)
+/// must outlive the server.
+async fn server(test: &str, flags: &[&str]) -> (crate::devices::Lab, procs::Proc, SocketAddr) {
+    let lab = lab(&format!("{test}-lab")).await;
+    let data = lab.manifests.parent().expect("dir").join("d");
+    let (proc, base) = serve(test, &[format!("--store-dir={}", data.display())], flags).await;
+    let addr = base.trim_start_matches("http://").parse().expect("addr");
+    (lab, proc, addr)
+}
+
+/// Reads one response (head and `Content-Length` body, none after a HEAD); its status.
+async fn read_response(sock: &mut TcpStream, after_head: bool) -> u16 {
+    let mut raw = Vec::new();
+    let mut chunk = [0; 4096];
+    loop {
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut h);
+        if let Ok(httparse::Status::Complete(head)) = r.parse(&raw) {
+            let len: usize = r
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+                .filter(|_| !after_head)
+                .unwrap_or(0);
+            let status = r.code.expect("status");
+            while raw.len() < head + len {
+                let n = sock.read(&mut chunk).await.expect("read body");
+                assert!(n > 0, "body cut short");
+                raw.extend_from_slice(&chunk[..n]);
+            }
+            return status;
+        }
+        let n = sock.read(&mut chunk).await.expect("read head");
+        assert!(n > 0, "closed before a response: {:?}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Whether the server closes `sock` within [`BOUND`] (reading and dropping whatever it sends).
+async fn closed_within_bound(mut sock: TcpStream) -> bool {
+    let mut sink = Vec::new();
+    // EOF or a reset, in time.
+    tokio::time::timeout(BOUND, sock.read_to_end(&mut sink)).await.is_ok()
+}
+
+/// Sends `head` a few bytes at a time, slowly, for at most [`BOUND`], while waiting for the
+/// server to close: whether it did.
+async fn slowloris_closed(sock: TcpStream, head: &'static [u8]) -> bool {
+    let (mut read, mut write) = sock.into_split();
+    let trickle = tokio::spawn(async move {
+        for piece in head.chunks(2).cycle() {
+            if write.write_all(piece).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut sink = Vec::new();
+    let closed = tokio::time::timeout(BOUND, read.read_to_end(&mut sink)).await.is_ok();
+    trickle.abort();
+    closed && !String::from_utf8_lossy(&sink).contains(" 200 ")
+}
+
+const HEALTHZ: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+const IMAGE_HEAD: &[u8] = b"HEAD /images/nos/1/nos.bin HTTP/1.1\r\nHost: x\r\n\r\n";
+/// A head that never ends: header lines forever.
+const ENDLESS: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaa\r\n";
+
+/// Every way a connection can hang on to the server, each closed within [`BOUND`]:
+/// idle from the start, a slow first head, idle and slow after an answer of the router's, and
+/// idle after an answer of the fast path's.
+async fn every_hanging_connection_is_closed(addr: SocketAddr) {
+    let connect = || async { TcpStream::connect(addr).await.expect("connect") };
+    let answered = |first: &'static [u8]| async move {
+        let mut sock = TcpStream::connect(addr).await.expect("connect");
+        sock.write_all(first).await.expect("write");
+        assert_eq!(read_response(&mut sock, first.starts_with(b"HEAD")).await, 200);
+        sock
+    };
+    let (idle, slow, idle_after_router, slow_after_router, idle_after_fast) = tokio::join!(
+        async { closed_within_bound(connect().await).await },
+        async { slowloris_closed(connect().await, ENDLESS).await },
+        async { closed_within_bound(answered(HEALTHZ).await).await },
+        async { slowloris_closed(answered(HEALTHZ).await, ENDLESS).await },
+        async { closed_within_bound(answered(IMAGE_HEAD).await).await },
+    );
+    assert!(idle, "an idle new connection stays open");
+    assert!(slow, "a slow first head is waited for");
+    assert!(idle_after_router, "an idle connection after the router's answer stays open");
+    assert!(slow_after_router, "a slow second head after the router's answer is waited for");
+    assert!(idle_after_fast, "an idle connection after a fast-path answer stays open");
+}
+
+#[tokio::test]
+async fn slow_and_idle_connections_are_closed() {
+    let limits = ["--header-timeout-seconds=2", "--idle-timeout-seconds=2"];
+    let (_lab, _fast, fast) = server("edges-timeouts-fast", &limits).await;
+    every_hanging_connection_is_closed(fast).await;
+    let (_lab, _router, router) =
+        server("edges-timeouts-router", &[&limits[..], &["--no-sendfile"]].concat()).await;
+    every_hanging_connection_is_closed(router).await;
+}
+
+/// A connection from `source` (a loopback address) to `addr`.
+async fn connect_from(source: &str, addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.bind(format!("{source}:0").parse().expect("source")).expect("bind");
+    socket.connect(addr).await.expect("connect")
+}
+
+#[tokio::test]
+async fn one_source_cannot_hold_every_connection() {
+    let (_lab, _server, addr) = server("edges-per-source", &["--max-connections-per-source=3"]).await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        let mut sock = connect_from("127.0.0.1", addr).await;
+        sock.write_all(HEALTHZ).await.expect("write");
+        assert_eq!(read_response(&mut sock, false).await, 200);
+        held.push(sock);
+    }
+    // The fourth from the same address: 503, then closed.
+    let mut fourth = connect_from("127.0.0.1", addr).await;
+    let mut answer = Vec::new();
+    tokio::time::timeout(BOUND, fourth.read_to_end(&mut answer)).await.expect("closed").expect("read");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 503 "), "{answer:?}");
+    // Another source is served.
+    let mut other = connect_from("127.0.0.2", addr).await;
+    other.write_all(HEALTHZ).await.expect("write");
+    assert_eq!(read_response(&mut other, false).await, 200);
+    // One closed: the first source may connect again.
+    drop(held.pop());
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let mut again = connect_from("127.0.0.1", addr).await;
+        let _ = again.write_all(HEALTHZ).await;
+        let mut first = [0; 12];
+        if again.read_exact(&mut first).await.is_ok() && &first == b"HTTP/1.1 200" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "a closed connection never gave its slot back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
