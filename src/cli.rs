@@ -324,6 +324,10 @@ pub struct ListenArgs {
     /// Local`) every device shares a few addresses: raise it there.
     #[arg(long, env = "ZTP_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 128)]
     pub max_connections_per_source: usize,
+    /// Seconds an answer may wait for a client that takes no bytes; then it is abandoned and
+    /// its download slot freed.
+    #[arg(long, env = "ZTP_SEND_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub send_timeout_seconds: f64,
 }
 
 impl ListenArgs {
@@ -333,8 +337,8 @@ impl ListenArgs {
         crate::serve::connections::Limits {
             header_timeout: seconds(self.header_timeout_seconds),
             idle_timeout: seconds(self.idle_timeout_seconds),
+            send_timeout: seconds(self.send_timeout_seconds),
             max_per_source: self.max_connections_per_source,
-            ..Default::default()
         }
     }
 }

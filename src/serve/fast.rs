@@ -131,7 +131,7 @@ async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: 
             Err(Unread::Gone) => return,
         };
         let Some(request) = FastRequest::parse(&buf[..head_len]) else { break };
-        match answer(&app, &mut stream, &request, peer).await {
+        match answer(&app, &mut stream, &request, peer, limits.send_timeout).await {
             Answered::Done { keep_alive: true } => buf.advance(head_len),
             Answered::Done { keep_alive: false } | Answered::Broken => return,
             Answered::NotMine => break,
@@ -232,14 +232,20 @@ enum Answered {
 
 /// Answers `request` on the fast path if it is a plain image download from a directory store or
 /// a device's ZTP JSON.
-async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, peer: SocketAddr) -> Answered {
+async fn answer(
+    app: &AppState,
+    stream: &mut TcpStream,
+    request: &FastRequest,
+    peer: SocketAddr,
+    send_timeout: Duration,
+) -> Answered {
     if !app.device_networks.allows(peer.ip()) {
         return Answered::NotMine; // the router refuses it, and logs it
     }
     if let Some((family, serial)) = ztp_json::route_of(&request.path) {
-        return answer_ztp_json(app, stream, request, peer, family, serial).await;
+        return answer_ztp_json(app, stream, request, peer, (family, serial), send_timeout).await;
     }
-    answer_image(app, stream, request, peer).await
+    answer_image(app, stream, request, peer, send_timeout).await
 }
 
 /// A ZTP JSON that renders (or is cached) for this device, on `GET`; anything else (`HEAD`, an
@@ -249,8 +255,8 @@ async fn answer_ztp_json(
     stream: &mut TcpStream,
     request: &FastRequest,
     peer: SocketAddr,
-    family: Family,
-    serial: Option<&str>,
+    (family, serial): (Family, Option<&str>),
+    send_timeout: Duration,
 ) -> Answered {
     let started = Instant::now();
     if request.method != Method::GET {
@@ -263,7 +269,7 @@ async fn answer_ztp_json(
     let headers = response.headers().iter().chain([(&header::CONTENT_LENGTH, &length)]);
     let mut out = head(response.status(), headers, request.keep_alive);
     out.extend_from_slice(&body);
-    let result = stream.write_all(&out).await;
+    let result = write_within(stream, &out, send_timeout).await;
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
     let outcome = response.extensions().get::<DeviceOutcome>();
     observe(app, &observed(request, peer, response.status(), sent, started, outcome));
@@ -276,6 +282,7 @@ async fn answer_image(
     stream: &mut TcpStream,
     request: &FastRequest,
     peer: SocketAddr,
+    send_timeout: Duration,
 ) -> Answered {
     let started = Instant::now();
     let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
@@ -310,10 +317,10 @@ async fn answer_image(
     set_cork(sock, body);
     let mut sent = 0;
     let result = async {
-        stream.write_all(&out).await?;
+        write_within(stream, &out, send_timeout).await?;
         if body {
             advise_sequential(file.as_raw_fd(), &bytes);
-            sendfile_range(stream, &file, bytes.start, bytes.end, &mut sent).await?;
+            sendfile_range(stream, &file, bytes.clone(), send_timeout, &mut sent).await?;
         }
         io::Result::Ok(())
     }
@@ -390,20 +397,44 @@ fn finish(result: io::Result<()>, request: &FastRequest, peer: SocketAddr, sent:
     }
 }
 
-/// Sends `start..end` of `file` on `stream`, counting into `sent`.
+/// Writes `out` to `stream`; fails with `TimedOut` when the client takes none of it for
+/// `stall` (its answer, and any download slot, are then given up).
+async fn write_within(stream: &mut TcpStream, out: &[u8], stall: Duration) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match tokio::time::timeout(stall, stream.write(&out[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    Ok(())
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes")
+}
+
+/// Sends `bytes` of `file` on `stream`, counting into `sent`; fails with `TimedOut` when the
+/// client takes no byte for `stall`.
 async fn sendfile_range(
     stream: &TcpStream,
     file: &std::fs::File,
-    start: u64,
-    end: u64,
+    bytes: std::ops::Range<u64>,
+    stall: Duration,
     sent: &mut u64,
 ) -> io::Result<()> {
     let (sfd, ffd) = (stream.as_raw_fd(), file.as_raw_fd());
     let mut offset =
-        libc::off_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let end = libc::off_t::try_from(end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        libc::off_t::try_from(bytes.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let end = libc::off_t::try_from(bytes.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut progress = tokio::time::Instant::now();
     while offset < end {
-        stream.writable().await?;
+        match tokio::time::timeout_at(progress + stall, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(stalled()),
+        }
         let want = usize::try_from(end - offset).unwrap_or(CHUNK).min(CHUNK);
         let result = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: both descriptors are open for the whole call (owned by `stream` and `file`,
@@ -421,6 +452,7 @@ async fn sendfile_range(
             }
             Ok(n) => {
                 *sent += n;
+                progress = tokio::time::Instant::now();
                 tokio::task::yield_now().await;
             }
             // try_io cleared the readiness; wait for it again.

@@ -163,3 +163,53 @@ async fn one_source_cannot_hold_every_connection() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A client that asks for the whole image and then reads nothing (a small receive buffer, so the
+/// server's writes stall at once).
+async fn stalled_download(addr: SocketAddr) -> TcpStream {
+    let socket = TcpSocket::new_v4().expect("socket");
+    socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut sock = socket.connect(addr).await.expect("connect");
+    sock.write_all(b"GET /images/nos/1/nos.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    sock
+}
+
+/// Status and body length of a whole-image GET.
+async fn download(c: &reqwest::Client, addr: SocketAddr) -> (u16, usize) {
+    let r = c.get(format!("http://{addr}/images/nos/1/nos.bin")).send().await.expect("get");
+    let status = r.status().as_u16();
+    (status, r.bytes().await.map_or(0, |b| b.len()))
+}
+
+async fn stalled_readers_give_their_slots_back(addr: SocketAddr, size: usize) {
+    let _stalled = [stalled_download(addr).await, stalled_download(addr).await];
+    let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    // Both slots taken: the two stalled readers hold them for now.
+    let deadline = Instant::now() + BOUND;
+    while download(&c, addr).await.0 != 503 {
+        assert!(Instant::now() < deadline, "the stalled readers never held the slots");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Past the send timeout, they are given up: a third client gets the image.
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let (status, len) = download(&c, addr).await;
+        if status == 200 {
+            assert_eq!(len, size);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "stalled readers still hold every download slot");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test]
+async fn stalled_readers_free_their_download_slot() {
+    let limits = ["--max-downloads=2", "--send-timeout-seconds=2"];
+    let (lab, _fast, fast) = server("edges-stalled-fast", &limits).await;
+    stalled_readers_give_their_slots_back(fast, lab.install.len()).await;
+    let flags = [&limits[..], &["--no-sendfile"]].concat();
+    let (lab, _router, router) = server("edges-stalled-router", &flags).await;
+    stalled_readers_give_their_slots_back(router, lab.install.len()).await;
+}
