@@ -213,3 +213,57 @@ async fn stalled_readers_free_their_download_slot() {
     let (lab, _router, router) = server("edges-stalled-router", &flags).await;
     stalled_readers_give_their_slots_back(router, lab.install.len()).await;
 }
+
+/// The statuses of the responses `raw` sends on one connection, in order (bodies skipped by
+/// `Content-Length`), and whether the server then closed it.
+async fn exchange(addr: SocketAddr, raw: &[u8]) -> (Vec<u16>, bool) {
+    let mut sock = TcpStream::connect(addr).await.expect("connect");
+    sock.write_all(raw).await.expect("write");
+    let mut got = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), sock.read_to_end(&mut got)).await.is_ok();
+    let mut statuses = Vec::new();
+    let mut rest = &got[..];
+    while !rest.is_empty() {
+        let mut h = [httparse::EMPTY_HEADER; 32];
+        let mut r = httparse::Response::new(&mut h);
+        let Ok(httparse::Status::Complete(head)) = r.parse(rest) else { break };
+        let len: usize = r
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .unwrap_or(0);
+        statuses.push(r.code.expect("status"));
+        rest = &rest[(head + len).min(rest.len())..];
+    }
+    (statuses, closed)
+}
+
+#[tokio::test]
+async fn ambiguous_bodies_get_hyper_s_verdict_on_the_fast_path() {
+    let (_lab, _fast, fast) = server("edges-framing-fast", &[]).await;
+    let (_lab, _router, router) = server("edges-framing-router", &["--no-sendfile"]).await;
+    let image = "GET /images/nos/1/nos.bin HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\n";
+    // The "body" is a whole second request: read as one, it would be smuggled past a proxy.
+    let second = "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let n = second.len();
+    let smuggling = format!("{image}Content-Length: 0\r\nContent-Length: {n}\r\n\r\n{second}");
+    let cases = [
+        smuggling.clone(),
+        format!("{image}Content-Length: {n}\r\nContent-Length: 0\r\n\r\n{second}"),
+        format!("{image}Content-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{second}"),
+        format!("{image}Transfer-Encoding: identity\r\n\r\n{second}"),
+        format!("{image}Content-Length: +0\r\n\r\n{second}"),
+        format!("{image}Content-Length: 0, {n}\r\n\r\n{second}"),
+        format!("{image}Content-Length: 0\r\nContent-Length: 0\r\n\r\n{second}"),
+        format!("{image}X-Folded: a\r\n b\r\n\r\n{second}"),
+        format!("GET /images/nos/1/n\u{f6}s.bin HTTP/1.1\r\nHost: x\r\n\r\n{second}"),
+        format!("{image}\r\n{second}"),
+    ];
+    for raw in &cases {
+        let (on_fast, on_router) =
+            (exchange(fast, raw.as_bytes()).await, exchange(router, raw.as_bytes()).await);
+        assert_eq!(on_fast, on_router, "{raw:?}");
+    }
+    assert_eq!(exchange(fast, smuggling.as_bytes()).await, (vec![400], true), "two lengths: 400, closed");
+}
