@@ -314,6 +314,34 @@ pub struct ListenArgs {
     /// and metrics are not limited. Default: any source.
     #[arg(long, env = "ZTP_DEVICE_NETWORKS", value_delimiter = ',')]
     pub device_networks: Vec<ipnet::IpNet>,
+    /// Seconds a client has to send a complete request head (slower ones are disconnected).
+    #[arg(long, env = "ZTP_HEADER_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    pub header_timeout_seconds: f64,
+    /// Seconds a kept-alive connection may sit idle before it is closed.
+    #[arg(long, env = "ZTP_IDLE_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub idle_timeout_seconds: f64,
+    /// Connections one source address may hold at once; past it a new one gets 503 and is
+    /// closed (0: no limit). Behind source NAT (a Service without `externalTrafficPolicy:
+    /// Local`) every device shares a few addresses: raise it there.
+    #[arg(long, env = "ZTP_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 128)]
+    pub max_connections_per_source: usize,
+    /// Seconds an answer may wait for a client that takes no bytes; then it is abandoned and
+    /// its download slot freed.
+    #[arg(long, env = "ZTP_SEND_TIMEOUT_SECONDS", default_value_t = 60.0)]
+    pub send_timeout_seconds: f64,
+}
+
+impl ListenArgs {
+    /// The connection limits these flags set (timeouts at least 100 ms).
+    pub fn limits(&self) -> crate::serve::connections::Limits {
+        let seconds = |s: f64| Duration::from_secs_f64(s.max(0.1));
+        crate::serve::connections::Limits {
+            header_timeout: seconds(self.header_timeout_seconds),
+            idle_timeout: seconds(self.idle_timeout_seconds),
+            send_timeout: seconds(self.send_timeout_seconds),
+            max_per_source: self.max_connections_per_source,
+        }
+    }
 }
 
 /// The admin files API (`/v1/files/…`).

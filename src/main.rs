@@ -74,7 +74,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             args.listen.device_networks.clone(),
         ),
     };
-    ztp_operator::serve::run(state, options)
+    ztp_operator::serve::run_limited(state, options, args.listen.limits())
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

@@ -19,8 +19,6 @@ use std::{
     io,
     net::SocketAddr,
     os::fd::{AsRawFd, RawFd},
-    pin::Pin,
-    task::{Context, Poll},
     time::{Duration, Instant, SystemTime},
 };
 
@@ -31,11 +29,11 @@ use axum::{
 };
 use bytes::{Buf, Bytes, BytesMut};
 use hyper_util::{
-    rt::{TokioExecutor, TokioIo},
+    rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
 use tokio::{
-    io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, Interest, ReadBuf},
+    io::{AsyncReadExt, AsyncWriteExt, Interest},
     net::{TcpListener, TcpStream},
 };
 use tower::ServiceExt;
@@ -45,6 +43,7 @@ use super::{
     activity::{DeviceOutcome, Stage},
     choose::{Asker, ImageRequest, choose},
     common::{Observed, observe},
+    connections::{Limits, PerSource, Throttle, TimedIo},
     download::Plan,
     ztp_json,
 };
@@ -54,35 +53,55 @@ use crate::profile::identity::Family;
 const MAX_HEAD: usize = 16 * 1024;
 /// Headers the fast path parses; a request with more goes to hyper.
 const MAX_HEADERS: usize = 64;
-/// Time a client has to send its first request head.
-const FIRST_HEAD_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a kept-alive connection may sit idle before the next request.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(75);
+/// Answered (best effort) to a source past [`Limits::max_per_source`] before its connection closes.
+const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nretry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n";
 /// Bytes per `sendfile` call before yielding to other connections.
 const CHUNK: usize = 2 << 20;
 
 /// Accepts connections until the listener fails. With `sendfile` false every connection goes
-/// straight to hyper (the plain axum path, for comparison and as an escape hatch).
-pub async fn serve(listener: TcpListener, app: AppState, router: Router, sendfile: bool) -> io::Result<()> {
+/// straight to hyper (the plain axum path, for comparison and as an escape hatch). A source
+/// holding [`Limits::max_per_source`] connections gets a `503` and its new one closed.
+pub async fn serve(
+    listener: TcpListener,
+    app: AppState,
+    router: Router,
+    sendfile: bool,
+    limits: Limits,
+) -> io::Result<()> {
+    let per_source = PerSource::new(limits.max_per_source);
+    let mut accept_log = Throttle::new(Duration::from_secs(1));
+    let mut refused_log = Throttle::new(Duration::from_secs(1));
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             // Out of file descriptors and the like: wait a little instead of spinning.
             Err(e) if is_transient(&e) => {
-                tracing::warn!(error = %e, "accept failed; retrying");
+                if let Some(held_back) = accept_log.allow(tokio::time::Instant::now()) {
+                    tracing::warn!(error = %e, held_back, "accept failed; retrying");
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
             Err(e) => return Err(e),
         };
+        let Some(slot) = per_source.admit(peer.ip()) else {
+            if let Some(held_back) = refused_log.allow(tokio::time::Instant::now()) {
+                let max = limits.max_per_source;
+                tracing::warn!(%peer, max, held_back, "too many connections from one source; refused");
+            }
+            // Best effort, without waiting: the socket buffer of a new connection takes it.
+            let _ = stream.try_write(TOO_MANY_CONNECTIONS);
+            continue;
+        };
         // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
         let _ = stream.set_nodelay(true);
         let (app, router) = (app.clone(), router.clone());
         tokio::spawn(async move {
+            let _slot = slot;
             if sendfile {
-                connection(app, router, stream, peer).await;
+                connection(app, router, stream, peer, limits).await;
             } else {
-                hand_off(router, stream, peer, Bytes::new()).await;
+                hand_off(router, stream, peer, Bytes::new(), limits).await;
             }
         });
     }
@@ -96,13 +115,15 @@ fn is_transient(e: &io::Error) -> bool {
 }
 
 /// One connection: fast-path requests for as long as they come, then hyper for the rest.
-async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr) {
+async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr, limits: Limits) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
     loop {
-        let timeout = if first { FIRST_HEAD_TIMEOUT } else { IDLE_TIMEOUT };
+        // A new connection has `header_timeout` for its whole first head; a kept-alive one may
+        // idle before its next.
+        let first_byte = if first { limits.header_timeout } else { limits.idle_timeout };
         first = false;
-        let head_len = match read_head(&mut stream, &mut buf, timeout).await {
+        let head_len = match read_head(&mut stream, &mut buf, first_byte, limits.header_timeout).await {
             Ok(Some(len)) => len,
             Ok(None) => return,
             // Too long, malformed or not HTTP/1: hyper answers it (or closes).
@@ -110,13 +131,13 @@ async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: 
             Err(Unread::Gone) => return,
         };
         let Some(request) = FastRequest::parse(&buf[..head_len]) else { break };
-        match answer(&app, &mut stream, &request, peer).await {
+        match answer(&app, &mut stream, &request, peer, limits.send_timeout).await {
             Answered::Done { keep_alive: true } => buf.advance(head_len),
             Answered::Done { keep_alive: false } | Answered::Broken => return,
             Answered::NotMine => break,
         }
     }
-    hand_off(router, stream, peer, buf.freeze()).await;
+    hand_off(router, stream, peer, buf.freeze(), limits).await;
 }
 
 enum Unread {
@@ -127,13 +148,15 @@ enum Unread {
 }
 
 /// Reads until `buf` holds a complete request head; returns its length. `Ok(None)`: the client
-/// closed (or idled out) between requests.
+/// closed (or idled out) between requests. The first byte must come within `first_byte`, the
+/// whole head within `header` of it (the first request's head: within `header` of the start).
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
-    timeout: Duration,
+    first_byte: Duration,
+    header: Duration,
 ) -> Result<Option<usize>, Unread> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let mut deadline = tokio::time::Instant::now() + first_byte;
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -143,10 +166,13 @@ async fn read_head(
                 _ => return Err(Unread::ToHyper),
             }
         }
+        let started = !buf.is_empty();
         buf.reserve(4096);
         match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
             Ok(Ok(0)) if buf.is_empty() => return Ok(None),
+            Err(_) if buf.is_empty() => return Ok(None),
             Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Unread::Gone),
+            Ok(Ok(_)) if !started => deadline = deadline.min(tokio::time::Instant::now() + header),
             Ok(Ok(_)) => {}
         }
     }
@@ -172,16 +198,30 @@ impl FastRequest {
             _ => return None,
         };
         let version = req.version?;
-        let target = req.path?;
-        let path = target.split_once('?').map_or(target, |(p, _)| p).to_owned();
+        // The path as hyper and the router see it (a target hyper's URI parser refuses is
+        // hyper's to answer 400).
+        let target: axum::http::Uri = req.path?.parse().ok()?;
+        let path = target.path().to_owned();
         let mut headers = HeaderMap::with_capacity(req.headers.len());
         for h in req.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
             headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
         }
-        let has_body = headers.contains_key(header::TRANSFER_ENCODING)
-            || headers.get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0");
-        if has_body || headers.contains_key(header::UPGRADE) || headers.contains_key(header::EXPECT) {
+        // No body, unambiguously: no Transfer-Encoding, at most one Content-Length, exactly `0`.
+        // Anything else (two lengths, a length with an encoding, `+0`, `0, 0`) is hyper's to
+        // accept or refuse with 400, never a head whose body this loop would read as the next
+        // request.
+        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
+        let bodiless = match (lengths.next(), lengths.next()) {
+            (None, _) => true,
+            (Some(length), None) => length.as_bytes() == b"0",
+            (Some(_), Some(_)) => false,
+        };
+        if !bodiless
+            || headers.contains_key(header::TRANSFER_ENCODING)
+            || headers.contains_key(header::UPGRADE)
+            || headers.contains_key(header::EXPECT)
+        {
             return None;
         }
         let close = headers
@@ -206,14 +246,20 @@ enum Answered {
 
 /// Answers `request` on the fast path if it is a plain image download from a directory store or
 /// a device's ZTP JSON.
-async fn answer(app: &AppState, stream: &mut TcpStream, request: &FastRequest, peer: SocketAddr) -> Answered {
+async fn answer(
+    app: &AppState,
+    stream: &mut TcpStream,
+    request: &FastRequest,
+    peer: SocketAddr,
+    send_timeout: Duration,
+) -> Answered {
     if !app.device_networks.allows(peer.ip()) {
         return Answered::NotMine; // the router refuses it, and logs it
     }
     if let Some((family, serial)) = ztp_json::route_of(&request.path) {
-        return answer_ztp_json(app, stream, request, peer, family, serial).await;
+        return answer_ztp_json(app, stream, request, peer, (family, serial), send_timeout).await;
     }
-    answer_image(app, stream, request, peer).await
+    answer_image(app, stream, request, peer, send_timeout).await
 }
 
 /// A ZTP JSON that renders (or is cached) for this device, on `GET`; anything else (`HEAD`, an
@@ -223,8 +269,8 @@ async fn answer_ztp_json(
     stream: &mut TcpStream,
     request: &FastRequest,
     peer: SocketAddr,
-    family: Family,
-    serial: Option<&str>,
+    (family, serial): (Family, Option<&str>),
+    send_timeout: Duration,
 ) -> Answered {
     let started = Instant::now();
     if request.method != Method::GET {
@@ -237,7 +283,7 @@ async fn answer_ztp_json(
     let headers = response.headers().iter().chain([(&header::CONTENT_LENGTH, &length)]);
     let mut out = head(response.status(), headers, request.keep_alive);
     out.extend_from_slice(&body);
-    let result = stream.write_all(&out).await;
+    let result = write_within(stream, &out, send_timeout).await;
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
     let outcome = response.extensions().get::<DeviceOutcome>();
     observe(app, &observed(request, peer, response.status(), sent, started, outcome));
@@ -250,6 +296,7 @@ async fn answer_image(
     stream: &mut TcpStream,
     request: &FastRequest,
     peer: SocketAddr,
+    send_timeout: Duration,
 ) -> Answered {
     let started = Instant::now();
     let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
@@ -284,10 +331,10 @@ async fn answer_image(
     set_cork(sock, body);
     let mut sent = 0;
     let result = async {
-        stream.write_all(&out).await?;
+        write_within(stream, &out, send_timeout).await?;
         if body {
             advise_sequential(file.as_raw_fd(), &bytes);
-            sendfile_range(stream, &file, bytes.start, bytes.end, &mut sent).await?;
+            sendfile_range(stream, &file, bytes.clone(), send_timeout, &mut sent).await?;
         }
         io::Result::Ok(())
     }
@@ -364,20 +411,44 @@ fn finish(result: io::Result<()>, request: &FastRequest, peer: SocketAddr, sent:
     }
 }
 
-/// Sends `start..end` of `file` on `stream`, counting into `sent`.
+/// Writes `out` to `stream`; fails with `TimedOut` when the client takes none of it for
+/// `stall` (its answer, and any download slot, are then given up).
+async fn write_within(stream: &mut TcpStream, out: &[u8], stall: Duration) -> io::Result<()> {
+    let mut written = 0;
+    while written < out.len() {
+        match tokio::time::timeout(stall, stream.write(&out[written..])).await {
+            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(Ok(n)) => written += n,
+            Ok(Err(e)) => return Err(e),
+            Err(_) => return Err(stalled()),
+        }
+    }
+    Ok(())
+}
+
+fn stalled() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "the client took no bytes")
+}
+
+/// Sends `bytes` of `file` on `stream`, counting into `sent`; fails with `TimedOut` when the
+/// client takes no byte for `stall`.
 async fn sendfile_range(
     stream: &TcpStream,
     file: &std::fs::File,
-    start: u64,
-    end: u64,
+    bytes: std::ops::Range<u64>,
+    stall: Duration,
     sent: &mut u64,
 ) -> io::Result<()> {
     let (sfd, ffd) = (stream.as_raw_fd(), file.as_raw_fd());
     let mut offset =
-        libc::off_t::try_from(start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let end = libc::off_t::try_from(end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        libc::off_t::try_from(bytes.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let end = libc::off_t::try_from(bytes.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let mut progress = tokio::time::Instant::now();
     while offset < end {
-        stream.writable().await?;
+        match tokio::time::timeout_at(progress + stall, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(stalled()),
+        }
         let want = usize::try_from(end - offset).unwrap_or(CHUNK).min(CHUNK);
         let result = stream.try_io(Interest::WRITABLE, || {
             // SAFETY: both descriptors are open for the whole call (owned by `stream` and `file`,
@@ -395,6 +466,7 @@ async fn sendfile_range(
             }
             Ok(n) => {
                 *sent += n;
+                progress = tokio::time::Instant::now();
                 tokio::task::yield_now().await;
             }
             // try_io cleared the readiness; wait for it again.
@@ -434,64 +506,19 @@ fn advise_sequential(fd: RawFd, bytes: &std::ops::Range<u64>) {
 }
 
 /// Serves the rest of the connection with hyper and the axum router; `read` holds bytes already
-/// read from it (they are replayed first).
-async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Bytes) {
+/// read from it (they are replayed first). hyper gets a timer, so that its header-read timeout
+/// holds (for every head, kept-alive ones too); [`TimedIo`] closes idle and stalled connections.
+async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Bytes, limits: Limits) {
     let service = hyper::service::service_fn(move |mut request: hyper::Request<hyper::body::Incoming>| {
         request.extensions_mut().insert(ConnectInfo(peer));
         router.clone().oneshot(request)
     });
-    let io = TokioIo::new(Prefixed { read, stream });
-    if let Err(e) = auto::Builder::new(TokioExecutor::new()).serve_connection_with_upgrades(io, service).await
-    {
+    let io = TokioIo::new(TimedIo::new(read, stream, &limits));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
+    builder.http2().timer(TokioTimer::new());
+    if let Err(e) = builder.serve_connection_with_upgrades(io, service).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
-    }
-}
-
-/// A socket whose first reads return bytes already taken from it.
-struct Prefixed {
-    read: Bytes,
-    stream: TcpStream,
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(out.remaining());
-            out.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.stream).poll_read(cx, out)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, data)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        true
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 
@@ -525,19 +552,196 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn bytes_read_ahead_are_replayed_before_the_socket() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let client = tokio::spawn(async move {
-            let mut c = TcpStream::connect(addr).await.expect("connect");
-            c.write_all(b" world").await.expect("write");
+    /// What hyper's HTTP/1 server makes of `input`: the method, path and headers of the request it
+    /// hands to the service, or `None` when it refuses it.
+    async fn hyper_verdict(input: &[u8]) -> Option<(Method, String, HeaderMap)> {
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let record = seen.clone();
+        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            let parts =
+                (request.method().clone(), request.uri().path().to_owned(), request.headers().clone());
+            *record.lock().expect("lock") = Some(parts);
+            async { Ok::<_, std::convert::Infallible>(hyper::Response::new(axum::body::Body::empty())) }
         });
-        let (stream, _) = listener.accept().await.expect("accept");
-        let mut p = Prefixed { read: Bytes::from_static(b"hello"), stream };
-        let mut all = String::new();
-        p.read_to_string(&mut all).await.expect("read");
-        client.await.expect("client");
-        assert_eq!(all, "hello world");
+        let connection =
+            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), service);
+        client.write_all(input).await.expect("write");
+        client.shutdown().await.expect("shutdown");
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
+        seen.lock().expect("lock").take()
+    }
+
+    /// The fast path answers a head only when hyper would accept it as the same request: same
+    /// method, path and headers. (Everything else goes to hyper, whose verdict it then is.)
+    async fn assert_agrees_with_hyper(input: &[u8]) {
+        let Some(fast) = FastRequest::parse(input) else { return };
+        let hyper = hyper_verdict(input).await;
+        assert_eq!(
+            Some((fast.method, fast.path, fast.headers)),
+            hyper,
+            "the fast path took a head hyper sees otherwise: {:?}",
+            String::from_utf8_lossy(input)
+        );
+    }
+
+    /// Heads that once fooled, or could fool, a hand-written parser.
+    const TRICKY: &[&str] = &[
+        "GET /onie HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 5\r\n\r\nhello",
+        "GET /onie HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nTransfer-Encoding: identity\r\n\r\n",
+        "GET /onie HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nContent-Length: +0\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nContent-Length: 0, 0\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nContent-Length: 00\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nContent-Length : 0\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nHost: a\r\n\tfolded\r\n\r\n",
+        "GET /images/\u{e9}/1/x HTTP/1.1\r\n\r\n",
+        "GET /onie#frag HTTP/1.1\r\n\r\n",
+        "GET http://h/onie HTTP/1.1\r\n\r\n",
+        "GET * HTTP/1.1\r\n\r\n",
+        "GET /onie HTTP/1.1\nHost: a\n\n",
+        "\r\nGET /onie HTTP/1.1\r\n\r\n",
+        "GET  /onie HTTP/1.1\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nX: a\rb\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nX: \u{80}\r\n\r\n",
+        "GET /onie HTTP/1.1\r\n: empty\r\n\r\n",
+        "GET /onie HTTP/1.1\r\nX-Empty:\r\n\r\n",
+        "GET /o%6eie?x=%zz HTTP/1.1\r\n\r\n",
+    ];
+
+    #[test]
+    fn heads_with_a_body_or_two_lengths_are_not_fast() {
+        for head in &TRICKY[..9] {
+            let fast = FastRequest::parse(head.as_bytes());
+            let plain_one =
+                head.contains("Content-Length: 0\r\n\r\n") && head.matches("Content-Length").count() == 1;
+            assert!(fast.is_none() || plain_one, "{head:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tricky_heads_get_hyper_s_verdict() {
+        for head in TRICKY {
+            assert_agrees_with_hyper(head.as_bytes()).await;
+        }
+    }
+
+    /// A small deterministic generator (xorshift64*), so a failure names a seed that replays it.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n as u64) as usize
+        }
+
+        fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
+            from[self.below(from.len())]
+        }
+    }
+
+    /// A head built from pieces that matter to framing, then sometimes mutated byte by byte.
+    fn generated_head(rng: &mut Rng) -> Vec<u8> {
+        const METHODS: &[&str] = &["GET", "GET", "GET", "HEAD", "HEAD", "POST", "get", "GET ", "CONNECT"];
+        const TARGETS: &[&str] = &[
+            "/onie",
+            "/images/nos/1/nos.bin",
+            "/nvos/SN1/ztp.json?x=1",
+            "/a#b",
+            "/\u{e9}",
+            "http://h/onie",
+            "*",
+            "/%2e%2e/x",
+            "//x",
+            "/a?b#c",
+        ];
+        const VERSIONS: &[&str] = &[
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "HTTP/1.1",
+            "HTTP/1.0",
+            "HTTP/1.2",
+            "HTTP/2.0",
+            "http/1.1",
+            "HTTP/1.1 ",
+        ];
+        const HEADERS: &[&str] = &[
+            "Host: x",
+            "Host: x",
+            "User-Agent: Wget",
+            "Accept: */*",
+            "Connection: keep-alive",
+            "Content-Length: 0",
+            "Content-Length: 00",
+            "Content-Length: 5",
+            "Content-Length: +0",
+            "Content-Length:0",
+            "Content-Length: 0 ",
+            "Content-Length: 0, 0",
+            "content-length: 0",
+            "Content-Length : 0",
+            "Transfer-Encoding: chunked",
+            "Transfer-Encoding: identity",
+            "transfer-encoding: gzip, chunked",
+            "Connection: close",
+            "Connection: keep-alive, Upgrade",
+            "Upgrade: h2c",
+            "Expect: 100-continue",
+            " folded",
+            "\tfolded",
+            "X: a\rb",
+            "X: \u{80}",
+            "X:",
+            ": v",
+            "X-Y: z",
+            "Range: bytes=0-1",
+            "ONIE-SERIAL-NUMBER: SN1",
+        ];
+        const ENDS: &[&str] = &["\r\n", "\r\n", "\r\n", "\n"];
+        let mut head = format!("{} {} {}", rng.pick(METHODS), rng.pick(TARGETS), rng.pick(VERSIONS));
+        head.push_str(rng.pick(ENDS));
+        for _ in 0..rng.below(5) {
+            head.push_str(rng.pick(HEADERS));
+            head.push_str(rng.pick(ENDS));
+        }
+        head.push_str(rng.pick(ENDS));
+        let mut bytes = head.into_bytes();
+        for _ in 0..rng.below(3) {
+            if rng.below(2) == 0 {
+                continue;
+            }
+            let at = rng.below(bytes.len());
+            let byte = b" \t\r\n:,0-/?#\x00\x7f\x80aZ"[rng.below(16)];
+            match rng.below(3) {
+                0 => bytes[at] = byte,
+                1 => bytes.insert(at, byte),
+                _ => {
+                    bytes.remove(at);
+                }
+            }
+        }
+        bytes
+    }
+
+    #[tokio::test]
+    async fn generated_heads_get_hyper_s_verdict() {
+        let mut taken = 0;
+        for seed in 1..=3000u64 {
+            let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            let head = generated_head(&mut rng);
+            taken += usize::from(FastRequest::parse(&head).is_some());
+            assert_agrees_with_hyper(&head).await;
+        }
+        // The generator must reach the fast path often enough to mean something.
+        assert!(taken > 150, "only {taken} generated heads took the fast path");
     }
 }

@@ -6,6 +6,7 @@ pub mod activity;
 pub mod admin;
 pub mod choose;
 pub mod common;
+pub mod connections;
 pub mod cumulus;
 pub mod download;
 pub mod fast;
@@ -205,8 +206,18 @@ pub struct Options {
     pub device_networks: common::DeviceNetworks,
 }
 
-/// Serves until the process ends, reloading the snapshot every second.
+/// Serves until the process ends, reloading the snapshot every second, with the default
+/// connection [`connections::Limits`].
 pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<()> {
+    run_limited(server, options, connections::Limits::default()).await
+}
+
+/// [`run`] with these connection limits.
+pub async fn run_limited(
+    server: Arc<ServerState>,
+    options: Options,
+    limits: connections::Limits,
+) -> std::io::Result<()> {
     let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks } = options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
@@ -222,6 +233,6 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
-    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, "serving devices");
-    fast::serve(listener, app.clone(), router(app), sendfile).await
+    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
+    fast::serve(listener, app.clone(), router(app), sendfile, limits).await
 }

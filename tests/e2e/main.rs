@@ -6,6 +6,7 @@ mod support;
 mod activity;
 mod crds;
 mod devices;
+mod edges;
 mod files;
 mod helm_chart;
 mod hostile;
