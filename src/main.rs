@@ -73,8 +73,9 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         device_networks: ztp_operator::serve::common::DeviceNetworks::new(
             args.listen.device_networks.clone(),
         ),
+        limits: args.listen.limits(),
     };
-    ztp_operator::serve::run_limited(state, options, args.listen.limits())
+    ztp_operator::serve::run(state, options)
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

@@ -440,6 +440,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 admin,
                 max_upload,
                 device_networks: Default::default(),
+                limits: Default::default(),
             };
             if let Err(e) = serve::run(state, options).await {
                 eprintln!("error: serve on {listen}: {e}");

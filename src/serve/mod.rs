@@ -204,21 +204,14 @@ pub struct Options {
     pub max_upload: u64,
     /// Device routes answer only these sources.
     pub device_networks: common::DeviceNetworks,
+    /// Timeouts and the per-source connection cap.
+    pub limits: connections::Limits,
 }
 
-/// Serves until the process ends, reloading the snapshot every second, with the default
-/// connection [`connections::Limits`].
+/// Serves until the process ends, reloading the snapshot every second.
 pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<()> {
-    run_limited(server, options, connections::Limits::default()).await
-}
-
-/// [`run`] with these connection limits.
-pub async fn run_limited(
-    server: Arc<ServerState>,
-    options: Options,
-    limits: connections::Limits,
-) -> std::io::Result<()> {
-    let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks } = options;
+    let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks, limits } =
+        options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5),
         server: server.clone(),
