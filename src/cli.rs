@@ -131,6 +131,13 @@ pub struct ImageArgs {
     /// Seconds without data before a transfer counts as dropped (and resumes).
     #[arg(long, env = "ZTP_FETCH_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
     pub fetch_idle_timeout_seconds: u64,
+    /// Least average bytes per second over each rate window of a transfer (0: no check); a
+    /// trickling source below it fails the attempt, which is retried with backoff.
+    #[arg(long, env = "ZTP_FETCH_MIN_RATE_BYTES", default_value_t = 1024)]
+    pub fetch_min_rate_bytes: u64,
+    /// The window, in seconds, over which the minimum rate is measured.
+    #[arg(long, env = "ZTP_FETCH_MIN_RATE_WINDOW_SECONDS", default_value_t = 60)]
+    pub fetch_min_rate_window_seconds: u64,
     /// Seconds between status updates of a running fetch.
     #[arg(long, env = "ZTP_PROGRESS_INTERVAL_SECONDS", default_value_t = 2.0)]
     pub progress_interval_seconds: f64,
@@ -153,6 +160,8 @@ impl ImageArgs {
     pub fn fetch_config(&self, file_roots: Option<Vec<PathBuf>>) -> FetchConfig {
         FetchConfig {
             idle_timeout: Duration::from_secs(self.fetch_idle_timeout_seconds.max(1)),
+            min_rate: self.fetch_min_rate_bytes,
+            min_rate_window: Duration::from_secs(self.fetch_min_rate_window_seconds.max(1)),
             file_roots,
             ..FetchConfig::default()
         }

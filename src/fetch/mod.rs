@@ -59,6 +59,11 @@ pub struct FetchConfig {
     pub idle_timeout: Duration,
     /// Resumes (reconnects with `Range`) allowed within one attempt.
     pub max_resumes: u32,
+    /// Least average throughput, in bytes per second, over each `min_rate_window` of a transfer:
+    /// a source trickling below it fails the attempt (a transient error) instead of holding a
+    /// fetch slot forever. 0 turns the check off.
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
     /// Directories `file://` sources may read from; `None` allows any path (standalone mode),
     /// an empty list disables file sources (the controller's default).
     pub file_roots: Option<Vec<PathBuf>>,
@@ -70,6 +75,8 @@ impl Default for FetchConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_resumes: 5,
+            min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
             file_roots: Some(Vec::new()),
         }
     }
@@ -185,7 +192,7 @@ impl Fetcher {
             if fetched.content_type.is_none() {
                 fetched.content_type = opened.content_type.clone();
             }
-            match self.pump(opened, writer, progress).await? {
+            match self.pump(&url, opened, writer, progress).await? {
                 Pump::Complete => {
                     if let Some(total) = fetched.announced_size
                         && writer.written() < total
@@ -245,13 +252,29 @@ impl Fetcher {
     /// Moves chunks from the source into the writer until the body ends, breaks or idles.
     async fn pump(
         &self,
+        url: &str,
         mut opened: Opened,
         writer: &mut VerifyingWriter,
         progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
     ) -> Result<Pump, FetchError> {
         // A source that ignored our Range resends from byte `starts_at`; skip what we have.
         let mut skip = writer.written().saturating_sub(opened.starts_at);
+        let window = self.config.min_rate_window;
+        let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), writer.written());
         loop {
+            if self.config.min_rate > 0 && window_start.elapsed() >= window {
+                let done = writer.written() - window_bytes;
+                let least = self.config.min_rate.saturating_mul(window.as_secs().max(1));
+                if done < least {
+                    return Err(FetchError::TooSlow {
+                        url: url.to_owned(),
+                        done,
+                        window,
+                        min_rate: self.config.min_rate,
+                    });
+                }
+                (window_start, window_bytes) = (tokio::time::Instant::now(), writer.written());
+            }
             let next = match tokio::time::timeout(self.config.idle_timeout, opened.chunks.next()).await {
                 Err(_) => return Ok(Pump::Idle),
                 Ok(next) => next,

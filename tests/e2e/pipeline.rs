@@ -163,10 +163,19 @@ pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
 }
 
 pub fn start_controller_with(t: &KubeTest, store: &TestStore, policy: ImagePolicy) -> RunningController {
+    let fetch = FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() };
+    start_controller_fetching(t, store, policy, fetch)
+}
+
+pub fn start_controller_fetching(
+    t: &KubeTest,
+    store: &TestStore,
+    policy: ImagePolicy,
+    fetch: FetchConfig,
+) -> RunningController {
     let core = ImageContext {
         store: store.store.clone(),
-        fetcher: Fetcher::new(FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() })
-            .expect("fetcher"),
+        fetcher: Fetcher::new(fetch).expect("fetcher"),
         fetch_slots: Arc::new(Semaphore::new(2)),
         policy,
         external_url: Some("http://ztp.example.net".into()),
@@ -476,6 +485,37 @@ async fn source_errors(backend: Backend) {
         .expect("patch");
     let o = wait_for(&api, "broken", "Ready", is_ready).await;
     assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "attempts reset with the spec change");
+}
+
+/// A source trickling below the minimum rate fails the attempt (reported in the status) and is
+/// retried, instead of holding a fetch slot for as long as it keeps sending a few bytes.
+#[tokio::test]
+async fn trickling_source_is_cut() {
+    let name = "img-trickle";
+    let t = support::kube_test(name).await;
+    let store = TestStore::new(Backend::Fs, name).await;
+    let body = random_bytes(1024 * 1024, 11);
+    let sha = Sha256Digest::of(&body).to_string();
+    // 2 KiB/s: a fresh byte every 100 ms, so the idle timeout never fires.
+    let src = SourceServer::start(vec![("/t.bin", body, Behavior::Slow { bytes_per_sec: 2048 })]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("trickle", "p", "1", &src.url_of("/t.bin"), &sha, json!({})))
+        .await
+        .expect("create");
+    let fetch = FetchConfig {
+        idle_timeout: Duration::from_secs(5),
+        min_rate: 64 * 1024,
+        min_rate_window: Duration::from_secs(1),
+        ..FetchConfig::default()
+    };
+    let _c = start_controller_fetching(&t, &store, fast_policy(), fetch);
+    let o = wait_for(&api, "trickle", "cut for trickling", |o| {
+        condition(o, ConditionType::Reconciling).is_some_and(|(_, r, _)| r == "RetryingFetch")
+    })
+    .await;
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains("below the minimum rate of 65536 bytes/s"), "{msg}");
+    assert_eq!(stalled_reason(&o), None, "a trickle can clear: retried, not stalled");
 }
 
 /// An unreachable source (a closed local port) is retried with growing gaps, for as long as it
