@@ -119,15 +119,26 @@ pub struct ImageArgs {
     /// Fetches running at once.
     #[arg(long, env = "ZTP_MAX_CONCURRENT_FETCHES", default_value_t = 2)]
     pub max_concurrent_fetches: usize,
-    /// Fetch attempts per OsImage generation before it is Stalled.
-    #[arg(long, env = "ZTP_FETCH_MAX_ATTEMPTS", default_value_t = 5)]
-    pub fetch_max_attempts: u32,
-    /// Wait after the first failed attempt, in seconds; doubles per attempt (capped at 300).
+    /// Fetch attempts per OsImage generation before a transiently failing image is Stalled.
+    /// Unset (the default): errors that can clear are retried for as long as it takes.
+    #[arg(long, env = "ZTP_FETCH_MAX_ATTEMPTS")]
+    pub fetch_max_attempts: Option<u32>,
+    /// Wait after the first failed attempt, in seconds; doubles per attempt.
     #[arg(long, env = "ZTP_FETCH_BACKOFF_SECONDS", default_value_t = 5.0)]
     pub fetch_backoff_seconds: f64,
+    /// The longest wait between two attempts, in seconds.
+    #[arg(long, env = "ZTP_FETCH_BACKOFF_MAX_SECONDS", default_value_t = 300.0)]
+    pub fetch_backoff_max_seconds: f64,
     /// Seconds without data before a transfer counts as dropped (and resumes).
     #[arg(long, env = "ZTP_FETCH_IDLE_TIMEOUT_SECONDS", default_value_t = 60)]
     pub fetch_idle_timeout_seconds: u64,
+    /// Least average bytes per second over each rate window of a transfer (0: no check); a
+    /// trickling source below it fails the attempt, which is retried with backoff.
+    #[arg(long, env = "ZTP_FETCH_MIN_RATE_BYTES", default_value_t = 1024)]
+    pub fetch_min_rate_bytes: u64,
+    /// The window, in seconds, over which the minimum rate is measured.
+    #[arg(long, env = "ZTP_FETCH_MIN_RATE_WINDOW_SECONDS", default_value_t = 60)]
+    pub fetch_min_rate_window_seconds: u64,
     /// Seconds between status updates of a running fetch.
     #[arg(long, env = "ZTP_PROGRESS_INTERVAL_SECONDS", default_value_t = 2.0)]
     pub progress_interval_seconds: f64,
@@ -139,8 +150,9 @@ pub struct ImageArgs {
 impl ImageArgs {
     pub fn policy(&self) -> ImagePolicy {
         ImagePolicy {
-            max_attempts: self.fetch_max_attempts.max(1),
+            max_attempts: self.fetch_max_attempts.map(|n| n.max(1)),
             backoff_base: Duration::from_secs_f64(self.fetch_backoff_seconds.max(0.0)),
+            backoff_max: Duration::from_secs_f64(self.fetch_backoff_max_seconds.max(0.0)),
             progress_interval: Duration::from_secs_f64(self.progress_interval_seconds.max(0.1)),
             ..ImagePolicy::default()
         }
@@ -149,6 +161,8 @@ impl ImageArgs {
     pub fn fetch_config(&self, file_roots: Option<Vec<PathBuf>>) -> FetchConfig {
         FetchConfig {
             idle_timeout: Duration::from_secs(self.fetch_idle_timeout_seconds.max(1)),
+            min_rate: self.fetch_min_rate_bytes,
+            min_rate_window: Duration::from_secs(self.fetch_min_rate_window_seconds.max(1)),
             file_roots,
             ..FetchConfig::default()
         }

@@ -173,6 +173,15 @@ pub struct OsImageStatus {
     /// Fetch attempts made for the current generation (reset when the spec changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,
+    /// While a transient fetch error is retried with backoff: when the next attempt is due. No
+    /// wake-up before this time starts an attempt (set the `ztp.netops.dev/retry` annotation to a
+    /// new value to try at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_time: Option<Time>,
+    /// The value of the `ztp.netops.dev/retry` annotation last acted on (a retry is made once per
+    /// new value).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_retry: Option<String>,
     /// The last thing worth telling a human, e.g. `sha256 mismatch: expected …, got …`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,

@@ -81,7 +81,7 @@ impl ObjectLookup for KubeLookup {
         match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(cm) => Ok(Some(config_map_data(cm))),
             Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError(format!("read ConfigMap {namespace}/{name}: {e}"))),
+            Err(e) => Err(ResolveError::Missing(format!("read ConfigMap {namespace}/{name}: {e}"))),
         }
     }
 
@@ -93,7 +93,7 @@ impl ObjectLookup for KubeLookup {
         match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(s) => Ok(Some(secret_data(s))),
             Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError(format!("read Secret {namespace}/{name}: {e}"))),
+            Err(e) => Err(ResolveError::Missing(format!("read Secret {namespace}/{name}: {e}"))),
         }
     }
 }

@@ -12,11 +12,11 @@ use futures::StreamExt;
 use kube::{
     Api, Client,
     runtime::{
-        Controller,
+        Controller, PredicateConfig, WatchStreamExt,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::Store as Reflector,
-        watcher,
+        reflector::{self, Store as Reflector, reflector},
+        watcher::{self, watcher},
     },
 };
 use tokio::sync::Semaphore;
@@ -27,7 +27,7 @@ use crate::{
     fetch::{FetchError, Fetcher},
     reconcile::{
         ReportError,
-        osimage::{ImageContext, Next},
+        osimage::{ImageContext, Next, RETRY_ANNOTATION},
         sources::RefResolver,
     },
     store::StoreError,
@@ -165,17 +165,18 @@ pub async fn run_controller(
     };
     api.list(&kube::api::ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
 
-    let controller = Controller::new(api, watcher::Config::default().any_semantic());
-    let snapshots = tokio::spawn(profiles::run(
-        client.clone(),
-        core.store.clone(),
-        namespace.clone(),
-        controller.store(),
-    ));
+    let (images, writer) = reflector::store();
+    let triggers = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
+        .default_backoff()
+        .applied_objects()
+        .predicate_filter(wakes, PredicateConfig::default());
+    let controller = Controller::for_stream(triggers, images.clone());
+    let snapshots =
+        tokio::spawn(profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone()));
     let ctx = Arc::new(Ctx {
         reporter: k8s::KubeReporter::new(client.clone()),
         resolver: RefResolver(k8s::KubeLookup(client.clone())),
-        images: controller.store(),
+        images,
         client,
         core,
     });
@@ -191,6 +192,20 @@ pub async fn run_controller(
         .await;
     snapshots.abort();
     Ok(())
+}
+
+/// What of an OsImage wakes the reconciler: the spec (generation), deletion, the finalizers (the
+/// finalizer helper waits for its own patch) and the retry annotation. Not the status: the
+/// controller's own status writes must not cut a backoff short or start a storm.
+fn wakes(image: &OsImage) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let meta = &image.metadata;
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    meta.generation.hash(&mut h);
+    meta.deletion_timestamp.is_some().hash(&mut h);
+    meta.finalizers.hash(&mut h);
+    meta.annotations.as_ref().and_then(|a| a.get(RETRY_ANNOTATION)).hash(&mut h);
+    Some(h.finish())
 }
 
 async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> {

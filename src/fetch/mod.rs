@@ -59,6 +59,11 @@ pub struct FetchConfig {
     pub idle_timeout: Duration,
     /// Resumes (reconnects with `Range`) allowed within one attempt.
     pub max_resumes: u32,
+    /// Least average throughput, in bytes per second, over each `min_rate_window` of a transfer:
+    /// a source trickling below it fails the attempt (a transient error) instead of holding a
+    /// fetch slot forever. 0 turns the check off.
+    pub min_rate: u64,
+    pub min_rate_window: Duration,
     /// Directories `file://` sources may read from; `None` allows any path (standalone mode),
     /// an empty list disables file sources (the controller's default).
     pub file_roots: Option<Vec<PathBuf>>,
@@ -70,12 +75,14 @@ impl Default for FetchConfig {
             connect_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_resumes: 5,
+            min_rate: 1024,
+            min_rate_window: Duration::from_secs(60),
             file_roots: Some(Vec::new()),
         }
     }
 }
 
-/// Why a fetch failed. `retryable()` tells the reconciler whether another attempt may help.
+/// Why a fetch failed. [`FetchError::is_transient`] tells whether another attempt may help.
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("GET {url}: HTTP {status}{}", reason_of(*.status))]
@@ -84,6 +91,8 @@ pub enum FetchError {
     Transfer { url: String, message: String },
     #[error("GET {url}: no data for {}s", .idle.as_secs())]
     Idle { url: String, idle: Duration },
+    #[error("{url}: {done} bytes in {}s, below the minimum rate of {min_rate} bytes/s", .window.as_secs())]
+    TooSlow { url: String, done: u64, window: Duration, min_rate: u64 },
     #[error("{url}: the connection dropped {resumes} times; giving up this attempt")]
     TooManyResumes { url: String, resumes: u32 },
     #[error("{url}: the source answered {got} bytes where {expected} were announced")]
@@ -103,12 +112,25 @@ fn reason_of(status: u16) -> String {
 }
 
 impl FetchError {
-    /// Configuration problems do not get better by retrying; transfers and server errors may.
-    pub fn retryable(&self) -> bool {
-        !matches!(
-            self,
-            Self::Unsupported(_) | Self::Store(StoreError::InvalidName(_) | StoreError::Conflict(_))
-        )
+    /// Whether the error can clear by itself, so that trying again later may succeed: a refused
+    /// or dropped connection, a DNS failure, a timeout, a trickle, HTTP 408/425/429 and 5xx, a
+    /// store hiccup. Everything else (404, 403, 410 and other client errors, a disabled or
+    /// misconfigured source, a name the store refuses, a wrong checksum) needs a human: retrying
+    /// the same request gets the same answer. The one place this decision is made.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Status { status, .. } => matches!(status, 408 | 425 | 429 | 500..=599),
+            Self::Transfer { .. }
+            | Self::Idle { .. }
+            | Self::TooSlow { .. }
+            | Self::TooManyResumes { .. }
+            | Self::Truncated { .. } => true,
+            Self::Unsupported(_) => false,
+            Self::Store(e) => !matches!(
+                e,
+                StoreError::InvalidName(_) | StoreError::Conflict(_) | StoreError::ChecksumMismatch { .. }
+            ),
+        }
     }
 }
 
@@ -170,7 +192,7 @@ impl Fetcher {
             if fetched.content_type.is_none() {
                 fetched.content_type = opened.content_type.clone();
             }
-            match self.pump(opened, writer, progress).await? {
+            match self.pump(&url, opened, writer, progress).await? {
                 Pump::Complete => {
                     if let Some(total) = fetched.announced_size
                         && writer.written() < total
@@ -230,13 +252,29 @@ impl Fetcher {
     /// Moves chunks from the source into the writer until the body ends, breaks or idles.
     async fn pump(
         &self,
+        url: &str,
         mut opened: Opened,
         writer: &mut VerifyingWriter,
         progress: &(dyn Fn(u64, Option<u64>) + Send + Sync),
     ) -> Result<Pump, FetchError> {
         // A source that ignored our Range resends from byte `starts_at`; skip what we have.
         let mut skip = writer.written().saturating_sub(opened.starts_at);
+        let window = self.config.min_rate_window;
+        let (mut window_start, mut window_bytes) = (tokio::time::Instant::now(), writer.written());
         loop {
+            if self.config.min_rate > 0 && window_start.elapsed() >= window {
+                let done = writer.written() - window_bytes;
+                let least = self.config.min_rate.saturating_mul(window.as_secs().max(1));
+                if done < least {
+                    return Err(FetchError::TooSlow {
+                        url: url.to_owned(),
+                        done,
+                        window,
+                        min_rate: self.config.min_rate,
+                    });
+                }
+                (window_start, window_bytes) = (tokio::time::Instant::now(), writer.written());
+            }
             let next = match tokio::time::timeout(self.config.idle_timeout, opened.chunks.next()).await {
                 Err(_) => return Ok(Pump::Idle),
                 Ok(next) => next,
@@ -265,4 +303,42 @@ enum Pump {
     Complete,
     Dropped(String),
     Idle,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(status: u16) -> FetchError {
+        FetchError::Status { url: "http://h/x".into(), status }
+    }
+
+    #[test]
+    fn errors_that_can_clear_are_transient() {
+        for code in [408, 425, 429, 500, 502, 503, 504] {
+            assert!(status(code).is_transient(), "{code}");
+        }
+        let url = String::from("http://h/x");
+        assert!(
+            FetchError::Transfer { url: url.clone(), message: "connection refused".into() }.is_transient()
+        );
+        assert!(FetchError::Idle { url: url.clone(), idle: Duration::from_secs(1) }.is_transient());
+        assert!(
+            FetchError::TooSlow { url: url.clone(), done: 1, window: Duration::from_secs(1), min_rate: 2 }
+                .is_transient()
+        );
+        assert!(FetchError::TooManyResumes { url: url.clone(), resumes: 5 }.is_transient());
+        assert!(FetchError::Truncated { url, expected: 2, got: 1 }.is_transient());
+        assert!(FetchError::Store(StoreError::NotFound("x".into())).is_transient());
+    }
+
+    #[test]
+    fn errors_that_need_a_human_are_not() {
+        for code in [400, 401, 403, 404, 410, 451] {
+            assert!(!status(code).is_transient(), "{code}");
+        }
+        assert!(!FetchError::Unsupported("file sources are disabled".into()).is_transient());
+        let d = crate::hash::Sha256Digest::of(b"x");
+        assert!(!FetchError::Store(StoreError::ChecksumMismatch { expected: d, actual: d }).is_transient());
+    }
 }

@@ -39,8 +39,14 @@ pub trait ImageReporter: Send + Sync {
 
 /// A source reference could not be resolved (missing ConfigMap, Secret, key…).
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct ResolveError(pub String);
+pub enum ResolveError {
+    /// A referenced object or key is missing or unreadable: it may appear, so retry.
+    #[error("{0}")]
+    Missing(String),
+    /// The spec itself is wrong (a relative `file://` URL, an invalid URL): needs a human.
+    #[error("{0}")]
+    InvalidSpec(String),
+}
 
 /// Turns an OsImage's source (with its references to ConfigMaps and Secrets) into a [`Source`].
 #[async_trait]

@@ -4,7 +4,11 @@
 //! one manifest read and one stat). Otherwise the image is fetched into the store in one pass,
 //! verified, committed and entered into the manifest through its compare-and-swap. Conflicts with
 //! other OsImages (same path, different hash; two firmware images in one directory) stall the
-//! newer one. Failures retry with capped exponential backoff, then stall.
+//! newer one. Errors that can clear (an unreachable source, a 5xx, a timeout) retry with capped
+//! exponential backoff for as long as it takes, the next attempt's time kept in the status (so
+//! that no wake-up, whatever its cause, shortens the wait); errors that need a human (a 404, a
+//! bad spec, a wrong checksum) stall at once. The annotation [`RETRY_ANNOTATION`] set to a new
+//! value retries a stalled image without a spec change.
 
 use std::{
     sync::{
@@ -17,7 +21,7 @@ use std::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use tokio::sync::Semaphore;
 
-use super::{EventType, ImageReporter, ReportError, SourceResolver, object_name};
+use super::{EventType, ImageReporter, ReportError, ResolveError, SourceResolver, object_name};
 use crate::{
     api::{
         Artifact, ConditionStatus, ConditionType, DeletionPolicy, ImagePath, OsImage, OsImagePhase,
@@ -29,11 +33,15 @@ use crate::{
     store::{ManifestEntry, Store, StoreError},
 };
 
+/// Set to any new value, retries a stalled (or backing-off) image at once, without a spec change.
+pub const RETRY_ANNOTATION: &str = "ztp.netops.dev/retry";
+
 /// Retry and reporting policy.
 #[derive(Debug, Clone)]
 pub struct ImagePolicy {
-    /// Fetch attempts per generation before the image is Stalled.
-    pub max_attempts: u32,
+    /// Fetch attempts per generation before a transiently failing image is Stalled; `None`
+    /// retries for as long as it takes.
+    pub max_attempts: Option<u32>,
     /// Wait after the first failed attempt; doubles per attempt up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -48,7 +56,7 @@ pub struct ImagePolicy {
 impl Default for ImagePolicy {
     fn default() -> Self {
         Self {
-            max_attempts: 5,
+            max_attempts: None,
             backoff_base: Duration::from_secs(5),
             backoff_max: Duration::from_secs(300),
             progress_interval: Duration::from_secs(2),
@@ -103,7 +111,14 @@ impl StatusBuilder {
         if status.observed_generation != generation {
             status.attempts = None;
         }
+        if let Some(value) = retry_requested(image) {
+            // A retry asked for by hand: a fresh start (attempts and wait), once per value.
+            status.attempts = None;
+            status.last_retry = Some(value.to_owned());
+        }
         status.observed_generation = generation;
+        // Whoever builds a status acts now: the wait (if any) is over.
+        status.next_attempt_time = None;
         Self { status, generation }
     }
 
@@ -142,13 +157,34 @@ impl StatusBuilder {
     }
 }
 
-/// True when this generation already failed for good (wrong checksum, attempts exhausted).
+/// The value of [`RETRY_ANNOTATION`] when it differs from the one last acted on.
+fn retry_requested(image: &OsImage) -> Option<&str> {
+    let value = image.metadata.annotations.as_ref()?.get(RETRY_ANNOTATION)?;
+    let last = image.status.as_ref().and_then(|s| s.last_retry.as_deref());
+    (last != Some(value.as_str())).then_some(value.as_str())
+}
+
+/// True when this generation already failed for good (wrong checksum, a source that needs a
+/// human, attempts exhausted) and no retry was asked for.
 fn fetch_gave_up(image: &OsImage) -> bool {
     let Some(status) = &image.status else { return false };
     status.observed_generation == image.metadata.generation
+        && retry_requested(image).is_none()
         && crate::api::conditions::find_condition(&status.conditions, ConditionType::Stalled).is_some_and(
             |c| c.status == "True" && matches!(c.reason.as_str(), "ChecksumMismatch" | "FetchFailed"),
         )
+}
+
+/// How long this generation still has to wait before its next attempt (the time is kept in the
+/// status, so a controller restart or any other wake-up keeps the backoff). `None`: act now.
+pub fn wait_remaining(image: &OsImage, now: Timestamp) -> Option<Duration> {
+    let status = image.status.as_ref()?;
+    if status.observed_generation != image.metadata.generation || retry_requested(image).is_some() {
+        return None;
+    }
+    let due = status.next_attempt_time.as_ref()?.0;
+    let left = due.duration_since(now);
+    (left.is_positive()).then(|| Duration::try_from(left).unwrap_or_default())
 }
 
 /// The validated facts of a spec.
@@ -219,6 +255,11 @@ impl ImageContext {
         }
     }
 
+    /// ` of N` when attempts are capped.
+    fn of_max(&self) -> String {
+        self.policy.max_attempts.map(|m| format!(" of {m}")).unwrap_or_default()
+    }
+
     fn backoff(&self, attempts: u32) -> Duration {
         let factor = 1u32 << attempts.saturating_sub(1).min(16);
         self.policy.backoff_base.saturating_mul(factor).min(self.policy.backoff_max)
@@ -235,8 +276,12 @@ impl ImageContext {
     ) -> Result<Next, ReportError> {
         let was = image.status.as_ref().and_then(|s| s.phase);
         if fetch_gave_up(image) {
-            // Downloading again cannot help until the spec changes (a new generation).
+            // Downloading again cannot help until the spec changes (a new generation) or a
+            // retry is asked for.
             return Ok(Next::Stalled);
+        }
+        if let Some(left) = wait_remaining(image, Timestamp::now()) {
+            return Ok(Next::Retry(left));
         }
         let status = StatusBuilder::new(image);
 
@@ -380,7 +425,10 @@ impl ImageContext {
     ) -> Result<Next, ReportError> {
         let source = match resolver.resolve(image).await {
             Ok(s) => s,
-            Err(e) => {
+            Err(ResolveError::InvalidSpec(msg)) => {
+                return self.stall(image, reporter, status, "InvalidSpec", msg).await;
+            }
+            Err(e @ ResolveError::Missing(_)) => {
                 return self.retry_later(image, reporter, status, "SourceUnresolved", e.to_string()).await;
             }
         };
@@ -398,7 +446,7 @@ impl ImageContext {
         };
 
         let describe = source.describe();
-        let msg = format!("fetching {describe} (attempt {attempt} of {})", self.policy.max_attempts);
+        let msg = format!("fetching {describe} (attempt {attempt}{})", self.of_max());
         let mut fetching = StatusBuilder { status: status.status.clone(), generation: status.generation }
             .reconciling(OsImagePhase::Fetching, "Fetching", msg.clone());
         fetching.progress = Some(Progress { bytes_done: 0, bytes_total: None });
@@ -479,8 +527,8 @@ impl ImageContext {
                 self.failed_attempt(image, reporter, status, attempt, format!("{describe}: {e}"), true).await
             }
             Err(AttemptError::Fetch(e)) => {
-                let retryable = e.retryable();
-                self.failed_attempt(image, reporter, status, attempt, e.to_string(), retryable).await
+                let transient = e.is_transient();
+                self.failed_attempt(image, reporter, status, attempt, e.to_string(), transient).await
             }
         }
     }
@@ -492,19 +540,24 @@ impl ImageContext {
         status: StatusBuilder,
         attempt: u32,
         error: String,
-        retryable: bool,
+        transient: bool,
     ) -> Result<Next, ReportError> {
-        if !retryable || attempt >= self.policy.max_attempts {
-            let msg = if retryable { format!("gave up after {attempt} attempts: {error}") } else { error };
+        let exhausted = self.policy.max_attempts.is_some_and(|max| attempt >= max);
+        if !transient || exhausted {
+            let msg = if transient { format!("gave up after {attempt} attempts: {error}") } else { error };
+            let msg = format!("{msg}; to try again, set the annotation {RETRY_ANNOTATION} to a new value");
             return self.stall(image, reporter, status, "FetchFailed", msg).await;
         }
         let wait = self.backoff(attempt);
+        let due = Timestamp::now() + wait;
         let msg = format!(
-            "attempt {attempt} of {} failed: {error}; retrying in {}s",
-            self.policy.max_attempts,
-            wait.as_secs()
+            "attempt {attempt}{} failed: {error}; next attempt at {} (in {})",
+            self.of_max(),
+            due.round(k8s_openapi::jiff::Unit::Second).unwrap_or(due),
+            human_duration(wait)
         );
         let mut new = status.reconciling(OsImagePhase::Pending, "RetryingFetch", msg.clone());
+        new.next_attempt_time = Some(Time(due));
         new.progress = None;
         reporter.status(image, &new).await?;
         reporter.event(image, EventType::Warning, "FetchFailed", &msg).await;
@@ -660,6 +713,17 @@ impl ImageContext {
             reporter.event(image, EventType::Normal, "Retained", &note).await;
         }
         Ok(())
+    }
+}
+
+/// `1.5s`, `40s`, `5m`, `5m30s`: for messages.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    match secs {
+        0..10 if d.subsec_millis() > 0 => format!("{:.1}s", d.as_secs_f64()),
+        0..60 => format!("{secs}s"),
+        _ if secs.is_multiple_of(60) => format!("{}m", secs / 60),
+        _ => format!("{}m{}s", secs / 60, secs % 60),
     }
 }
 

@@ -53,15 +53,15 @@ async fn key_of(
     ns: &str,
     r: &KeyRef,
 ) -> Result<Vec<u8>, ResolveError> {
-    let data = data.ok_or_else(|| ResolveError(format!("{kind} {ns}/{} not found", r.name)))?;
+    let data = data.ok_or_else(|| ResolveError::Missing(format!("{kind} {ns}/{} not found", r.name)))?;
     data.get(&r.key)
         .cloned()
-        .ok_or_else(|| ResolveError(format!("{kind} {ns}/{} has no key {:?}", r.name, r.key)))
+        .ok_or_else(|| ResolveError::Missing(format!("{kind} {ns}/{} has no key {:?}", r.name, r.key)))
 }
 
 fn text(kind: &str, ns: &str, name: &str, key: &str, v: Vec<u8>) -> Result<String, ResolveError> {
     String::from_utf8(v)
-        .map_err(|_| ResolveError(format!("{kind} {ns}/{name} key {key:?} is not UTF-8 text")))
+        .map_err(|_| ResolveError::Missing(format!("{kind} {ns}/{name} key {key:?} is not UTF-8 text")))
 }
 
 #[async_trait]
@@ -71,9 +71,10 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
         let src = &image.spec.source;
         if let Some(u) = &src.url {
             if u.url.starts_with("file://") {
-                let url = reqwest::Url::parse(&u.url).map_err(|e| ResolveError(format!("{}: {e}", u.url)))?;
+                let url = reqwest::Url::parse(&u.url)
+                    .map_err(|e| ResolveError::InvalidSpec(format!("{}: {e}", u.url)))?;
                 let path = url.to_file_path().map_err(|_| {
-                    ResolveError(format!(
+                    ResolveError::InvalidSpec(format!(
                         "{}: a file URL needs an absolute path, e.g. file:///srv/images/x.bin",
                         u.url
                     ))
@@ -81,7 +82,7 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
                 return Ok(Source::File { path });
             }
             reqwest::Url::parse(&u.url)
-                .map_err(|e| ResolveError(format!("{}: not a valid URL: {e}", u.url)))?;
+                .map_err(|e| ResolveError::InvalidSpec(format!("{}: not a valid URL: {e}", u.url)))?;
             let ca_pem = match &u.ca_bundle_ref {
                 Some(r) => Some(key_of(self.0.config_map(ns, &r.name).await?, "ConfigMap", ns, r).await?),
                 None => None,
@@ -92,7 +93,7 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
                     .0
                     .secret(ns, &r.name)
                     .await?
-                    .ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
+                    .ok_or_else(|| ResolveError::Missing(format!("Secret {ns}/{} not found", r.name)))?;
                 for (k, v) in data {
                     headers.push((k.clone(), text("Secret", ns, &r.name, &k, v)?));
                 }
@@ -105,7 +106,7 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
             });
         }
         let Some(s3) = &src.s3 else {
-            return Err(ResolveError("spec.source sets neither url nor s3".into()));
+            return Err(ResolveError::InvalidSpec("spec.source sets neither url nor s3".into()));
         };
         let mut settings = S3Settings {
             bucket: s3.bucket.clone(),
@@ -119,11 +120,11 @@ impl<L: ObjectLookup> SourceResolver for RefResolver<L> {
                 .0
                 .secret(ns, &r.name)
                 .await?
-                .ok_or_else(|| ResolveError(format!("Secret {ns}/{} not found", r.name)))?;
+                .ok_or_else(|| ResolveError::Missing(format!("Secret {ns}/{} not found", r.name)))?;
             let get = |k: &str| {
                 data.get(k)
                     .cloned()
-                    .ok_or_else(|| ResolveError(format!("Secret {ns}/{} has no key {k:?}", r.name)))
+                    .ok_or_else(|| ResolveError::Missing(format!("Secret {ns}/{} has no key {k:?}", r.name)))
                     .and_then(|v| text("Secret", ns, &r.name, k, v))
             };
             settings.access_key_id = Some(get("accessKeyId")?);

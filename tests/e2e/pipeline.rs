@@ -140,7 +140,7 @@ pub fn s3_settings(bucket: &str, endpoint: &str) -> S3Settings {
 
 pub fn fast_policy() -> ImagePolicy {
     ImagePolicy {
-        max_attempts: 3,
+        max_attempts: None,
         backoff_base: Duration::from_millis(200),
         backoff_max: Duration::from_secs(1),
         progress_interval: Duration::from_millis(200),
@@ -159,12 +159,25 @@ impl Drop for RunningController {
 }
 
 pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
+    start_controller_with(t, store, fast_policy())
+}
+
+pub fn start_controller_with(t: &KubeTest, store: &TestStore, policy: ImagePolicy) -> RunningController {
+    let fetch = FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() };
+    start_controller_fetching(t, store, policy, fetch)
+}
+
+pub fn start_controller_fetching(
+    t: &KubeTest,
+    store: &TestStore,
+    policy: ImagePolicy,
+    fetch: FetchConfig,
+) -> RunningController {
     let core = ImageContext {
         store: store.store.clone(),
-        fetcher: Fetcher::new(FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() })
-            .expect("fetcher"),
+        fetcher: Fetcher::new(fetch).expect("fetcher"),
         fetch_slots: Arc::new(Semaphore::new(2)),
-        policy: fast_policy(),
+        policy,
         external_url: Some("http://ztp.example.net".into()),
     };
     let (client, ns) = (t.client.clone(), t.namespace.clone());
@@ -380,6 +393,19 @@ async fn wrong_checksum_s3() {
     wrong_checksum(Backend::S3).await;
 }
 
+fn requests_to(src: &SourceServer, p: &str) -> usize {
+    src.requests().iter().filter(|r| r.path == p).count()
+}
+
+async fn annotate_retry(api: &Api<OsImage>, name: &str, value: &str) {
+    let patch = json!({"metadata": {"annotations": {"ztp.netops.dev/retry": value}}});
+    api.patch(name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("annotate");
+}
+
+/// Errors that need a human stall at once (one attempt); errors that can clear keep retrying;
+/// the retry annotation makes exactly one new attempt per new value.
 async fn source_errors(backend: Backend) {
     let name = format!("img-srcerr-{backend:?}").to_lowercase();
     let t = support::kube_test(&name).await;
@@ -391,36 +417,160 @@ async fn source_errors(backend: Backend) {
     ])
     .await;
     let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    for (n, p, v) in [("gone", "/gone.bin", "1"), ("broken", "/broken.bin", "2")] {
-        let o = osimage(n, "sonic", v, &src.url_of(p), &sha, json!({}));
+    for (n, u, v) in [
+        ("gone", src.url_of("/gone.bin"), "1"),
+        ("broken", src.url_of("/broken.bin"), "2"),
+        ("relative", "file://images/x.bin".to_owned(), "3"),
+    ] {
+        let o = osimage(n, "sonic", v, &u, &sha, json!({}));
         api.create(&PostParams::default(), &o).await.expect("create");
     }
     let _c = start_controller(&t, &store);
-    for (n, p, code) in [
-        ("gone", "/gone.bin", "HTTP 404 Not Found"),
-        ("broken", "/broken.bin", "HTTP 500 Internal Server Error"),
-    ] {
-        let o = wait_for(&api, n, "Stalled", |o| stalled_reason(o).is_some()).await;
-        assert_eq!(stalled_reason(&o).as_deref(), Some("FetchFailed"));
-        let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
-        assert!(msg.contains("gave up after 3 attempts"), "{msg}");
-        assert!(msg.contains(&format!("GET {}: {code}", src.url_of(p))), "{msg}");
-        assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(3));
-        let tries = src.requests().iter().filter(|r| r.path == p).count();
-        assert_eq!(tries, 3, "{n}: one request per attempt");
-    }
+
+    // 404: a human problem, Stalled after one attempt, saying how to retry.
+    let o = wait_for(&api, "gone", "Stalled", |o| stalled_reason(o).is_some()).await;
+    assert_eq!(stalled_reason(&o).as_deref(), Some("FetchFailed"));
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains(&format!("GET {}: HTTP 404 Not Found", src.url_of("/gone.bin"))), "{msg}");
+    assert!(msg.contains("ztp.netops.dev/retry"), "{msg}");
+    assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1));
+
+    // A relative file:// URL: a bad spec, Stalled at once.
+    let o = wait_for(&api, "relative", "Stalled", |o| stalled_reason(o).is_some()).await;
+    assert_eq!(stalled_reason(&o).as_deref(), Some("InvalidSpec"));
+
+    // 500: may clear, so it keeps retrying (Reconciling, never Stalled).
+    let o =
+        wait_for(&api, "broken", "retried", |o| o.status.as_ref().and_then(|s| s.attempts) >= Some(4)).await;
+    assert_eq!(stalled_reason(&o), None);
+    let (status, reason, msg) = condition(&o, ConditionType::Reconciling).expect("Reconciling");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "RetryingFetch"), "{msg}");
+    assert!(msg.contains("HTTP 500 Internal Server Error") && msg.contains("next attempt at"), "{msg}");
     assert!(store.store.manifest().await.expect("manifest").images.is_empty());
     let reasons = event_reasons(&t.client, &t.namespace, "gone", &["FetchFailed"]).await;
     assert!(reasons.iter().any(|r| r == "FetchFailed"), "{reasons:?}");
 
-    // Fixing the source and touching the spec (a new generation) starts over and succeeds.
-    src.set_behavior("/gone.bin", Behavior::Serve);
-    let patch = json!({"spec": {"filename": "gone.bin"}});
+    // Stalled stays stalled...
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(requests_to(&src, "/gone.bin"), 1, "a stalled image is not fetched again");
+    // ...until the retry annotation gets a new value: exactly one new attempt.
+    annotate_retry(&api, "gone", "first").await;
+    wait_for(&api, "gone", "retried once", |o| {
+        o.status.as_ref().and_then(|s| s.last_retry.as_deref()) == Some("first")
+            && stalled_reason(o).is_some()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(requests_to(&src, "/gone.bin"), 2, "one retry per new annotation value");
+    // The same value again (any other metadata change) does not retry.
+    let patch = json!({"metadata": {"labels": {"touched": "yes"}}});
     api.patch("gone", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
         .await
-        .expect("patch");
+        .expect("label");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(requests_to(&src, "/gone.bin"), 2, "the same annotation value does not loop");
+
+    // Fixed source + a new retry value: Ready without a spec change.
+    src.set_behavior("/gone.bin", Behavior::Serve);
+    annotate_retry(&api, "gone", "second").await;
     let o = wait_for(&api, "gone", "Ready", is_ready).await;
+    assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "a retry starts the count afresh");
+    assert_eq!(o.metadata.generation, Some(1), "no spec change was needed");
+
+    // A spec change (a new generation) also starts over.
+    src.set_behavior("/broken.bin", Behavior::Serve);
+    let patch = json!({"spec": {"filename": "broken.bin"}});
+    api.patch("broken", &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let o = wait_for(&api, "broken", "Ready", is_ready).await;
     assert_eq!(o.status.as_ref().and_then(|s| s.attempts), Some(1), "attempts reset with the spec change");
+}
+
+/// A source trickling below the minimum rate fails the attempt (reported in the status) and is
+/// retried, instead of holding a fetch slot for as long as it keeps sending a few bytes.
+#[tokio::test]
+async fn trickling_source_is_cut() {
+    let name = "img-trickle";
+    let t = support::kube_test(name).await;
+    let store = TestStore::new(Backend::Fs, name).await;
+    let body = random_bytes(1024 * 1024, 11);
+    let sha = Sha256Digest::of(&body).to_string();
+    // 2 KiB/s: a fresh byte every 100 ms, so the idle timeout never fires.
+    let src = SourceServer::start(vec![("/t.bin", body, Behavior::Slow { bytes_per_sec: 2048 })]).await;
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("trickle", "p", "1", &src.url_of("/t.bin"), &sha, json!({})))
+        .await
+        .expect("create");
+    let fetch = FetchConfig {
+        idle_timeout: Duration::from_secs(5),
+        min_rate: 64 * 1024,
+        min_rate_window: Duration::from_secs(1),
+        ..FetchConfig::default()
+    };
+    let _c = start_controller_fetching(&t, &store, fast_policy(), fetch);
+    let o = wait_for(&api, "trickle", "cut for trickling", |o| {
+        condition(o, ConditionType::Reconciling).is_some_and(|(_, r, _)| r == "RetryingFetch")
+    })
+    .await;
+    let msg = o.status.as_ref().and_then(|s| s.message.clone()).unwrap_or_default();
+    assert!(msg.contains("below the minimum rate of 65536 bytes/s"), "{msg}");
+    assert_eq!(stalled_reason(&o), None, "a trickle can clear: retried, not stalled");
+}
+
+/// An unreachable source (a closed local port) is retried with growing gaps, for as long as it
+/// takes: the controller's own status writes do not cut the wait short.
+#[tokio::test]
+async fn unreachable_source_backs_off() {
+    let name = "img-backoff";
+    let t = support::kube_test(name).await;
+    let store = TestStore::new(Backend::Fs, name).await;
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr").port()
+    }; // closed again: connections are refused
+    let url = format!("http://127.0.0.1:{port}/x.bin");
+    let sha = Sha256Digest::of(b"x").to_string();
+    let api: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    api.create(&PostParams::default(), &osimage("down", "p", "1", &url, &sha, json!({})))
+        .await
+        .expect("create");
+    let policy = ImagePolicy {
+        backoff_base: Duration::from_millis(300),
+        backoff_max: Duration::from_millis(1200),
+        ..fast_policy()
+    };
+    let _c = start_controller_with(&t, &store, policy);
+
+    // When each attempt count first shows in the status, over a window of 7 s.
+    let start = Instant::now();
+    let mut seen: Vec<(i32, Instant)> = Vec::new();
+    let mut last = None;
+    while start.elapsed() < Duration::from_secs(7) {
+        let o = api.get("down").await.expect("get");
+        assert_eq!(stalled_reason(&o), None, "an unreachable source must not stall: {:#?}", o.status);
+        assert_ne!(o.status.as_ref().and_then(|s| s.phase), Some(OsImagePhase::Failed));
+        if let Some(n) = o.status.as_ref().and_then(|s| s.attempts)
+            && seen.last().is_none_or(|(m, _)| *m != n)
+        {
+            seen.push((n, Instant::now()));
+        }
+        last = Some(o);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let o = last.expect("polled");
+    let counts: Vec<i32> = seen.iter().map(|(n, _)| *n).collect();
+    // 0.3 + 0.6 + 1.2 + 1.2 … s: about 7 attempts in 7 s; a wake-up storm makes many more.
+    assert!((4..=10).contains(counts.last().expect("attempts")), "attempts seen: {counts:?}");
+    let gaps: Vec<f64> = seen.windows(2).map(|w| (w[1].1 - w[0].1).as_secs_f64()).collect();
+    assert!(gaps.last().expect("gaps") >= &(2.0 * gaps[0]), "gaps between attempts do not grow: {gaps:?}");
+    let (status, reason, msg) = condition(&o, ConditionType::Reconciling).expect("Reconciling");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "RetryingFetch"), "{msg}");
+    assert!(
+        msg.contains("next attempt at") && msg.contains(&format!("attempt {}", counts.last().expect("n"))),
+        "{msg}"
+    );
+    assert!(o.status.as_ref().and_then(|s| s.next_attempt_time.as_ref()).is_some());
 }
 
 #[tokio::test]
