@@ -291,6 +291,12 @@ pub struct ServingArgs {
     /// objects get it as owner, so deleting the controller (`helm uninstall`) deletes them.
     #[arg(long = "serving-owner-deployment", env = "ZTP_SERVING_OWNER_DEPLOYMENT")]
     pub owner_deployment: Option<String>,
+    /// Also apply the server's Role and RoleBinding (ClusterRole and ClusterRoleBinding when
+    /// every namespace is watched), named `<serving-name>-activity`. Off by default: creating
+    /// RBAC objects lets the controller hand what it holds (Secret reads) to anyone, so the
+    /// chart installs them instead and the controller holds no RBAC verb (README, "RBAC").
+    #[arg(long = "serving-rbac", env = "ZTP_SERVING_RBAC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rbac: bool,
 }
 
 /// How the device-facing server listens and limits itself.

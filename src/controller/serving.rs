@@ -3,7 +3,8 @@
 //!
 //! - [`ServingConfig::from_args`] turns the flags into one validated configuration.
 //! - [`objects`] renders every object from it (pure functions, unit-tested): ServiceAccount, the
-//!   server's RBAC, the PersistentVolumeClaim when asked to create one, Service and Deployment.
+//!   server's RBAC only with `--serving-rbac`, the PersistentVolumeClaim when asked to create one,
+//!   Service and Deployment.
 //!   The pod template carries [`CONFIG_HASH_ANNOTATION`], a hash of the rendered pod spec, so any
 //!   configuration change rolls the pods.
 //! - [`run`] server-side applies them (field manager [`SERVING_FIELD_MANAGER`], forced) at start,
@@ -15,8 +16,13 @@
 //! `serve/activity/k8s.rs`): `patch` on `switchprofiles/status`, `create` and `patch` on
 //! `events.k8s.io` events, nothing else (it reads no object, and never a Secret). They are a Role
 //! in the watched namespace when the controller watches one, else a ClusterRole (SwitchProfiles
-//! live in every namespace then). Without `--serving-report-status` the role has no rules and the
-//! pods get no API token.
+//! live in every namespace then), named `<name>-activity`. Without `--serving-report-status` the
+//! role has no rules and the pods get no API token.
+//!
+//! The controller applies those RBAC objects only with `--serving-rbac`: an identity that may
+//! create a Role and a binding may give anyone what it holds itself (the controller reads
+//! Secrets), whatever `resourceNames` say, so by default the chart installs them and the
+//! controller holds no verb on RBAC objects.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -161,6 +167,9 @@ pub struct ServingConfig {
     pub limits: BTreeMap<String, String>,
     /// Name of the controller's Deployment (owner of the namespaced objects), if any.
     pub owner_deployment: Option<String>,
+    /// Apply the server's RBAC objects too (`--serving-rbac`); otherwise someone else (the
+    /// chart) installs them and the controller needs no RBAC verb.
+    pub apply_rbac: bool,
 }
 
 /// A DNS-1035 label: what a Service name must be.
@@ -271,12 +280,18 @@ impl ServingConfig {
             requests: pairs(&s.cpu_request, &s.memory_request),
             limits: pairs(&s.cpu_limit, &s.memory_limit),
             owner_deployment: s.owner_deployment.clone(),
+            apply_rbac: s.rbac,
         }))
+    }
+
+    /// Name of the server's Role and RoleBinding (the chart uses the same names).
+    pub fn role_name(&self) -> String {
+        format!("{}-activity", self.name)
     }
 
     /// Name of the ClusterRole and ClusterRoleBinding (cluster-wide, so it names the namespace).
     pub fn cluster_role_name(&self) -> String {
-        format!("{}-{}", self.name, self.namespace)
+        format!("{}-activity-{}", self.name, self.namespace)
     }
 
     /// Labels selecting the server pods (immutable in the Deployment: never add to them).
@@ -531,20 +546,21 @@ pub fn service(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<Se
 pub fn objects(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<ServingObjects, ServingError> {
     let subject = json!([{"kind": "ServiceAccount", "name": cfg.name, "namespace": cfg.namespace}]);
     let (role, role_binding, cluster_role, cluster_role_binding) = match &cfg.rbac {
+        _ if !cfg.apply_rbac => (None, None, None, None),
         RbacScope::Namespace(ns) => (
             Some(typed(
                 "Role",
                 json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                    "metadata": meta(cfg, &cfg.name, ns, owner), "rules": rules(cfg),
+                    "metadata": meta(cfg, &cfg.role_name(), ns, owner), "rules": rules(cfg),
                 }),
             )?),
             Some(typed(
                 "RoleBinding",
                 json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": meta(cfg, &cfg.name, ns, owner),
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": cfg.name},
+                    "metadata": meta(cfg, &cfg.role_name(), ns, owner),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": cfg.role_name()},
                     "subjects": subject,
                 }),
             )?),
@@ -709,6 +725,13 @@ pub async fn run(client: Client, cfg: ServingConfig) {
             .boxed(),
     ]);
     tracing::info!(namespace = %cfg.namespace, name = %cfg.name, "managing the serving Deployment");
+    if cfg.report_status && !cfg.apply_rbac {
+        let expected = match &cfg.rbac {
+            RbacScope::Namespace(ns) => format!("Role and RoleBinding {ns}/{}", cfg.role_name()),
+            RbacScope::Cluster => format!("ClusterRole and ClusterRoleBinding {}", cfg.cluster_role_name()),
+        };
+        tracing::info!(%expected, "the server's RBAC is not applied here (no --serving-rbac): it must be installed (the chart does)");
+    }
     let mut owner_ref = None;
     let mut next = tokio::time::Instant::now();
     loop {
@@ -774,6 +797,7 @@ mod tests {
             "--serving-name=ztp-server",
             "--serving-image=registry.example.net/ztp-operator:1.2.3",
             "--serving-pvc=ztp-store",
+            "--serving-rbac=true",
         ]
     }
 
@@ -793,6 +817,7 @@ mod tests {
             "--serving-oidc-audience=ztp",
             "--serving-public-listing",
             "--serving-device-networks=10.0.0.0/8,fd00::/8",
+            "--serving-rbac=true",
         ]
     }
 
@@ -957,10 +982,25 @@ mod tests {
         // Watching every namespace: the server's permissions are cluster-wide.
         assert!(o.role.is_none() && o.role_binding.is_none());
         let cr = o.cluster_role.as_ref().expect("cluster role");
-        assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-ztp-system"));
+        assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-activity-ztp-system"));
         assert_eq!(cr.rules.as_ref().map(Vec::len), Some(2));
         let crb = o.cluster_role_binding.as_ref().expect("binding");
-        assert_eq!(crb.role_ref.name, "ztp-server-ztp-system");
+        assert_eq!(crb.role_ref.name, "ztp-server-activity-ztp-system");
+    }
+
+    #[test]
+    fn no_rbac_object_unless_asked() {
+        for flags in [fs_flags(), s3_flags()] {
+            let flags: Vec<&str> = flags.into_iter().filter(|f| !f.starts_with("--serving-rbac")).collect();
+            let o = render(&flags);
+            assert!(o.role.is_none() && o.role_binding.is_none());
+            assert!(o.cluster_role.is_none() && o.cluster_role_binding.is_none());
+            // The pods still run as the server's ServiceAccount, which the chart's RBAC names.
+            assert_eq!(
+                pod(&o).service_account_name.as_deref(),
+                Some(o.service_account.metadata.name.as_deref().unwrap_or_default())
+            );
+        }
     }
 
     #[test]

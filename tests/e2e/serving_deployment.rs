@@ -53,6 +53,7 @@ async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) 
         "--manage-serving=true".into(),
         format!("--serving-namespace={}", t.namespace),
         "--serving-image=registry.example.net/ztp-operator:e2e".into(),
+        "--serving-rbac=true".into(),
     ];
     args.extend(store.flags());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -198,10 +199,13 @@ async fn fs_serving_objects_follow_the_configuration_and_edits_are_undone() {
         .get("ztp-server")
         .await
         .expect("service account");
-    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("role");
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("ztp-server-activity").await.expect("role");
     assert_eq!(flat_rules(&role.rules.unwrap_or_default()), server_rules(), "no Secrets, nothing to read");
-    let rb = Api::<RoleBinding>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("binding");
-    assert_eq!(rb.role_ref.name, "ztp-server");
+    let rb = Api::<RoleBinding>::namespaced(t.client.clone(), &ns)
+        .get("ztp-server-activity")
+        .await
+        .expect("binding");
+    assert_eq!(rb.role_ref.name, "ztp-server-activity");
     assert!(claims.get_opt("ztp-store").await.expect("get claim").is_none(), "no claim unless asked");
 
     // A no-op re-apply writes nothing: the watch does not feed itself.
@@ -316,7 +320,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
     let spec = svc.spec.expect("spec");
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     assert_eq!(spec.ports.expect("ports")[0].port, 80);
-    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("edge-ztp").await.expect("role");
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("edge-ztp-activity").await.expect("role");
     assert!(role.rules.unwrap_or_default().is_empty(), "no permissions without --report-status");
     drop(c);
 
@@ -349,6 +353,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,
+        apply_rbac: true,
     };
     let objects = serving::objects(&cluster, None).expect("render");
     serving::apply_all(&t.client, &objects).await.expect("apply cluster-scoped serving objects");
