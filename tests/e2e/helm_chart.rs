@@ -119,10 +119,10 @@ fn helm_lint_passes_with_directory_and_s3_values() {
     let chart = chart.to_str().expect("utf-8 path");
     helm(&["lint", "--strict", chart]);
     helm(&["lint", "--strict", chart, "-f", &s3_values()]);
-    // A store type the chart does not know is refused at render time, with the reason.
+    // A store type the chart does not know is refused at render time (values.schema.json).
     let out = helm_output(&["template", "x", chart, "--set", "storage.type=nfs"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.type must be pvc or s3"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/storage/type"), "the values schema says where");
 }
 
 #[tokio::test]
@@ -407,18 +407,139 @@ fn cluster_config(namespace: &str, name: &str) -> ztp_operator::controller::serv
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,
+        placement: Default::default(),
+        service_options: Default::default(),
+        colocate: false,
         apply_rbac: false,
     }
+}
+
+const PLACEMENT_VALUES: &str = r#"
+storage:
+  pvc: {accessMode: ReadWriteOnce}
+server:
+  nodeSelector: {ztp.example.net/role: edge}
+  tolerations: [{key: dedicated, operator: Equal, value: ztp, effect: NoSchedule}]
+  topologySpreadConstraints:
+    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway,
+       labelSelector: {matchLabels: {app.kubernetes.io/component: server}}}
+  affinity:
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 10
+          preference: {matchExpressions: [{key: zone, operator: In, values: [a]}]}
+  service:
+    type: LoadBalancer
+    externalTrafficPolicy: Local
+    loadBalancerIP: 192.0.2.10
+    annotations: {metallb.universe.tf/address-pool: mgmt}
+"#;
+
+/// The server Deployment and Service carry [`PLACEMENT_VALUES`]; with the ReadWriteOnce claim the
+/// server pods must share a node with the chart's controller pods.
+async fn check_placement(client: &Client, ns: &str, server: &Deployment) {
+    let p = pod(server);
+    assert_eq!(
+        p.node_selector.as_ref().and_then(|n| n.get("ztp.example.net/role")).map(String::as_str),
+        Some("edge")
+    );
+    let tolerations = p.tolerations.clone().unwrap_or_default();
+    assert_eq!(tolerations.len(), 1);
+    assert_eq!(
+        (tolerations[0].key.as_deref(), tolerations[0].effect.as_deref()),
+        (Some("dedicated"), Some("NoSchedule"))
+    );
+    let spread = p.topology_spread_constraints.clone().unwrap_or_default();
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    let affinity = p.affinity.clone().expect("affinity");
+    assert!(affinity.node_affinity.is_some(), "the configured affinity is kept");
+    let terms = affinity
+        .pod_affinity
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution)
+        .expect("ReadWriteOnce: a required pod affinity");
+    assert_eq!(terms.len(), 1);
+    assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
+    let controller =
+        Api::<Deployment>::namespaced(client.clone(), ns).get("ztp-ztp-operator").await.expect("get");
+    let controller_pods = controller.spec.and_then(|s| s.selector.match_labels).expect("selector");
+    assert_eq!(
+        terms[0].label_selector.as_ref().and_then(|l| l.match_labels.clone()),
+        Some(controller_pods),
+        "beside the controller's pods"
+    );
+    let svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .get("ztp-ztp-operator-server")
+        .await
+        .expect("server Service");
+    let annotations = svc.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get("metallb.universe.tf/address-pool").map(String::as_str), Some("mgmt"));
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
+}
+
+#[test]
+fn values_schema_refuses_typos_and_wrong_types() {
+    let chart = chart();
+    let chart = chart.to_str().expect("utf-8 path");
+    for (set, needle) in [
+        ("server.replicas=two", "/server/replicas"),
+        ("server.servce.type=LoadBalancer", "servce"),
+        ("server.service.type=Loadbalancer", "/server/service/type"),
+        ("server.service.externalTrafficPolicy=local", "/server/service/externalTrafficPolicy"),
+        ("storage.pvc.accessMode=ReadWriteOncePod", "/storage/pvc/accessMode"),
+        ("controller.maxConcurentFetches=4", "maxConcurentFetches"),
+        ("server.affinity.nodeAfinity.x=y", "nodeAfinity"),
+    ] {
+        let out = helm_output(&["template", "x", chart, "--set", set]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set}: accepted");
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+    let out = helm_output(&[
+        "template",
+        "x",
+        chart,
+        "--set",
+        "storage.pvc.accessMode=ReadWriteOnce",
+        "--set",
+        "controller.replicas=2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("controller.replicas=1"));
+    // What is right still renders.
+    helm(&[
+        "template",
+        "x",
+        chart,
+        "--set",
+        "server.service.type=NodePort",
+        "--set",
+        "server.service.externalTrafficPolicy=Local",
+    ]);
 }
 
 #[tokio::test]
 async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     let t = support::kube_test("chart-rbac").await;
     let ns = t.namespace.clone();
+    // With placement, Service options and a ReadWriteOnce claim: they reach the server's objects.
+    let values_dir = tempfile::tempdir().expect("values dir");
+    let values = values_dir.path().join("placement.yaml");
+    std::fs::write(&values, PLACEMENT_VALUES).expect("write values");
     let docs = template(
         "ztp",
         &ns,
-        &["--set", &format!("controller.watchNamespace={ns}"), "--set", "externalURL=http://ztp.example.net"],
+        &[
+            "--set",
+            &format!("controller.watchNamespace={ns}"),
+            "--set",
+            "externalURL=http://ztp.example.net",
+            "-f",
+            values.to_str().expect("utf-8 path"),
+        ],
     );
     // Everything the chart installs exists for real (no kubelet: the Deployment's pods never run;
     // this test runs the controller process itself, with that Deployment's configuration).
@@ -559,6 +680,7 @@ async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     let claim =
         pod(&server).volumes.iter().flatten().find_map(|v| v.persistent_volume_claim.clone()).expect("claim");
     assert_eq!(claim.claim_name, "ztp-ztp-operator-store", "the chart's claim");
+    check_placement(&t.client, &ns, &server).await;
     let log = std::fs::read_to_string(&c.0.log).unwrap_or_default();
     assert!(!log.contains("Forbidden") && !log.contains("forbidden"), "a request was refused:\n{log}");
 

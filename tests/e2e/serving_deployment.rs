@@ -353,6 +353,9 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,
+        placement: Default::default(),
+        service_options: Default::default(),
+        colocate: false,
         apply_rbac: true,
     };
     let objects = serving::objects(&cluster, None).expect("render");
