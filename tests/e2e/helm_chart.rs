@@ -190,6 +190,9 @@ fn controller_env(deployment: &Value, pod: &str, namespace: &str, store: &Path) 
     }
     assert_eq!(env.get("ZTP_STORE_DIR").map(String::as_str), Some("/var/lib/ztp/store"));
     env.insert("ZTP_STORE_DIR".into(), store.display().to_string());
+    // The pod's port 8080 is this machine's: a free one instead.
+    assert_eq!(env.get("ZTP_METRICS_LISTEN").map(String::as_str), Some("0.0.0.0:8080"));
+    env.insert("ZTP_METRICS_LISTEN".into(), format!("127.0.0.1:{}", procs::free_port()));
     env
 }
 
@@ -480,6 +483,65 @@ async fn check_placement(client: &Client, ns: &str, server: &Deployment) {
     assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
 }
 
+/// The controller container's probes, metrics port and listen address, and the ServiceMonitor
+/// scraping it, as rendered (the endpoints are the binary's `--metrics-listen`).
+#[test]
+fn the_controller_has_probes_a_metrics_port_and_a_monitor() {
+    for (port, extra) in [(8080, None), (9090, Some("controller.metrics.port=9090"))] {
+        let mut args = vec![
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ];
+        args.extend(extra.iter().flat_map(|e| ["--set", *e]));
+        let docs = template("ztp", "ztp-system", &args);
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("controller Deployment");
+        let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["ports"], json!([{"name": "metrics", "containerPort": port, "protocol": "TCP"}]));
+        assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+        let listen = c["env"].as_array().expect("env").iter().find(|e| e["name"] == "ZTP_METRICS_LISTEN");
+        assert_eq!(listen.map(|e| e["value"].clone()), Some(json!(format!("0.0.0.0:{port}"))));
+        let service = docs
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "ztp-ztp-operator-metrics")
+            .expect("metrics Service");
+        assert_eq!(service["spec"]["ports"][0]["port"], port);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+        assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+        let monitor = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceMonitor" && d["metadata"]["name"] == "ztp-ztp-operator-controller")
+            .expect("the controller's ServiceMonitor");
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+        let labels = service["metadata"]["labels"].as_object().expect("labels");
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().expect("selector") {
+            assert_eq!(labels.get(k), Some(v), "the monitor selects the metrics Service ({k})");
+        }
+    }
+    // Without the server managed, the controller is still scraped.
+    let docs = template(
+        "ztp",
+        "ztp-system",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "server.manage=false",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ],
+    );
+    let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ServiceMonitor").collect();
+    assert_eq!(monitors.len(), 1);
+    assert_eq!(monitors[0]["metadata"]["name"], "ztp-ztp-operator-controller");
+    // Off by default: no metrics Service, no monitor; the probes stay.
+    let plain = template("ztp", "ztp-system", &[]);
+    assert!(!kinds(&plain).contains(&"Service") && !kinds(&plain).contains(&"ServiceMonitor"));
+}
+
 #[test]
 fn values_schema_refuses_typos_and_wrong_types() {
     let chart = chart();
@@ -492,6 +554,7 @@ fn values_schema_refuses_typos_and_wrong_types() {
         ("storage.pvc.accessMode=ReadWriteOncePod", "/storage/pvc/accessMode"),
         ("controller.maxConcurentFetches=4", "maxConcurentFetches"),
         ("server.affinity.nodeAfinity.x=y", "nodeAfinity"),
+        ("controller.metrics.port=http", "/controller/metrics/port"),
     ] {
         let out = helm_output(&["template", "x", chart, "--set", set]);
         let err = String::from_utf8_lossy(&out.stderr);
