@@ -323,6 +323,14 @@ pub struct ServingArgs {
     /// `loadBalancerIP` of a LoadBalancer Service (where the provider honours it).
     #[arg(long = "serving-load-balancer-ip", env = "ZTP_SERVING_LOAD_BALANCER_IP")]
     pub load_balancer_ip: Option<String>,
+    /// Seconds fewer server replicas than asked may be available before the controller says so
+    /// (a Warning Event `ServersUnavailable` on its own Deployment, `ServersAvailable` after).
+    #[arg(
+        long = "serving-unavailable-grace-seconds",
+        env = "ZTP_SERVING_UNAVAILABLE_GRACE_SECONDS",
+        default_value_t = 180
+    )]
+    pub unavailable_grace_seconds: u64,
 }
 
 /// How the device-facing server listens and limits itself.

@@ -48,6 +48,8 @@ use serde_json::{Value, json};
 
 use crate::{cli::ControllerArgs, hash::Sha256Digest};
 
+pub mod availability;
+
 /// Field manager of the serving objects.
 pub const SERVING_FIELD_MANAGER: &str = "ztp-operator-controller";
 /// Pod-template annotation: hash of the rendered pod spec (a change rolls the Deployment).
@@ -206,6 +208,8 @@ pub struct ServingConfig {
     pub service_options: ServiceOptions,
     /// The claim is ReadWriteOnce: the server pods must run on the controller's node.
     pub colocate: bool,
+    /// How long fewer server replicas than asked may be available before a Warning Event.
+    pub unavailable_grace: Duration,
 }
 
 /// `text` as a `T`, refusing what `T` would silently drop (a misspelt field) and naming `flag`.
@@ -384,6 +388,7 @@ impl ServingConfig {
             placement,
             service_options,
             colocate,
+            unavailable_grace: Duration::from_secs(s.unavailable_grace_seconds),
         }))
     }
 
@@ -847,9 +852,22 @@ async fn pass(
     apply_all(client, &objects).await
 }
 
-/// Applies the serving objects now, then again on every change to them and every [`RESYNC`].
-/// Never returns: apply errors are logged and retried after a few seconds.
+/// Applies the serving objects now, then again on every change to them and every [`RESYNC`];
+/// meanwhile tells when the servers are not available ([`availability`]). Never returns: apply
+/// errors are logged and retried after a few seconds.
 pub async fn run(client: Client, cfg: ServingConfig) {
+    let watch = availability::watch(
+        client.clone(),
+        cfg.namespace.clone(),
+        cfg.name.clone(),
+        cfg.owner_deployment.clone(),
+        cfg.unavailable_grace,
+    );
+    futures::future::join(keep_applied(client, cfg), watch).await;
+}
+
+/// The apply loop of [`run`].
+async fn keep_applied(client: Client, cfg: ServingConfig) {
     let watched = watcher::Config::default().labels(&cfg.label_selector());
     let mut triggers = stream::select_all([
         watcher(Api::<Deployment>::namespaced(client.clone(), &cfg.namespace), watched.clone())

@@ -413,6 +413,7 @@ fn cluster_config(namespace: &str, name: &str) -> ztp_operator::controller::serv
         placement: Default::default(),
         service_options: Default::default(),
         colocate: false,
+        unavailable_grace: std::time::Duration::from_secs(180),
         apply_rbac: false,
     }
 }

@@ -356,6 +356,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         placement: Default::default(),
         service_options: Default::default(),
         colocate: false,
+        unavailable_grace: std::time::Duration::from_secs(180),
         apply_rbac: true,
     };
     let objects = serving::objects(&cluster, None).expect("render");
@@ -368,4 +369,66 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
     assert_eq!(crb.subjects.expect("subjects")[0].namespace.as_deref(), Some(ns.as_str()));
     crbs.delete(&name, &DeleteParams::default()).await.expect("cleanup");
     Api::<ClusterRole>::all(t.client.clone()).delete(&name, &DeleteParams::default()).await.expect("cleanup");
+}
+
+/// The server Deployment's readiness reaches the controller's own Deployment as Events: a
+/// Warning `ServersUnavailable` once fewer replicas than asked are available past the grace (no
+/// kubelet here, so none ever is), a Normal `ServersAvailable` once its status says they are.
+#[tokio::test]
+async fn unavailable_servers_are_told_on_the_controllers_deployment() {
+    use k8s_openapi::api::events::v1::Event;
+    let t = support::kube_test("serving-ready").await;
+    let store = TestStore::new(Backend::Fs, "serving-ready").await;
+    let ns = t.namespace.clone();
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let owner: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ztp-controller"},
+        "spec": {"selector": {"matchLabels": {"app": "ztp-controller"}}, "template": {"metadata": {"labels": {"app": "ztp-controller"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    }))
+    .expect("owner");
+    deployments.create(&Default::default(), &owner).await.expect("owner Deployment");
+    let mut c = controller(
+        &t,
+        &store,
+        &[
+            "--serving-pvc=ztp-store",
+            "--serving-owner-deployment=ztp-controller",
+            "--serving-unavailable-grace-seconds=1",
+        ],
+        "serving-ready.log",
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(t.client.clone(), &ns);
+    let wait_event = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let list = events.list(&Default::default()).await.expect("events");
+                if let Some(e) = list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ztp-controller")
+                }) {
+                    return e;
+                }
+                assert!(Instant::now() < deadline, "no {reason} Event within 30 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let d = wait_obj(&deployments, "ztp-server", "applied", &mut c, |_| true).await;
+    let warning = wait_event("ServersUnavailable").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("0 of 2 replicas available"), "{note}");
+    // The Deployment's status, as the deployment controller would write it once pods run.
+    let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 2}});
+    deployments
+        .patch_status("ztp-server", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write status");
+    let normal = wait_event("ServersAvailable").await;
+    assert_eq!(normal.type_.as_deref(), Some("Normal"));
+    assert!(normal.note.unwrap_or_default().contains("2 of 2"));
+    c.0.assert_running();
 }
