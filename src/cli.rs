@@ -247,8 +247,10 @@ pub struct ServingArgs {
     /// StorageClass of a created claim (default: the cluster's default class).
     #[arg(long = "serving-pvc-storage-class", env = "ZTP_SERVING_PVC_STORAGE_CLASS")]
     pub pvc_storage_class: Option<String>,
-    /// Access mode of a created claim. ReadWriteMany lets server and controller pods run on any
-    /// node; with ReadWriteOnce they must share a node.
+    /// Access mode of the claim (of a created one, and of `--serving-pvc`). ReadWriteMany lets
+    /// server and controller pods run on any node; with ReadWriteOnce the server pods get a
+    /// required pod affinity to the controller's pods (`--serving-owner-deployment`'s selector),
+    /// so all share its node; ReadWriteOncePod cannot be shared and is refused.
     #[arg(long = "serving-pvc-access-mode", env = "ZTP_SERVING_PVC_ACCESS_MODE", default_value = "ReadWriteMany",
           value_parser = ["ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod", "ReadOnlyMany"])]
     pub pvc_access_mode: String,
@@ -306,6 +308,44 @@ pub struct ServingArgs {
     /// objects get it as owner, so deleting the controller (`helm uninstall`) deletes them.
     #[arg(long = "serving-owner-deployment", env = "ZTP_SERVING_OWNER_DEPLOYMENT")]
     pub owner_deployment: Option<String>,
+    /// Also apply the server's Role and RoleBinding (ClusterRole and ClusterRoleBinding when
+    /// every namespace is watched), named `<serving-name>-activity`. Off by default: creating
+    /// RBAC objects lets the controller hand what it holds (Secret reads) to anyone, so the
+    /// chart installs them instead and the controller holds no RBAC verb (README, "RBAC").
+    #[arg(long = "serving-rbac", env = "ZTP_SERVING_RBAC", default_value_t = false, action = clap::ArgAction::Set)]
+    pub rbac: bool,
+    /// Node labels the server pods must run on (a JSON object, the pod spec's `nodeSelector`).
+    #[arg(long = "serving-node-selector", env = "ZTP_SERVING_NODE_SELECTOR")]
+    pub node_selector: Option<String>,
+    /// Affinity of the server pods (JSON, the pod spec's `affinity`). With a ReadWriteOnce claim a
+    /// required pod affinity to the controller's pods is added.
+    #[arg(long = "serving-affinity", env = "ZTP_SERVING_AFFINITY")]
+    pub affinity: Option<String>,
+    /// Tolerations of the server pods (a JSON array).
+    #[arg(long = "serving-tolerations", env = "ZTP_SERVING_TOLERATIONS")]
+    pub tolerations: Option<String>,
+    /// Topology spread constraints of the server pods (a JSON array).
+    #[arg(long = "serving-topology-spread-constraints", env = "ZTP_SERVING_TOPOLOGY_SPREAD_CONSTRAINTS")]
+    pub topology_spread_constraints: Option<String>,
+    /// Annotations of the Service (a JSON object; e.g. a cloud load balancer's settings).
+    #[arg(long = "serving-service-annotations", env = "ZTP_SERVING_SERVICE_ANNOTATIONS")]
+    pub service_annotations: Option<String>,
+    /// `externalTrafficPolicy` of a NodePort or LoadBalancer Service: `Local` keeps the switches'
+    /// source addresses (which `--serving-device-networks` and the activity records see).
+    #[arg(long = "serving-external-traffic-policy", env = "ZTP_SERVING_EXTERNAL_TRAFFIC_POLICY",
+          value_parser = ["Cluster", "Local"])]
+    pub external_traffic_policy: Option<String>,
+    /// `loadBalancerIP` of a LoadBalancer Service (where the provider honours it).
+    #[arg(long = "serving-load-balancer-ip", env = "ZTP_SERVING_LOAD_BALANCER_IP")]
+    pub load_balancer_ip: Option<String>,
+    /// Seconds fewer server replicas than asked may be available before the controller says so
+    /// (a Warning Event `ServersUnavailable` on its own Deployment, `ServersAvailable` after).
+    #[arg(
+        long = "serving-unavailable-grace-seconds",
+        env = "ZTP_SERVING_UNAVAILABLE_GRACE_SECONDS",
+        default_value_t = 180
+    )]
+    pub unavailable_grace_seconds: u64,
 }
 
 /// How the device-facing server listens and limits itself.

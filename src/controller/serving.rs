@@ -3,7 +3,8 @@
 //!
 //! - [`ServingConfig::from_args`] turns the flags into one validated configuration.
 //! - [`objects`] renders every object from it (pure functions, unit-tested): ServiceAccount, the
-//!   server's RBAC, the PersistentVolumeClaim when asked to create one, Service and Deployment.
+//!   server's RBAC only with `--serving-rbac`, the PersistentVolumeClaim when asked to create one,
+//!   Service and Deployment.
 //!   The pod template carries [`CONFIG_HASH_ANNOTATION`], a hash of the rendered pod spec, so any
 //!   configuration change rolls the pods.
 //! - [`run`] server-side applies them (field manager [`SERVING_FIELD_MANAGER`], forced) at start,
@@ -15,8 +16,13 @@
 //! `serve/activity/k8s.rs`): `patch` on `switchprofiles/status`, `create` and `patch` on
 //! `events.k8s.io` events, nothing else (it reads no object, and never a Secret). They are a Role
 //! in the watched namespace when the controller watches one, else a ClusterRole (SwitchProfiles
-//! live in every namespace then). Without `--serving-report-status` the role has no rules and the
-//! pods get no API token.
+//! live in every namespace then), named `<name>-activity`. Without `--serving-report-status` the
+//! role has no rules and the pods get no API token.
+//!
+//! The controller applies those RBAC objects only with `--serving-rbac`: an identity that may
+//! create a Role and a binding may give anyone what it holds itself (the controller reads
+//! Secrets), whatever `resourceNames` say, so by default the chart installs them and the
+//! controller holds no verb on RBAC objects.
 
 use std::{collections::BTreeMap, time::Duration};
 
@@ -24,7 +30,10 @@ use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{PersistentVolumeClaim, PodTemplateSpec, Service, ServiceAccount},
+        core::v1::{
+            Affinity, PersistentVolumeClaim, PodTemplateSpec, Service, ServiceAccount, Toleration,
+            TopologySpreadConstraint,
+        },
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -38,6 +47,8 @@ use serde::{Serialize, de::DeserializeOwned};
 use serde_json::{Value, json};
 
 use crate::{cli::ControllerArgs, hash::Sha256Digest};
+
+pub mod availability;
 
 /// Field manager of the serving objects.
 pub const SERVING_FIELD_MANAGER: &str = "ztp-operator-controller";
@@ -125,6 +136,35 @@ pub enum RbacScope {
     Cluster,
 }
 
+/// Where the server pods may run (the pod spec's fields of the same names).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Placement {
+    pub node_selector: BTreeMap<String, String>,
+    pub affinity: Option<Affinity>,
+    pub tolerations: Vec<Toleration>,
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+}
+
+/// Service settings beyond type and port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ServiceOptions {
+    pub annotations: BTreeMap<String, String>,
+    /// `Cluster` or `Local` (NodePort and LoadBalancer only).
+    pub external_traffic_policy: Option<String>,
+    pub load_balancer_ip: Option<String>,
+}
+
+/// The controller's Deployment, owner of the serving objects in its namespace: the reference,
+/// and the labels of its pods (what ReadWriteOnce co-location is an affinity to).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Owner {
+    pub reference: OwnerReference,
+    pub pod_labels: BTreeMap<String, String>,
+}
+
+/// Node label of one node: the topology of ReadWriteOnce co-location.
+pub const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
+
 /// Admin credentials of the files API.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ServingAuth {
@@ -161,6 +201,42 @@ pub struct ServingConfig {
     pub limits: BTreeMap<String, String>,
     /// Name of the controller's Deployment (owner of the namespaced objects), if any.
     pub owner_deployment: Option<String>,
+    /// Apply the server's RBAC objects too (`--serving-rbac`); otherwise someone else (the
+    /// chart) installs them and the controller needs no RBAC verb.
+    pub apply_rbac: bool,
+    pub placement: Placement,
+    pub service_options: ServiceOptions,
+    /// The claim is ReadWriteOnce: the server pods must run on the controller's node.
+    pub colocate: bool,
+    /// How long fewer server replicas than asked may be available before a Warning Event.
+    pub unavailable_grace: Duration,
+}
+
+/// `text` as a `T`, refusing what `T` would silently drop (a misspelt field) and naming `flag`.
+fn strict_json<T: DeserializeOwned + Serialize>(
+    flag: &str,
+    text: &Option<String>,
+) -> Result<Option<T>, ServingError> {
+    let Some(text) = text.as_deref().filter(|t| !t.trim().is_empty()) else { return Ok(None) };
+    let invalid = |why: String| ServingError::Invalid(format!("{flag}: {why}"));
+    let value: Value = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
+    let typed: T = serde_json::from_value(value.clone()).map_err(|e| invalid(e.to_string()))?;
+    let back = serde_json::to_value(&typed).map_err(|e| invalid(e.to_string()))?;
+    if without_nulls(back) != without_nulls(value) {
+        return Err(invalid("a field is misspelt or misplaced (it would be ignored)".into()));
+    }
+    Ok(Some(typed))
+}
+
+/// Drops `null` members recursively (absent and null are the same to the typed objects).
+pub(crate) fn without_nulls(v: Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect(),
+        ),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
+        v => v,
+    }
 }
 
 /// A DNS-1035 label: what a Service name must be.
@@ -236,6 +312,43 @@ impl ServingConfig {
             }
             (None, None) => return Err(ServingError::Missing("a store (--store-dir or --s3-bucket)")),
         };
+        let colocate = matches!(store, ServingStore::Pvc { .. }) && s.pvc_access_mode == "ReadWriteOnce";
+        if matches!(store, ServingStore::Pvc { .. }) && s.pvc_access_mode == "ReadWriteOncePod" {
+            return Err(ServingError::Invalid(
+                "a ReadWriteOncePod claim cannot be shared by the controller and the servers: use ReadWriteMany, ReadWriteOnce or S3".into(),
+            ));
+        }
+        if colocate && s.owner_deployment.is_none() {
+            return Err(ServingError::Missing(
+                "--serving-owner-deployment with a ReadWriteOnce claim (the server pods are placed on its pods' node)",
+            ));
+        }
+        let placement = Placement {
+            node_selector: strict_json("--serving-node-selector", &s.node_selector)?.unwrap_or_default(),
+            affinity: strict_json("--serving-affinity", &s.affinity)?,
+            tolerations: strict_json("--serving-tolerations", &s.tolerations)?.unwrap_or_default(),
+            topology_spread_constraints: strict_json(
+                "--serving-topology-spread-constraints",
+                &s.topology_spread_constraints,
+            )?
+            .unwrap_or_default(),
+        };
+        let service_options = ServiceOptions {
+            annotations: strict_json("--serving-service-annotations", &s.service_annotations)?
+                .unwrap_or_default(),
+            external_traffic_policy: s.external_traffic_policy.clone().filter(|p| !p.is_empty()),
+            load_balancer_ip: s.load_balancer_ip.clone().filter(|ip| !ip.is_empty()),
+        };
+        if service_options.external_traffic_policy.is_some() && s.service_type == "ClusterIP" {
+            return Err(ServingError::Invalid(
+                "--serving-external-traffic-policy needs a NodePort or LoadBalancer Service".into(),
+            ));
+        }
+        if service_options.load_balancer_ip.is_some() && s.service_type != "LoadBalancer" {
+            return Err(ServingError::Invalid(
+                "--serving-load-balancer-ip needs a LoadBalancer Service".into(),
+            ));
+        }
         let rbac = match &args.namespace {
             Some(ns) => RbacScope::Namespace(ns.clone()),
             None => RbacScope::Cluster,
@@ -271,12 +384,22 @@ impl ServingConfig {
             requests: pairs(&s.cpu_request, &s.memory_request),
             limits: pairs(&s.cpu_limit, &s.memory_limit),
             owner_deployment: s.owner_deployment.clone(),
+            apply_rbac: s.rbac,
+            placement,
+            service_options,
+            colocate,
+            unavailable_grace: Duration::from_secs(s.unavailable_grace_seconds),
         }))
+    }
+
+    /// Name of the server's Role and RoleBinding (the chart uses the same names).
+    pub fn role_name(&self) -> String {
+        format!("{}-activity", self.name)
     }
 
     /// Name of the ClusterRole and ClusterRoleBinding (cluster-wide, so it names the namespace).
     pub fn cluster_role_name(&self) -> String {
-        format!("{}-{}", self.name, self.namespace)
+        format!("{}-activity-{}", self.name, self.namespace)
     }
 
     /// Labels selecting the server pods (immutable in the Deployment: never add to them).
@@ -321,7 +444,7 @@ pub struct ServingObjects {
 /// misspelt field would be dropped silently by the typed deserializer).
 fn typed<K: DeserializeOwned + Serialize>(kind: &'static str, value: Value) -> Result<K, ServingError> {
     #[cfg(test)]
-    let expected = tests::without_nulls(value.clone());
+    let expected = without_nulls(value.clone());
     let k: K = serde_json::from_value(value).map_err(|source| ServingError::Render { kind, source })?;
     #[cfg(test)]
     assert_eq!(serde_json::to_value(&k).ok(), Some(expected), "{kind}: a field did not survive typing");
@@ -425,8 +548,31 @@ fn volumes(cfg: &ServingConfig) -> (Vec<Value>, Vec<Value>) {
     (volumes, mounts)
 }
 
+/// The pod's `affinity`: the configured one, plus, with a ReadWriteOnce claim, a required pod
+/// affinity to the controller's pods on one node.
+fn affinity(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<Value, ServingError> {
+    let mut affinity = serde_json::to_value(&cfg.placement.affinity)
+        .map_err(|source| ServingError::Render { kind: "affinity", source })?;
+    if !cfg.colocate {
+        return Ok(affinity);
+    }
+    let owner = owner.ok_or(ServingError::Missing(
+        "the controller's Deployment (--serving-owner-deployment) with a ReadWriteOnce claim",
+    ))?;
+    if affinity.is_null() {
+        affinity = json!({});
+    }
+    let term = json!({"labelSelector": {"matchLabels": owner.pod_labels}, "topologyKey": HOSTNAME_TOPOLOGY});
+    let terms = &mut affinity["podAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"];
+    match terms.as_array_mut() {
+        Some(list) => list.push(term),
+        None => *terms = json!([term]),
+    }
+    Ok(affinity)
+}
+
 /// The pod template without the hash annotation.
-fn pod_template(cfg: &ServingConfig) -> Result<PodTemplateSpec, ServingError> {
+fn pod_template(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<PodTemplateSpec, ServingError> {
     let (volumes, mounts) = volumes(cfg);
     let probe = |path: &str, period: i32| json!({"httpGet": {"path": path, "port": "http"}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": 3});
     let mut resources = json!({});
@@ -473,6 +619,11 @@ fn pod_template(cfg: &ServingConfig) -> Result<PodTemplateSpec, ServingError> {
                     "volumeMounts": mounts,
                 }],
                 "volumes": volumes,
+                "nodeSelector": (!cfg.placement.node_selector.is_empty()).then_some(&cfg.placement.node_selector),
+                "affinity": affinity(cfg, owner)?,
+                "tolerations": (!cfg.placement.tolerations.is_empty()).then_some(&cfg.placement.tolerations),
+                "topologySpreadConstraints": (!cfg.placement.topology_spread_constraints.is_empty())
+                    .then_some(&cfg.placement.topology_spread_constraints),
             },
         }),
     )
@@ -486,8 +637,8 @@ pub fn config_hash(template: &PodTemplateSpec) -> Result<String, ServingError> {
 }
 
 /// The server Deployment.
-pub fn deployment(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<Deployment, ServingError> {
-    let mut template = pod_template(cfg)?;
+pub fn deployment(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<Deployment, ServingError> {
+    let mut template = pod_template(cfg, owner)?;
     let hash = config_hash(&template)?;
     template.metadata.get_or_insert_default().annotations =
         Some(BTreeMap::from([(CONFIG_HASH_ANNOTATION.to_owned(), hash)]));
@@ -498,7 +649,7 @@ pub fn deployment(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result
         json!({
             "apiVersion": "apps/v1",
             "kind": "Deployment",
-            "metadata": meta(cfg, &cfg.name, &cfg.namespace, owner),
+            "metadata": meta(cfg, &cfg.name, &cfg.namespace, owner.map(|o| &o.reference)),
             "spec": {
                 "replicas": cfg.replicas,
                 "selector": {"matchLabels": cfg.selector_labels()},
@@ -512,39 +663,49 @@ pub fn deployment(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result
 /// The Service devices reach: `service_port` (80 by default, what ONIE's name discovery uses) to
 /// the container's 8080.
 pub fn service(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<Service, ServingError> {
+    let o = &cfg.service_options;
+    let mut metadata = meta(cfg, &cfg.name, &cfg.namespace, owner);
+    if !o.annotations.is_empty() {
+        metadata["annotations"] = json!(o.annotations);
+    }
     typed(
         "Service",
         json!({
             "apiVersion": "v1",
             "kind": "Service",
-            "metadata": meta(cfg, &cfg.name, &cfg.namespace, owner),
+            "metadata": metadata,
             "spec": {
                 "type": cfg.service_type,
                 "selector": cfg.selector_labels(),
                 "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
+                "externalTrafficPolicy": o.external_traffic_policy,
+                "loadBalancerIP": o.load_balancer_ip,
             },
         }),
     )
 }
 
 /// Renders every object of `cfg`; `owner` (the controller's Deployment) owns those in its namespace.
-pub fn objects(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<ServingObjects, ServingError> {
+pub fn objects(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<ServingObjects, ServingError> {
+    let deployment = deployment(cfg, owner)?;
+    let owner = owner.map(|o| &o.reference);
     let subject = json!([{"kind": "ServiceAccount", "name": cfg.name, "namespace": cfg.namespace}]);
     let (role, role_binding, cluster_role, cluster_role_binding) = match &cfg.rbac {
+        _ if !cfg.apply_rbac => (None, None, None, None),
         RbacScope::Namespace(ns) => (
             Some(typed(
                 "Role",
                 json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-                    "metadata": meta(cfg, &cfg.name, ns, owner), "rules": rules(cfg),
+                    "metadata": meta(cfg, &cfg.role_name(), ns, owner), "rules": rules(cfg),
                 }),
             )?),
             Some(typed(
                 "RoleBinding",
                 json!({
                     "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-                    "metadata": meta(cfg, &cfg.name, ns, owner),
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": cfg.name},
+                    "metadata": meta(cfg, &cfg.role_name(), ns, owner),
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": cfg.role_name()},
                     "subjects": subject,
                 }),
             )?),
@@ -607,7 +768,7 @@ pub fn objects(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<Se
         cluster_role_binding,
         pvc,
         service: service(cfg, owner)?,
-        deployment: deployment(cfg, owner)?,
+        deployment,
     })
 }
 
@@ -659,18 +820,22 @@ pub async fn apply_all(client: &Client, objects: &ServingObjects) -> Result<(), 
 }
 
 /// The owner reference to the controller's Deployment, when one is configured.
-async fn owner(client: &Client, cfg: &ServingConfig) -> Result<Option<OwnerReference>, ServingError> {
+async fn owner(client: &Client, cfg: &ServingConfig) -> Result<Option<Owner>, ServingError> {
     let Some(name) = &cfg.owner_deployment else { return Ok(None) };
     let d =
         Api::<Deployment>::namespaced(client.clone(), &cfg.namespace).get(name).await.map_err(|source| {
             ServingError::Owner { namespace: cfg.namespace.clone(), name: name.clone(), source }
         })?;
-    Ok(Some(OwnerReference {
-        api_version: "apps/v1".into(),
-        kind: "Deployment".into(),
-        name: name.clone(),
-        uid: d.metadata.uid.unwrap_or_default(),
-        ..Default::default()
+    let pod_labels = d.spec.and_then(|s| s.selector.match_labels).unwrap_or_default();
+    Ok(Some(Owner {
+        reference: OwnerReference {
+            api_version: "apps/v1".into(),
+            kind: "Deployment".into(),
+            name: name.clone(),
+            uid: d.metadata.uid.unwrap_or_default(),
+            ..Default::default()
+        },
+        pod_labels,
     }))
 }
 
@@ -678,7 +843,7 @@ async fn owner(client: &Client, cfg: &ServingConfig) -> Result<Option<OwnerRefer
 async fn pass(
     client: &Client,
     cfg: &ServingConfig,
-    owner_ref: &mut Option<Option<OwnerReference>>,
+    owner_ref: &mut Option<Option<Owner>>,
 ) -> Result<(), ServingError> {
     if owner_ref.is_none() {
         *owner_ref = Some(owner(client, cfg).await?);
@@ -687,9 +852,22 @@ async fn pass(
     apply_all(client, &objects).await
 }
 
-/// Applies the serving objects now, then again on every change to them and every [`RESYNC`].
-/// Never returns: apply errors are logged and retried after a few seconds.
+/// Applies the serving objects now, then again on every change to them and every [`RESYNC`];
+/// meanwhile tells when the servers are not available ([`availability`]). Never returns: apply
+/// errors are logged and retried after a few seconds.
 pub async fn run(client: Client, cfg: ServingConfig) {
+    let watch = availability::watch(
+        client.clone(),
+        cfg.namespace.clone(),
+        cfg.name.clone(),
+        cfg.owner_deployment.clone(),
+        cfg.unavailable_grace,
+    );
+    futures::future::join(keep_applied(client, cfg), watch).await;
+}
+
+/// The apply loop of [`run`].
+async fn keep_applied(client: Client, cfg: ServingConfig) {
     let watched = watcher::Config::default().labels(&cfg.label_selector());
     let mut triggers = stream::select_all([
         watcher(Api::<Deployment>::namespaced(client.clone(), &cfg.namespace), watched.clone())
@@ -709,6 +887,13 @@ pub async fn run(client: Client, cfg: ServingConfig) {
             .boxed(),
     ]);
     tracing::info!(namespace = %cfg.namespace, name = %cfg.name, "managing the serving Deployment");
+    if cfg.report_status && !cfg.apply_rbac {
+        let expected = match &cfg.rbac {
+            RbacScope::Namespace(ns) => format!("Role and RoleBinding {ns}/{}", cfg.role_name()),
+            RbacScope::Cluster => format!("ClusterRole and ClusterRoleBinding {}", cfg.cluster_role_name()),
+        };
+        tracing::info!(%expected, "the server's RBAC is not applied here (no --serving-rbac): it must be installed (the chart does)");
+    }
     let mut owner_ref = None;
     let mut next = tokio::time::Instant::now();
     loop {
@@ -746,17 +931,6 @@ mod tests {
     use super::*;
     use crate::cli::{Cli, Command};
 
-    /// Drops `null` members recursively (absent and null are the same to the typed objects).
-    pub(super) fn without_nulls(v: Value) -> Value {
-        match v {
-            Value::Object(m) => Value::Object(
-                m.into_iter().filter(|(_, v)| !v.is_null()).map(|(k, v)| (k, without_nulls(v))).collect(),
-            ),
-            Value::Array(a) => Value::Array(a.into_iter().map(without_nulls).collect()),
-            v => v,
-        }
-    }
-
     fn config(flags: &[&str]) -> Result<Option<ServingConfig>, ServingError> {
         let mut argv = vec!["ztp-operator", "controller", "--external-url=http://ztp.example.net"];
         argv.extend_from_slice(flags);
@@ -774,6 +948,7 @@ mod tests {
             "--serving-name=ztp-server",
             "--serving-image=registry.example.net/ztp-operator:1.2.3",
             "--serving-pvc=ztp-store",
+            "--serving-rbac=true",
         ]
     }
 
@@ -793,6 +968,7 @@ mod tests {
             "--serving-oidc-audience=ztp",
             "--serving-public-listing",
             "--serving-device-networks=10.0.0.0/8,fd00::/8",
+            "--serving-rbac=true",
         ]
     }
 
@@ -957,10 +1133,25 @@ mod tests {
         // Watching every namespace: the server's permissions are cluster-wide.
         assert!(o.role.is_none() && o.role_binding.is_none());
         let cr = o.cluster_role.as_ref().expect("cluster role");
-        assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-ztp-system"));
+        assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-activity-ztp-system"));
         assert_eq!(cr.rules.as_ref().map(Vec::len), Some(2));
         let crb = o.cluster_role_binding.as_ref().expect("binding");
-        assert_eq!(crb.role_ref.name, "ztp-server-ztp-system");
+        assert_eq!(crb.role_ref.name, "ztp-server-activity-ztp-system");
+    }
+
+    #[test]
+    fn no_rbac_object_unless_asked() {
+        for flags in [fs_flags(), s3_flags()] {
+            let flags: Vec<&str> = flags.into_iter().filter(|f| !f.starts_with("--serving-rbac")).collect();
+            let o = render(&flags);
+            assert!(o.role.is_none() && o.role_binding.is_none());
+            assert!(o.cluster_role.is_none() && o.cluster_role_binding.is_none());
+            // The pods still run as the server's ServiceAccount, which the chart's RBAC names.
+            assert_eq!(
+                pod(&o).service_account_name.as_deref(),
+                Some(o.service_account.metadata.name.as_deref().unwrap_or_default())
+            );
+        }
     }
 
     #[test]
@@ -990,7 +1181,8 @@ mod tests {
             uid: "0000-1111".into(),
             ..Default::default()
         };
-        let o = objects(&cfg, Some(&owner)).expect("render");
+        let o = objects(&cfg, Some(&Owner { reference: owner.clone(), pod_labels: BTreeMap::new() }))
+            .expect("render");
         let pvc = o.pvc.as_ref().expect("pvc");
         assert_eq!(pvc.metadata.name.as_deref(), Some("ztp-store"));
         assert!(pvc.metadata.owner_references.is_none(), "deleting the controller must keep the images");
@@ -1004,6 +1196,94 @@ mod tests {
         assert_eq!(o.service.metadata.owner_references, Some(vec![owner.clone()]));
         assert_eq!(o.service_account.metadata.owner_references, Some(vec![owner]));
         assert!(o.role.as_ref().and_then(|r| r.metadata.owner_references.as_ref()).is_none());
+    }
+
+    fn controller_pods() -> Owner {
+        Owner {
+            reference: OwnerReference {
+                api_version: "apps/v1".into(),
+                kind: "Deployment".into(),
+                name: "ztp-operator".into(),
+                uid: "0000-1111".into(),
+                ..Default::default()
+            },
+            pod_labels: BTreeMap::from([("app.kubernetes.io/component".into(), "controller".into())]),
+        }
+    }
+
+    #[test]
+    fn placement_and_service_options_reach_the_objects() {
+        let mut flags = fs_with("--serving-service-type=LoadBalancer");
+        flags.extend([
+            r#"--serving-node-selector={"ztp.example.net/role":"edge"}"#,
+            r#"--serving-tolerations=[{"key":"dedicated","operator":"Equal","value":"ztp","effect":"NoSchedule"}]"#,
+            r#"--serving-affinity={"nodeAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":{"nodeSelectorTerms":[{"matchExpressions":[{"key":"zone","operator":"In","values":["a"]}]}]}}}"#,
+            r#"--serving-topology-spread-constraints=[{"maxSkew":1,"topologyKey":"zone","whenUnsatisfiable":"ScheduleAnyway","labelSelector":{"matchLabels":{"app.kubernetes.io/component":"server"}}}]"#,
+            r#"--serving-service-annotations={"metallb.universe.tf/address-pool":"mgmt"}"#,
+            "--serving-external-traffic-policy=Local",
+            "--serving-load-balancer-ip=192.0.2.10",
+        ]);
+        let o = render(&flags);
+        let p = pod(&o);
+        assert_eq!(
+            p.node_selector.as_ref().and_then(|n| n.get("ztp.example.net/role")).map(String::as_str),
+            Some("edge")
+        );
+        assert_eq!(p.tolerations.as_ref().map(|t| t[0].key.as_deref()), Some(Some("dedicated")));
+        let affinity = p.affinity.as_ref().expect("affinity");
+        assert!(
+            affinity.node_affinity.is_some() && affinity.pod_affinity.is_none(),
+            "no co-location with RWX"
+        );
+        assert_eq!(p.topology_spread_constraints.as_ref().map(|t| t[0].topology_key.as_str()), Some("zone"));
+        let spec = o.service.spec.as_ref().expect("spec");
+        assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+        assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
+        let annotations = o.service.metadata.annotations.as_ref().expect("annotations");
+        assert_eq!(annotations.get("metallb.universe.tf/address-pool").map(String::as_str), Some("mgmt"));
+        // None set: none rendered.
+        let plain = render(&fs_flags());
+        let p = pod(&plain);
+        assert!(p.node_selector.is_none() && p.affinity.is_none() && p.tolerations.is_none());
+        assert!(plain.service.metadata.annotations.is_none());
+        assert!(plain.service.spec.as_ref().is_some_and(|s| s.external_traffic_policy.is_none()));
+    }
+
+    #[test]
+    fn wrong_placement_and_service_options_are_refused() {
+        for (flags, needle) in [
+            (fs_with(r#"--serving-affinity={"nodeAfinity":{}}"#), "--serving-affinity"),
+            (fs_with(r#"--serving-tolerations={"key":"x"}"#), "--serving-tolerations"),
+            (fs_with("--serving-node-selector=zone=a"), "--serving-node-selector"),
+            (fs_with("--serving-external-traffic-policy=Local"), "NodePort or LoadBalancer"),
+            (fs_with("--serving-load-balancer-ip=192.0.2.1"), "LoadBalancer"),
+            (fs_with("--serving-pvc-access-mode=ReadWriteOncePod"), "ReadWriteOncePod"),
+        ] {
+            let err = config(&flags).expect_err("refused").to_string();
+            assert!(err.contains(needle), "{flags:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_read_write_once_claim_puts_the_servers_beside_the_controller() {
+        let mut flags = fs_with("--serving-pvc-access-mode=ReadWriteOnce");
+        let err = config(&flags).expect_err("no owner").to_string();
+        assert!(err.contains("--serving-owner-deployment"), "{err}");
+        flags.push("--serving-owner-deployment=ztp-operator");
+        flags.push(r#"--serving-affinity={"podAffinity":{"requiredDuringSchedulingIgnoredDuringExecution":[{"labelSelector":{"matchLabels":{"x":"y"}},"topologyKey":"zone"}]}}"#);
+        let cfg = config(&flags).expect("valid").expect("managed");
+        assert!(objects(&cfg, None).is_err(), "co-location needs the owner's pods");
+        let o = objects(&cfg, Some(&controller_pods())).expect("render");
+        let terms = pod(&o)
+            .affinity
+            .as_ref()
+            .and_then(|a| a.pod_affinity.as_ref())
+            .and_then(|p| p.required_during_scheduling_ignored_during_execution.clone())
+            .expect("required pod affinity");
+        assert_eq!(terms.len(), 2, "the configured term kept, co-location added");
+        assert_eq!(terms[1].topology_key, HOSTNAME_TOPOLOGY);
+        let labels = terms[1].label_selector.as_ref().and_then(|l| l.match_labels.clone());
+        assert_eq!(labels, Some(controller_pods().pod_labels));
     }
 
     #[test]

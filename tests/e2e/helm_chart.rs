@@ -30,7 +30,7 @@ use ztp_operator::{
 
 use crate::{
     pipeline::{is_ready, osimage, random_bytes},
-    serving_deployment::{Controller, flat_rules, server_rules, wait_obj},
+    serving_deployment::{Controller, flat_rules, pod, server_rules, wait_obj},
     support::{
         self,
         controlplane::kubeconfig_yaml,
@@ -119,10 +119,10 @@ fn helm_lint_passes_with_directory_and_s3_values() {
     let chart = chart.to_str().expect("utf-8 path");
     helm(&["lint", "--strict", chart]);
     helm(&["lint", "--strict", chart, "-f", &s3_values()]);
-    // A store type the chart does not know is refused at render time, with the reason.
+    // A store type the chart does not know is refused at render time (values.schema.json).
     let out = helm_output(&["template", "x", chart, "--set", "storage.type=nfs"]);
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("storage.type must be pvc or s3"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/storage/type"), "the values schema says where");
 }
 
 #[tokio::test]
@@ -190,17 +190,420 @@ fn controller_env(deployment: &Value, pod: &str, namespace: &str, store: &Path) 
     }
     assert_eq!(env.get("ZTP_STORE_DIR").map(String::as_str), Some("/var/lib/ztp/store"));
     env.insert("ZTP_STORE_DIR".into(), store.display().to_string());
+    // The pod's port 8080 is this machine's: a free one instead.
+    assert_eq!(env.get("ZTP_METRICS_LISTEN").map(String::as_str), Some("0.0.0.0:8080"));
+    env.insert("ZTP_METRICS_LISTEN".into(), format!("127.0.0.1:{}", procs::free_port()));
     env
+}
+
+/// A kubeconfig (in `dir`) and a client holding a TokenRequest token of ServiceAccount `ns/name`:
+/// exactly that identity, as its pod would run.
+async fn service_account_client(t: &support::KubeTest, name: &str, dir: &Path) -> (PathBuf, Client) {
+    let sas: Api<ServiceAccount> = Api::namespaced(t.client.clone(), &t.namespace);
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
+        ..Default::default()
+    };
+    let token = sas.create_token_request(name, &PostParams::default(), &request).await.expect("TokenRequest");
+    let token = token.status.and_then(|s| s.token).expect("a token");
+    let env = support::env().await;
+    let kubeconfig = dir.join(format!("{name}.kubeconfig"));
+    std::fs::write(&kubeconfig, kubeconfig_yaml(&env.control_plane.url, &env.control_plane.ca_pem, &token))
+        .expect("write kubeconfig");
+    let client = support::controlplane::client_from(&kubeconfig).await;
+    (kubeconfig, client)
+}
+
+fn expect_forbidden<T: std::fmt::Debug>(r: Result<T, kube::Error>, what: &str) {
+    match r {
+        Err(kube::Error::Api(s)) if s.code == 403 => {}
+        other => panic!("{what}: expected 403, got {other:?}"),
+    }
+}
+
+/// The chart installed for every namespace (the default), its RBAC for real: the controller's
+/// own token can neither create a role nor bind anything to anyone (`default/default` included),
+/// and a SubjectAccessReview finds no write, `bind` or `escalate` verb on any RBAC resource; yet
+/// it applies the serving objects it is there for (and is refused the server's RBAC objects,
+/// which the chart installs, bound to the server's ServiceAccount only).
+#[tokio::test]
+async fn the_controllers_identity_cannot_grant_anything() {
+    use k8s_openapi::api::{
+        authorization::v1::{ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec},
+        rbac::v1::{ClusterRoleBinding, RoleBinding},
+    };
+    let t = support::kube_test("chart-grant").await;
+    let ns = t.namespace.clone();
+    let docs = template("ztp", &ns, &["--set", "externalURL=http://ztp.example.net"]);
+    apply_docs(&t.client, &ns, &docs, false).await;
+    let fullname = "ztp-ztp-operator";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, sa) = service_account_client(&t, fullname, dir.path()).await;
+    let controller_role = format!("{fullname}-{ns}");
+
+    // Binding default/default to the controller's own ClusterRole (which reads every Secret):
+    // cluster-wide, and in another namespace.
+    let steal: ClusterRoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": format!("{ns}-steal")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": controller_role},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+    }))
+    .expect("binding");
+    expect_forbidden(
+        Api::<ClusterRoleBinding>::all(sa.clone()).create(&PostParams::default(), &steal).await,
+        "binding default/default cluster-wide",
+    );
+    let mut steal_here: RoleBinding = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+        "metadata": {"name": format!("{ns}-steal")},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": controller_role},
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+    }))
+    .expect("binding");
+    for namespace in ["default", ns.as_str()] {
+        steal_here.metadata.namespace = Some(namespace.to_owned());
+        expect_forbidden(
+            Api::<RoleBinding>::namespaced(sa.clone(), namespace)
+                .create(&PostParams::default(), &steal_here)
+                .await,
+            &format!("binding default/default in {namespace}"),
+        );
+    }
+    // Widening the server's own binding (the chart's) to another subject.
+    let server_binding = format!("{fullname}-server-activity-{ns}");
+    let crbs: Api<ClusterRoleBinding> = Api::all(t.client.clone());
+    let chart_binding = crbs.get(&server_binding).await.expect("the chart's binding of the server");
+    let subjects = chart_binding.subjects.clone().unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(
+        (subjects[0].kind.as_str(), subjects[0].name.as_str(), subjects[0].namespace.as_deref()),
+        ("ServiceAccount", "ztp-ztp-operator-server", Some(ns.as_str()))
+    );
+    let widened = json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+        "metadata": {"name": server_binding},
+        "roleRef": chart_binding.role_ref,
+        "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}],
+    });
+    expect_forbidden(
+        Api::<ClusterRoleBinding>::all(sa.clone())
+            .patch(&server_binding, &PatchParams::apply("intruder").force(), &Patch::Apply(&widened))
+            .await,
+        "rebinding the server's role",
+    );
+    // Creating roles.
+    let wide: ClusterRole = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": format!("{ns}-wide")},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }))
+    .expect("cluster role");
+    expect_forbidden(
+        Api::<ClusterRole>::all(sa.clone()).create(&PostParams::default(), &wide).await,
+        "a ClusterRole",
+    );
+    let role: Role = serde_json::from_value(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role", "metadata": {"name": "wide", "namespace": ns},
+        "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+    }))
+    .expect("role");
+    expect_forbidden(
+        Api::<Role>::namespaced(sa.clone(), &ns).create(&PostParams::default(), &role).await,
+        "a Role",
+    );
+    // Nor pods as any identity of its namespace: a Deployment under another name is refused.
+    let other: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "anything-else"},
+        "spec": {"selector": {"matchLabels": {"a": "b"}}, "template": {"metadata": {"labels": {"a": "b"}}, "spec": {"serviceAccountName": fullname, "containers": [{"name": "c", "image": "x"}]}}},
+    }))
+    .expect("deployment");
+    expect_forbidden(
+        Api::<Deployment>::namespaced(sa.clone(), &ns).create(&PostParams::default(), &other).await,
+        "another Deployment",
+    );
+
+    // `kubectl auth can-i`, exhaustively: no verb that writes RBAC, here or cluster-wide.
+    let user = format!("system:serviceaccount:{ns}:{fullname}");
+    let reviews: Api<SubjectAccessReview> = Api::all(t.client.clone());
+    let mut allowed = Vec::new();
+    for resource in ["roles", "rolebindings", "clusterroles", "clusterrolebindings"] {
+        for verb in
+            ["create", "update", "patch", "delete", "deletecollection", "bind", "escalate", "impersonate"]
+        {
+            for namespace in [Some(ns.clone()), Some("default".to_owned()), None] {
+                let review = SubjectAccessReview {
+                    spec: SubjectAccessReviewSpec {
+                        user: Some(user.clone()),
+                        groups: Some(vec![
+                            "system:serviceaccounts".into(),
+                            format!("system:serviceaccounts:{ns}"),
+                            "system:authenticated".into(),
+                        ]),
+                        resource_attributes: Some(ResourceAttributes {
+                            group: Some("rbac.authorization.k8s.io".into()),
+                            resource: Some(resource.into()),
+                            verb: Some(verb.into()),
+                            namespace: namespace.clone(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                };
+                let answer = reviews.create(&PostParams::default(), &review).await.expect("review");
+                if answer.status.is_some_and(|s| s.allowed) {
+                    allowed.push(format!("{verb} {resource} in {namespace:?}"));
+                }
+            }
+        }
+    }
+    assert!(allowed.is_empty(), "the controller may write RBAC: {allowed:?}");
+
+    // What it is there for still works with that token: the serving objects (the server's
+    // Deployment, Service, ServiceAccount), as `--manage-serving` applies them for every namespace.
+    let mut cfg = cluster_config(&ns, "ztp-ztp-operator-server");
+    let objects = ztp_operator::controller::serving::objects(&cfg, None).expect("render");
+    ztp_operator::controller::serving::apply_all(&sa, &objects)
+        .await
+        .expect("the controller applies the server");
+    Api::<Deployment>::namespaced(t.client.clone(), &ns)
+        .get("ztp-ztp-operator-server")
+        .await
+        .expect("applied");
+    // And is refused the server's RBAC objects, had it been configured to apply them.
+    cfg.apply_rbac = true;
+    let objects = ztp_operator::controller::serving::objects(&cfg, None).expect("render");
+    let err = ztp_operator::controller::serving::apply_all(&sa, &objects).await.expect_err("RBAC refused");
+    assert!(err.to_string().contains("ClusterRole"), "{err}");
+
+    for doc in docs.iter().filter(|d| d["metadata"]["namespace"].is_null()) {
+        let name = doc["metadata"]["name"].as_str().expect("name");
+        match doc["kind"].as_str() {
+            Some("ClusterRole") => {
+                drop(Api::<ClusterRole>::all(t.client.clone()).delete(name, &DeleteParams::default()).await)
+            }
+            Some("ClusterRoleBinding") => drop(crbs.delete(name, &DeleteParams::default()).await),
+            _ => {}
+        }
+    }
+}
+
+/// The serving configuration the chart's controller gets when it watches every namespace.
+fn cluster_config(namespace: &str, name: &str) -> ztp_operator::controller::serving::ServingConfig {
+    use ztp_operator::controller::serving::{RbacScope, ServingConfig, ServingStore};
+    ServingConfig {
+        namespace: namespace.into(),
+        name: name.into(),
+        image: "registry.example.net/ztp-operator:e2e".into(),
+        image_pull_policy: "IfNotPresent".into(),
+        image_pull_secrets: vec![],
+        replicas: 2,
+        service_type: "ClusterIP".into(),
+        service_port: 80,
+        external_url: "http://ztp.example.net".into(),
+        store: ServingStore::Pvc { claim: "ztp-ztp-operator-store".into(), create: None },
+        rbac: RbacScope::Cluster,
+        auth: Default::default(),
+        max_downloads: 512,
+        device_networks: vec![],
+        report_status: true,
+        requests: Default::default(),
+        limits: Default::default(),
+        owner_deployment: None,
+        placement: Default::default(),
+        service_options: Default::default(),
+        colocate: false,
+        unavailable_grace: std::time::Duration::from_secs(180),
+        apply_rbac: false,
+    }
+}
+
+const PLACEMENT_VALUES: &str = r#"
+storage:
+  pvc: {accessMode: ReadWriteOnce}
+server:
+  nodeSelector: {ztp.example.net/role: edge}
+  tolerations: [{key: dedicated, operator: Equal, value: ztp, effect: NoSchedule}]
+  topologySpreadConstraints:
+    - {maxSkew: 1, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: ScheduleAnyway,
+       labelSelector: {matchLabels: {app.kubernetes.io/component: server}}}
+  affinity:
+    nodeAffinity:
+      preferredDuringSchedulingIgnoredDuringExecution:
+        - weight: 10
+          preference: {matchExpressions: [{key: zone, operator: In, values: [a]}]}
+  service:
+    type: LoadBalancer
+    externalTrafficPolicy: Local
+    loadBalancerIP: 192.0.2.10
+    annotations: {metallb.universe.tf/address-pool: mgmt}
+"#;
+
+/// The server Deployment and Service carry [`PLACEMENT_VALUES`]; with the ReadWriteOnce claim the
+/// server pods must share a node with the chart's controller pods.
+async fn check_placement(client: &Client, ns: &str, server: &Deployment) {
+    let p = pod(server);
+    assert_eq!(
+        p.node_selector.as_ref().and_then(|n| n.get("ztp.example.net/role")).map(String::as_str),
+        Some("edge")
+    );
+    let tolerations = p.tolerations.clone().unwrap_or_default();
+    assert_eq!(tolerations.len(), 1);
+    assert_eq!(
+        (tolerations[0].key.as_deref(), tolerations[0].effect.as_deref()),
+        (Some("dedicated"), Some("NoSchedule"))
+    );
+    let spread = p.topology_spread_constraints.clone().unwrap_or_default();
+    assert_eq!(spread.len(), 1);
+    assert_eq!(spread[0].topology_key, "topology.kubernetes.io/zone");
+    let affinity = p.affinity.clone().expect("affinity");
+    assert!(affinity.node_affinity.is_some(), "the configured affinity is kept");
+    let terms = affinity
+        .pod_affinity
+        .and_then(|a| a.required_during_scheduling_ignored_during_execution)
+        .expect("ReadWriteOnce: a required pod affinity");
+    assert_eq!(terms.len(), 1);
+    assert_eq!(terms[0].topology_key, "kubernetes.io/hostname");
+    let controller =
+        Api::<Deployment>::namespaced(client.clone(), ns).get("ztp-ztp-operator").await.expect("get");
+    let controller_pods = controller.spec.and_then(|s| s.selector.match_labels).expect("selector");
+    assert_eq!(
+        terms[0].label_selector.as_ref().and_then(|l| l.match_labels.clone()),
+        Some(controller_pods),
+        "beside the controller's pods"
+    );
+    let svc = Api::<k8s_openapi::api::core::v1::Service>::namespaced(client.clone(), ns)
+        .get("ztp-ztp-operator-server")
+        .await
+        .expect("server Service");
+    let annotations = svc.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get("metallb.universe.tf/address-pool").map(String::as_str), Some("mgmt"));
+    let spec = svc.spec.expect("spec");
+    assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
+    assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
+    assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
+}
+
+/// The controller container's probes, metrics port and listen address, and the ServiceMonitor
+/// scraping it, as rendered (the endpoints are the binary's `--metrics-listen`).
+#[test]
+fn the_controller_has_probes_a_metrics_port_and_a_monitor() {
+    for (port, extra) in [(8080, None), (9090, Some("controller.metrics.port=9090"))] {
+        let mut args = vec![
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ];
+        args.extend(extra.iter().flat_map(|e| ["--set", *e]));
+        let docs = template("ztp", "ztp-system", &args);
+        let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("controller Deployment");
+        let c = &deployment["spec"]["template"]["spec"]["containers"][0];
+        assert_eq!(c["ports"], json!([{"name": "metrics", "containerPort": port, "protocol": "TCP"}]));
+        assert_eq!(c["livenessProbe"]["httpGet"], json!({"path": "/healthz", "port": "metrics"}));
+        assert_eq!(c["readinessProbe"]["httpGet"], json!({"path": "/readyz", "port": "metrics"}));
+        let listen = c["env"].as_array().expect("env").iter().find(|e| e["name"] == "ZTP_METRICS_LISTEN");
+        assert_eq!(listen.map(|e| e["value"].clone()), Some(json!(format!("0.0.0.0:{port}"))));
+        let service = docs
+            .iter()
+            .find(|d| d["kind"] == "Service" && d["metadata"]["name"] == "ztp-ztp-operator-metrics")
+            .expect("metrics Service");
+        assert_eq!(service["spec"]["ports"][0]["port"], port);
+        assert_eq!(service["spec"]["ports"][0]["targetPort"], "metrics");
+        assert_eq!(service["spec"]["selector"], deployment["spec"]["selector"]["matchLabels"]);
+        let monitor = docs
+            .iter()
+            .find(|d| d["kind"] == "ServiceMonitor" && d["metadata"]["name"] == "ztp-ztp-operator-controller")
+            .expect("the controller's ServiceMonitor");
+        assert_eq!(monitor["spec"]["endpoints"][0]["port"], "metrics");
+        assert_eq!(monitor["spec"]["endpoints"][0]["path"], "/metrics");
+        let labels = service["metadata"]["labels"].as_object().expect("labels");
+        for (k, v) in monitor["spec"]["selector"]["matchLabels"].as_object().expect("selector") {
+            assert_eq!(labels.get(k), Some(v), "the monitor selects the metrics Service ({k})");
+        }
+    }
+    // Without the server managed, the controller is still scraped.
+    let docs = template(
+        "ztp",
+        "ztp-system",
+        &[
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--set",
+            "server.manage=false",
+            "--api-versions",
+            "monitoring.coreos.com/v1",
+        ],
+    );
+    let monitors: Vec<&Value> = docs.iter().filter(|d| d["kind"] == "ServiceMonitor").collect();
+    assert_eq!(monitors.len(), 1);
+    assert_eq!(monitors[0]["metadata"]["name"], "ztp-ztp-operator-controller");
+    // Off by default: no metrics Service, no monitor; the probes stay.
+    let plain = template("ztp", "ztp-system", &[]);
+    assert!(!kinds(&plain).contains(&"Service") && !kinds(&plain).contains(&"ServiceMonitor"));
+}
+
+#[test]
+fn values_schema_refuses_typos_and_wrong_types() {
+    let chart = chart();
+    let chart = chart.to_str().expect("utf-8 path");
+    for (set, needle) in [
+        ("server.replicas=two", "/server/replicas"),
+        ("server.servce.type=LoadBalancer", "servce"),
+        ("server.service.type=Loadbalancer", "/server/service/type"),
+        ("server.service.externalTrafficPolicy=local", "/server/service/externalTrafficPolicy"),
+        ("storage.pvc.accessMode=ReadWriteOncePod", "/storage/pvc/accessMode"),
+        ("controller.maxConcurentFetches=4", "maxConcurentFetches"),
+        ("server.affinity.nodeAfinity.x=y", "nodeAfinity"),
+        ("controller.metrics.port=http", "/controller/metrics/port"),
+    ] {
+        let out = helm_output(&["template", "x", chart, "--set", set]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{set}: accepted");
+        assert!(err.contains(needle), "{set}: {err}");
+    }
+    let out = helm_output(&[
+        "template",
+        "x",
+        chart,
+        "--set",
+        "storage.pvc.accessMode=ReadWriteOnce",
+        "--set",
+        "controller.replicas=2",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("controller.replicas=1"));
+    // What is right still renders.
+    helm(&[
+        "template",
+        "x",
+        chart,
+        "--set",
+        "server.service.type=NodePort",
+        "--set",
+        "server.service.externalTrafficPolicy=Local",
+    ]);
 }
 
 #[tokio::test]
 async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     let t = support::kube_test("chart-rbac").await;
     let ns = t.namespace.clone();
+    // With placement, Service options and a ReadWriteOnce claim: they reach the server's objects.
+    let values_dir = tempfile::tempdir().expect("values dir");
+    let values = values_dir.path().join("placement.yaml");
+    std::fs::write(&values, PLACEMENT_VALUES).expect("write values");
     let docs = template(
         "ztp",
         &ns,
-        &["--set", &format!("controller.watchNamespace={ns}"), "--set", "externalURL=http://ztp.example.net"],
+        &[
+            "--set",
+            &format!("controller.watchNamespace={ns}"),
+            "--set",
+            "externalURL=http://ztp.example.net",
+            "-f",
+            values.to_str().expect("utf-8 path"),
+        ],
     );
     // Everything the chart installs exists for real (no kubelet: the Deployment's pods never run;
     // this test runs the controller process itself, with that Deployment's configuration).
@@ -211,19 +614,9 @@ async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     assert_eq!(controller_deployment["spec"]["template"]["spec"]["serviceAccountName"], fullname);
 
     // A token of the chart's ServiceAccount (TokenRequest), in a kubeconfig.
-    let sas: Api<ServiceAccount> = Api::namespaced(t.client.clone(), &ns);
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token =
-        sas.create_token_request(fullname, &PostParams::default(), &request).await.expect("TokenRequest");
-    let token = token.status.and_then(|s| s.token).expect("a token");
     let env = support::env().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let kubeconfig = dir.path().join("controller.kubeconfig");
-    std::fs::write(&kubeconfig, kubeconfig_yaml(&env.control_plane.url, &env.control_plane.ca_pem, &token))
-        .expect("write kubeconfig");
+    let (kubeconfig, narrow) = service_account_client(&t, fullname, dir.path()).await;
     let store = dir.path().join("store");
     std::fs::create_dir_all(&store).expect("store dir");
 
@@ -330,27 +723,33 @@ async fn the_controller_runs_with_the_charts_service_account_and_rbac() {
     assert_eq!(owners.len(), 1);
     assert_eq!((owners[0].kind.as_str(), owners[0].name.as_str()), ("Deployment", fullname));
     assert_eq!(Some(owners[0].uid.clone()), owner_uid);
+    // The server's Role is the chart's, bound to the server's ServiceAccount only.
     let role = Api::<Role>::namespaced(t.client.clone(), &ns)
-        .get("ztp-ztp-operator-server")
+        .get("ztp-ztp-operator-server-activity")
         .await
         .expect("server Role");
     assert_eq!(flat_rules(&role.rules.unwrap_or_default()), server_rules(), "the server gets no Secrets");
-    let claim = crate::serving_deployment::pod(&server)
-        .volumes
-        .iter()
-        .flatten()
-        .find_map(|v| v.persistent_volume_claim.clone())
-        .expect("claim");
+    assert!(
+        role.metadata.managed_fields.iter().flatten().all(|m| m.manager.as_deref() == Some("helm-e2e")),
+        "installed by the chart, not the controller"
+    );
+    let binding = Api::<k8s_openapi::api::rbac::v1::RoleBinding>::namespaced(t.client.clone(), &ns)
+        .get("ztp-ztp-operator-server-activity")
+        .await
+        .expect("server RoleBinding");
+    let subjects = binding.subjects.unwrap_or_default();
+    assert_eq!(subjects.len(), 1);
+    assert_eq!(subjects[0].name, "ztp-ztp-operator-server");
+    assert_eq!(pod(&server).service_account_name.as_deref(), Some("ztp-ztp-operator-server"));
+    let claim =
+        pod(&server).volumes.iter().flatten().find_map(|v| v.persistent_volume_claim.clone()).expect("claim");
     assert_eq!(claim.claim_name, "ztp-ztp-operator-store", "the chart's claim");
+    check_placement(&t.client, &ns, &server).await;
     let log = std::fs::read_to_string(&c.0.log).unwrap_or_default();
     assert!(!log.contains("Forbidden") && !log.contains("forbidden"), "a request was refused:\n{log}");
 
     // And not more than that: the chart's identity cannot reach beyond its job.
-    let narrow = support::controlplane::client_from(&kubeconfig).await;
-    let forbidden = |r: Result<(), kube::Error>, what: &str| match r {
-        Err(kube::Error::Api(s)) if s.code == 403 => {}
-        other => panic!("{what}: expected 403, got {other:?}"),
-    };
+    let forbidden = |r: Result<(), kube::Error>, what: &str| expect_forbidden(r, what);
     forbidden(
         Api::<Secret>::namespaced(narrow.clone(), "default").list(&ListParams::default()).await.map(|_| ()),
         "Secrets outside the watched namespace",

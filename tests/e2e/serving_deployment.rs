@@ -53,6 +53,7 @@ async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) 
         "--manage-serving=true".into(),
         format!("--serving-namespace={}", t.namespace),
         "--serving-image=registry.example.net/ztp-operator:e2e".into(),
+        "--serving-rbac=true".into(),
     ];
     args.extend(store.flags());
     args.extend(extra.iter().map(|s| s.to_string()));
@@ -198,10 +199,13 @@ async fn fs_serving_objects_follow_the_configuration_and_edits_are_undone() {
         .get("ztp-server")
         .await
         .expect("service account");
-    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("role");
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("ztp-server-activity").await.expect("role");
     assert_eq!(flat_rules(&role.rules.unwrap_or_default()), server_rules(), "no Secrets, nothing to read");
-    let rb = Api::<RoleBinding>::namespaced(t.client.clone(), &ns).get("ztp-server").await.expect("binding");
-    assert_eq!(rb.role_ref.name, "ztp-server");
+    let rb = Api::<RoleBinding>::namespaced(t.client.clone(), &ns)
+        .get("ztp-server-activity")
+        .await
+        .expect("binding");
+    assert_eq!(rb.role_ref.name, "ztp-server-activity");
     assert!(claims.get_opt("ztp-store").await.expect("get claim").is_none(), "no claim unless asked");
 
     // A no-op re-apply writes nothing: the watch does not feed itself.
@@ -316,7 +320,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
     let spec = svc.spec.expect("spec");
     assert_eq!(spec.type_.as_deref(), Some("NodePort"));
     assert_eq!(spec.ports.expect("ports")[0].port, 80);
-    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("edge-ztp").await.expect("role");
+    let role = Api::<Role>::namespaced(t.client.clone(), &ns).get("edge-ztp-activity").await.expect("role");
     assert!(role.rules.unwrap_or_default().is_empty(), "no permissions without --report-status");
     drop(c);
 
@@ -349,6 +353,11 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,
+        placement: Default::default(),
+        service_options: Default::default(),
+        colocate: false,
+        unavailable_grace: std::time::Duration::from_secs(180),
+        apply_rbac: true,
     };
     let objects = serving::objects(&cluster, None).expect("render");
     serving::apply_all(&t.client, &objects).await.expect("apply cluster-scoped serving objects");
@@ -360,4 +369,66 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
     assert_eq!(crb.subjects.expect("subjects")[0].namespace.as_deref(), Some(ns.as_str()));
     crbs.delete(&name, &DeleteParams::default()).await.expect("cleanup");
     Api::<ClusterRole>::all(t.client.clone()).delete(&name, &DeleteParams::default()).await.expect("cleanup");
+}
+
+/// The server Deployment's readiness reaches the controller's own Deployment as Events: a
+/// Warning `ServersUnavailable` once fewer replicas than asked are available past the grace (no
+/// kubelet here, so none ever is), a Normal `ServersAvailable` once its status says they are.
+#[tokio::test]
+async fn unavailable_servers_are_told_on_the_controllers_deployment() {
+    use k8s_openapi::api::events::v1::Event;
+    let t = support::kube_test("serving-ready").await;
+    let store = TestStore::new(Backend::Fs, "serving-ready").await;
+    let ns = t.namespace.clone();
+    let deployments: Api<Deployment> = Api::namespaced(t.client.clone(), &ns);
+    let owner: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "ztp-controller"},
+        "spec": {"selector": {"matchLabels": {"app": "ztp-controller"}}, "template": {"metadata": {"labels": {"app": "ztp-controller"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}},
+    }))
+    .expect("owner");
+    deployments.create(&Default::default(), &owner).await.expect("owner Deployment");
+    let mut c = controller(
+        &t,
+        &store,
+        &[
+            "--serving-pvc=ztp-store",
+            "--serving-owner-deployment=ztp-controller",
+            "--serving-unavailable-grace-seconds=1",
+        ],
+        "serving-ready.log",
+    )
+    .await;
+    let events: Api<Event> = Api::namespaced(t.client.clone(), &ns);
+    let wait_event = |reason: &'static str| {
+        let events = events.clone();
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                let list = events.list(&Default::default()).await.expect("events");
+                if let Some(e) = list.items.into_iter().find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("ztp-controller")
+                }) {
+                    return e;
+                }
+                assert!(Instant::now() < deadline, "no {reason} Event within 30 s");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let d = wait_obj(&deployments, "ztp-server", "applied", &mut c, |_| true).await;
+    let warning = wait_event("ServersUnavailable").await;
+    assert_eq!(warning.type_.as_deref(), Some("Warning"));
+    let note = warning.note.unwrap_or_default();
+    assert!(note.contains("0 of 2 replicas available"), "{note}");
+    // The Deployment's status, as the deployment controller would write it once pods run.
+    let status = json!({"status": {"observedGeneration": d.metadata.generation, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2, "updatedReplicas": 2}});
+    deployments
+        .patch_status("ztp-server", &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("write status");
+    let normal = wait_event("ServersAvailable").await;
+    assert_eq!(normal.type_.as_deref(), Some("Normal"));
+    assert!(normal.note.unwrap_or_default().contains("2 of 2"));
+    c.0.assert_running();
 }

@@ -48,4 +48,7 @@ app.kubernetes.io/component: controller
 {{- if and (eq .Values.storage.type "s3") (not .Values.storage.s3.bucket) -}}
 {{- fail "storage.s3.bucket is required with storage.type=s3" -}}
 {{- end -}}
+{{- if and (eq .Values.storage.type "pvc") (eq .Values.storage.pvc.accessMode "ReadWriteOnce") (gt (int .Values.controller.replicas) 1) -}}
+{{- fail "storage.pvc.accessMode=ReadWriteOnce needs controller.replicas=1 (every pod shares the claim's node)" -}}
+{{- end -}}
 {{- end -}}
