@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::{
     Api, Client, Resource,
     api::{Patch, PatchParams},
@@ -14,7 +14,7 @@ use serde_json::json;
 
 use super::FIELD_MANAGER;
 use crate::{
-    api::{OsImage, OsImageStatus},
+    api::{OsImage, OsImageStatus, SwitchProfile},
     reconcile::{
         EventType, ImageReporter, ReportError, ResolveError, object_name,
         sources::{ObjectLookup, config_map_data, secret_data},
@@ -48,6 +48,17 @@ impl ImageReporter for KubeReporter {
     }
 
     async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str) {
+        self.publish(&image.object_ref(&()), kind, reason, note).await;
+    }
+}
+
+impl KubeReporter {
+    /// Records an Event about a SwitchProfile.
+    pub async fn profile_event(&self, profile: &SwitchProfile, kind: EventType, reason: &str, note: &str) {
+        self.publish(&profile.object_ref(&()), kind, reason, note).await;
+    }
+
+    async fn publish(&self, object: &ObjectReference, kind: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_: match kind {
                 EventType::Normal => KubeEventType::Normal,
@@ -58,8 +69,13 @@ impl ImageReporter for KubeReporter {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &image.object_ref(&())).await {
-            tracing::warn!(object = %object_name(&image.metadata), error = %e, "cannot record event");
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            let name = format!(
+                "{}/{}",
+                object.namespace.as_deref().unwrap_or_default(),
+                object.name.as_deref().unwrap_or_default()
+            );
+            tracing::warn!(object = %name, error = %e, "cannot record event");
         }
     }
 }

@@ -20,14 +20,17 @@ use kube::{
 };
 use serde_json::json;
 
-use super::{Error, FIELD_MANAGER, k8s::KubeLookup};
+use super::{
+    Error, FIELD_MANAGER,
+    k8s::{KubeLookup, KubeReporter},
+};
 use crate::{
     api::{
         ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
-        conditions::{remove_condition, set_condition},
+        conditions::{find_condition, remove_condition, set_condition},
     },
     profile::{build, index::DeviceIndex, publish},
-    reconcile::object_name,
+    reconcile::{EventType, object_name},
     store::Store,
 };
 
@@ -77,6 +80,7 @@ pub async fn run(
         secret_events.boxed(),
     ]);
     let lookup = KubeLookup(client.clone());
+    let reporter = KubeReporter::new(client.clone());
     let mut resync = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -86,7 +90,8 @@ pub async fn run(
         // Debounce: a burst of changes (a Git sync) makes one rebuild.
         tokio::time::sleep(Duration::from_millis(300)).await;
         while let Some(Some(_)) = triggers.next().now_or_never() {}
-        if let Err(e) = rebuild(&client, &store, &profiles.state(), &images.state(), &lookup).await {
+        if let Err(e) = rebuild(&client, &store, &profiles.state(), &images.state(), &lookup, &reporter).await
+        {
             tracing::warn!(error = %e, "snapshot rebuild failed; retrying on the next change");
         }
     }
@@ -98,6 +103,7 @@ async fn rebuild(
     profiles: &[Arc<SwitchProfile>],
     images: &[Arc<OsImage>],
     lookup: &KubeLookup,
+    reporter: &KubeReporter,
 ) -> Result<(), Error> {
     let built = build::build(profiles, images, lookup).await;
     let index = DeviceIndex::build(&built.snapshot);
@@ -108,28 +114,21 @@ async fn rebuild(
         Ok(false) => {}
         Err(e) => tracing::warn!(error = %e, "cannot publish the snapshot"),
     }
-    let mut conflicts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for c in index.conflicts() {
-        conflicts
-            .entry(c.loser.clone())
-            .or_default()
-            .push(format!("{:?} {} is also claimed by {}, which wins", c.key_kind, c.key, c.winner));
-        conflicts
-            .entry(c.winner.clone())
-            .or_default()
-            .push(format!("{:?} {} is also claimed by {}; this profile wins", c.key_kind, c.key, c.loser));
-    }
+    let claims = Claims::of(&index);
     for p in profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
         let key = object_name(&p.metadata);
         let status = profile_status(
             p,
             built.problems.get(&key),
-            conflicts.get(&key),
+            &claims.of_profile(&key),
             built.crlf_normalised.contains(&key),
         );
         let current = p.status.clone().map(|s| SwitchProfileStatus { devices: None, ..s });
         if current.as_ref() == Some(&status) {
             continue;
+        }
+        if let Some(note) = newly_lost(current.as_ref(), &status) {
+            reporter.profile_event(p, EventType::Warning, CONFLICT, &note).await;
         }
         let ns = p.metadata.namespace.as_deref().unwrap_or("default");
         let api: Api<SwitchProfile> = Api::namespaced(client.clone(), ns);
@@ -149,61 +148,120 @@ async fn rebuild(
     Ok(())
 }
 
+/// Reason of the `Ready=False` / `Stalled=True` conditions of a profile that lost a key, and of
+/// the Warning Event it gets.
+pub const CONFLICT: &str = "Conflict";
+
+/// Every profile's share of the index's conflicts: what it lost and what it kept.
+#[derive(Debug, Default)]
+struct Claims {
+    lost: BTreeMap<String, Vec<String>>,
+    kept: BTreeMap<String, Vec<String>>,
+}
+
+/// What one profile lost to older claims and kept against newer ones (messages).
+#[derive(Debug, Default)]
+pub struct ProfileClaims {
+    pub lost: Vec<String>,
+    pub kept: Vec<String>,
+}
+
+impl Claims {
+    fn of(index: &DeviceIndex) -> Self {
+        let mut claims = Claims::default();
+        for c in index.conflicts() {
+            claims.lost.entry(c.loser.clone()).or_default().push(format!(
+                "{} {} is also claimed by {}, which wins: it is the older claim and serves the device",
+                c.key_kind, c.key, c.winner
+            ));
+            claims.kept.entry(c.winner.clone()).or_default().push(format!(
+                "{} {} is also claimed by {} (newer); this profile wins",
+                c.key_kind, c.key, c.loser
+            ));
+        }
+        claims
+    }
+
+    fn of_profile(&self, key: &str) -> ProfileClaims {
+        ProfileClaims {
+            lost: self.lost.get(key).cloned().unwrap_or_default(),
+            kept: self.kept.get(key).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+/// The Warning Event's note when `new` loses a key that `old` did not (or loses another one).
+fn newly_lost(old: Option<&SwitchProfileStatus>, new: &SwitchProfileStatus) -> Option<String> {
+    let stalled = |s: &SwitchProfileStatus| {
+        find_condition(&s.conditions, ConditionType::Stalled)
+            .filter(|c| c.status == "True" && c.reason == CONFLICT)
+            .map(|c| c.message.clone())
+    };
+    let now = stalled(new)?;
+    (old.and_then(stalled).as_ref() != Some(&now)).then_some(now)
+}
+
 /// The status of one profile after a rebuild: the controller's fields only (`devices` is left
-/// out, it is the device server's).
+/// out, it is the device server's). A profile that lost a key to an older one is `Ready=False`
+/// and `Stalled=True`, both with reason `Conflict` (kstatus: Failed); its other problems follow.
 pub fn profile_status(
     p: &SwitchProfile,
     problems: Option<&Vec<String>>,
-    conflicts: Option<&Vec<String>>,
+    claims: &ProfileClaims,
     crlf: bool,
 ) -> SwitchProfileStatus {
     let mut status = p.status.clone().unwrap_or_default();
     let generation = p.metadata.generation;
     let now = Time(Timestamp::now());
     let conds: &mut Vec<Condition> = &mut status.conditions;
-    match problems {
-        None => {
+    let mut set =
+        |t, s, reason: &str, msg: &str| set_condition(conds, t, s, reason, msg, generation, now.clone());
+    let lost = claims.lost.join("; ");
+    match (claims.lost.is_empty(), problems) {
+        (true, None) => {
             let mut msg = "every reference resolves".to_owned();
             if crlf {
                 msg.push_str("; the Cumulus script had CRLF line endings and is served with LF");
             }
-            set_condition(
-                conds,
-                ConditionType::Ready,
-                ConditionStatus::True,
-                "Resolved",
-                &msg,
-                generation,
-                now.clone(),
-            );
+            set(ConditionType::Ready, ConditionStatus::True, "Resolved", &msg);
         }
-        Some(problems) => {
-            set_condition(
-                conds,
-                ConditionType::Ready,
-                ConditionStatus::False,
-                "Unresolved",
-                &problems.join("; "),
-                generation,
-                now.clone(),
-            );
+        (true, Some(problems)) => {
+            set(ConditionType::Ready, ConditionStatus::False, "Unresolved", &problems.join("; "));
+        }
+        (false, problems) => {
+            let mut msg = lost.clone();
+            if let Some(problems) = problems {
+                msg = format!("{msg}; {}", problems.join("; "));
+            }
+            set(ConditionType::Ready, ConditionStatus::False, CONFLICT, &msg);
         }
     }
-    match conflicts {
-        Some(c) => {
-            set_condition(
-                conds,
-                ConditionType::Conflict,
-                ConditionStatus::True,
-                "DuplicateMatch",
-                &c.join("; "),
-                generation,
-                now,
-            );
-        }
-        None => {
-            remove_condition(conds, ConditionType::Conflict);
-        }
+    if claims.lost.is_empty() {
+        remove_condition(&mut status.conditions, ConditionType::Stalled);
+    } else {
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Stalled,
+            ConditionStatus::True,
+            CONFLICT,
+            &lost,
+            generation,
+            now.clone(),
+        );
+    }
+    let all: Vec<String> = claims.lost.iter().chain(&claims.kept).cloned().collect();
+    if all.is_empty() {
+        remove_condition(&mut status.conditions, ConditionType::Conflict);
+    } else {
+        set_condition(
+            &mut status.conditions,
+            ConditionType::Conflict,
+            ConditionStatus::True,
+            "DuplicateMatch",
+            &all.join("; "),
+            generation,
+            now,
+        );
     }
     status.observed_generation = generation;
     status.match_summary = Some(p.spec.selector.summary());

@@ -159,6 +159,15 @@ impl Drop for RunningController {
 }
 
 pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
+    start_controller_in(&t.client, Some(t.namespace.clone()), store)
+}
+
+/// The controller running in this test's runtime with `client`, watching `namespace` (or all).
+pub fn start_controller_in(
+    client: &Client,
+    namespace: Option<String>,
+    store: &TestStore,
+) -> RunningController {
     let core = ImageContext {
         store: store.store.clone(),
         fetcher: Fetcher::new(FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() })
@@ -167,9 +176,9 @@ pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
         policy: fast_policy(),
         external_url: Some("http://ztp.example.net".into()),
     };
-    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    let client = client.clone();
     RunningController(tokio::spawn(async move {
-        if let Err(e) = ztp_operator::controller::run_controller(client, core, Some(ns)).await {
+        if let Err(e) = ztp_operator::controller::run_controller(client, core, namespace).await {
             panic!("controller failed: {e}");
         }
     }))
