@@ -8,7 +8,10 @@ use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::{
     Api, Client, Resource,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter},
+    runtime::{
+        events::{Event, EventType as KubeEventType, Recorder, Reporter},
+        reflector::{self, ObjectRef},
+    },
 };
 use serde_json::json;
 
@@ -80,8 +83,36 @@ impl KubeReporter {
     }
 }
 
-/// ConfigMaps and Secrets read from the API server, in the object's namespace.
+/// ConfigMaps and Secrets read from the API server, in the object's namespace (the OsImage
+/// sources' credentials).
 pub struct KubeLookup(pub Client);
+
+/// ConfigMaps and Secrets read from the snapshot loop's watch caches: no request per rebuild.
+pub struct CacheLookup {
+    pub config_maps: reflector::Store<ConfigMap>,
+    pub secrets: reflector::Store<Secret>,
+}
+
+#[async_trait]
+impl ObjectLookup for CacheLookup {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        let cm = self.config_maps.get(&ObjectRef::new(name).within(namespace));
+        Ok(cm.map(|cm| config_map_data(cm.as_ref().clone())))
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        let s = self.secrets.get(&ObjectRef::new(name).within(namespace));
+        Ok(s.map(|s| secret_data(s.as_ref().clone())))
+    }
+}
 
 fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

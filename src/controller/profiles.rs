@@ -1,28 +1,36 @@
-//! SwitchProfiles → the device snapshot. One debounced loop: any change to a SwitchProfile, an
-//! OsImage, a ConfigMap or a Secret (in the watched scope) triggers a rebuild of the whole
-//! snapshot, which is published to the store only when its content changed; then each profile's
-//! status (`Ready`, `Conflict`, match summary) is server-side applied. `status.devices` belongs
-//! to the device server (field manager `ztp-operator-server`): the controller never applies it,
-//! so neither side clobbers the other.
+//! SwitchProfiles → the device snapshot. One debounced loop, woken by [`super::triggers`] only
+//! for changes that can alter the snapshot or a status (a profile's spec, an OsImage becoming
+//! Ready or not, the data of a referenced ConfigMap or Secret), and once a minute: it rebuilds
+//! the whole snapshot from the watch caches (no API reads), publishes it to the store only when
+//! its content changed, then server-side applies each profile's status (`Ready`, `Stalled`,
+//! `Conflict`, match summary) only when it differs from the one the profile has (or the one we
+//! last wrote, while the cache has not caught up), and never to a profile being deleted or gone.
+//! `status.devices` belongs to the device server (field manager `ztp-operator-server`): the
+//! controller never applies it, so neither side clobbers the other.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
-use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::{
     api::core::v1::{ConfigMap, Secret},
     apimachinery::pkg::apis::meta::v1::{Condition, Time},
     jiff::Timestamp,
 };
 use kube::{
-    Api, Client,
+    Api, Client, ResourceExt,
     api::{Patch, PatchParams},
-    runtime::{WatchStreamExt, reflector, watcher},
+    runtime::reflector::{self, ObjectRef},
 };
 use serde_json::json;
+use tokio::sync::Notify;
 
 use super::{
     Error, FIELD_MANAGER,
-    k8s::{KubeLookup, KubeReporter},
+    k8s::{CacheLookup, KubeReporter},
+    triggers,
 };
 use crate::{
     api::{
@@ -48,6 +56,15 @@ where
     }
 }
 
+/// Aborts the watch tasks however the loop ends.
+struct Tasks(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for Tasks {
+    fn drop(&mut self) {
+        self.0.iter().for_each(tokio::task::JoinHandle::abort);
+    }
+}
+
 /// Runs the snapshot loop until the process ends.
 pub async fn run(
     client: Client,
@@ -55,97 +72,136 @@ pub async fn run(
     namespace: Option<String>,
     images: reflector::Store<OsImage>,
 ) -> Result<(), Error> {
-    let (profiles, writer) = reflector::store::<SwitchProfile>();
-    let profile_events = watcher(api::<SwitchProfile>(&client, &namespace), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects()
-        .map(|_| ());
-    let image_events = watcher(api::<OsImage>(&client, &namespace), watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ());
-    let cm_events = watcher(api::<ConfigMap>(&client, &namespace), watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ());
-    let secret_events = watcher(api::<Secret>(&client, &namespace), watcher::Config::default())
-        .default_backoff()
-        .touched_objects()
-        .map(|_| ());
-    let mut triggers = stream::select_all(vec![
-        profile_events.boxed(),
-        image_events.boxed(),
-        cm_events.boxed(),
-        secret_events.boxed(),
+    let wake = Arc::new(Notify::new());
+    let (profiles, profile_writer) = reflector::store::<SwitchProfile>();
+    let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
+    let (secrets, secret_writer) = reflector::store::<Secret>();
+    let _tasks = Tasks(vec![
+        tokio::spawn(triggers::follow(
+            api::<SwitchProfile>(&client, &namespace),
+            Some(profile_writer),
+            triggers::profile_fingerprint(),
+            wake.clone(),
+        )),
+        tokio::spawn(triggers::follow(
+            api::<OsImage>(&client, &namespace),
+            None,
+            triggers::image_fingerprint(),
+            wake.clone(),
+        )),
+        tokio::spawn(triggers::follow(
+            api::<ConfigMap>(&client, &namespace),
+            Some(cm_writer),
+            triggers::config_map_fingerprint(profiles.clone()),
+            wake.clone(),
+        )),
+        tokio::spawn(triggers::follow(
+            api::<Secret>(&client, &namespace),
+            Some(secret_writer),
+            triggers::secret_fingerprint(profiles.clone()),
+            wake.clone(),
+        )),
     ]);
-    let lookup = KubeLookup(client.clone());
+    // A rebuild before every cache is filled would report present objects as missing.
+    let watch = |e: reflector::store::WriterDropped| Error::Watch(e.to_string());
+    profiles.wait_until_ready().await.map_err(watch)?;
+    config_maps.wait_until_ready().await.map_err(watch)?;
+    secrets.wait_until_ready().await.map_err(watch)?;
+    images.wait_until_ready().await.map_err(watch)?;
+    let lookup = CacheLookup { config_maps, secrets };
     let reporter = KubeReporter::new(client.clone());
+    let mut written = Written::default();
     let mut resync = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
-            next = triggers.next() => if next.is_none() { return Ok(()) },
-            _ = resync.tick() => {}
+            _ = wake.notified() => {}
+            _ = resync.tick() => written.0.clear(),
         }
-        // Debounce: a burst of changes (a Git sync) makes one rebuild.
+        // Debounce: a burst of changes (a Git sync) makes one rebuild; the notifications it
+        // brings collapse into one.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        while let Some(Some(_)) = triggers.next().now_or_never() {}
-        if let Err(e) = rebuild(&client, &store, &profiles.state(), &images.state(), &lookup, &reporter).await
-        {
+        let rebuild = Rebuild { client: &client, store: &store, lookup: &lookup, reporter: &reporter };
+        if let Err(e) = rebuild.run(&profiles, &images.state(), &mut written).await {
             tracing::warn!(error = %e, "snapshot rebuild failed; retrying on the next change");
         }
     }
 }
 
-async fn rebuild(
-    client: &Client,
-    store: &Store,
-    profiles: &[Arc<SwitchProfile>],
-    images: &[Arc<OsImage>],
-    lookup: &KubeLookup,
-    reporter: &KubeReporter,
-) -> Result<(), Error> {
-    let built = build::build(profiles, images, lookup).await;
-    let index = DeviceIndex::build(&built.snapshot);
-    match publish::publish(store, &built.snapshot).await {
-        Ok(true) => {
-            tracing::info!(version = %built.snapshot.version, profiles = built.snapshot.profiles.len(), "snapshot published")
+/// The status last written to each profile (by uid), so that a write the watch cache has not
+/// shown yet is not repeated. Cleared at each resync.
+#[derive(Default)]
+struct Written(HashMap<String, SwitchProfileStatus>);
+
+struct Rebuild<'a> {
+    client: &'a Client,
+    store: &'a Store,
+    lookup: &'a CacheLookup,
+    reporter: &'a KubeReporter,
+}
+
+impl Rebuild<'_> {
+    async fn run(
+        &self,
+        profile_cache: &reflector::Store<SwitchProfile>,
+        images: &[Arc<OsImage>],
+        written: &mut Written,
+    ) -> Result<(), Error> {
+        let (client, store, lookup, reporter) = (self.client, self.store, self.lookup, self.reporter);
+        let profiles = profile_cache.state();
+        let built = build::build(&profiles, images, lookup).await;
+        let index = DeviceIndex::build(&built.snapshot);
+        match publish::publish(store, &built.snapshot).await {
+            Ok(true) => {
+                tracing::info!(version = %built.snapshot.version, profiles = built.snapshot.profiles.len(), "snapshot published")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot publish the snapshot"),
         }
-        Ok(false) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot publish the snapshot"),
+        let claims = Claims::of(&index);
+        for p in profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
+            let key = object_name(&p.metadata);
+            let status = profile_status(
+                p,
+                built.problems.get(&key),
+                &claims.of_profile(&key),
+                built.crlf_normalised.contains(&key),
+            );
+            let current = p.status.clone().map(|s| SwitchProfileStatus { devices: None, ..s });
+            let uid = p.uid().unwrap_or_default();
+            if current.as_ref() == Some(&status) || written.0.get(&uid) == Some(&status) {
+                continue;
+            }
+            // Gone or going since the rebuild began: no write (it would only be refused).
+            let now = profile_cache.get(&ObjectRef::from_obj(p.as_ref()));
+            if now.is_none_or(|n| n.uid() != p.uid() || n.metadata.deletion_timestamp.is_some()) {
+                continue;
+            }
+            if let Some(note) = newly_lost(current.as_ref(), &status) {
+                reporter.profile_event(p, EventType::Warning, CONFLICT, &note).await;
+            }
+            let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+            let api: Api<SwitchProfile> = Api::namespaced(client.clone(), ns);
+            let patch =
+                json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "status": status});
+            match api
+                .patch_status(
+                    p.metadata.name.as_deref().unwrap_or_default(),
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&patch),
+                )
+                .await
+            {
+                Ok(_) => {
+                    written.0.insert(uid, status);
+                }
+                Err(kube::Error::Api(e)) if e.code == 404 => {
+                    tracing::debug!(profile = %key, "profile deleted before its status was written");
+                }
+                Err(e) => tracing::warn!(profile = %key, error = %e, "cannot write profile status"),
+            }
+        }
+        Ok(())
     }
-    let claims = Claims::of(&index);
-    for p in profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
-        let key = object_name(&p.metadata);
-        let status = profile_status(
-            p,
-            built.problems.get(&key),
-            &claims.of_profile(&key),
-            built.crlf_normalised.contains(&key),
-        );
-        let current = p.status.clone().map(|s| SwitchProfileStatus { devices: None, ..s });
-        if current.as_ref() == Some(&status) {
-            continue;
-        }
-        if let Some(note) = newly_lost(current.as_ref(), &status) {
-            reporter.profile_event(p, EventType::Warning, CONFLICT, &note).await;
-        }
-        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
-        let api: Api<SwitchProfile> = Api::namespaced(client.clone(), ns);
-        let patch =
-            json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "status": status});
-        if let Err(e) = api
-            .patch_status(
-                p.metadata.name.as_deref().unwrap_or_default(),
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&patch),
-            )
-            .await
-        {
-            tracing::warn!(profile = %key, error = %e, "cannot write profile status");
-        }
-    }
-    Ok(())
 }
 
 /// Reason of the `Ready=False` / `Stalled=True` conditions of a profile that lost a key, and of

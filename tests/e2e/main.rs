@@ -10,6 +10,7 @@ mod files;
 mod helm_chart;
 mod openapi;
 mod pipeline;
+mod profile_requests;
 mod profiles;
 mod s3;
 mod serving;
