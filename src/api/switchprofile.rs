@@ -37,6 +37,11 @@ pub const MAX_RECENT_DEVICES: usize = 20;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].status"
     ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
     printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices.seen"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
@@ -258,8 +263,10 @@ pub struct SwitchProfileStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready` (every reference resolves, every referenced OsImage is Ready) and `Conflict`
-    /// (another profile claims one of the same devices).
+    /// `Ready` (every reference resolves, every referenced OsImage is Ready, and no key is lost
+    /// to an older profile: reason `Conflict` when one is), `Stalled` (reason `Conflict`: a key
+    /// this profile claims is served by an older profile; it needs a human) and `Conflict`
+    /// (another profile claims one of the same devices; on the winner and the loser).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

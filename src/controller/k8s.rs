@@ -4,17 +4,20 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::{
     Api, Client, Resource,
     api::{Patch, PatchParams},
-    runtime::events::{Event, EventType as KubeEventType, Recorder, Reporter},
+    runtime::{
+        events::{Event, EventType as KubeEventType, Recorder, Reporter},
+        reflector::{self, ObjectRef},
+    },
 };
 use serde_json::json;
 
 use super::FIELD_MANAGER;
 use crate::{
-    api::{OsImage, OsImageStatus},
+    api::{OsImage, OsImageStatus, SwitchProfile},
     reconcile::{
         EventType, ImageReporter, ReportError, ResolveError, object_name,
         sources::{ObjectLookup, config_map_data, secret_data},
@@ -48,6 +51,17 @@ impl ImageReporter for KubeReporter {
     }
 
     async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str) {
+        self.publish(&image.object_ref(&()), kind, reason, note).await;
+    }
+}
+
+impl KubeReporter {
+    /// Records an Event about a SwitchProfile.
+    pub async fn profile_event(&self, profile: &SwitchProfile, kind: EventType, reason: &str, note: &str) {
+        self.publish(&profile.object_ref(&()), kind, reason, note).await;
+    }
+
+    async fn publish(&self, object: &ObjectReference, kind: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_: match kind {
                 EventType::Normal => KubeEventType::Normal,
@@ -58,14 +72,47 @@ impl ImageReporter for KubeReporter {
             action: "Reconcile".into(),
             secondary: None,
         };
-        if let Err(e) = self.recorder.publish(&ev, &image.object_ref(&())).await {
-            tracing::warn!(object = %object_name(&image.metadata), error = %e, "cannot record event");
+        if let Err(e) = self.recorder.publish(&ev, object).await {
+            let name = format!(
+                "{}/{}",
+                object.namespace.as_deref().unwrap_or_default(),
+                object.name.as_deref().unwrap_or_default()
+            );
+            tracing::warn!(object = %name, error = %e, "cannot record event");
         }
     }
 }
 
-/// ConfigMaps and Secrets read from the API server, in the object's namespace.
+/// ConfigMaps and Secrets read from the API server, in the object's namespace (the OsImage
+/// sources' credentials).
 pub struct KubeLookup(pub Client);
+
+/// ConfigMaps and Secrets read from the snapshot loop's watch caches: no request per rebuild.
+pub struct CacheLookup {
+    pub config_maps: reflector::Store<ConfigMap>,
+    pub secrets: reflector::Store<Secret>,
+}
+
+#[async_trait]
+impl ObjectLookup for CacheLookup {
+    async fn config_map(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        let cm = self.config_maps.get(&ObjectRef::new(name).within(namespace));
+        Ok(cm.map(|cm| config_map_data(cm.as_ref().clone())))
+    }
+
+    async fn secret(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        let s = self.secrets.get(&ObjectRef::new(name).within(namespace));
+        Ok(s.map(|s| secret_data(s.as_ref().clone())))
+    }
+}
 
 fn not_found(e: &kube::Error) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == 404)

@@ -5,6 +5,7 @@
 mod k8s;
 pub mod profiles;
 pub mod serving;
+mod triggers;
 
 use std::{sync::Arc, time::Duration};
 
@@ -54,6 +55,8 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("cannot watch SwitchProfiles, ConfigMaps or Secrets: {0}")]
+    Watch(String),
     #[error("leader election: {0}")]
     Lease(String),
     #[error("lost the leader lease; exiting so that another replica takes over")]
@@ -68,7 +71,7 @@ impl Error {
         match self {
             Self::Config(_) => "config",
             Self::Fetch(_) => "fetch",
-            Self::Kube(_) | Self::CrdMissing(_) => "kube",
+            Self::Kube(_) | Self::CrdMissing(_) | Self::Watch(_) => "kube",
             Self::Report(_) => "report",
             Self::Store(_) => "store",
             Self::Finalizer(_) => "finalizer",

@@ -125,6 +125,7 @@ pub async fn build(
         let mut snap = ProfileSnapshot {
             namespace: ns.clone(),
             name: p.metadata.name.clone().unwrap_or_default(),
+            created: p.metadata.creation_timestamp.clone(),
             serial_numbers: spec.selector.serial_numbers.clone(),
             mac_addresses: Vec::new(),
             models: spec.selector.models.clone(),

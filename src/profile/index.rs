@@ -3,9 +3,14 @@
 //!
 //! A device is matched by its most specific key: serial number, then MAC address, then model
 //! (every model string the device sent, most specific first; each compared exactly, then
-//! ignoring ASCII case). When two profiles claim the same key, the one that comes first in
-//! [`Snapshot::profiles`] (sorted by namespace/name) wins, and the clash is recorded as a
+//! ignoring ASCII case). When two profiles claim the same key, the **older** claim wins: the
+//! profile created first ([`ProfileSnapshot::created`], the object's `creationTimestamp`), then
+//! the first by namespace/name (profiles created in the same second, or in standalone, where
+//! files have no creation time). A new profile therefore never takes over a switch another
+//! profile already serves, in its namespace or in another. The clash is recorded as a
 //! [`Conflict`] so the controller can report it on both profiles.
+//!
+//! [`ProfileSnapshot::created`]: super::snapshot::ProfileSnapshot::created
 
 use std::collections::HashMap;
 
@@ -39,7 +44,7 @@ impl std::fmt::Display for KeyKind {
     }
 }
 
-/// Two profiles claim the same key; `winner` (first by namespace/name) gets the devices.
+/// Two profiles claim the same key; `winner` (the older claim) gets the devices.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     pub key_kind: KeyKind,
@@ -96,15 +101,23 @@ fn claim(
 }
 
 impl DeviceIndex {
-    /// Indexes every serial, MAC and model of every profile of `snapshot`. Profiles are taken in
-    /// the snapshot's order, so the first profile claiming a key keeps it. MACs are normalised
-    /// with [`normalize_mac`] (a MAC that does not parse is ignored); empty keys are ignored.
+    /// Indexes every serial, MAC and model of every profile of `snapshot`. Profiles are taken
+    /// oldest first (creation time, then namespace/name), so the oldest profile claiming a key
+    /// keeps it. MACs are normalised with [`normalize_mac`] (a MAC that does not parse is
+    /// ignored); empty keys are ignored.
     pub fn build(snapshot: &Snapshot) -> DeviceIndex {
         let names: Vec<String> =
             snapshot.profiles.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+        let mut oldest_first: Vec<usize> = (0..snapshot.profiles.len()).collect();
+        oldest_first.sort_by(|&a, &b| {
+            let (pa, pb) = (&snapshot.profiles[a], &snapshot.profiles[b]);
+            // No creation time (standalone) sorts as oldest, then by name: the old rule.
+            (&pa.created, &names[a]).cmp(&(&pb.created, &names[b]))
+        });
         let mut index = DeviceIndex::default();
         let mut conflicts = Vec::new();
-        for (pos, p) in snapshot.profiles.iter().enumerate() {
+        for pos in oldest_first {
+            let p = &snapshot.profiles[pos];
             for serial in p.serial_numbers.iter().filter(|s| !s.is_empty()) {
                 claim(&mut index.serials, serial.clone(), pos, KeyKind::Serial, &names, &mut conflicts);
             }
@@ -112,16 +125,26 @@ impl DeviceIndex {
                 claim(&mut index.macs, mac, pos, KeyKind::Mac, &names, &mut conflicts);
             }
             for model in p.models.iter().filter(|m| !m.is_empty()) {
+                // A model is owned as a whole, whatever its case: a newer profile spelling a
+                // held model differently (`sn2410` / `SN2410`) takes none of its devices.
                 let folded = model.to_ascii_lowercase();
-                let exact_holder = index.models.get(model).copied();
-                claim(&mut index.models, model.clone(), pos, KeyKind::Model, &names, &mut conflicts);
-                // The same spelling clashing is already recorded above; a different spelling of
-                // the same model (`SN2410` / `sn2410`) is a clash for the case-insensitive
-                // fallback.
-                if exact_holder.is_some() {
-                    index.models_folded.entry(folded).or_insert(pos);
-                } else {
-                    claim(&mut index.models_folded, folded, pos, KeyKind::Model, &names, &mut conflicts);
+                match index.models_folded.get(&folded).copied() {
+                    None => {
+                        index.models_folded.insert(folded, pos);
+                        index.models.insert(model.clone(), pos);
+                    }
+                    Some(holder) if holder == pos => {
+                        index.models.entry(model.clone()).or_insert(pos);
+                    }
+                    Some(holder) => {
+                        let same_spelling = index.models.get(model) == Some(&holder);
+                        conflicts.push(Conflict {
+                            key_kind: KeyKind::Model,
+                            key: if same_spelling { model.clone() } else { folded },
+                            winner: names[holder].clone(),
+                            loser: names[pos].clone(),
+                        });
+                    }
                 }
             }
         }
@@ -161,7 +184,7 @@ impl DeviceIndex {
         })
     }
 
-    /// Keys claimed by more than one profile, in snapshot order (deterministic for a snapshot).
+    /// Keys claimed by more than one profile, oldest loser first (deterministic for a snapshot).
     pub fn conflicts(&self) -> &[Conflict] {
         &self.conflicts
     }
@@ -294,8 +317,8 @@ mod tests {
         assert_eq!(index.lookup(&onie), Some(Match { profile: 1, by: KeyKind::Model }));
         let machine_only = device(None, None, &["x86_64-accton_as7712_32x-r1", "accton_as7712_32x"]);
         assert_eq!(index.lookup(&machine_only).map(|m| m.profile), Some(0));
-        // Exact spelling first, then the first profile for any other spelling.
-        assert_eq!(index.lookup(&device(None, None, &["sn2410"])).map(|m| m.profile), Some(3));
+        // The model belongs to its older claim whatever the spelling: sn-lower takes nothing.
+        assert_eq!(index.lookup(&device(None, None, &["sn2410"])).map(|m| m.profile), Some(2));
         assert_eq!(index.lookup(&device(None, None, &["SN2410"])).map(|m| m.profile), Some(2));
         assert_eq!(index.lookup(&device(None, None, &["Sn2410"])).map(|m| m.profile), Some(2));
         // The two spellings clash for the case-insensitive fallback.
@@ -365,6 +388,74 @@ mod tests {
 
         // Deterministic: the same snapshot gives the same conflicts.
         assert_eq!(DeviceIndex::build(&snap).conflicts(), index.conflicts());
+    }
+
+    fn created_at(mut p: ProfileSnapshot, ns: &str, millis: i64) -> ProfileSnapshot {
+        use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
+        p.namespace = ns.into();
+        p.created = Some(Time(Timestamp::from_millisecond(millis).expect("timestamp")));
+        p
+    }
+
+    #[test]
+    fn the_older_claim_wins_whatever_the_names_to_the_millisecond() {
+        const T: i64 = 1_780_000_000_000;
+        // Snapshot order is by namespace/name: the newcomer `a-new` sorts first.
+        let snap = snapshot(vec![
+            created_at(profile("a-new", &["S1"], &["aa:bb:cc:dd:ee:ff"], &["sn2410"]), "net", T + 1),
+            created_at(profile("z-old", &["S1"], &["AA:BB:CC:DD:EE:FF"], &["SN2410"]), "net", T),
+            // Another namespace, newer still: it takes nothing either.
+            created_at(profile("a-tenant", &["S1"], &[], &[]), "aaa", T + 2),
+        ]);
+        let snap = Snapshot {
+            profiles: {
+                let mut p = snap.profiles;
+                p.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+                p
+            },
+            ..snap
+        };
+        let names: Vec<&str> = snap.profiles.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, ["a-tenant", "a-new", "z-old"]);
+        let index = DeviceIndex::build(&snap);
+        let z_old = 2;
+        assert_eq!(index.lookup(&device(Some("S1"), None, &[])).map(|m| m.profile), Some(z_old));
+        assert_eq!(
+            index.lookup(&device(None, Some("aa:bb:cc:dd:ee:ff"), &[])).map(|m| m.profile),
+            Some(z_old)
+        );
+        assert_eq!(index.lookup(&device(None, None, &["SN2410"])).map(|m| m.profile), Some(z_old));
+        // a-new spells the model `sn2410`: that spelling is z-old's too, as is any other.
+        assert_eq!(index.lookup(&device(None, None, &["sn2410"])).map(|m| m.profile), Some(z_old));
+        assert_eq!(index.lookup(&device(None, None, &["Sn2410"])).map(|m| m.profile), Some(z_old));
+        let winners: Vec<&str> = index.conflicts().iter().map(|c| c.winner.as_str()).collect();
+        assert!(winners.iter().all(|w| *w == "net/z-old"), "{:?}", index.conflicts());
+        let losers: Vec<(&str, KeyKind)> =
+            index.conflicts().iter().map(|c| (c.loser.as_str(), c.key_kind)).collect();
+        assert_eq!(
+            losers,
+            [
+                ("net/a-new", KeyKind::Serial),
+                ("net/a-new", KeyKind::Mac),
+                ("net/a-new", KeyKind::Model),
+                ("aaa/a-tenant", KeyKind::Serial),
+            ]
+        );
+
+        // One millisecond the other way round: a-new is the older claim and keeps everything.
+        let mut swapped = snap.clone();
+        swapped.profiles[1] = created_at(swapped.profiles[1].clone(), "net", T - 1);
+        let index = DeviceIndex::build(&swapped);
+        assert_eq!(index.lookup(&device(Some("S1"), None, &[])).map(|m| m.profile), Some(1));
+        assert!(index.conflicts().iter().all(|c| c.winner == "net/a-new"));
+
+        // The same instant: the first by namespace/name wins (the rule standalone keeps).
+        let mut tied = snap.clone();
+        for p in &mut tied.profiles {
+            *p = created_at(p.clone(), &p.namespace.clone(), T);
+        }
+        let index = DeviceIndex::build(&tied);
+        assert_eq!(index.lookup(&device(Some("S1"), None, &[])).map(|m| m.profile), Some(0));
     }
 
     #[test]

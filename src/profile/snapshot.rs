@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
 use crate::api::{SonicSection, ZtpSectionKind, switchprofile::ZtpSection};
@@ -42,6 +43,10 @@ pub struct ImageRef {
 pub struct ProfileSnapshot {
     pub namespace: String,
     pub name: String,
+    /// The profile's `metadata.creationTimestamp` (none in standalone): when two profiles claim
+    /// the same key, the older one wins ([`crate::profile::index`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Time>,
     /// Serial numbers, exactly as given.
     #[serde(default)]
     pub serial_numbers: Vec<String>,

@@ -12,6 +12,8 @@ mod helm_chart;
 mod hostile;
 mod openapi;
 mod pipeline;
+mod profile_requests;
+mod profiles;
 mod s3;
 mod serving;
 mod serving_deployment;

@@ -163,12 +163,34 @@ pub fn start_controller(t: &KubeTest, store: &TestStore) -> RunningController {
 }
 
 pub fn start_controller_with(t: &KubeTest, store: &TestStore, policy: ImagePolicy) -> RunningController {
-    let fetch = FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() };
-    start_controller_fetching(t, store, policy, fetch)
+    start_controller_fetching(t, store, policy, test_fetch_config())
+}
+
+/// The controller running in this test's runtime with `client`, watching `namespace` (or all).
+pub fn start_controller_in(
+    client: &Client,
+    namespace: Option<String>,
+    store: &TestStore,
+) -> RunningController {
+    start_controller_core(client, namespace, store, fast_policy(), test_fetch_config())
+}
+
+fn test_fetch_config() -> FetchConfig {
+    FetchConfig { idle_timeout: Duration::from_secs(5), ..FetchConfig::default() }
 }
 
 pub fn start_controller_fetching(
     t: &KubeTest,
+    store: &TestStore,
+    policy: ImagePolicy,
+    fetch: FetchConfig,
+) -> RunningController {
+    start_controller_core(&t.client, Some(t.namespace.clone()), store, policy, fetch)
+}
+
+fn start_controller_core(
+    client: &Client,
+    namespace: Option<String>,
     store: &TestStore,
     policy: ImagePolicy,
     fetch: FetchConfig,
@@ -180,9 +202,9 @@ pub fn start_controller_fetching(
         policy,
         external_url: Some("http://ztp.example.net".into()),
     };
-    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    let client = client.clone();
     RunningController(tokio::spawn(async move {
-        if let Err(e) = ztp_operator::controller::run_controller(client, core, Some(ns)).await {
+        if let Err(e) = ztp_operator::controller::run_controller(client, core, namespace).await {
             panic!("controller failed: {e}");
         }
     }))

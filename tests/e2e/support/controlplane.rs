@@ -29,6 +29,16 @@ pub struct ControlPlane {
     _apiserver: procs::Proc,
 }
 
+/// A control plane a test started for itself stops with it (the shared one lives in a static).
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        for p in [&mut self._apiserver, &mut self._etcd] {
+            let _ = p.child.kill();
+            let _ = p.child.wait();
+        }
+    }
+}
+
 struct Pki {
     ca_pem: String,
 }
