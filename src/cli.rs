@@ -193,6 +193,10 @@ pub struct ControllerArgs {
     /// This replica's identity in the Lease (default: the pod name, else host name and process id).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Address of the controller's own listener: `/healthz`, `/readyz` and `/metrics`
+    /// (Prometheus text format).
+    #[arg(long, env = "ZTP_METRICS_LISTEN", default_value = "0.0.0.0:8080")]
+    pub metrics_listen: std::net::SocketAddr,
     #[command(flatten)]
     pub serving: ServingArgs,
 }

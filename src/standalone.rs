@@ -411,6 +411,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
+        metrics: Default::default(),
     };
     let book = Arc::new(StatusBook::open(&args.data)?);
     let loaded = load(&args.manifests)?;

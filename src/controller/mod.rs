@@ -2,6 +2,7 @@
 //! finalizer for `deletionPolicy`, writes status with server-side apply (field manager
 //! `ztp-operator`), records Events, and holds a Lease so only one replica fetches.
 
+pub mod health;
 mod k8s;
 pub mod profiles;
 pub mod serving;
@@ -28,6 +29,7 @@ use crate::{
     fetch::{FetchError, Fetcher},
     reconcile::{
         ReportError,
+        metrics::Outcome,
         osimage::{ImageContext, Next, RETRY_ANNOTATION},
         sources::RefResolver,
     },
@@ -59,6 +61,8 @@ pub enum Error {
     Watch(String),
     #[error("leader election: {0}")]
     Lease(String),
+    #[error("cannot listen on {0} (--metrics-listen): {1}")]
+    Listen(std::net::SocketAddr, std::io::Error),
     #[error("lost the leader lease; exiting so that another replica takes over")]
     LostLease,
     #[error(transparent)]
@@ -76,6 +80,7 @@ impl Error {
             Self::Store(_) => "store",
             Self::Finalizer(_) => "finalizer",
             Self::Lease(_) | Self::LostLease => "lease",
+            Self::Listen(..) => "listen",
             Self::Serving(_) => "serving",
         }
     }
@@ -101,8 +106,15 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
+        metrics: Default::default(),
     };
     tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
+    let health = Arc::new(health::Health::new(&core.metrics));
+    let listen = args.metrics_listen;
+    let at = health.clone().serve(listen).await.map_err(|e| Error::Listen(listen, e))?;
+    tracing::info!(%at, "serving /healthz, /readyz and /metrics");
+    check_crd(&client, &args.namespace).await?;
+    health.set_ready();
 
     if !args.leader_elect {
         return run_leader(client, core, args.namespace.clone(), serving).await;
@@ -156,6 +168,16 @@ async fn run_leader(
     run_controller(client, core, namespace).await
 }
 
+/// One cheap list: the apiserver answers and the OsImage CRD is installed.
+async fn check_crd(client: &Client, namespace: &Option<String>) -> Result<(), Error> {
+    let api: Api<OsImage> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    api.list(&kube::api::ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
+    Ok(())
+}
+
 /// The controller loop itself (no leader election): used by `run` and by the tests.
 pub async fn run_controller(
     client: Client,
@@ -166,7 +188,7 @@ pub async fn run_controller(
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    api.list(&kube::api::ListParams::default().limit(1)).await.map_err(Error::CrdMissing)?;
+    check_crd(&client, &namespace).await?;
 
     let (images, writer) = reflector::store();
     let triggers = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
@@ -176,6 +198,7 @@ pub async fn run_controller(
     let controller = Controller::for_stream(triggers, images.clone());
     let snapshots =
         tokio::spawn(profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone()));
+    let reconciles = core.metrics.reconciles.clone();
     let ctx = Arc::new(Ctx {
         reporter: k8s::KubeReporter::new(client.clone()),
         resolver: RefResolver(k8s::KubeLookup(client.clone())),
@@ -186,10 +209,14 @@ pub async fn run_controller(
     controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            match result {
-                Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
-                Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+        .for_each(|result| {
+            let result_label = if result.is_ok() { "ok" } else { "error" };
+            reconciles.get_or_create(&Outcome { result: result_label }).inc();
+            async move {
+                match result {
+                    Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
+                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                }
             }
         })
         .await;

@@ -21,7 +21,11 @@ use std::{
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use tokio::sync::Semaphore;
 
-use super::{EventType, ImageReporter, ReportError, ResolveError, SourceResolver, object_name};
+use super::{
+    EventType, ImageReporter, ReportError, ResolveError, SourceResolver,
+    metrics::{ImageMetrics, Raised},
+    object_name,
+};
 use crate::{
     api::{
         Artifact, ConditionStatus, ConditionType, DeletionPolicy, ImagePath, OsImage, OsImagePhase,
@@ -76,6 +80,8 @@ pub struct ImageContext {
     pub policy: ImagePolicy,
     /// Base URL devices use (`https://ztp.example.net`), for `status.artifact.url`.
     pub external_url: Option<String>,
+    /// What fetches count (shared handles).
+    pub metrics: ImageMetrics,
 }
 
 /// When to look at the object again.
@@ -441,9 +447,12 @@ impl ImageContext {
                 let queued = StatusBuilder { status: status.status.clone(), generation: status.generation }
                     .reconciling(OsImagePhase::Pending, "Queued", "waiting for a free fetch slot".into());
                 reporter.status(image, &queued).await?;
+                let _waiting = Raised::new(&self.metrics.waiting);
                 self.fetch_slots.clone().acquire_owned().await.expect("the fetch semaphore is never closed")
             }
         };
+        let _in_flight = Raised::new(&self.metrics.in_flight);
+        let started = std::time::Instant::now();
 
         let describe = source.describe();
         let msg = format!("fetching {describe} (attempt {attempt}{})", self.of_max());
@@ -503,6 +512,17 @@ impl ImageContext {
         };
 
         let status = StatusBuilder { status: fetching, generation: status.generation };
+        let outcome = match &result {
+            Ok(_) => "stored",
+            Err(AttemptError::Store(StoreError::ChecksumMismatch { .. }, _)) => "checksum_mismatch",
+            Err(AttemptError::Store(StoreError::Conflict(_) | StoreError::Manifest(_), _)) => {
+                "store_conflict"
+            }
+            Err(AttemptError::Store(..)) => "failed_transient",
+            Err(AttemptError::Fetch(e)) if e.is_transient() => "failed_transient",
+            Err(AttemptError::Fetch(_)) => "failed_permanent",
+        };
+        self.metrics.attempt(outcome, done.load(Ordering::Relaxed), started.elapsed().as_secs_f64());
         match result {
             Ok(committed) => {
                 let msg = format!("{} is stored and verified ({} bytes)", target.path, committed.size);

@@ -201,6 +201,7 @@ fn start_controller_core(
         fetch_slots: Arc::new(Semaphore::new(2)),
         policy,
         external_url: Some("http://ztp.example.net".into()),
+        metrics: Default::default(),
     };
     let client = client.clone();
     RunningController(tokio::spawn(async move {
@@ -930,11 +931,13 @@ async fn sigkill_mid_fetch(backend: Backend) {
     });
 
     let env = support::env().await;
+    let metrics = format!("127.0.0.1:{}", support::procs::free_port());
     let run = |log: &str| {
         let mut args = vec![
             "controller".to_owned(),
             format!("--namespace={}", t.namespace),
             "--leader-elect=false".into(),
+            format!("--metrics-listen={metrics}"),
         ];
         args.extend(store.flags());
         args.extend([
@@ -960,6 +963,20 @@ async fn sigkill_mid_fetch(backend: Backend) {
         o.status.as_ref().and_then(|s| s.progress.as_ref()).is_some_and(|p| p.bytes_done > 1024 * 1024)
     })
     .await;
+    // The controller's own listener tells the same story: ready, one fetch running, none done.
+    let get = |path: &str| {
+        let url = format!("http://{metrics}{path}");
+        async move {
+            let r = reqwest::get(&url).await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+            (r.status().as_u16(), r.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get("/healthz").await.0, 200);
+    assert_eq!(get("/readyz").await.0, 200);
+    let (code, text) = get("/metrics").await;
+    assert_eq!(code, 200, "{text}");
+    assert!(text.contains("ztp_fetches_in_flight 1"), "{text}");
+    assert!(!text.contains("ztp_fetch_attempts_total{result=\"stored\"}"), "{text}");
     first.child.kill().expect("SIGKILL");
     let _ = first.child.wait();
     assert_eq!(
@@ -970,6 +987,21 @@ async fn sigkill_mid_fetch(backend: Backend) {
 
     let mut second = run(&format!("{name}-2.log"));
     let o = wait_for(&api, "slow", "Ready", is_ready).await;
+    // The status is written before the reconcile returns: the counters follow within moments.
+    let settled = |t: &str| {
+        t.contains("ztp_fetch_attempts_total{result=\"stored\"} 1")
+            && t.contains("ztp_fetches_in_flight 0")
+            && t.contains("ztp_controller_reconciles_total{result=\"ok\"}")
+    };
+    let mut text = String::new();
+    for _ in 0..50 {
+        text = get("/metrics").await.1;
+        if settled(&text) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(settled(&text), "{text}");
     second.child.kill().expect("stop");
     let _ = second.child.wait();
     stop_tx.send(()).expect("stop watcher");
@@ -1008,6 +1040,7 @@ async fn two_replicas_fetch_once() {
         let mut args = vec![
             "controller".to_owned(),
             format!("--namespace={}", t.namespace),
+            "--metrics-listen=127.0.0.1:0".into(),
             format!("--lease-namespace={}", t.namespace),
             format!("--identity=replica-{i}"),
         ];

@@ -49,6 +49,7 @@ async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) 
         "controller".to_owned(),
         format!("--namespace={}", t.namespace),
         "--leader-elect=false".into(),
+        "--metrics-listen=127.0.0.1:0".into(),
         "--external-url=http://ztp.example.net".into(),
         "--manage-serving=true".into(),
         format!("--serving-namespace={}", t.namespace),
