@@ -97,6 +97,12 @@ struct Ctx {
 /// Runs the controller until a shutdown signal (or the loss of the lease).
 pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     let serving = serving::ServingConfig::from_args(&args)?;
+    // First, so that the liveness probe finds the process while it connects.
+    let metrics = crate::reconcile::metrics::ImageMetrics::default();
+    let health = Arc::new(health::Health::new(&metrics));
+    let listen = args.metrics_listen;
+    let at = health.clone().serve(listen).await.map_err(|e| Error::Listen(listen, e))?;
+    tracing::info!(%at, "serving /healthz, /readyz and /metrics");
     let client = Client::try_default().await?;
     let store = args.store.open().await?;
     let fetcher = Fetcher::new(args.images.fetch_config(Some(args.allow_file_sources.clone())))?;
@@ -106,13 +112,9 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
-        metrics: Default::default(),
+        metrics,
     };
     tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
-    let health = Arc::new(health::Health::new(&core.metrics));
-    let listen = args.metrics_listen;
-    let at = health.clone().serve(listen).await.map_err(|e| Error::Listen(listen, e))?;
-    tracing::info!(%at, "serving /healthz, /readyz and /metrics");
     check_crd(&client, &args.namespace).await?;
     health.set_ready();
 
