@@ -53,7 +53,11 @@ async fn crds_are_established_with_status_and_columns() {
     let crds: Api<CustomResourceDefinition> = Api::all(t.client.clone());
     for (name, columns, short) in [
         ("osimages.ztp.netops.dev", vec!["Platform", "Version", "Phase", "Size", "Age", "Message"], "osi"),
-        ("switchprofiles.ztp.netops.dev", vec!["Match", "Ready", "Devices", "Age", "Message"], "swp"),
+        (
+            "switchprofiles.ztp.netops.dev",
+            vec!["Match", "Ready", "Reason", "Devices", "Age", "Message"],
+            "swp",
+        ),
     ] {
         let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let established = crd
