@@ -463,8 +463,13 @@ async fn source_errors(backend: Backend) {
     assert_eq!(stalled_reason(&o).as_deref(), Some("InvalidSpec"));
 
     // 500: may clear, so it keeps retrying (Reconciling, never Stalled).
-    let o =
-        wait_for(&api, "broken", "retried", |o| o.status.as_ref().and_then(|s| s.attempts) >= Some(4)).await;
+    // (An attempt's count is written when it starts: wait for the 4th to have failed.)
+    let o = wait_for(&api, "broken", "retried", |o| {
+        o.status.as_ref().and_then(|s| s.attempts) >= Some(4)
+            && condition(o, ConditionType::Reconciling)
+                .is_some_and(|(_, reason, _)| reason == "RetryingFetch")
+    })
+    .await;
     assert_eq!(stalled_reason(&o), None);
     let (status, reason, msg) = condition(&o, ConditionType::Reconciling).expect("Reconciling");
     assert_eq!((status.as_str(), reason.as_str()), ("True", "RetryingFetch"), "{msg}");
