@@ -379,9 +379,10 @@ pub struct ListenArgs {
     #[arg(long, env = "ZTP_IDLE_TIMEOUT_SECONDS", default_value_t = 60.0)]
     pub idle_timeout_seconds: f64,
     /// Connections one source address may hold at once; past it a new one gets 503 and is
-    /// closed (0: no limit). Behind source NAT (a Service without `externalTrafficPolicy:
-    /// Local`) every device shares a few addresses: raise it there.
-    #[arg(long, env = "ZTP_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 128)]
+    /// closed (0: no limit). Above `--max-downloads` by default: behind source NAT (a Service
+    /// without `externalTrafficPolicy: Local`) every device shares a few addresses, and a boot
+    /// storm must meet the download admission limit first, not this one.
+    #[arg(long, env = "ZTP_MAX_CONNECTIONS_PER_SOURCE", default_value_t = 1024)]
     pub max_connections_per_source: usize,
     /// Seconds an answer may wait for a client that takes no bytes; then it is abandoned and
     /// its download slot freed.

@@ -42,7 +42,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
             send_timeout: Duration::from_secs(60),
-            max_per_source: 128,
+            max_per_source: 1024,
         }
     }
 }
