@@ -198,8 +198,12 @@ pub async fn run_controller(
         .applied_objects()
         .predicate_filter(wakes, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, images.clone());
-    let snapshots =
-        tokio::spawn(profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone()));
+    let snapshot_loop = profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone());
+    let snapshots = tokio::spawn(async move {
+        if let Err(e) = snapshot_loop.await {
+            tracing::error!(error = %e, "the snapshot loop stopped: SwitchProfiles are no longer rendered");
+        }
+    });
     let reconciles = core.metrics.reconciles.clone();
     let ctx = Arc::new(Ctx {
         reporter: k8s::KubeReporter::new(client.clone()),

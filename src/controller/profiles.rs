@@ -103,11 +103,11 @@ pub async fn run(
         )),
     ]);
     // A rebuild before every cache is filled would report present objects as missing.
-    let watch = |e: reflector::store::WriterDropped| Error::Watch(e.to_string());
-    profiles.wait_until_ready().await.map_err(watch)?;
-    config_maps.wait_until_ready().await.map_err(watch)?;
-    secrets.wait_until_ready().await.map_err(watch)?;
-    images.wait_until_ready().await.map_err(watch)?;
+    ready("SwitchProfiles", profiles.wait_until_ready()).await?;
+    ready("ConfigMaps", config_maps.wait_until_ready()).await?;
+    ready("Secrets", secrets.wait_until_ready()).await?;
+    ready("OsImages", images.wait_until_ready()).await?;
+    tracing::info!("snapshot loop: every watch cache is filled");
     let lookup = CacheLookup { config_maps, secrets };
     let reporter = KubeReporter::new(client.clone());
     let mut written = Written::default();
@@ -123,6 +123,23 @@ pub async fn run(
         let rebuild = Rebuild { client: &client, store: &store, lookup: &lookup, reporter: &reporter };
         if let Err(e) = rebuild.run(&profiles, &images.state(), &mut written).await {
             tracing::warn!(error = %e, "snapshot rebuild failed; retrying on the next change");
+        }
+    }
+}
+
+/// Waits for a watch cache to be filled, saying every 15 s which one it still waits for (a watch
+/// the controller's RBAC refuses never fills).
+async fn ready(
+    what: &str,
+    wait: impl std::future::Future<Output = Result<(), reflector::store::WriterDropped>>,
+) -> Result<(), Error> {
+    tokio::pin!(wait);
+    loop {
+        match tokio::time::timeout(Duration::from_secs(15), &mut wait).await {
+            Ok(result) => return result.map_err(|e| Error::Watch(format!("{what}: {e}"))),
+            Err(_) => {
+                tracing::warn!(watch = what, "snapshot loop: still waiting for the first list of {what}")
+            }
         }
     }
 }
