@@ -586,7 +586,20 @@ async fn unreachable_source_backs_off() {
         last = Some(o);
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let o = last.expect("polled");
+    let mut o = last.expect("polled");
+    // The window may end during an attempt (`Fetching`): wait for it to have failed.
+    let settle = Instant::now() + Duration::from_secs(10);
+    while condition(&o, ConditionType::Reconciling).is_some_and(|(_, reason, _)| reason != "RetryingFetch")
+        && Instant::now() < settle
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        o = api.get("down").await.expect("get");
+        if let Some(n) = o.status.as_ref().and_then(|s| s.attempts)
+            && seen.last().is_none_or(|(m, _)| *m != n)
+        {
+            seen.push((n, Instant::now()));
+        }
+    }
     let counts: Vec<i32> = seen.iter().map(|(n, _)| *n).collect();
     // 0.3 + 0.6 + 1.2 + 1.2 … s: about 7 attempts in 7 s; a wake-up storm makes many more.
     assert!((4..=10).contains(counts.last().expect("attempts")), "attempts seen: {counts:?}");
