@@ -10,7 +10,7 @@ mod triggers;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
     runtime::{
@@ -21,7 +21,7 @@ use kube::{
         watcher::{self, watcher},
     },
 };
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::{
     api::OsImage,
@@ -193,12 +193,21 @@ pub async fn run_controller(
     check_crd(&client, &namespace).await?;
 
     let (images, writer) = reflector::store();
+    // The snapshot loop is woken from this same stream, after the store has the change.
+    let snapshot_wake = Arc::new(Notify::new());
+    let (wake, mut changes) = (snapshot_wake.clone(), triggers::Changes::new(triggers::image_fingerprint()));
     let triggers = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
         .default_backoff()
+        .inspect_ok(move |event| {
+            if changes.observe(event) {
+                wake.notify_one();
+            }
+        })
         .applied_objects()
         .predicate_filter(wakes, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, images.clone());
-    let snapshot_loop = profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone());
+    let snapshot_loop =
+        profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone(), snapshot_wake);
     let snapshots = tokio::spawn(async move {
         if let Err(e) = snapshot_loop.await {
             tracing::error!(error = %e, "the snapshot loop stopped: SwitchProfiles are no longer rendered");

@@ -65,39 +65,34 @@ impl Drop for Tasks {
     }
 }
 
-/// Runs the snapshot loop until the process ends.
+/// Runs the snapshot loop until the process ends. `images` is the OsImage controller's store;
+/// that controller notifies `wake` when an image changes in a way the snapshot sees.
 pub async fn run(
     client: Client,
     store: Store,
     namespace: Option<String>,
     images: reflector::Store<OsImage>,
+    wake: Arc<Notify>,
 ) -> Result<(), Error> {
-    let wake = Arc::new(Notify::new());
     let (profiles, profile_writer) = reflector::store::<SwitchProfile>();
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
     let _tasks = Tasks(vec![
         tokio::spawn(triggers::follow(
             api::<SwitchProfile>(&client, &namespace),
-            Some(profile_writer),
+            profile_writer,
             triggers::profile_fingerprint(),
             wake.clone(),
         )),
         tokio::spawn(triggers::follow(
-            api::<OsImage>(&client, &namespace),
-            None,
-            triggers::image_fingerprint(),
-            wake.clone(),
-        )),
-        tokio::spawn(triggers::follow(
             api::<ConfigMap>(&client, &namespace),
-            Some(cm_writer),
+            cm_writer,
             triggers::config_map_fingerprint(profiles.clone()),
             wake.clone(),
         )),
         tokio::spawn(triggers::follow(
             api::<Secret>(&client, &namespace),
-            Some(secret_writer),
+            secret_writer,
             triggers::secret_fingerprint(profiles.clone()),
             wake.clone(),
         )),

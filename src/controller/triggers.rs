@@ -8,7 +8,10 @@
 //!   progress the fetch writes while it runs;
 //! - a ConfigMap or Secret that some profile references, whose data changed.
 //!
-//! Each watch runs in its own task, so the stores stay current while a rebuild runs.
+//! Each watch runs in its own task, so the stores stay current while a rebuild runs. OsImages
+//! come from the OsImage controller's own watch (`controller::run_controller` observes its
+//! events with [`Changes`]): a second watch could wake a rebuild before that controller's store,
+//! which the rebuild reads, has the change.
 //!
 //! ConfigMaps and Secrets are cached whole, in the controller's scope (`--namespace`, or the
 //! cluster): simpler and cheaper in requests than a metadata-only watch plus one GET per
@@ -21,7 +24,7 @@ use std::{
     sync::Arc,
 };
 
-use futures::{StreamExt, stream::BoxStream};
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Resource, ResourceExt,
@@ -46,45 +49,57 @@ fn hash_of(v: impl serde::Serialize) -> u64 {
     h.finish()
 }
 
-/// Follows `api`, keeping `writer`'s store (when given) current, and notifies `wake` when an
-/// object's fingerprint changes, an object that matters appears or goes, or the watch re-lists.
-pub async fn follow<K>(api: Api<K>, writer: Option<Writer<K>>, fingerprint: Fingerprint<K>, wake: Arc<Notify>)
+/// What of a kind was last seen to matter, per object: tells which watch events change it.
+pub struct Changes<K> {
+    fingerprint: Fingerprint<K>,
+    seen: HashMap<(Option<String>, String), u64>,
+}
+
+impl<K: Resource> Changes<K> {
+    pub fn new(fingerprint: Fingerprint<K>) -> Self {
+        Changes { fingerprint, seen: HashMap::new() }
+    }
+
+    /// Whether `event` changes what matters: an object's fingerprint changed, an object that
+    /// matters appeared or went, or the watch finished a (re-)list.
+    pub fn observe(&mut self, event: &watcher::Event<K>) -> bool {
+        let key = |o: &K| (o.namespace(), o.name_any());
+        match event {
+            watcher::Event::Apply(o) => match (self.fingerprint)(o) {
+                Some(fp) => self.seen.insert(key(o), fp) != Some(fp),
+                None => self.seen.remove(&key(o)).is_some(),
+            },
+            watcher::Event::Delete(o) => self.seen.remove(&key(o)).is_some(),
+            watcher::Event::Init => {
+                self.seen.clear();
+                false
+            }
+            watcher::Event::InitApply(o) => {
+                if let Some(fp) = (self.fingerprint)(o) {
+                    self.seen.insert(key(o), fp);
+                }
+                false
+            }
+            watcher::Event::InitDone => true,
+        }
+    }
+}
+
+/// Follows `api`, keeping `writer`'s store current, and notifies `wake` when an event changes
+/// what matters ([`Changes::observe`]). The store is updated before `wake` is notified, so a
+/// rebuild it starts reads the change.
+pub async fn follow<K>(api: Api<K>, writer: Writer<K>, fingerprint: Fingerprint<K>, wake: Arc<Notify>)
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    let events = watcher(api, watcher::Config::default()).default_backoff();
-    let mut events: BoxStream<'static, Result<watcher::Event<K>, watcher::Error>> = match writer {
-        Some(w) => events.reflect(w).boxed(),
-        None => events.boxed(),
-    };
-    let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
-    let key = |o: &K| (o.namespace(), o.name_any());
+    let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+    let mut changes = Changes::new(fingerprint);
     while let Some(event) = events.next().await {
-        let changed = match event {
-            Ok(watcher::Event::Apply(o)) => match fingerprint(&o) {
-                Some(fp) => seen.insert(key(&o), fp) != Some(fp),
-                None => seen.remove(&key(&o)).is_some(),
-            },
-            Ok(watcher::Event::Delete(o)) => seen.remove(&key(&o)).is_some(),
-            Ok(watcher::Event::Init) => {
-                seen.clear();
-                false
-            }
-            Ok(watcher::Event::InitApply(o)) => {
-                if let Some(fp) = fingerprint(&o) {
-                    seen.insert(key(&o), fp);
-                }
-                false
-            }
-            Ok(watcher::Event::InitDone) => true,
-            Err(e) => {
-                tracing::debug!(error = %e, "watch error; the watcher backs off and retries");
-                false
-            }
-        };
-        if changed {
-            wake.notify_one();
+        match event {
+            Ok(e) if changes.observe(&e) => wake.notify_one(),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(error = %e, "watch error; the watcher backs off and retries"),
         }
     }
 }
