@@ -163,6 +163,32 @@ fn names_ref(v: &Value, field: &str, name: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn cm(name: &str, value: &str) -> ConfigMap {
+        let mut cm = ConfigMap::default();
+        cm.metadata.name = Some(name.into());
+        cm.metadata.namespace = Some("ns".into());
+        cm.data = Some([("k".to_owned(), value.to_owned())].into());
+        cm
+    }
+
+    #[test]
+    fn only_changes_of_what_matters_wake() {
+        // Only ConfigMaps named `used*` matter, by their data.
+        let mut changes = Changes::<ConfigMap>::new(Box::new(|cm: &ConfigMap| {
+            cm.name_any().starts_with("used").then(|| hash_of(&cm.data))
+        }));
+        let mut saw = |e: watcher::Event<ConfigMap>| changes.observe(&e);
+        assert!(!saw(watcher::Event::Init));
+        assert!(!saw(watcher::Event::InitApply(cm("used", "1"))));
+        assert!(saw(watcher::Event::InitDone), "a finished list always wakes");
+        assert!(!saw(watcher::Event::Apply(cm("used", "1"))), "same data");
+        assert!(saw(watcher::Event::Apply(cm("used", "2"))));
+        assert!(!saw(watcher::Event::Apply(cm("other", "1"))), "never matters");
+        assert!(!saw(watcher::Event::Delete(cm("other", "1"))));
+        assert!(saw(watcher::Event::Delete(cm("used", "2"))));
+        assert!(saw(watcher::Event::Apply(cm("used", "2"))), "back again");
+    }
+
     #[test]
     fn references_are_found_at_any_depth_by_kind_and_name() {
         let spec = serde_json::json!({
