@@ -26,7 +26,11 @@ use crate::{
     api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
-    profile::{build, publish},
+    profile::{
+        build,
+        problem::{self, Problem, Severity},
+        publish,
+    },
     reconcile::{
         EventType, ImageReporter, ReportError, ResolveError, object_name,
         osimage::{ImageContext, Next},
@@ -358,6 +362,22 @@ impl ImageReporter for StatusBook {
     }
 }
 
+/// What standalone prints about a profile, classified as the controller's conditions are:
+/// `Ready`, `not ready (Reconciling, <reason>): …` for what clears by itself (an image still
+/// fetching), `not ready (Stalled, <reason>): …` for what needs a human.
+fn profile_line(problems: &[Problem]) -> String {
+    match problem::verdict(problems) {
+        None => "Ready".to_owned(),
+        Some(v) => {
+            let condition = match v.severity {
+                Severity::Waiting => "Reconciling",
+                Severity::NeedsHuman => "Stalled",
+            };
+            format!("not ready ({condition}, {}): {}", v.reason, v.all)
+        }
+    }
+}
+
 /// Renders the SwitchProfiles into a snapshot and publishes it; prints each profile's problems
 /// when they change.
 async fn publish_snapshot(
@@ -365,7 +385,7 @@ async fn publish_snapshot(
     desired: &Desired,
     book: &StatusBook,
     lookup: &Lookup,
-    last_problems: &mut BTreeMap<String, Vec<String>>,
+    last_problems: &mut BTreeMap<String, String>,
 ) {
     let images: Vec<Arc<OsImage>> = desired
         .images
@@ -379,13 +399,9 @@ async fn publish_snapshot(
     let built = build::build(&desired.profiles, &images, lookup).await;
     for p in &desired.profiles {
         let key = object_name(&p.metadata);
-        let now = built.problems.get(&key).cloned().unwrap_or_default();
+        let now = profile_line(built.problems.get(&key).map(Vec::as_slice).unwrap_or_default());
         if last_problems.get(&key) != Some(&now) {
-            if now.is_empty() {
-                println!("switchprofile {key}: Ready");
-            } else {
-                println!("switchprofile {key}: not ready: {}", now.join("; "));
-            }
+            println!("switchprofile {key}: {now}");
             last_problems.insert(key, now);
         }
     }

@@ -37,7 +37,12 @@ use crate::{
         ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
         conditions::{find_condition, remove_condition, set_condition},
     },
-    profile::{build, index::DeviceIndex, publish},
+    profile::{
+        build,
+        index::DeviceIndex,
+        problem::{self, Problem, Severity},
+        publish,
+    },
     reconcile::{EventType, object_name},
     store::Store,
 };
@@ -270,11 +275,19 @@ fn newly_lost(old: Option<&SwitchProfileStatus>, new: &SwitchProfileStatus) -> O
 }
 
 /// The status of one profile after a rebuild: the controller's fields only (`devices` is left
-/// out, it is the device server's). A profile that lost a key to an older one is `Ready=False`
-/// and `Stalled=True`, both with reason `Conflict` (kstatus: Failed); its other problems follow.
+/// out, it is the device server's). kstatus reads it so:
+///
+/// - every reference resolves and no claim is lost: `Ready=True` (Current);
+/// - a problem that clears by itself (an image still fetching, an object not created yet):
+///   `Ready=False` and `Reconciling=True` with its reason, e.g. `WaitingForImage` (InProgress);
+/// - a problem that needs a human (a missing key, a template that does not render, an image
+///   that failed) or a key lost to an older profile (`Conflict`): `Ready=False` and
+///   `Stalled=True` with its reason (Failed); no `Reconciling` then, which kstatus would read first.
+///
+/// Conditions that no longer apply are removed; each carries the generation it describes.
 pub fn profile_status(
     p: &SwitchProfile,
-    problems: Option<&Vec<String>>,
+    problems: Option<&Vec<Problem>>,
     claims: &ProfileClaims,
     crlf: bool,
 ) -> SwitchProfileStatus {
@@ -282,40 +295,65 @@ pub fn profile_status(
     let generation = p.metadata.generation;
     let now = Time(Timestamp::now());
     let conds: &mut Vec<Condition> = &mut status.conditions;
-    let mut set =
-        |t, s, reason: &str, msg: &str| set_condition(conds, t, s, reason, msg, generation, now.clone());
+    let verdict = problems.and_then(|p| problem::verdict(p));
     let lost = claims.lost.join("; ");
-    match (claims.lost.is_empty(), problems) {
+    let human = verdict.as_ref().filter(|v| v.severity == Severity::NeedsHuman);
+    let waiting = verdict.as_ref().filter(|v| v.severity == Severity::Waiting);
+    let with = |first: &str, then: Option<&str>| match then {
+        Some(t) => format!("{first}; {t}"),
+        None => first.to_owned(),
+    };
+    let (ready, stalled, reconciling) = match (claims.lost.is_empty(), &verdict) {
         (true, None) => {
             let mut msg = "every reference resolves".to_owned();
             if crlf {
                 msg.push_str("; the Cumulus script had CRLF line endings and is served with LF");
             }
-            set(ConditionType::Ready, ConditionStatus::True, "Resolved", &msg);
+            ((ConditionStatus::True, "Resolved", msg), None, None)
         }
-        (true, Some(problems)) => {
-            set(ConditionType::Ready, ConditionStatus::False, "Unresolved", &problems.join("; "));
+        (true, Some(v)) => (
+            (ConditionStatus::False, v.reason, v.all.clone()),
+            human.map(|h| (h.reason, h.message.clone())),
+            waiting.map(|w| (w.reason, w.message.clone())),
+        ),
+        (false, v) => (
+            (ConditionStatus::False, CONFLICT, with(&lost, v.as_ref().map(|v| v.all.as_str()))),
+            Some((CONFLICT, with(&lost, human.map(|h| h.message.as_str())))),
+            None,
+        ),
+    };
+    set_condition(conds, ConditionType::Ready, ready.0, ready.1, &ready.2, generation, now.clone());
+    match stalled {
+        Some((reason, msg)) => {
+            set_condition(
+                conds,
+                ConditionType::Stalled,
+                ConditionStatus::True,
+                reason,
+                &msg,
+                generation,
+                now.clone(),
+            );
         }
-        (false, problems) => {
-            let mut msg = lost.clone();
-            if let Some(problems) = problems {
-                msg = format!("{msg}; {}", problems.join("; "));
-            }
-            set(ConditionType::Ready, ConditionStatus::False, CONFLICT, &msg);
+        None => {
+            remove_condition(conds, ConditionType::Stalled);
         }
     }
-    if claims.lost.is_empty() {
-        remove_condition(&mut status.conditions, ConditionType::Stalled);
-    } else {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Stalled,
-            ConditionStatus::True,
-            CONFLICT,
-            &lost,
-            generation,
-            now.clone(),
-        );
+    match reconciling {
+        Some((reason, msg)) => {
+            set_condition(
+                conds,
+                ConditionType::Reconciling,
+                ConditionStatus::True,
+                reason,
+                &msg,
+                generation,
+                now.clone(),
+            );
+        }
+        None => {
+            remove_condition(conds, ConditionType::Reconciling);
+        }
     }
     let all: Vec<String> = claims.lost.iter().chain(&claims.kept).cloned().collect();
     if all.is_empty() {
@@ -335,4 +373,85 @@ pub fn profile_status(
     status.match_summary = Some(p.spec.selector.summary());
     status.devices = None;
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::problem::{IMAGE_FAILED, WAITING_FOR_IMAGE};
+
+    fn profile(generation: i64) -> SwitchProfile {
+        serde_json::from_value(json!({
+            "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile",
+            "metadata": {"name": "p", "namespace": "net", "generation": generation},
+            "spec": {"match": {"serialNumbers": ["SN1"]}}
+        }))
+        .expect("profile")
+    }
+
+    fn fetching() -> Problem {
+        Problem::ImageNotReady {
+            what: "onie.installImage".into(),
+            image: "net/nos".into(),
+            state: "Fetching".into(),
+        }
+    }
+
+    fn failed() -> Problem {
+        Problem::ImageFailed {
+            what: "onie.installImage".into(),
+            image: "net/nos".into(),
+            state: "failed: 404".into(),
+        }
+    }
+
+    /// `(type, status, reason)` of every condition, sorted by type.
+    fn conds(s: &SwitchProfileStatus) -> Vec<(String, String, String)> {
+        let mut v: Vec<_> =
+            s.conditions.iter().map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone())).collect();
+        v.sort();
+        v
+    }
+
+    fn c(t: &str, s: &str, r: &str) -> (String, String, String) {
+        (t.into(), s.into(), r.into())
+    }
+
+    #[test]
+    fn waiting_reconciles_a_human_problem_stalls_and_stale_conditions_go() {
+        let none = ProfileClaims::default();
+        let mut p = profile(1);
+        let s = profile_status(&p, Some(&vec![fetching()]), &none, false);
+        assert_eq!(
+            conds(&s),
+            [c("Ready", "False", WAITING_FOR_IMAGE), c("Reconciling", "True", WAITING_FOR_IMAGE)]
+        );
+        let r = find_condition(&s.conditions, ConditionType::Reconciling).expect("reconciling");
+        assert_eq!(r.message, "onie.installImage: OsImage net/nos is not Ready yet (Fetching)");
+        assert_eq!(r.observed_generation, Some(1));
+
+        p.status = Some(s);
+        p.metadata.generation = Some(2);
+        let s = profile_status(&p, Some(&vec![fetching(), failed()]), &none, false);
+        assert_eq!(conds(&s), [c("Ready", "False", IMAGE_FAILED), c("Stalled", "True", IMAGE_FAILED)]);
+        let st = find_condition(&s.conditions, ConditionType::Stalled).expect("stalled");
+        assert_eq!(st.message, "onie.installImage: OsImage net/nos failed: 404");
+        assert!(s.conditions.iter().all(|c| c.observed_generation == Some(2)));
+
+        p.status = Some(s);
+        let s = profile_status(&p, None, &none, false);
+        assert_eq!(conds(&s), [c("Ready", "True", "Resolved")]);
+
+        // A lost claim stalls, whatever else waits; no Reconciling to hide it from kstatus.
+        let lost = ProfileClaims { lost: vec!["serial SN1 is also claimed by net/old".into()], kept: vec![] };
+        let s = profile_status(&p, Some(&vec![fetching()]), &lost, false);
+        assert_eq!(
+            conds(&s),
+            [
+                c("Conflict", "True", "DuplicateMatch"),
+                c("Ready", "False", CONFLICT),
+                c("Stalled", "True", CONFLICT)
+            ]
+        );
+    }
 }

@@ -110,7 +110,8 @@ pub fn profile_fingerprint() -> Fingerprint<SwitchProfile> {
 }
 
 /// An OsImage matters as what the snapshot takes from it: Ready or not, for which generation,
-/// which artifact.
+/// which artifact, and the reasons of its conditions (what a waiting profile's message says);
+/// not a fetch's progress.
 pub fn image_fingerprint() -> Fingerprint<OsImage> {
     Box::new(|i| {
         let s = i.status.as_ref();
@@ -120,6 +121,7 @@ pub fn image_fingerprint() -> Fingerprint<OsImage> {
             s.and_then(|s| s.phase),
             s.and_then(|s| s.observed_generation),
             s.and_then(|s| s.artifact.clone()),
+            s.map(|s| s.conditions.iter().map(|c| (&c.type_, &c.status, &c.reason)).collect::<Vec<_>>()),
         )))
     })
 }

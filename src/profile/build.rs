@@ -9,16 +9,21 @@ use std::{
 };
 
 use crate::{
-    api::{Content, OsImage, OsImagePhase, SwitchProfile, ZtpSectionKind},
+    api::{
+        ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SwitchProfile, ZtpSectionKind,
+        conditions::find_condition,
+    },
     hash::Sha256Digest,
     profile::{
-        identity::normalize_mac,
+        identity::{Family, normalize_mac},
+        problem::Problem,
         render::{check_template, has_crlf},
         snapshot::{
             ImageRef, ProfileSnapshot, Resolved, SNAPSHOT_FORMAT, Snapshot, SonicSectionSnapshot,
             SonicSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
         },
         sonic,
+        trial::{self, Part, trial_render},
     },
     reconcile::{object_name, sources::ObjectLookup},
 };
@@ -27,8 +32,10 @@ use crate::{
 #[derive(Debug, Default)]
 pub struct Built {
     pub snapshot: Snapshot,
-    /// Problems per profile; a profile without an entry is complete.
-    pub problems: BTreeMap<String, Vec<String>>,
+    /// Problems per profile; a profile without an entry is complete. Content with a problem is
+    /// withheld from the snapshot (a ZTP or SONiC document whole, the Cumulus script, one file),
+    /// so a switch asking for it gets 404, never an error nor half a document.
+    pub problems: BTreeMap<String, Vec<Problem>>,
     /// Profiles whose Cumulus script had CRLF line endings (served with LF).
     pub crlf_normalised: BTreeSet<String>,
 }
@@ -41,67 +48,90 @@ struct Resolver<'a> {
 
 impl Resolver<'_> {
     /// Resolves one piece of content of profile `ns`; `what` names it in messages.
-    async fn content(&mut self, ns: &str, what: &str, c: &Content) -> Result<Resolved, String> {
+    async fn content(&mut self, ns: &str, what: &str, c: &Content) -> Result<Resolved, Problem> {
         if let Some(text) = &c.inline {
             return self.text(what, text.clone(), c.template);
         }
-        if let Some(r) = &c.config_map_key_ref {
-            let data = self.lookup.config_map(ns, &r.name).await.map_err(|e| format!("{what}: {e}"))?;
-            let data = data.ok_or_else(|| format!("{what}: ConfigMap {ns}/{} not found", r.name))?;
-            let bytes = data
-                .get(&r.key)
-                .ok_or_else(|| format!("{what}: ConfigMap {ns}/{} has no key {:?}", r.name, r.key))?;
-            let text = String::from_utf8(bytes.clone()).map_err(|_| {
-                format!("{what}: ConfigMap {ns}/{} key {:?} is not UTF-8 text", r.name, r.key)
-            })?;
-            return self.text(what, text, c.template);
-        }
-        if let Some(r) = &c.secret_key_ref {
-            let data = self.lookup.secret(ns, &r.name).await.map_err(|e| format!("{what}: {e}"))?;
-            let data = data.ok_or_else(|| format!("{what}: Secret {ns}/{} not found", r.name))?;
-            let bytes = data
-                .get(&r.key)
-                .ok_or_else(|| format!("{what}: Secret {ns}/{} has no key {:?}", r.name, r.key))?;
-            let text = String::from_utf8(bytes.clone())
-                .map_err(|_| format!("{what}: Secret {ns}/{} key {:?} is not UTF-8 text", r.name, r.key))?;
-            return self.text(what, text, c.template);
-        }
-        if let Some(r) = &c.os_image_ref {
+        let (kind, r, data) = if let Some(r) = &c.config_map_key_ref {
+            ("ConfigMap", r, self.lookup.config_map(ns, &r.name).await)
+        } else if let Some(r) = &c.secret_key_ref {
+            ("Secret", r, self.lookup.secret(ns, &r.name).await)
+        } else if let Some(r) = &c.os_image_ref {
             return self.image(ns, what, &r.name).map(Resolved::Image);
-        }
-        Err(format!("{what}: no content source set"))
+        } else {
+            return Err(Problem::invalid(what, "no content source set"));
+        };
+        let object = format!("{ns}/{}", r.name);
+        let data = data.map_err(|e| Problem::Lookup { what: what.to_owned(), message: e.to_string() })?;
+        let data =
+            data.ok_or_else(|| Problem::NotFound { what: what.to_owned(), kind, object: object.clone() })?;
+        let bytes = data.get(&r.key).ok_or_else(|| Problem::MissingKey {
+            what: what.to_owned(),
+            kind,
+            object: object.clone(),
+            key: r.key.clone(),
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|_| {
+            Problem::invalid(what, format!("{kind} {object} key {:?} is not UTF-8 text", r.key))
+        })?;
+        self.text(what, text, c.template)
     }
 
-    fn text(&self, what: &str, text: String, template: bool) -> Result<Resolved, String> {
+    fn text(&self, what: &str, text: String, template: bool) -> Result<Resolved, Problem> {
         let t = Text { text, template };
-        check_template(&t, what).map_err(|e| e.to_string())?;
+        check_template(&t, what).map_err(Problem::Template)?;
         Ok(Resolved::Text(t))
     }
 
     /// An OsImage of namespace `ns` that is Ready; returns its key in the snapshot's images.
-    fn image(&mut self, ns: &str, what: &str, name: &str) -> Result<String, String> {
+    /// One that is not Ready yet waits; one that failed or is being deleted needs a human.
+    fn image(&mut self, ns: &str, what: &str, name: &str) -> Result<String, Problem> {
         let key = format!("{ns}/{name}");
-        let image = self
-            .images
-            .iter()
-            .find(|i| object_name(&i.metadata) == key)
-            .ok_or_else(|| format!("{what}: OsImage {key} not found"))?;
-        let status = image.status.as_ref();
-        let artifact = status
-            .filter(|s| {
-                s.phase == Some(OsImagePhase::Ready) && s.observed_generation == image.metadata.generation
-            })
-            .and_then(|s| s.artifact.as_ref())
-            .ok_or_else(|| format!("{what}: OsImage {key} is not Ready yet"))?;
-        self.used_images.insert(
-            key.clone(),
-            ImageRef {
-                path: artifact.path.clone(),
-                sha256: artifact.sha256.clone(),
-                size: u64::try_from(artifact.size).unwrap_or(0),
-            },
-        );
-        Ok(key)
+        let image = self.images.iter().find(|i| object_name(&i.metadata) == key).ok_or_else(|| {
+            Problem::NotFound { what: what.to_owned(), kind: "OsImage", object: key.clone() }
+        })?;
+        let current = image.status.as_ref().filter(|s| s.observed_generation == image.metadata.generation);
+        let not_ready =
+            |state: String| Problem::ImageNotReady { what: what.to_owned(), image: key.clone(), state };
+        let failed =
+            |state: String| Problem::ImageFailed { what: what.to_owned(), image: key.clone(), state };
+        let Some(status) = current else {
+            return Err(not_ready("its status is not of its current spec yet".into()));
+        };
+        match (status.phase, &status.artifact) {
+            (Some(OsImagePhase::Ready), Some(artifact)) => {
+                self.used_images.insert(
+                    key.clone(),
+                    ImageRef {
+                        path: artifact.path.clone(),
+                        sha256: artifact.sha256.clone(),
+                        size: u64::try_from(artifact.size).unwrap_or(0),
+                    },
+                );
+                Ok(key)
+            }
+            (Some(OsImagePhase::Deleting), _) => Err(failed("is being deleted".into())),
+            _ if image.metadata.deletion_timestamp.is_some() => Err(failed("is being deleted".into())),
+            (phase, _) => {
+                let stalled = find_condition(&status.conditions, ConditionType::Stalled)
+                    .filter(|c| c.status == ConditionStatus::True.as_str());
+                if phase == Some(OsImagePhase::Failed) || stalled.is_some() {
+                    let why = stalled
+                        .map(|c| c.message.clone())
+                        .or_else(|| status.message.clone())
+                        .unwrap_or_else(|| "no message".into());
+                    return Err(failed(format!("failed: {why}")));
+                }
+                // Phase and the Reconciling reason only: they change with the phase, which wakes
+                // the snapshot loop; progress does not (see `kubectl get osimage` for it).
+                let phase = phase.map_or_else(|| "not started".to_owned(), |p| format!("{p:?}"));
+                let reason = find_condition(&status.conditions, ConditionType::Reconciling)
+                    .filter(|c| c.status == ConditionStatus::True.as_str())
+                    .map(|c| format!(", {}", c.reason))
+                    .unwrap_or_default();
+                Err(not_ready(format!("{phase}{reason}")))
+            }
+        }
     }
 }
 
@@ -117,10 +147,13 @@ pub async fn build(
     let mut r = Resolver { lookup, images, used_images: BTreeMap::new() };
     let mut built = Built::default();
 
+    // Per profile (in snapshot order): its problems and the parts they withhold.
+    let mut found: Vec<(Vec<Problem>, BTreeSet<Part>)> = Vec::new();
     for p in sorted {
         let key = object_name(&p.metadata);
         let ns = p.metadata.namespace.clone().unwrap_or_else(|| "default".into());
         let mut problems = Vec::new();
+        let mut withheld = BTreeSet::new();
         let spec = &p.spec;
         let mut snap = ProfileSnapshot {
             namespace: ns.clone(),
@@ -136,7 +169,8 @@ pub async fn build(
         for mac in &spec.selector.mac_addresses {
             match normalize_mac(mac) {
                 Some(m) => snap.mac_addresses.push(m),
-                None => problems.push(format!("match.macAddresses: {mac:?} is not a MAC address")),
+                None => problems
+                    .push(Problem::invalid("match.macAddresses", format!("{mac:?} is not a MAC address"))),
             }
         }
         if let Some(onie) = &spec.onie {
@@ -154,6 +188,7 @@ pub async fn build(
             }
         }
         if let Some(ztp) = &spec.ztp {
+            let before = problems.len();
             let mut sections = Vec::new();
             for (i, section) in ztp.sections.iter().enumerate() {
                 let what = format!("ztp.sections[{i}]");
@@ -161,7 +196,8 @@ pub async fn build(
                     Some(c) => match r.content(&ns, &what, c).await {
                         Ok(res) => {
                             if section.kind == ZtpSectionKind::Image && !matches!(res, Resolved::Image(_)) {
-                                problems.push(format!("{what}: an image section needs an osImageRef"));
+                                problems
+                                    .push(Problem::invalid(&what, "an image section needs an osImageRef"));
                             }
                             Some(res)
                         }
@@ -176,6 +212,9 @@ pub async fn build(
                 declared.content = None;
                 sections.push(ZtpSectionSnapshot { section: declared, resolved });
             }
+            if problems.len() > before {
+                withheld.insert(Part::Ztp);
+            }
             snap.ztp = Some(ZtpSnapshot {
                 sections,
                 restart_ztp_no_config: ztp.restart_ztp_no_config,
@@ -183,12 +222,14 @@ pub async fn build(
             });
         }
         if let Some(spec_sonic) = &spec.sonic {
+            let before = problems.len();
             let mut sections = Vec::new();
             for (i, declared) in spec_sonic.sections.iter().enumerate() {
                 let what = format!("sonic.sections[{i}]");
                 if declared.plugins_set() != 1 {
-                    problems.push(format!(
-                        "{what}: set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin"
+                    problems.push(Problem::invalid(
+                        &what,
+                        "set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin",
                     ));
                 }
                 let (section, contents) = sonic::contents(declared);
@@ -198,7 +239,7 @@ pub async fn build(
                     match r.content(&ns, &part_what, &c).await {
                         Ok(res) => {
                             if let Some(p) = sonic::part_problem(&name, &res) {
-                                problems.push(format!("{what}: {p}"));
+                                problems.push(Problem::invalid(&what, p));
                             }
                             parts.insert(name, res);
                         }
@@ -206,6 +247,9 @@ pub async fn build(
                     }
                 }
                 sections.push(SonicSectionSnapshot { section, parts });
+            }
+            if problems.len() > before {
+                withheld.insert(Part::Sonic);
             }
             snap.sonic = Some(SonicSnapshot {
                 sections,
@@ -215,6 +259,7 @@ pub async fn build(
             });
         }
         if let Some(cumulus) = &spec.cumulus {
+            let before = problems.len();
             match r.content(&ns, "cumulus.script", &cumulus.script).await {
                 Ok(Resolved::Text(mut t)) => {
                     if has_crlf(&t.text) {
@@ -222,13 +267,20 @@ pub async fn build(
                         built.crlf_normalised.insert(key.clone());
                     }
                     if !t.template && !t.text.contains("CUMULUS-AUTOPROVISIONING") {
-                        problems
-                            .push("cumulus.script: the script must contain CUMULUS-AUTOPROVISIONING".into());
+                        problems.push(Problem::invalid(
+                            "cumulus.script",
+                            "the script must contain CUMULUS-AUTOPROVISIONING",
+                        ));
                     }
                     snap.cumulus_script = Some(t);
                 }
-                Ok(Resolved::Image(_)) => problems.push("cumulus.script: must be text, not an image".into()),
+                Ok(Resolved::Image(_)) => {
+                    problems.push(Problem::invalid("cumulus.script", "must be text, not an image"))
+                }
                 Err(e) => problems.push(e),
+            }
+            if problems.len() > before {
+                withheld.insert(Part::Cumulus);
             }
         }
         for (name, c) in &spec.files {
@@ -239,12 +291,35 @@ pub async fn build(
                 Err(e) => problems.push(e),
             }
         }
-        if !problems.is_empty() {
-            built.problems.insert(key, problems);
-        }
+        found.push((problems, withheld));
         built.snapshot.profiles.push(snap);
     }
     built.snapshot.images = r.used_images;
+    // The trial render, once every image the profiles use is known; then what has a problem is
+    // withheld.
+    let images_only = Snapshot { images: built.snapshot.images.clone(), ..Default::default() };
+    for (snap, (mut problems, mut withheld)) in built.snapshot.profiles.iter_mut().zip(found) {
+        let serial = trial::sample_device(snap, Family::Unknown).serial.unwrap_or_default();
+        for (part, error) in trial_render(snap, &images_only, problems.is_empty()) {
+            // What is withheld already has its problem; rendering it again would only repeat it.
+            if withheld.contains(&part) {
+                continue;
+            }
+            problems.push(Problem::Trial { error, serial: serial.clone() });
+            withheld.insert(part);
+        }
+        for part in withheld {
+            match part {
+                Part::Ztp => snap.ztp = None,
+                Part::Sonic => snap.sonic = None,
+                Part::Cumulus => snap.cumulus_script = None,
+                Part::File(name) => drop(snap.files.remove(&name)),
+            }
+        }
+        if !problems.is_empty() {
+            built.problems.insert(format!("{}/{}", snap.namespace, snap.name), problems);
+        }
+    }
     built.snapshot.format = SNAPSHOT_FORMAT;
     built.snapshot.version = version_of(&built.snapshot);
     built
@@ -261,7 +336,12 @@ pub fn version_of(snapshot: &Snapshot) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::reconcile::ResolveError;
+    use crate::{
+        profile::problem::{
+            IMAGE_FAILED, INVALID_CONTENT, Severity, TEMPLATE_ERROR, WAITING_FOR_IMAGE, WAITING_FOR_REFERENCE,
+        },
+        reconcile::ResolveError,
+    };
 
     /// ConfigMaps in memory; no Secrets.
     struct Maps(BTreeMap<String, BTreeMap<String, Vec<u8>>>);
@@ -334,15 +414,156 @@ spec:
         );
         assert_eq!(sonic.sections[1].section.plugin.as_ref().map(|p| &p.script), Some(&Content::default()));
 
-        let problems = built.problems.get("net/bad").expect("bad has problems");
+        let problems: Vec<String> = built
+            .problems
+            .get("net/bad")
+            .expect("bad has problems")
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(
             problems,
-            &[
+            [
                 "sonic.sections[0].install: OsImage net/missing not found".to_owned(),
                 "sonic.sections[1]: configdbJson.content is not a JSON object".to_owned(),
                 "sonic.sections[2]: set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin"
                     .to_owned(),
             ]
         );
+        // A SONiC document with a problem is withheld whole: a switch gets 404, not half of it.
+        assert_eq!(built.snapshot.profiles[0].name, "bad");
+        assert_eq!(built.snapshot.profiles[0].sonic, None);
+    }
+
+    fn image(name: &str, generation: i64, status: serde_json::Value) -> Arc<OsImage> {
+        Arc::new(
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "OsImage",
+                "metadata": {"name": name, "namespace": "net", "generation": generation},
+                "spec": {"platform": "p", "version": "1", "source": {"url": {"url": "http://h/x.bin"}}, "sha256": "ab".repeat(32)},
+                "status": status,
+            }))
+            .expect("image"),
+        )
+    }
+
+    fn kinds(built: &Built, key: &str) -> Vec<(Severity, &'static str, String)> {
+        built
+            .problems
+            .get(key)
+            .map(|ps| ps.iter().map(|p| (p.severity(), p.reason(), p.to_string())).collect())
+            .unwrap_or_default()
+    }
+
+    #[tokio::test]
+    async fn an_image_still_fetching_waits_and_a_failed_one_needs_a_human() {
+        let maps = Maps(BTreeMap::new());
+        let uses = |name: &str, img: &str| {
+            profile(&format!(
+                "apiVersion: ztp.netops.dev/v1alpha1\nkind: SwitchProfile\nmetadata: {{name: {name}, namespace: net}}\n\
+                 spec: {{match: {{serialNumbers: [{name}]}}, onie: {{installImage: {{name: {img}}}}}}}\n"
+            ))
+        };
+        let stalled = serde_json::json!({"type": "Stalled", "status": "True", "reason": "SourceNotFound",
+            "message": "404 from http://h/x.bin", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let reconciling = serde_json::json!({"type": "Reconciling", "status": "True", "reason": "Fetching",
+            "message": "1 MiB", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        let images = [
+            image(
+                "fetching",
+                1,
+                serde_json::json!({"observedGeneration": 1, "phase": "Fetching", "conditions": [reconciling]}),
+            ),
+            image(
+                "stale",
+                2,
+                serde_json::json!({"observedGeneration": 1, "phase": "Ready",
+                "artifact": {"path": "p/1/x.bin", "sha256": "ab".repeat(32), "size": 1}}),
+            ),
+            image(
+                "failed",
+                1,
+                serde_json::json!({"observedGeneration": 1, "phase": "Failed", "conditions": [stalled]}),
+            ),
+            image(
+                "ready",
+                1,
+                serde_json::json!({"observedGeneration": 1, "phase": "Ready",
+                "artifact": {"path": "p/1/x.bin", "sha256": "ab".repeat(32), "size": 1}}),
+            ),
+        ];
+        let profiles = [
+            uses("a", "fetching"),
+            uses("b", "stale"),
+            uses("c", "failed"),
+            uses("d", "ready"),
+            uses("e", "absent"),
+        ];
+        let built = build(&profiles, &images, &maps).await;
+        assert_eq!(
+            kinds(&built, "net/a"),
+            [(
+                Severity::Waiting,
+                WAITING_FOR_IMAGE,
+                "onie.installImage: OsImage net/fetching is not Ready yet (Fetching, Fetching)".into()
+            )]
+        );
+        assert_eq!(kinds(&built, "net/b")[0].0, Severity::Waiting);
+        assert_eq!(
+            kinds(&built, "net/c"),
+            [(
+                Severity::NeedsHuman,
+                IMAGE_FAILED,
+                "onie.installImage: OsImage net/failed failed: 404 from http://h/x.bin".into()
+            )]
+        );
+        assert_eq!(kinds(&built, "net/d"), []);
+        assert_eq!(
+            kinds(&built, "net/e"),
+            [(
+                Severity::Waiting,
+                WAITING_FOR_REFERENCE,
+                "onie.installImage: OsImage net/absent not found".into()
+            )]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_missing_key_needs_a_human_a_missing_object_waits_and_a_bad_template_is_withheld() {
+        let maps =
+            Maps(BTreeMap::from([("cm".to_owned(), BTreeMap::from([("a".to_owned(), b"x".to_vec())]))]));
+        let p = profile(
+            r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: p, namespace: net}
+spec:
+  match: {serialNumbers: ["SN1"]}
+  hostname: leaf01
+  files:
+    good: {inline: "{{ hostname }} {{ serial }}", template: true}
+    nokey: {configMapKeyRef: {name: cm, key: b}}
+    nocm: {configMapKeyRef: {name: other, key: a}}
+    unknown: {inline: "site {{ variables.site }}", template: true}
+"#,
+        );
+        let built = build(&[p], &[], &maps).await;
+        let got = kinds(&built, "net/p");
+        assert_eq!(got.len(), 3, "{got:#?}");
+        assert_eq!(
+            got[0],
+            (Severity::Waiting, WAITING_FOR_REFERENCE, "files.nocm: ConfigMap net/other not found".into())
+        );
+        assert_eq!(
+            got[1],
+            (Severity::NeedsHuman, INVALID_CONTENT, r#"files.nokey: ConfigMap net/cm has no key "b""#.into())
+        );
+        assert_eq!((got[2].0, got[2].1), (Severity::NeedsHuman, TEMPLATE_ERROR));
+        assert!(got[2].2.starts_with("files.unknown: undefined value"), "{}", got[2].2);
+        assert!(got[2].2.contains("`variables.site` is undefined"), "{}", got[2].2);
+        assert!(got[2].2.ends_with("(trial render for a sample device, serial SN1)"), "{}", got[2].2);
+        // Only the good file is served; the others are 404 for the switch, never a 500.
+        let files: Vec<&String> = built.snapshot.profiles[0].files.keys().collect();
+        assert_eq!(files, ["good"]);
     }
 }

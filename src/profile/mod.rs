@@ -1,7 +1,9 @@
 pub mod build;
 pub mod identity;
 pub mod index;
+pub mod problem;
 pub mod publish;
 pub mod render;
 pub mod snapshot;
 pub mod sonic;
+pub mod trial;

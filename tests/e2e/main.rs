@@ -12,6 +12,7 @@ mod helm_chart;
 mod hostile;
 mod openapi;
 mod pipeline;
+mod profile_health;
 mod profile_requests;
 mod profiles;
 mod s3;

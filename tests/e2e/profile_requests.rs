@@ -157,7 +157,7 @@ async fn five_hundred_profiles_make_no_requests_when_idle_and_one_write_each_on_
     // One change that affects every profile: the key they use disappears.
     let patch = json!({"data": {"startup": null, "other": "x"}});
     cms.patch("shared", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch cm");
-    wait_all(&profiles, "False", "Unresolved").await;
+    wait_all(&profiles, "False", "InvalidContent").await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     let change = requests.take();
     eprintln!("one ConfigMap change, then 5 s: {change:?}");
