@@ -10,7 +10,7 @@ mod triggers;
 
 use std::{sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use kube::{
     Api, Client,
     runtime::{
@@ -113,6 +113,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
         metrics,
+        in_flight: Default::default(),
     };
     tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
     check_crd(&client, &args.namespace).await?;
@@ -193,8 +194,17 @@ pub async fn run_controller(
     check_crd(&client, &namespace).await?;
 
     let (images, writer) = reflector::store();
+    // Every state the watch sees goes to the registry of running fetches first (not through the
+    // predicate: a fetch must hear of a deletion or a new generation while its reconcile runs,
+    // which is when the controller holds the object's next reconcile back).
+    let in_flight = core.in_flight.clone();
     let triggers = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
         .default_backoff()
+        .inspect_ok(move |event| match event {
+            watcher::Event::Apply(o) | watcher::Event::InitApply(o) => in_flight.observe(o),
+            watcher::Event::Delete(o) => in_flight.forget(o),
+            watcher::Event::Init | watcher::Event::InitDone => {}
+        })
         .applied_objects()
         .predicate_filter(wakes, PredicateConfig::default());
     let controller = Controller::for_stream(triggers, images.clone());
@@ -221,7 +231,9 @@ pub async fn run_controller(
             async move {
                 match result {
                     Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
-                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                    // Already logged by `error_policy`, with the object.
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    Err(e) => tracing::warn!(error = %e, "controller error"),
                 }
             }
         })
@@ -260,6 +272,14 @@ async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             }
             Finalizer::Cleanup(image) => {
                 c.core.cleanup(&image, &others, &c.reporter).await?;
+                tracing::info!(
+                    namespace = image.metadata.namespace.as_deref().unwrap_or_default(),
+                    name = image.metadata.name.as_deref().unwrap_or_default(),
+                    generation = image.metadata.generation.unwrap_or_default(),
+                    reason = "Deleted",
+                    deletion_policy = ?image.spec.deletion_policy,
+                    "OsImage deleted: store cleaned up per deletionPolicy, finalizer released"
+                );
                 Ok(Action::await_change())
             }
         }
@@ -269,6 +289,15 @@ async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> 
 }
 
 fn error_policy(image: Arc<OsImage>, error: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(object = %crate::reconcile::object_name(&image.metadata), error = %error, label = error.metric_label(), "reconcile error");
-    Action::requeue(Duration::from_secs(5))
+    const AGAIN: Duration = Duration::from_secs(5);
+    tracing::warn!(
+        namespace = image.metadata.namespace.as_deref().unwrap_or_default(),
+        name = image.metadata.name.as_deref().unwrap_or_default(),
+        generation = image.metadata.generation.unwrap_or_default(),
+        error = %error,
+        label = error.metric_label(),
+        retry_in_seconds = AGAIN.as_secs(),
+        "OsImage reconcile error; will retry"
+    );
+    Action::requeue(AGAIN)
 }
