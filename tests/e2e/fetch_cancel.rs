@@ -161,8 +161,10 @@ async fn deleting_an_osimage_cancels_its_fetch() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let gone_after = asked.elapsed();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sent = src.sent("/big.bin");
+    eprintln!("deleted mid-fetch: gone after {gone_after:?}, {sent} of {BIG} bytes sent");
     assert_eq!(src.unfinished("/big.bin"), 1, "the source saw its one transfer cut short");
     assert!(sent < BIG as u64, "the whole file was sent ({sent} bytes)");
     tokio::time::sleep(Duration::from_secs(1)).await;
