@@ -428,6 +428,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
         metrics: Default::default(),
+        in_flight: Default::default(),
     };
     let book = Arc::new(StatusBook::open(&args.data)?);
     let loaded = load(&args.manifests)?;

@@ -26,7 +26,14 @@ use super::content::KeyRef;
     printcolumn(name = "Platform", type_ = "string", json_path = ".spec.platform"),
     printcolumn(name = "Version", type_ = "string", json_path = ".spec.version"),
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
-    printcolumn(name = "Size", type_ = "integer", format = "int64", json_path = ".status.artifact.size"),
+    printcolumn(name = "Progress", type_ = "string", json_path = ".status.progressText"),
+    printcolumn(
+        name = "Size",
+        type_ = "integer",
+        format = "int64",
+        json_path = ".status.artifact.size",
+        priority = 1
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = 1)
 )]
@@ -170,6 +177,13 @@ pub struct OsImageStatus {
     /// Bytes fetched so far, while a fetch runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub progress: Option<Progress>,
+    /// For humans (the `Progress` column of `kubectl get osimages`): `312 MiB / 1.0 GiB (30%)`
+    /// while a fetch runs (only the bytes received when the source announced no size), updated
+    /// with `progress`; the stored size, e.g. `1.0 GiB`, when Ready. Binary units (KiB, MiB,
+    /// GiB); the percentage is rounded down. Automation should read `progress` and
+    /// `artifact.size`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress_text: Option<String>,
     /// Fetch attempts made for the current generation (reset when the spec changes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attempts: Option<i32>,

@@ -113,6 +113,7 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         policy: args.images.policy(),
         external_url: args.images.external_url.clone(),
         metrics,
+        in_flight: Default::default(),
     };
     tracing::info!(store = %core.store.describe(), namespace = ?args.namespace, "controller starting");
     check_crd(&client, &args.namespace).await?;
@@ -193,14 +194,23 @@ pub async fn run_controller(
     check_crd(&client, &namespace).await?;
 
     let (images, writer) = reflector::store();
-    // The snapshot loop is woken from this same stream, after the store has the change.
+    // The snapshot loop is woken from this same stream, after the store has the change. Every
+    // state the watch sees also goes to the registry of running fetches (not through the
+    // predicate: a fetch must hear of a deletion or a new generation while its reconcile runs,
+    // which is when the controller holds the object's next reconcile back).
     let snapshot_wake = Arc::new(Notify::new());
     let (wake, mut changes) = (snapshot_wake.clone(), triggers::Changes::new(triggers::image_fingerprint()));
+    let in_flight = core.in_flight.clone();
     let triggers = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
         .default_backoff()
         .inspect_ok(move |event| {
             if changes.observe(event) {
                 wake.notify_one();
+            }
+            match event {
+                watcher::Event::Apply(o) | watcher::Event::InitApply(o) => in_flight.observe(o),
+                watcher::Event::Delete(o) => in_flight.forget(o),
+                watcher::Event::Init | watcher::Event::InitDone => {}
             }
         })
         .applied_objects()
@@ -230,7 +240,9 @@ pub async fn run_controller(
             async move {
                 match result {
                     Ok((obj, _)) => tracing::debug!(object = %obj.name, "reconciled"),
-                    Err(e) => tracing::warn!(error = %e, "reconcile failed"),
+                    // Already logged by `error_policy`, with the object.
+                    Err(kube::runtime::controller::Error::ReconcilerFailed(..)) => {}
+                    Err(e) => tracing::warn!(error = %e, "controller error"),
                 }
             }
         })
@@ -269,6 +281,14 @@ async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> 
             }
             Finalizer::Cleanup(image) => {
                 c.core.cleanup(&image, &others, &c.reporter).await?;
+                tracing::info!(
+                    namespace = image.metadata.namespace.as_deref().unwrap_or_default(),
+                    name = image.metadata.name.as_deref().unwrap_or_default(),
+                    generation = image.metadata.generation.unwrap_or_default(),
+                    reason = "Deleted",
+                    deletion_policy = ?image.spec.deletion_policy,
+                    "OsImage deleted: store cleaned up per deletionPolicy, finalizer released"
+                );
                 Ok(Action::await_change())
             }
         }
@@ -278,6 +298,15 @@ async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> 
 }
 
 fn error_policy(image: Arc<OsImage>, error: &Error, _ctx: Arc<Ctx>) -> Action {
-    tracing::warn!(object = %crate::reconcile::object_name(&image.metadata), error = %error, label = error.metric_label(), "reconcile error");
-    Action::requeue(Duration::from_secs(5))
+    const AGAIN: Duration = Duration::from_secs(5);
+    tracing::warn!(
+        namespace = image.metadata.namespace.as_deref().unwrap_or_default(),
+        name = image.metadata.name.as_deref().unwrap_or_default(),
+        generation = image.metadata.generation.unwrap_or_default(),
+        error = %error,
+        label = error.metric_label(),
+        retry_in_seconds = AGAIN.as_secs(),
+        "OsImage reconcile error; will retry"
+    );
+    Action::requeue(AGAIN)
 }

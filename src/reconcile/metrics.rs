@@ -18,7 +18,7 @@ use prometheus_client::{
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
     /// A fetch: `stored`, `checksum_mismatch`, `failed_transient` (retried), `failed_permanent`
-    /// (stalled), `store_conflict`. A reconcile: `ok`, `error`.
+    /// (stalled), `store_conflict`, `cancelled` (deleted or a new spec mid-fetch). A reconcile: `ok`, `error`.
     pub result: &'static str,
 }
 

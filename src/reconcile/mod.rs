@@ -3,8 +3,10 @@
 //! (status subresource + Events) is one implementation of them, standalone (printed lines + a
 //! status file) the other.
 
+pub mod in_flight;
 pub mod metrics;
 pub mod osimage;
+pub mod progress;
 pub mod sources;
 
 use async_trait::async_trait;

@@ -23,8 +23,10 @@ use tokio::sync::Semaphore;
 
 use super::{
     EventType, ImageReporter, ReportError, ResolveError, SourceResolver,
+    in_flight::{Cancelled, InFlight},
     metrics::{ImageMetrics, Raised},
     object_name,
+    progress::{human_bytes, progress_text},
 };
 use crate::{
     api::{
@@ -36,6 +38,20 @@ use crate::{
     hash::Sha256Digest,
     store::{ManifestEntry, Store, StoreError},
 };
+
+/// One log line per transition of an OsImage, with the fields every such line carries
+/// (`namespace`, `name`, `generation`, then `reason` and what the transition adds). INFO for the
+/// normal course, WARN for a failure or a stall. Progress updates never log.
+macro_rules! transition {
+    ($level:ident, $image:expr, $($rest:tt)+) => {
+        tracing::$level!(
+            namespace = $image.metadata.namespace.as_deref().unwrap_or_default(),
+            name = $image.metadata.name.as_deref().unwrap_or_default(),
+            generation = $image.metadata.generation.unwrap_or_default(),
+            $($rest)+
+        )
+    };
+}
 
 /// Set to any new value, retries a stalled (or backing-off) image at once, without a spec change.
 pub const RETRY_ANNOTATION: &str = "ztp.netops.dev/retry";
@@ -82,6 +98,9 @@ pub struct ImageContext {
     pub external_url: Option<String>,
     /// What fetches count (shared handles).
     pub metrics: ImageMetrics,
+    /// Running fetches, stopped when their OsImage is deleted or its spec changes (fed by the
+    /// controller's watch; see [`super::in_flight`]).
+    pub in_flight: InFlight,
 }
 
 /// When to look at the object again.
@@ -137,6 +156,7 @@ impl StatusBuilder {
         remove_condition(&mut self.status.conditions, ConditionType::Reconciling);
         remove_condition(&mut self.status.conditions, ConditionType::Stalled);
         self.status.phase = Some(OsImagePhase::Ready);
+        self.status.progress_text = Some(human_bytes(u64::try_from(artifact.size).unwrap_or(0)));
         self.status.artifact = Some(artifact);
         self.status.progress = None;
         self.status.message = Some(message);
@@ -148,6 +168,7 @@ impl StatusBuilder {
         self.cond(ConditionType::Reconciling, ConditionStatus::True, reason, &message);
         remove_condition(&mut self.status.conditions, ConditionType::Stalled);
         self.status.phase = Some(phase);
+        self.status.progress_text = None;
         self.status.message = Some(message);
         self.status
     }
@@ -158,6 +179,7 @@ impl StatusBuilder {
         remove_condition(&mut self.status.conditions, ConditionType::Reconciling);
         self.status.phase = Some(OsImagePhase::Failed);
         self.status.progress = None;
+        self.status.progress_text = None;
         self.status.message = Some(message);
         self.status
     }
@@ -387,6 +409,8 @@ impl ImageContext {
         let new = status.ready(self.artifact(&target.path, &target.sha256, size), msg.clone());
         if was != Some(OsImagePhase::Ready) {
             self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &msg).await?;
+            let how = if write_manifest { "adopted an untracked file" } else { "already in the store" };
+            transition!(info, image, reason = "Stored", path = %target.path, bytes = size, how, "OsImage ready");
         } else if image.status.as_ref() != Some(&new) {
             reporter.status(image, &new).await?;
         }
@@ -441,14 +465,25 @@ impl ImageContext {
         let attempt = u32::try_from(status.status.attempts.unwrap_or(0)).unwrap_or(0).saturating_add(1);
         status.status.attempts = Some(i32::try_from(attempt).unwrap_or(i32::MAX));
 
+        // Registered before waiting for a slot: a queued fetch is stopped just the same.
+        let guard = self.in_flight.start(image);
         let _slot = match self.fetch_slots.clone().try_acquire_owned() {
             Ok(slot) => slot,
             Err(_) => {
                 let queued = StatusBuilder { status: status.status.clone(), generation: status.generation }
                     .reconciling(OsImagePhase::Pending, "Queued", "waiting for a free fetch slot".into());
                 reporter.status(image, &queued).await?;
+                transition!(info, image, reason = "Queued", "OsImage waits for a free fetch slot");
                 let _waiting = Raised::new(&self.metrics.waiting);
-                self.fetch_slots.clone().acquire_owned().await.expect("the fetch semaphore is never closed")
+                tokio::select! {
+                    slot = self.fetch_slots.clone().acquire_owned() => {
+                        slot.expect("the fetch semaphore is never closed")
+                    }
+                    why = guard.cancelled() => {
+                        let status = StatusBuilder { status: queued, generation: status.generation };
+                        return self.cancelled(image, reporter, status, why, 0, std::time::Instant::now()).await;
+                    }
+                }
             }
         };
         let _in_flight = Raised::new(&self.metrics.in_flight);
@@ -459,7 +494,9 @@ impl ImageContext {
         let mut fetching = StatusBuilder { status: status.status.clone(), generation: status.generation }
             .reconciling(OsImagePhase::Fetching, "Fetching", msg.clone());
         fetching.progress = Some(Progress { bytes_done: 0, bytes_total: None });
+        fetching.progress_text = Some(progress_text(0, None));
         self.report_transition(image, reporter, &fetching, EventType::Normal, "Fetching", &msg).await?;
+        transition!(info, image, reason = "Fetching", source = %describe, attempt, "OsImage fetch started");
 
         let done = Arc::new(AtomicU64::new(0));
         let total = Arc::new(AtomicU64::new(u64::MAX));
@@ -472,7 +509,15 @@ impl ImageContext {
             let work = async {
                 let mut writer =
                     self.store.writer(&target.path, target.sha256).await.map_err(FetchError::from)?;
-                match self.fetcher.fetch(&source, &mut writer, &on_progress).await {
+                let fetched = tokio::select! {
+                    r = self.fetcher.fetch(&source, &mut writer, &on_progress) => r,
+                    why = guard.cancelled() => {
+                        // Nothing partial stays: the pending file (or upload) goes with it.
+                        writer.abort().await;
+                        return Err(AttemptError::Cancelled(why));
+                    }
+                };
+                match fetched {
                     Ok(fetched) => {
                         // The file and its manifest entry, as one decision (a racing upload of
                         // the same path, or a file copied there meanwhile, is a conflict).
@@ -497,11 +542,13 @@ impl ImageContext {
                     _ = ticker.tick() => {
                         let bytes = done.load(Ordering::Relaxed);
                         let of = total.load(Ordering::Relaxed);
+                        let of = (of != u64::MAX).then_some(of);
                         let mut s = fetching.clone();
                         s.progress = Some(Progress {
                             bytes_done: i64::try_from(bytes).unwrap_or(i64::MAX),
-                            bytes_total: (of != u64::MAX).then(|| i64::try_from(of).unwrap_or(i64::MAX)),
+                            bytes_total: of.map(|of| i64::try_from(of).unwrap_or(i64::MAX)),
                         });
+                        s.progress_text = Some(progress_text(bytes, of));
                         // Progress is informative: a failed update must not abort the transfer.
                         if let Err(e) = reporter.status(image, &s).await {
                             tracing::debug!(error = %e, "progress update failed");
@@ -512,8 +559,10 @@ impl ImageContext {
         };
 
         let status = StatusBuilder { status: fetching, generation: status.generation };
+        let bytes = done.load(Ordering::Relaxed);
         let outcome = match &result {
             Ok(_) => "stored",
+            Err(AttemptError::Cancelled(_)) => "cancelled",
             Err(AttemptError::Store(StoreError::ChecksumMismatch { .. }, _)) => "checksum_mismatch",
             Err(AttemptError::Store(StoreError::Conflict(_) | StoreError::Manifest(_), _)) => {
                 "store_conflict"
@@ -522,14 +571,32 @@ impl ImageContext {
             Err(AttemptError::Fetch(e)) if e.is_transient() => "failed_transient",
             Err(AttemptError::Fetch(_)) => "failed_permanent",
         };
-        self.metrics.attempt(outcome, done.load(Ordering::Relaxed), started.elapsed().as_secs_f64());
+        self.metrics.attempt(outcome, bytes, started.elapsed().as_secs_f64());
         match result {
             Ok(committed) => {
+                let elapsed = started.elapsed();
+                let rate = rate_of(committed.size, elapsed);
                 let msg = format!("{} is stored and verified ({} bytes)", target.path, committed.size);
+                let note = format!(
+                    "{} is stored and verified ({} in {}, {}/s)",
+                    target.path,
+                    human_bytes(committed.size),
+                    human_duration(elapsed),
+                    human_bytes(rate)
+                );
                 let new =
                     status.ready(self.artifact(&target.path, &committed.sha256, committed.size), msg.clone());
-                self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &msg).await?;
+                self.report_transition(image, reporter, &new, EventType::Normal, "Stored", &note).await?;
+                transition!(
+                    info, image,
+                    reason = "Stored", path = %target.path, bytes = committed.size,
+                    seconds = elapsed.as_secs_f64(), bytes_per_second = rate,
+                    "OsImage stored and verified"
+                );
                 Ok(Next::Resync(self.policy.resync))
+            }
+            Err(AttemptError::Cancelled(why)) => {
+                self.cancelled(image, reporter, status, why, bytes, started).await
             }
             Err(AttemptError::Store(e @ StoreError::ChecksumMismatch { .. }, content_type)) => {
                 let hint = content_type
@@ -551,6 +618,38 @@ impl ImageContext {
                 self.failed_attempt(image, reporter, status, attempt, e.to_string(), transient).await
             }
         }
+    }
+
+    /// A fetch stopped because its OsImage is being deleted or its spec changed: the status
+    /// says so (best effort: the object may be gone), and the object is looked at again at once
+    /// (the finalizer's cleanup, or the new spec).
+    async fn cancelled(
+        &self,
+        image: &OsImage,
+        reporter: &dyn ImageReporter,
+        status: StatusBuilder,
+        why: Cancelled,
+        bytes: u64,
+        started: std::time::Instant,
+    ) -> Result<Next, ReportError> {
+        let (phase, msg) = match &why {
+            Cancelled::Deleted => (OsImagePhase::Deleting, format!("fetch cancelled: {why}")),
+            Cancelled::SpecChanged { .. } => {
+                (OsImagePhase::Pending, format!("fetch cancelled: {why}; starting over with the new spec"))
+            }
+        };
+        let mut new = status.reconciling(phase, "Cancelled", msg.clone());
+        new.progress = None;
+        if let Err(e) = reporter.status(image, &new).await {
+            tracing::debug!(error = %e, "status of a cancelled fetch not written");
+        }
+        reporter.event(image, EventType::Normal, "Cancelled", &msg).await;
+        transition!(
+            info, image,
+            reason = "Cancelled", why = %why, bytes, seconds = started.elapsed().as_secs_f64(),
+            "OsImage fetch cancelled"
+        );
+        Ok(Next::Retry(Duration::ZERO))
     }
 
     async fn failed_attempt(
@@ -581,6 +680,12 @@ impl ImageContext {
         new.progress = None;
         reporter.status(image, &new).await?;
         reporter.event(image, EventType::Warning, "FetchFailed", &msg).await;
+        transition!(
+            warn, image,
+            reason = "RetryingFetch", attempt, %error, retry = true,
+            next_attempt_in = %human_duration(wait), next_attempt_at = %due.round(k8s_openapi::jiff::Unit::Second).unwrap_or(due),
+            "OsImage fetch failed; will retry"
+        );
         Ok(Next::Retry(wait))
     }
 
@@ -596,8 +701,12 @@ impl ImageContext {
             StoreError::Manifest(m) => {
                 let msg = format!("{m}; fix or remove it (it is left as it is)");
                 let new = status.stalled("ManifestInvalid", msg.clone());
-                self.report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg)
-                    .await?;
+                if self
+                    .report_transition(image, reporter, &new, EventType::Warning, "ManifestInvalid", &msg)
+                    .await?
+                {
+                    transition!(warn, image, reason = "ManifestInvalid", message = %msg, "OsImage waits for the manifest to be fixed");
+                }
                 Ok(Next::Retry(self.policy.manifest_recheck))
             }
             other => self.retry_later(image, reporter, status, "StoreUnavailable", other.to_string()).await,
@@ -613,7 +722,9 @@ impl ImageContext {
         msg: String,
     ) -> Result<Next, ReportError> {
         let new = status.reconciling(OsImagePhase::Pending, reason, msg.clone());
-        self.report_transition(image, reporter, &new, EventType::Warning, reason, &msg).await?;
+        if self.report_transition(image, reporter, &new, EventType::Warning, reason, &msg).await? {
+            transition!(warn, image, reason, message = %msg, retry = true, "OsImage cannot proceed yet; will retry");
+        }
         Ok(Next::Retry(self.policy.backoff_base))
     }
 
@@ -626,11 +737,14 @@ impl ImageContext {
         msg: String,
     ) -> Result<Next, ReportError> {
         let new = status.stalled(reason, msg.clone());
-        self.report_transition(image, reporter, &new, EventType::Warning, reason, &msg).await?;
+        if self.report_transition(image, reporter, &new, EventType::Warning, reason, &msg).await? {
+            transition!(warn, image, reason, message = %msg, retry = false, "OsImage stalled: needs a change from a human");
+        }
         Ok(Next::Stalled)
     }
 
     /// Writes the status, and an event when the Ready condition's reason changed (a transition).
+    /// Returns whether it was one.
     async fn report_transition(
         &self,
         image: &OsImage,
@@ -639,7 +753,7 @@ impl ImageContext {
         kind: EventType,
         reason: &str,
         note: &str,
-    ) -> Result<(), ReportError> {
+    ) -> Result<bool, ReportError> {
         let ready_reason = |s: Option<&OsImageStatus>| {
             s.and_then(|s| crate::api::conditions::find_condition(&s.conditions, ConditionType::Ready))
                 .map(|c| (c.reason.clone(), c.message.clone()))
@@ -651,7 +765,7 @@ impl ImageContext {
         if changed {
             reporter.event(image, kind, reason, note).await;
         }
-        Ok(())
+        Ok(changed)
     }
 
     /// Honours `deletionPolicy` when an OsImage goes away. `Delete` removes the file and its
@@ -736,6 +850,12 @@ impl ImageContext {
     }
 }
 
+/// Average bytes per second over `elapsed` (all of them when it took no measurable time).
+fn rate_of(bytes: u64, elapsed: Duration) -> u64 {
+    let secs = elapsed.as_secs_f64();
+    if secs > 0.0 { (bytes as f64 / secs) as u64 } else { bytes }
+}
+
 /// `1.5s`, `40s`, `5m`, `5m30s`: for messages.
 fn human_duration(d: Duration) -> String {
     let secs = d.as_secs();
@@ -750,6 +870,8 @@ fn human_duration(d: Duration) -> String {
 /// Why one fetch attempt failed.
 enum AttemptError {
     Fetch(FetchError),
+    /// Stopped from outside: the OsImage is being deleted or its spec changed.
+    Cancelled(Cancelled),
     /// A store error at commit, with the source's content type (for the HTML hint).
     Store(StoreError, Option<String>),
 }

@@ -52,7 +52,11 @@ async fn crds_are_established_with_status_and_columns() {
     let t = support::kube_test("crd-installed").await;
     let crds: Api<CustomResourceDefinition> = Api::all(t.client.clone());
     for (name, columns, short) in [
-        ("osimages.ztp.netops.dev", vec!["Platform", "Version", "Phase", "Size", "Age", "Message"], "osi"),
+        (
+            "osimages.ztp.netops.dev",
+            vec!["Platform", "Version", "Phase", "Progress", "Size", "Age", "Message"],
+            "osi",
+        ),
         (
             "switchprofiles.ztp.netops.dev",
             vec!["Match", "Ready", "Reason", "Devices", "Age", "Message"],
@@ -441,7 +445,8 @@ async fn status_is_a_subresource_and_columns_render() {
             "observedGeneration": 1, "phase": "Ready",
             "conditions": [{"type": "Ready", "status": "True", "reason": "Verified", "message": "stored",
                             "lastTransitionTime": "2026-11-23T00:00:00Z", "observedGeneration": 1}],
-            "artifact": {"path": "cumulus-linux/5.14.0/cumulus-linux-5.14.0-mlx-amd64.bin", "sha256": SHA, "size": 1048576}
+            "artifact": {"path": "cumulus-linux/5.14.0/cumulus-linux-5.14.0-mlx-amd64.bin", "sha256": SHA, "size": 1048576},
+            "progressText": "1.0 MiB"
         }
     });
     api.patch_status("cumulus", &PatchParams::apply("ztp-e2e").force(), &Patch::Apply(&status))
@@ -459,13 +464,22 @@ async fn status_is_a_subresource_and_columns_render() {
         table(&t.client, &format!("/apis/ztp.netops.dev/v1alpha1/namespaces/{}/osimages", t.namespace)).await;
     let names: Vec<_> =
         table["columnDefinitions"].as_array().expect("columns").iter().map(|c| c["name"].clone()).collect();
-    assert_eq!(names, ["Name", "Platform", "Version", "Phase", "Size", "Age", "Message"]);
+    assert_eq!(names, ["Name", "Platform", "Version", "Phase", "Progress", "Size", "Age", "Message"]);
+    let wide: Vec<_> = table["columnDefinitions"]
+        .as_array()
+        .expect("columns")
+        .iter()
+        .filter(|c| c["priority"].as_i64().unwrap_or(0) > 0)
+        .map(|c| c["name"].clone())
+        .collect();
+    assert_eq!(wide, ["Size", "Message"], "the byte count only in -o wide: Progress shows the size");
     let cells = &table["rows"][0]["cells"];
     assert_eq!(cells[0], "cumulus");
     assert_eq!(cells[1], "cumulus-linux");
     assert_eq!(cells[2], "5.14.0");
     assert_eq!(cells[3], "Ready");
-    assert_eq!(cells[4], 1048576);
+    assert_eq!(cells[4], "1.0 MiB");
+    assert_eq!(cells[5], 1048576);
 }
 
 /// What `kubectl get` asks for: the server-side Table rendering with the printer columns.

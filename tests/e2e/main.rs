@@ -7,6 +7,7 @@ mod activity;
 mod crds;
 mod devices;
 mod edges;
+mod fetch_cancel;
 mod files;
 mod helm_chart;
 mod hostile;

@@ -202,6 +202,7 @@ fn start_controller_core(
         policy,
         external_url: Some("http://ztp.example.net".into()),
         metrics: Default::default(),
+        in_flight: Default::default(),
     };
     let client = client.clone();
     RunningController(tokio::spawn(async move {

@@ -82,6 +82,10 @@ pub struct SeenRequest {
 struct SourceState {
     files: HashMap<String, (Bytes, Behavior)>,
     requests: Vec<SeenRequest>,
+    /// Body bytes handed to the connection per path, for throttled ([`Behavior::Slow`]) bodies.
+    sent: HashMap<String, u64>,
+    /// Throttled bodies per path dropped before their end (the client closed the connection).
+    unfinished: HashMap<String, usize>,
 }
 
 type Shared = Arc<Mutex<SourceState>>;
@@ -104,6 +108,8 @@ impl SourceServer {
                 .map(|(path, body, behavior)| (path.to_owned(), (body, behavior)))
                 .collect(),
             requests: Vec::new(),
+            sent: HashMap::new(),
+            unfinished: HashMap::new(),
         }));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind source server");
         let addr = listener.local_addr().expect("source server address");
@@ -134,6 +140,18 @@ impl SourceServer {
     /// sent.
     pub fn requests(&self) -> Vec<SeenRequest> {
         lock(&self.state).requests.clone()
+    }
+
+    /// Body bytes of throttled ([`Behavior::Slow`]) answers for `path` handed to connections so
+    /// far, over all requests.
+    pub fn sent(&self, path: &str) -> u64 {
+        lock(&self.state).sent.get(path).copied().unwrap_or(0)
+    }
+
+    /// Throttled ([`Behavior::Slow`]) answers for `path` whose body was dropped before its end:
+    /// the client closed the connection mid-transfer.
+    pub fn unfinished(&self, path: &str) -> usize {
+        lock(&self.state).unfinished.get(path).copied().unwrap_or(0)
     }
 
     /// Replace the behavior of one path at run time (e.g. switch from Status(500) to Serve).
@@ -198,7 +216,10 @@ async fn handle(State(state): State<Shared>, request: Request) -> Response {
     }
     match behavior {
         Behavior::Serve => serve_bytes(body, range.as_deref(), None),
-        Behavior::Slow { bytes_per_sec } => serve_bytes(body, range.as_deref(), Some(bytes_per_sec.max(1))),
+        Behavior::Slow { bytes_per_sec } => {
+            let count = Counting { state: state.clone(), path: path.clone() };
+            serve_bytes(body, range.as_deref(), Some((bytes_per_sec.max(1), count)))
+        }
         Behavior::NoRanges => serve_bytes_no_ranges(body),
         Behavior::DropAfter { cut } => match range {
             Some(range) => serve_bytes(body, Some(&range), None),
@@ -272,8 +293,9 @@ fn parse_range(value: Option<&str>, total: usize) -> RangeRequest {
     }
 }
 
-/// Serves `body` with range support, at full speed or throttled to `rate` bytes per second.
-fn serve_bytes(body: Bytes, range: Option<&str>, rate: Option<u64>) -> Response {
+/// Serves `body` with range support, at full speed or throttled to `rate` bytes per second
+/// (counted).
+fn serve_bytes(body: Bytes, range: Option<&str>, rate: Option<(u64, Counting)>) -> Response {
     let total = body.len();
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
@@ -291,9 +313,9 @@ fn serve_bytes(body: Bytes, range: Option<&str>, rate: Option<u64>) -> Response 
     };
     let body = match rate {
         None => Body::from(part),
-        Some(rate) => {
+        Some((rate, count)) => {
             headers.insert(header::CONTENT_LENGTH, HeaderValue::from(part.len()));
-            slow_body(part, rate)
+            slow_body(part, rate, count)
         }
     };
     (status, headers, body).into_response()
@@ -333,20 +355,41 @@ fn serve_cut(body: Bytes, cut: usize) -> Response {
     response
 }
 
+/// Where a throttled body counts what it sent, and whether it was dropped unfinished.
+struct Counting {
+    state: Shared,
+    path: String,
+}
+
+/// What is left of a throttled body; counts an unfinished body when dropped with bytes left.
+struct Rest {
+    data: Bytes,
+    count: Counting,
+}
+
+impl Drop for Rest {
+    fn drop(&mut self) {
+        if !self.data.is_empty() {
+            *lock(&self.count.state).unfinished.entry(self.count.path.clone()).or_default() += 1;
+        }
+    }
+}
+
 /// A body that yields `data` in chunks, sleeping so the throughput is about `rate` bytes/s.
-fn slow_body(data: Bytes, rate: u64) -> Body {
+fn slow_body(data: Bytes, rate: u64, count: Counting) -> Body {
     // At most 64 KiB, and about 100 ms worth of data when the rate is low.
     let chunk = usize::try_from(rate / 10).unwrap_or(CHUNK).clamp(1, CHUNK);
-    let chunks = stream::unfold((data, true), move |(rest, first)| async move {
-        if rest.is_empty() {
+    let chunks = stream::unfold((Rest { data, count }, true), move |(mut rest, first)| async move {
+        if rest.data.is_empty() {
             return None;
         }
-        let n = chunk.min(rest.len());
+        let n = chunk.min(rest.data.len());
         if !first {
             tokio::time::sleep(Duration::from_secs_f64(n as f64 / rate as f64)).await;
         }
-        let piece = rest.slice(..n);
-        Some((Ok::<_, std::io::Error>(piece), (rest.slice(n..), false)))
+        let piece = rest.data.split_to(n);
+        *lock(&rest.count.state).sent.entry(rest.count.path.clone()).or_default() += n as u64;
+        Some((Ok::<_, std::io::Error>(piece), (rest, false)))
     });
     Body::from_stream(chunks)
 }
