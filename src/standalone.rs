@@ -23,7 +23,7 @@ use serde_json::Value;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition},
+    api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition, validate},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
     profile::{
@@ -145,6 +145,10 @@ fn load_file(dir: &Path, path: &Path, mtime: Option<SystemTime>, desired: &mut D
     for (i, value) in read_documents(path)? {
         let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
         let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
+        // What the apiserver would refuse is refused here too, with its words.
+        if validate::is_ours(&value) {
+            validate::validate(&value).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
+        }
         match kind.as_str() {
             "OsImage" => {
                 let mut image: OsImage = serde_json::from_value(value.clone()).map_err(doc_err)?;
@@ -261,6 +265,12 @@ pub fn read_switch_profiles(path: &Path) -> Result<Vec<SwitchProfile>, Error> {
     let mut profiles = Vec::new();
     for file in files {
         for (i, value) in read_documents(&file)? {
+            if validate::is_ours(&value) {
+                validate::validate(&value).map_err(|e| Error::Manifests {
+                    path: file.clone(),
+                    message: format!("document {}: {e}", i + 1),
+                })?;
+            }
             if value.get("kind").and_then(Value::as_str) != Some("SwitchProfile") {
                 continue;
             }

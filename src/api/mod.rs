@@ -10,6 +10,7 @@ pub mod names;
 pub mod osimage;
 pub mod sonic;
 pub mod switchprofile;
+pub mod validate;
 
 pub use conditions::{ConditionStatus, ConditionType};
 pub use content::{Content, KeyRef, ObjectRef};

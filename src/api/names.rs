@@ -37,6 +37,20 @@ pub fn segment_rule(what: &str) -> kube::core::Rule {
     kube::core::Rule::new(segment_cel("self")).message(kube::core::Message::Message(segment_message(what)))
 }
 
+/// CEL rule (`x-kubernetes-validations`) refusing the [`RESERVED_NAMES`] in any letter case, for
+/// one string field that becomes a path segment in the store. A second rule beside
+/// [`segment_rule`] (a pattern cannot say "not these words" in RE2): cheap, one `lowerAscii` on a
+/// string of at most [`MAX_SEGMENT_LEN`] characters.
+pub fn reserved_rule(what: &str) -> kube::core::Rule {
+    let names = RESERVED_NAMES.map(|n| format!("'{n}'")).join(", ");
+    kube::core::Rule::new(format!("!(self.lowerAscii() in [{names}])")).message(kube::core::Message::Message(
+        format!(
+            "{what} is reserved for the store's own use (in any letter case: {})",
+            RESERVED_NAMES.join(", ")
+        ),
+    ))
+}
+
 /// CEL rule for a list of strings, or the keys of a map: each must be a safe segment.
 pub fn each_segment_rule(what: &str) -> kube::core::Rule {
     kube::core::Rule::new(format!("self.all(x, {})", segment_cel("x")))

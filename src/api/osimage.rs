@@ -43,11 +43,13 @@ pub struct OsImageSpec {
     /// `onie`. Devices and profiles refer to images by platform and version.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = super::names::segment_rule("platform"))]
+    #[x_kube(validation = super::names::reserved_rule("platform"))]
     pub platform: String,
 
     /// Version string, the second path segment, e.g. `5.14.0`.
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = super::names::segment_rule("version"))]
+    #[x_kube(validation = super::names::reserved_rule("version"))]
     pub version: String,
 
     /// File name in the store, the third path segment. Defaults to the last path segment of the
@@ -55,6 +57,7 @@ pub struct OsImageSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     #[x_kube(validation = super::names::segment_rule("filename"))]
+    #[x_kube(validation = super::names::reserved_rule("filename"))]
     pub filename: Option<String>,
 
     /// Where the controller fetches the image from: exactly one of `url` or `s3`.

@@ -20,4 +20,5 @@ mod s3;
 mod serving;
 mod serving_deployment;
 mod standalone;
+mod validate;
 mod ztpctl;

@@ -1089,8 +1089,9 @@ async fn two_replicas_fetch_once() {
     }
 }
 
-/// Names that are not safe path segments never reach the store or the network, even where no
-/// CEL rule guards them (standalone mode reads plain YAML).
+/// Names that are not safe path segments never reach the store or the network in standalone mode,
+/// which reads plain YAML: the CRD's own rules refuse the file at load (the shared validator), and
+/// the Rust-side checks behind them (`api::names`, unit-tested) never see such a name.
 #[tokio::test]
 async fn hostile_names_rejected_before_io() {
     let _guard = support::kube_test("img-hostile").await;
@@ -1123,27 +1124,17 @@ async fn hostile_names_rejected_before_io() {
         .await
         .expect("run standalone");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "not every image can be Ready: {stdout}");
     assert!(src.requests().is_empty(), "hostile names reached the network");
-    let status: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join(".status/osimages.json")).expect("status file"))
-            .expect("json");
-    for n in ["up", "slash", "dot", "nul", "encoded"] {
-        let s = &status[format!("default/{n}")];
-        let stalled = s["conditions"]
-            .as_array()
-            .expect("conditions")
-            .iter()
-            .find(|c| c["type"] == "Stalled")
-            .expect("Stalled");
-        assert_eq!(stalled["reason"], "InvalidSpec", "{n}: {s}");
-    }
+    let skipped = stdout.lines().find(|l| l.starts_with("skipping") && l.contains("hostile.yaml"));
+    let skipped = skipped.unwrap_or_else(|| panic!("hostile.yaml was not refused: {stdout}"));
+    assert!(skipped.contains("must be a safe path segment"), "{skipped}");
+    assert!(!stdout.contains("osimage default/"), "a hostile image was reconciled: {stdout}");
     // Nothing but the store's own bookkeeping exists under the data directory.
-    let mut names: Vec<String> = std::fs::read_dir(&data)
-        .expect("data")
+    let names: Vec<String> = std::fs::read_dir(&data)
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    names.sort();
-    assert_eq!(names, [".status", ".tmp"], "{names:?}");
+    assert!(names.iter().all(|n| n == ".status" || n == ".tmp"), "{names:?}");
 }

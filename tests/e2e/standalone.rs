@@ -446,3 +446,53 @@ async fn standalone_once_fails_when_status_cannot_be_written() {
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("osimages.json"), "{out}");
 }
+
+/// Manifests the CRD would refuse (both `url` and `s3`, an upper-case sha256, an unknown
+/// apiVersion, a reserved platform name, a misspelt field) are skipped and reported with the
+/// apiserver's words, each file on its own; the lab folder beside them is still served (before:
+/// all five were taken as they were).
+#[tokio::test]
+async fn standalone_refuses_what_the_crd_refuses() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let good = image_yaml("x", "1", "file:///nonexistent/x.bin", &"0".repeat(64));
+    let cases = [
+        (
+            "both-sources.yaml",
+            good.replace("source: {url:", "source: {s3: {bucket: b, key: k}, url:"),
+            "source must set exactly one of url or s3",
+        ),
+        (
+            "upper-sha.yaml",
+            good.replace(&"0".repeat(64), &"A".repeat(64)),
+            "sha256 must be 64 lowercase hexadecimal digits",
+        ),
+        (
+            "beta.yaml",
+            good.replace("v1alpha1", "v1beta1"),
+            "no kind \"OsImage\" is served in version \"ztp.netops.dev/v1beta1\"",
+        ),
+        (
+            "reserved.yaml",
+            good.replace("platform: lab", "platform: Manifest.JSON"),
+            "spec.platform: Invalid value: \"Manifest.JSON\": platform is reserved",
+        ),
+        (
+            "typo.yaml",
+            good.replace("platform: lab", "platform: lab\n  platfrom: lab"),
+            "unknown field \"spec.platfrom\"",
+        ),
+    ];
+    for (file, yaml, _) in &cases {
+        assert_ne!(yaml, &good, "{file}: the case changes the manifest");
+        std::fs::write(m.join(file), yaml).expect("write");
+    }
+    let (code, out) = once(&m, &dir.path().join("data")).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("osimage default/lab-nos: Ready"), "{out}");
+    let skipped: Vec<&str> = out.lines().filter(|l| l.starts_with("skipping")).collect();
+    for (file, _, message) in &cases {
+        assert!(skipped.iter().any(|l| l.contains(file) && l.contains(message)), "{file}: {message}\n{out}");
+    }
+    assert!(!out.contains("osimage default/x"), "a refused image was reconciled:\n{out}");
+}

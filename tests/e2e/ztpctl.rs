@@ -182,12 +182,13 @@ async fn ztpctl_dhcp_writes_kea_and_isc_reservations_the_daemons_accept() {
     // Broken input: a typed error, nothing on stdout.
     std::fs::write(
         dir.path().join("bad.yaml"),
-        "kind: SwitchProfile\nmetadata: {name: bad}\nspec: {match: {macAddresses: [\"0c:42\"]}, onie: {}}\n",
+        "apiVersion: ztp.netops.dev/v1alpha1\nkind: SwitchProfile\nmetadata: {name: bad}\nspec: {match: {macAddresses: [\"0c:42\"]}, onie: {}}\n",
     )
     .expect("write");
     let (ok, out, err) = ztpctl(&["dhcp", "--format", "kea", "--profiles", folder, "--server-url", s]).await;
     assert!(!ok && out.is_empty(), "{out}");
-    assert!(err.contains("default/bad") && err.contains("\"0c:42\" is not a MAC address"), "{err}");
+    // Refused by the CRD's own rule, as `kubectl apply` would refuse it.
+    assert!(err.contains("\"bad\"") && err.contains("MAC addresses must be six hex pairs"), "{err}");
     let (ok, _, err) =
         ztpctl(&["dhcp", "--format", "kea", "--profiles", examples, "--server-url", "ztp"]).await;
     assert!(!ok && err.contains("must start with http://"), "{err}");
