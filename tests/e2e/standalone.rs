@@ -495,4 +495,47 @@ async fn standalone_refuses_what_the_crd_refuses() {
         assert!(skipped.iter().any(|l| l.contains(file) && l.contains(message)), "{file}: {message}\n{out}");
     }
     assert!(!out.contains("osimage default/x"), "a refused image was reconciled:\n{out}");
+
+/// Standalone classifies a profile's problems as the controller's conditions do: an unknown
+/// template variable is found by the trial render and printed as Stalled / TemplateError naming
+/// the template; a profile that waits for a missing object is Reconciling.
+#[tokio::test]
+async fn standalone_prints_the_profiles_health_as_the_controller_classifies_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let profiles = r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: bad-template}
+spec:
+  match: {serialNumbers: ["SN-BAD-TPL"]}
+  files:
+    startup: {inline: "site {{ variables.sitee }}\n", template: true}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: waits}
+spec:
+  match: {serialNumbers: ["SN-WAITS"]}
+  onie: {installImage: {name: not-there-yet}}
+"#;
+    std::fs::write(m.join("health.yaml"), profiles).expect("write");
+    let (code, out) = once(&m, &dir.path().join("data")).await;
+    assert_eq!(code, Some(0), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
+            .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
+            .to_owned()
+    };
+    let bad = line("bad-template");
+    assert!(bad.contains(": not ready (Stalled, TemplateError): files.startup: undefined value"), "{bad}");
+    assert!(bad.contains("`variables.sitee` is undefined"), "{bad}");
+    let waits = line("waits");
+    assert!(
+        waits.ends_with(
+            ": not ready (Reconciling, WaitingForReference): onie.installImage: OsImage default/not-there-yet not found"
+        ),
+        "{waits}"
+    );
 }
