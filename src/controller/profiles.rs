@@ -65,23 +65,33 @@ impl Drop for Tasks {
     }
 }
 
+/// The SwitchProfile watch the snapshot loop runs, shared with the OsImage controller: `store`
+/// (filled through `writer`) and an `observer` of every event.
+pub struct ProfileWatch {
+    pub store: reflector::Store<SwitchProfile>,
+    pub writer: reflector::store::Writer<SwitchProfile>,
+    pub observer: Option<triggers::Observer<SwitchProfile>>,
+}
+
 /// Runs the snapshot loop until the process ends.
 pub async fn run(
     client: Client,
     store: Store,
     namespace: Option<String>,
     images: reflector::Store<OsImage>,
+    profile_watch: ProfileWatch,
 ) -> Result<(), Error> {
     let wake = Arc::new(Notify::new());
-    let (profiles, profile_writer) = reflector::store::<SwitchProfile>();
+    let ProfileWatch { store: profiles, writer: profile_writer, observer } = profile_watch;
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
     let _tasks = Tasks(vec![
-        tokio::spawn(triggers::follow(
+        tokio::spawn(triggers::follow_observed(
             api::<SwitchProfile>(&client, &namespace),
             Some(profile_writer),
             triggers::profile_fingerprint(),
             wake.clone(),
+            observer,
         )),
         tokio::spawn(triggers::follow(
             api::<OsImage>(&client, &namespace),

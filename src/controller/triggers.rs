@@ -16,7 +16,7 @@
 //! of a Secret a profile uses is in the snapshot anyway.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
 };
@@ -46,10 +46,27 @@ fn hash_of(v: impl serde::Serialize) -> u64 {
     h.finish()
 }
 
+/// Sees every watch event after the store took it in.
+pub type Observer<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
+
 /// Follows `api`, keeping `writer`'s store (when given) current, and notifies `wake` when an
 /// object's fingerprint changes, an object that matters appears or goes, or the watch re-lists.
 pub async fn follow<K>(api: Api<K>, writer: Option<Writer<K>>, fingerprint: Fingerprint<K>, wake: Arc<Notify>)
 where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
+    follow_observed(api, writer, fingerprint, wake, None).await;
+}
+
+/// [`follow`], handing each event to `observer` as well, once the store holds it.
+pub async fn follow_observed<K>(
+    api: Api<K>,
+    writer: Option<Writer<K>>,
+    fingerprint: Fingerprint<K>,
+    wake: Arc<Notify>,
+    mut observer: Option<Observer<K>>,
+) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
@@ -61,6 +78,9 @@ where
     let mut seen: HashMap<(Option<String>, String), u64> = HashMap::new();
     let key = |o: &K| (o.namespace(), o.name_any());
     while let Some(event) = events.next().await {
+        if let (Ok(e), Some(o)) = (&event, observer.as_mut()) {
+            o(e);
+        }
         let changed = match event {
             Ok(watcher::Event::Apply(o)) => match fingerprint(&o) {
                 Some(fp) => seen.insert(key(&o), fp) != Some(fp),
@@ -85,6 +105,55 @@ where
         };
         if changed {
             wake.notify_one();
+        }
+    }
+}
+
+/// Which OsImages each live SwitchProfile references, to tell which images lost a reference (a
+/// profile deleted, or changed to name another image). An image being deleted waits for exactly
+/// that: so only those images are woken, never every image on every profile change.
+#[derive(Debug, Default)]
+pub struct ImageUsers {
+    refs: HashMap<(String, String), BTreeSet<String>>,
+    /// During a re-list: what was known before it.
+    before: Option<HashMap<(String, String), BTreeSet<String>>>,
+}
+
+impl ImageUsers {
+    /// Takes one watch event in; returns the images (`namespace`, `name`) that lost a reference.
+    pub fn observe(&mut self, event: &watcher::Event<SwitchProfile>) -> Vec<(String, String)> {
+        let key = |p: &SwitchProfile| (p.namespace().unwrap_or_default(), p.name_any());
+        let names = |p: &SwitchProfile| {
+            if p.metadata.deletion_timestamp.is_some() { BTreeSet::new() } else { p.spec.os_image_names() }
+        };
+        let lost = |ns: &str, old: &BTreeSet<String>, new: Option<&BTreeSet<String>>| {
+            old.iter()
+                .filter(|n| new.is_none_or(|new| !new.contains(*n)))
+                .map(|n| (ns.to_owned(), n.clone()))
+                .collect::<Vec<_>>()
+        };
+        match event {
+            watcher::Event::Apply(p) => {
+                let (k, new) = (key(p), names(p));
+                let old = self.refs.insert(k.clone(), new.clone()).unwrap_or_default();
+                lost(&k.0, &old, Some(&new))
+            }
+            watcher::Event::Delete(p) => {
+                let k = key(p);
+                self.refs.remove(&k).map(|old| lost(&k.0, &old, None)).unwrap_or_default()
+            }
+            watcher::Event::Init => {
+                self.before = Some(std::mem::take(&mut self.refs));
+                Vec::new()
+            }
+            watcher::Event::InitApply(p) => {
+                self.refs.insert(key(p), names(p));
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let before = self.before.take().unwrap_or_default();
+                before.iter().flat_map(|(k, old)| lost(&k.0, old, self.refs.get(k))).collect()
+            }
         }
     }
 }
@@ -147,6 +216,45 @@ fn names_ref(v: &Value, field: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn profile(name: &str, images: &[&str], deleting: bool) -> SwitchProfile {
+        let sections: Vec<Value> = images
+            .iter()
+            .map(|i| serde_json::json!({"kind": "image", "content": {"osImageRef": {"name": i}}}))
+            .collect();
+        let mut p: SwitchProfile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile",
+            "metadata": {"name": name, "namespace": "lab"},
+            "spec": {"match": {"models": ["m"]}, "ztp": {"sections": sections}},
+        }))
+        .expect("profile");
+        if deleting {
+            p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        }
+        p
+    }
+
+    #[test]
+    fn only_images_that_lose_a_reference_are_named() {
+        use watcher::Event::*;
+        let lab = |n: &str| ("lab".to_owned(), n.to_owned());
+        let mut u = ImageUsers::default();
+        assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "new references");
+        assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "no change");
+        assert_eq!(u.observe(&Apply(profile("a", &["x", "z"], false))), [lab("y")], "y dropped");
+        assert_eq!(u.observe(&Apply(profile("a", &["x", "z"], true))), [lab("x"), lab("z")], "deleting");
+        assert!(u.observe(&Delete(profile("a", &["x", "z"], true))).is_empty(), "already released");
+        u.observe(&Apply(profile("b", &["x"], false)));
+        assert_eq!(u.observe(&Delete(profile("b", &["x"], false))), [lab("x")]);
+        // A re-list that no longer shows a profile releases its images.
+        u.observe(&Apply(profile("c", &["q"], false)));
+        u.observe(&Apply(profile("d", &["r"], false)));
+        assert!(u.observe(&Init).is_empty());
+        assert!(u.observe(&InitApply(profile("d", &["r"], false))).is_empty());
+        assert_eq!(u.observe(&InitDone), [lab("q")]);
+    }
 
     #[test]
     fn references_are_found_at_any_depth_by_kind_and_name() {

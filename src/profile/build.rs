@@ -89,7 +89,11 @@ impl Resolver<'_> {
         let status = image.status.as_ref();
         let artifact = status
             .filter(|s| {
-                s.phase == Some(OsImagePhase::Ready) && s.observed_generation == image.metadata.generation
+                // Deletion bumps a custom resource's generation: an image whose deletion waits
+                // for its profiles (the controller keeps its finalizer) is still stored and served.
+                s.phase == Some(OsImagePhase::Ready)
+                    && (s.observed_generation == image.metadata.generation
+                        || image.metadata.deletion_timestamp.is_some())
             })
             .and_then(|s| s.artifact.as_ref())
             .ok_or_else(|| format!("{what}: OsImage {key} is not Ready yet"))?;

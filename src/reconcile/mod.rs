@@ -3,6 +3,7 @@
 //! (status subresource + Events) is one implementation of them, standalone (printed lines + a
 //! status file) the other.
 
+pub mod in_use;
 pub mod metrics;
 pub mod osimage;
 pub mod sources;

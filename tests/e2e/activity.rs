@@ -37,9 +37,9 @@ use crate::{
 };
 
 /// A running `ztp-operator serve` and its base URL.
-struct Server {
-    proc: procs::Proc,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) proc: procs::Proc,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -51,7 +51,7 @@ impl Drop for Server {
 
 /// Starts the real binary serving from `store`, reporting activity every second with the
 /// credentials in `kubeconfig`; returns once it has loaded a snapshot with `profiles` profiles.
-async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
+pub(crate) async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
     let env = support::env().await;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -89,7 +89,7 @@ async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize)
 
 /// A ServiceAccount allowed only what the server needs in the test's namespace, and a
 /// kubeconfig with a token for it from the TokenRequest API.
-async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
+pub(crate) async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
     let name = "ztp-server";
     let pp = PostParams::default();
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");

@@ -10,6 +10,7 @@ mod edges;
 mod files;
 mod helm_chart;
 mod hostile;
+mod image_in_use;
 mod openapi;
 mod pipeline;
 mod profile_requests;
