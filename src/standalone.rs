@@ -32,7 +32,7 @@ use crate::{
         publish,
     },
     reconcile::{
-        EventType, ImageReporter, ReportError, ResolveError, object_name,
+        EventType, ImageReporter, ReportError, ResolveError, in_use, object_name,
         osimage::{ImageContext, Next},
         sources::{ObjectLookup, RefResolver, config_map_data, secret_data},
     },
@@ -487,14 +487,17 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let mut in_flight: std::collections::HashSet<String> = Default::default();
     let mut previous: Vec<Arc<OsImage>> = desired.lock().expect("desired lock").images.clone();
 
+    // Images whose YAML went away while a profile still uses them: kept, stored and served
+    // (as the controller's finalizer keeps them) until no profile references them.
+    let mut held: BTreeMap<String, Arc<OsImage>> = BTreeMap::new();
+
     loop {
-        if dirty {
-            let snapshot_input = desired.lock().expect("desired lock").clone();
-            publish_snapshot(&core.store, &snapshot_input, &book, &profile_lookup, &mut last_problems).await;
-            dirty = false;
-        }
-        let images = desired.lock().expect("desired lock").images.clone();
-        // Images whose YAML went away: honour their deletionPolicy.
+        let (images, profiles) = {
+            let d = desired.lock().expect("desired lock");
+            (d.images.clone(), d.profiles.clone())
+        };
+        // Images whose YAML went away: honour their deletionPolicy, once no profile uses them.
+        held.retain(|key, _| !images.iter().any(|i| object_name(&i.metadata) == *key));
         for gone in previous
             .iter()
             .filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata)))
@@ -505,6 +508,19 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             }
             let mut last = (**gone).clone();
             last.status = book.get(&key);
+            let users = in_use::users(&last, &profiles);
+            if !users.is_empty() {
+                if held.insert(key.clone(), gone.clone()).is_none() {
+                    println!("osimage {key}: removed from the manifests, but {}", in_use::message(&users));
+                    dirty = true;
+                }
+                in_use::report_held(&last, &users, book.as_ref()).await?;
+                continue;
+            }
+            if held.remove(&key).is_some() {
+                println!("osimage {key}: no profile uses it any more");
+                dirty = true;
+            }
             match core.cleanup(&last, &images, book.as_ref()).await {
                 Ok(()) => println!("osimage {key}: removed ({:?})", last.spec.deletion_policy),
                 Err(e) => println!("osimage {key}: cleanup failed: {e}"),
@@ -513,7 +529,13 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             due.remove(&key);
             settled.remove(&key);
         }
-        previous = images.clone();
+        previous = images.iter().chain(held.values()).cloned().collect();
+        if dirty {
+            let mut snapshot_input = desired.lock().expect("desired lock").clone();
+            snapshot_input.images.extend(held.values().cloned());
+            publish_snapshot(&core.store, &snapshot_input, &book, &profile_lookup, &mut last_problems).await;
+            dirty = false;
+        }
 
         let now = Instant::now();
         for image in &images {

@@ -14,6 +14,8 @@ pub enum ConditionType {
     Stalled,
     /// Two SwitchProfiles claim the same device.
     Conflict,
+    /// Deletion was asked for and waits (an OsImage that SwitchProfiles still use).
+    Terminating,
 }
 
 impl ConditionType {
@@ -23,6 +25,7 @@ impl ConditionType {
             Self::Reconciling => "Reconciling",
             Self::Stalled => "Stalled",
             Self::Conflict => "Conflict",
+            Self::Terminating => "Terminating",
         }
     }
 }

@@ -17,18 +17,18 @@ use kube::{
         Controller, PredicateConfig, WatchStreamExt,
         controller::Action,
         finalizer::{Event as Finalizer, finalizer},
-        reflector::{self, Store as Reflector, reflector},
+        reflector::{self, ObjectRef, Store as Reflector, reflector},
         watcher::{self, watcher},
     },
 };
 use tokio::sync::{Notify, Semaphore};
 
 use crate::{
-    api::OsImage,
+    api::{OsImage, SwitchProfile},
     cli::{ConfigError, ControllerArgs},
     fetch::{FetchError, Fetcher},
     reconcile::{
-        ReportError,
+        ReportError, in_use,
         metrics::Outcome,
         osimage::{ImageContext, Next, RETRY_ANNOTATION},
         sources::RefResolver,
@@ -90,6 +90,8 @@ struct Ctx {
     client: Client,
     core: ImageContext,
     images: Reflector<OsImage>,
+    /// Every SwitchProfile in scope (the snapshot loop's watch): who still uses an image.
+    profiles: Reflector<SwitchProfile>,
     reporter: k8s::KubeReporter,
     resolver: RefResolver<k8s::KubeLookup>,
 }
@@ -215,9 +217,34 @@ pub async fn run_controller(
         })
         .applied_objects()
         .predicate_filter(wakes, PredicateConfig::default());
-    let controller = Controller::for_stream(triggers, images.clone());
-    let snapshot_loop =
-        profiles::run(client.clone(), core.store.clone(), namespace.clone(), images.clone(), snapshot_wake);
+    // An OsImage being deleted waits for the SwitchProfiles that use it: the snapshot loop's
+    // profile watch wakes exactly those images when a profile stops referencing them.
+    let (profile_store, profile_writer) = reflector::store::<SwitchProfile>();
+    let (released, released_images) = futures::channel::mpsc::unbounded::<ObjectRef<OsImage>>();
+    let watched_images = images.clone();
+    let mut users = triggers::ImageUsers::default();
+    let observer: triggers::Observer<SwitchProfile> = Box::new(move |event| {
+        for (ns, name) in users.observe(event) {
+            let image = ObjectRef::<OsImage>::new(&name).within(&ns);
+            if watched_images.get(&image).is_some_and(|i| i.metadata.deletion_timestamp.is_some()) {
+                let _ = released.unbounded_send(image);
+            }
+        }
+    });
+    let controller = Controller::for_stream(triggers, images.clone()).reconcile_on(released_images);
+    let profile_watch = profiles::ProfileWatch {
+        store: profile_store.clone(),
+        writer: profile_writer,
+        observer: Some(observer),
+    };
+    let snapshot_loop = profiles::run(
+        client.clone(),
+        core.store.clone(),
+        namespace.clone(),
+        images.clone(),
+        snapshot_wake,
+        profile_watch,
+    );
     let snapshots = tokio::spawn(async move {
         if let Err(e) = snapshot_loop.await {
             tracing::error!(error = %e, "the snapshot loop stopped: SwitchProfiles are no longer rendered");
@@ -228,6 +255,7 @@ pub async fn run_controller(
         reporter: k8s::KubeReporter::new(client.clone()),
         resolver: RefResolver(k8s::KubeLookup(client.clone())),
         images,
+        profiles: profile_store,
         client,
         core,
     });
@@ -266,6 +294,22 @@ fn wakes(image: &OsImage) -> Option<u64> {
 }
 
 async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    if image.metadata.deletion_timestamp.is_some()
+        && image.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
+    {
+        // Deciding "no profile uses it" from a cache not yet filled would delete a used image.
+        ctx.profiles
+            .wait_until_ready()
+            .await
+            .map_err(|_| Error::Watch("the SwitchProfile watch ended".into()))?;
+        let users = in_use::users(&image, &ctx.profiles.state());
+        if !users.is_empty() {
+            // Keep the finalizer: the image stays stored and served. The profile watch wakes
+            // this image when a profile stops using it.
+            in_use::report_held(&image, &users, &ctx.reporter).await?;
+            return Ok(Action::await_change());
+        }
+    }
     let ns = image.metadata.namespace.clone().unwrap_or_default();
     let api: Api<OsImage> = Api::namespaced(ctx.client.clone(), &ns);
     let c = ctx.clone();

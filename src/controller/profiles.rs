@@ -70,6 +70,14 @@ impl Drop for Tasks {
     }
 }
 
+/// The SwitchProfile watch the snapshot loop runs, shared with the OsImage controller: `store`
+/// (filled through `writer`) and an `observer` of every event.
+pub struct ProfileWatch {
+    pub store: reflector::Store<SwitchProfile>,
+    pub writer: reflector::store::Writer<SwitchProfile>,
+    pub observer: Option<triggers::Observer<SwitchProfile>>,
+}
+
 /// Runs the snapshot loop until the process ends. `images` is the OsImage controller's store;
 /// that controller notifies `wake` when an image changes in a way the snapshot sees.
 pub async fn run(
@@ -78,16 +86,18 @@ pub async fn run(
     namespace: Option<String>,
     images: reflector::Store<OsImage>,
     wake: Arc<Notify>,
+    profile_watch: ProfileWatch,
 ) -> Result<(), Error> {
-    let (profiles, profile_writer) = reflector::store::<SwitchProfile>();
+    let ProfileWatch { store: profiles, writer: profile_writer, observer } = profile_watch;
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
     let _tasks = Tasks(vec![
-        tokio::spawn(triggers::follow(
+        tokio::spawn(triggers::follow_observed(
             api::<SwitchProfile>(&client, &namespace),
             profile_writer,
             triggers::profile_fingerprint(),
             wake.clone(),
+            observer,
         )),
         tokio::spawn(triggers::follow(
             api::<ConfigMap>(&client, &namespace),

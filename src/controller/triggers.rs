@@ -19,7 +19,7 @@
 //! of a Secret a profile uses is in the snapshot anyway.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     hash::{DefaultHasher, Hash, Hasher},
     sync::Arc,
 };
@@ -85,6 +85,9 @@ impl<K: Resource> Changes<K> {
     }
 }
 
+/// Sees every watch event after the store took it in.
+pub type Observer<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
+
 /// Follows `api`, keeping `writer`'s store current, and notifies `wake` when an event changes
 /// what matters ([`Changes::observe`]). The store is updated before `wake` is notified, so a
 /// rebuild it starts reads the change.
@@ -93,13 +96,82 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
+    follow_observed(api, writer, fingerprint, wake, None).await;
+}
+
+/// [`follow`], handing each event to `observer` as well, once the store holds it.
+pub async fn follow_observed<K>(
+    api: Api<K>,
+    writer: Writer<K>,
+    fingerprint: Fingerprint<K>,
+    wake: Arc<Notify>,
+    mut observer: Option<Observer<K>>,
+) where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
+{
     let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
     let mut changes = Changes::new(fingerprint);
     while let Some(event) = events.next().await {
         match event {
-            Ok(e) if changes.observe(&e) => wake.notify_one(),
-            Ok(_) => {}
+            Ok(e) => {
+                if let Some(o) = observer.as_mut() {
+                    o(&e);
+                }
+                if changes.observe(&e) {
+                    wake.notify_one();
+                }
+            }
             Err(e) => tracing::debug!(error = %e, "watch error; the watcher backs off and retries"),
+        }
+    }
+}
+
+/// Which OsImages each live SwitchProfile references, to tell which images lost a reference (a
+/// profile deleted, or changed to name another image). An image being deleted waits for exactly
+/// that: so only those images are woken, never every image on every profile change.
+#[derive(Debug, Default)]
+pub struct ImageUsers {
+    refs: HashMap<(String, String), BTreeSet<String>>,
+    /// During a re-list: what was known before it.
+    before: Option<HashMap<(String, String), BTreeSet<String>>>,
+}
+
+impl ImageUsers {
+    /// Takes one watch event in; returns the images (`namespace`, `name`) that lost a reference.
+    pub fn observe(&mut self, event: &watcher::Event<SwitchProfile>) -> Vec<(String, String)> {
+        let key = |p: &SwitchProfile| (p.namespace().unwrap_or_default(), p.name_any());
+        let names = |p: &SwitchProfile| {
+            if p.metadata.deletion_timestamp.is_some() { BTreeSet::new() } else { p.spec.os_image_names() }
+        };
+        let lost = |ns: &str, old: &BTreeSet<String>, new: Option<&BTreeSet<String>>| {
+            old.iter()
+                .filter(|n| new.is_none_or(|new| !new.contains(*n)))
+                .map(|n| (ns.to_owned(), n.clone()))
+                .collect::<Vec<_>>()
+        };
+        match event {
+            watcher::Event::Apply(p) => {
+                let (k, new) = (key(p), names(p));
+                let old = self.refs.insert(k.clone(), new.clone()).unwrap_or_default();
+                lost(&k.0, &old, Some(&new))
+            }
+            watcher::Event::Delete(p) => {
+                let k = key(p);
+                self.refs.remove(&k).map(|old| lost(&k.0, &old, None)).unwrap_or_default()
+            }
+            watcher::Event::Init => {
+                self.before = Some(std::mem::take(&mut self.refs));
+                Vec::new()
+            }
+            watcher::Event::InitApply(p) => {
+                self.refs.insert(key(p), names(p));
+                Vec::new()
+            }
+            watcher::Event::InitDone => {
+                let before = self.before.take().unwrap_or_default();
+                before.iter().flat_map(|(k, old)| lost(&k.0, old, self.refs.get(k))).collect()
+            }
         }
     }
 }
@@ -189,6 +261,45 @@ mod tests {
         assert!(!saw(watcher::Event::Delete(cm("other", "1"))));
         assert!(saw(watcher::Event::Delete(cm("used", "2"))));
         assert!(saw(watcher::Event::Apply(cm("used", "2"))), "back again");
+    }
+
+    fn profile(name: &str, images: &[&str], deleting: bool) -> SwitchProfile {
+        let sections: Vec<Value> = images
+            .iter()
+            .map(|i| serde_json::json!({"kind": "image", "content": {"osImageRef": {"name": i}}}))
+            .collect();
+        let mut p: SwitchProfile = serde_json::from_value(serde_json::json!({
+            "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile",
+            "metadata": {"name": name, "namespace": "lab"},
+            "spec": {"match": {"models": ["m"]}, "ztp": {"sections": sections}},
+        }))
+        .expect("profile");
+        if deleting {
+            p.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::now(),
+            ));
+        }
+        p
+    }
+
+    #[test]
+    fn only_images_that_lose_a_reference_are_named() {
+        use watcher::Event::*;
+        let lab = |n: &str| ("lab".to_owned(), n.to_owned());
+        let mut u = ImageUsers::default();
+        assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "new references");
+        assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "no change");
+        assert_eq!(u.observe(&Apply(profile("a", &["x", "z"], false))), [lab("y")], "y dropped");
+        assert_eq!(u.observe(&Apply(profile("a", &["x", "z"], true))), [lab("x"), lab("z")], "deleting");
+        assert!(u.observe(&Delete(profile("a", &["x", "z"], true))).is_empty(), "already released");
+        u.observe(&Apply(profile("b", &["x"], false)));
+        assert_eq!(u.observe(&Delete(profile("b", &["x"], false))), [lab("x")]);
+        // A re-list that no longer shows a profile releases its images.
+        u.observe(&Apply(profile("c", &["q"], false)));
+        u.observe(&Apply(profile("d", &["r"], false)));
+        assert!(u.observe(&Init).is_empty());
+        assert!(u.observe(&InitApply(profile("d", &["r"], false))).is_empty());
+        assert_eq!(u.observe(&InitDone), [lab("q")]);
     }
 
     #[test]

@@ -90,7 +90,13 @@ impl Resolver<'_> {
         let image = self.images.iter().find(|i| object_name(&i.metadata) == key).ok_or_else(|| {
             Problem::NotFound { what: what.to_owned(), kind: "OsImage", object: key.clone() }
         })?;
-        let current = image.status.as_ref().filter(|s| s.observed_generation == image.metadata.generation);
+        // Deletion bumps a custom resource's generation: an image whose deletion waits for its
+        // profiles (the controller keeps its finalizer) is still stored and served.
+        let deleting = image.metadata.deletion_timestamp.is_some();
+        let current = image
+            .status
+            .as_ref()
+            .filter(|s| s.observed_generation == image.metadata.generation || deleting);
         let not_ready =
             |state: String| Problem::ImageNotReady { what: what.to_owned(), image: key.clone(), state };
         let failed =
@@ -111,7 +117,7 @@ impl Resolver<'_> {
                 Ok(key)
             }
             (Some(OsImagePhase::Deleting), _) => Err(failed("is being deleted".into())),
-            _ if image.metadata.deletion_timestamp.is_some() => Err(failed("is being deleted".into())),
+            _ if deleting => Err(failed("is being deleted".into())),
             (phase, _) => {
                 let stalled = find_condition(&status.conditions, ConditionType::Stalled)
                     .filter(|c| c.status == ConditionStatus::True.as_str());

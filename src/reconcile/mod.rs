@@ -4,6 +4,7 @@
 //! status file) the other.
 
 pub mod in_flight;
+pub mod in_use;
 pub mod metrics;
 pub mod osimage;
 pub mod progress;

@@ -55,6 +55,13 @@ pub const MAX_PENDING_EVENTS: usize = 1_000;
 pub const MAX_EVENTS_PER_FLUSH: usize = 100;
 /// Attempts to publish one Event before it is dropped.
 const EVENT_ATTEMPTS: u32 = 3;
+/// A `RenderFailed` Event with the same error is published once per profile in this window.
+pub const RENDER_EVENT_WINDOW: Duration = Duration::from_secs(300);
+/// `RenderFailed` Events per profile in one [`RENDER_EVENT_WINDOW`] at most, whatever the errors
+/// (a boot storm of devices failing differently makes a handful of Events, not one each).
+pub const MAX_RENDER_EVENTS_PER_WINDOW: usize = 5;
+/// Profiles whose recent `RenderFailed` Events are remembered; past it the expired are dropped.
+const MAX_RENDER_PROFILES: usize = 1_024;
 
 /// A stage a request moved a device to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -219,11 +226,26 @@ struct ProfileActivity {
 pub struct DeviceEvent {
     pub namespace: String,
     pub profile: String,
-    /// `DeviceSeen` or `DeviceProvisioned`.
+    /// `DeviceSeen`, `DeviceProvisioned` (Normal) or `RenderFailed` (Warning).
     pub reason: &'static str,
     /// Names the device (serial, MAC) and its source address.
     pub note: String,
+    /// A Warning rather than a Normal Event.
+    pub warning: bool,
     attempts: u32,
+}
+
+/// A template that failed for one device at request time (the device got a 500): attached to
+/// the response as an extension by the handler, turned into a Warning Event `RenderFailed` on the
+/// profile by the request-log middleware (see [`Activity::render_failed`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RenderFailure {
+    pub namespace: String,
+    pub profile: String,
+    pub serial: Option<String>,
+    pub mac: Option<String>,
+    /// The render error, as the device got it.
+    pub error: String,
 }
 
 #[derive(Debug, Default)]
@@ -231,6 +253,8 @@ struct Aggregate {
     profiles: HashMap<(String, String), ProfileActivity>,
     events: VecDeque<DeviceEvent>,
     dropped_events: u64,
+    /// Per profile: the `RenderFailed` Events queued in the current window (when, which error).
+    render_events: HashMap<(String, String), VecDeque<(Timestamp, String)>>,
 }
 
 impl Aggregate {
@@ -362,6 +386,7 @@ impl Activity {
             profile: outcome.profile.clone(),
             reason,
             note,
+            warning: false,
             attempts: 0,
         };
         if is_new {
@@ -375,6 +400,43 @@ impl Activity {
         if newly_provisioned {
             agg.push_event(event("DeviceProvisioned", format!("{who} reported provisioned")));
         }
+    }
+
+    /// A render failed for a device at request time: queues a Warning Event `RenderFailed` on
+    /// its profile naming the device and the error, unless the same error was already queued for
+    /// that profile within [`RENDER_EVENT_WINDOW`] or the profile had
+    /// [`MAX_RENDER_EVENTS_PER_WINDOW`] of them already. Returns whether an Event was queued.
+    pub fn render_failed(&self, failure: &RenderFailure, source: Option<IpAddr>, now: Timestamp) -> bool {
+        let Some(mut agg) = self.lock() else { return false };
+        let window = k8s_openapi::jiff::SignedDuration::try_from(RENDER_EVENT_WINDOW).unwrap_or_default();
+        let expired = |t: &Timestamp| now.duration_since(*t) >= window;
+        if agg.render_events.len() >= MAX_RENDER_PROFILES {
+            agg.render_events.retain(|_, recent| {
+                recent.retain(|(t, _)| !expired(t));
+                !recent.is_empty()
+            });
+            if agg.render_events.len() >= MAX_RENDER_PROFILES {
+                return false;
+            }
+        }
+        let key = (failure.namespace.clone(), failure.profile.clone());
+        let recent = agg.render_events.entry(key).or_default();
+        recent.retain(|(t, _)| !expired(t));
+        if recent.len() >= MAX_RENDER_EVENTS_PER_WINDOW || recent.iter().any(|(_, e)| *e == failure.error) {
+            return false;
+        }
+        recent.push_back((now, failure.error.clone()));
+        let mac = failure.mac.as_deref().and_then(normalize_mac);
+        let who = describe(failure.serial.as_deref(), mac.as_deref(), source);
+        agg.push_event(DeviceEvent {
+            namespace: failure.namespace.clone(),
+            profile: failure.profile.clone(),
+            reason: "RenderFailed",
+            note: format!("{who} got a 500: {}", failure.error),
+            warning: true,
+            attempts: 0,
+        });
+        true
     }
 
     /// Takes the profiles changed since the last batch and up to `max_events` Events.
@@ -747,6 +809,42 @@ mod tests {
         // Neither serial nor MAC: not recorded.
         a.record_at(&outcome(None, None, Stage::ConfigServed), ip(), at(2));
         assert!(a.take_batch(0).plans.is_empty());
+    }
+
+    #[test]
+    fn render_failures_make_one_event_per_error_and_profile_per_window() {
+        let a = Activity::new();
+        let failure = |profile: &str, serial: &str, error: &str| RenderFailure {
+            namespace: "lab".into(),
+            profile: profile.into(),
+            serial: Some(serial.into()),
+            mac: Some("0C:42:A1:00:00:01".into()),
+            error: error.into(),
+        };
+        let t0 = Timestamp::from_second(1_700_000_000).expect("time");
+        let ip = Some("192.0.2.7".parse().expect("ip"));
+        assert!(a.render_failed(&failure("leaf", "SN-1", "undefined value"), ip, t0));
+        // A boot storm: the same error for 100 other devices, no new Event.
+        for i in 0..100 {
+            assert!(!a.render_failed(&failure("leaf", &format!("SN-{i}x"), "undefined value"), ip, t0));
+        }
+        // Another profile, or another error: an Event each, up to the cap per profile.
+        assert!(a.render_failed(&failure("spine", "SN-1", "undefined value"), ip, t0));
+        for i in 0..10 {
+            a.render_failed(&failure("leaf", "SN-1", &format!("error {i}")), ip, t0);
+        }
+        let events = a.take_batch(100).events;
+        assert_eq!(events.len(), 1 + 1 + (MAX_RENDER_EVENTS_PER_WINDOW - 1), "{events:#?}");
+        assert!(events.iter().all(|e| e.reason == "RenderFailed" && e.warning));
+        assert_eq!(
+            events[0].note,
+            "device SN-1 (MAC 0c:42:a1:00:00:01) from 192.0.2.7 got a 500: undefined value"
+        );
+        // After the window, the same error is told again.
+        let later = t0 + RENDER_EVENT_WINDOW;
+        assert!(a.render_failed(&failure("leaf", "SN-2", "undefined value"), ip, later));
+        assert!(!a.render_failed(&failure("leaf", "SN-2", "undefined value"), ip, later));
+        assert!(!Activity::disabled().render_failed(&failure("leaf", "SN-1", "x"), ip, t0));
     }
 
     #[test]

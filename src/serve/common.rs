@@ -15,7 +15,10 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{AppState, activity::DeviceOutcome};
+use super::{
+    AppState,
+    activity::{DeviceOutcome, RenderFailure},
+};
 use crate::{
     api::validate_segment,
     profile::{
@@ -177,6 +180,9 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
         .unwrap_or(0);
     let outcome = response.extensions().get::<DeviceOutcome>();
+    if let Some(failure) = response.extensions().get::<RenderFailure>() {
+        state.activity.render_failed(failure, source, k8s_openapi::jiff::Timestamp::now());
+    }
     let status = response.status().as_u16();
     observe(
         &state,
@@ -297,10 +303,20 @@ pub fn rendered(content_type: &'static str, body: impl Into<Body>) -> Response {
 }
 
 /// A template failed for this device: a 500 with the reason (the profile's condition already
-/// carries syntax errors; this is an undefined variable for this particular device).
-pub fn render_failed(e: impl std::fmt::Display) -> Response {
-    tracing::warn!(error = %e, "render failed");
-    text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"))
+/// carries syntax errors; this is an undefined variable for this particular device), carrying a
+/// [`RenderFailure`] for the request-log middleware (a Warning Event on the profile).
+pub fn render_failed(device: &Device, e: impl std::fmt::Display) -> Response {
+    let p = device.profile();
+    tracing::warn!(profile = %format!("{}/{}", p.namespace, p.name), serial = device.id.serial.as_deref().unwrap_or("-"), error = %e, "render failed");
+    let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
+    response.extensions_mut().insert(RenderFailure {
+        namespace: p.namespace.clone(),
+        profile: p.name.clone(),
+        serial: device.id.serial.clone(),
+        mac: device.id.mac.clone(),
+        error: e.to_string(),
+    });
+    response
 }
 
 #[cfg(test)]

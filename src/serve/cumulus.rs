@@ -48,6 +48,6 @@ fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Respon
     };
     match cumulus_script(text, &ctx) {
         Ok(body) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
-        Err(e) => render_failed(e),
+        Err(e) => render_failed(&device, e),
     }
 }

@@ -56,7 +56,7 @@ pub async fn config(
     match device.profile().files.get(&name) {
         Some(Resolved::Text(t)) => match device.render_context().map(|ctx| render_text(t, &ctx)) {
             Ok(Ok(body)) => activity::config_served(rendered("application/octet-stream", body), &device),
-            Ok(Err(e)) => render_failed(e),
+            Ok(Err(e)) => render_failed(&device, e),
             Err(refused) => refused,
         },
         Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {

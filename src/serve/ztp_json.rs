@@ -131,7 +131,7 @@ pub fn answer(
                 ztp_json(&ctx, snapshot, z, &section_url, &image_url)
             }
         }
-        .map_err(render_failed)?;
+        .map_err(|e| render_failed(&device, e))?;
         Ok(json_body(&json))
     })?;
     Ok((activity::config_served(rendered("application/json", body.clone()), &device), body))
@@ -177,7 +177,7 @@ pub async fn section(
     match section_content(&ctx, ztp, &key) {
         Ok(Some(body)) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
         Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(e),
+        Err(e) => render_failed(&device, e),
     }
 }
 
@@ -213,7 +213,7 @@ pub async fn sonic_part(
     match sonic::part_content(&ctx, s, &key, &part) {
         Ok(Some(body)) => activity::config_served(rendered(content_type, body), &device),
         Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(e),
+        Err(e) => render_failed(&device, e),
     }
 }
 

@@ -37,9 +37,9 @@ use crate::{
 };
 
 /// A running `ztp-operator serve` and its base URL.
-struct Server {
-    proc: procs::Proc,
-    base: String,
+pub(crate) struct Server {
+    pub(crate) proc: procs::Proc,
+    pub(crate) base: String,
 }
 
 impl Drop for Server {
@@ -51,7 +51,7 @@ impl Drop for Server {
 
 /// Starts the real binary serving from `store`, reporting activity every second with the
 /// credentials in `kubeconfig`; returns once it has loaded a snapshot with `profiles` profiles.
-async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
+pub(crate) async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
     let env = support::env().await;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -89,7 +89,7 @@ async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize)
 
 /// A ServiceAccount allowed only what the server needs in the test's namespace, and a
 /// kubeconfig with a token for it from the TokenRequest API.
-async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
+pub(crate) async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
     let name = "ztp-server";
     let pp = PostParams::default();
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");
@@ -409,4 +409,76 @@ async fn concurrent_writers_merge_instead_of_overwriting() {
     a.record(&outcome("SN-4"), None);
     flush(&a, &one).await;
     assert!(a.take_batch(10).plans.is_empty(), "a gone profile is not retried");
+}
+
+/// A template that renders for the profile's first serial (the sample device a trial render at
+/// build time would use) but not for another of its devices: that device gets a 500, and the
+/// server (in-cluster, with the server's narrow identity) tells the profile with one Warning
+/// Event `RenderFailed` naming the device and the error — one, however often the device asks.
+#[tokio::test]
+async fn a_render_error_at_request_time_is_a_warning_event_on_the_profile() {
+    let t = support::kube_test("render-failed").await;
+    let store = TestStore::new(Backend::Fs, "render-failed").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let profile: SwitchProfile = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "leaf"},
+        "spec": {
+            "match": {"serialNumbers": ["GOOD1", "BAD2"]},
+            "variables": {"host_GOOD1": "leaf1"},
+            "ztp": {"sections": [{"kind": "commands-list", "content": {"inline": "nv set system hostname {{ variables[\"host_\" ~ serial] }}\n", "template": true}}]},
+        },
+    }))
+    .expect("profile");
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
+    let _controller = start_controller(&t, &store);
+    wait_profile(&profiles, "Ready", ready).await;
+    let kubeconfig = narrow_identity(&t, dir.path()).await;
+    let server = serve(&store, &kubeconfig, "render-failed.log", 1).await;
+    let c = reqwest::Client::new();
+    let section = |serial: &str| {
+        c.get(format!("{}/nvos/{serial}/sections/01-commands-list", server.base)).headers(nvos(serial)).send()
+    };
+    let r = section("GOOD1").await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.expect("text"), "nv set system hostname leaf1\n");
+    // A boot storm of one failing device: every answer a 500 saying why.
+    for _ in 0..20 {
+        let r = section("BAD2").await.expect("get");
+        assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = r.text().await.expect("text");
+        assert!(body.contains("undefined"), "{body}");
+    }
+
+    let events: Api<Event> = Api::namespaced(t.client.clone(), &t.namespace);
+    let failed = || async {
+        let list = events.list(&ListParams::default()).await.expect("list events");
+        list.items
+            .into_iter()
+            .filter(|e| e.reason.as_deref() == Some("RenderFailed"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("leaf"))
+            .collect::<Vec<Event>>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        let found = failed().await;
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(Instant::now() < deadline, "no RenderFailed Event:\n{}", procs::tail(&server.proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let e = &found[0];
+    assert_eq!(e.type_.as_deref(), Some("Warning"));
+    assert_eq!(e.reporting_controller.as_deref(), Some("ztp-operator-server"));
+    let note = e.note.clone().unwrap_or_default();
+    assert!(note.contains("device BAD2") && note.contains("got a 500"), "{note}");
+    assert!(note.contains("01-commands-list") && note.contains("undefined"), "{note}");
+    let p = profiles.get("leaf").await.expect("get profile");
+    assert_eq!(e.regarding.as_ref().and_then(|r| r.uid.clone()), p.metadata.uid);
+    // Three more flushes: still the one Event for the twenty failures.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let again = failed().await;
+    assert_eq!(again.len(), 1, "{again:#?}");
+    assert_eq!(again[0].series.as_ref().map(|s| s.count), None, "{again:#?}");
 }

@@ -495,6 +495,7 @@ async fn standalone_refuses_what_the_crd_refuses() {
         assert!(skipped.iter().any(|l| l.contains(file) && l.contains(message)), "{file}: {message}\n{out}");
     }
     assert!(!out.contains("osimage default/x"), "a refused image was reconciled:\n{out}");
+}
 
 /// Standalone classifies a profile's problems as the controller's conditions do: an unknown
 /// template variable is found by the trial render and printed as Stalled / TemplateError naming
@@ -538,4 +539,78 @@ spec:
         ),
         "{waits}"
     );
+}
+
+/// Standalone's equivalent of the controller's finalizer: an OsImage whose YAML goes away while a
+/// SwitchProfile in the folder still references it is kept, stored and served (its status says
+/// `Terminating`/`InUse` naming the profile), and cleaned up once the profile goes too.
+#[tokio::test]
+async fn standalone_keeps_serving_a_removed_image_that_a_profile_uses() {
+    let _guard = support::kube_test("standalone-in-use").await;
+    let body = random_bytes(150_000, 13);
+    let sha = Sha256Digest::of(&body).to_string();
+    let src = SourceServer::start(vec![("/a.bin", body.clone(), Behavior::Serve)]).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (m, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&m).expect("mkdir");
+    std::fs::write(m.join("a.yaml"), image_yaml("a", "1", &src.url_of("/a.bin"), &sha)).expect("write");
+    let profile = "apiVersion: ztp.netops.dev/v1alpha1\nkind: SwitchProfile\nmetadata: {name: leaf}\nspec:\n  match: {serialNumbers: [SN-LEAF]}\n  onie: {installImage: {name: a}}\n";
+    std::fs::write(m.join("leaf.yaml"), profile).expect("write");
+    let env = support::env().await;
+    let port = procs::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut proc = procs::spawn(
+        "ztp-operator",
+        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &[
+            "standalone".into(),
+            format!("--manifests={}", m.display()),
+            format!("--data={}", data.display()),
+            "--poll-seconds=0.2".into(),
+            format!("--listen=127.0.0.1:{port}"),
+            format!("--external-url={base}"),
+        ],
+        &[],
+        env.log_dir.join("standalone-in-use.log"),
+    );
+    let install = || async {
+        let r = reqwest::Client::new()
+            .get(format!("{base}/onie-installer"))
+            .headers(crate::devices::onie_headers("SN-LEAF", "0c:42:a1:00:00:0c", "os-install"))
+            .send()
+            .await
+            .ok()?;
+        (r.status() == reqwest::StatusCode::OK).then_some(r.bytes().await.ok()?)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while install().await.is_none() {
+        assert!(Instant::now() < deadline, "never served:\n{}", procs::tail(&proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    std::fs::remove_file(m.join("a.yaml")).expect("rm");
+    let held = |data: &Path| {
+        status_of(data, "a").and_then(|s| {
+            s["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Terminating" && c["reason"] == "InUse")
+                .cloned()
+        })
+    };
+    wait_until("a held", || held(&data).is_some()).await;
+    let message = held(&data).and_then(|c| c["message"].as_str().map(str::to_owned)).unwrap_or_default();
+    assert!(message.contains("still used by SwitchProfile default/leaf"), "{message}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(install().await.as_deref(), Some(body.as_ref()), "the switch still gets the image");
+    assert!(data.join("lab/1/a.bin").exists(), "kept in the store");
+
+    std::fs::remove_file(m.join("leaf.yaml")).expect("rm");
+    wait_until("a cleaned up", || !data.join("lab/1/a.bin").exists() && status_of(&data, "a").is_none())
+        .await;
+    proc.assert_running();
+    let log = procs::tail(&proc.log, 50);
+    assert!(log.contains("osimage default/a: removed from the manifests, but deletion waits"), "{log}");
+    let _ = proc.child.kill();
+    let _ = proc.child.wait();
 }

@@ -166,10 +166,15 @@ impl Sink for KubeSink {
             }
         };
         let ev = Event {
-            type_: EventType::Normal,
+            type_: if event.warning { EventType::Warning } else { EventType::Normal },
             reason: event.reason.into(),
             note: Some(event.note.chars().take(1024).collect()),
-            action: if event.reason == "DeviceProvisioned" { "Callback" } else { "Serve" }.into(),
+            action: match event.reason {
+                "DeviceProvisioned" => "Callback",
+                "RenderFailed" => "Render",
+                _ => "Serve",
+            }
+            .into(),
             secondary: None,
         };
         // A fresh Recorder per Event: its cache folds Events with the same reason into one
