@@ -18,6 +18,8 @@ pub mod controller;
 pub mod dhcp;
 pub mod dryrun;
 pub mod fetch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hash;
 pub mod profile;
 pub mod reconcile;

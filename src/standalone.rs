@@ -198,11 +198,17 @@ fn read_documents(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
         return Err(err(format!("{size} bytes; a manifest file may have at most {MAX_YAML_BYTES}")));
     }
     let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    yaml_nesting_within(&text, MAX_YAML_DEPTH).map_err(err)?;
+    parse_documents(&text).map_err(err)
+}
+
+/// The non-empty YAML documents of `text` (a manifest file's contents), with their 0-based
+/// index; the nesting limit is checked first (see [`yaml_nesting_within`]).
+pub fn parse_documents(text: &str) -> Result<Vec<(usize, Value)>, String> {
+    yaml_nesting_within(text, MAX_YAML_DEPTH)?;
     let mut docs = Vec::new();
-    for (i, doc) in yaml_serde::Deserializer::from_str(&text).enumerate() {
+    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
         let value: Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
+            serde::Deserialize::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
         if !value.is_null() {
             docs.push((i, value));
         }

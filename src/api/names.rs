@@ -12,7 +12,7 @@ pub const MAX_SEGMENT_LEN: usize = 128;
 pub const SEGMENT_CHARSET: &str = "A-Za-z0-9._+~@=,-";
 
 /// The same rule as [`validate_segment`] as a regular expression (plus "no `..`").
-const SEGMENT_REGEX: &str = "^[A-Za-z0-9_+~@=,-][A-Za-z0-9._+~@=,-]*$";
+pub(crate) const SEGMENT_REGEX: &str = "^[A-Za-z0-9_+~@=,-][A-Za-z0-9._+~@=,-]*$";
 
 /// The same rule as [`validate_segment`] as one JSON Schema / ECMA-262 `pattern` (with
 /// `maxLength` [`MAX_SEGMENT_LEN`]): allowed characters only, not starting with `.`, never two

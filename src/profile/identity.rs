@@ -175,6 +175,11 @@ static IDENTITY_HEADERS: [(&HeaderName, &str); 22] = [
     (&H_HOST_NAME, "header HOST-NAME"),
 ];
 
+/// The headers a device names itself by (those [`check_identity_headers`] bounds).
+pub(crate) fn identity_header_names() -> impl Iterator<Item = &'static HeaderName> {
+    IDENTITY_HEADERS.iter().map(|(name, _)| *name)
+}
+
 /// Checks that no identity header is longer than a path segment may be
 /// ([`validate_length`](crate::api::validate_length): [`MAX_SEGMENT_LEN`] characters once
 /// trimmed). A device names itself by these values: they key the rendered-document cache, the

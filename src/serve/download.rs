@@ -15,6 +15,7 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll, ready},
+    time::Duration,
 };
 
 use axum::{
@@ -120,6 +121,9 @@ pub struct Downloads {
     max_concurrent: usize,
     retry_after_secs: u64,
     cache_control: String,
+    /// A body the connection takes nothing of for this long gives its permit back (see
+    /// [`Stall`]); `None`: only when it ends.
+    send_timeout: Option<Duration>,
 }
 
 impl Downloads {
@@ -133,7 +137,16 @@ impl Downloads {
             max_concurrent,
             retry_after_secs,
             cache_control: DEFAULT_CACHE_CONTROL.to_owned(),
+            send_timeout: None,
         }
+    }
+
+    /// A GET body not polled for `stall` (its connection took nothing: an HTTP/1 socket that does
+    /// not drain, an HTTP/2 stream whose window the client never reopens) gives its permit back
+    /// then, and fails when it is polled again (hyper resets the stream or closes).
+    pub fn with_send_timeout(mut self, stall: Duration) -> Self {
+        self.send_timeout = Some(stall);
+        self
     }
 
     /// Replaces the `Cache-Control` of object responses (default [`DEFAULT_CACHE_CONTROL`]).
@@ -266,7 +279,7 @@ impl Downloads {
             first: None,
             expected: length,
             sent: 0,
-            permit: Some(permit),
+            permit: Some(Stall::watch(permit, self.send_timeout)),
             path: path.clone(),
         };
         // Wait for the first chunk, so that a store failing right away gets a clean status instead
@@ -382,8 +395,63 @@ fn range_applies(headers: &HeaderMap, etag: &str) -> bool {
     single(headers, header::IF_RANGE).is_some_and(|v| v.trim() == etag)
 }
 
+/// A GET body's admission permit, given back when the body ends or is dropped, or by a watchdog
+/// task once the body has not been polled for the send timeout. hyper polls a body only when
+/// the connection can take more: on HTTP/1 the socket, on HTTP/2 the stream's flow-control
+/// window. A client that stops reading an HTTP/2 stream leaves its connection busy with other
+/// streams, pings or nothing at all, and the body unpolled, never dropped: only a timer outside
+/// the body can free its slot.
+struct Stall {
+    permit: std::sync::Mutex<Option<OwnedSemaphorePermit>>,
+    /// When the body was last polled.
+    polled: std::sync::Mutex<tokio::time::Instant>,
+    watchdog: std::sync::Mutex<Option<tokio::task::AbortHandle>>,
+}
+
+impl Stall {
+    fn watch(permit: OwnedSemaphorePermit, stall: Option<Duration>) -> Arc<Self> {
+        let this = Arc::new(Self {
+            permit: std::sync::Mutex::new(Some(permit)),
+            polled: std::sync::Mutex::new(tokio::time::Instant::now()),
+            watchdog: std::sync::Mutex::default(),
+        });
+        if let Some(stall) = stall {
+            let weak = Arc::downgrade(&this);
+            let task = tokio::spawn(async move {
+                loop {
+                    let Some(this) = weak.upgrade() else { return };
+                    let deadline = *this.polled.lock().unwrap_or_else(|p| p.into_inner()) + stall;
+                    if tokio::time::Instant::now() >= deadline {
+                        this.permit.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        return;
+                    }
+                    drop(this);
+                    tokio::time::sleep_until(deadline).await;
+                }
+            });
+            *this.watchdog.lock().unwrap_or_else(|p| p.into_inner()) = Some(task.abort_handle());
+        }
+        this
+    }
+
+    /// The body is polled: whether it still holds its permit (`false`: the watchdog took it).
+    fn polled(&self) -> bool {
+        *self.polled.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.permit.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+    }
+}
+
+impl Drop for Stall {
+    fn drop(&mut self) {
+        if let Some(task) = self.watchdog.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            task.abort();
+        }
+    }
+}
+
 /// A GET body in flight: the store's stream, cut to exactly `expected` bytes, holding its
-/// admission permit until it ends (or is dropped, when the client goes away).
+/// admission permit until it ends (or is dropped, when the client goes away, or taken back when
+/// the client takes nothing for the send timeout: see [`Stall`]).
 struct Transfer {
     inner: BoxStream<'static, Result<Bytes, StoreError>>,
     /// A chunk read ahead (to see the store's first answer before choosing a status).
@@ -391,7 +459,7 @@ struct Transfer {
     expected: u64,
     sent: u64,
     /// None once the transfer is over.
-    permit: Option<OwnedSemaphorePermit>,
+    permit: Option<Arc<Stall>>,
     path: ImagePath,
 }
 
@@ -400,6 +468,19 @@ impl Stream for Transfer {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
+        if this.permit.as_ref().is_some_and(|p| !p.polled()) {
+            // Taken back by the watchdog: the rest is not sent (hyper resets the stream).
+            this.permit = None;
+            this.first = None;
+            let source = std::io::Error::new(std::io::ErrorKind::TimedOut, "the client took no bytes");
+            let sent = this.sent;
+            tracing::debug!(path = %this.path, sent, "download given up: the client took no bytes");
+            return Poll::Ready(Some(Err(StoreError::Io {
+                op: "send",
+                path: this.path.to_string().into(),
+                source,
+            })));
+        }
         if let Some(first) = this.first.take() {
             return Poll::Ready(Some(Ok(first)));
         }

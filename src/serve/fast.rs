@@ -50,9 +50,9 @@ use super::{
 use crate::profile::identity::Family;
 
 /// Longest request head the fast path reads; longer ones go to hyper (which has its own limit).
-const MAX_HEAD: usize = 16 * 1024;
+pub(crate) const MAX_HEAD: usize = 16 * 1024;
 /// Headers the fast path parses; a request with more goes to hyper.
-const MAX_HEADERS: usize = 64;
+pub(crate) const MAX_HEADERS: usize = 64;
 /// Answered (best effort) to a source past [`Limits::max_per_source`] before its connection closes.
 const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: 39\r\nretry-after: 5\r\nconnection: close\r\n\r\ntoo many connections from this address\n";
 /// Bytes per `sendfile` call before yielding to other connections.
@@ -179,16 +179,16 @@ async fn read_head(
 }
 
 /// A request head the fast path may answer: `GET` or `HEAD`, HTTP/1.x, no body, no upgrade.
-struct FastRequest {
-    method: Method,
+pub(crate) struct FastRequest {
+    pub(crate) method: Method,
     /// The path, without the query string.
-    path: String,
-    headers: HeaderMap,
-    keep_alive: bool,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) keep_alive: bool,
 }
 
 impl FastRequest {
-    fn parse(head: &[u8]) -> Option<Self> {
+    pub(crate) fn parse(head: &[u8]) -> Option<Self> {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut raw);
         req.parse(head).ok()?.is_complete().then_some(())?;
@@ -552,33 +552,13 @@ mod tests {
         }
     }
 
-    /// What hyper's HTTP/1 server makes of `input`: the method, path and headers of the request it
-    /// hands to the service, or `None` when it refuses it.
-    async fn hyper_verdict(input: &[u8]) -> Option<(Method, String, HeaderMap)> {
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(None));
-        let record = seen.clone();
-        let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-            let parts =
-                (request.method().clone(), request.uri().path().to_owned(), request.headers().clone());
-            *record.lock().expect("lock") = Some(parts);
-            async { Ok::<_, std::convert::Infallible>(hyper::Response::new(axum::body::Body::empty())) }
-        });
-        let connection =
-            hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(server), service);
-        client.write_all(input).await.expect("write");
-        client.shutdown().await.expect("shutdown");
-        let _ = tokio::time::timeout(Duration::from_secs(5), connection).await;
-        seen.lock().expect("lock").take()
-    }
-
     /// The fast path answers a head only when hyper would accept it as the same request: same
     /// method, path and headers. (Everything else goes to hyper, whose verdict it then is.)
     async fn assert_agrees_with_hyper(input: &[u8]) {
         let Some(fast) = FastRequest::parse(input) else { return };
-        let hyper = hyper_verdict(input).await;
+        let hyper = crate::fuzzing::hyper_verdict(input).await;
         assert_eq!(
-            Some((fast.method, fast.path, fast.headers)),
+            Some(crate::fuzzing::HeadVerdict::of(fast)),
             hyper,
             "the fast path took a head hyper sees otherwise: {:?}",
             String::from_utf8_lossy(input)

@@ -213,7 +213,8 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
     let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks, limits } =
         options;
     let app = Arc::new(App {
-        downloads: Downloads::new(server.store.clone(), max_downloads, 5),
+        downloads: Downloads::new(server.store.clone(), max_downloads, 5)
+            .with_send_timeout(limits.send_timeout),
         server: server.clone(),
         metrics: metrics::Metrics::default(),
         max_downloads,

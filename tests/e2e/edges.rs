@@ -1,6 +1,6 @@
 //! The server's connection edges, probed with raw sockets against the real `ztp-operator serve`:
 //! slow and idle clients are disconnected, one source cannot take every connection, stalled
-//! readers give their download slot back, and a request the fast path cannot answer exactly as
+//! readers give their download slot back (HTTP/1 on both paths, HTTP/2 streams), and a request the fast path cannot answer exactly as
 //! hyper would (two `Content-Length`s and the like) gets hyper's verdict.
 
 use std::{
@@ -212,6 +212,66 @@ async fn stalled_readers_free_their_download_slot() {
     let flags = [&limits[..], &["--no-sendfile"]].concat();
     let (lab, _router, router) = server("edges-stalled-router", &flags).await;
     stalled_readers_give_their_slots_back(router, lab.install.len()).await;
+}
+
+/// An HTTP/2 client (h2c, prior knowledge: the server's hyper detects the preface) that asks for
+/// the whole image and never reads the body, so its stream's flow-control window runs out and the
+/// server stops polling the body. The connection stays open (its task runs) and takes nothing.
+async fn stalled_h2_download(addr: SocketAddr) -> (h2::client::SendRequest<bytes::Bytes>, h2::RecvStream) {
+    let tcp = TcpStream::connect(addr).await.expect("connect");
+    let (client, connection) = h2::client::handshake(tcp).await.expect("h2 handshake");
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.expect("h2 ready");
+    let request =
+        http::Request::get(format!("http://{addr}/images/nos/1/nos.bin")).body(()).expect("request");
+    let (response, _) = client.send_request(request, true).expect("send");
+    let response = response.await.expect("response head");
+    assert_eq!(response.status(), 200, "the stalled HTTP/2 stream got its download slot");
+    (client, response.into_body())
+}
+
+#[tokio::test]
+async fn stalled_http2_streams_free_their_download_slot() {
+    // The connection is idle far longer than the test waits: only the send timeout can act.
+    let flags = ["--max-downloads=1", "--send-timeout-seconds=2", "--idle-timeout-seconds=600"];
+    let (lab, _proc, addr) = server("edges-stalled-h2", &flags).await;
+    let size = lab.install.len();
+    let (_client, mut stalled) = stalled_h2_download(addr).await;
+    let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    assert_eq!(download(&c, addr).await.0, 503, "the stalled stream holds the only slot");
+    let deadline = Instant::now() + BOUND;
+    loop {
+        let (status, len) = download(&c, addr).await;
+        if status == 200 {
+            assert_eq!(len, size);
+            break;
+        }
+        assert_eq!(status, 503);
+        assert!(Instant::now() < deadline, "a stalled HTTP/2 stream still holds the download slot");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // Reading again, the stalled client gets what was in flight, then a reset: never the rest.
+    let mut received = 0;
+    let ended = tokio::time::timeout(BOUND, async {
+        loop {
+            match stalled.data().await {
+                Some(Ok(chunk)) => {
+                    received += chunk.len();
+                    let _ = stalled.flow_control().release_capacity(chunk.len());
+                }
+                Some(Err(e)) => return Some(e),
+                None => return None,
+            }
+        }
+    })
+    .await
+    .expect("the stalled stream ends");
+    assert!(
+        ended.is_some() && received < size,
+        "the given-up stream went on: {received} of {size} bytes, {ended:?}"
+    );
 }
 
 /// The statuses of the responses `raw` sends on one connection, in order (bodies skipped by

@@ -1,0 +1,3 @@
+#![no_main]
+//! See `ztp_operator::fuzzing::identity`.
+libfuzzer_sys::fuzz_target!(|data: &[u8]| ztp_operator::fuzzing::identity(data));
