@@ -93,10 +93,8 @@ impl Resolver<'_> {
         // Deletion bumps a custom resource's generation: an image whose deletion waits for its
         // profiles (the controller keeps its finalizer) is still stored and served.
         let deleting = image.metadata.deletion_timestamp.is_some();
-        let current = image
-            .status
-            .as_ref()
-            .filter(|s| s.observed_generation == image.metadata.generation || deleting);
+        let current =
+            image.status.as_ref().filter(|s| s.observed_generation == image.metadata.generation || deleting);
         let not_ready =
             |state: String| Problem::ImageNotReady { what: what.to_owned(), image: key.clone(), state };
         let failed =
