@@ -17,6 +17,7 @@ mod pipeline;
 mod profile_health;
 mod profile_requests;
 mod profiles;
+mod real_node;
 mod s3;
 mod serving;
 mod serving_deployment;
