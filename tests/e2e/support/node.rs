@@ -1,6 +1,6 @@
 //! A real one-node Kubernetes for the tests that need pods: etcd, kube-apiserver (Node,RBAC,
 //! ServiceAccount admission), kube-controller-manager, kube-scheduler, containerd v2, kubelet and
-//! kube-proxy, all in a network namespace of their own, as `/work/shared/NODE.md` records.
+//! kube-proxy, all in a network namespace of their own, as recorded when the project first ran its chart on a node.
 //!
 //! Layout of one node (`<id>` = `ztp-node-<pid>-<n>`; nothing global that two runs could share):
 //! - network namespace `<id>`: the node's address on its `lo`, the CNI bridge, kube-proxy's
@@ -941,7 +941,7 @@ fn kill_netns_processes(ns_path: &Path) {
     }
 }
 
-/// Tears down whatever the node `names` left, in NODE.md's order; returns what is left.
+/// Tears down whatever the node `names` left (processes, containers, mounts, namespaces, cgroups, files, in that order); returns what is left.
 fn teardown(names: &Names) -> Vec<String> {
     // 1. every process in the node's and its switches' namespaces: the daemons, the shims,
     //    host-network containers.
