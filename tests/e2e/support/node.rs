@@ -544,6 +544,7 @@ impl Node {
                 format!("--config={}", dir.join("conf/kubelet.yaml").display()),
                 format!("--kubeconfig={}", p("kubelet.kubeconfig")),
                 format!("--root-dir={}", dir.join("kubelet").display()),
+                format!("--cert-dir={}", dir.join("kubelet/pki").display()),
                 format!("--hostname-override={NODE_NAME}"),
                 format!("--node-ip={node_ip}"),
             ],
@@ -703,13 +704,13 @@ impl Node {
         if self.torn_down.swap(true, Ordering::SeqCst) {
             return leftovers(&self.names);
         }
-        // Our children first, by pid (then reaped), so none is left a zombie.
+        let left = teardown(&self.names);
+        // The daemons are our children: reap them (killed above with the rest of the namespace).
         for p in self.procs.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default() {
             let mut child = p.child;
             let _ = child.kill();
             let _ = child.wait();
         }
-        let left = teardown(&self.names);
         LIVE.lock().map(|mut v| v.retain(|n| n.id != self.id)).ok();
         if let Ok(mut s) = self.slot.lock() {
             s.take();
@@ -941,12 +942,44 @@ fn kill_netns_processes(ns_path: &Path) {
     }
 }
 
+/// Directories the kubelet and containerd create outside their configured ones, removed at
+/// teardown when empty: shim sockets, device-plugin socket, container log symlinks.
+const GLOBAL_DIRS: [&str; 5] = [
+    "/run/containerd/s",
+    "/run/containerd",
+    "/var/lib/kubelet/device-plugins",
+    "/var/lib/kubelet",
+    "/var/log/containers",
+];
+
+/// Filesystem paths of the unix sockets bound in the network namespace at `ns_path` (read from
+/// `/proc/<pid>/net/unix` of a process in it, which lists that namespace's sockets).
+fn bound_sockets(ns_path: &Path) -> BTreeSet<PathBuf> {
+    let Some(pid) = netns_pids(ns_path).into_iter().next() else { return BTreeSet::new() };
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/unix")).unwrap_or_default();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(7))
+        .filter(|p| p.starts_with('/'))
+        .map(PathBuf::from)
+        .collect()
+}
+
 /// Tears down whatever the node `names` left (processes, containers, mounts, namespaces, cgroups, files, in that order); returns what is left.
 fn teardown(names: &Names) -> Vec<String> {
     // 1. every process in the node's and its switches' namespaces: the daemons, the shims,
     //    host-network containers.
+    //    First note the sockets they bound outside the state directory (hard-coded global paths:
+    //    the shims' `/run/containerd/s/<hash>`, the kubelet's device-plugin socket): a killed
+    //    process leaves its socket file behind.
+    let mut global_sockets = BTreeSet::new();
     for ns in owned_netns(names) {
-        kill_netns_processes(&Path::new("/run/netns").join(ns));
+        let ns = Path::new("/run/netns").join(ns);
+        global_sockets.extend(bound_sockets(&ns).into_iter().filter(|p| !p.starts_with(&names.dir)));
+        kill_netns_processes(&ns);
+    }
+    for s in &global_sockets {
+        let _ = std::fs::remove_file(s);
     }
     // 2. the containers (pod network namespaces): runc kills and deletes them and their cgroups.
     let root = names.runc_root().join("k8s.io");
@@ -1003,7 +1036,12 @@ fn teardown(names: &Names) -> Vec<String> {
             }
         }
     }
-    // 7. the state directory, only once nothing is mounted under it.
+    // 7. the global directories the sockets and links were in, when nothing else uses them
+    //    (rmdir only removes empty ones).
+    for d in GLOBAL_DIRS {
+        let _ = std::fs::remove_dir(d);
+    }
+    // 8. the state directory, only once nothing is mounted under it.
     if names.dir.exists() && mounts_under(&names.dir).is_empty() {
         let _ = std::fs::remove_dir_all(&names.dir);
     }
