@@ -194,6 +194,13 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 static LIVE: Mutex<Vec<Names>> = Mutex::new(Vec::new());
 
 extern "C" fn teardown_at_exit() {
+    // The shared node through its own teardown, which also reaps its daemons (no zombies).
+    if let Some(node) = NODE.get() {
+        let left = node.teardown();
+        if !left.is_empty() {
+            eprintln!("e2e node {}: left after teardown: {left:?}", node.id);
+        }
+    }
     let names: Vec<Names> = LIVE.lock().map(|mut v| std::mem::take(&mut *v)).unwrap_or_default();
     for n in names {
         let left = teardown(&n);
