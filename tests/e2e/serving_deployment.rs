@@ -349,6 +349,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         rbac: RbacScope::Cluster,
         auth: Default::default(),
         max_downloads: 10,
+        connections: Default::default(),
         device_networks: vec![],
         report_status: true,
         requests: Default::default(),
