@@ -4,6 +4,7 @@
 mod support;
 
 mod activity;
+mod argocd_health;
 mod crds;
 mod devices;
 mod edges;
