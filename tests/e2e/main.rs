@@ -12,6 +12,7 @@ mod fetch_cancel;
 mod files;
 mod helm_chart;
 mod hostile;
+mod image;
 mod image_in_use;
 mod openapi;
 mod pipeline;

@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod controlplane;
+pub mod image;
 pub mod procs;
 pub mod s3server;
 pub mod sonic_engine;
