@@ -35,7 +35,7 @@ use super::{
 use crate::{
     api::{
         ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
-        conditions::{find_condition, remove_condition, set_condition},
+        conditions::{find_condition, set_condition, set_or_remove_condition},
     },
     profile::{
         build,
@@ -333,52 +333,14 @@ pub fn profile_status(
         ),
     };
     set_condition(conds, ConditionType::Ready, ready.0, ready.1, &ready.2, generation, now.clone());
-    match stalled {
-        Some((reason, msg)) => {
-            set_condition(
-                conds,
-                ConditionType::Stalled,
-                ConditionStatus::True,
-                reason,
-                &msg,
-                generation,
-                now.clone(),
-            );
-        }
-        None => {
-            remove_condition(conds, ConditionType::Stalled);
-        }
+    let abnormal = [(ConditionType::Stalled, stalled), (ConditionType::Reconciling, reconciling)];
+    for (type_, value) in abnormal {
+        let value = value.as_ref().map(|(reason, msg)| (*reason, msg.as_str()));
+        set_or_remove_condition(conds, type_, value, generation, now.clone());
     }
-    match reconciling {
-        Some((reason, msg)) => {
-            set_condition(
-                conds,
-                ConditionType::Reconciling,
-                ConditionStatus::True,
-                reason,
-                &msg,
-                generation,
-                now.clone(),
-            );
-        }
-        None => {
-            remove_condition(conds, ConditionType::Reconciling);
-        }
-    }
-    let all: Vec<String> = claims.lost.iter().chain(&claims.kept).cloned().collect();
-    if all.is_empty() {
-        remove_condition(&mut status.conditions, ConditionType::Conflict);
-    } else {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Conflict,
-            ConditionStatus::True,
-            "DuplicateMatch",
-            &all.join("; "),
-            generation,
-            now,
-        );
-    }
+    let all = claims.lost.iter().chain(&claims.kept).cloned().collect::<Vec<_>>().join("; ");
+    let conflict = (!all.is_empty()).then_some(("DuplicateMatch", all.as_str()));
+    set_or_remove_condition(conds, ConditionType::Conflict, conflict, generation, now);
     status.observed_generation = generation;
     status.match_summary = Some(p.spec.selector.summary());
     status.devices = None;
