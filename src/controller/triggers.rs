@@ -126,11 +126,12 @@ pub async fn follow_observed<K>(
 }
 
 /// What every SwitchProfile in the watch's cache references, kept up to date by the profile
-/// watch (one typed walk of a spec per profile event, [`crate::api::SwitchProfileSpec::references`]): tells
-/// a ConfigMap or Secret event whether some profile uses the object (a lookup, not a walk of
-/// every profile), and which OsImages lost a reference (a profile deleted, being deleted, or
-/// changed to name another image). An image being deleted waits for exactly that: so only those
-/// images are woken, never every image on every profile change.
+/// watch (one typed walk of a spec per profile event:
+/// [`crate::api::SwitchProfileSpec::references`]). It tells a ConfigMap or Secret event whether
+/// some profile uses the object (a lookup, not a walk of every profile), and which OsImages lost
+/// a reference (a profile deleted, being deleted, or changed to name another image). An image
+/// being deleted waits for exactly that: so only those images are woken, never every image on
+/// every profile change.
 ///
 /// Like the reflector store it sits beside, a re-list is taken in whole when it is done; until
 /// then the index answers from what it knew before.
