@@ -7,6 +7,7 @@
 
 #![allow(dead_code)]
 
+pub mod binaries;
 pub mod controlplane;
 pub mod image;
 pub mod procs;
