@@ -292,6 +292,21 @@ pub struct ServingArgs {
     /// Image downloads each server replica serves at once (503 + Retry-After beyond).
     #[arg(long = "serving-max-downloads", env = "ZTP_SERVING_MAX_DOWNLOADS", default_value_t = 512)]
     pub max_downloads: usize,
+    /// Seconds a client has to send a complete request head (the server's
+    /// `--header-timeout-seconds`; default: the server's own).
+    #[arg(long = "serving-header-timeout-seconds", env = "ZTP_SERVING_HEADER_TIMEOUT_SECONDS")]
+    pub header_timeout_seconds: Option<f64>,
+    /// Seconds a kept-alive connection may sit idle (the server's `--idle-timeout-seconds`).
+    #[arg(long = "serving-idle-timeout-seconds", env = "ZTP_SERVING_IDLE_TIMEOUT_SECONDS")]
+    pub idle_timeout_seconds: Option<f64>,
+    /// Seconds an answer may wait for a client that takes no bytes before it is abandoned and its
+    /// download slot freed (the server's `--send-timeout-seconds`).
+    #[arg(long = "serving-send-timeout-seconds", env = "ZTP_SERVING_SEND_TIMEOUT_SECONDS")]
+    pub send_timeout_seconds: Option<f64>,
+    /// Connections one source address may hold at once, 0 for no limit (the server's
+    /// `--max-connections-per-source`).
+    #[arg(long = "serving-max-connections-per-source", env = "ZTP_SERVING_MAX_CONNECTIONS_PER_SOURCE")]
+    pub max_connections_per_source: Option<usize>,
     /// Servers write device activity into SwitchProfile status and Events (grants their
     /// ServiceAccount `patch` on `switchprofiles/status` and `create`/`patch` on Events).
     #[arg(long = "serving-report-status", env = "ZTP_SERVING_REPORT_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -342,6 +357,18 @@ pub struct ServingArgs {
     /// `loadBalancerIP` of a LoadBalancer Service (where the provider honours it).
     #[arg(long = "serving-load-balancer-ip", env = "ZTP_SERVING_LOAD_BALANCER_IP")]
     pub load_balancer_ip: Option<String>,
+    /// `nodePort` of a NodePort or LoadBalancer Service (within the apiserver's node port range;
+    /// default: one the apiserver picks).
+    #[arg(long = "serving-node-port", env = "ZTP_SERVING_NODE_PORT")]
+    pub node_port: Option<i32>,
+    /// `loadBalancerSourceRanges` of a LoadBalancer Service: the client networks the provider's
+    /// load balancer lets in (CIDRs, comma-separated; default: any).
+    #[arg(
+        long = "serving-load-balancer-source-ranges",
+        env = "ZTP_SERVING_LOAD_BALANCER_SOURCE_RANGES",
+        value_delimiter = ','
+    )]
+    pub load_balancer_source_ranges: Vec<ipnet::IpNet>,
     /// Seconds fewer server replicas than asked may be available before the controller says so
     /// (a Warning Event `ServersUnavailable` on its own Deployment, `ServersAvailable` after).
     #[arg(

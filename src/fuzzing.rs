@@ -19,6 +19,7 @@ use crate::{
     serve::{
         download::{RangeDecision, parse_range},
         fast::{FastRequest, MAX_HEADERS},
+        files::copy_file_part,
     },
     standalone,
     store::manifest::Manifest,
@@ -215,20 +216,21 @@ pub fn multipart(input: &[u8]) {
     let Ok(request) = request else { return };
     block_on(async {
         let Ok(mut multipart) = Multipart::from_request(request, &()).await else { return };
-        // As `files::upload` finds its part (a helper returning the field cannot be written
-        // until the borrow checker accepts a conditional return of a borrow from a loop).
-        let mut field = loop {
-            match multipart.next_field().await {
-                Ok(Some(f)) if f.name() == Some("file") => break f,
-                Ok(Some(_)) => continue,
-                Ok(None) | Err(_) => return,
-            }
-        };
-        let mut read = 0;
-        while let Ok(Some(chunk)) = field.chunk().await {
-            read += chunk.len();
-            assert!(read <= body.len(), "the file part yielded {read} bytes of a {}-byte body", body.len());
-        }
+        // The files API's own reading of an upload, into a sink that counts what it is given.
+        copy_file_part(
+            &mut multipart,
+            async || Ok::<_, std::convert::Infallible>(0),
+            async |read: &mut usize, chunk| {
+                *read += chunk.len();
+                assert!(
+                    *read <= body.len(),
+                    "the file part yielded {read} bytes of a {}-byte body",
+                    body.len()
+                );
+                Ok(())
+            },
+        )
+        .await;
     });
 }
 

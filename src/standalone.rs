@@ -330,7 +330,7 @@ struct StatusBook {
 impl StatusBook {
     fn open(data: &Path) -> Result<Self, Error> {
         let dir = data.join(".status");
-        std::fs::create_dir_all(&dir).map_err(StoreError::io("create", &dir))?;
+        std::fs::create_dir_all(&dir).map_err(StoreError::io("create", data, &dir))?;
         let file = dir.join("osimages.json");
         let statuses =
             std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();

@@ -95,6 +95,24 @@ pub fn remove_condition(conditions: &mut Vec<Condition>, type_: ConditionType) -
     before != conditions.len()
 }
 
+/// Sets a `True` condition of this type with `(reason, message)`, or removes it when `None`:
+/// the shape of every abnormal-true kstatus condition (`Stalled`, `Reconciling`, `Conflict`).
+/// Returns whether anything changed.
+pub fn set_or_remove_condition(
+    conditions: &mut Vec<Condition>,
+    type_: ConditionType,
+    value: Option<(&str, &str)>,
+    observed_generation: Option<i64>,
+    now: Time,
+) -> bool {
+    match value {
+        Some((reason, message)) => {
+            set_condition(conditions, type_, ConditionStatus::True, reason, message, observed_generation, now)
+        }
+        None => remove_condition(conditions, type_),
+    }
+}
+
 /// Looks a condition up by type.
 pub fn find_condition(conditions: &[Condition], type_: ConditionType) -> Option<&Condition> {
     conditions.iter().find(|c| c.type_ == type_.as_str())

@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod content;
 pub mod names;
 pub mod osimage;
+pub mod references;
 pub mod sonic;
 pub mod switchprofile;
 pub mod validate;
@@ -19,6 +20,7 @@ pub use osimage::{
     Artifact, DeletionPolicy, ImageSource, OsImage, OsImagePhase, OsImageSpec, OsImageStatus, Progress,
     S3Source, UrlSource,
 };
+pub use references::References;
 pub use sonic::{
     SonicConfigDb, SonicConnectivityCheck, SonicDownload, SonicDownloadFile, SonicFirmware,
     SonicFirmwareInstall, SonicFirmwareRemove, SonicPlugin, SonicSection, SonicSnmp, SonicSpec,

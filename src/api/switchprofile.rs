@@ -1,6 +1,6 @@
 //! `SwitchProfile`: which switches (by serial, MAC or model) get which image and configuration.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -363,62 +363,9 @@ impl DeviceMatch {
     }
 }
 
-impl SwitchProfileSpec {
-    /// Names of the OsImages (in the profile's namespace) this spec references, wherever:
-    /// `onie.installImage`/`updateImage`, any content's `osImageRef`, a SONiC firmware section's
-    /// `install.image`. A walk over the serialized spec, so that a reference added to the API
-    /// later is found without a change here.
-    pub fn os_image_names(&self) -> BTreeSet<String> {
-        fn walk(v: &serde_json::Value, out: &mut BTreeSet<String>) {
-            match v {
-                serde_json::Value::Object(m) => {
-                    for (k, v) in m {
-                        let is_ref =
-                            matches!(k.as_str(), "osImageRef" | "installImage" | "updateImage" | "image");
-                        match v.get("name").and_then(serde_json::Value::as_str) {
-                            Some(name) if is_ref => {
-                                out.insert(name.to_owned());
-                            }
-                            _ => walk(v, out),
-                        }
-                    }
-                }
-                serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
-                _ => {}
-            }
-        }
-        let mut out = BTreeSet::new();
-        if let Ok(spec) = serde_json::to_value(self) {
-            walk(&spec, &mut out);
-        }
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn image_references_are_found_wherever_a_spec_makes_them() {
-        let spec: SwitchProfileSpec = serde_json::from_value(serde_json::json!({
-            "match": {"models": ["m"]},
-            "variables": {"image": "not a reference"},
-            "onie": {"installImage": {"name": "nos"}, "updateImage": {"name": "onie"}},
-            "ztp": {"sections": [
-                {"kind": "image", "content": {"osImageRef": {"name": "nvos"}}},
-                {"kind": "commands-list", "content": {"inline": "x"}}
-            ]},
-            "sonic": {"sections": [{"firmware": {"install": {"image": {"name": "sonic"}}}}]},
-            "files": {"blob": {"osImageRef": {"name": "file-image"}}}
-        }))
-        .expect("spec");
-        let names: Vec<String> = spec.os_image_names().into_iter().collect();
-        assert_eq!(names, ["file-image", "nos", "nvos", "onie", "sonic"]);
-        let none: SwitchProfileSpec =
-            serde_json::from_value(serde_json::json!({"match": {"models": ["m"]}})).expect("spec");
-        assert!(none.os_image_names().is_empty());
-    }
 
     #[test]
     fn match_summary_counts_each_key() {

@@ -222,20 +222,17 @@ pub async fn run_controller(
     let (profile_store, profile_writer) = reflector::store::<SwitchProfile>();
     let (released, released_images) = futures::channel::mpsc::unbounded::<ObjectRef<OsImage>>();
     let watched_images = images.clone();
-    let mut users = triggers::ImageUsers::default();
-    let observer: triggers::Observer<SwitchProfile> = Box::new(move |event| {
-        for (ns, name) in users.observe(event) {
-            let image = ObjectRef::<OsImage>::new(&name).within(&ns);
-            if watched_images.get(&image).is_some_and(|i| i.metadata.deletion_timestamp.is_some()) {
-                let _ = released.unbounded_send(image);
-            }
+    let on_released: triggers::Released = Box::new(move |ns, name| {
+        let image = ObjectRef::<OsImage>::new(name).within(ns);
+        if watched_images.get(&image).is_some_and(|i| i.metadata.deletion_timestamp.is_some()) {
+            let _ = released.unbounded_send(image);
         }
     });
     let controller = Controller::for_stream(triggers, images.clone()).reconcile_on(released_images);
     let profile_watch = profiles::ProfileWatch {
         store: profile_store.clone(),
         writer: profile_writer,
-        observer: Some(observer),
+        released: Some(on_released),
     };
     let snapshot_loop = profiles::run(
         client.clone(),

@@ -35,7 +35,7 @@ use super::{
 use crate::{
     api::{
         ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
-        conditions::{find_condition, remove_condition, set_condition},
+        conditions::{find_condition, set_condition, set_or_remove_condition},
     },
     profile::{
         build,
@@ -71,11 +71,12 @@ impl Drop for Tasks {
 }
 
 /// The SwitchProfile watch the snapshot loop runs, shared with the OsImage controller: `store`
-/// (filled through `writer`) and an `observer` of every event.
+/// (filled through `writer`), and `released`, told of each OsImage (`namespace`, `name`) that
+/// lost a reference ([`triggers::ProfileRefs`]).
 pub struct ProfileWatch {
     pub store: reflector::Store<SwitchProfile>,
     pub writer: reflector::store::Writer<SwitchProfile>,
-    pub observer: Option<triggers::Observer<SwitchProfile>>,
+    pub released: Option<triggers::Released>,
 }
 
 /// Runs the snapshot loop until the process ends. `images` is the OsImage controller's store;
@@ -88,7 +89,18 @@ pub async fn run(
     wake: Arc<Notify>,
     profile_watch: ProfileWatch,
 ) -> Result<(), Error> {
-    let ProfileWatch { store: profiles, writer: profile_writer, observer } = profile_watch;
+    let ProfileWatch { store: profiles, writer: profile_writer, mut released } = profile_watch;
+    let refs = triggers::ProfileRefs::default();
+    let observer: triggers::Observer<SwitchProfile> = Box::new({
+        let refs = refs.clone();
+        move |event| {
+            for (ns, name) in refs.observe(event) {
+                if let Some(released) = released.as_mut() {
+                    released(&ns, &name);
+                }
+            }
+        }
+    });
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
     let _tasks = Tasks(vec![
@@ -97,18 +109,18 @@ pub async fn run(
             profile_writer,
             triggers::profile_fingerprint(),
             wake.clone(),
-            observer,
+            Some(observer),
         )),
         tokio::spawn(triggers::follow(
             api::<ConfigMap>(&client, &namespace),
             cm_writer,
-            triggers::config_map_fingerprint(profiles.clone()),
+            triggers::config_map_fingerprint(refs.clone()),
             wake.clone(),
         )),
         tokio::spawn(triggers::follow(
             api::<Secret>(&client, &namespace),
             secret_writer,
-            triggers::secret_fingerprint(profiles.clone()),
+            triggers::secret_fingerprint(refs),
             wake.clone(),
         )),
     ]);
@@ -333,52 +345,14 @@ pub fn profile_status(
         ),
     };
     set_condition(conds, ConditionType::Ready, ready.0, ready.1, &ready.2, generation, now.clone());
-    match stalled {
-        Some((reason, msg)) => {
-            set_condition(
-                conds,
-                ConditionType::Stalled,
-                ConditionStatus::True,
-                reason,
-                &msg,
-                generation,
-                now.clone(),
-            );
-        }
-        None => {
-            remove_condition(conds, ConditionType::Stalled);
-        }
+    let abnormal = [(ConditionType::Stalled, stalled), (ConditionType::Reconciling, reconciling)];
+    for (type_, value) in abnormal {
+        let value = value.as_ref().map(|(reason, msg)| (*reason, msg.as_str()));
+        set_or_remove_condition(conds, type_, value, generation, now.clone());
     }
-    match reconciling {
-        Some((reason, msg)) => {
-            set_condition(
-                conds,
-                ConditionType::Reconciling,
-                ConditionStatus::True,
-                reason,
-                &msg,
-                generation,
-                now.clone(),
-            );
-        }
-        None => {
-            remove_condition(conds, ConditionType::Reconciling);
-        }
-    }
-    let all: Vec<String> = claims.lost.iter().chain(&claims.kept).cloned().collect();
-    if all.is_empty() {
-        remove_condition(&mut status.conditions, ConditionType::Conflict);
-    } else {
-        set_condition(
-            &mut status.conditions,
-            ConditionType::Conflict,
-            ConditionStatus::True,
-            "DuplicateMatch",
-            &all.join("; "),
-            generation,
-            now,
-        );
-    }
+    let all = claims.lost.iter().chain(&claims.kept).cloned().collect::<Vec<_>>().join("; ");
+    let conflict = (!all.is_empty()).then_some(("DuplicateMatch", all.as_str()));
+    set_or_remove_condition(conds, ConditionType::Conflict, conflict, generation, now);
     status.observed_generation = generation;
     status.match_summary = Some(p.spec.selector.summary());
     status.devices = None;

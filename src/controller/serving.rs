@@ -152,6 +152,20 @@ pub struct ServiceOptions {
     /// `Cluster` or `Local` (NodePort and LoadBalancer only).
     pub external_traffic_policy: Option<String>,
     pub load_balancer_ip: Option<String>,
+    /// `nodePort` of the Service's port (NodePort and LoadBalancer only; default: allocated).
+    pub node_port: Option<i32>,
+    /// `loadBalancerSourceRanges` (CIDRs; LoadBalancer only; empty: any client).
+    pub load_balancer_source_ranges: Vec<String>,
+}
+
+/// The server's connection limits (its `--header-timeout-seconds`, `--idle-timeout-seconds`,
+/// `--send-timeout-seconds`, `--max-connections-per-source`); `None`: the server's default.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ConnectionOptions {
+    pub header_timeout_seconds: Option<f64>,
+    pub idle_timeout_seconds: Option<f64>,
+    pub send_timeout_seconds: Option<f64>,
+    pub max_connections_per_source: Option<usize>,
 }
 
 /// The controller's Deployment, owner of the serving objects in its namespace: the reference,
@@ -193,6 +207,8 @@ pub struct ServingConfig {
     pub rbac: RbacScope,
     pub auth: ServingAuth,
     pub max_downloads: usize,
+    /// Timeouts and the per-source cap of the server's connections.
+    pub connections: ConnectionOptions,
     /// Networks device routes answer (CIDRs); empty: any source.
     pub device_networks: Vec<String>,
     pub report_status: bool,
@@ -338,6 +354,12 @@ impl ServingConfig {
                 .unwrap_or_default(),
             external_traffic_policy: s.external_traffic_policy.clone().filter(|p| !p.is_empty()),
             load_balancer_ip: s.load_balancer_ip.clone().filter(|ip| !ip.is_empty()),
+            node_port: s.node_port,
+            load_balancer_source_ranges: s
+                .load_balancer_source_ranges
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
         };
         if service_options.external_traffic_policy.is_some() && s.service_type == "ClusterIP" {
             return Err(ServingError::Invalid(
@@ -348,6 +370,36 @@ impl ServingConfig {
             return Err(ServingError::Invalid(
                 "--serving-load-balancer-ip needs a LoadBalancer Service".into(),
             ));
+        }
+        if let Some(port) = service_options.node_port {
+            if s.service_type == "ClusterIP" {
+                return Err(ServingError::Invalid(
+                    "--serving-node-port needs a NodePort or LoadBalancer Service".into(),
+                ));
+            }
+            if !(1..=65535).contains(&port) {
+                return Err(ServingError::Invalid(format!("--serving-node-port {port} is no port")));
+            }
+        }
+        if !service_options.load_balancer_source_ranges.is_empty() && s.service_type != "LoadBalancer" {
+            return Err(ServingError::Invalid(
+                "--serving-load-balancer-source-ranges needs a LoadBalancer Service".into(),
+            ));
+        }
+        let connections = ConnectionOptions {
+            header_timeout_seconds: s.header_timeout_seconds,
+            idle_timeout_seconds: s.idle_timeout_seconds,
+            send_timeout_seconds: s.send_timeout_seconds,
+            max_connections_per_source: s.max_connections_per_source,
+        };
+        for (flag, seconds) in [
+            ("--serving-header-timeout-seconds", connections.header_timeout_seconds),
+            ("--serving-idle-timeout-seconds", connections.idle_timeout_seconds),
+            ("--serving-send-timeout-seconds", connections.send_timeout_seconds),
+        ] {
+            if let Some(v) = seconds.filter(|v| !(v.is_finite() && *v > 0.0)) {
+                return Err(ServingError::Invalid(format!("{flag} {v} is not a positive number of seconds")));
+            }
         }
         let rbac = match &args.namespace {
             Some(ns) => RbacScope::Namespace(ns.clone()),
@@ -379,6 +431,7 @@ impl ServingConfig {
                 public_listing: s.public_listing && !s.protect_listing,
             },
             max_downloads: s.max_downloads,
+            connections,
             device_networks: s.device_networks.iter().map(ToString::to_string).collect(),
             report_status: s.report_status,
             requests: pairs(&s.cpu_request, &s.memory_request),
@@ -515,6 +568,11 @@ fn env(cfg: &ServingConfig) -> Vec<Value> {
     var("ZTP_PUBLIC_LISTING", &cfg.auth.public_listing.then(|| "true".into()));
     var("ZTP_DEVICE_NETWORKS", &(!cfg.device_networks.is_empty()).then(|| cfg.device_networks.join(",")));
     var("ZTP_REPORT_STATUS", &cfg.report_status.then(|| "true".into()));
+    let c = &cfg.connections;
+    var("ZTP_HEADER_TIMEOUT_SECONDS", &c.header_timeout_seconds.map(|v| v.to_string()));
+    var("ZTP_IDLE_TIMEOUT_SECONDS", &c.idle_timeout_seconds.map(|v| v.to_string()));
+    var("ZTP_SEND_TIMEOUT_SECONDS", &c.send_timeout_seconds.map(|v| v.to_string()));
+    var("ZTP_MAX_CONNECTIONS_PER_SOURCE", &c.max_connections_per_source.map(|v| v.to_string()));
     if let ServingStore::S3 { credentials_secret: Some(secret), .. } = &cfg.store {
         for (name, key) in
             [("AWS_ACCESS_KEY_ID", "accessKeyId"), ("AWS_SECRET_ACCESS_KEY", "secretAccessKey")]
@@ -677,9 +735,10 @@ pub fn service(cfg: &ServingConfig, owner: Option<&OwnerReference>) -> Result<Se
             "spec": {
                 "type": cfg.service_type,
                 "selector": cfg.selector_labels(),
-                "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP"}],
+                "ports": [{"name": "http", "port": cfg.service_port, "targetPort": "http", "protocol": "TCP", "nodePort": o.node_port}],
                 "externalTrafficPolicy": o.external_traffic_policy,
                 "loadBalancerIP": o.load_balancer_ip,
+                "loadBalancerSourceRanges": (!o.load_balancer_source_ranges.is_empty()).then_some(&o.load_balancer_source_ranges),
             },
         }),
     )
@@ -1222,6 +1281,8 @@ mod tests {
             r#"--serving-service-annotations={"metallb.universe.tf/address-pool":"mgmt"}"#,
             "--serving-external-traffic-policy=Local",
             "--serving-load-balancer-ip=192.0.2.10",
+            "--serving-node-port=30080",
+            "--serving-load-balancer-source-ranges=192.0.2.0/24,2001:db8::/32",
         ]);
         let o = render(&flags);
         let p = pod(&o);
@@ -1239,6 +1300,11 @@ mod tests {
         let spec = o.service.spec.as_ref().expect("spec");
         assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
         assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
+        assert_eq!(spec.ports.as_ref().map(|p| p[0].node_port), Some(Some(30080)));
+        assert_eq!(
+            spec.load_balancer_source_ranges,
+            Some(vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()])
+        );
         let annotations = o.service.metadata.annotations.as_ref().expect("annotations");
         assert_eq!(annotations.get("metallb.universe.tf/address-pool").map(String::as_str), Some("mgmt"));
         // None set: none rendered.
@@ -1246,7 +1312,41 @@ mod tests {
         let p = pod(&plain);
         assert!(p.node_selector.is_none() && p.affinity.is_none() && p.tolerations.is_none());
         assert!(plain.service.metadata.annotations.is_none());
-        assert!(plain.service.spec.as_ref().is_some_and(|s| s.external_traffic_policy.is_none()));
+        assert!(plain.service.spec.as_ref().is_some_and(|s| s.external_traffic_policy.is_none()
+            && s.load_balancer_source_ranges.is_none()
+            && s.ports.as_ref().is_some_and(|p| p[0].node_port.is_none())));
+    }
+
+    #[test]
+    fn connection_limits_reach_the_server_only_when_set() {
+        let mut flags = fs_flags();
+        flags.extend([
+            "--serving-header-timeout-seconds=2.5",
+            "--serving-idle-timeout-seconds=20",
+            "--serving-send-timeout-seconds=45",
+            "--serving-max-connections-per-source=0",
+        ]);
+        let o = render(&flags);
+        let c = container(&o);
+        for (name, value) in [
+            ("ZTP_HEADER_TIMEOUT_SECONDS", "2.5"),
+            ("ZTP_IDLE_TIMEOUT_SECONDS", "20"),
+            ("ZTP_SEND_TIMEOUT_SECONDS", "45"),
+            ("ZTP_MAX_CONNECTIONS_PER_SOURCE", "0"),
+        ] {
+            assert_eq!(plain(c, name).as_deref(), Some(value), "{name}");
+        }
+        // Not set: the server's own defaults (no variable).
+        let o = render(&fs_flags());
+        let c = container(&o);
+        for name in [
+            "ZTP_HEADER_TIMEOUT_SECONDS",
+            "ZTP_IDLE_TIMEOUT_SECONDS",
+            "ZTP_SEND_TIMEOUT_SECONDS",
+            "ZTP_MAX_CONNECTIONS_PER_SOURCE",
+        ] {
+            assert!(env_value(c, name).is_none(), "{name}");
+        }
     }
 
     #[test]
@@ -1257,6 +1357,28 @@ mod tests {
             (fs_with("--serving-node-selector=zone=a"), "--serving-node-selector"),
             (fs_with("--serving-external-traffic-policy=Local"), "NodePort or LoadBalancer"),
             (fs_with("--serving-load-balancer-ip=192.0.2.1"), "LoadBalancer"),
+            (fs_with("--serving-node-port=30080"), "--serving-node-port needs a NodePort or LoadBalancer"),
+            (
+                {
+                    let mut f = fs_with("--serving-service-type=NodePort");
+                    f.push("--serving-load-balancer-source-ranges=192.0.2.0/24");
+                    f
+                },
+                "--serving-load-balancer-source-ranges needs a LoadBalancer",
+            ),
+            (
+                {
+                    let mut f = fs_with("--serving-service-type=NodePort");
+                    f.push("--serving-node-port=0");
+                    f
+                },
+                "--serving-node-port 0 is no port",
+            ),
+            (
+                fs_with("--serving-header-timeout-seconds=0"),
+                "--serving-header-timeout-seconds 0 is not a positive",
+            ),
+            (fs_with("--serving-send-timeout-seconds=NaN"), "--serving-send-timeout-seconds NaN"),
             (fs_with("--serving-pvc-access-mode=ReadWriteOncePod"), "ReadWriteOncePod"),
         ] {
             let err = config(&flags).expect_err("refused").to_string();

@@ -19,26 +19,21 @@
 //! of a Secret a profile uses is in the snapshot anyway.
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, store::Writer},
-        watcher,
-    },
+    runtime::{WatchStreamExt, reflector::store::Writer, watcher},
 };
 use serde::de::DeserializeOwned;
-use serde_json::Value;
 use tokio::sync::Notify;
 
-use crate::api::{OsImage, SwitchProfile};
+use crate::api::{OsImage, References, SwitchProfile};
 
 /// A fingerprint of what matters in an object; `None`: the object never matters.
 type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
@@ -88,6 +83,9 @@ impl<K: Resource> Changes<K> {
 /// Sees every watch event after the store took it in.
 pub type Observer<K> = Box<dyn FnMut(&watcher::Event<K>) + Send>;
 
+/// Told of each OsImage (`namespace`, `name`) that lost a reference.
+pub type Released = Box<dyn FnMut(&str, &str) + Send>;
+
 /// Follows `api`, keeping `writer`'s store current, and notifies `wake` when an event changes
 /// what matters ([`Changes::observe`]). The store is updated before `wake` is notified, so a
 /// rebuild it starts reads the change.
@@ -127,53 +125,145 @@ pub async fn follow_observed<K>(
     }
 }
 
-/// Which OsImages each live SwitchProfile references, to tell which images lost a reference (a
-/// profile deleted, or changed to name another image). An image being deleted waits for exactly
-/// that: so only those images are woken, never every image on every profile change.
+/// What every SwitchProfile in the watch's cache references, kept up to date by the profile
+/// watch (one typed walk of a spec per profile event:
+/// [`crate::api::SwitchProfileSpec::references`]). It tells a ConfigMap or Secret event whether
+/// some profile uses the object (a lookup, not a walk of every profile), and which OsImages lost
+/// a reference (a profile deleted, being deleted, or changed to name another image). An image
+/// being deleted waits for exactly that: so only those images are woken, never every image on
+/// every profile change.
+///
+/// Like the reflector store it sits beside, a re-list is taken in whole when it is done; until
+/// then the index answers from what it knew before.
+#[derive(Debug, Default, Clone)]
+pub struct ProfileRefs(Arc<Mutex<RefIndex>>);
+
+type Key = (String, String);
+
 #[derive(Debug, Default)]
-pub struct ImageUsers {
-    refs: HashMap<(String, String), BTreeSet<String>>,
-    /// During a re-list: what was known before it.
-    before: Option<HashMap<(String, String), BTreeSet<String>>>,
+struct RefIndex {
+    /// Per profile (`namespace`, `name`): what its spec references, and whether it is live (not
+    /// being deleted): a profile being deleted no longer holds its images.
+    profiles: HashMap<Key, (References, bool)>,
+    /// During a re-list: the profiles listed so far.
+    listing: Option<HashMap<Key, (References, bool)>>,
+    /// How many profiles reference each ConfigMap / Secret (`namespace`, `name`).
+    config_maps: HashMap<Key, usize>,
+    secrets: HashMap<Key, usize>,
 }
 
-impl ImageUsers {
+/// The two kinds of object whose events matter only while a profile references them.
+#[derive(Debug, Clone, Copy)]
+pub enum Referenced {
+    ConfigMap,
+    Secret,
+}
+
+impl ProfileRefs {
+    fn index(&self) -> std::sync::MutexGuard<'_, RefIndex> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether some profile of namespace `ns` references the ConfigMap or Secret `name`.
+    pub fn uses(&self, kind: Referenced, ns: &str, name: &str) -> bool {
+        let index = self.index();
+        let counts = match kind {
+            Referenced::ConfigMap => &index.config_maps,
+            Referenced::Secret => &index.secrets,
+        };
+        counts.contains_key(&(ns.to_owned(), name.to_owned()))
+    }
+
     /// Takes one watch event in; returns the images (`namespace`, `name`) that lost a reference.
-    pub fn observe(&mut self, event: &watcher::Event<SwitchProfile>) -> Vec<(String, String)> {
+    pub fn observe(&self, event: &watcher::Event<SwitchProfile>) -> Vec<Key> {
         let key = |p: &SwitchProfile| (p.namespace().unwrap_or_default(), p.name_any());
-        let names = |p: &SwitchProfile| {
-            if p.metadata.deletion_timestamp.is_some() { BTreeSet::new() } else { p.spec.os_image_names() }
-        };
-        let lost = |ns: &str, old: &BTreeSet<String>, new: Option<&BTreeSet<String>>| {
-            old.iter()
-                .filter(|n| new.is_none_or(|new| !new.contains(*n)))
-                .map(|n| (ns.to_owned(), n.clone()))
-                .collect::<Vec<_>>()
-        };
+        let entry = |p: &SwitchProfile| (p.spec.references(), p.metadata.deletion_timestamp.is_none());
+        let mut index = self.index();
         match event {
             watcher::Event::Apply(p) => {
-                let (k, new) = (key(p), names(p));
-                let old = self.refs.insert(k.clone(), new.clone()).unwrap_or_default();
-                lost(&k.0, &old, Some(&new))
+                let k = key(p);
+                let old = index.replace(k.clone(), Some(entry(p)));
+                lost_images(&k.0, old.as_ref(), index.profiles.get(&k))
             }
             watcher::Event::Delete(p) => {
                 let k = key(p);
-                self.refs.remove(&k).map(|old| lost(&k.0, &old, None)).unwrap_or_default()
+                let old = index.replace(k.clone(), None);
+                lost_images(&k.0, old.as_ref(), None)
             }
             watcher::Event::Init => {
-                self.before = Some(std::mem::take(&mut self.refs));
+                index.listing = Some(HashMap::new());
                 Vec::new()
             }
             watcher::Event::InitApply(p) => {
-                self.refs.insert(key(p), names(p));
+                index.listing.get_or_insert_default().insert(key(p), entry(p));
                 Vec::new()
             }
             watcher::Event::InitDone => {
-                let before = self.before.take().unwrap_or_default();
-                before.iter().flat_map(|(k, old)| lost(&k.0, old, self.refs.get(k))).collect()
+                let listed = index.listing.take().unwrap_or_default();
+                let before = std::mem::replace(&mut index.profiles, listed);
+                index.recount();
+                before
+                    .iter()
+                    .flat_map(|(k, old)| lost_images(&k.0, Some(old), index.profiles.get(k)))
+                    .collect()
             }
         }
     }
+}
+
+impl RefIndex {
+    /// Sets (or with `None` removes) a profile's entry, keeping the counts; returns the old one.
+    fn replace(&mut self, k: Key, new: Option<(References, bool)>) -> Option<(References, bool)> {
+        if let Some(new) = &new {
+            self.count(&k.0, &new.0, true);
+        }
+        let old = match new {
+            Some(new) => self.profiles.insert(k.clone(), new),
+            None => self.profiles.remove(&k),
+        };
+        if let Some(old) = &old {
+            self.count(&k.0, &old.0, false);
+        }
+        old
+    }
+
+    fn count(&mut self, ns: &str, refs: &References, add: bool) {
+        for (counts, names) in
+            [(&mut self.config_maps, &refs.config_maps), (&mut self.secrets, &refs.secrets)]
+        {
+            for name in names {
+                let k = (ns.to_owned(), name.clone());
+                let n = counts.entry(k.clone()).or_default();
+                *n = if add { *n + 1 } else { n.saturating_sub(1) };
+                if *n == 0 {
+                    counts.remove(&k);
+                }
+            }
+        }
+    }
+
+    fn recount(&mut self) {
+        self.config_maps.clear();
+        self.secrets.clear();
+        let profiles = std::mem::take(&mut self.profiles);
+        for ((ns, _), (refs, _)) in &profiles {
+            self.count(ns, refs, true);
+        }
+        self.profiles = profiles;
+    }
+}
+
+/// The images of namespace `ns` that a live `old` entry held and `new` (if any) does not.
+fn lost_images(ns: &str, old: Option<&(References, bool)>, new: Option<&(References, bool)>) -> Vec<Key> {
+    fn held(e: Option<&(References, bool)>) -> Option<&std::collections::BTreeSet<String>> {
+        e.filter(|e| e.1).map(|e| &e.0.os_images)
+    }
+    let Some(old) = held(old) else { return Vec::new() };
+    let new = held(new);
+    old.iter()
+        .filter(|n| new.is_none_or(|new| !new.contains(*n)))
+        .map(|n| (ns.to_owned(), n.clone()))
+        .collect()
 }
 
 /// A profile matters as its spec (generation) and whether it is being deleted.
@@ -199,38 +289,19 @@ pub fn image_fingerprint() -> Fingerprint<OsImage> {
 }
 
 /// A ConfigMap matters by its data, and only while some profile references it.
-pub fn config_map_fingerprint(profiles: reflector::Store<SwitchProfile>) -> Fingerprint<ConfigMap> {
+pub fn config_map_fingerprint(refs: ProfileRefs) -> Fingerprint<ConfigMap> {
     Box::new(move |cm| {
-        referenced(&profiles, "configMapKeyRef", cm.namespace().as_deref(), &cm.name_any())
+        refs.uses(Referenced::ConfigMap, &cm.namespace().unwrap_or_default(), &cm.name_any())
             .then(|| hash_of((&cm.data, &cm.binary_data)))
     })
 }
 
 /// A Secret matters by its data, and only while some profile references it.
-pub fn secret_fingerprint(profiles: reflector::Store<SwitchProfile>) -> Fingerprint<Secret> {
+pub fn secret_fingerprint(refs: ProfileRefs) -> Fingerprint<Secret> {
     Box::new(move |s| {
-        referenced(&profiles, "secretKeyRef", s.namespace().as_deref(), &s.name_any())
+        refs.uses(Referenced::Secret, &s.namespace().unwrap_or_default(), &s.name_any())
             .then(|| hash_of((&s.data, &s.string_data)))
     })
-}
-
-/// Whether a profile of namespace `ns` has a `{field: {name: name}}` anywhere in its spec.
-fn referenced(profiles: &reflector::Store<SwitchProfile>, field: &str, ns: Option<&str>, name: &str) -> bool {
-    profiles
-        .state()
-        .iter()
-        .filter(|p| p.namespace().as_deref() == ns)
-        .any(|p| serde_json::to_value(&p.spec).is_ok_and(|spec| names_ref(&spec, field, name)))
-}
-
-fn names_ref(v: &Value, field: &str, name: &str) -> bool {
-    match v {
-        Value::Object(m) => m.iter().any(|(k, v)| {
-            (k == field && v.get("name").and_then(Value::as_str) == Some(name)) || names_ref(v, field, name)
-        }),
-        Value::Array(a) => a.iter().any(|v| names_ref(v, field, name)),
-        _ => false,
-    }
 }
 
 #[cfg(test)]
@@ -264,7 +335,7 @@ mod tests {
     }
 
     fn profile(name: &str, images: &[&str], deleting: bool) -> SwitchProfile {
-        let sections: Vec<Value> = images
+        let sections: Vec<serde_json::Value> = images
             .iter()
             .map(|i| serde_json::json!({"kind": "image", "content": {"osImageRef": {"name": i}}}))
             .collect();
@@ -286,7 +357,7 @@ mod tests {
     fn only_images_that_lose_a_reference_are_named() {
         use watcher::Event::*;
         let lab = |n: &str| ("lab".to_owned(), n.to_owned());
-        let mut u = ImageUsers::default();
+        let u = ProfileRefs::default();
         assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "new references");
         assert!(u.observe(&Apply(profile("a", &["x", "y"], false))).is_empty(), "no change");
         assert_eq!(u.observe(&Apply(profile("a", &["x", "z"], false))), [lab("y")], "y dropped");
@@ -302,17 +373,37 @@ mod tests {
         assert_eq!(u.observe(&InitDone), [lab("q")]);
     }
 
+    fn using_config_map(name: &str, config_map: &str) -> SwitchProfile {
+        let mut p = profile(name, &[], false);
+        p.spec.files.insert(
+            "f".into(),
+            serde_json::from_value(serde_json::json!({"configMapKeyRef": {"name": config_map, "key": "k"}}))
+                .expect("content"),
+        );
+        p
+    }
+
     #[test]
-    fn references_are_found_at_any_depth_by_kind_and_name() {
-        let spec = serde_json::json!({
-            "match": {"serialNumbers": ["S"]},
-            "sonic": {"sections": [{"configdbJson": {"content": {"configMapKeyRef": {"name": "base", "key": "k"}}}}]},
-            "files": {"tls": {"secretKeyRef": {"name": "certs", "key": "tls"}}}
-        });
-        assert!(names_ref(&spec, "configMapKeyRef", "base"));
-        assert!(names_ref(&spec, "secretKeyRef", "certs"));
-        assert!(!names_ref(&spec, "configMapKeyRef", "certs"));
-        assert!(!names_ref(&spec, "secretKeyRef", "base"));
-        assert!(!names_ref(&spec, "configMapKeyRef", "other"));
+    fn the_index_follows_what_profiles_reference_through_changes_deletes_and_relists() {
+        use watcher::Event::*;
+        let refs = ProfileRefs::default();
+        let cm = |n: &str| refs.uses(Referenced::ConfigMap, "lab", n);
+        refs.observe(&Apply(using_config_map("a", "base")));
+        refs.observe(&Apply(using_config_map("b", "base")));
+        assert!(cm("base"));
+        assert!(!refs.uses(Referenced::ConfigMap, "other", "base"), "another namespace");
+        assert!(!refs.uses(Referenced::Secret, "lab", "base"), "another kind");
+        refs.observe(&Apply(using_config_map("a", "next")));
+        assert!(cm("base") && cm("next"), "b still uses base");
+        refs.observe(&Apply(using_config_map("b", "next")));
+        assert!(!cm("base"), "a spec change dropped the last reference");
+        refs.observe(&Delete(using_config_map("b", "next")));
+        assert!(cm("next"), "a still uses next");
+        // A re-list answers from what was known until it is done, then from what it listed.
+        refs.observe(&Init);
+        refs.observe(&InitApply(using_config_map("c", "third")));
+        assert!(cm("next") && !cm("third"));
+        refs.observe(&InitDone);
+        assert!(!cm("next") && cm("third"));
     }
 }

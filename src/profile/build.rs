@@ -468,33 +468,18 @@ spec:
                  spec: {{match: {{serialNumbers: [{name}]}}, onie: {{installImage: {{name: {img}}}}}}}\n"
             ))
         };
-        let stalled = serde_json::json!({"type": "Stalled", "status": "True", "reason": "SourceNotFound",
-            "message": "404 from http://h/x.bin", "lastTransitionTime": "2026-01-01T00:00:00Z"});
-        let reconciling = serde_json::json!({"type": "Reconciling", "status": "True", "reason": "Fetching",
-            "message": "1 MiB", "lastTransitionTime": "2026-01-01T00:00:00Z"});
+        // An image whose status has one condition, and one stored for observed generation 1.
+        let with = |phase: &str, type_: &str, reason: &str, message: &str| {
+            serde_json::json!({"observedGeneration": 1, "phase": phase, "conditions": [{"type": type_,
+                "status": "True", "reason": reason, "message": message, "lastTransitionTime": "2026-01-01T00:00:00Z"}]})
+        };
+        let stored = serde_json::json!({"observedGeneration": 1, "phase": "Ready",
+            "artifact": {"path": "p/1/x.bin", "sha256": "ab".repeat(32), "size": 1}});
         let images = [
-            image(
-                "fetching",
-                1,
-                serde_json::json!({"observedGeneration": 1, "phase": "Fetching", "conditions": [reconciling]}),
-            ),
-            image(
-                "stale",
-                2,
-                serde_json::json!({"observedGeneration": 1, "phase": "Ready",
-                "artifact": {"path": "p/1/x.bin", "sha256": "ab".repeat(32), "size": 1}}),
-            ),
-            image(
-                "failed",
-                1,
-                serde_json::json!({"observedGeneration": 1, "phase": "Failed", "conditions": [stalled]}),
-            ),
-            image(
-                "ready",
-                1,
-                serde_json::json!({"observedGeneration": 1, "phase": "Ready",
-                "artifact": {"path": "p/1/x.bin", "sha256": "ab".repeat(32), "size": 1}}),
-            ),
+            image("fetching", 1, with("Fetching", "Reconciling", "Fetching", "1 MiB")),
+            image("stale", 2, stored.clone()),
+            image("failed", 1, with("Failed", "Stalled", "SourceNotFound", "404 from http://h/x.bin")),
+            image("ready", 1, stored),
         ];
         let profiles = [
             uses("a", "fetching"),

@@ -22,7 +22,7 @@ pub fn users(image: &OsImage, profiles: &[Arc<SwitchProfile>]) -> Vec<String> {
     let mut out: Vec<String> = profiles
         .iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none() && p.metadata.namespace.as_deref() == ns)
-        .filter(|p| p.spec.os_image_names().contains(name))
+        .filter(|p| p.spec.references().os_images.contains(name))
         .map(|p| object_name(&p.metadata))
         .collect();
     out.sort();

@@ -14,8 +14,10 @@ use std::time::SystemTime;
 
 use axum::{
     Json, Router,
+    body::Bytes,
     extract::{
-        DefaultBodyLimit, Multipart, Path, Query, State, multipart::MultipartRejection,
+        DefaultBodyLimit, Multipart, Path, Query, State,
+        multipart::{MultipartError, MultipartRejection},
         rejection::QueryRejection,
     },
     http::{HeaderMap, Method, StatusCode},
@@ -30,7 +32,7 @@ use crate::{
     api::{ImagePath, SegmentError, validate_segment},
     hash::Sha256Digest,
     profile::publish::{SNAPSHOT_PLATFORM, is_snapshot},
-    store::{ManifestConflict, ManifestEntry, StoreError},
+    store::{ManifestConflict, ManifestEntry, StoreError, VerifyingWriter},
 };
 
 /// `{"detail": text}` with `status`, as the reference (FastAPI) answers errors.
@@ -524,43 +526,37 @@ pub(crate) async fn upload(
     }
 
     // Find the `file` part and stream it into the store.
-    let mut field = loop {
-        match multipart.next_field().await {
-            Ok(Some(f)) if f.name() == Some("file") => break f,
-            Ok(Some(_)) => continue,
-            Ok(None) => return ApiError::missing("body", "file").into_response(),
-            Err(e) => return detail(e.status(), format!("upload failed: {}", e.body_text())),
+    let store = &state.server.store;
+    let writer = match copy_file_part(
+        &mut multipart,
+        async || store.writer(&path, expected).await,
+        async |w: &mut VerifyingWriter, chunk| w.write(chunk).await,
+    )
+    .await
+    {
+        FilePart::Copied(w) => w,
+        FilePart::Missing => return ApiError::missing("body", "file").into_response(),
+        FilePart::Unreadable(e) => return detail(e.status(), format!("upload failed: {}", e.body_text())),
+        FilePart::NotOpened(e) => return store_failed(&e),
+        FilePart::NotWritten(w, e) => {
+            w.abort().await;
+            return store_failed(&e);
+        }
+        FilePart::BrokenOff(w, e) => {
+            w.abort().await;
+            let status = e.status();
+            let text = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                format!(
+                    "File too large: this server accepts uploads of at most {} bytes. Nothing was stored.",
+                    state.max_upload
+                )
+            } else {
+                format!("upload interrupted: {}. Nothing was stored.", e.body_text())
+            };
+            tracing::warn!(%path, user, error = %e, "upload failed");
+            return detail(status, text);
         }
     };
-    let mut writer = match state.server.store.writer(&path, expected).await {
-        Ok(w) => w,
-        Err(e) => return store_failed(&e),
-    };
-    loop {
-        match field.chunk().await {
-            Ok(Some(chunk)) => {
-                if let Err(e) = writer.write(chunk).await {
-                    writer.abort().await;
-                    return store_failed(&e);
-                }
-            }
-            Ok(None) => break,
-            Err(e) => {
-                writer.abort().await;
-                let status = e.status();
-                let text = if status == StatusCode::PAYLOAD_TOO_LARGE {
-                    format!(
-                        "File too large: this server accepts uploads of at most {} bytes. Nothing was stored.",
-                        state.max_upload
-                    )
-                } else {
-                    format!("upload interrupted: {}. Nothing was stored.", e.body_text())
-                };
-                tracing::warn!(%path, user, error = %e, "upload failed");
-                return detail(status, text);
-            }
-        }
-    }
     // The file and its entry, as one decision on the manifest as it is now.
     let committed = writer
         .commit_with(None, |m, committed, stored| {
@@ -585,6 +581,56 @@ pub(crate) async fn upload(
         Err(StoreError::Refused(why)) => detail(StatusCode::BAD_REQUEST, why),
         Err(StoreError::Conflict(c)) => detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)),
         Err(e) => store_failed(&e),
+    }
+}
+
+/// How copying an upload's `file` part into a sink ended.
+pub(crate) enum FilePart<W, E> {
+    /// Every chunk of the part went into the sink, in order.
+    Copied(W),
+    /// The body has no `file` part.
+    Missing,
+    /// The body could not be read as multipart before the `file` part began.
+    Unreadable(MultipartError),
+    /// The sink could not be opened.
+    NotOpened(E),
+    /// A chunk could not be written: the sink, to abort, and why.
+    NotWritten(W, E),
+    /// The part broke off (too large, interrupted): the sink, to abort, and why.
+    BrokenOff(W, MultipartError),
+}
+
+/// Finds the `file` part of an upload's multipart body (other parts are skipped), opens the sink
+/// with `open` only then, and writes each chunk of the part into it with `write`. The one
+/// reading of an upload: the files API streams into the store with it, and the fuzz target
+/// (`fuzzing::multipart`) runs it as it is.
+pub(crate) async fn copy_file_part<W, E>(
+    multipart: &mut Multipart,
+    open: impl AsyncFnOnce() -> Result<W, E>,
+    mut write: impl AsyncFnMut(&mut W, Bytes) -> Result<(), E>,
+) -> FilePart<W, E> {
+    let mut field = loop {
+        match multipart.next_field().await {
+            Ok(Some(f)) if f.name() == Some("file") => break f,
+            Ok(Some(_)) => continue,
+            Ok(None) => return FilePart::Missing,
+            Err(e) => return FilePart::Unreadable(e),
+        }
+    };
+    let mut sink = match open().await {
+        Ok(w) => w,
+        Err(e) => return FilePart::NotOpened(e),
+    };
+    loop {
+        match field.chunk().await {
+            Ok(Some(chunk)) => {
+                if let Err(e) = write(&mut sink, chunk).await {
+                    return FilePart::NotWritten(sink, e);
+                }
+            }
+            Ok(None) => return FilePart::Copied(sink),
+            Err(e) => return FilePart::BrokenOff(sink, e),
+        }
     }
 }
 

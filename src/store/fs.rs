@@ -98,8 +98,11 @@ impl FsBackend {
     /// A store rooted at `root` (created if missing).
     pub fn new(root: impl Into<PathBuf>) -> Result<Self> {
         let root = root.into();
-        super::register_root(&root);
-        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(StoreError::io("create", root.join(TMP_DIR)))?;
+        std::fs::create_dir_all(root.join(TMP_DIR)).map_err(StoreError::io(
+            "create",
+            &root,
+            root.join(TMP_DIR),
+        ))?;
         Ok(Self { root })
     }
 
@@ -122,18 +125,14 @@ impl FsBackend {
             Ok(f)
         })
         .await
-        .map_err(|e| StoreError::Io {
-            op: "lock",
-            path: lock_path.clone(),
-            source: std::io::Error::other(e),
-        })?
-        .map_err(StoreError::io("lock", &lock_path))
+        .map_err(|e| StoreError::io("lock", &self.root, &lock_path)(std::io::Error::other(e)))?
+        .map_err(StoreError::io("lock", &self.root, &lock_path))
     }
 
     /// Writes and fsyncs new manifest bytes to a temporary file; returns its path.
     async fn write_manifest_temp(&self, new: Vec<u8>) -> Result<PathBuf> {
         let tmp = self.root.join(TMP_DIR).join(format!("{MANIFEST_NAME}.{}", unique_suffix()));
-        let t = tmp.clone();
+        let (t, root) = (tmp.clone(), self.root.clone());
         tokio::task::spawn_blocking(move || -> Result<PathBuf> {
             let write = || -> std::io::Result<()> {
                 let mut f = File::create_new(&t)?;
@@ -142,12 +141,12 @@ impl FsBackend {
             };
             if let Err(e) = write() {
                 let _ = std::fs::remove_file(&t);
-                return Err(StoreError::Io { op: "write", path: t, source: e });
+                return Err(StoreError::io("write", &root, &t)(e));
             }
             Ok(t)
         })
         .await
-        .map_err(|e| StoreError::Io { op: "write", path: tmp, source: std::io::Error::other(e) })?
+        .map_err(|e| StoreError::io("write", &self.root, &tmp)(std::io::Error::other(e)))?
     }
 
     /// Renames a temporary file from [`Self::write_manifest_temp`] over the manifest and fsyncs
@@ -158,16 +157,12 @@ impl FsBackend {
         tokio::task::spawn_blocking(move || -> Result<()> {
             if let Err(e) = std::fs::rename(&tmp, &manifest) {
                 let _ = std::fs::remove_file(&tmp);
-                return Err(StoreError::Io { op: "rename into", path: manifest, source: e });
+                return Err(StoreError::io("rename into", &root, &manifest)(e));
             }
-            fsync_dir(&root)
+            fsync_dir(&root, &root)
         })
         .await
-        .map_err(|e| StoreError::Io {
-            op: "write",
-            path: self.root.join(MANIFEST_NAME),
-            source: std::io::Error::other(e),
-        })?
+        .map_err(|e| StoreError::io("write", &self.root, MANIFEST_NAME)(std::io::Error::other(e)))?
     }
 
     /// Removes temporary files older than `age` that a killed process left behind: not this
@@ -177,7 +172,7 @@ impl FsBackend {
     pub fn sweep_temp(&self, age: Duration) -> Result<usize> {
         let dir = self.root.join(TMP_DIR);
         let mut removed = 0;
-        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("read", &dir))?.flatten() {
+        for entry in std::fs::read_dir(&dir).map_err(StoreError::io("read", &self.root, &dir))?.flatten() {
             if entry.file_name().to_string_lossy().contains(owner()) {
                 continue;
             }
@@ -219,11 +214,14 @@ impl FsBackend {
     }
 }
 
-fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync", dir))
+/// Fsyncs `dir`, a directory of the store rooted at `root`.
+fn fsync_dir(root: &Path, dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(StoreError::io("fsync", root, dir))
 }
 
 struct FsPending {
+    /// The store's root, which errors name paths relative to.
+    root: PathBuf,
     tmp: PathBuf,
     dest: PathBuf,
     tx: Option<mpsc::Sender<Bytes>>,
@@ -255,35 +253,35 @@ impl PendingObject for FsPending {
             // The thread stopped: it failed. Report its error.
             let err =
                 self.finish_thread().await.err().unwrap_or_else(|| std::io::Error::other("writer stopped"));
-            return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: err });
+            return Err(StoreError::io("write", &self.root, &self.tmp)(err));
         }
         Ok(())
     }
 
     async fn finish(&mut self) -> Result<()> {
-        self.finish_thread().await.map_err(|e| StoreError::Io {
-            op: "write",
-            path: self.tmp.clone(),
-            source: e,
-        })
+        let tmp = self.tmp.clone();
+        self.finish_thread().await.map_err(StoreError::io("write", &self.root, tmp))
     }
 
     async fn place(mut self: Box<Self>) -> Result<()> {
         if let Err(e) = self.finish_thread().await {
             let _ = tokio::fs::remove_file(&self.tmp).await;
-            return Err(StoreError::Io { op: "write", path: self.tmp.clone(), source: e });
+            return Err(StoreError::io("write", &self.root, &self.tmp)(e));
         }
         let parent = self.dest.parent().expect("object paths have a parent").to_owned();
         let result = async {
-            tokio::fs::create_dir_all(&parent).await.map_err(StoreError::io("create", &parent))?;
-            tokio::fs::rename(&self.tmp, &self.dest)
+            tokio::fs::create_dir_all(&parent)
                 .await
-                .map_err(StoreError::io("rename into", &self.dest))?;
-            tokio::task::spawn_blocking(move || fsync_dir(&parent)).await.map_err(|e| StoreError::Io {
-                op: "fsync",
-                path: self.dest.clone(),
-                source: std::io::Error::other(e),
-            })?
+                .map_err(StoreError::io("create", &self.root, &parent))?;
+            tokio::fs::rename(&self.tmp, &self.dest).await.map_err(StoreError::io(
+                "rename into",
+                &self.root,
+                &self.dest,
+            ))?;
+            let root = self.root.clone();
+            tokio::task::spawn_blocking(move || fsync_dir(&root, &parent))
+                .await
+                .map_err(|e| StoreError::io("fsync", &self.root, &self.dest)(std::io::Error::other(e)))?
         }
         .await;
         if result.is_err() {
@@ -306,7 +304,7 @@ impl Backend for FsBackend {
 
     async fn begin(&self, path: &ImagePath, _sha256: &Sha256Digest) -> Result<Box<dyn PendingObject>> {
         let tmp = self.root.join(TMP_DIR).join(format!("{}.{}.part", path.filename(), unique_suffix()));
-        let file = File::create_new(&tmp).map_err(StoreError::io("create", &tmp))?;
+        let file = File::create_new(&tmp).map_err(StoreError::io("create", &self.root, &tmp))?;
         // Held while the file is open: tells other processes' sweeps that it is being written.
         // Best effort: a filesystem without locks still has the age rule.
         let _ = file.try_lock();
@@ -326,8 +324,14 @@ impl Backend for FsBackend {
                 }
                 file.sync_all()
             })
-            .map_err(StoreError::io("spawn writer for", &tmp))?;
-        Ok(Box::new(FsPending { tmp, dest: self.object_path(path), tx: Some(tx), thread: Some(thread) }))
+            .map_err(StoreError::io("spawn writer for", &self.root, &tmp))?;
+        Ok(Box::new(FsPending {
+            root: self.root.clone(),
+            tmp,
+            dest: self.object_path(path),
+            tx: Some(tx),
+            thread: Some(thread),
+        }))
     }
 
     async fn stat(&self, path: &ImagePath) -> Result<Option<ObjectInfo>> {
@@ -336,7 +340,7 @@ impl Backend for FsBackend {
             Ok(m) if m.is_file() => Ok(Some(ObjectInfo { size: m.len(), modified: m.modified().ok() })),
             Ok(_) => Ok(None),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { op: "stat", path: p, source: e }),
+            Err(e) => Err(StoreError::io("stat", &self.root, &p)(e)),
         }
     }
 
@@ -345,37 +349,29 @@ impl Backend for FsBackend {
         path: &ImagePath,
         range: Option<Range<u64>>,
     ) -> Result<BoxStream<'static, Result<Bytes>>> {
-        let p = self.object_path(path);
+        let (root, p) = (self.root.clone(), self.object_path(path));
         let mut file = match tokio::fs::File::open(&p).await {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return Err(StoreError::NotFound(path.to_string()));
             }
-            Err(e) => return Err(StoreError::Io { op: "open", path: p, source: e }),
+            Err(e) => return Err(StoreError::io("open", &root, &p)(e)),
         };
         let Some(range) = range else {
-            let stream = ReaderStream::with_capacity(file, READ_CHUNK).map_err(move |e| StoreError::Io {
-                op: "read",
-                path: p.clone(),
-                source: e,
-            });
+            let stream = ReaderStream::with_capacity(file, READ_CHUNK)
+                .map_err(move |e| StoreError::io("read", &root, &p)(e));
             return Ok(stream.boxed());
         };
         let len = range.end.saturating_sub(range.start);
         if len > 0 {
             // Seeking past the end is allowed; reads there return end of file.
-            file.seek(std::io::SeekFrom::Start(range.start)).await.map_err(|e| StoreError::Io {
-                op: "seek",
-                path: p.clone(),
-                source: e,
-            })?;
+            file.seek(std::io::SeekFrom::Start(range.start))
+                .await
+                .map_err(StoreError::io("seek", &root, &p))?;
         }
         let capacity = usize::try_from(len).unwrap_or(usize::MAX).clamp(1, READ_CHUNK);
-        let stream = ReaderStream::with_capacity(file.take(len), capacity).map_err(move |e| StoreError::Io {
-            op: "read",
-            path: p.clone(),
-            source: e,
-        });
+        let stream = ReaderStream::with_capacity(file.take(len), capacity)
+            .map_err(move |e| StoreError::io("read", &root, &p)(e));
         Ok(stream.boxed())
     }
 
@@ -388,7 +384,7 @@ impl Backend for FsBackend {
         match tokio::fs::remove_file(&p).await {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Io { op: "delete", path: p, source: e }),
+            Err(e) => Err(StoreError::io("delete", &self.root, &p)(e)),
         }
     }
 
@@ -397,8 +393,10 @@ impl Backend for FsBackend {
         tokio::task::spawn_blocking(move || {
             let mut out = Vec::new();
             let visible = |e: &std::fs::DirEntry| !e.file_name().to_string_lossy().starts_with('.');
-            for platform in
-                std::fs::read_dir(&root).map_err(StoreError::io("read", &root))?.flatten().filter(visible)
+            for platform in std::fs::read_dir(&root)
+                .map_err(StoreError::io("read", &root, &root))?
+                .flatten()
+                .filter(visible)
             {
                 let Ok(versions) = std::fs::read_dir(platform.path()) else { continue };
                 for version in versions.flatten().filter(visible) {
@@ -422,11 +420,7 @@ impl Backend for FsBackend {
             Ok(out)
         })
         .await
-        .map_err(|e| StoreError::Io {
-            op: "list",
-            path: self.root.clone(),
-            source: std::io::Error::other(e),
-        })?
+        .map_err(|e| StoreError::io("list", &self.root, &self.root)(std::io::Error::other(e)))?
     }
 
     async fn swap_manifest(&self, f: &mut ManifestFn<'_>) -> Result<()> {
@@ -504,7 +498,7 @@ impl Backend for FsBackend {
         match tokio::fs::read(&p).await {
             Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(StoreError::Io { op: "read", path: p, source: e }),
+            Err(e) => Err(StoreError::io("read", &self.root, &p)(e)),
         }
     }
 }
@@ -532,11 +526,13 @@ mod tests {
     #[test]
     fn errors_name_paths_relative_to_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let _backend = FsBackend::new(dir.path()).expect("store");
+        let root = dir.path();
         let inside =
-            StoreError::io("create", dir.path().join("lab/1"))(std::io::Error::other("Not a directory"));
+            StoreError::io("create", root, root.join("lab/1"))(std::io::Error::other("Not a directory"));
         assert_eq!(inside.to_string(), "create lab/1: Not a directory");
-        let outside = StoreError::io("read", "/elsewhere/x")(std::io::Error::other("gone"));
+        let itself = StoreError::io("read", root, root)(std::io::Error::other("gone"));
+        assert_eq!(itself.to_string(), "read the store's directory: gone");
+        let outside = StoreError::io("read", root, "/elsewhere/x")(std::io::Error::other("gone"));
         assert_eq!(outside.to_string(), "read /elsewhere/x: gone");
     }
 

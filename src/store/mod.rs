@@ -41,6 +41,7 @@ pub enum StoreError {
     #[error("{op} {}: {source}", shown_path(path))]
     Io {
         op: &'static str,
+        /// Relative to the store's root ([`StoreError::io`]).
         path: PathBuf,
         #[source]
         source: std::io::Error,
@@ -64,39 +65,23 @@ pub enum StoreError {
     Refused(String),
 }
 
-/// Directory stores this process opened ([`fs::FsBackend::new`]). An error names a path inside
-/// one relative to it (`.tmp/a.bin.….part`, `lab/1/a.bin`): store errors reach users (the files
-/// API, an OsImage's status), the server's own directory layout is none of their business.
-static STORE_ROOTS: std::sync::RwLock<Vec<PathBuf>> = std::sync::RwLock::new(Vec::new());
-
-/// Registers a directory store's root for [`shown_path`].
-pub(crate) fn register_root(root: &std::path::Path) {
-    let mut roots = STORE_ROOTS.write().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !roots.iter().any(|r| r == root) {
-        roots.push(root.to_owned());
-    }
-}
-
-/// `path` as an error shows it: relative to the store it is in, else as it is.
+/// `path` as an error shows it: it is relative to the store's root already.
 fn shown_path(path: &std::path::Path) -> String {
-    let roots = STORE_ROOTS.read().unwrap_or_else(std::sync::PoisonError::into_inner);
-    roots
-        .iter()
-        .filter_map(|root| path.strip_prefix(root).ok())
-        .min_by_key(|rel| rel.as_os_str().len())
-        .map(|rel| {
-            if rel.as_os_str().is_empty() {
-                "the store's directory".to_owned()
-            } else {
-                rel.display().to_string()
-            }
-        })
-        .unwrap_or_else(|| path.display().to_string())
+    if path.as_os_str().is_empty() { "the store's directory".to_owned() } else { path.display().to_string() }
 }
 
 impl StoreError {
-    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
-        let path = path.into();
+    /// An I/O error on `path` in the directory store rooted at `root`, naming the path relative
+    /// to the root (`.tmp/a.bin.….part`, `lab/1/a.bin`): store errors reach users (the files API,
+    /// an OsImage's status), and the server's own directory layout is none of their business. A
+    /// path outside the root is named as it is.
+    pub(crate) fn io(
+        op: &'static str,
+        root: &std::path::Path,
+        path: impl AsRef<std::path::Path>,
+    ) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.as_ref();
+        let path = path.strip_prefix(root).unwrap_or(path).to_owned();
         move |source| Self::Io { op, path, source }
     }
 }

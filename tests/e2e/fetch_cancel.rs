@@ -20,7 +20,6 @@ use crate::{
     support::{
         self, KubeTest,
         procs::Proc,
-        s3server::{ACCESS_KEY, SECRET_KEY},
         source::{Behavior, SourceServer},
     },
 };
@@ -43,30 +42,9 @@ impl Drop for Binary {
 }
 
 async fn start_binary(t: &KubeTest, store: &TestStore, log: &str) -> Binary {
-    let env = support::env().await;
     let metrics = format!("127.0.0.1:{}", support::procs::free_port());
-    let mut args = vec![
-        "controller".to_owned(),
-        format!("--namespace={}", t.namespace),
-        "--leader-elect=false".into(),
-        format!("--metrics-listen={metrics}"),
-        "--fetch-backoff-seconds=0.2".into(),
-        "--progress-interval-seconds=0.2".into(),
-    ];
-    args.extend(store.flags());
-    let log = env.log_dir.join(log);
-    let proc = support::procs::spawn(
-        "ztp-operator",
-        std::path::Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &args,
-        &[
-            ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("RUST_LOG", "info"),
-        ],
-        log.clone(),
-    );
+    let proc = support::binaries::controller(&t.namespace, store.flags(), &metrics, &[], log).await;
+    let log = support::env().await.log_dir.join(log);
     Binary { proc, metrics, log }
 }
 

@@ -405,6 +405,7 @@ fn cluster_config(namespace: &str, name: &str) -> ztp_operator::controller::serv
         rbac: RbacScope::Cluster,
         auth: Default::default(),
         max_downloads: 512,
+        connections: Default::default(),
         device_networks: vec![],
         report_status: true,
         requests: Default::default(),
@@ -436,13 +437,27 @@ server:
     type: LoadBalancer
     externalTrafficPolicy: Local
     loadBalancerIP: 192.0.2.10
+    nodePort: 31742
+    loadBalancerSourceRanges: [192.0.2.0/24, "2001:db8::/32"]
     annotations: {metallb.universe.tf/address-pool: mgmt}
+  connections: {headerTimeoutSeconds: 7.5, idleTimeoutSeconds: 20, sendTimeoutSeconds: 45, maxPerSource: 64}
 "#;
 
 /// The server Deployment and Service carry [`PLACEMENT_VALUES`]; with the ReadWriteOnce claim the
 /// server pods must share a node with the chart's controller pods.
 async fn check_placement(client: &Client, ns: &str, server: &Deployment) {
     let p = pod(server);
+    // The connection limits reach `serve` (its environment is its configuration).
+    let env: BTreeMap<String, Option<String>> =
+        p.containers[0].env.iter().flatten().map(|e| (e.name.clone(), e.value.clone())).collect();
+    for (name, value) in [
+        ("ZTP_HEADER_TIMEOUT_SECONDS", "7.5"),
+        ("ZTP_IDLE_TIMEOUT_SECONDS", "20"),
+        ("ZTP_SEND_TIMEOUT_SECONDS", "45"),
+        ("ZTP_MAX_CONNECTIONS_PER_SOURCE", "64"),
+    ] {
+        assert_eq!(env.get(name), Some(&Some(value.to_owned())), "{name} of the server: {env:?}");
+    }
     assert_eq!(
         p.node_selector.as_ref().and_then(|n| n.get("ztp.example.net/role")).map(String::as_str),
         Some("edge")
@@ -482,6 +497,50 @@ async fn check_placement(client: &Client, ns: &str, server: &Deployment) {
     assert_eq!(spec.type_.as_deref(), Some("LoadBalancer"));
     assert_eq!(spec.external_traffic_policy.as_deref(), Some("Local"));
     assert_eq!(spec.load_balancer_ip.as_deref(), Some("192.0.2.10"));
+    assert_eq!(spec.ports.as_ref().map(|p| p[0].node_port), Some(Some(31742)), "the chart's nodePort");
+    assert_eq!(
+        spec.load_balancer_source_ranges,
+        Some(vec!["192.0.2.0/24".to_owned(), "2001:db8::/32".to_owned()])
+    );
+}
+
+/// The chart's connection values default to `serve`'s own defaults (read from its flags), and
+/// reach the controller as its `--serving-…` variables.
+#[test]
+fn the_charts_connection_defaults_are_the_servers() {
+    use clap::Parser;
+    let cli = ztp_operator::cli::Cli::try_parse_from([
+        "ztp-operator",
+        "serve",
+        "--store-dir=/nonexistent",
+        "--external-url=http://ztp.example.net",
+    ])
+    .expect("serve flags");
+    let ztp_operator::cli::Command::Serve(serve) = cli.command else { panic!("not serve") };
+    let l = &serve.listen;
+    let docs = template("ztp", "ztp-system", &[]);
+    let deployment = docs.iter().find(|d| d["kind"] == "Deployment").expect("controller Deployment");
+    let env = |name: &str| {
+        deployment["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .expect("env")
+            .iter()
+            .find(|e| e["name"] == name)
+            .and_then(|e| e["value"].as_str())
+            .unwrap_or_else(|| panic!("{name} not set"))
+            .to_owned()
+    };
+    let seconds = |name: &str| env(name).parse::<f64>().expect("seconds");
+    assert_eq!(seconds("ZTP_SERVING_HEADER_TIMEOUT_SECONDS"), l.header_timeout_seconds);
+    assert_eq!(seconds("ZTP_SERVING_IDLE_TIMEOUT_SECONDS"), l.idle_timeout_seconds);
+    assert_eq!(seconds("ZTP_SERVING_SEND_TIMEOUT_SECONDS"), l.send_timeout_seconds);
+    assert_eq!(env("ZTP_SERVING_MAX_CONNECTIONS_PER_SOURCE"), l.max_connections_per_source.to_string());
+    assert_eq!(env("ZTP_SERVING_MAX_DOWNLOADS"), l.max_downloads.to_string());
+    // No node port or source ranges unless asked.
+    assert!(
+        deployment.to_string().find("ZTP_SERVING_NODE_PORT").is_none()
+            && deployment.to_string().find("ZTP_SERVING_LOAD_BALANCER_SOURCE_RANGES").is_none()
+    );
 }
 
 /// The controller container's probes, metrics port and listen address, and the ServiceMonitor
@@ -556,6 +615,13 @@ fn values_schema_refuses_typos_and_wrong_types() {
         ("controller.maxConcurentFetches=4", "maxConcurentFetches"),
         ("server.affinity.nodeAfinity.x=y", "nodeAfinity"),
         ("controller.metrics.port=http", "/controller/metrics/port"),
+        ("server.connections.headerTimeoutSeconds=0", "/server/connections/headerTimeoutSeconds"),
+        ("server.connections.sendTimeoutSeconds=soon", "/server/connections/sendTimeoutSeconds"),
+        ("server.connections.maxPerSource=-1", "/server/connections/maxPerSource"),
+        ("server.connections.idleTimeout=5", "idleTimeout"),
+        ("server.service.nodePort=70000", "/server/service/nodePort"),
+        ("server.service.loadBalancerSourceRanges={10.0.0.0}", "/server/service/loadBalancerSourceRanges/0"),
+        ("server.deviceNetworks={mgmt}", "/server/deviceNetworks/0"),
     ] {
         let out = helm_output(&["template", "x", chart, "--set", set]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -582,6 +648,12 @@ fn values_schema_refuses_typos_and_wrong_types() {
         "server.service.type=NodePort",
         "--set",
         "server.service.externalTrafficPolicy=Local",
+        "--set",
+        "server.service.nodePort=30080",
+        "--set",
+        "server.connections.maxPerSource=0",
+        "--set-json",
+        "server.connections.headerTimeoutSeconds=2.5",
     ]);
 }
 

@@ -9,7 +9,10 @@ use std::{
 
 use reqwest::{Client, StatusCode, header::HeaderMap};
 
-use crate::{devices::headers, support::procs};
+use crate::{
+    devices::headers,
+    support::{binaries, procs},
+};
 
 /// `standalone` over a copy-free `examples/lab`, listening on a free port.
 pub(crate) struct Lab {
@@ -27,19 +30,8 @@ pub(crate) async fn start_lab(name: &str) -> Lab {
     let data = dir.path().join("data");
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &[
-            "standalone".into(),
-            format!("--manifests={}", lab.display()),
-            format!("--data={}", data.display()),
-            format!("--listen=127.0.0.1:{port}"),
-            "--poll-seconds=0.2".into(),
-        ],
-        &[],
-        dir.path().join(format!("{name}.log")),
-    );
+    let listen = [format!("--listen=127.0.0.1:{port}")];
+    let mut proc = binaries::standalone(&lab, &data, &listen, dir.path().join(format!("{name}.log")));
     let client = Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

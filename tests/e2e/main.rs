@@ -4,6 +4,7 @@
 mod support;
 
 mod activity;
+mod argocd_health;
 mod crds;
 mod devices;
 mod edges;
@@ -11,6 +12,7 @@ mod fetch_cancel;
 mod files;
 mod helm_chart;
 mod hostile;
+mod image;
 mod image_in_use;
 mod openapi;
 mod pipeline;

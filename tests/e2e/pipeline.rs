@@ -949,35 +949,10 @@ async fn sigkill_mid_fetch(backend: Backend) {
         }
     });
 
-    let env = support::env().await;
     let metrics = format!("127.0.0.1:{}", support::procs::free_port());
-    let run = |log: &str| {
-        let mut args = vec![
-            "controller".to_owned(),
-            format!("--namespace={}", t.namespace),
-            "--leader-elect=false".into(),
-            format!("--metrics-listen={metrics}"),
-        ];
-        args.extend(store.flags());
-        args.extend([
-            "--fetch-backoff-seconds=0.2".into(),
-            "--progress-interval-seconds=0.2".into(),
-            "--fetch-max-attempts=3".into(),
-        ]);
-        support::procs::spawn(
-            "ztp-operator",
-            std::path::Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-            &args,
-            &[
-                ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
-                ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-                ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-                ("RUST_LOG", "info"),
-            ],
-            env.log_dir.join(log),
-        )
-    };
-    let mut first = run(&format!("{name}-1.log"));
+    let (ns, extra) = (&t.namespace, ["--fetch-max-attempts=3"]);
+    let mut first =
+        support::binaries::controller(ns, store.flags(), &metrics, &extra, &format!("{name}-1.log")).await;
     wait_for(&api, "slow", "fetching with progress", |o| {
         o.status.as_ref().and_then(|s| s.progress.as_ref()).is_some_and(|p| p.bytes_done > 1024 * 1024)
     })
@@ -1004,7 +979,8 @@ async fn sigkill_mid_fetch(backend: Backend) {
         "nothing visible after the kill"
     );
 
-    let mut second = run(&format!("{name}-2.log"));
+    let mut second =
+        support::binaries::controller(ns, store.flags(), &metrics, &extra, &format!("{name}-2.log")).await;
     let o = wait_for(&api, "slow", "Ready", is_ready).await;
     // The status is written before the reconcile returns: the counters follow within moments.
     let settled = |t: &str| {

@@ -3,10 +3,7 @@
 //! env, securityContext, Service ports, RBAC), on a configuration change rolling the pod template,
 //! on hand edits being undone within seconds, and on the claim being created only when asked.
 
-use std::{
-    path::Path,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
@@ -25,10 +22,7 @@ use ztp_operator::controller::serving::{
 
 use crate::{
     pipeline::{Backend, TestStore},
-    support::{
-        self, KubeTest, procs,
-        s3server::{ACCESS_KEY, SECRET_KEY},
-    },
+    support::{self, KubeTest, procs},
 };
 
 /// A running `ztp-operator controller` (killed on drop).
@@ -44,7 +38,6 @@ impl Drop for Controller {
 /// Starts the real binary as the admin user, watching only the test's namespace, serving objects
 /// in that namespace too.
 async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) -> Controller {
-    let env = support::env().await;
     let mut args = vec![
         "controller".to_owned(),
         format!("--namespace={}", t.namespace),
@@ -58,18 +51,7 @@ async fn controller(t: &KubeTest, store: &TestStore, extra: &[&str], log: &str) 
     ];
     args.extend(store.flags());
     args.extend(extra.iter().map(|s| s.to_string()));
-    Controller(procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &args,
-        &[
-            ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("RUST_LOG", "info"),
-        ],
-        env.log_dir.join(log),
-    ))
+    Controller(support::binaries::with_cluster(&args, log).await)
 }
 
 /// Polls `api` for `name` until `cond` holds (30 s), failing with the controller's log.
@@ -349,6 +331,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         rbac: RbacScope::Cluster,
         auth: Default::default(),
         max_downloads: 10,
+        connections: Default::default(),
         device_networks: vec![],
         report_status: true,
         requests: Default::default(),

@@ -14,7 +14,7 @@ use ztp_operator::hash::Sha256Digest;
 use crate::{
     pipeline::random_bytes,
     support::{
-        self, procs,
+        self, binaries, procs,
         source::{Behavior, SourceServer},
     },
 };
@@ -57,18 +57,7 @@ async fn standalone_follows_the_folder() {
     std::fs::write(m.join("a.yaml"), image_yaml("a", "1", &src.url_of("/a.bin"), &sha_a)).expect("write");
 
     let env = support::env().await;
-    let mut proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &[
-            "standalone".into(),
-            format!("--manifests={}", m.display()),
-            format!("--data={}", data.display()),
-            "--poll-seconds=0.2".into(),
-        ],
-        &[],
-        env.log_dir.join("standalone-follow.log"),
-    );
+    let mut proc = binaries::standalone(&m, &data, &[], env.log_dir.join("standalone-follow.log"));
     wait_until("a Ready", || phase(&data, "a").as_deref() == Some("Ready")).await;
     assert_eq!(std::fs::read(data.join("lab/1/a.bin")).expect("stored a"), a.as_ref());
 
@@ -192,20 +181,10 @@ async fn lab_profiles_answer_each_family() {
     let dir = tempfile::tempdir().expect("tempdir");
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &[
-            "standalone".into(),
-            format!("--manifests={}", lab.display()),
-            format!("--data={}", dir.path().join("data").display()),
-            // Every address, and no --external-url: URLs come from the Host each device reached.
-            format!("--listen=0.0.0.0:{port}"),
-            "--poll-seconds=0.2".into(),
-        ],
-        &[],
-        dir.path().join("standalone.log"),
-    );
+    // Every address, and no --external-url: URLs come from the Host each device reached.
+    let listen = [format!("--listen=0.0.0.0:{port}")];
+    let mut proc =
+        binaries::standalone(&lab, &dir.path().join("data"), &listen, dir.path().join("standalone.log"));
     // The last line printed about each profile says Ready (it is "not ready" until the images are).
     let last_word = |log: &str, what: &str| -> Option<String> {
         let prefix = format!("{what}: ");
@@ -559,20 +538,8 @@ async fn standalone_keeps_serving_a_removed_image_that_a_profile_uses() {
     let env = support::env().await;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &[
-            "standalone".into(),
-            format!("--manifests={}", m.display()),
-            format!("--data={}", data.display()),
-            "--poll-seconds=0.2".into(),
-            format!("--listen=127.0.0.1:{port}"),
-            format!("--external-url={base}"),
-        ],
-        &[],
-        env.log_dir.join("standalone-in-use.log"),
-    );
+    let flags = [format!("--listen=127.0.0.1:{port}"), format!("--external-url={base}")];
+    let mut proc = binaries::standalone(&m, &data, &flags, env.log_dir.join("standalone-in-use.log"));
     let install = || async {
         let r = reqwest::Client::new()
             .get(format!("{base}/onie-installer"))

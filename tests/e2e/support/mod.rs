@@ -7,7 +7,9 @@
 
 #![allow(dead_code)]
 
+pub mod binaries;
 pub mod controlplane;
+pub mod image;
 pub mod node;
 pub mod procs;
 pub mod s3server;
