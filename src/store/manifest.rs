@@ -1,15 +1,16 @@
 //! `manifest.json` at the store root, in the reference service's format:
 //! `{"images": [{"platform", "version", "filename", "path", "sha256", "tags": {"firmware-image": ""}}]}`.
 //!
-//! Reading is tolerant (a bare array is accepted, unknown keys are kept and written back) and
+//! Reading is tolerant (a bare array is accepted, unknown keys are kept and written back as the
+//! exact JSON text their writer put there: numbers are not re-rounded through `f64`) and
 //! validating (names are safe segments, `path` agrees with them, digests are SHA-256, no path twice,
 //! at most one firmware image per `{platform}/{version}/`). A manifest that fails validation is an
 //! error naming the file and the place; callers never overwrite it.
 
 use std::collections::{BTreeMap, HashMap};
 
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use serde::{Deserialize, Serialize, de::value::MapDeserializer};
+use serde_json::value::RawValue;
 
 use crate::{
     api::{ImagePath, SegmentError},
@@ -21,8 +22,36 @@ pub const MANIFEST_NAME: &str = "manifest.json";
 /// The tag that marks a directory's OS / firmware image.
 pub const FIRMWARE_TAG: &str = "firmware-image";
 
-/// One stored file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One JSON value kept as the exact text it was read as (a foreign writer's number such as
+/// `33001338077844212052` stays that, not `3.3001338077844212e19`). Equal when the texts are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct RawJson(Box<RawValue>);
+
+impl RawJson {
+    /// The JSON text of `value` (for values this operator writes itself).
+    pub fn of(value: &impl Serialize) -> Self {
+        Self(serde_json::value::to_raw_value(value).expect("a JSON value serialises"))
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for RawJson {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+/// Keys this version does not know, with their values as read.
+pub type Foreign = BTreeMap<String, RawJson>;
+
+/// One stored file. Read with [`ManifestEntry::from_json`] (not `Deserialize`: a flattened
+/// [`RawJson`] cannot be, and duplicate keys are tolerated, the last one winning as in a
+/// `serde_json::Value`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ManifestEntry {
     pub platform: String,
     pub version: String,
@@ -39,10 +68,50 @@ pub struct ManifestEntry {
     pub owner: Option<String>,
     /// Keys this version does not know, kept as they were.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Foreign,
 }
 
+/// The keys [`ManifestEntry`] knows, read from an entry's object.
+#[derive(Deserialize)]
+struct KnownKeys {
+    platform: String,
+    version: String,
+    filename: String,
+    path: String,
+    sha256: Sha256Digest,
+    #[serde(default)]
+    tags: BTreeMap<String, String>,
+    #[serde(default)]
+    size: Option<u64>,
+    #[serde(default)]
+    owner: Option<String>,
+}
+
+/// The JSON keys of [`KnownKeys`] (and of [`ManifestEntry`] without `extra`).
+const KNOWN_KEYS: [&str; 8] = ["platform", "version", "filename", "path", "sha256", "tags", "size", "owner"];
+
 impl ManifestEntry {
+    /// Reads one entry from its object's keys; keys it does not know go to `extra` unchanged.
+    pub fn from_json(mut object: BTreeMap<String, Box<RawValue>>) -> Result<Self, serde_json::Error> {
+        let known = object
+            .iter()
+            .filter(|(key, _)| KNOWN_KEYS.contains(&key.as_str()))
+            .map(|(key, value)| (key.as_str(), &**value));
+        let known = KnownKeys::deserialize(MapDeserializer::new(known))?;
+        object.retain(|key, _| !KNOWN_KEYS.contains(&key.as_str()));
+        Ok(Self {
+            platform: known.platform,
+            version: known.version,
+            filename: known.filename,
+            path: known.path,
+            sha256: known.sha256,
+            tags: known.tags,
+            size: known.size,
+            owner: known.owner,
+            extra: object.into_iter().map(|(key, value)| (key, RawJson(value))).collect(),
+        })
+    }
+
     pub fn new(
         path: &ImagePath,
         sha256: Sha256Digest,
@@ -63,7 +132,7 @@ impl ManifestEntry {
             tags,
             size: Some(size),
             owner,
-            extra: Map::new(),
+            extra: Foreign::new(),
         }
     }
 
@@ -89,7 +158,7 @@ pub struct Manifest {
     pub images: Vec<ManifestEntry>,
     /// Top-level keys this version does not know, kept as they were.
     #[serde(flatten)]
-    pub extra: Map<String, Value>,
+    pub extra: Foreign,
 }
 
 /// Why a manifest cannot be used.
@@ -118,44 +187,45 @@ fn owner_note(owner: &Option<String>) -> String {
     owner.as_ref().map(|o| format!(" (written by {o})")).unwrap_or_default()
 }
 
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum Raw {
-    Object {
-        images: Vec<Value>,
-        #[serde(flatten)]
-        extra: Map<String, Value>,
-    },
-    Array(Vec<Value>),
-}
-
 impl Manifest {
     /// Parses and validates `bytes` (the contents of `file`, named in errors).
     pub fn parse(file: &str, bytes: &[u8]) -> Result<Self, ManifestError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
+        // Read as raw text first: the syntax is checked once, and no value goes through `f64`.
+        let value: Box<RawValue> = serde_json::from_slice(bytes).map_err(|e| ManifestError::Syntax {
             file: file.to_owned(),
             line: e.line(),
             column: e.column(),
             reason: e.to_string().split(" at line").next().unwrap_or_default().to_owned(),
         })?;
-        let shape = |reason: &str| ManifestError::Shape { file: file.to_owned(), reason: reason.to_owned() };
-        let (raw_images, extra) = match serde_json::from_value::<Raw>(value) {
-            Ok(Raw::Object { images, extra }) => (images, extra),
-            Ok(Raw::Array(images)) => (images, Map::new()),
-            Err(_) => {
-                return Err(shape("expected an object with an \"images\" array, or an array of entries"));
+        let shape = || ManifestError::Shape {
+            file: file.to_owned(),
+            reason: "expected an object with an \"images\" array, or an array of entries".to_owned(),
+        };
+        let (raw_images, extra) = match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(value.get()) {
+            Ok(mut object) => {
+                let images = object.remove("images").ok_or_else(shape)?;
+                let images = serde_json::from_str::<Vec<Box<RawValue>>>(images.get()).map_err(|_| shape())?;
+                (images, object.into_iter().map(|(key, value)| (key, RawJson(value))).collect())
             }
+            Err(_) => (serde_json::from_str(value.get()).map_err(|_| shape())?, Foreign::new()),
         };
         let mut images = Vec::with_capacity(raw_images.len());
         for (index, raw) in raw_images.into_iter().enumerate() {
-            let path = raw.get("path").and_then(Value::as_str).unwrap_or("?").to_owned();
+            let object = serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(raw.get());
+            let path = object
+                .as_ref()
+                .ok()
+                .and_then(|o| o.get("path"))
+                .and_then(|p| serde_json::from_str::<String>(p.get()).ok())
+                .unwrap_or_else(|| "?".to_owned());
             let entry_err = |reason: String| ManifestError::Entry {
                 file: file.to_owned(),
                 index,
                 path: path.clone(),
                 reason,
             };
-            let entry: ManifestEntry = serde_json::from_value(raw).map_err(|e| entry_err(e.to_string()))?;
+            let object = object.map_err(|_| entry_err("expected an object".to_owned()))?;
+            let entry = ManifestEntry::from_json(object).map_err(|e| entry_err(e.to_string()))?;
             let image_path = entry.image_path().map_err(|e| entry_err(e.to_string()))?;
             if entry.path != image_path.to_string() {
                 return Err(entry_err(format!(
@@ -303,8 +373,8 @@ mod tests {
         assert_eq!(m.images.len(), 1);
         assert!(m.images[0].is_firmware());
         assert_eq!(m.images[0].sha256.to_string(), A);
-        assert_eq!(m.images[0].extra["note"], "by hand");
-        let back: Value = serde_json::from_slice(&m.to_bytes()).unwrap();
+        assert_eq!(m.images[0].extra["note"].get(), r#""by hand""#);
+        let back: serde_json::Value = serde_json::from_slice(&m.to_bytes()).unwrap();
         assert_eq!(back["generator"], "nv-config-manager");
         assert_eq!(back["images"][0]["note"], "by hand");
         assert_eq!(back["images"][0]["tags"], serde_json::json!({"firmware-image": ""}));
@@ -382,7 +452,7 @@ mod tests {
         let mut m = Manifest::default();
         let mut first = entry("a", "1", "f", A, false);
         first.owner = Some("upload".into());
-        first.extra.insert("note".into(), "keep".into());
+        first.extra.insert("note".into(), RawJson::of(&"keep"));
         m.insert(first, false).unwrap();
         let err = m.insert(entry("a", "1", "f", B, false), false).unwrap_err();
         assert_eq!(
@@ -391,8 +461,54 @@ mod tests {
         );
         m.insert(entry("a", "1", "f", B, false), true).unwrap();
         assert_eq!(m.images[0].sha256.to_string(), B);
-        assert_eq!(m.images[0].extra["note"], "keep");
+        assert_eq!(m.images[0].extra["note"], RawJson::of(&"keep"));
         assert!(m.remove(&ImagePath::new("a", "1", "f").unwrap()).is_some());
         assert!(m.images.is_empty());
+    }
+
+    /// The fuzz target `manifest` found this (fuzz/seeds/manifest/float-extra): a foreign number
+    /// beyond `u64` came back as another number once written and read again.
+    #[test]
+    fn foreign_numbers_are_written_back_as_they_were_read() {
+        let crash = include_bytes!("../../fuzz/seeds/manifest/float-extra");
+        let m = Manifest::parse("m", crash).unwrap();
+        let again = Manifest::parse("m", &m.to_bytes()).unwrap();
+        assert_eq!(again, m);
+
+        let text = format!(
+            r#"{{"images":[{{"platform":"a","version":"1","filename":"f","path":"a/1/f","sha256":"{A}",
+                "fir":33001338077844212052, "ratio":0.1000000000000000055511151231257827,
+                "nested":{{"n":1e400}}}}], "serial":18446744073709551616}}"#
+        );
+        let written = String::from_utf8(Manifest::parse("m", text.as_bytes()).unwrap().to_bytes()).unwrap();
+        for kept in [
+            r#""fir": 33001338077844212052"#,
+            r#""ratio": 0.1000000000000000055511151231257827"#,
+            r#""nested": {"n":1e400}"#,
+            r#""serial": 18446744073709551616"#,
+        ] {
+            assert!(written.contains(kept), "{kept} not in {written}");
+        }
+    }
+
+    #[test]
+    fn known_keys_are_the_serialised_fields() {
+        let mut e = entry("a", "1", "f", A, true);
+        e.owner = Some("upload".into());
+        let written: BTreeMap<String, serde_json::Value> =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        let mut known = KNOWN_KEYS.to_vec();
+        known.sort_unstable();
+        assert_eq!(written.keys().map(String::as_str).collect::<Vec<_>>(), known);
+    }
+
+    #[test]
+    fn a_repeated_key_counts_once_the_last_wins() {
+        let text = format!(
+            r#"[{{"platform":"a","version":"1","filename":"f","path":"x","path":"a/1/f","sha256":"{A}","n":1,"n":2}}]"#
+        );
+        let m = Manifest::parse("m", text.as_bytes()).unwrap();
+        assert_eq!(m.images[0].path, "a/1/f");
+        assert_eq!(m.images[0].extra["n"].get(), "2");
     }
 }
