@@ -30,6 +30,7 @@ pub use switchprofile::{
     SwitchProfileSpec, SwitchProfileStatus, ZtpSection, ZtpSectionKind, ZtpSpec,
 };
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};
 use kube::{CustomResourceExt, core::crd::merge_crds};
 
 /// API group of every resource of this operator.
@@ -39,11 +40,34 @@ pub const VERSION: &str = "v1alpha1";
 
 /// The generated CustomResourceDefinitions, in a stable order. `ztp-operator crds` prints these and
 /// `crds/` holds them; a test fails when the two drift apart.
-pub fn crds()
--> Vec<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> {
+pub fn crds() -> Vec<CustomResourceDefinition> {
     // merge_crds validates that a single version is declared served + storage.
-    let one = |crd| merge_crds(vec![crd], VERSION).expect("a single-version CRD always merges");
+    let one = |crd| {
+        with_unobserved_status(merge_crds(vec![crd], VERSION).expect("a single-version CRD always merges"))
+    };
     vec![one(OsImage::crd()), one(SwitchProfile::crd())]
+}
+
+/// `status.observedGeneration` of an object no controller has written a status for yet.
+pub const UNOBSERVED_GENERATION: i64 = -1;
+
+/// Gives `status` the default `{observedGeneration: -1}` (the same default Flux's own CRDs
+/// declare). The apiserver applies it to every object it serves without a status, so before the
+/// controller's first status write kstatus (Flux, `kstatus`-based tools) reads "generation 1, but
+/// latest observed generation is -1": in progress. Without it an object with no status at all
+/// is, to kstatus, a resource without conditions: `Current`, healthy before anything was fetched.
+fn with_unobserved_status(mut crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    for version in &mut crd.spec.versions {
+        let status = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+            .and_then(|s| s.properties.as_mut())
+            .and_then(|p| p.get_mut("status"))
+            .expect("both kinds have a status subresource, so a status property");
+        status.default = Some(JSON(serde_json::json!({ "observedGeneration": UNOBSERVED_GENERATION })));
+    }
+    crd
 }
 
 /// The CRDs as one multi-document YAML stream (what `ztp-operator crds` prints).

@@ -260,7 +260,8 @@ pub struct CumulusSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchProfileStatus {
-    /// The `metadata.generation` this status describes.
+    /// The `metadata.generation` this status describes; -1 (the CRD's default) until the
+    /// controller has written a status, so that a new object reads as in progress, not healthy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` (every reference resolves, every referenced OsImage is Ready, and no key is lost

@@ -14,6 +14,7 @@ mod helm_chart;
 mod hostile;
 mod image;
 mod image_in_use;
+mod kstatus;
 mod openapi;
 mod pipeline;
 mod profile_health;

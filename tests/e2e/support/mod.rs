@@ -10,6 +10,7 @@
 pub mod binaries;
 pub mod controlplane;
 pub mod image;
+pub mod kstatus;
 pub mod node;
 pub mod procs;
 pub mod s3server;

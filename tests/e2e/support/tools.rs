@@ -8,6 +8,8 @@ pub struct Tools {
     pub etcd: PathBuf,
     pub minio: PathBuf,
     pub helm: PathBuf,
+    /// kstatus's health of an object (sigs.k8s.io/cli-utils, built from `tests/e2e/kstatus-check`).
+    pub kstatus_check: PathBuf,
 }
 
 fn repo_root() -> PathBuf {
@@ -27,7 +29,7 @@ pub fn tools() -> &'static Tools {
             .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
         assert!(
             out.status.success(),
-            "{} failed ({}): kube-apiserver, etcd, minio and helm are needed for the e2e tests",
+            "{} failed ({}): kube-apiserver, etcd, minio, helm and kstatus-check are needed for the e2e tests",
             script.display(),
             out.status
         );
@@ -38,8 +40,9 @@ pub fn tools() -> &'static Tools {
             etcd: dir.join("etcd"),
             minio: dir.join("minio"),
             helm: dir.join("helm"),
+            kstatus_check: dir.join("kstatus-check"),
         };
-        for p in [&tools.kube_apiserver, &tools.etcd, &tools.minio, &tools.helm] {
+        for p in [&tools.kube_apiserver, &tools.etcd, &tools.minio, &tools.helm, &tools.kstatus_check] {
             assert!(p.exists(), "{} is missing after {}", p.display(), script.display());
         }
         tools
