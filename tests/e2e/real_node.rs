@@ -1,7 +1,8 @@
 //! The real node itself (`support::node`): a node of its own started from nothing to Ready, a
-//! locally built image run as a 2-replica Deployment behind a ClusterIP Service on port 80, a
-//! switch namespace answered through that ClusterIP by both replicas, and a teardown that leaves
-//! nothing behind (namespaces, mounts, cgroups, processes, state directory).
+//! locally built image run as a 2-replica Deployment (kstatus InProgress, then Current) behind a
+//! ClusterIP Service on port 80, a switch namespace answered through that ClusterIP by both
+//! replicas, and a teardown that leaves nothing behind (namespaces, mounts, cgroups, processes,
+//! state directory).
 
 use std::{
     collections::BTreeSet,
@@ -20,7 +21,10 @@ use kube::{
 };
 use serde_json::json;
 
-use crate::support::node::{Node, oci_image};
+use crate::support::{
+    kstatus,
+    node::{Node, oci_image},
+};
 
 const WEB_IMAGE: &str = "localhost/ztp-e2e-web:busybox";
 const NS: &str = "smoke";
@@ -156,9 +160,14 @@ async fn real_node_runs_a_deployment_a_switch_reaches_through_its_cluster_ip() {
     let cluster_ip = deploy_web(&client).await;
 
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NS);
-    wait_for("2 web replicas available", &node, Duration::from_secs(120), async || {
+    // Judged by kstatus as Flux judges workloads: rolling out, then Current once both replicas
+    // are available (and the deployment controller says the rollout is complete).
+    let rolling = kstatus::compute(&deployments.get("web").await.expect("get web")).await;
+    assert_eq!(rolling.status, kstatus::Status::InProgress, "{rolling}");
+    wait_for("2 web replicas available, kstatus Current", &node, Duration::from_secs(120), async || {
         let d = deployments.get("web").await.ok()?;
-        (d.status?.available_replicas? == 2).then_some(())
+        let current = kstatus::compute(&d).await.status == kstatus::Status::Current;
+        (d.status?.available_replicas? == 2 && current).then_some(())
     })
     .await;
     let pods: BTreeSet<String> = Api::<Pod>::namespaced(client.clone(), NS)
