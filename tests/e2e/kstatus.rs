@@ -225,6 +225,31 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
         assert_eq!(condition(&obj, "Stalled"), Some(("True", reason)), "{obj:#}");
     }
 
+    // The List the apiserver serves (`kubectl get osimages -o json`), items without their kind.
+    let list = t
+        .client
+        .request_text(
+            http::Request::get(format!("/apis/ztp.netops.dev/v1alpha1/namespaces/{}/osimages", t.namespace))
+                .body(Vec::new())
+                .expect("request"),
+        )
+        .await
+        .expect("list OsImages");
+    let mut listed: Vec<(String, Status)> = kstatus::compute_json(list.as_bytes())
+        .await
+        .into_iter()
+        .inspect(|h| assert_eq!(h.kind, "OsImage", "{h}"))
+        .map(|h| (h.name, h.status))
+        .collect();
+    listed.sort_by(|a, b| a.0.cmp(&b.0));
+    let want = [
+        ("bad-sum", Status::Failed),
+        ("gone", Status::Failed),
+        ("good", Status::Current),
+        ("slow", Status::Current),
+    ];
+    assert_eq!(listed, want.map(|(n, s)| (n.to_owned(), s)));
+
     // Every version the apiserver sent, judged by kstatus.
     let mut versions = watched_images.versions();
     versions.extend(watched_profiles.versions());

@@ -82,6 +82,14 @@ pub async fn compute_all(objects: &[Value]) -> Vec<Health> {
         .collect()
 }
 
+/// kstatus on JSON text as `kubectl get -o json` or the apiserver prints it: an object or a List
+/// (whose items may lack `apiVersion`/`kind`; they take the List's).
+pub async fn compute_json(text: &[u8]) -> Vec<Health> {
+    let value: Value = serde_json::from_slice(text)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(text)));
+    compute_all(std::slice::from_ref(&value)).await
+}
+
 /// kstatus on one object (anything that serializes to a Kubernetes object: a `Value`, a
 /// `DynamicObject`, a typed object with its `apiVersion` and `kind`).
 pub async fn compute<K: Serialize>(object: &K) -> Health {
