@@ -2,7 +2,8 @@
 //! `status.Compute`, through `support::kstatus`) run on every version of the OsImages and
 //! SwitchProfiles the apiserver sent while the real controller reconciled them, from before the
 //! controller's first status write to the end: an image fetched from a slow source is
-//! `InProgress`, `Current` once Ready; a 404 and a wrong checksum are `Failed`; a profile waiting
+//! `InProgress`, `Current` once Ready; a 404 and a wrong checksum are `Failed`; a 503 retried is
+//! `InProgress` (never `Failed`), `Current` once the source answers; a profile waiting
 //! for its image is `InProgress`, then `Current`; a missing ConfigMap key is `Failed`. Never
 //! `Unknown`, never `Current` before the controller has said so, and every version agrees with
 //! the README's table ([Argo CD and Flux]). The serving Deployment the controller applies is
@@ -90,13 +91,19 @@ async fn get_json(api: &Api<DynamicObject>, name: &str) -> Value {
     serde_json::to_value(api.get(name).await.expect("get")).expect("json")
 }
 
-/// Polls until kstatus says `want` for `name` (60 s), failing with its last verdict and object.
-async fn wait_kstatus(api: &Api<DynamicObject>, name: &str, want: Status) -> Value {
+/// Polls until `name` is in a state `also` accepts and kstatus says `want` for it (60 s), failing
+/// with its last verdict and object.
+async fn wait_kstatus(
+    api: &Api<DynamicObject>,
+    name: &str,
+    want: Status,
+    also: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let obj = get_json(api, name).await;
         let health = kstatus::compute(&obj).await;
-        if health.status == want {
+        if health.status == want && also(&obj) {
             return obj;
         }
         assert!(Instant::now() < deadline, "{name}: kstatus not {want} within 60 s: {health}\n{obj:#}");
@@ -150,6 +157,7 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
         ("/slow.bin", body.clone(), Behavior::Slow { bytes_per_sec: 100_000 }),
         ("/good.bin", body.clone(), Behavior::Serve),
         ("/gone.bin", body.clone(), Behavior::Status(404)),
+        ("/busy.bin", body.clone(), Behavior::Status(503)),
     ])
     .await;
     let sha = Sha256Digest::of(&body).to_string();
@@ -164,6 +172,7 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
         ("good", "/good.bin", &sha),
         ("gone", "/gone.bin", &sha),
         ("bad-sum", "/good.bin", &wrong),
+        ("busy", "/busy.bin", &sha),
     ] {
         let image = osimage(name, name, "1", &src.url_of(path), sum, json!({}));
         images.create(&PostParams::default(), &image).await.expect("create image");
@@ -203,17 +212,27 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
 
     let _c = start_controller(&t, &store);
 
+    // A transient error (503) is retried: in progress, never Failed; then served, Current.
+    let retrying = wait_kstatus(&dyn_images, "busy", Status::InProgress, |o| {
+        condition(o, "Reconciling") == Some(("True", "RetryingFetch"))
+            && o["status"]["attempts"].as_u64() >= Some(2)
+    })
+    .await;
+    assert!(!is_true(&retrying, "Stalled"), "{retrying:#}");
+    src.set_behavior("/busy.bin", Behavior::Serve);
+
     // Final verdicts, waited for as `flux … --wait` / kstatus's poller would.
     for (name, want) in [
         ("good", Status::Current),
         ("gone", Status::Failed),
         ("bad-sum", Status::Failed),
         ("slow", Status::Current),
+        ("busy", Status::Current),
     ] {
-        wait_kstatus(&dyn_images, name, want).await;
+        wait_kstatus(&dyn_images, name, want, |_| true).await;
     }
     for (name, want) in [("ready", Status::Current), ("no-key", Status::Failed), ("waits", Status::Current)] {
-        wait_kstatus(&dyn_profiles, name, want).await;
+        wait_kstatus(&dyn_profiles, name, want, |_| true).await;
     }
     // The Stalled reasons behind the Failed verdicts.
     for (api, name, reason) in [
@@ -244,6 +263,7 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     listed.sort_by(|a, b| a.0.cmp(&b.0));
     let want = [
         ("bad-sum", Status::Failed),
+        ("busy", Status::Current),
         ("gone", Status::Failed),
         ("good", Status::Current),
         ("slow", Status::Current),
@@ -255,12 +275,12 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     versions.extend(watched_profiles.versions());
     let verdicts = kstatus::compute_all(&versions).await;
     assert_eq!(verdicts.len(), versions.len());
-    eprintln!("kstatus: {} versions of 7 objects observed", versions.len());
+    eprintln!("kstatus: {} versions of 8 objects observed", versions.len());
     for (v, h) in versions.iter().zip(&verdicts) {
         assert_ne!(h.status, Status::Unknown, "{h}\n{v:#}");
         assert_eq!(h.status, readme_says(v), "kstatus and README's table disagree: {h}\n{v:#}");
     }
-    for name in ["slow", "good", "gone", "bad-sum", "waits", "ready", "no-key"] {
+    for name in ["slow", "good", "gone", "bad-sum", "busy", "waits", "ready", "no-key"] {
         let seen = history(&versions, &verdicts, name);
         assert!(!seen.is_empty(), "{name}: never observed");
         // As created (no status yet): InProgress, not Current.
