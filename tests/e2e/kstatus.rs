@@ -3,12 +3,12 @@
 //! SwitchProfiles the apiserver sent while the real controller reconciled them, from before the
 //! controller's first status write to the end: an image fetched from a slow source is
 //! `InProgress`, `Current` once Ready; a 404 and a wrong checksum are `Failed`; a 503 retried is
-//! `InProgress` (never `Failed`), `Current` once the source answers; a profile waiting
-//! for its image is `InProgress`, then `Current`; a missing ConfigMap key is `Failed`. Never
-//! `Unknown`, never `Current` before the controller has said so, and every version agrees with
-//! the README's table ([Argo CD and Flux]). The serving Deployment the controller applies is
-//! judged by the same library (no kubelet here: `InProgress` until its status says the replicas
-//! are available, then `Current`).
+//! `InProgress` (never `Failed`), `Current` once the source answers; a profile waiting for its
+//! image is `InProgress`, then `Current`; a missing ConfigMap key is `Failed`; a ConfigMap not
+//! applied yet is `InProgress`, `Current` once it exists. Never `Unknown`, never `Current` before
+//! the controller has said so, and every version agrees with the README's table ("Argo CD and
+//! Flux"). The serving Deployment the controller applies is judged by the same library (no
+//! kubelet here: `InProgress` until its status says the replicas are available, then `Current`).
 
 use std::{
     sync::{Arc, Mutex},
@@ -192,6 +192,11 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
             "SN-K",
             json!({"files": {"ctrld": {"configMapKeyRef": {"name": "ctrld", "key": "ctrld.json"}}}}),
         ),
+        (
+            "no-cm",
+            "SN-C",
+            json!({"files": {"ctrld": {"configMapKeyRef": {"name": "later", "key": "ctrld.json"}}}}),
+        ),
     ] {
         let mut spec = spec;
         spec["match"] = json!({"serialNumbers": [serial]});
@@ -221,6 +226,18 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     assert!(!is_true(&retrying, "Stalled"), "{retrying:#}");
     src.set_behavior("/busy.bin", Behavior::Serve);
 
+    // A ConfigMap not applied yet (a sync applies objects in no set order): in progress; Current
+    // once it exists.
+    wait_kstatus(&dyn_profiles, "no-cm", Status::InProgress, |o| {
+        condition(o, "Reconciling") == Some(("True", "WaitingForReference"))
+    })
+    .await;
+    let later: ConfigMap = serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "later"}, "data": {"ctrld.json": "{}"}
+    }))
+    .expect("cm");
+    cms.create(&PostParams::default(), &later).await.expect("create the late cm");
+
     // Final verdicts, waited for as `flux … --wait` / kstatus's poller would.
     for (name, want) in [
         ("good", Status::Current),
@@ -231,7 +248,12 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     ] {
         wait_kstatus(&dyn_images, name, want, |_| true).await;
     }
-    for (name, want) in [("ready", Status::Current), ("no-key", Status::Failed), ("waits", Status::Current)] {
+    for (name, want) in [
+        ("ready", Status::Current),
+        ("no-key", Status::Failed),
+        ("waits", Status::Current),
+        ("no-cm", Status::Current),
+    ] {
         wait_kstatus(&dyn_profiles, name, want, |_| true).await;
     }
     // The Stalled reasons behind the Failed verdicts.
@@ -275,12 +297,12 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     versions.extend(watched_profiles.versions());
     let verdicts = kstatus::compute_all(&versions).await;
     assert_eq!(verdicts.len(), versions.len());
-    eprintln!("kstatus: {} versions of 8 objects observed", versions.len());
+    eprintln!("kstatus: {} versions of 9 objects observed", versions.len());
     for (v, h) in versions.iter().zip(&verdicts) {
         assert_ne!(h.status, Status::Unknown, "{h}\n{v:#}");
         assert_eq!(h.status, readme_says(v), "kstatus and README's table disagree: {h}\n{v:#}");
     }
-    for name in ["slow", "good", "gone", "bad-sum", "busy", "waits", "ready", "no-key"] {
+    for name in ["slow", "good", "gone", "bad-sum", "busy", "waits", "ready", "no-key", "no-cm"] {
         let seen = history(&versions, &verdicts, name);
         assert!(!seen.is_empty(), "{name}: never observed");
         // As created (no status yet): InProgress, not Current.
