@@ -67,12 +67,19 @@ pub async fn serve(
     router: Router,
     sendfile: bool,
     limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
     let per_source = PerSource::new(limits.max_per_source);
     let mut accept_log = Throttle::new(Duration::from_secs(1));
     let mut refused_log = Throttle::new(Duration::from_secs(1));
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            // Stop accepting (the listener closes on return); connections already open go on.
+            () = &mut shutdown => return Ok(()),
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             // Out of file descriptors and the like: wait a little instead of spinning.
             Err(e) if is_transient(&e) => {

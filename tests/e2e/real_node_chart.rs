@@ -14,10 +14,11 @@
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::PathBuf,
-    process::Output,
+    process::{Output, Stdio},
     time::{Duration, Instant},
 };
 
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use serde_json::Value;
 use ztp_operator::hash::Sha256Digest;
 
@@ -29,7 +30,8 @@ use crate::support::{
 const NS: &str = "ztp-system";
 const LAB_NS: &str = "lab";
 const RELEASE: &str = "ztp";
-/// The chart's names for release `ztp` (`ztp.serverName`, `ztp.claimName`).
+/// The chart's names for release `ztp` (`ztp.fullname`, `ztp.serverName`, `ztp.claimName`).
+const FULL: &str = "ztp-ztp-operator";
 const SERVER: &str = "ztp-ztp-operator-server";
 const CLAIM: &str = "ztp-ztp-operator-store";
 const SOURCES_IMAGE: &str = "localhost/ztp-e2e-sources:busybox";
@@ -114,6 +116,7 @@ fn pseudo_random(len: usize, seed: u64) -> Vec<u8> {
 struct Sources {
     cluster_ip: String,
     big: Vec<u8>,
+    slow: Vec<u8>,
 }
 
 async fn serve_sources(node: &Node) -> Sources {
@@ -205,7 +208,7 @@ spec:
     kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
     let cluster_ip =
         kubectl(node, &["-n", "sources", "get", "svc", "sources", "-o", "jsonpath={.spec.clusterIP}"]);
-    Sources { cluster_ip, big }
+    Sources { cluster_ip, big, slow }
 }
 
 /// The store's PersistentVolume: a hostPath directory owned by 65532 (what a storage provisioner
@@ -578,10 +581,233 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
         first_answer.as_secs_f64()
     );
 
+    rollout_restart_during_a_download(&node, &switch, &base, &sources.big).await;
+    leader_deleted_mid_fetch(&node, &store, &sources).await;
+    let upgrade = install_args(&["server.maxDownloads=300".to_owned()]);
+    upgrade_rolls_the_servers(&node, &upgrade.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    uninstall_keeps_the_claim(&node, &store).await;
+
     drop(switch);
     let (id, dir) = (node.id.clone(), node.dir.clone());
     let left = node.teardown();
     assert!(left.is_empty(), "real node {id} left after teardown: {left:?}");
     assert!(!dir.exists(), "state directory {} removed", dir.display());
     eprintln!("e2e: chart test total {:.1} s", test_start.elapsed().as_secs_f64());
+}
+
+/// The pod's `deletionTimestamp`: the moment the kubelet kills what has not stopped on SIGTERM
+/// (deletion time + grace period); with its grace period.
+fn kill_deadline(node: &Node, pod: &str) -> Option<(Timestamp, i64)> {
+    let out = node.kubectl(&["-n", NS, "get", "pod", pod, "-o", "json"]);
+    let p: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let t = serde_json::from_value::<Time>(p["metadata"]["deletionTimestamp"].clone()).ok()?;
+    Some((t.0, p["metadata"]["deletionGracePeriodSeconds"].as_i64().unwrap_or(0)))
+}
+
+/// Waits until `pod` is gone. Returns how long after its deletion it went, and whether it went
+/// before its kill deadline ([`kill_deadline`]): whether the process stopped by itself on SIGTERM.
+/// A pod never seen terminating (it went between two looks) stopped at once.
+async fn gone(node: &Node, pod: &str, mut deadline: Option<(Timestamp, i64)>) -> (Duration, bool) {
+    wait_for(&format!("pod {pod} gone"), node, Duration::from_secs(120), || {
+        if !node.kubectl(&["-n", NS, "get", "pod", pod, "-o", "name"]).status.success() {
+            return Some(());
+        }
+        deadline = deadline.or_else(|| kill_deadline(node, pod));
+        None
+    })
+    .await;
+    let Some((deadline, grace)) = deadline else { return (Duration::ZERO, true) };
+    let now = Timestamp::now();
+    let after_deletion = grace as f64 + now.duration_since(deadline).as_secs_f64();
+    (Duration::from_secs_f64(after_deletion.max(0.0)), now < deadline)
+}
+
+/// `kubectl rollout restart` of the serving Deployment while a switch downloads a large image
+/// (`curl -C -` with retries, as a resuming client does): the download completes with the right
+/// bytes, with at most one retry, and the old pods stop before the kubelet has to kill them.
+async fn rollout_restart_during_a_download(node: &Node, switch: &Switch, base: &str, big: &[u8]) {
+    let old = pod_names(node, SERVER_PODS);
+    let file = node.dir.join("big-download.bin");
+    let mut cmd = switch.command("curl");
+    cmd.args([
+        "--no-progress-meter",
+        "--fail",
+        "--max-time",
+        "300",
+        "--retry",
+        "3",
+        "--retry-all-errors",
+        "--retry-delay",
+        "1",
+        "-C",
+        "-",
+        "--limit-rate",
+        "3M",
+        "-o",
+    ])
+    .arg(&file);
+    for h in onie_headers(BIG_SERIAL) {
+        cmd.args(["-H", &h]);
+    }
+    cmd.arg(format!("{base}/onie-installer"));
+    let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn curl");
+    let size = || std::fs::metadata(&file).map(|m| m.len() as usize).unwrap_or(0);
+    wait_for("the switch's download under way", node, Duration::from_secs(60), || {
+        (size() > 4 << 20).then_some(())
+    })
+    .await;
+    kubectl(node, &["-n", NS, "rollout", "restart", &format!("deployment/{SERVER}")]);
+    let at_restart = size();
+    assert!(at_restart < big.len(), "the restart came while the download was under way ({at_restart} bytes)");
+    let restart = Instant::now();
+    let mut stopped = Vec::new();
+    for pod in &old {
+        stopped.push((pod, gone(node, pod, None).await));
+    }
+    wait_for("the restarted servers available", node, Duration::from_secs(120), || available(node, SERVER))
+        .await;
+    let out =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("curl");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "the switch's download across the restart: {stderr}");
+    let got = std::fs::read(&file).expect("downloaded file");
+    assert_eq!(got.len(), big.len(), "downloaded size; curl said: {stderr}");
+    assert!(
+        Sha256Digest::of(&got) == Sha256Digest::of(big),
+        "downloaded bytes (sha256); curl said: {stderr}"
+    );
+    let retries = stderr.matches("Will retry").count();
+    assert!(retries <= 1, "at most one retry across the restart, got {retries}: {stderr}");
+    eprintln!(
+        "e2e: rollout restart during a download: {retries} retries; rollout {:.1} s; old servers stopped {:?}",
+        restart.elapsed().as_secs_f64(),
+        stopped
+            .iter()
+            .map(|(p, (t, _))| format!("{p} {:.1} s after deletion", t.as_secs_f64()))
+            .collect::<Vec<_>>()
+    );
+    for (pod, (_, before)) in &stopped {
+        assert!(before, "server pod {pod} stopped on SIGTERM, before the kubelet's kill deadline");
+    }
+    let _ = std::fs::remove_file(&file);
+}
+
+/// Every regular file under `dir`, with its size.
+fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        match e.metadata() {
+            Ok(m) if m.is_dir() => out.extend(files_under(&p)),
+            Ok(m) => out.push((p, m.len())),
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// The leader controller's pod deleted while it fetches a slow image: the other replica takes the
+/// lease and finishes; the image's place in the store never holds a partial file.
+async fn leader_deleted_mid_fetch(node: &Node, store: &std::path::Path, sources: &Sources) {
+    let holder = || kubectl(node, &["-n", NS, "get", "lease", FULL, "-o", "jsonpath={.spec.holderIdentity}"]);
+    let leader = holder();
+    let controllers = pod_names(node, CONTROLLER_PODS);
+    assert!(
+        controllers.contains(&leader),
+        "the lease is held by a controller pod: {leader} of {controllers:?}"
+    );
+    let manifest = format!(
+        r#"apiVersion: ztp.netops.dev/v1alpha1
+kind: OsImage
+metadata: {{name: lab-slow, namespace: {LAB_NS}}}
+spec:
+  platform: lab-slow
+  version: "1"
+  source: {{url: {{url: "http://{}/cgi-bin/slow"}}}}
+  sha256: {}
+"#,
+        sources.cluster_ip,
+        Sha256Digest::of(&sources.slow)
+    );
+    let file = node.dir.join("lab/slow.yaml");
+    std::fs::write(&file, manifest).expect("slow manifest");
+    kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
+    let tmp = store.join(".tmp");
+    wait_for("the leader's fetch under way", node, Duration::from_secs(60), || {
+        files_under(&tmp).iter().any(|(_, len)| *len > 0).then_some(())
+    })
+    .await;
+    kubectl(node, &["-n", NS, "delete", "pod", &leader, "--wait=false"]);
+    let deadline = kill_deadline(node, &leader);
+    let deleted = Instant::now();
+    let image_dir = store.join("lab-slow");
+    let full = sources.slow.len() as u64;
+    wait_for("lab-slow Ready after the leader's pod was deleted", node, Duration::from_secs(180), || {
+        for (path, len) in files_under(&image_dir) {
+            assert_eq!(len, full, "a partial file is visible in the store: {}", path.display());
+        }
+        let image = kubectl_json(node, &["-n", LAB_NS, "get", "osimage", "lab-slow"]);
+        condition_true(&image, "Ready").then_some(())
+    })
+    .await;
+    let took = deleted.elapsed();
+    let new_leader = holder();
+    assert_ne!(new_leader, leader, "another replica took the lease");
+    let stored = files_under(&image_dir);
+    assert_eq!(stored.len(), 1, "one file for lab-slow: {stored:?}");
+    let bytes = std::fs::read(&stored[0].0).expect("stored slow image");
+    assert!(Sha256Digest::of(&bytes) == Sha256Digest::of(&sources.slow), "stored bytes (sha256)");
+    let (old_gone, before) = gone(node, &leader, deadline).await;
+    eprintln!(
+        "e2e: leader {leader} deleted mid-fetch: {new_leader} finished the image {:.1} s later; the old pod stopped {:.1} s after deletion",
+        took.as_secs_f64(),
+        old_gone.as_secs_f64()
+    );
+    assert!(before, "the leader's pod stopped on SIGTERM, before the kubelet's kill deadline");
+}
+
+/// `helm upgrade` with a changed server value: the controller re-applies the serving Deployment
+/// and its pods are replaced with the new setting.
+async fn upgrade_rolls_the_servers(node: &Node, args: &[&str]) {
+    let old = pod_names(node, SERVER_PODS);
+    helm(node, args);
+    let env_of = |d: &Value| -> Option<String> {
+        d["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()?
+            .iter()
+            .find(|e| e["name"] == "ZTP_MAX_DOWNLOADS")?["value"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    wait_for("the servers rolled with maxDownloads=300", node, Duration::from_secs(180), || {
+        let d = kubectl_json(node, &["-n", NS, "get", "deployment", SERVER]);
+        let now = pod_names(node, SERVER_PODS);
+        (env_of(&d).as_deref() == Some("300")
+            && available(node, SERVER).is_some()
+            && now.len() == 2
+            && now.iter().all(|p| !old.contains(p)))
+        .then_some(())
+    })
+    .await;
+}
+
+/// `helm uninstall`: the claim (and its files) stays; the release's objects and the serving
+/// objects the controller applied (owned by the controller's Deployment) go.
+async fn uninstall_keeps_the_claim(node: &Node, store: &std::path::Path) {
+    helm(node, &["uninstall", RELEASE, "-n", NS, "--wait", "--timeout", "120s"]);
+    let pvc = kubectl_json(node, &["-n", NS, "get", "pvc", CLAIM]);
+    assert_eq!(pvc["status"]["phase"], "Bound", "the claim stays after uninstall: {pvc}");
+    assert!(store.join("lab-nos/1.0.0/lab-nos-installer.bin").exists(), "the store's files stay");
+    wait_for("the release's and the serving objects gone", node, Duration::from_secs(120), || {
+        let left = kubectl(
+            node,
+            &["-n", NS, "get", "deployments,services,serviceaccounts,roles,rolebindings,pods", "-o", "name"],
+        );
+        let left: Vec<&str> = left.lines().filter(|l| l.contains(FULL)).collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+    let cluster = kubectl(node, &["get", "clusterroles,clusterrolebindings", "-o", "name"]);
+    assert!(!cluster.contains(FULL), "cluster-wide RBAC removed: {cluster}");
 }
