@@ -208,12 +208,12 @@ pub struct Options {
     pub limits: connections::Limits,
 }
 
-/// How long a stopping server waits for the image downloads under way to finish: below the 30 s
-/// a pod has by default between SIGTERM and being killed, so a switch's download ends normally.
+/// How long a stopping server lets its open connections (downloads under way) end: below the
+/// 30 s a pod has by default between SIGTERM and being killed, so a switch's download ends normally.
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(25);
 
 /// Serves until `shutdown` resolves (reloading the snapshot every second), then stops accepting
-/// connections and lets the image downloads under way finish, for at most [`DRAIN_LIMIT`].
+/// connections and lets the open ones end, for at most [`DRAIN_LIMIT`].
 pub async fn run(
     server: Arc<ServerState>,
     options: Options,
@@ -237,16 +237,5 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
     tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
-    fast::serve(listener, app.clone(), router(app.clone()), sendfile, limits, shutdown).await?;
-    let stop = tokio::time::Instant::now();
-    let active = app.downloads.active();
-    tracing::info!(downloads = active, "no longer accepting connections; finishing the downloads under way");
-    while app.downloads.active() > 0 && stop.elapsed() < DRAIN_LIMIT {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let left = app.downloads.active();
-    if left > 0 {
-        tracing::warn!(downloads = left, "stopping with downloads still under way (drain limit reached)");
-    }
-    Ok(())
+    fast::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
 }
