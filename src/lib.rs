@@ -11,6 +11,7 @@
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
 //! - [`dhcp`]: ISC dhcpd / Kea host reservations pointing switches at the server (`ztpctl dhcp`).
 //! - [`dryrun`]: the requests each switch family sends first (`ztpctl device`).
+//! - [`shutdown`]: SIGTERM / Ctrl-C, which end the long-running roles.
 
 pub mod api;
 pub mod cli;
@@ -24,6 +25,7 @@ pub mod hash;
 pub mod profile;
 pub mod reconcile;
 pub mod serve;
+pub mod shutdown;
 pub mod standalone;
 pub mod store;
 pub mod telemetry;

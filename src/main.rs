@@ -34,7 +34,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async move {
+    let code = runtime.block_on(async move {
         match cli.command {
             Command::Controller(args) => report(controller::run(*args).await),
             Command::Standalone(args) => match standalone::run(*args).await {
@@ -45,7 +45,11 @@ fn main() -> ExitCode {
             Command::Serve(args) => report(serve(*args).await),
             Command::Crds => unreachable!("handled above"),
         }
-    })
+    });
+    // A role that returned (SIGTERM included) does not wait for blocking work still running, such
+    // as a fetch's writer thread: what it leaves half-written is under the store's `.tmp/`.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    code
 }
 
 async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
@@ -75,7 +79,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         ),
         limits: args.listen.limits(),
     };
-    ztp_operator::serve::run(state, options)
+    ztp_operator::serve::run(state, options, ztp_operator::shutdown::terminated())
         .await
         .map_err(|e| format!("serve on {}: {e}", args.listen.listen))
 }

@@ -476,7 +476,8 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 device_networks: Default::default(),
                 limits: Default::default(),
             };
-            if let Err(e) = serve::run(state, options).await {
+            // Standalone ends on Ctrl-C in its own loop; the server runs until the process ends.
+            if let Err(e) = serve::run(state, options, std::future::pending()).await {
                 eprintln!("error: serve on {listen}: {e}");
                 std::process::exit(1);
             }

@@ -122,7 +122,10 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
     health.set_ready();
 
     if !args.leader_elect {
-        return run_leader(client, core, args.namespace.clone(), serving).await;
+        return tokio::select! {
+            r = run_leader(client, core, args.namespace.clone(), serving) => r,
+            () = crate::shutdown::terminated() => Ok(()),
+        };
     }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
@@ -140,13 +143,27 @@ pub async fn run(args: ControllerArgs) -> Result<(), Error> {
         .map_err(|e| Error::Lease(e.to_string()))?;
     let (mut leading, lease_task) = manager.watch().await;
     tracing::info!(lease = %args.lease_name, namespace = %lease_ns, %identity, "waiting for the leader lease");
-    while !*leading.borrow_and_update() {
-        leading.changed().await.map_err(|e| Error::Lease(e.to_string()))?;
-    }
-    tracing::info!(%identity, "acquired the leader lease");
-    let result = tokio::select! {
-        r = run_leader(client, core, args.namespace.clone(), serving) => r,
-        _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => Err(Error::LostLease),
+    // SIGTERM (the pod deleted, a rollout) ends the wait or the leadership: the lease is released
+    // below, so another replica takes over at once rather than after the lease expires.
+    let mut terminated = std::pin::pin!(crate::shutdown::terminated());
+    let acquired = tokio::select! {
+        r = async {
+            while !*leading.borrow_and_update() {
+                leading.changed().await.map_err(|e| Error::Lease(e.to_string()))?;
+            }
+            Ok::<bool, Error>(true)
+        } => r?,
+        () = &mut terminated => false,
+    };
+    let result = if acquired {
+        tracing::info!(%identity, "acquired the leader lease");
+        tokio::select! {
+            r = run_leader(client, core, args.namespace.clone(), serving) => r,
+            _ = async { while leading.changed().await.is_ok() && *leading.borrow() {} } => Err(Error::LostLease),
+            () = &mut terminated => Ok(()),
+        }
+    } else {
+        Ok(())
     };
     drop(leading);
     let _ = lease_task.await;

@@ -58,21 +58,35 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconten
 /// Bytes per `sendfile` call before yielding to other connections.
 const CHUNK: usize = 2 << 20;
 
-/// Accepts connections until the listener fails. With `sendfile` false every connection goes
-/// straight to hyper (the plain axum path, for comparison and as an escape hatch). A source
-/// holding [`Limits::max_per_source`] connections gets a `503` and its new one closed.
+/// Accepts connections until the listener fails or `shutdown` resolves. With `sendfile` false
+/// every connection goes straight to hyper (the plain axum path, for comparison and as an escape
+/// hatch). A source holding [`Limits::max_per_source`] connections gets a `503` and its new one
+/// closed.
+///
+/// On `shutdown` the listener closes and the connections already open are given up to `drain`
+/// to end: a download ends when its client has read every byte and closed the connection, not
+/// when the server has handed the last bytes to the kernel (a process that exits then, in a pod
+/// whose network namespace goes with it, leaves the client waiting for bytes that never come).
 pub async fn serve(
     listener: TcpListener,
     app: AppState,
     router: Router,
     sendfile: bool,
     limits: Limits,
+    shutdown: impl std::future::Future<Output = ()>,
+    drain: Duration,
 ) -> io::Result<()> {
+    let open = tokio_util::task::TaskTracker::new();
     let per_source = PerSource::new(limits.max_per_source);
     let mut accept_log = Throttle::new(Duration::from_secs(1));
     let mut refused_log = Throttle::new(Duration::from_secs(1));
+    let mut shutdown = std::pin::pin!(shutdown);
     loop {
-        let (stream, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
             // Out of file descriptors and the like: wait a little instead of spinning.
             Err(e) if is_transient(&e) => {
@@ -96,7 +110,7 @@ pub async fn serve(
         // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
         let _ = stream.set_nodelay(true);
         let (app, router) = (app.clone(), router.clone());
-        tokio::spawn(async move {
+        open.spawn(async move {
             let _slot = slot;
             if sendfile {
                 connection(app, router, stream, peer, limits).await;
@@ -105,6 +119,16 @@ pub async fn serve(
             }
         });
     }
+    drop(listener);
+    open.close();
+    tracing::info!(connections = open.len(), "no longer accepting connections; letting the open ones end");
+    if tokio::time::timeout(drain, open.wait()).await.is_err() {
+        tracing::warn!(
+            connections = open.len(),
+            "stopping with connections still open (drain limit reached)"
+        );
+    }
+    Ok(())
 }
 
 fn is_transient(e: &io::Error) -> bool {

@@ -208,8 +208,17 @@ pub struct Options {
     pub limits: connections::Limits,
 }
 
-/// Serves until the process ends, reloading the snapshot every second.
-pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<()> {
+/// How long a stopping server lets its open connections (downloads under way) end: below the
+/// 30 s a pod has by default between SIGTERM and being killed, so a switch's download ends normally.
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(25);
+
+/// Serves until `shutdown` resolves (reloading the snapshot every second), then stops accepting
+/// connections and lets the open ones end, for at most [`DRAIN_LIMIT`].
+pub async fn run(
+    server: Arc<ServerState>,
+    options: Options,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
     let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks, limits } =
         options;
     let app = Arc::new(App {
@@ -228,5 +237,5 @@ pub async fn run(server: Arc<ServerState>, options: Options) -> std::io::Result<
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
     tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
-    fast::serve(listener, app.clone(), router(app), sendfile, limits).await
+    fast::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
 }

@@ -21,6 +21,7 @@ mod profile_health;
 mod profile_requests;
 mod profiles;
 mod real_node;
+mod real_node_chart;
 mod s3;
 mod serving;
 mod serving_deployment;

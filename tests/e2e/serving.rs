@@ -374,3 +374,50 @@ async fn devices_are_served_from_the_s3_store() {
     let r = c.get(format!("{base}/onie-installer")).headers(stranger).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// SIGTERM (what the kubelet sends a pod it stops) ends `serve` gracefully: it stops accepting
+/// connections, lets the image download under way send every byte, then exits with status 0.
+/// Before, `serve` had no SIGTERM handler: as PID 1 in its container it ignored the signal and was
+/// killed mid-download when the grace period ran out (seen on the real node: each server pod of a
+/// rollout took the whole 30 s); as a plain process the signal cut the download at once.
+#[tokio::test]
+async fn sigterm_stops_accepting_finishes_the_download_under_way_and_exits_cleanly() {
+    let lab = lab("serving-sigterm").await;
+    let data = lab.manifests.parent().expect("dir").join("d");
+    let (mut server, base) =
+        serve("serving-sigterm", &[format!("--store-dir={}", data.display())], &[]).await;
+    let addr = base.trim_start_matches("http://").to_owned();
+    let c = Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let mut r = c
+        .get(format!("{base}/onie-installer-x86_64-accton_as7712_32x-r0"))
+        .headers(onie_headers("SN-LEAF07", "0c:42:a1:00:00:07", "os-install"))
+        .send()
+        .await
+        .expect("download");
+    assert_eq!(r.status(), StatusCode::OK);
+    let mut body = r.chunk().await.expect("first bytes").expect("a first chunk").to_vec();
+    assert!(body.len() < lab.install.len(), "the download is under way when the signal comes");
+
+    let pid = i32::try_from(server.child.id()).expect("pid");
+    // SAFETY: kill(2) on our own child's pid.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0, "send SIGTERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(&addr).await.is_ok() {
+        assert!(Instant::now() < deadline, "still accepting connections after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    while let Some(chunk) = r.chunk().await.expect("the rest of the download after SIGTERM") {
+        body.extend_from_slice(&chunk);
+    }
+    assert_eq!(body.len(), lab.install.len(), "every byte of the download");
+    assert!(Sha256Digest::of(&body) == Sha256Digest::of(&lab.install), "the download's bytes");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "serve still running 30 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "serve exits 0 after SIGTERM, not killed by it: {status:?}");
+}
