@@ -58,15 +58,7 @@ fn helm_output(args: &[&str]) -> std::process::Output {
 
 /// Runs helm, which must succeed; returns its stdout.
 fn helm(args: &[&str]) -> String {
-    let out = helm_output(args);
-    assert!(
-        out.status.success(),
-        "helm {args:?} failed ({}):\n{}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8")
+    crate::support::procs::succeeded(&format!("helm {args:?}"), helm_output(args))
 }
 
 /// `helm template` of the chart as JSON documents.

@@ -13,21 +13,9 @@ use serde_json::{Value, json};
 
 use crate::support::{
     image::{IMAGE_REF, product_image},
+    procs::{must, succeeded},
     unique,
 };
-
-/// Runs a command to success and returns its stdout; panics with its stderr otherwise.
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn json_of(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
@@ -52,14 +40,7 @@ fn run_in_image(bundle: &Path, state: &Path, args: &[&str]) -> String {
     };
     let out = runc().args(["run", "--bundle"]).arg(bundle).arg(&id).output().expect("run runc");
     let _ = runc().args(["delete", "--force", &id]).output();
-    assert!(
-        out.status.success(),
-        "runc run {args:?} in the image failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(&format!("runc run {args:?} in the image"), out)
 }
 
 #[test]
@@ -75,7 +56,7 @@ fn product_image_runs_both_binaries_as_nonroot_on_a_read_only_root() {
     let version = env!("CARGO_PKG_VERSION");
 
     // The config, as a registry or a runtime reads it.
-    let config = json_of(&run(Command::new("skopeo").args(["inspect", "--config", &archive])));
+    let config = json_of(&must(Command::new("skopeo").args(["inspect", "--config", &archive])));
     let c = &config["config"];
     assert_eq!(c["User"], "65532:65532", "config: {c}");
     assert_eq!(c["Entrypoint"], json!(["/usr/local/bin/ztp-operator"]), "config: {c}");
@@ -86,7 +67,7 @@ fn product_image_runs_both_binaries_as_nonroot_on_a_read_only_root() {
     assert_eq!(labels["org.opencontainers.image.version"], version, "labels: {labels}");
     assert_eq!(labels["org.opencontainers.image.licenses"], "Apache-2.0", "labels: {labels}");
     assert_eq!(labels["org.opencontainers.image.source"], "https://github.com/netops/ztp-operator");
-    let head = run(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]));
+    let head = must(Command::new("git").args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"]));
     let revision = labels["org.opencontainers.image.revision"].as_str().unwrap_or_default();
     assert!(
         revision == head.trim() || revision == format!("{}-dirty", head.trim()),
@@ -94,11 +75,11 @@ fn product_image_runs_both_binaries_as_nonroot_on_a_read_only_root() {
     );
     // Two layers: the Debian base, then the binaries.
     assert_eq!(config["rootfs"]["diff_ids"].as_array().map(Vec::len), Some(2), "{config}");
-    let manifest = json_of(&run(Command::new("skopeo").args(["inspect", "--raw", &archive])));
+    let manifest = json_of(&must(Command::new("skopeo").args(["inspect", "--raw", &archive])));
     assert_eq!(manifest["layers"].as_array().map(Vec::len), Some(2), "{manifest}");
 
     // The name containerd (`ctr images import`) and podman give the image: the full reference.
-    let index = json_of(&run(Command::new("tar").arg("-xOf").arg(&image.archive).arg("index.json")));
+    let index = json_of(&must(Command::new("tar").arg("-xOf").arg(&image.archive).arg("index.json")));
     let annotations = &index["manifests"][0]["annotations"];
     assert_eq!(annotations["io.containerd.image.name"], IMAGE_REF, "index.json: {index}");
     assert_eq!(annotations["org.opencontainers.image.ref.name"], IMAGE_REF, "index.json: {index}");
@@ -107,13 +88,15 @@ fn product_image_runs_both_binaries_as_nonroot_on_a_read_only_root() {
     let dir = tempfile::tempdir().expect("tempdir");
     let layout = dir.path().join("layout");
     std::fs::create_dir(&layout).expect("layout dir");
-    run(Command::new("tar").arg("-xf").arg(&image.archive).arg("-C").arg(&layout));
+    must(Command::new("tar").arg("-xf").arg(&image.archive).arg("-C").arg(&layout));
     let bundle = dir.path().join("bundle");
-    run(Command::new("umoci")
-        .arg("unpack")
-        .arg("--image")
-        .arg(format!("{}:{IMAGE_REF}", layout.display()))
-        .arg(&bundle));
+    must(
+        Command::new("umoci")
+            .arg("unpack")
+            .arg("--image")
+            .arg(format!("{}:{IMAGE_REF}", layout.display()))
+            .arg(&bundle),
+    );
     let rootfs = bundle.join("rootfs");
     let roots = std::fs::read_to_string(rootfs.join("etc/ssl/certs/ca-certificates.crt"))
         .expect("TLS roots at /etc/ssl/certs/ca-certificates.crt");
@@ -147,12 +130,14 @@ fn product_image_runs_both_binaries_as_nonroot_on_a_read_only_root() {
 
     // Reproducible: the same commit and binaries give the same bytes.
     let again = dir.path().join("again.tar");
-    run(Command::new("bash")
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image"))
-        .arg("--binaries")
-        .arg(Path::new(env!("CARGO_BIN_EXE_ztp-operator")).parent().expect("bin dir"))
-        .args(["--ref", IMAGE_REF, "--out"])
-        .arg(&again));
+    must(
+        Command::new("bash")
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/build-image"))
+            .arg("--binaries")
+            .arg(Path::new(env!("CARGO_BIN_EXE_ztp-operator")).parent().expect("bin dir"))
+            .args(["--ref", IMAGE_REF, "--out"])
+            .arg(&again),
+    );
     let first = std::fs::read(&image.archive).expect("read the image");
     assert!(
         first == std::fs::read(&again).expect("read the rebuilt image"),

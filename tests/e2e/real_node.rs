@@ -78,23 +78,6 @@ fn web_image(dir: &Path) -> std::path::PathBuf {
     )
 }
 
-async fn wait_for<T>(
-    what: &str,
-    node: &Node,
-    limit: Duration,
-    mut probe: impl AsyncFnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        node.assert_running();
-        if let Some(v) = probe().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what} not reached within {} s", limit.as_secs());
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 async fn deploy_web(client: &Client) -> String {
     Api::<Namespace>::all(client.clone())
         .create(
@@ -164,7 +147,7 @@ async fn real_node_runs_a_deployment_a_switch_reaches_through_its_cluster_ip() {
     // are available (and the deployment controller says the rollout is complete).
     let rolling = kstatus::compute(&deployments.get("web").await.expect("get web")).await;
     assert_eq!(rolling.status, kstatus::Status::InProgress, "{rolling}");
-    wait_for("2 web replicas available, kstatus Current", &node, Duration::from_secs(120), async || {
+    node.wait_for("2 web replicas available, kstatus Current", Duration::from_secs(120), async || {
         let d = deployments.get("web").await.ok()?;
         let current = kstatus::compute(&d).await.status == kstatus::Status::Current;
         (d.status?.available_replicas? == 2 && current).then_some(())
@@ -186,11 +169,12 @@ async fn real_node_runs_a_deployment_a_switch_reaches_through_its_cluster_ip() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 2);
 
     let switch = node.switch_netns();
-    let page = wait_for("the ClusterIP answering the switch", &node, Duration::from_secs(60), async || {
-        let out = switch.curl(&[&format!("http://{cluster_ip}/")]);
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    })
-    .await;
+    let page = node
+        .wait_for("the ClusterIP answering the switch", Duration::from_secs(60), async || {
+            let out = switch.curl(&[&format!("http://{cluster_ip}/")]);
+            out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        })
+        .await;
     assert_eq!(page, "hello from the real node\n");
     // kube-proxy balances the Service over both replicas: every pod answers within 60 requests.
     let mut seen = BTreeSet::new();

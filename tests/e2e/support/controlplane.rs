@@ -3,6 +3,7 @@
 //! service-account signing key, and the CRDs of this crate installed.
 
 use std::{
+    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::{Duration, Instant},
 };
@@ -15,7 +16,10 @@ use kube::{
     runtime::wait::{await_condition, conditions},
 };
 
-use super::{procs, tools};
+use super::{
+    pki::{Pki, Token},
+    procs, tools,
+};
 
 pub const ADMIN_TOKEN: &str = "ztp-e2e-admin-token";
 
@@ -39,46 +43,22 @@ impl Drop for ControlPlane {
     }
 }
 
-struct Pki {
-    ca_pem: String,
-}
-
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-/// CA, serving certificate (IP SAN 127.0.0.1, DNS localhost) and the service-account key.
+/// CA, serving certificate (IP SAN 127.0.0.1, DNS localhost), the service-account key and the
+/// admin's static token.
 fn make_pki(dir: &Path) -> Pki {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, KeyUsagePurpose, SanType};
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.distinguished_name.push(DnType::CommonName, "ztp-e2e-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let ca_issuer = rcgen::Issuer::new(ca, ca_key);
-
-    let key = KeyPair::generate().expect("serving key");
-    let mut serving =
-        CertificateParams::new(vec!["localhost".to_owned(), "kubernetes.default.svc".to_owned()])
-            .expect("serving params");
-    serving.subject_alt_names.push(SanType::IpAddress([127, 0, 0, 1].into()));
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    let cert = serving.signed_by(&key, &ca_issuer).expect("serving cert");
-
-    let sa_key = KeyPair::generate().expect("service-account key");
-
-    write(&dir.join("ca.crt"), &ca_cert.pem());
-    write(&dir.join("apiserver.crt"), &cert.pem());
-    write(&dir.join("apiserver.key"), &key.serialize_pem());
-    write(&dir.join("sa.key"), &sa_key.serialize_pem());
-    write(&dir.join("sa.pub"), &sa_key.public_key_pem());
-    write(
-        &dir.join("tokens.csv"),
-        &format!("{ADMIN_TOKEN},ztp-e2e-admin,ztp-e2e-admin,\"system:masters\"\n"),
-    );
-    Pki { ca_pem: ca_cert.pem() }
+    let pki = Pki::new(dir, "ztp-e2e-ca");
+    pki.apiserver(&["localhost", "kubernetes.default.svc"], &[Ipv4Addr::LOCALHOST]);
+    pki.tokens(&[Token {
+        token: ADMIN_TOKEN,
+        user: "ztp-e2e-admin",
+        uid: "ztp-e2e-admin",
+        group: "system:masters",
+    }]);
+    pki
 }
 
 async fn wait_http_ok(what: &str, proc: &mut procs::Proc, mut probe: impl AsyncFnMut() -> bool) {
@@ -142,7 +122,7 @@ impl ControlPlane {
 
         let port = procs::free_port();
         let url = format!("https://127.0.0.1:{port}");
-        let p = |name: &str| pki_dir.join(name).display().to_string();
+        let p = |name: &str| pki.path(name);
         let mut apiserver = procs::spawn(
             "kube-apiserver",
             &tools.kube_apiserver,

@@ -12,6 +12,7 @@ pub mod controlplane;
 pub mod image;
 pub mod kstatus;
 pub mod node;
+pub mod pki;
 pub mod procs;
 pub mod s3server;
 pub mod sonic_engine;

@@ -38,7 +38,12 @@ use k8s_openapi::api::core::v1::Node as KubeNode;
 use kube::{Api, Client};
 use tokio::sync::OnceCell;
 
-use super::{controlplane, procs, tools};
+use super::{
+    controlplane,
+    pki::{Pki, Token},
+    procs::{self, must, output as run},
+    tools,
+};
 
 /// The node's name in the API.
 pub const NODE_NAME: &str = "ztp-node";
@@ -261,22 +266,6 @@ impl Drop for NodeFailureGuard {
     }
 }
 
-fn run(cmd: &mut Command) -> Output {
-    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
-}
-
-/// Runs a command that must succeed, panicking with its stderr otherwise.
-fn must(cmd: &mut Command) -> String {
-    let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn ip(args: &[&str]) -> String {
     must(Command::new("ip").args(args))
 }
@@ -285,72 +274,41 @@ fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
 
-struct Pki {
-    ca_pem: String,
-}
-
 /// CA, apiserver serving certificate, apiserver→kubelet client certificate, service-account keys
 /// and the static token file of the node's identities.
 fn make_pki(dir: &Path, node_ip: Ipv4Addr) -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
-        SanType,
-    };
-    let ca_key = KeyPair::generate().expect("CA key");
-    let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-    ca.distinguished_name.push(DnType::CommonName, "ztp-node-ca");
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.key_usages =
-        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-    let ca_cert = ca.self_signed(&ca_key).expect("CA cert");
-    let issuer = rcgen::Issuer::new(ca, ca_key);
-
-    let key = KeyPair::generate().expect("serving key");
-    let mut serving = CertificateParams::new(
-        [
+    let pki = Pki::new(dir, "ztp-node-ca");
+    pki.apiserver(
+        &[
             "localhost",
             "kubernetes",
             "kubernetes.default",
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
-        ]
-        .map(String::from)
-        .to_vec(),
-    )
-    .expect("serving params");
-    for a in [Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 1), node_ip] {
-        serving.subject_alt_names.push(SanType::IpAddress(a.into()));
-    }
-    serving.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-    serving.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = serving.signed_by(&key, &issuer).expect("serving cert");
-
-    let client_key = KeyPair::generate().expect("kubelet client key");
-    let mut client = CertificateParams::new(Vec::<String>::new()).expect("client params");
-    client.distinguished_name.push(DnType::CommonName, "kube-apiserver-kubelet-client");
-    client.distinguished_name.push(DnType::OrganizationName, "system:masters");
-    client.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-    let client_cert = client.signed_by(&client_key, &issuer).expect("client cert");
-
-    let sa_key = KeyPair::generate().expect("service-account key");
-    write(&dir.join("ca.crt"), &ca_cert.pem());
-    write(&dir.join("apiserver.crt"), &cert.pem());
-    write(&dir.join("apiserver.key"), &key.serialize_pem());
-    write(&dir.join("kubelet-client.crt"), &client_cert.pem());
-    write(&dir.join("kubelet-client.key"), &client_key.serialize_pem());
-    write(&dir.join("sa.key"), &sa_key.serialize_pem());
-    write(&dir.join("sa.pub"), &sa_key.public_key_pem());
-    write(
-        &dir.join("tokens.csv"),
-        &format!(
-            "{ADMIN_TOKEN},ztp-node-admin,admin,\"system:masters\"\n\
-             kubelet-token,system:node:{NODE_NAME},kubelet,\"system:nodes\"\n\
-             kcm-token,system:kube-controller-manager,kcm,\n\
-             sched-token,system:kube-scheduler,sched,\n\
-             proxy-token,system:kube-proxy,proxy,\n"
-        ),
+        ],
+        &[Ipv4Addr::LOCALHOST, Ipv4Addr::new(10, 0, 0, 1), node_ip],
     );
-    Pki { ca_pem: ca_cert.pem() }
+    pki.client("kubelet-client", "kube-apiserver-kubelet-client", "system:masters");
+    let kubelet_user = format!("system:node:{NODE_NAME}");
+    let token = |token, user, uid, group| Token { token, user, uid, group };
+    pki.tokens(&[
+        token(ADMIN_TOKEN, "ztp-node-admin", "admin", "system:masters"),
+        token("kubelet-token", &kubelet_user, "kubelet", "system:nodes"),
+        token("kcm-token", "system:kube-controller-manager", "kcm", ""),
+        token("sched-token", "system:kube-scheduler", "sched", ""),
+        token("proxy-token", "system:kube-proxy", "proxy", ""),
+    ]);
+    pki
+}
+
+/// A control-plane component's flags: its kubeconfig for the apiserver and for delegated
+/// authentication and authorization, then `rest`.
+fn with_kubeconfig(kubeconfig: &str, rest: impl IntoIterator<Item = String>) -> Vec<String> {
+    ["--kubeconfig", "--authentication-kubeconfig", "--authorization-kubeconfig"]
+        .map(|flag| format!("{flag}={kubeconfig}"))
+        .into_iter()
+        .chain(rest)
+        .collect()
 }
 
 impl Node {
@@ -411,7 +369,7 @@ impl Node {
         let pki_dir = dir.join("pki");
         let pki = make_pki(&pki_dir, node_ip);
         let url = format!("https://{node_ip}:6443");
-        let p = |name: &str| pki_dir.join(name).display().to_string();
+        let p = |name: &str| pki.path(name);
         for (file, token) in [
             ("admin", ADMIN_TOKEN),
             ("kubelet", "kubelet-token"),
@@ -512,28 +470,25 @@ impl Node {
         node.spawn(
             "kube-controller-manager",
             "kube-controller-manager",
-            vec![
-                format!("--kubeconfig={}", p("kcm.kubeconfig")),
-                format!("--authentication-kubeconfig={}", p("kcm.kubeconfig")),
-                format!("--authorization-kubeconfig={}", p("kcm.kubeconfig")),
-                "--use-service-account-credentials=true".into(),
-                format!("--service-account-private-key-file={}", p("sa.key")),
-                format!("--root-ca-file={}", p("ca.crt")),
-                "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-            ],
+            with_kubeconfig(
+                &p("kcm.kubeconfig"),
+                [
+                    "--use-service-account-credentials=true".into(),
+                    format!("--service-account-private-key-file={}", p("sa.key")),
+                    format!("--root-ca-file={}", p("ca.crt")),
+                    "--leader-elect=false".into(),
+                    "--bind-address=127.0.0.1".into(),
+                ],
+            ),
             &[],
         );
         node.spawn(
             "kube-scheduler",
             "kube-scheduler",
-            vec![
-                format!("--kubeconfig={}", p("sched.kubeconfig")),
-                format!("--authentication-kubeconfig={}", p("sched.kubeconfig")),
-                format!("--authorization-kubeconfig={}", p("sched.kubeconfig")),
-                "--leader-elect=false".into(),
-                "--bind-address=127.0.0.1".into(),
-            ],
+            with_kubeconfig(
+                &p("sched.kubeconfig"),
+                ["--leader-elect=false".into(), "--bind-address=127.0.0.1".into()],
+            ),
             &[],
         );
 
@@ -612,19 +567,36 @@ impl Node {
     }
 
     async fn wait(&self, what: &str, limit: Duration, mut probe: impl AsyncFnMut() -> bool) {
+        self.wait_for(what, limit, async || probe().await.then_some(())).await
+    }
+
+    /// Polls `probe` until it gives a value, checking that the node's processes still run;
+    /// panics after `limit` with the pods, the Events and the kubelet's last lines.
+    pub async fn wait_for<T>(
+        &self,
+        what: &str,
+        limit: Duration,
+        mut probe: impl AsyncFnMut() -> Option<T>,
+    ) -> T {
         let deadline = Instant::now() + limit;
         loop {
             self.assert_running();
-            if probe().await {
-                return;
+            if let Some(v) = probe().await {
+                return v;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what} not reached after {} s; logs in {}; kubelet log:\n{}",
-                limit.as_secs(),
-                self.log_dir.display(),
-                procs::tail(&self.log_dir.join("kubelet.log"), 30)
-            );
+            if Instant::now() >= deadline {
+                let cluster = |what: &[&str]| {
+                    procs::printed(&self.kubectl(&[&["--request-timeout=5s", "get"], what].concat()))
+                };
+                panic!(
+                    "{what} not reached within {} s; logs in {}\npods:\n{}\nevents:\n{}\nkubelet log:\n{}",
+                    limit.as_secs(),
+                    self.log_dir.display(),
+                    cluster(&["pods", "-A", "-o", "wide"]),
+                    cluster(&["events", "-A"]),
+                    procs::tail(&self.log_dir.join("kubelet.log"), 30)
+                );
+            }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
@@ -673,15 +645,8 @@ impl Node {
     /// Imports an OCI archive (`scripts/oci-image`'s output) so pods can use it with
     /// `imagePullPolicy: Never`; the archive must carry its full name (`localhost/x:tag`).
     pub fn import_image(&self, archive: &Path) {
-        let out = self.ctr(&["images", "import", &archive.display().to_string()]);
-        assert!(
-            out.status.success(),
-            "ctr images import {} failed ({}): {}{}",
-            archive.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let archive = archive.display().to_string();
+        procs::succeeded(&format!("ctr images import {archive}"), self.ctr(&["images", "import", &archive]));
     }
 
     /// A new switch: a network namespace with a veth into the node's namespace and a default

@@ -5,7 +5,7 @@
 use std::{
     fs::File,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::{
         Mutex, OnceLock,
         mpsc::{self, Sender},
@@ -99,4 +99,27 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("free port")
+}
+
+/// Runs a command to its end and returns what it printed (whatever its exit status).
+pub fn output(cmd: &mut Command) -> Output {
+    cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns its stdout, panics with its output otherwise.
+pub fn must(cmd: &mut Command) -> String {
+    let out = output(cmd);
+    succeeded(&format!("{cmd:?}"), out)
+}
+
+/// The stdout of a finished command that had to succeed; panics naming `what`, with its stdout
+/// and stderr, otherwise.
+pub fn succeeded(what: &str, out: Output) -> String {
+    assert!(out.status.success(), "{what} failed ({}):\n{}", out.status, printed(&out));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A finished command's stdout and stderr, for failure messages.
+pub fn printed(out: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
