@@ -14,7 +14,7 @@
 use std::{
     os::unix::fs::{MetadataExt, PermissionsExt},
     path::PathBuf,
-    process::{Output, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
@@ -24,7 +24,9 @@ use ztp_operator::hash::Sha256Digest;
 
 use crate::support::{
     image::{IMAGE_REF, product_image},
+    kstatus::{self, Health, Status},
     node::{Node, Switch, oci_image},
+    procs,
 };
 
 const NS: &str = "ztp-system";
@@ -46,15 +48,9 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn text(out: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
-}
-
 /// `kubectl ARGS`, which must succeed; its stdout.
 fn kubectl(node: &Node, args: &[&str]) -> String {
-    let out = node.kubectl(args);
-    assert!(out.status.success(), "kubectl {}: {}", args.join(" "), text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    procs::succeeded(&format!("kubectl {}", args.join(" ")), node.kubectl(args))
 }
 
 fn kubectl_json(node: &Node, args: &[&str]) -> Value {
@@ -64,30 +60,7 @@ fn kubectl_json(node: &Node, args: &[&str]) -> Value {
 }
 
 fn helm(node: &Node, args: &[&str]) -> String {
-    let out = node.helm(args);
-    assert!(out.status.success(), "helm {}: {}", args.join(" "), text(&out));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-async fn wait_for<T>(what: &str, node: &Node, limit: Duration, mut probe: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        node.assert_running();
-        if let Some(v) = probe() {
-            return v;
-        }
-        if Instant::now() >= deadline {
-            let pods = node.kubectl(&["get", "pods", "-A", "-o", "wide"]);
-            let events = node.kubectl(&["get", "events", "-A"]);
-            panic!(
-                "{what} not reached within {} s\npods:\n{}\nevents:\n{}",
-                limit.as_secs(),
-                text(&pods),
-                text(&events)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    procs::succeeded(&format!("helm {}", args.join(" ")), node.helm(args))
 }
 
 fn condition_true(object: &Value, kind: &str) -> bool {
@@ -352,6 +325,34 @@ fn available(node: &Node, deployment: &str) -> Option<i64> {
     .then_some(want)
 }
 
+/// The chart's objects Flux or Argo CD would wait on: its workloads, Services, claim and RBAC
+/// (the serving ones the controller applies included).
+const CHART_KINDS: &str = "deployments,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings";
+const ZTP_KINDS: &str = "osimages,switchprofiles";
+
+/// kstatus (Flux's library) on everything of `kinds` in `namespace` as the apiserver lists it now;
+/// panics when any is Unknown, which is how GitOps tools see a status they cannot read.
+async fn health(node: &Node, namespace: &str, kinds: &str) -> Vec<Health> {
+    let list = kubectl(node, &["-n", namespace, "get", kinds, "-o", "json"]);
+    let health = kstatus::compute_json(list.as_bytes()).await;
+    for h in &health {
+        assert_ne!(h.status, Status::Unknown, "kstatus cannot judge {h}");
+    }
+    health
+}
+
+/// Whether every object is Current; panics when one is Failed (nothing here should stall).
+fn all_current(health: &[Health]) -> bool {
+    for h in health {
+        assert_ne!(h.status, Status::Failed, "{h}");
+    }
+    health.iter().all(|h| h.status == Status::Current)
+}
+
+fn health_of<'a>(health: &'a [Health], kind: &str, name: &str) -> Option<&'a Health> {
+    health.iter().find(|h| h.kind == kind && h.name == name)
+}
+
 #[tokio::test]
 async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     let test_start = Instant::now();
@@ -424,10 +425,27 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     assert_eq!(pvc["status"]["phase"], "Bound", "the chart's claim binds to the hostPath volume: {pvc}");
 
     // The controller (the leader) applies the serving Deployment and Service; the servers run.
-    wait_for("the serving Deployment rolled out", &node, Duration::from_secs(180), || {
-        available(&node, SERVER)
-    })
+    // kstatus follows it as Flux would: never Unknown or Failed, InProgress until the servers are
+    // available, then every object of the chart Current.
+    let mut rolling = Vec::new();
+    node.wait_for(
+        "the serving Deployment rolled out, the chart's objects Current",
+        Duration::from_secs(180),
+        async || {
+            let now = health(&node, NS, CHART_KINDS).await;
+            rolling.extend(
+                health_of(&now, "Deployment", SERVER).filter(|h| h.status != Status::Current).cloned(),
+            );
+            (all_current(&now)
+                && health_of(&now, "Deployment", SERVER).is_some()
+                && available(&node, SERVER).is_some())
+            .then_some(())
+        },
+    )
     .await;
+    for h in &rolling {
+        assert_eq!(h.status, Status::InProgress, "the serving Deployment while it rolls out: {h}");
+    }
     let server_pods = pod_names(&node, SERVER_PODS);
     assert_eq!(server_pods.len(), 2, "two server replicas: {server_pods:?}");
     let svc = kubectl_json(&node, &["-n", NS, "get", "svc", SERVER]);
@@ -444,12 +462,17 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
         apply.extend(["-f".into(), f.display().to_string()]);
     }
     kubectl(&node, &apply.iter().map(String::as_str).collect::<Vec<_>>());
-    wait_for("every OsImage Ready", &node, Duration::from_secs(180), || {
+    let profiles =
+        kubectl_json(&node, &["-n", LAB_NS, "get", "switchprofiles"])["items"].as_array().map_or(0, Vec::len);
+    node.wait_for("every OsImage Ready, every lab object Current", Duration::from_secs(180), async || {
         let list = kubectl_json(&node, &["-n", LAB_NS, "get", "osimages"]);
         let items = list["items"].as_array()?.clone();
-        (items.len() == 3 && items.iter().all(|i| condition_true(i, "Ready"))).then_some(())
+        let ready = items.len() == 3 && items.iter().all(|i| condition_true(i, "Ready"));
+        let lab = health(&node, LAB_NS, ZTP_KINDS).await;
+        (ready && lab.len() == 3 + profiles && all_current(&lab)).then_some(())
     })
     .await;
+    stalled_image_fails(&node, &sources).await;
 
     let switch = node.switch_netns();
     let base = format!("http://{cluster_ip}");
@@ -458,11 +481,12 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
 
     // ONIE: the installer by headers, through the ClusterIP on port 80, its bytes checked.
     let onie = onie_headers("LAB-ONIE-0001");
-    let body = wait_for("the first answer to a switch", &node, Duration::from_secs(120), || {
-        let (code, body) = get(&switch, &format!("{base}/onie-installer-x86_64-lab_switch-r0"), &onie);
-        (code == 200).then_some(body)
-    })
-    .await;
+    let body = node
+        .wait_for("the first answer to a switch", Duration::from_secs(120), async || {
+            let (code, body) = get(&switch, &format!("{base}/onie-installer-x86_64-lab_switch-r0"), &onie);
+            (code == 200).then_some(body)
+        })
+        .await;
     let first_answer = install_start.elapsed();
     assert_eq!(Sha256Digest::of(&body), Sha256Digest::of(&installer), "ONIE got the lab installer's bytes");
 
@@ -487,8 +511,8 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     }
     // Through the NodePort of externalURL: kube-proxy may program it a moment after the ClusterIP.
     let mut attempts = Vec::new();
-    let image_url =
-        wait_for("an NVOS section URL serving the lab installer", &node, Duration::from_secs(60), || {
+    let image_url = node
+        .wait_for("an NVOS section URL serving the lab installer", Duration::from_secs(60), async || {
             urls.iter()
                 .find(|u| {
                     let (code, body) = get(&switch, u, &nvos);
@@ -555,7 +579,7 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
         &format!("file=@{}", upload_file.display()),
         &format!("{base}/v1/files/ci-upload/1/upload.bin?checksum={}", Sha256Digest::of(&upload)),
     ]);
-    assert!(out.status.success(), "upload through the Service: {}", text(&out));
+    assert!(out.status.success(), "upload through the Service: {}", procs::printed(&out));
     let stored = store.join("ci-upload/1/upload.bin");
     assert_eq!(std::fs::read(&stored).ok().as_deref(), Some(upload.as_slice()), "uploaded file on the claim");
     assert_eq!(std::fs::metadata(&stored).expect("stored").uid(), 65532, "written by the pods' user");
@@ -563,27 +587,29 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     assert_eq!(code, 403, "listing without a token is refused (as the reference store answers)");
 
     // Device activity, written by the server pods under their own ServiceAccount.
-    let profile = wait_for("lab-onie status.devices", &node, Duration::from_secs(60), || {
-        let p = kubectl_json(&node, &["-n", LAB_NS, "get", "switchprofile", "lab-onie"]);
-        (!p["status"]["devices"].is_null()).then_some(p)
-    })
-    .await;
+    let profile = node
+        .wait_for("lab-onie status.devices", Duration::from_secs(60), async || {
+            let p = kubectl_json(&node, &["-n", LAB_NS, "get", "switchprofile", "lab-onie"]);
+            (!p["status"]["devices"].is_null()).then_some(p)
+        })
+        .await;
     assert!(
         profile.to_string().contains("LAB-ONIE-0001"),
         "the device is in status.devices: {}",
         profile["status"]
     );
-    let events = wait_for("the servers' Events", &node, Duration::from_secs(60), || {
-        let list = kubectl_json(&node, &["-n", LAB_NS, "get", "events.events.k8s.io"]);
-        let mine: Vec<Value> = list["items"]
-            .as_array()?
-            .iter()
-            .filter(|e| e["reportingController"] == "ztp-operator-server")
-            .cloned()
-            .collect();
-        (!mine.is_empty()).then_some(mine)
-    })
-    .await;
+    let events = node
+        .wait_for("the servers' Events", Duration::from_secs(60), async || {
+            let list = kubectl_json(&node, &["-n", LAB_NS, "get", "events.events.k8s.io"]);
+            let mine: Vec<Value> = list["items"]
+                .as_array()?
+                .iter()
+                .filter(|e| e["reportingController"] == "ztp-operator-server")
+                .cloned()
+                .collect();
+            (!mine.is_empty()).then_some(mine)
+        })
+        .await;
     for e in &events {
         let instance = e["reportingInstance"].as_str().unwrap_or_default();
         assert!(server_pods.iter().any(|p| p == instance), "Event reported by a server pod: {e}");
@@ -606,6 +632,10 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     leader_deleted_mid_fetch(&node, &store, &sources).await;
     let upgrade = install_args(&["server.maxDownloads=300".to_owned()]);
     upgrade_rolls_the_servers(&node, &upgrade.iter().map(String::as_str).collect::<Vec<_>>()).await;
+    // After it all, as a GitOps tool would see the release and the lab: everything Current.
+    assert!(all_current(&health(&node, NS, CHART_KINDS).await), "the chart's objects Current at the end");
+    let lab = health(&node, LAB_NS, ZTP_KINDS).await;
+    assert!(all_current(&lab), "every OsImage and SwitchProfile Current at the end: {lab:?}");
     uninstall_keeps_the_claim(&node, &store).await;
 
     drop(switch);
@@ -629,7 +659,7 @@ fn kill_deadline(node: &Node, pod: &str) -> Option<(Timestamp, i64)> {
 /// before its kill deadline ([`kill_deadline`]): whether the process stopped by itself on SIGTERM.
 /// A pod never seen terminating (it went between two looks) stopped at once.
 async fn gone(node: &Node, pod: &str, mut deadline: Option<(Timestamp, i64)>) -> (Duration, bool) {
-    wait_for(&format!("pod {pod} gone"), node, Duration::from_secs(120), || {
+    node.wait_for(&format!("pod {pod} gone"), Duration::from_secs(120), async || {
         if !node.kubectl(&["-n", NS, "get", "pod", pod, "-o", "name"]).status.success() {
             return Some(());
         }
@@ -677,7 +707,7 @@ async fn rollout_restart_during_a_download(node: &Node, switch: &Switch, base: &
     cmd.arg(format!("{base}/onie-installer"));
     let child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn curl");
     let size = || std::fs::metadata(&file).map(|m| m.len() as usize).unwrap_or(0);
-    wait_for("the switch's download under way", node, Duration::from_secs(60), || {
+    node.wait_for("the switch's download under way", Duration::from_secs(60), async || {
         (size() > 4 << 20).then_some(())
     })
     .await;
@@ -689,8 +719,10 @@ async fn rollout_restart_during_a_download(node: &Node, switch: &Switch, base: &
     for pod in &old {
         stopped.push((pod, gone(node, pod, None).await));
     }
-    wait_for("the restarted servers available", node, Duration::from_secs(120), || available(node, SERVER))
-        .await;
+    node.wait_for("the restarted servers available", Duration::from_secs(120), async || {
+        available(node, SERVER)
+    })
+    .await;
     let out =
         tokio::task::spawn_blocking(move || child.wait_with_output()).await.expect("join").expect("curl");
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -736,6 +768,41 @@ fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
+/// An OsImage whose source does not match its sha256 stalls: kstatus says Failed (as Flux reports
+/// a failed Kustomization), with the controller's reason; it is then removed.
+async fn stalled_image_fails(node: &Node, sources: &Sources) {
+    let manifest = format!(
+        r#"apiVersion: ztp.netops.dev/v1alpha1
+kind: OsImage
+metadata: {{name: lab-wrong, namespace: {LAB_NS}}}
+spec:
+  platform: lab-wrong
+  version: "1"
+  source: {{url: {{url: "http://{}/lab-nos-installer.bin"}}}}
+  sha256: {}
+"#,
+        sources.cluster_ip,
+        Sha256Digest::of(b"not the installer")
+    );
+    let file = node.dir.join("lab/wrong.yaml");
+    std::fs::write(&file, manifest).expect("wrong manifest");
+    kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
+    let failed = node
+        .wait_for("kstatus Failed for an image with a wrong checksum", Duration::from_secs(60), async || {
+            let images = health(node, LAB_NS, "osimages").await;
+            let wrong = health_of(&images, "OsImage", "lab-wrong")?.clone();
+            assert_ne!(
+                wrong.status,
+                Status::Current,
+                "an image whose bytes do not match is never Current: {wrong}"
+            );
+            (wrong.status == Status::Failed).then_some(wrong)
+        })
+        .await;
+    assert!(failed.message.contains("sha256 mismatch"), "kstatus shows the controller's message: {failed}");
+    kubectl(node, &["-n", LAB_NS, "delete", "osimage", "lab-wrong", "--wait=true"]);
+}
+
 /// The leader controller's pod deleted while it fetches a slow image: the other replica takes the
 /// lease and finishes; the image's place in the store never holds a partial file.
 async fn leader_deleted_mid_fetch(node: &Node, store: &std::path::Path, sources: &Sources) {
@@ -763,24 +830,34 @@ spec:
     std::fs::write(&file, manifest).expect("slow manifest");
     kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
     let tmp = store.join(".tmp");
-    wait_for("the leader's fetch under way", node, Duration::from_secs(60), || {
+    node.wait_for("the leader's fetch under way", Duration::from_secs(60), async || {
         files_under(&tmp).iter().any(|(_, len)| *len > 0).then_some(())
     })
     .await;
+    let fetching = health(node, LAB_NS, "osimages").await;
+    let slow = health_of(&fetching, "OsImage", "lab-slow").expect("lab-slow judged");
+    assert_eq!(slow.status, Status::InProgress, "an image being fetched: {slow}");
     kubectl(node, &["-n", NS, "delete", "pod", &leader, "--wait=false"]);
     let deadline = kill_deadline(node, &leader);
     let deleted = Instant::now();
     let image_dir = store.join("lab-slow");
     let full = sources.slow.len() as u64;
-    wait_for("lab-slow Ready after the leader's pod was deleted", node, Duration::from_secs(180), || {
-        for (path, len) in files_under(&image_dir) {
-            assert_eq!(len, full, "a partial file is visible in the store: {}", path.display());
-        }
-        let image = kubectl_json(node, &["-n", LAB_NS, "get", "osimage", "lab-slow"]);
-        condition_true(&image, "Ready").then_some(())
-    })
+    node.wait_for(
+        "lab-slow Ready after the leader's pod was deleted",
+        Duration::from_secs(180),
+        async || {
+            for (path, len) in files_under(&image_dir) {
+                assert_eq!(len, full, "a partial file is visible in the store: {}", path.display());
+            }
+            let image = kubectl_json(node, &["-n", LAB_NS, "get", "osimage", "lab-slow"]);
+            condition_true(&image, "Ready").then_some(())
+        },
+    )
     .await;
     let took = deleted.elapsed();
+    let done = health(node, LAB_NS, "osimages").await;
+    let slow = health_of(&done, "OsImage", "lab-slow").expect("lab-slow judged");
+    assert_eq!(slow.status, Status::Current, "the image Ready: {slow}");
     let new_leader = holder();
     assert_ne!(new_leader, leader, "another replica took the lease");
     let stored = files_under(&image_dir);
@@ -809,7 +886,7 @@ async fn upgrade_rolls_the_servers(node: &Node, args: &[&str]) {
             .as_str()
             .map(str::to_owned)
     };
-    wait_for("the servers rolled with maxDownloads=300", node, Duration::from_secs(180), || {
+    node.wait_for("the servers rolled with maxDownloads=300", Duration::from_secs(180), async || {
         let d = kubectl_json(node, &["-n", NS, "get", "deployment", SERVER]);
         let now = pod_names(node, SERVER_PODS);
         (env_of(&d).as_deref() == Some("300")
@@ -828,7 +905,7 @@ async fn uninstall_keeps_the_claim(node: &Node, store: &std::path::Path) {
     let pvc = kubectl_json(node, &["-n", NS, "get", "pvc", CLAIM]);
     assert_eq!(pvc["status"]["phase"], "Bound", "the claim stays after uninstall: {pvc}");
     assert!(store.join("lab-nos/1.0.0/lab-nos-installer.bin").exists(), "the store's files stay");
-    wait_for("the release's and the serving objects gone", node, Duration::from_secs(120), || {
+    node.wait_for("the release's and the serving objects gone", Duration::from_secs(120), async || {
         let left = kubectl(
             node,
             &["-n", NS, "get", "deployments,services,serviceaccounts,roles,rolebindings,pods", "-o", "name"],
