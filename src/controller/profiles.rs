@@ -125,10 +125,10 @@ pub async fn run(
         )),
     ]);
     // A rebuild before every cache is filled would report present objects as missing.
-    ready("SwitchProfiles", profiles.wait_until_ready()).await?;
-    ready("ConfigMaps", config_maps.wait_until_ready()).await?;
-    ready("Secrets", secrets.wait_until_ready()).await?;
-    ready("OsImages", images.wait_until_ready()).await?;
+    ready("SwitchProfiles", triggers::filled(&profiles)).await?;
+    ready("ConfigMaps", triggers::filled(&config_maps)).await?;
+    ready("Secrets", triggers::filled(&secrets)).await?;
+    ready("OsImages", triggers::filled(&images)).await?;
     tracing::info!("snapshot loop: every watch cache is filled");
     let lookup = CacheLookup { config_maps, secrets };
     let reporter = KubeReporter::new(client.clone());
@@ -156,9 +156,17 @@ async fn ready(
     wait: impl std::future::Future<Output = Result<(), reflector::store::WriterDropped>>,
 ) -> Result<(), Error> {
     tokio::pin!(wait);
+    let began = std::time::Instant::now();
     loop {
         match tokio::time::timeout(Duration::from_secs(15), &mut wait).await {
-            Ok(result) => return result.map_err(|e| Error::Watch(format!("{what}: {e}"))),
+            Ok(result) => {
+                tracing::debug!(
+                    watch = what,
+                    waited_ms = began.elapsed().as_millis() as u64,
+                    "snapshot loop: watch cache filled"
+                );
+                return result.map_err(|e| Error::Watch(format!("{what}: {e}")));
+            }
             Err(_) => {
                 tracing::warn!(watch = what, "snapshot loop: still waiting for the first list of {what}")
             }

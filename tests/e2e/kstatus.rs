@@ -320,7 +320,17 @@ async fn kstatus_follows_images_and_profiles_through_their_lifecycle_and_is_neve
     let waiting = history(&versions, &verdicts, "waits")
         .into_iter()
         .find(|(v, _)| condition(v, "Reconciling") == Some(("True", "WaitingForImage")));
-    let (_, h) = waiting.expect("a version of the profile waiting for its image");
+    let (_, h) = waiting.unwrap_or_else(|| {
+        let seen: Vec<String> = history(&versions, &verdicts, "waits")
+            .into_iter()
+            .map(|(v, h)| format!("{} {:?}", h.status, v["status"]["conditions"]))
+            .collect();
+        let slow: Vec<String> = history(&versions, &verdicts, "slow")
+            .into_iter()
+            .map(|(v, h)| format!("{} {:?}", h.status, v["status"]["conditions"]))
+            .collect();
+        panic!("no version of the profile waiting for its image: {seen:#?}\nthe image's: {slow:#?}")
+    });
     assert_eq!(h.status, Status::InProgress, "{h}");
     assert!(h.message.contains("slow"), "kstatus shows the condition's message: {h}");
 }
