@@ -27,5 +27,6 @@ pub mod reconcile;
 pub mod serve;
 pub mod shutdown;
 pub mod standalone;
+pub mod status_file;
 pub mod store;
 pub mod telemetry;

@@ -1,12 +1,14 @@
 //! The reconcile core, shared by the Kubernetes controller and the standalone mode. It takes
-//! desired state (the objects) and reports observed state through two small traits; Kubernetes
-//! (status subresource + Events) is one implementation of them, standalone (printed lines + a
-//! status file) the other.
+//! desired state (the objects) and reports observed state through small traits
+//! ([`ImageReporter`] for OsImages, [`profiles::ProfileReporter`] for SwitchProfiles and the
+//! snapshot); Kubernetes (status subresource + Events) is one implementation of them, standalone
+//! (printed lines + status files) the other.
 
 pub mod in_flight;
 pub mod in_use;
 pub mod metrics;
 pub mod osimage;
+pub mod profiles;
 pub mod progress;
 pub mod sources;
 

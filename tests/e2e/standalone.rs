@@ -520,6 +520,64 @@ spec:
     );
 }
 
+/// Standalone runs the controller's profile pipeline: of two profiles claiming one serial, the
+/// older claim (by name, as standalone profiles have no creation time) is Ready and told of the
+/// other; the newer one is `not ready (Stalled, Conflict)`. Both statuses are in
+/// `{data}/.status/switchprofiles.json`, with the conditions the controller would set.
+#[tokio::test]
+async fn standalone_reports_a_conflict_for_two_profiles_claiming_one_serial() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let profiles = r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: claim-a}
+spec:
+  match: {serialNumbers: ["SN-TWICE"]}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: claim-b}
+spec:
+  match: {serialNumbers: ["SN-TWICE"]}
+"#;
+    std::fs::write(m.join("twice.yaml"), profiles).expect("write");
+    let data = dir.path().join("data");
+    let (code, out) = once(&m, &data).await;
+    assert_eq!(code, Some(0), "{out}");
+    let line = |name: &str| {
+        out.lines()
+            .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
+            .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
+            .to_owned()
+    };
+    let lost = "serial SN-TWICE is also claimed by default/claim-a, which wins: it is the older claim and serves the device";
+    assert_eq!(
+        line("claim-b"),
+        format!("switchprofile default/claim-b: not ready (Stalled, Conflict): {lost}")
+    );
+    assert_eq!(
+        line("claim-a"),
+        "switchprofile default/claim-a: Ready (conflict: serial SN-TWICE is also claimed by default/claim-b (newer); this profile wins)"
+    );
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(data.join(".status/switchprofiles.json")).expect("status file"),
+    )
+    .expect("json");
+    let condition = |name: &str, type_: &str| {
+        file[format!("default/{name}")]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .map(|c| (c["status"].as_str().map(str::to_owned), c["reason"].as_str().map(str::to_owned)))
+    };
+    let some = |s: &str, r: &str| Some((Some(s.to_owned()), Some(r.to_owned())));
+    assert_eq!(condition("claim-b", "Ready"), some("False", "Conflict"), "{file}");
+    assert_eq!(condition("claim-b", "Stalled"), some("True", "Conflict"), "{file}");
+    assert_eq!(condition("claim-a", "Ready"), some("True", "Resolved"), "{file}");
+    assert_eq!(condition("claim-a", "Conflict"), some("True", "DuplicateMatch"), "{file}");
+    assert_eq!(condition("lab-onie", "Ready"), some("True", "Resolved"), "{file}");
+}
+
 /// Standalone's equivalent of the controller's finalizer: an OsImage whose YAML goes away while a
 /// SwitchProfile in the folder still references it is kept, stored and served (its status says
 /// `Terminating`/`InUse` naming the profile), and cleaned up once the profile goes too.

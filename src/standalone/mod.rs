@@ -3,8 +3,9 @@
 //! Desired state is a folder of YAML (OsImages, and the ConfigMaps / Secrets they reference),
 //! re-read when it changes; the store is a directory; status is printed as one line per
 //! transition and kept in `{data}/.status/osimages.json` (so a restart resumes where it was).
-//! When it serves devices, their activity per SwitchProfile goes to
-//! `{data}/.status/switchprofiles.json`.
+//! SwitchProfiles go through the controller's pipeline ([`profiles::rebuild`]): one line per
+//! change, and their conditions in `{data}/.status/switchprofiles.json`, beside the device
+//! activity per SwitchProfile when it serves devices.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,17 +24,13 @@ use serde_json::Value;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition, validate},
+    api::{OsImage, SwitchProfile, validate},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
-    profile::{
-        build,
-        problem::{self, Problem, Severity},
-        publish,
-    },
     reconcile::{
-        EventType, ImageReporter, ReportError, ResolveError, in_use, object_name,
+        ReportError, ResolveError, in_use, object_name,
         osimage::{ImageContext, Next},
+        profiles,
         sources::{ObjectLookup, RefResolver, config_map_data, secret_data},
     },
     serve::{
@@ -43,6 +40,10 @@ use crate::{
     },
     store::{Store, StoreError, fs::FsBackend},
 };
+
+mod status;
+
+use status::{ProfileBook, StatusBook};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -321,87 +322,14 @@ impl ObjectLookup for Lookup {
     }
 }
 
-/// Status kept in memory and in `{data}/.status/osimages.json`; one printed line per transition.
-struct StatusBook {
-    file: PathBuf,
-    statuses: Mutex<BTreeMap<String, OsImageStatus>>,
-}
-
-impl StatusBook {
-    fn open(data: &Path) -> Result<Self, Error> {
-        let dir = data.join(".status");
-        std::fs::create_dir_all(&dir).map_err(StoreError::io("create", data, &dir))?;
-        let file = dir.join("osimages.json");
-        let statuses =
-            std::fs::read(&file).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default();
-        Ok(Self { file, statuses: Mutex::new(statuses) })
-    }
-
-    fn get(&self, key: &str) -> Option<OsImageStatus> {
-        self.statuses.lock().expect("status lock").get(key).cloned()
-    }
-
-    fn remove(&self, key: &str) -> Result<(), ReportError> {
-        self.statuses.lock().expect("status lock").remove(key);
-        self.save(key)
-    }
-
-    /// Writes the file while holding the lock, so concurrent reconciles never interleave writes.
-    fn save(&self, key: &str) -> Result<(), ReportError> {
-        let statuses = self.statuses.lock().expect("status lock");
-        let bytes = serde_json::to_vec_pretty(&*statuses).expect("statuses serialise");
-        let tmp = self.file.with_extension("json.tmp");
-        std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.file)).map_err(|e| {
-            ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) }
-        })
-    }
-}
-
-fn summary(s: &OsImageStatus) -> (Option<OsImagePhase>, Option<String>) {
-    (s.phase, find_condition(&s.conditions, crate::api::ConditionType::Ready).map(|c| c.reason.clone()))
-}
-
-#[async_trait]
-impl ImageReporter for StatusBook {
-    async fn status(&self, image: &OsImage, status: &OsImageStatus) -> Result<(), ReportError> {
-        let key = object_name(&image.metadata);
-        let before = self.statuses.lock().expect("status lock").insert(key.clone(), status.clone());
-        if before.as_ref().map(summary) != Some(summary(status)) {
-            let phase = status.phase.map(|p| format!("{p:?}")).unwrap_or_default();
-            println!("osimage {key}: {phase}: {}", status.message.as_deref().unwrap_or_default());
-        }
-        self.save(&key)
-    }
-
-    async fn event(&self, image: &OsImage, kind: EventType, reason: &str, note: &str) {
-        tracing::debug!(object = %object_name(&image.metadata), ?kind, reason, note, "event");
-    }
-}
-
-/// What standalone prints about a profile, classified as the controller's conditions are:
-/// `Ready`, `not ready (Reconciling, <reason>): …` for what clears by itself (an image still
-/// fetching), `not ready (Stalled, <reason>): …` for what needs a human.
-fn profile_line(problems: &[Problem]) -> String {
-    match problem::verdict(problems) {
-        None => "Ready".to_owned(),
-        Some(v) => {
-            let condition = match v.severity {
-                Severity::Waiting => "Reconciling",
-                Severity::NeedsHuman => "Stalled",
-            };
-            format!("not ready ({condition}, {}): {}", v.reason, v.all)
-        }
-    }
-}
-
-/// Renders the SwitchProfiles into a snapshot and publishes it; prints each profile's problems
-/// when they change.
+/// Runs the shared profile pipeline over what the folder declares, each image and profile with
+/// the status it has in this run.
 async fn publish_snapshot(
     store: &Store,
     desired: &Desired,
     book: &StatusBook,
+    profile_book: &ProfileBook,
     lookup: &Lookup,
-    last_problems: &mut BTreeMap<String, String>,
 ) {
     let images: Vec<Arc<OsImage>> = desired
         .images
@@ -412,24 +340,16 @@ async fn publish_snapshot(
             Arc::new(i)
         })
         .collect();
-    let built = build::build(&desired.profiles, &images, lookup).await;
-    for p in &desired.profiles {
-        let key = object_name(&p.metadata);
-        let now = profile_line(built.problems.get(&key).map(Vec::as_slice).unwrap_or_default());
-        if last_problems.get(&key) != Some(&now) {
-            println!("switchprofile {key}: {now}");
-            last_problems.insert(key, now);
-        }
-    }
-    match publish::publish(store, &built.snapshot).await {
-        Ok(true) => println!(
-            "snapshot {} published ({} profiles)",
-            built.snapshot.version,
-            built.snapshot.profiles.len()
-        ),
-        Ok(false) => {}
-        Err(e) => println!("cannot publish the device snapshot: {e}"),
-    }
+    let profiles: Vec<Arc<SwitchProfile>> = desired
+        .profiles
+        .iter()
+        .map(|p| {
+            let mut p = (**p).clone();
+            p.status = profile_book.get(&object_name(&p.metadata));
+            Arc::new(p)
+        })
+        .collect();
+    profiles::rebuild(store, &profiles, &images, lookup, profile_book).await;
 }
 
 /// Runs until interrupted (or, with `--once`, until everything settled). Returns whether every
@@ -447,6 +367,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         in_flight: Default::default(),
     };
     let book = Arc::new(StatusBook::open(&args.data)?);
+    let profile_book = ProfileBook::open(&args.data)?;
     let loaded = load(&args.manifests)?;
     for problem in &loaded.problems {
         println!("skipping {problem}");
@@ -454,7 +375,6 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let desired = Arc::new(Mutex::new(loaded.desired));
     let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
     let profile_lookup = Lookup(desired.clone());
-    let mut last_problems = BTreeMap::new();
     let mut dirty = true;
     if let Some(listen) = args.listen {
         let base_url = BaseUrl::new(args.images.external_url.as_deref(), listen);
@@ -540,7 +460,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         if dirty {
             let mut snapshot_input = desired.lock().expect("desired lock").clone();
             snapshot_input.images.extend(held.values().cloned());
-            publish_snapshot(&core.store, &snapshot_input, &book, &profile_lookup, &mut last_problems).await;
+            publish_snapshot(&core.store, &snapshot_input, &book, &profile_book, &profile_lookup).await;
             dirty = false;
         }
 
