@@ -2,7 +2,7 @@
 //! status subresource, Events via the Recorder, ConfigMaps and Secrets via the API.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::HashMap,
     sync::{Mutex, PoisonError},
 };
 
@@ -21,11 +21,11 @@ use serde_json::json;
 use super::FIELD_MANAGER;
 use crate::{
     api::{OsImage, OsImageStatus, SwitchProfile, SwitchProfileStatus},
+    lookup::{Data, Kind, LookupError, ObjectLookup, config_map_data, secret_data},
     profile::{publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
-        EventType, ImageReporter, ReportError, ResolveError, object_name,
+        EventType, ImageReporter, ReportError, object_name,
         profiles::{CONFLICT, ProfileReporter, current_status, newly_lost},
-        sources::{ObjectLookup, config_map_data, secret_data},
     },
 };
 
@@ -170,52 +170,43 @@ pub struct CacheLookup {
 
 #[async_trait]
 impl ObjectLookup for CacheLookup {
-    async fn config_map(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         let cm = self.config_maps.get(&ObjectRef::new(name).within(namespace));
         Ok(cm.map(|cm| config_map_data(cm.as_ref().clone())))
     }
 
-    async fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         let s = self.secrets.get(&ObjectRef::new(name).within(namespace));
         Ok(s.map(|s| secret_data(s.as_ref().clone())))
     }
 }
 
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
+/// A 404 is no such object; any other error is the API server's.
+fn found_or(e: kube::Error, kind: Kind, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Ok(None),
+        e => Err(LookupError::Backend {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 #[async_trait]
 impl ObjectLookup for KubeLookup {
-    async fn config_map(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(cm) => Ok(Some(config_map_data(cm))),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError::Missing(format!("read ConfigMap {namespace}/{name}: {e}"))),
+            Err(e) => found_or(e, Kind::ConfigMap, namespace, name),
         }
     }
 
-    async fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(s) => Ok(Some(secret_data(s))),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError::Missing(format!("read Secret {namespace}/{name}: {e}"))),
+            Err(e) => found_or(e, Kind::Secret, namespace, name),
         }
     }
 }

@@ -60,7 +60,4 @@ pub trait SourceResolver: Send + Sync {
     async fn resolve(&self, image: &OsImage) -> Result<Source, ResolveError>;
 }
 
-/// `namespace/name` of an object, for messages.
-pub fn object_name(meta: &kube::api::ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or("?"))
-}
+pub use crate::api::object_name;

@@ -15,12 +15,13 @@ use k8s_openapi::{
     jiff::Timestamp,
 };
 
-use super::{ReportError, object_name, sources::ObjectLookup};
+use super::{ReportError, object_name};
 use crate::{
     api::{
         ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
         conditions::{find_condition, set_condition, set_or_remove_condition},
     },
+    lookup::ObjectLookup,
     profile::{
         build,
         index::DeviceIndex,
@@ -199,8 +200,8 @@ mod tests {
 
     use super::*;
     use crate::{
+        lookup::{Data, LookupError},
         profile::problem::{IMAGE_FAILED, WAITING_FOR_IMAGE},
-        reconcile::ResolveError,
         store::fs::FsBackend,
     };
 
@@ -308,18 +309,10 @@ mod tests {
 
     #[async_trait]
     impl ObjectLookup for Nothing {
-        async fn config_map(
-            &self,
-            _ns: &str,
-            _name: &str,
-        ) -> Result<Option<std::collections::BTreeMap<String, Vec<u8>>>, ResolveError> {
+        async fn config_map(&self, _ns: &str, _name: &str) -> Result<Option<Data>, LookupError> {
             Ok(None)
         }
-        async fn secret(
-            &self,
-            _ns: &str,
-            _name: &str,
-        ) -> Result<Option<std::collections::BTreeMap<String, Vec<u8>>>, ResolveError> {
+        async fn secret(&self, _ns: &str, _name: &str) -> Result<Option<Data>, LookupError> {
             Ok(None)
         }
     }

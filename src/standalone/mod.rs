@@ -27,11 +27,12 @@ use crate::{
     api::{OsImage, SwitchProfile, validate},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
+    lookup::{Data, LookupError, ObjectLookup, config_map_data, secret_data},
     reconcile::{
-        ReportError, ResolveError, in_use, object_name,
+        ReportError, in_use, object_name,
         osimage::{ImageContext, Next},
         profiles,
-        sources::{ObjectLookup, RefResolver, config_map_data, secret_data},
+        sources::RefResolver,
     },
     serve::{
         self,
@@ -309,15 +310,11 @@ struct Lookup(Arc<Mutex<Desired>>);
 
 #[async_trait]
 impl ObjectLookup for Lookup {
-    async fn config_map(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
         Ok(self.0.lock().expect("desired lock").config_maps.get(&(ns.to_owned(), name.to_owned())).cloned())
     }
 
-    async fn secret(&self, ns: &str, name: &str) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
         Ok(self.0.lock().expect("desired lock").secrets.get(&(ns.to_owned(), name.to_owned())).cloned())
     }
 }
