@@ -11,6 +11,8 @@ pub mod osimage;
 pub mod profiles;
 pub mod progress;
 pub mod sources;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use async_trait::async_trait;
 
