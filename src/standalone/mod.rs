@@ -8,26 +8,20 @@
 //! activity per SwitchProfile when it serves devices.
 
 use std::{
-    collections::{BTreeMap, HashMap},
-    path::{Path, PathBuf},
+    collections::BTreeMap,
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, Instant},
 };
 
 use async_trait::async_trait;
-use k8s_openapi::{
-    api::core::v1::{ConfigMap, Secret},
-    apimachinery::pkg::apis::meta::v1::Time,
-    jiff::Timestamp,
-};
-use serde_json::Value;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    api::{OsImage, SwitchProfile, validate},
+    api::{OsImage, SwitchProfile},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
-    lookup::{Data, LookupError, ObjectLookup, config_map_data, secret_data},
+    lookup::{Data, LookupError, ObjectLookup},
+    manifests::{Desired, Folder, ManifestsError, fingerprint, load},
     reconcile::{
         ReportError, in_use, object_name,
         osimage::{ImageContext, Next},
@@ -42,8 +36,10 @@ use crate::{
     store::{Store, StoreError, fs::FsBackend},
 };
 
+mod schedule;
 mod status;
 
+use schedule::Schedule;
 use status::{ProfileBook, StatusBook};
 
 #[derive(Debug, thiserror::Error)]
@@ -56,254 +52,12 @@ pub enum Error {
     Store(#[from] StoreError),
     #[error(transparent)]
     Fetch(#[from] FetchError),
-    #[error("read {path}: {message}")]
-    Manifests { path: PathBuf, message: String },
+    #[error(transparent)]
+    Manifests(#[from] ManifestsError),
     #[error(transparent)]
     Report(#[from] ReportError),
     #[error(transparent)]
     Activity(#[from] SinkError),
-}
-
-/// What the folder declares.
-#[derive(Default, Clone)]
-struct Desired {
-    images: Vec<Arc<OsImage>>,
-    profiles: Vec<Arc<SwitchProfile>>,
-    config_maps: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
-    secrets: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
-}
-
-/// Changes to any file name, size or mtime under the folder.
-fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let p = e.path();
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|x| x == "yaml" || x == "yml") {
-                out.push((p, m.len(), m.modified().ok()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-/// A stable positive number for a spec, standing in for `metadata.generation`.
-fn generation_of(spec: &Value) -> i64 {
-    // FNV-1a over the canonical JSON: stable across runs and platforms.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in spec.to_string().bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    i64::try_from(h >> 2).unwrap_or(1).max(1)
-}
-
-/// What the folder declares, and the files that could not be read (each skipped whole, with why).
-struct Folder {
-    desired: Desired,
-    problems: Vec<Error>,
-}
-
-/// Reads every YAML file of the folder. A file that does not parse, or holds a document that is
-/// not a valid object of its kind, is skipped whole and reported in [`Folder::problems`]; the
-/// error is an OsImage declared twice (which file wins cannot be told).
-fn load(dir: &Path) -> Result<Folder, Error> {
-    let mut desired = Desired::default();
-    let mut problems = Vec::new();
-    for (path, _, mtime) in fingerprint(dir) {
-        let mut file = Desired::default();
-        match load_file(dir, &path, mtime, &mut file) {
-            Ok(()) => {
-                desired.images.extend(file.images);
-                desired.profiles.extend(file.profiles);
-                desired.config_maps.extend(file.config_maps);
-                desired.secrets.extend(file.secrets);
-            }
-            Err(e) => problems.push(e),
-        }
-    }
-    let mut seen = std::collections::HashSet::new();
-    for image in &desired.images {
-        let name = object_name(&image.metadata);
-        if !seen.insert(name.clone()) {
-            return Err(Error::Manifests {
-                path: dir.to_path_buf(),
-                message: format!("OsImage {name} is declared twice"),
-            });
-        }
-    }
-    Ok(Folder { desired, problems })
-}
-
-/// The objects of one YAML file, added to `desired`.
-fn load_file(dir: &Path, path: &Path, mtime: Option<SystemTime>, desired: &mut Desired) -> Result<(), Error> {
-    let err = |message: String| Error::Manifests { path: path.to_path_buf(), message };
-    for (i, value) in read_documents(path)? {
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
-        let doc_err = |e: serde_json::Error| err(format!("document {} ({kind}): {e}", i + 1));
-        // What the apiserver would refuse is refused here too, with its words.
-        if validate::is_ours(&value) {
-            validate::validate(&value).map_err(|e| err(format!("document {}: {e}", i + 1)))?;
-        }
-        match kind.as_str() {
-            "OsImage" => {
-                let mut image: OsImage = serde_json::from_value(value.clone()).map_err(doc_err)?;
-                let meta = &mut image.metadata;
-                meta.namespace.get_or_insert_with(|| "default".into());
-                meta.generation = Some(generation_of(&value["spec"]));
-                // Older files win conflicts, as older objects do in a cluster.
-                meta.creation_timestamp = mtime.and_then(|t| Timestamp::try_from(t).ok()).map(Time);
-                image.status = None;
-                resolve_relative_file_url(&mut image, dir);
-                desired.images.push(Arc::new(image));
-            }
-            "SwitchProfile" => {
-                let mut profile: SwitchProfile = serde_json::from_value(value.clone()).map_err(doc_err)?;
-                profile.metadata.namespace.get_or_insert_with(|| "default".into());
-                profile.metadata.generation = Some(generation_of(&value["spec"]));
-                profile.status = None;
-                desired.profiles.push(Arc::new(profile));
-            }
-            "ConfigMap" => {
-                let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
-                let key = (
-                    cm.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                    cm.metadata.name.clone().unwrap_or_default(),
-                );
-                desired.config_maps.insert(key, config_map_data(cm));
-            }
-            "Secret" => {
-                let s: Secret = serde_json::from_value(value).map_err(doc_err)?;
-                let key = (
-                    s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-                    s.metadata.name.clone().unwrap_or_default(),
-                );
-                desired.secrets.insert(key, secret_data(s));
-            }
-            _ => {} // anything else is not ours
-        }
-    }
-    Ok(())
-}
-
-/// The non-empty YAML documents of one file, with their 0-based index in the file.
-fn read_documents(path: &Path) -> Result<Vec<(usize, Value)>, Error> {
-    let err = |message: String| Error::Manifests { path: path.to_path_buf(), message };
-    let size = std::fs::metadata(path).map_err(|e| err(e.to_string()))?.len();
-    if size > MAX_YAML_BYTES {
-        return Err(err(format!("{size} bytes; a manifest file may have at most {MAX_YAML_BYTES}")));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    parse_documents(&text).map_err(err)
-}
-
-/// The non-empty YAML documents of `text` (a manifest file's contents), with their 0-based
-/// index; the nesting limit is checked first (see [`yaml_nesting_within`]).
-pub fn parse_documents(text: &str) -> Result<Vec<(usize, Value)>, String> {
-    yaml_nesting_within(text, MAX_YAML_DEPTH)?;
-    let mut docs = Vec::new();
-    for (i, doc) in yaml_serde::Deserializer::from_str(text).enumerate() {
-        let value: Value =
-            serde::Deserialize::deserialize(doc).map_err(|e| format!("document {}: {e}", i + 1))?;
-        if !value.is_null() {
-            docs.push((i, value));
-        }
-    }
-    Ok(docs)
-}
-
-/// Largest manifest file read (a Kubernetes object is at most about 1.5 MiB).
-pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
-/// Deepest nesting a manifest file may have, checked before it is parsed (the YAML parser itself
-/// takes minutes for 100,000 levels before the deserializer's own limit of 128 applies).
-pub const MAX_YAML_DEPTH: usize = 128;
-
-/// Checks, in one linear pass and without parsing, that no line of `text` nests deeper than
-/// `max`: flow collections (`[`, `{`) open across lines, block sequences started on one line
-/// (`- - - x`) and indentation (two columns counted as one level) all count. Quoted scalars and
-/// comments are skipped. Errs with what was found.
-pub fn yaml_nesting_within(text: &str, max: usize) -> Result<(), String> {
-    let mut flow = 0usize;
-    for (n, line) in text.lines().enumerate() {
-        let indent = line.len() - line.trim_start_matches([' ', '\t']).len();
-        let mut rest = &line[indent..];
-        let mut dashes = 0;
-        while let Some(r) = rest.strip_prefix('-').filter(|r| r.is_empty() || r.starts_with([' ', '\t'])) {
-            dashes += 1;
-            rest = r.trim_start_matches([' ', '\t']);
-        }
-        let mut quote: Option<char> = None;
-        for ch in rest.chars() {
-            match (quote, ch) {
-                (Some(q), c) if c == q => quote = None,
-                (Some(_), _) => {}
-                (None, '"' | '\'') => quote = Some(ch),
-                (None, '#') => break,
-                (None, '[' | '{') => flow += 1,
-                (None, ']' | '}') => flow = flow.saturating_sub(1),
-                _ => {}
-            }
-            if flow > max {
-                return Err(format!("line {}: nested more than {max} levels deep", n + 1));
-            }
-        }
-        if indent / 2 + dashes > max {
-            return Err(format!("line {}: nested more than {max} levels deep", n + 1));
-        }
-    }
-    Ok(())
-}
-
-/// Reads the SwitchProfiles of `path`: one YAML file (any extension), or every `*.yaml` /
-/// `*.yml` under a folder (recursively, in path order), each possibly holding several
-/// documents (`---`), exactly what users `kubectl apply`. Other kinds are ignored; a profile
-/// without a namespace is in `default`, as in standalone mode. Status is dropped.
-pub fn read_switch_profiles(path: &Path) -> Result<Vec<SwitchProfile>, Error> {
-    let files = if path.is_dir() {
-        fingerprint(path).into_iter().map(|(p, _, _)| p).collect()
-    } else {
-        vec![path.to_path_buf()]
-    };
-    let mut profiles = Vec::new();
-    for file in files {
-        for (i, value) in read_documents(&file)? {
-            if validate::is_ours(&value) {
-                validate::validate(&value).map_err(|e| Error::Manifests {
-                    path: file.clone(),
-                    message: format!("document {}: {e}", i + 1),
-                })?;
-            }
-            if value.get("kind").and_then(Value::as_str) != Some("SwitchProfile") {
-                continue;
-            }
-            let mut profile: SwitchProfile = serde_json::from_value(value).map_err(|e| Error::Manifests {
-                path: file.clone(),
-                message: format!("document {} (SwitchProfile): {e}", i + 1),
-            })?;
-            profile.metadata.namespace.get_or_insert_with(|| "default".into());
-            profile.status = None;
-            profiles.push(profile);
-        }
-    }
-    Ok(profiles)
-}
-
-/// Standalone only: `file://./x` and `file://../x` are relative to the manifests folder, so a lab
-/// folder works wherever it is checked out.
-fn resolve_relative_file_url(image: &mut OsImage, dir: &Path) {
-    if let Some(u) = image.spec.source.url.as_mut()
-        && let Some(rel) =
-            u.url.strip_prefix("file://").filter(|r| r.starts_with("./") || r.starts_with("../"))
-    {
-        let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf()).join(rel);
-        u.url = format!("file://{}", abs.display());
-    }
 }
 
 struct Lookup(Arc<Mutex<Desired>>);
@@ -405,10 +159,8 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     println!("standalone: {} -> {}", args.manifests.display(), core.store.describe());
 
     let mut print = fingerprint(&args.manifests);
-    let mut due: HashMap<String, Instant> = HashMap::new();
-    let mut settled: HashMap<String, bool> = HashMap::new(); // key -> Ready?
+    let mut schedule = Schedule::default();
     let mut running: JoinSet<(String, Result<Next, ReportError>)> = JoinSet::new();
-    let mut in_flight: std::collections::HashSet<String> = Default::default();
     let mut previous: Vec<Arc<OsImage>> = desired.lock().expect("desired lock").images.clone();
 
     // Images whose YAML went away while a profile still uses them: kept, stored and served
@@ -427,7 +179,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             .filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata)))
         {
             let key = object_name(&gone.metadata);
-            if in_flight.contains(&key) {
+            if schedule.running(&key) {
                 continue;
             }
             let mut last = (**gone).clone();
@@ -450,8 +202,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 Err(e) => println!("osimage {key}: cleanup failed: {e}"),
             }
             book.remove(&key)?;
-            due.remove(&key);
-            settled.remove(&key);
+            schedule.forget(&key);
         }
         previous = images.iter().chain(held.values()).cloned().collect();
         if dirty {
@@ -464,44 +215,41 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let now = Instant::now();
         for image in &images {
             let key = object_name(&image.metadata);
-            if in_flight.contains(&key) || due.get(&key).is_some_and(|t| *t > now) {
+            if !schedule.start(&key, now) {
                 continue;
             }
             let mut current = (**image).clone();
             current.status = book.get(&key);
             let (core, book, resolver, all) = (core.clone(), book.clone(), resolver.clone(), images.clone());
-            in_flight.insert(key.clone());
-            due.insert(key.clone(), Instant::now() + Duration::from_secs(3600));
             running.spawn(async move {
                 let r = core.reconcile(&current, &all, book.as_ref(), resolver.as_ref()).await;
                 (key, r)
             });
         }
 
-        if args.once
-            && running.is_empty()
-            && images.iter().all(|i| settled.contains_key(&object_name(&i.metadata)))
-        {
-            return Ok(settled.values().all(|ready| *ready));
+        let keys: Vec<String> = images.iter().map(|i| object_name(&i.metadata)).collect();
+        if args.once && running.is_empty() && schedule.all_settled(keys.iter().map(String::as_str)) {
+            return Ok(schedule.all_ready());
         }
 
         tokio::select! {
             Some(joined) = running.join_next(), if !running.is_empty() => {
                 let (key, result) = joined.expect("reconcile tasks do not panic");
-                in_flight.remove(&key);
                 dirty = true;
-                match result {
-                    Ok(Next::Resync(d)) => { settled.insert(key.clone(), true); due.insert(key, Instant::now() + d); }
-                    Ok(Next::Stalled) => { settled.insert(key.clone(), false); due.insert(key, Instant::now() + Duration::from_secs(3600 * 24)); }
-                    Ok(Next::Retry(d)) => { settled.remove(&key); due.insert(key, Instant::now() + d); }
+                let next = match result {
+                    Ok(next) => Some(next),
                     // With --once nothing else would end the run: a status that cannot be
                     // written is the run's error.
                     Err(e) if args.once => return Err(Error::Report(e)),
-                    Err(e) => { println!("{e}"); due.insert(key, Instant::now() + poll); }
-                }
+                    Err(e) => {
+                        println!("{e}");
+                        None
+                    }
+                };
+                schedule.finished(&key, next, Instant::now(), poll);
             }
             _ = tokio::time::sleep(poll) => {}
-            _ = tokio::signal::ctrl_c() => return Ok(settled.values().all(|r| *r)),
+            _ = tokio::signal::ctrl_c() => return Ok(schedule.all_ready()),
         }
 
         let now_print = fingerprint(&args.manifests);
@@ -519,45 +267,10 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                     *desired.lock().expect("desired lock") = d;
                     dirty = true;
                     // Changed specs get a new generation: look at everything again.
-                    due.clear();
-                    settled.clear();
+                    schedule.reset();
                 }
                 Err(e) => println!("keeping the previous desired state: {e}"),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn yaml_nesting_is_measured_before_parsing() {
-        let ok = "a:\n  b:\n    - [1, {c: \"[[[[\"}]  # [[[[\n    - - - x\n";
-        assert_eq!(yaml_nesting_within(ok, 8), Ok(()));
-        for deep in ["[".repeat(200), "{a: ".repeat(200), "- ".repeat(200) + "x", " ".repeat(400) + "x"] {
-            let err = yaml_nesting_within(&deep, 128).expect_err("too deep");
-            assert!(err.contains("nested more than 128 levels"), "{err}");
-        }
-        // Across lines, flow collections add up; closing brackets bring the depth back.
-        let spread = "[\n".repeat(100) + &"]\n".repeat(100) + &"[\n".repeat(100);
-        assert_eq!(yaml_nesting_within(&spread, 128), Ok(()));
-        assert!(yaml_nesting_within(&(spread + &"[".repeat(30)), 128).is_err());
-    }
-
-    #[test]
-    fn a_bad_file_is_skipped_and_reported() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let image = "apiVersion: ztp.netops.dev/v1alpha1\nkind: OsImage\nmetadata: {name: a}\nspec:\n  platform: lab\n  version: \"1\"\n  source: {url: {url: \"file:///x\"}}\n  sha256: 0000000000000000000000000000000000000000000000000000000000000000\n";
-        std::fs::write(dir.path().join("good.yaml"), image).expect("write");
-        std::fs::write(dir.path().join("bad.yaml"), "kind: OsImage\nspec: [\n").expect("write");
-        std::fs::write(dir.path().join("deep.yaml"), "[".repeat(100_000)).expect("write");
-        let folder = load(dir.path()).expect("the folder loads");
-        assert_eq!(folder.desired.images.len(), 1);
-        let problems: Vec<String> = folder.problems.iter().map(ToString::to_string).collect();
-        assert_eq!(problems.len(), 2, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("bad.yaml")), "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("deep.yaml") && p.contains("nested")), "{problems:?}");
     }
 }

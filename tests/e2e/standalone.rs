@@ -170,7 +170,7 @@ async fn lab_profiles_answer_each_family() {
     };
 
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
-    let profiles: Vec<String> = ztp_operator::standalone::read_switch_profiles(&lab)
+    let profiles: Vec<String> = ztp_operator::manifests::read_switch_profiles(&lab)
         .expect("lab profiles parse")
         .iter()
         .map(|p| p.metadata.name.clone().expect("named"))
