@@ -128,6 +128,9 @@ mod tests {
         // A stalled image waits a day; a settled one its resync.
         assert!(!s.start("b", t0 + Duration::from_secs(3600)));
         assert!(s.start("a", t0 + Duration::from_secs(600)));
+        // A settled image whose next look fails is not settled any more.
+        s.finished("a", Some(Next::Retry(Duration::from_secs(5))), t0, POLL);
+        assert!(!s.all_settled(keys.into_iter()), "a retries: not settled");
     }
 
     #[test]
