@@ -17,7 +17,7 @@ use async_trait::async_trait;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
-    api::{OsImage, SwitchProfile},
+    api::OsImage,
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
     lookup::{Data, LookupError, ObjectLookup},
@@ -82,25 +82,21 @@ async fn publish_snapshot(
     profile_book: &ProfileBook,
     lookup: &Lookup,
 ) {
-    let images: Vec<Arc<OsImage>> = desired
-        .images
-        .iter()
-        .map(|i| {
-            let mut i = (**i).clone();
-            i.status = book.get(&object_name(&i.metadata));
-            Arc::new(i)
-        })
-        .collect();
-    let profiles: Vec<Arc<SwitchProfile>> = desired
-        .profiles
-        .iter()
-        .map(|p| {
-            let mut p = (**p).clone();
-            p.status = profile_book.get(&object_name(&p.metadata));
-            Arc::new(p)
-        })
-        .collect();
+    let images = with_status(&desired.images, |i| i.status = book.get(&object_name(&i.metadata)));
+    let profiles = with_status(&desired.profiles, |p| p.status = profile_book.get(&object_name(&p.metadata)));
     profiles::rebuild(store, &profiles, &images, lookup, profile_book).await;
+}
+
+/// Copies of `objects`, each given its status by `set`.
+fn with_status<K: Clone>(objects: &[Arc<K>], set: impl Fn(&mut K)) -> Vec<Arc<K>> {
+    objects
+        .iter()
+        .map(|o| {
+            let mut o = (**o).clone();
+            set(&mut o);
+            Arc::new(o)
+        })
+        .collect()
 }
 
 /// Runs until interrupted (or, with `--once`, until everything settled). Returns whether every

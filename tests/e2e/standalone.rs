@@ -392,6 +392,14 @@ async fn once(manifests: &Path, data: &Path) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// The last line `out` printed about SwitchProfile `default/{name}`.
+fn last_profile_line(out: &str, name: &str) -> String {
+    out.lines()
+        .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
+        .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
+        .to_owned()
+}
+
 /// A file that does not parse, and one nested 100,000 levels deep, are skipped and reported; the
 /// rest of the folder starts (before: the bad file stopped standalone from starting, and the deep
 /// one cost minutes of CPU).
@@ -502,12 +510,7 @@ spec:
     std::fs::write(m.join("health.yaml"), profiles).expect("write");
     let (code, out) = once(&m, &dir.path().join("data")).await;
     assert_eq!(code, Some(0), "{out}");
-    let line = |name: &str| {
-        out.lines()
-            .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
-            .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
-            .to_owned()
-    };
+    let line = |name: &str| last_profile_line(&out, name);
     let bad = line("bad-template");
     assert!(bad.contains(": not ready (Stalled, TemplateError): files.startup: undefined value"), "{bad}");
     assert!(bad.contains("`variables.sitee` is undefined"), "{bad}");
@@ -545,12 +548,7 @@ spec:
     let data = dir.path().join("data");
     let (code, out) = once(&m, &data).await;
     assert_eq!(code, Some(0), "{out}");
-    let line = |name: &str| {
-        out.lines()
-            .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
-            .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
-            .to_owned()
-    };
+    let line = |name: &str| last_profile_line(&out, name);
     let lost = "serial SN-TWICE is also claimed by default/claim-a, which wins: it is the older claim and serves the device";
     assert_eq!(
         line("claim-b"),
