@@ -9,7 +9,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
@@ -65,11 +65,23 @@ struct Lookup(Arc<Mutex<Desired>>);
 #[async_trait]
 impl ObjectLookup for Lookup {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
-        Ok(self.0.lock().expect("desired lock").config_maps.get(&(ns.to_owned(), name.to_owned())).cloned())
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config_maps
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned())
     }
 
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
-        Ok(self.0.lock().expect("desired lock").secrets.get(&(ns.to_owned(), name.to_owned())).cloned())
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .secrets
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned())
     }
 }
 
@@ -157,7 +169,8 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     let mut print = fingerprint(&args.manifests);
     let mut schedule = Schedule::default();
     let mut running: JoinSet<(String, Result<Next, ReportError>)> = JoinSet::new();
-    let mut previous: Vec<Arc<OsImage>> = desired.lock().expect("desired lock").images.clone();
+    let mut previous: Vec<Arc<OsImage>> =
+        desired.lock().unwrap_or_else(PoisonError::into_inner).images.clone();
 
     // Images whose YAML went away while a profile still uses them: kept, stored and served
     // (as the controller's finalizer keeps them) until no profile references them.
@@ -165,7 +178,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
 
     loop {
         let (images, profiles) = {
-            let d = desired.lock().expect("desired lock");
+            let d = desired.lock().unwrap_or_else(PoisonError::into_inner);
             (d.images.clone(), d.profiles.clone())
         };
         // Images whose YAML went away: honour their deletionPolicy, once no profile uses them.
@@ -202,7 +215,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         }
         previous = images.iter().chain(held.values()).cloned().collect();
         if dirty {
-            let mut snapshot_input = desired.lock().expect("desired lock").clone();
+            let mut snapshot_input = desired.lock().unwrap_or_else(PoisonError::into_inner).clone();
             snapshot_input.images.extend(held.values().cloned());
             publish_snapshot(&core.store, &snapshot_input, &book, &profile_book, &profile_lookup).await;
             dirty = false;
@@ -260,7 +273,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                     }
                 }
                 Ok(Folder { desired: d, .. }) => {
-                    *desired.lock().expect("desired lock") = d;
+                    *desired.lock().unwrap_or_else(PoisonError::into_inner) = d;
                     dirty = true;
                     // Changed specs get a new generation: look at everything again.
                     schedule.reset();
