@@ -15,13 +15,13 @@ use tokio::io::AsyncWriteExt;
 
 use crate::{
     api::names,
+    manifests,
     profile::identity::{self, DeviceIdentity, Family},
     serve::{
         download::{RangeDecision, parse_range},
         fast::{FastRequest, MAX_HEADERS},
         files::copy_file_part,
     },
-    standalone,
     store::manifest::Manifest,
 };
 
@@ -238,7 +238,7 @@ pub fn multipart(input: &[u8]) {
 /// as the loader reads it. (libFuzzer's `-timeout` catches a document that takes too long.)
 pub fn yaml(input: &[u8]) {
     let Ok(text) = std::str::from_utf8(input) else { return };
-    let Ok(docs) = standalone::parse_documents(text) else { return };
+    let Ok(docs) = manifests::parse_documents(text) else { return };
     for (_, value) in docs {
         let _ = serde_json::from_value::<crate::api::SwitchProfile>(value.clone());
         let _ = serde_json::from_value::<crate::api::OsImage>(value);

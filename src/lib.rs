@@ -6,6 +6,8 @@
 //! - [`hash`]: SHA-256 digests and the streaming hasher.
 //! - [`store`]: the image store (directory or S3) and `manifest.json`.
 //! - [`fetch`]: one-pass fetch-and-verify from http(s), s3 and file sources, with resume.
+//! - [`lookup`]: ConfigMap and Secret data by namespace and name, with [`lookup::LookupError`].
+//! - [`manifests`]: folders of YAML manifests (standalone's desired state, `ztpctl dhcp`'s profiles).
 //! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
 //! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
@@ -22,10 +24,13 @@ pub mod fetch;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hash;
+pub mod lookup;
+pub mod manifests;
 pub mod profile;
 pub mod reconcile;
 pub mod serve;
 pub mod shutdown;
 pub mod standalone;
+pub mod status_file;
 pub mod store;
 pub mod telemetry;

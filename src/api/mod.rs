@@ -79,3 +79,8 @@ pub fn crds_yaml() -> Result<String, yaml_serde::Error> {
     }
     Ok(out)
 }
+
+/// `namespace/name` of an object, for messages and as a key.
+pub fn object_name(meta: &kube::api::ObjectMeta) -> String {
+    format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or("?"))
+}

@@ -137,7 +137,7 @@ enum Error {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
-    Profiles(#[from] ztp_operator::standalone::Error),
+    Profiles(#[from] ztp_operator::manifests::ManifestsError),
     #[error(transparent)]
     Dhcp(#[from] DhcpError),
     #[error(transparent)]
@@ -332,7 +332,7 @@ fn dhcp_command(
     server_url: &str,
     ztp_family: ZtpFamilyArg,
 ) -> Result<(), Error> {
-    let list = ztp_operator::standalone::read_switch_profiles(profiles)?;
+    let list = ztp_operator::manifests::read_switch_profiles(profiles)?;
     let ztp_family = match ztp_family {
         ZtpFamilyArg::Nvos => ZtpFamily::Nvos,
         ZtpFamilyArg::Sonic => ZtpFamily::Sonic,

@@ -1,12 +1,15 @@
 //! The Kubernetes implementations of the core's traits: status via server-side apply on the
 //! status subresource, Events via the Recorder, ConfigMaps and Secrets via the API.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::HashMap,
+    sync::{Mutex, PoisonError},
+};
 
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Secret};
 use kube::{
-    Api, Client, Resource,
+    Api, Client, Resource, ResourceExt,
     api::{Patch, PatchParams},
     runtime::{
         events::{Event, EventType as KubeEventType, Recorder, Reporter},
@@ -17,10 +20,12 @@ use serde_json::json;
 
 use super::FIELD_MANAGER;
 use crate::{
-    api::{OsImage, OsImageStatus, SwitchProfile},
+    api::{OsImage, OsImageStatus, SwitchProfile, SwitchProfileStatus},
+    lookup::{Data, Kind, LookupError, ObjectLookup, config_map_data, secret_data},
+    profile::{publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
-        EventType, ImageReporter, ReportError, ResolveError, object_name,
-        sources::{ObjectLookup, config_map_data, secret_data},
+        EventType, ImageReporter, ReportError, object_name,
+        profiles::{CONFLICT, ProfileReporter, current_status, newly_lost},
     },
 };
 
@@ -83,6 +88,76 @@ impl KubeReporter {
     }
 }
 
+/// SwitchProfile status by server-side apply (the controller's fields only), with a Warning Event
+/// when a profile newly loses a key to an older one. A status is not applied again while the
+/// watch cache has not shown the last write, nor to a profile gone or being deleted since the
+/// rebuild began (the write would only be refused).
+pub struct KubeProfileReporter {
+    client: Client,
+    events: KubeReporter,
+    profiles: reflector::Store<SwitchProfile>,
+    /// The status last written to each profile, by uid. Cleared at each resync.
+    written: Mutex<HashMap<String, SwitchProfileStatus>>,
+}
+
+impl KubeProfileReporter {
+    /// The reporter writing through `client`; `profiles` is the snapshot loop's watch cache.
+    pub fn new(client: Client, profiles: reflector::Store<SwitchProfile>) -> Self {
+        let events = KubeReporter::new(client.clone());
+        Self { client, events, profiles, written: Mutex::default() }
+    }
+
+    /// Forgets what was written, so the next rebuild compares with the watch cache only.
+    pub fn forget_written(&self) {
+        self.written.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+}
+
+#[async_trait]
+impl ProfileReporter for KubeProfileReporter {
+    async fn published(&self, snapshot: &Snapshot, outcome: &Result<bool, SnapshotError>) {
+        match outcome {
+            Ok(true) => {
+                tracing::info!(version = %snapshot.version, profiles = snapshot.profiles.len(), "snapshot published")
+            }
+            Ok(false) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot publish the snapshot"),
+        }
+    }
+
+    async fn status(&self, p: &SwitchProfile, status: &SwitchProfileStatus) -> Result<(), ReportError> {
+        let key = object_name(&p.metadata);
+        let uid = p.uid().unwrap_or_default();
+        if self.written.lock().unwrap_or_else(PoisonError::into_inner).get(&uid) == Some(status) {
+            return Ok(());
+        }
+        let now = self.profiles.get(&ObjectRef::from_obj(p));
+        if now.is_none_or(|n| n.uid() != p.uid() || n.metadata.deletion_timestamp.is_some()) {
+            return Ok(());
+        }
+        if let Some(note) = newly_lost(current_status(p).as_ref(), status) {
+            self.events.profile_event(p, EventType::Warning, CONFLICT, &note).await;
+        }
+        let ns = p.metadata.namespace.as_deref().unwrap_or("default");
+        let api: Api<SwitchProfile> = Api::namespaced(self.client.clone(), ns);
+        let patch =
+            json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "status": status});
+        let name = p.metadata.name.as_deref().unwrap_or_default();
+        match api.patch_status(name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await
+        {
+            Ok(_) => {
+                self.written.lock().unwrap_or_else(PoisonError::into_inner).insert(uid, status.clone());
+                Ok(())
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tracing::debug!(profile = %key, "profile deleted before its status was written");
+                Ok(())
+            }
+            Err(e) => Err(ReportError { object: key, message: e.to_string() }),
+        }
+    }
+}
+
 /// ConfigMaps and Secrets read from the API server, in the object's namespace (the OsImage
 /// sources' credentials).
 pub struct KubeLookup(pub Client);
@@ -95,52 +170,43 @@ pub struct CacheLookup {
 
 #[async_trait]
 impl ObjectLookup for CacheLookup {
-    async fn config_map(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         let cm = self.config_maps.get(&ObjectRef::new(name).within(namespace));
         Ok(cm.map(|cm| config_map_data(cm.as_ref().clone())))
     }
 
-    async fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         let s = self.secrets.get(&ObjectRef::new(name).within(namespace));
         Ok(s.map(|s| secret_data(s.as_ref().clone())))
     }
 }
 
-fn not_found(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::Api(s) if s.code == 404)
+/// A 404 is no such object; any other error is the API server's.
+fn found_or(e: kube::Error, kind: Kind, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
+    match e {
+        kube::Error::Api(s) if s.code == 404 => Ok(None),
+        e => Err(LookupError::Backend {
+            kind,
+            namespace: namespace.into(),
+            name: name.into(),
+            message: e.to_string(),
+        }),
+    }
 }
 
 #[async_trait]
 impl ObjectLookup for KubeLookup {
-    async fn config_map(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn config_map(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         match Api::<ConfigMap>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(cm) => Ok(Some(config_map_data(cm))),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError::Missing(format!("read ConfigMap {namespace}/{name}: {e}"))),
+            Err(e) => found_or(e, Kind::ConfigMap, namespace, name),
         }
     }
 
-    async fn secret(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+    async fn secret(&self, namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
         match Api::<Secret>::namespaced(self.0.clone(), namespace).get(name).await {
             Ok(s) => Ok(Some(secret_data(s))),
-            Err(e) if not_found(&e) => Ok(None),
-            Err(e) => Err(ResolveError::Missing(format!("read Secret {namespace}/{name}: {e}"))),
+            Err(e) => found_or(e, Kind::Secret, namespace, name),
         }
     }
 }

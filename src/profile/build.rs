@@ -1,7 +1,7 @@
 //! Building the device snapshot from SwitchProfiles: every content reference is resolved
 //! (inline, ConfigMap key, Secret key, OsImage), templates are syntax-checked, MACs normalised,
 //! Cumulus scripts given LF line endings. One implementation for the controller and standalone;
-//! where ConfigMaps and Secrets come from is the [`ObjectLookup`] trait.
+//! where ConfigMaps and Secrets come from is the [`ObjectLookup`] trait of [`crate::lookup`].
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,9 +11,10 @@ use std::{
 use crate::{
     api::{
         ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SwitchProfile, ZtpSectionKind,
-        conditions::find_condition,
+        conditions::find_condition, object_name,
     },
     hash::Sha256Digest,
+    lookup::{Kind, LookupError, ObjectLookup},
     profile::{
         identity::{Family, normalize_mac},
         problem::Problem,
@@ -25,7 +26,6 @@ use crate::{
         sonic,
         trial::{self, Part, trial_render},
     },
-    reconcile::{object_name, sources::ObjectLookup},
 };
 
 /// The snapshot and, per profile (`namespace/name`), what could not be resolved.
@@ -52,27 +52,25 @@ impl Resolver<'_> {
         if let Some(text) = &c.inline {
             return self.text(what, text.clone(), c.template);
         }
-        let (kind, r, data) = if let Some(r) = &c.config_map_key_ref {
-            ("ConfigMap", r, self.lookup.config_map(ns, &r.name).await)
+        let (kind, r) = if let Some(r) = &c.config_map_key_ref {
+            (Kind::ConfigMap, r)
         } else if let Some(r) = &c.secret_key_ref {
-            ("Secret", r, self.lookup.secret(ns, &r.name).await)
+            (Kind::Secret, r)
         } else if let Some(r) = &c.os_image_ref {
             return self.image(ns, what, &r.name).map(Resolved::Image);
         } else {
             return Err(Problem::invalid(what, "no content source set"));
         };
-        let object = format!("{ns}/{}", r.name);
-        let data = data.map_err(|e| Problem::Lookup { what: what.to_owned(), message: e.to_string() })?;
-        let data =
-            data.ok_or_else(|| Problem::NotFound { what: what.to_owned(), kind, object: object.clone() })?;
-        let bytes = data.get(&r.key).ok_or_else(|| Problem::MissingKey {
-            what: what.to_owned(),
-            kind,
-            object: object.clone(),
-            key: r.key.clone(),
-        })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|_| {
-            Problem::invalid(what, format!("{kind} {object} key {:?} is not UTF-8 text", r.key))
+        let text = self.lookup.text(kind, ns, r).await.map_err(|e| {
+            let (what, object) = (what.to_owned(), format!("{ns}/{}", r.name));
+            match e {
+                LookupError::NotFound { .. } => Problem::NotFound { what, kind: kind.as_str(), object },
+                LookupError::NoKey { key, .. } => {
+                    Problem::MissingKey { what, kind: kind.as_str(), object, key }
+                }
+                LookupError::NotUtf8 { .. } => Problem::invalid(&what, e.to_string()),
+                LookupError::Backend { .. } => Problem::Lookup { what, message: e.to_string() },
+            }
         })?;
         self.text(what, text, c.template)
     }
@@ -341,10 +339,10 @@ pub fn version_of(snapshot: &Snapshot) -> String {
 mod tests {
     use super::*;
     use crate::{
+        lookup::{Data, LookupError},
         profile::problem::{
             IMAGE_FAILED, INVALID_CONTENT, Severity, TEMPLATE_ERROR, WAITING_FOR_IMAGE, WAITING_FOR_REFERENCE,
         },
-        reconcile::ResolveError,
     };
 
     /// ConfigMaps in memory; no Secrets.
@@ -352,18 +350,10 @@ mod tests {
 
     #[async_trait::async_trait]
     impl ObjectLookup for Maps {
-        async fn config_map(
-            &self,
-            _namespace: &str,
-            name: &str,
-        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        async fn config_map(&self, _namespace: &str, name: &str) -> Result<Option<Data>, LookupError> {
             Ok(self.0.get(name).cloned())
         }
-        async fn secret(
-            &self,
-            _namespace: &str,
-            _name: &str,
-        ) -> Result<Option<BTreeMap<String, Vec<u8>>>, ResolveError> {
+        async fn secret(&self, _namespace: &str, _name: &str) -> Result<Option<Data>, LookupError> {
             Ok(None)
         }
     }

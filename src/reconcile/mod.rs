@@ -1,14 +1,18 @@
 //! The reconcile core, shared by the Kubernetes controller and the standalone mode. It takes
-//! desired state (the objects) and reports observed state through two small traits; Kubernetes
-//! (status subresource + Events) is one implementation of them, standalone (printed lines + a
-//! status file) the other.
+//! desired state (the objects) and reports observed state through small traits
+//! ([`ImageReporter`] for OsImages, [`profiles::ProfileReporter`] for SwitchProfiles and the
+//! snapshot); Kubernetes (status subresource + Events) is one implementation of them, standalone
+//! (printed lines + status files) the other.
 
 pub mod in_flight;
 pub mod in_use;
 pub mod metrics;
 pub mod osimage;
+pub mod profiles;
 pub mod progress;
 pub mod sources;
+#[cfg(test)]
+pub(crate) mod testing;
 
 use async_trait::async_trait;
 
@@ -58,7 +62,4 @@ pub trait SourceResolver: Send + Sync {
     async fn resolve(&self, image: &OsImage) -> Result<Source, ResolveError>;
 }
 
-/// `namespace/name` of an object, for messages.
-pub fn object_name(meta: &kube::api::ObjectMeta) -> String {
-    format!("{}/{}", meta.namespace.as_deref().unwrap_or("default"), meta.name.as_deref().unwrap_or("?"))
-}
+pub use crate::api::object_name;

@@ -170,7 +170,7 @@ async fn lab_profiles_answer_each_family() {
     };
 
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/lab");
-    let profiles: Vec<String> = ztp_operator::standalone::read_switch_profiles(&lab)
+    let profiles: Vec<String> = ztp_operator::manifests::read_switch_profiles(&lab)
         .expect("lab profiles parse")
         .iter()
         .map(|p| p.metadata.name.clone().expect("named"))
@@ -392,6 +392,14 @@ async fn once(manifests: &Path, data: &Path) -> (Option<i32>, String) {
     (out.status.code(), text)
 }
 
+/// The last line `out` printed about SwitchProfile `default/{name}`.
+fn last_profile_line(out: &str, name: &str) -> String {
+    out.lines()
+        .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
+        .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
+        .to_owned()
+}
+
 /// A file that does not parse, and one nested 100,000 levels deep, are skipped and reported; the
 /// rest of the folder starts (before: the bad file stopped standalone from starting, and the deep
 /// one cost minutes of CPU).
@@ -502,12 +510,7 @@ spec:
     std::fs::write(m.join("health.yaml"), profiles).expect("write");
     let (code, out) = once(&m, &dir.path().join("data")).await;
     assert_eq!(code, Some(0), "{out}");
-    let line = |name: &str| {
-        out.lines()
-            .rfind(|l| l.starts_with(&format!("switchprofile default/{name}: ")))
-            .unwrap_or_else(|| panic!("no line about {name}:\n{out}"))
-            .to_owned()
-    };
+    let line = |name: &str| last_profile_line(&out, name);
     let bad = line("bad-template");
     assert!(bad.contains(": not ready (Stalled, TemplateError): files.startup: undefined value"), "{bad}");
     assert!(bad.contains("`variables.sitee` is undefined"), "{bad}");
@@ -518,6 +521,59 @@ spec:
         ),
         "{waits}"
     );
+}
+
+/// Standalone runs the controller's profile pipeline: of two profiles claiming one serial, the
+/// older claim (by name, as standalone profiles have no creation time) is Ready and told of the
+/// other; the newer one is `not ready (Stalled, Conflict)`. Both statuses are in
+/// `{data}/.status/switchprofiles.json`, with the conditions the controller would set.
+#[tokio::test]
+async fn standalone_reports_a_conflict_for_two_profiles_claiming_one_serial() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let profiles = r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: claim-a}
+spec:
+  match: {serialNumbers: ["SN-TWICE"]}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: claim-b}
+spec:
+  match: {serialNumbers: ["SN-TWICE"]}
+"#;
+    std::fs::write(m.join("twice.yaml"), profiles).expect("write");
+    let data = dir.path().join("data");
+    let (code, out) = once(&m, &data).await;
+    assert_eq!(code, Some(0), "{out}");
+    let line = |name: &str| last_profile_line(&out, name);
+    let lost = "serial SN-TWICE is also claimed by default/claim-a, which wins: it is the older claim and serves the device";
+    assert_eq!(
+        line("claim-b"),
+        format!("switchprofile default/claim-b: not ready (Stalled, Conflict): {lost}")
+    );
+    assert_eq!(
+        line("claim-a"),
+        "switchprofile default/claim-a: Ready (conflict: serial SN-TWICE is also claimed by default/claim-b (newer); this profile wins)"
+    );
+    let file: Value = serde_json::from_slice(
+        &std::fs::read(data.join(".status/switchprofiles.json")).expect("status file"),
+    )
+    .expect("json");
+    let condition = |name: &str, type_: &str| {
+        file[format!("default/{name}")]["conditions"]
+            .as_array()
+            .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+            .map(|c| (c["status"].as_str().map(str::to_owned), c["reason"].as_str().map(str::to_owned)))
+    };
+    let some = |s: &str, r: &str| Some((Some(s.to_owned()), Some(r.to_owned())));
+    assert_eq!(condition("claim-b", "Ready"), some("False", "Conflict"), "{file}");
+    assert_eq!(condition("claim-b", "Stalled"), some("True", "Conflict"), "{file}");
+    assert_eq!(condition("claim-a", "Ready"), some("True", "Resolved"), "{file}");
+    assert_eq!(condition("claim-a", "Conflict"), some("True", "DuplicateMatch"), "{file}");
+    assert_eq!(condition("lab-onie", "Ready"), some("True", "Resolved"), "{file}");
 }
 
 /// Standalone's equivalent of the controller's finalizer: an OsImage whose YAML goes away while a

@@ -1,16 +1,14 @@
 //! Standalone mode: device activity in `{data}/.status/switchprofiles.json` (beside
 //! `osimages.json`), one `{"devices": …}` status per `namespace/name`, and Events printed as one
-//! line each. The file is read back at every flush, so a restart keeps the counts.
+//! line each. The file is read back at every flush, so a restart keeps the counts; the profile
+//! pipeline writes its conditions to the same file ([`crate::status_file`]).
 
-use std::{
-    collections::BTreeMap,
-    path::{Path, PathBuf},
-};
+use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
 
 use super::{DeviceEvent, ProfilePlan, Sink, SinkError, merge};
-use crate::api::SwitchProfileStatus;
+use crate::status_file;
 
 /// Writes activity to `{data}/.status/switchprofiles.json`.
 pub struct FileSink {
@@ -30,43 +28,24 @@ impl FileSink {
     pub fn path(&self) -> &Path {
         &self.path
     }
-
-    async fn read(&self) -> BTreeMap<String, SwitchProfileStatus> {
-        match tokio::fs::read(&self.path).await {
-            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %self.path.display(), error = %e, "unreadable device activity; starting it again");
-                BTreeMap::new()
-            }),
-            Err(_) => BTreeMap::new(),
-        }
-    }
-
-    async fn save(&self, all: &BTreeMap<String, SwitchProfileStatus>) -> Result<(), SinkError> {
-        let err = |message: String| SinkError::File { path: self.path.clone(), message };
-        let bytes = serde_json::to_vec_pretty(all).map_err(|e| err(e.to_string()))?;
-        let tmp = self.path.with_extension("json.tmp");
-        tokio::fs::write(&tmp, bytes).await.map_err(|e| err(e.to_string()))?;
-        tokio::fs::rename(&tmp, &self.path).await.map_err(|e| err(e.to_string()))
-    }
 }
 
 #[async_trait]
 impl Sink for FileSink {
     async fn write(&self, plans: &[ProfilePlan]) -> Vec<Result<(), SinkError>> {
-        let mut all = self.read().await;
-        for plan in plans {
-            let status = all.entry(format!("{}/{}", plan.namespace, plan.name)).or_default();
-            status.devices = Some(merge(status.devices.as_ref(), plan));
-        }
-        match self.save(&all).await {
-            Ok(()) => plans.iter().map(|_| Ok(())).collect(),
-            Err(e) => {
-                let message = e.to_string();
-                plans
-                    .iter()
-                    .map(|_| Err(SinkError::File { path: self.path.clone(), message: message.clone() }))
-                    .collect()
+        let written = status_file::update(&self.path, |all| {
+            for plan in plans {
+                let status = all.entry(format!("{}/{}", plan.namespace, plan.name)).or_default();
+                status.devices = Some(merge(status.devices.as_ref(), plan));
             }
+        })
+        .await;
+        match written {
+            Ok(()) => plans.iter().map(|_| Ok(())).collect(),
+            Err(e) => plans
+                .iter()
+                .map(|_| Err(SinkError::File { path: self.path.clone(), message: e.message.clone() }))
+                .collect(),
         }
     }
 
@@ -78,7 +57,10 @@ impl Sink for FileSink {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::api::SwitchProfileStatus;
     use crate::serve::activity::{Activity, DeviceOutcome, Stage, flush};
 
     fn seen(a: &Activity, serial: &str, stage: Stage) {

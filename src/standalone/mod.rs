@@ -1,0 +1,285 @@
+//! `ztp-operator standalone`: the same reconcile core on one machine, without a cluster.
+//!
+//! Desired state is a folder of YAML (OsImages, and the ConfigMaps / Secrets they reference),
+//! re-read when it changes; the store is a directory; status is printed as one line per
+//! transition and kept in `{data}/.status/osimages.json` (so a restart resumes where it was).
+//! SwitchProfiles go through the controller's pipeline ([`profiles::rebuild`]): one line per
+//! change, and their conditions in `{data}/.status/switchprofiles.json`, beside the device
+//! activity per SwitchProfile when it serves devices.
+
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use tokio::{sync::Semaphore, task::JoinSet};
+
+use crate::{
+    api::OsImage,
+    cli::{ConfigError, StandaloneArgs},
+    fetch::{FetchError, Fetcher},
+    lookup::{Data, LookupError, ObjectLookup},
+    manifests::{Desired, Folder, ManifestsError, fingerprint, load},
+    reconcile::{
+        ReportError, in_use, object_name,
+        osimage::{ImageContext, Next},
+        profiles,
+        sources::RefResolver,
+    },
+    serve::{
+        self,
+        activity::{Activity, SinkError, file::FileSink, report_forever},
+        state::{BaseUrl, ServerState},
+    },
+    store::{Store, StoreError, fs::FsBackend},
+};
+
+mod schedule;
+mod status;
+
+use schedule::Schedule;
+use status::{ProfileBook, StatusBook};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    AdminTokens(#[from] crate::serve::admin::TokenFileError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Fetch(#[from] FetchError),
+    #[error(transparent)]
+    Manifests(#[from] ManifestsError),
+    #[error(transparent)]
+    Report(#[from] ReportError),
+    #[error(transparent)]
+    Activity(#[from] SinkError),
+}
+
+struct Lookup(Arc<Mutex<Desired>>);
+
+#[async_trait]
+impl ObjectLookup for Lookup {
+    async fn config_map(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .config_maps
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned())
+    }
+
+    async fn secret(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
+        Ok(self
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .secrets
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned())
+    }
+}
+
+/// Runs the shared profile pipeline over what the folder declares, each image and profile with
+/// the status it has in this run.
+async fn publish_snapshot(
+    store: &Store,
+    desired: &Desired,
+    book: &StatusBook,
+    profile_book: &ProfileBook,
+    lookup: &Lookup,
+) {
+    let images = with_status(&desired.images, |i| i.status = book.get(&object_name(&i.metadata)));
+    let profiles = with_status(&desired.profiles, |p| p.status = profile_book.get(&object_name(&p.metadata)));
+    profiles::rebuild(store, &profiles, &images, lookup, profile_book).await;
+}
+
+/// Copies of `objects`, each given its status by `set`.
+fn with_status<K: Clone>(objects: &[Arc<K>], set: impl Fn(&mut K)) -> Vec<Arc<K>> {
+    objects
+        .iter()
+        .map(|o| {
+            let mut o = (**o).clone();
+            set(&mut o);
+            Arc::new(o)
+        })
+        .collect()
+}
+
+/// Runs until interrupted (or, with `--once`, until everything settled). Returns whether every
+/// image is Ready.
+pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
+    let backend = FsBackend::new(&args.data)?;
+    backend.start_temp_sweeper();
+    let core = ImageContext {
+        store: Store::new(Arc::new(backend)),
+        fetcher: Fetcher::new(args.images.fetch_config(None))?,
+        fetch_slots: Arc::new(Semaphore::new(args.images.max_concurrent_fetches.max(1))),
+        policy: args.images.policy(),
+        external_url: args.images.external_url.clone(),
+        metrics: Default::default(),
+        in_flight: Default::default(),
+    };
+    let book = Arc::new(StatusBook::open(&args.data)?);
+    let profile_book = ProfileBook::open(&args.data)?;
+    let loaded = load(&args.manifests)?;
+    for problem in &loaded.problems {
+        println!("skipping {problem}");
+    }
+    let desired = Arc::new(Mutex::new(loaded.desired));
+    let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
+    let profile_lookup = Lookup(desired.clone());
+    let mut dirty = true;
+    if let Some(listen) = args.listen {
+        let base_url = BaseUrl::new(args.images.external_url.as_deref(), listen);
+        let state = Arc::new(ServerState::new(core.store.clone(), base_url));
+        let max = args.max_downloads;
+        let (admin, max_upload) = (args.admin.auth()?, args.admin.max_upload_bytes);
+        let activity = Activity::new();
+        let sink = FileSink::new(&args.data)?;
+        let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
+        tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
+        tokio::spawn(async move {
+            let options = serve::Options {
+                listen,
+                max_downloads: max,
+                sendfile: true,
+                activity,
+                admin,
+                max_upload,
+                device_networks: Default::default(),
+                limits: Default::default(),
+            };
+            // Standalone ends on Ctrl-C in its own loop; the server runs until the process ends.
+            if let Err(e) = serve::run(state, options, std::future::pending()).await {
+                eprintln!("error: serve on {listen}: {e}");
+                std::process::exit(1);
+            }
+        });
+        println!("serving devices on {listen}");
+    }
+    let poll = Duration::from_secs_f64(args.poll_seconds.max(0.1));
+    println!("standalone: {} -> {}", args.manifests.display(), core.store.describe());
+
+    let mut print = fingerprint(&args.manifests);
+    let mut schedule = Schedule::default();
+    let mut running: JoinSet<(String, Result<Next, ReportError>)> = JoinSet::new();
+    let mut previous: Vec<Arc<OsImage>> =
+        desired.lock().unwrap_or_else(PoisonError::into_inner).images.clone();
+
+    // Images whose YAML went away while a profile still uses them: kept, stored and served
+    // (as the controller's finalizer keeps them) until no profile references them.
+    let mut held: BTreeMap<String, Arc<OsImage>> = BTreeMap::new();
+
+    loop {
+        let (images, profiles) = {
+            let d = desired.lock().unwrap_or_else(PoisonError::into_inner);
+            (d.images.clone(), d.profiles.clone())
+        };
+        // Images whose YAML went away: honour their deletionPolicy, once no profile uses them.
+        held.retain(|key, _| !images.iter().any(|i| object_name(&i.metadata) == *key));
+        for gone in previous
+            .iter()
+            .filter(|p| !images.iter().any(|i| object_name(&i.metadata) == object_name(&p.metadata)))
+        {
+            let key = object_name(&gone.metadata);
+            if schedule.running(&key) {
+                continue;
+            }
+            let mut last = (**gone).clone();
+            last.status = book.get(&key);
+            let users = in_use::users(&last, &profiles);
+            if !users.is_empty() {
+                if held.insert(key.clone(), gone.clone()).is_none() {
+                    println!("osimage {key}: removed from the manifests, but {}", in_use::message(&users));
+                    dirty = true;
+                }
+                in_use::report_held(&last, &users, book.as_ref()).await?;
+                continue;
+            }
+            if held.remove(&key).is_some() {
+                println!("osimage {key}: no profile uses it any more");
+                dirty = true;
+            }
+            match core.cleanup(&last, &images, book.as_ref()).await {
+                Ok(()) => println!("osimage {key}: removed ({:?})", last.spec.deletion_policy),
+                Err(e) => println!("osimage {key}: cleanup failed: {e}"),
+            }
+            book.remove(&key)?;
+            schedule.forget(&key);
+        }
+        previous = images.iter().chain(held.values()).cloned().collect();
+        if dirty {
+            let mut snapshot_input = desired.lock().unwrap_or_else(PoisonError::into_inner).clone();
+            snapshot_input.images.extend(held.values().cloned());
+            publish_snapshot(&core.store, &snapshot_input, &book, &profile_book, &profile_lookup).await;
+            dirty = false;
+        }
+
+        let now = Instant::now();
+        for image in &images {
+            let key = object_name(&image.metadata);
+            if !schedule.start(&key, now) {
+                continue;
+            }
+            let mut current = (**image).clone();
+            current.status = book.get(&key);
+            let (core, book, resolver, all) = (core.clone(), book.clone(), resolver.clone(), images.clone());
+            running.spawn(async move {
+                let r = core.reconcile(&current, &all, book.as_ref(), resolver.as_ref()).await;
+                (key, r)
+            });
+        }
+
+        let keys: Vec<String> = images.iter().map(|i| object_name(&i.metadata)).collect();
+        if args.once && running.is_empty() && schedule.all_settled(keys.iter().map(String::as_str)) {
+            return Ok(schedule.all_ready());
+        }
+
+        tokio::select! {
+            Some(joined) = running.join_next(), if !running.is_empty() => {
+                let (key, result) = joined.expect("reconcile tasks do not panic");
+                dirty = true;
+                let next = match result {
+                    Ok(next) => Some(next),
+                    // With --once nothing else would end the run: a status that cannot be
+                    // written is the run's error.
+                    Err(e) if args.once => return Err(Error::Report(e)),
+                    Err(e) => {
+                        println!("{e}");
+                        None
+                    }
+                };
+                schedule.finished(&key, next, Instant::now(), poll);
+            }
+            _ = tokio::time::sleep(poll) => {}
+            _ = tokio::signal::ctrl_c() => return Ok(schedule.all_ready()),
+        }
+
+        let now_print = fingerprint(&args.manifests);
+        if now_print != print {
+            print = now_print;
+            match load(&args.manifests) {
+                // A file that no longer reads keeps everything as it was: taking its objects
+                // away would delete their images (deletionPolicy) over a typo.
+                Ok(Folder { problems, .. }) if !problems.is_empty() => {
+                    for problem in &problems {
+                        println!("keeping the previous desired state: {problem}");
+                    }
+                }
+                Ok(Folder { desired: d, .. }) => {
+                    *desired.lock().unwrap_or_else(PoisonError::into_inner) = d;
+                    dirty = true;
+                    // Changed specs get a new generation: look at everything again.
+                    schedule.reset();
+                }
+                Err(e) => println!("keeping the previous desired state: {e}"),
+            }
+        }
+    }
+}

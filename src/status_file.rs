@@ -1,0 +1,88 @@
+//! Standalone's status file of SwitchProfiles, `{data}/.status/switchprofiles.json`: one
+//! status per `namespace/name`. Two writers share it, each changing its own fields: the device
+//! activity (`devices`, [`crate::serve::activity::file`]) and the profile pipeline (conditions,
+//! match summary, [`crate::standalone`]). Each change is a read-modify-write under one lock of
+//! the process, so neither writer loses what the other wrote.
+
+use std::{collections::BTreeMap, path::Path};
+
+use tokio::sync::Mutex;
+
+use crate::api::SwitchProfileStatus;
+
+/// Every status of the file, by `namespace/name`.
+pub type Statuses = BTreeMap<String, SwitchProfileStatus>;
+
+/// Held from the read to the rename of every change.
+static CHANGING: Mutex<()> = Mutex::const_new(());
+
+/// The file could not be written.
+#[derive(Debug, thiserror::Error)]
+#[error("write {path}: {message}")]
+pub struct StatusFileError {
+    pub path: String,
+    pub message: String,
+}
+
+/// Applies `change` to the statuses in `path` (none when the file is missing; a file that does
+/// not parse is started again, with a warning) and writes them back through a temporary file
+/// and a rename, so a reader never sees half a file.
+pub async fn update(path: &Path, change: impl FnOnce(&mut Statuses)) -> Result<(), StatusFileError> {
+    let _changing = CHANGING.lock().await;
+    let mut all = read(path).await;
+    change(&mut all);
+    let err = |message: String| StatusFileError { path: path.display().to_string(), message };
+    let bytes = serde_json::to_vec_pretty(&all).map_err(|e| err(e.to_string()))?;
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, bytes).await.map_err(|e| err(e.to_string()))?;
+    tokio::fs::rename(&tmp, path).await.map_err(|e| err(e.to_string()))
+}
+
+async fn read(path: &Path) -> Statuses {
+    match tokio::fs::read(path).await {
+        Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+            tracing::warn!(path = %path.display(), error = %e, "unreadable status file; starting it again");
+            Statuses::new()
+        }),
+        Err(_) => Statuses::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::DeviceSummary;
+
+    /// Two writers changing their own fields at once: each keeps what the other wrote.
+    #[tokio::test]
+    async fn concurrent_writers_keep_each_others_fields() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("switchprofiles.json");
+        let devices = async {
+            for seen in 1..=50 {
+                update(&path, |all| {
+                    let s = all.entry("default/leaf".into()).or_default();
+                    s.devices = Some(DeviceSummary { seen, ..Default::default() });
+                })
+                .await
+                .expect("devices written");
+                tokio::task::yield_now().await;
+            }
+        };
+        let generations = async {
+            for g in 1..=50 {
+                update(&path, |all| {
+                    let s = all.entry("default/leaf".into()).or_default();
+                    s.observed_generation = Some(g);
+                })
+                .await
+                .expect("status written");
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::join!(devices, generations);
+        let all: Statuses = serde_json::from_slice(&std::fs::read(&path).expect("file")).expect("json");
+        let s = &all["default/leaf"];
+        assert_eq!((s.devices.as_ref().map(|d| d.seen), s.observed_generation), (Some(50), Some(50)));
+    }
+}
