@@ -17,8 +17,8 @@ use crate::{
     api::names,
     profile::identity::{self, DeviceIdentity, Family},
     serve::{
+        conn::{FastRequest, MAX_HEADERS},
         download::{RangeDecision, parse_range},
-        fast::{FastRequest, MAX_HEADERS},
         files::copy_file_part,
     },
     standalone,

@@ -23,6 +23,7 @@ use serde_json::Value;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
+    activity::{Activity, SinkError, file::FileSink, report_forever},
     api::{OsImage, OsImagePhase, OsImageStatus, SwitchProfile, conditions::find_condition, validate},
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
@@ -38,7 +39,6 @@ use crate::{
     },
     serve::{
         self,
-        activity::{Activity, SinkError, file::FileSink, report_forever},
         state::{BaseUrl, ServerState},
     },
     store::{Store, StoreError, fs::FsBackend},
@@ -49,7 +49,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    AdminTokens(#[from] crate::serve::admin::TokenFileError),
+    AdminTokens(#[from] crate::serve::auth::TokenFileError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

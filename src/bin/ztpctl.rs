@@ -7,6 +7,8 @@
 //! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
 //! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]).
 
+#![deny(unsafe_code)]
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -20,7 +22,7 @@ use ztp_operator::{
     dhcp::{self, DhcpError, ZtpFamily},
     dryrun::{self, Device, DeviceFamily, DryRunError, Expect},
     hash::Sha256Digest,
-    serve::admin::NO_CREDENTIAL,
+    serve::auth::NO_CREDENTIAL,
 };
 
 #[derive(Parser)]

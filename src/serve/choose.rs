@@ -18,10 +18,9 @@ use axum::{
 
 use super::{
     AppState,
-    activity::identify,
-    common::{Device, find_device, not_for_you},
-    onie::{Operation, operation_of_header, operation_of_name},
+    device::{Device, device_by_headers, find_device},
     onie_pass::{Candidate, Refused, Ticket, device_key, is_plain_get},
+    reply::not_for_you,
 };
 use crate::{
     api::ImagePath,
@@ -30,6 +29,7 @@ use crate::{
         publish::is_snapshot,
         snapshot::{ImageRef, Resolved},
     },
+    routes::{DeviceRoute, Operation, operation_of_header, operation_of_name},
     store::ManifestEntry,
 };
 
@@ -50,28 +50,22 @@ pub enum ImageRequest {
 }
 
 impl ImageRequest {
-    /// Recognises an image route from a request path as it came off the wire (no query string).
-    /// Paths with percent-escapes, empty segments or a trailing slash are not recognised: the
-    /// router answers those.
-    pub fn from_path(path: &str) -> Option<Self> {
-        let rest = path.strip_prefix('/')?;
-        if rest.contains('%') {
-            return None;
-        }
-        let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) {
-            return None;
-        }
+    /// The image a device route asks for; `None` for routes whose answer is not an image.
+    pub fn of_route(route: DeviceRoute<'_>) -> Option<Self> {
         let owned = |s: &str| s.to_owned();
-        match segments.as_slice() {
-            ["onie"] => Some(Self::Onie(None)),
-            [name] => operation_of_name(name).map(|_| Self::Onie(Some(owned(name)))),
-            ["ztp", "image"] => Some(Self::RtBrickImage),
-            ["ztp", "images", file] => Some(Self::RtBrickFile(owned(file))),
-            ["images", p, v, f] => {
-                Some(Self::ByPath { platform: owned(p), version: owned(v), filename: owned(f) })
+        match route {
+            DeviceRoute::Onie => Some(Self::Onie(None)),
+            DeviceRoute::OnieName(name, _) => Some(Self::Onie(Some(owned(name)))),
+            DeviceRoute::RtBrickImage => Some(Self::RtBrickImage),
+            DeviceRoute::RtBrickImageFile(file) => Some(Self::RtBrickFile(owned(file))),
+            DeviceRoute::Image { platform, version, filename } => Some(Self::ByPath {
+                platform: owned(platform),
+                version: owned(version),
+                filename: owned(filename),
+            }),
+            DeviceRoute::Firmware { platform, version } => {
+                Some(Self::Firmware { platform: owned(platform), version: owned(version) })
             }
-            ["v1", "firmware", p, v] => Some(Self::Firmware { platform: owned(p), version: owned(v) }),
             _ => None,
         }
     }
@@ -147,12 +141,12 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
             let entry = manifest.get(&path).filter(|e| !is_snapshot(e));
             let entry = entry.ok_or_else(|| not_for_you("no such image"))?;
             let image = from_manifest(state, entry).await.ok_or_else(|| not_for_you("no such image"))?;
-            (image, identify(state, headers))
+            (image, device_by_headers(state, headers))
         }
         ImageRequest::Firmware { platform, version } => {
             let entry = firmware_entry(state, platform, version).ok_or_else(firmware_not_found)?;
             let image = from_manifest(state, &entry).await.ok_or_else(firmware_not_found)?;
-            (image, identify(state, headers))
+            (image, device_by_headers(state, headers))
         }
     };
     let path = image_path(&image).ok_or_else(|| not_for_you("not a valid image path"))?;
@@ -321,6 +315,11 @@ mod tests {
         assert_eq!(got(&broken, Operation::Install), path("nos-default"));
     }
 
+    /// The image route of a path, as the connection loop reads it.
+    fn from_path(path: &str) -> Option<ImageRequest> {
+        DeviceRoute::parse(path).and_then(ImageRequest::of_route)
+    }
+
     #[test]
     fn image_routes_are_recognised_like_the_router_does() {
         let by_path = |p: &str, v: &str, f: &str| ImageRequest::ByPath {
@@ -357,7 +356,7 @@ mod tests {
             ("images/sonic/4.1/sonic.bin", None),
         ];
         for (path, want) in cases {
-            assert_eq!(&ImageRequest::from_path(path), want, "{path}");
+            assert_eq!(&from_path(path), want, "{path}");
         }
     }
 }

@@ -6,15 +6,17 @@ use axum::{
     http::HeaderMap,
     response::Response,
 };
+use utoipa::IntoParams;
 
 use super::{
-    AppState, activity,
-    common::{find_device, not_for_you, render_failed, rendered},
+    AppState,
+    device::{config_served, find_device, render_failed},
+    reply::{not_for_you, rendered},
 };
 use crate::profile::{identity::Family, render::cumulus_script};
 
 /// `GET /cumulus/ztp.sh`: identified by the `CUMULUS-*` headers.
-#[utoipa::path(get, path = "/cumulus/ztp.sh", tag = "cumulus", params(super::openapi::CumulusHeaders),
+#[utoipa::path(get, path = "/cumulus/ztp.sh", tag = "cumulus", params(CumulusHeaders),
     responses((status = 200, description = "This switch's ZTP script (contains `CUMULUS-AUTOPROVISIONING`, LF line endings)", content_type = "text/plain"),
         (status = 404, description = "No profile matches, or the profile has no Cumulus script")))]
 pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Response {
@@ -23,7 +25,7 @@ pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Re
 
 /// `GET /cumulus/{serial}/ztp.sh`.
 #[utoipa::path(get, path = "/cumulus/{serial}/ztp.sh", tag = "cumulus",
-    params(("serial" = String, Path, description = "Serial number of the switch"), super::openapi::CumulusHeaders),
+    params(("serial" = String, Path, description = "Serial number of the switch"), CumulusHeaders),
     responses((status = 200, description = "The ZTP script of the switch with this serial number", content_type = "text/plain"),
         (status = 404, description = "No profile matches, or the profile has no Cumulus script")))]
 pub async fn by_serial(
@@ -47,7 +49,23 @@ fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Respon
         Err(r) => return r,
     };
     match cumulus_script(text, &ctx) {
-        Ok(body) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
+        Ok(body) => config_served(rendered("text/plain; charset=utf-8", body), &device),
         Err(e) => render_failed(&device, e),
     }
+}
+
+/// The headers Cumulus Linux ZTP sends (docs/protocols.md §2.3).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct CumulusHeaders {
+    /// Serial number of the switch.
+    #[param(rename = "CUMULUS-SERIAL")]
+    serial: Option<String>,
+    /// Base MAC address.
+    #[param(rename = "CUMULUS-BASE-MAC")]
+    base_mac: Option<String>,
+    /// Product name (matches `spec.match.models`).
+    #[param(rename = "CUMULUS-PRODUCTNAME")]
+    product_name: Option<String>,
 }

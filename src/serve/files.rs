@@ -112,8 +112,8 @@ impl ApiError {
     }
 }
 
-impl From<super::admin::Refused> for ApiError {
-    fn from(r: super::admin::Refused) -> Self {
+impl From<super::auth::Refused> for ApiError {
+    fn from(r: super::auth::Refused) -> Self {
         Self::detail(r.status, r.detail)
     }
 }

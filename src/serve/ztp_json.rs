@@ -10,29 +10,26 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::Response,
 };
+use utoipa::IntoParams;
 
 use super::{
-    AppState, activity,
-    common::{Device, base_or_refuse, find_device, identify, not_for_you, render_failed, rendered, text},
+    AppState,
+    device::{Device, base_or_refuse, config_served, find_device, identify, render_failed},
+    reply::{not_for_you, rendered, text},
 };
-use crate::profile::{
-    identity::Family,
-    render::{section_content, ztp_json},
-    snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
-    sonic,
+use crate::{
+    profile::{
+        identity::Family,
+        render::{section_content, ztp_json},
+        snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
+        sonic,
+    },
+    routes::{url, ztp_family},
 };
-
-fn family_of(name: &str) -> Option<Family> {
-    match name {
-        "nvos" => Some(Family::Nvos),
-        "sonic" => Some(Family::Sonic),
-        _ => None,
-    }
-}
 
 /// `GET /{nvos|sonic}/ztp.json`: the device is identified by its headers.
 #[utoipa::path(get, path = "/{family}/ztp.json", tag = "nvos-sonic",
-    params(("family" = String, Path, description = "`nvos` or `sonic`"), super::openapi::ZtpHeaders),
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ZtpHeaders),
     responses((status = 200, description = "This switch's ZTP JSON; its URLs point back at this server", content_type = "application/json"),
         (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_headers(
@@ -45,7 +42,7 @@ pub async fn by_headers(
 
 /// `GET /{nvos|sonic}/{serial}/ztp.json`.
 #[utoipa::path(get, path = "/{family}/{serial}/ztp.json", tag = "nvos-sonic",
-    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), super::openapi::ZtpHeaders),
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), ZtpHeaders),
     responses((status = 200, description = "The ZTP JSON of the switch with this serial number", content_type = "application/json"),
         (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_serial(
@@ -57,25 +54,9 @@ pub async fn by_serial(
 }
 
 fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
-    let Some(family) = family_of(family) else { return not_for_you("unknown ZTP family") };
+    let Some(family) = ztp_family(family) else { return not_for_you("unknown ZTP family") };
     match answer(state, family, headers, serial) {
         Ok((response, _)) | Err(response) => response,
-    }
-}
-
-/// A ZTP JSON route, read from a request path: `/{nvos|sonic}/ztp.json` (the device named by its
-/// headers) or `/{nvos|sonic}/{serial}/ztp.json`. `None` for anything else, and for a path with
-/// percent-escapes (the router decodes those).
-pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
-    if path.contains('%') {
-        return None;
-    }
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let family = family_of(segments.next()?)?;
-    match (segments.next()?, segments.next(), segments.next()) {
-        ("ztp.json", None, _) => Some((family, None)),
-        (serial, Some("ztp.json"), None) if !serial.is_empty() => Some((family, Some(serial))),
-        _ => None,
     }
 }
 
@@ -117,24 +98,22 @@ pub fn answer(
     let base = ctx.server_url;
     let key = (family, device.profile, serial.to_owned(), base.to_owned());
     let body = device.loaded.ztp_json.get_or_render(key, || {
-        let prefix = family.as_str();
-        let image_url = |img: &ImageRef| format!("{base}/images/{}", img.path);
+        let image_url = |img: &ImageRef| url::image(base, &img.path);
         let snapshot = &device.loaded.snapshot;
         let json = match document {
             Document::Sonic(s) => {
-                let part_url =
-                    |key: &str, part: &str| format!("{base}/{prefix}/{serial}/sections/{key}/{part}");
+                let part_url = |key: &str, part: &str| url::section_part(base, family, serial, key, part);
                 sonic::document(&ctx, snapshot, s, &sonic::Urls { part: &part_url, image: &image_url })
             }
             Document::Nvos(z) => {
-                let section_url = |key: &str| format!("{base}/{prefix}/{serial}/sections/{key}");
+                let section_url = |key: &str| url::section(base, family, serial, key);
                 ztp_json(&ctx, snapshot, z, &section_url, &image_url)
             }
         }
         .map_err(|e| render_failed(&device, e))?;
         Ok(json_body(&json))
     })?;
-    Ok((activity::config_served(rendered("application/json", body.clone()), &device), body))
+    Ok((config_served(rendered("application/json", body.clone()), &device), body))
 }
 
 /// The ZTP JSON a family gets from a profile.
@@ -162,7 +141,7 @@ pub async fn section(
     Path((family, serial, key)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if family_of(&family) != Some(Family::Nvos) {
+    if ztp_family(&family) != Some(Family::Nvos) {
         return not_for_you("no such section");
     }
     let device: Device = match find_device(&state, &headers, Family::Nvos, Some(&serial)) {
@@ -175,7 +154,7 @@ pub async fn section(
         Err(r) => return r,
     };
     match section_content(&ctx, ztp, &key) {
-        Ok(Some(body)) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
+        Ok(Some(body)) => config_served(rendered("text/plain; charset=utf-8", body), &device),
         Ok(None) => not_for_you("no such section"),
         Err(e) => render_failed(&device, e),
     }
@@ -194,7 +173,7 @@ pub async fn sonic_part(
     Path((family, serial, key, part)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    if family_of(&family) != Some(Family::Sonic) {
+    if ztp_family(&family) != Some(Family::Sonic) {
         return not_for_you("no such section");
     }
     let device: Device = match find_device(&state, &headers, Family::Sonic, Some(&serial)) {
@@ -211,7 +190,7 @@ pub async fn sonic_part(
         Err(r) => return r,
     };
     match sonic::part_content(&ctx, s, &key, &part) {
-        Ok(Some(body)) => activity::config_served(rendered(content_type, body), &device),
+        Ok(Some(body)) => config_served(rendered(content_type, body), &device),
         Ok(None) => not_for_you("no such section"),
         Err(e) => render_failed(&device, e),
     }
@@ -222,9 +201,40 @@ pub async fn unknown() -> Response {
     text(StatusCode::NOT_FOUND, "not found\n")
 }
 
+/// The headers NVOS and SONiC ZTP send (docs/protocols.md §3.2, §3.4).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ZtpHeaders {
+    /// Serial number of the switch.
+    #[param(rename = "SERIAL-NUMBER")]
+    serial_number: Option<String>,
+    /// Base MAC address.
+    #[param(rename = "BASE-MAC-ADDRESS")]
+    base_mac: Option<String>,
+    /// Product name, e.g. `N5110_LD` (matches `spec.match.models`).
+    #[param(rename = "PRODUCT-NAME")]
+    product_name: Option<String>,
+    /// Running NVOS version (NVOS only).
+    #[param(rename = "NVOS-VERSION")]
+    nvos_version: Option<String>,
+    /// Running SONiC version (SONiC only).
+    #[param(rename = "SONiC-VERSION")]
+    sonic_version: Option<String>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::DeviceRoute;
+
+    /// The ZTP JSON route of a path, as the connection loop reads it.
+    fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
+        match DeviceRoute::parse(path)? {
+            DeviceRoute::ZtpJson { family, serial } => Some((family, serial)),
+            _ => None,
+        }
+    }
 
     #[test]
     fn ztp_json_routes_are_read_from_the_path() {

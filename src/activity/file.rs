@@ -12,6 +12,20 @@ use async_trait::async_trait;
 use super::{DeviceEvent, ProfilePlan, Sink, SinkError, merge};
 use crate::api::SwitchProfileStatus;
 
+/// The status file cannot be written (or its directory created).
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct FileSinkError {
+    pub path: PathBuf,
+    pub message: String,
+}
+
+impl From<FileSinkError> for SinkError {
+    fn from(e: FileSinkError) -> Self {
+        SinkError::Failed(Box::new(e))
+    }
+}
+
 /// Writes activity to `{data}/.status/switchprofiles.json`.
 pub struct FileSink {
     path: PathBuf,
@@ -22,7 +36,7 @@ impl FileSink {
     pub fn new(data: &Path) -> Result<Self, SinkError> {
         let dir = data.join(".status");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| SinkError::File { path: dir.clone(), message: e.to_string() })?;
+            .map_err(|e| FileSinkError { path: dir.clone(), message: e.to_string() })?;
         Ok(Self { path: dir.join("switchprofiles.json") })
     }
 
@@ -42,7 +56,7 @@ impl FileSink {
     }
 
     async fn save(&self, all: &BTreeMap<String, SwitchProfileStatus>) -> Result<(), SinkError> {
-        let err = |message: String| SinkError::File { path: self.path.clone(), message };
+        let err = |message: String| SinkError::from(FileSinkError { path: self.path.clone(), message });
         let bytes = serde_json::to_vec_pretty(all).map_err(|e| err(e.to_string()))?;
         let tmp = self.path.with_extension("json.tmp");
         tokio::fs::write(&tmp, bytes).await.map_err(|e| err(e.to_string()))?;
@@ -64,7 +78,7 @@ impl Sink for FileSink {
                 let message = e.to_string();
                 plans
                     .iter()
-                    .map(|_| Err(SinkError::File { path: self.path.clone(), message: message.clone() }))
+                    .map(|_| Err(FileSinkError { path: self.path.clone(), message: message.clone() }.into()))
                     .collect()
             }
         }
@@ -79,7 +93,7 @@ impl Sink for FileSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::serve::activity::{Activity, DeviceOutcome, Stage, flush};
+    use crate::activity::{Activity, DeviceOutcome, Stage, flush};
 
     fn seen(a: &Activity, serial: &str, stage: Stage) {
         let o = DeviceOutcome {
