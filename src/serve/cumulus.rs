@@ -11,7 +11,7 @@ use utoipa::IntoParams;
 use super::{
     AppState,
     device::{config_served, find_device, render_failed},
-    reply::{not_for_you, rendered},
+    reply::{Refusal, rendered},
 };
 use crate::profile::{identity::Family, render::cumulus_script};
 
@@ -19,7 +19,7 @@ use crate::profile::{identity::Family, render::cumulus_script};
 #[utoipa::path(get, path = "/cumulus/ztp.sh", tag = "cumulus", params(CumulusHeaders),
     responses((status = 200, description = "This switch's ZTP script (contains `CUMULUS-AUTOPROVISIONING`, LF line endings)", content_type = "text/plain"),
         (status = 404, description = "No profile matches, or the profile has no Cumulus script")))]
-pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Response {
+pub async fn by_headers(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, Refusal> {
     script(&state, &headers, None)
 }
 
@@ -32,26 +32,17 @@ pub async fn by_serial(
     State(state): State<AppState>,
     Path(serial): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     script(&state, &headers, Some(&serial))
 }
 
-fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Response {
-    let device = match find_device(state, headers, Family::Cumulus, serial) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(text) = device.profile().cumulus_script.as_ref() else {
-        return not_for_you("this profile has no Cumulus script");
-    };
-    let ctx = match device.render_context() {
-        Ok(ctx) => ctx,
-        Err(r) => return r,
-    };
-    match cumulus_script(text, &ctx) {
-        Ok(body) => config_served(rendered("text/plain; charset=utf-8", body), &device),
-        Err(e) => render_failed(&device, e),
-    }
+fn script(state: &AppState, headers: &HeaderMap, serial: Option<&str>) -> Result<Response, Refusal> {
+    let device = find_device(state, headers, Family::Cumulus, serial)?;
+    let text = device.profile().cumulus_script.as_ref();
+    let text = text.ok_or(Refusal::NotForYou("this profile has no Cumulus script"))?;
+    let ctx = device.render_context()?;
+    let body = cumulus_script(text, &ctx).map_err(|e| render_failed(&device, e))?;
+    Ok(config_served(rendered("text/plain; charset=utf-8", body), &device))
 }
 
 /// The headers Cumulus Linux ZTP sends (docs/protocols.md §2.3).

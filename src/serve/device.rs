@@ -10,11 +10,7 @@ use axum::{
     response::{IntoResponse, Response},
 };
 
-use super::{
-    AppState,
-    reply::{not_for_you, text},
-    state::Loaded,
-};
+use super::{AppState, reply::Refusal, state::Loaded};
 use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
     api::validate_segment,
@@ -52,24 +48,16 @@ impl Device {
         }
     }
 
-    /// What templates see for this device; the error (no base URL) is the response to send.
-    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-    pub fn render_context(&self) -> Result<RenderContext<'_>, Response> {
+    /// What templates see for this device (refused without a base URL).
+    pub fn render_context(&self) -> Result<RenderContext<'_>, Refusal> {
         let server_url = base_or_refuse(self.base.as_deref())?;
         Ok(RenderContext { device: &self.id, profile: self.profile(), server_url })
     }
 }
 
-/// The base URL, or the 400 that says why there is none.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub fn base_or_refuse(base: Option<&str>) -> Result<&str, Response> {
-    base.ok_or_else(|| {
-        text(
-            StatusCode::BAD_REQUEST,
-            "no usable Host header: this server cannot tell which address you reached \
-             (start it with --external-url, or listen on a specific address)\n",
-        )
-    })
+/// The base URL, or the refusal that says why there is none.
+pub fn base_or_refuse(base: Option<&str>) -> Result<&str, Refusal> {
+    base.ok_or(Refusal::NoBaseUrl)
 }
 
 /// Who is asking, before any profile is looked up: the device's identity, the loaded snapshot and
@@ -83,25 +71,19 @@ pub struct Asking {
 /// Identifies the device: from its headers (400 when one is longer than a path segment may be:
 /// [`check_identity_headers`]), and from the serial number in the path (where the
 /// route has one) only when no header names one — a `dynamic-url` may build that segment from
-/// the product name or host name, never a reason to take the device for another. The error is
-/// the response to send.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
+/// the product name or host name, never a reason to take the device for another.
 pub fn identify(
     state: &AppState,
     headers: &HeaderMap,
     family: Family,
     path_serial: Option<&str>,
-) -> Result<Asking, Response> {
-    let Some(loaded) = state.server.loaded() else {
-        return Err(text(StatusCode::SERVICE_UNAVAILABLE, "no device snapshot loaded yet\n"));
-    };
-    if let Err(e) = check_identity_headers(headers) {
-        return Err(text(StatusCode::BAD_REQUEST, format!("{e}\n")));
-    }
+) -> Result<Asking, Refusal> {
+    let loaded = state.server.loaded().ok_or(Refusal::NoSnapshot)?;
+    check_identity_headers(headers).map_err(Refusal::BadIdentity)?;
     let mut id = DeviceIdentity::from_headers(headers, family);
     if let Some(serial) = path_serial {
         if validate_segment("serial number", serial).is_err() {
-            return Err(not_for_you("not a serial number"));
+            return Err(Refusal::NotForYou("not a serial number"));
         }
         id.serial.get_or_insert_with(|| serial.to_owned());
     }
@@ -109,25 +91,23 @@ pub fn identify(
 }
 
 impl Asking {
-    /// The device's profile; the error is the response to send.
-    #[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-    pub fn find(self) -> Result<Device, Response> {
+    /// The device's profile.
+    pub fn find(self) -> Result<Device, Refusal> {
         let Asking { loaded, id, base } = self;
         match loaded.index.lookup(&id) {
             Some(m) => Ok(Device { profile: m.profile, loaded, id, base }),
-            None => Err(not_for_you("no profile matches this device")),
+            None => Err(Refusal::NotForYou("no profile matches this device")),
         }
     }
 }
 
 /// [`identify`], then [`Asking::find`].
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
 pub fn find_device(
     state: &AppState,
     headers: &HeaderMap,
     family: Family,
     path_serial: Option<&str>,
-) -> Result<Device, Response> {
+) -> Result<Device, Refusal> {
     identify(state, headers, family, path_serial)?.find()
 }
 
@@ -146,21 +126,19 @@ pub fn request_identity(headers: &HeaderMap, path: &str) -> DeviceIdentity {
     id
 }
 
-/// A template failed for this device: a 500 with the reason (the profile's condition already
+/// A template failed for this device: the 500 with the reason (the profile's condition already
 /// carries syntax errors; this is an undefined variable for this particular device), carrying a
 /// [`RenderFailure`] for the request-log middleware (a Warning Event on the profile).
-pub fn render_failed(device: &Device, e: impl std::fmt::Display) -> Response {
+pub fn render_failed(device: &Device, e: impl std::fmt::Display) -> Refusal {
     let p = device.profile();
     tracing::warn!(profile = %format!("{}/{}", p.namespace, p.name), serial = device.id.serial.as_deref().unwrap_or("-"), error = %e, "render failed");
-    let mut response = text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n"));
-    response.extensions_mut().insert(RenderFailure {
+    Refusal::Render(Box::new(RenderFailure {
         namespace: p.namespace.clone(),
         profile: p.name.clone(),
         serial: device.id.serial.clone(),
         mac: device.id.mac.clone(),
         error: e.to_string(),
-    });
-    response
+    }))
 }
 
 /// Marks a configuration response: recorded when it succeeded.
@@ -197,20 +175,17 @@ pub async fn provisioned(
     State(state): State<AppState>,
     Path(serial): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     if validate_segment("serial number", &serial).is_err() {
-        return not_for_you("not a serial number");
+        return Err(Refusal::NotForYou("not a serial number"));
     }
-    let device = match find_device(&state, &headers, Family::Unknown, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let device = find_device(&state, &headers, Family::Unknown, Some(&serial))?;
     state.metrics.provisioned();
     let p = device.profile();
     tracing::info!(target: "ztp_operator::device", serial = %serial, profile = %format!("{}/{}", p.namespace, p.name), "device provisioned");
     let mut r = StatusCode::NO_CONTENT.into_response();
     r.extensions_mut().insert(device.outcome(Stage::Provisioned));
-    r
+    Ok(r)
 }
 
 #[cfg(test)]

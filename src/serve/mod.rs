@@ -35,7 +35,7 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
@@ -98,11 +98,11 @@ impl App {
                     None => response,
                 }
             }
-            Err(response) => {
-                if let Some(r) = response.extensions().get::<onie_pass::Refused>() {
+            Err(refusal) => {
+                if let reply::Refusal::SamePass(r) = &refusal {
                     onie_pass::log_refused(r);
                 }
-                response
+                refusal.into_response()
             }
         }
     }

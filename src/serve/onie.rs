@@ -15,7 +15,7 @@ use axum::{
 };
 use utoipa::IntoParams;
 
-use super::{AppState, choose::ImageRequest, reply::not_for_you};
+use super::{AppState, choose::ImageRequest, reply::Refusal};
 use crate::routes::operation_of_name;
 
 /// The client's address, when the connection recorded it.
@@ -35,14 +35,10 @@ pub async fn waterfall(
     method: Method,
     extensions: Extensions,
     headers: HeaderMap,
-) -> Response {
-    match operation_of_name(&name) {
-        Some(_) => {
-            let source = source_of(&extensions);
-            state.answer_image(&method, &headers, source, &ImageRequest::Onie(Some(name))).await
-        }
-        None => not_for_you("not an ONIE installer or updater name"),
-    }
+) -> Result<Response, Refusal> {
+    operation_of_name(&name).ok_or(Refusal::NotForYou("not an ONIE installer or updater name"))?;
+    let source = source_of(&extensions);
+    Ok(state.answer_image(&method, &headers, source, &ImageRequest::Onie(Some(name))).await)
 }
 
 /// `GET /onie`: the fixed URL for DHCP option 114.

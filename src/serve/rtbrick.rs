@@ -15,7 +15,7 @@ use super::{
     choose::ImageRequest,
     device::{config_served, find_device, image_served, render_failed},
     observe::loggable,
-    reply::{not_for_you, rendered},
+    reply::{Refusal, rendered},
 };
 use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
 
@@ -51,25 +51,20 @@ pub async fn config(
     Path(name): Path<String>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let device = match find_device(&state, &headers, Family::RtBrick, None) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let device = find_device(&state, &headers, Family::RtBrick, None)?;
     match device.profile().files.get(&name) {
-        Some(Resolved::Text(t)) => match device.render_context().map(|ctx| render_text(t, &ctx)) {
-            Ok(Ok(body)) => config_served(rendered("application/octet-stream", body), &device),
-            Ok(Err(e)) => render_failed(&device, e),
-            Err(refused) => refused,
-        },
-        Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {
-            Some(img) => {
-                let response = state.serve_image(&method, &headers, img).await;
-                image_served(response, &device, &method)
-            }
-            None => not_for_you("image not available"),
-        },
-        None => not_for_you("no such config file for this device"),
+        Some(Resolved::Text(t)) => {
+            let body = render_text(t, &device.render_context()?).map_err(|e| render_failed(&device, e))?;
+            Ok(config_served(rendered("application/octet-stream", body), &device))
+        }
+        Some(Resolved::Image(k)) => {
+            let img =
+                device.loaded.snapshot.images.get(k).ok_or(Refusal::NotForYou("image not available"))?;
+            let response = state.serve_image(&method, &headers, img).await;
+            Ok(image_served(response, &device, &method))
+        }
+        None => Err(Refusal::NotForYou("no such config file for this device")),
     }
 }
 

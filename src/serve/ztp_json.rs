@@ -7,15 +7,15 @@
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::Response,
 };
 use utoipa::IntoParams;
 
 use super::{
     AppState,
-    device::{Device, base_or_refuse, config_served, find_device, identify, render_failed},
-    reply::{not_for_you, rendered, text},
+    device::{base_or_refuse, config_served, find_device, identify, render_failed},
+    reply::{Refusal, rendered},
 };
 use crate::{
     profile::{
@@ -36,7 +36,7 @@ pub async fn by_headers(
     State(state): State<AppState>,
     Path(family): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     document(&state, &family, &headers, None)
 }
 
@@ -49,21 +49,23 @@ pub async fn by_serial(
     State(state): State<AppState>,
     Path((family, serial)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     document(&state, &family, &headers, Some(&serial))
 }
 
-fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
-    let Some(family) = ztp_family(family) else { return not_for_you("unknown ZTP family") };
-    match answer(state, family, headers, serial) {
-        Ok((response, _)) | Err(response) => response,
-    }
+fn document(
+    state: &AppState,
+    family: &str,
+    headers: &HeaderMap,
+    serial: Option<&str>,
+) -> Result<Response, Refusal> {
+    let family = ztp_family(family).ok_or(Refusal::NotForYou("unknown ZTP family"))?;
+    Ok(answer(state, family, headers, serial)?.0)
 }
 
 /// The answer carrying the ZTP JSON of the device a request comes from (the device's stage as its
-/// extension), with that body for a caller that writes it itself (the fast path); or the response
-/// to send instead (no snapshot, no matching profile, nothing for this family in it, a render
-/// error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
+/// extension), with that body for a caller that writes it itself (the fast path); or why not (no
+/// snapshot, no matching profile, nothing for this family in it, a render error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
 /// depends only on the family, the profile, the serial number and the base URL, so it is rendered
 /// once per snapshot and then served from the snapshot's cache (both the router and the fast path
 /// answer here).
@@ -71,13 +73,12 @@ fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<
 /// A SONiC switch that names no serial number (no `SERIAL-NUMBER` header, no serial in the path)
 /// gets [`sonic::chain_document`]: its engine then asks `/sonic/<serial>/ztp.json` with the
 /// serial from its EEPROM.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
 pub fn answer(
     state: &AppState,
     family: Family,
     headers: &HeaderMap,
     serial: Option<&str>,
-) -> Result<(Response, Bytes), Response> {
+) -> Result<(Response, Bytes), Refusal> {
     let asking = identify(state, headers, family, serial)?;
     if family == Family::Sonic && asking.id.serial.is_none() {
         let body = json_body(&sonic::chain_document(base_or_refuse(asking.base.as_deref())?));
@@ -92,8 +93,8 @@ pub fn answer(
         ),
         _ => profile.ztp.as_ref().map(Document::Nvos).ok_or("this profile has no NVOS ZTP JSON (spec.ztp)"),
     }
-    .map_err(not_for_you)?;
-    let Some(serial) = device.id.serial.as_deref() else { return Err(not_for_you("no serial number")) };
+    .map_err(Refusal::NotForYou)?;
+    let serial = device.id.serial.as_deref().ok_or(Refusal::NotForYou("no serial number"))?;
     let ctx = device.render_context()?;
     let base = ctx.server_url;
     let key = (family, device.profile, serial.to_owned(), base.to_owned());
@@ -140,23 +141,16 @@ pub async fn section(
     State(state): State<AppState>,
     Path((family, serial, key)): Path<(String, String, String)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     if ztp_family(&family) != Some(Family::Nvos) {
-        return not_for_you("no such section");
+        return Err(Refusal::NotForYou("no such section"));
     }
-    let device: Device = match find_device(&state, &headers, Family::Nvos, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
-    let ctx = match device.render_context() {
-        Ok(ctx) => ctx,
-        Err(r) => return r,
-    };
-    match section_content(&ctx, ztp, &key) {
-        Ok(Some(body)) => config_served(rendered("text/plain; charset=utf-8", body), &device),
-        Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(&device, e),
+    let device = find_device(&state, &headers, Family::Nvos, Some(&serial))?;
+    let ztp = device.profile().ztp.as_ref().ok_or(Refusal::NotForYou("this profile has no ZTP JSON"))?;
+    let ctx = device.render_context()?;
+    match section_content(&ctx, ztp, &key).map_err(|e| render_failed(&device, e))? {
+        Some(body) => Ok(config_served(rendered("text/plain; charset=utf-8", body), &device)),
+        None => Err(Refusal::NotForYou("no such section")),
     }
 }
 
@@ -172,33 +166,20 @@ pub async fn sonic_part(
     State(state): State<AppState>,
     Path((family, serial, key, part)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     if ztp_family(&family) != Some(Family::Sonic) {
-        return not_for_you("no such section");
+        return Err(Refusal::NotForYou("no such section"));
     }
-    let device: Device = match find_device(&state, &headers, Family::Sonic, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(s) = device.profile().sonic.as_ref() else {
-        return not_for_you("this profile has no SONiC ZTP JSON");
-    };
+    let device = find_device(&state, &headers, Family::Sonic, Some(&serial))?;
+    let s =
+        device.profile().sonic.as_ref().ok_or(Refusal::NotForYou("this profile has no SONiC ZTP JSON"))?;
     let content_type =
         if part == sonic::part::CONFIG_DB { "application/json" } else { "text/plain; charset=utf-8" };
-    let ctx = match device.render_context() {
-        Ok(ctx) => ctx,
-        Err(r) => return r,
-    };
-    match sonic::part_content(&ctx, s, &key, &part) {
-        Ok(Some(body)) => config_served(rendered(content_type, body), &device),
-        Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(&device, e),
+    let ctx = device.render_context()?;
+    match sonic::part_content(&ctx, s, &key, &part).map_err(|e| render_failed(&device, e))? {
+        Some(body) => Ok(config_served(rendered(content_type, body), &device)),
+        None => Err(Refusal::NotForYou("no such section")),
     }
-}
-
-/// Anything else under a family prefix.
-pub async fn unknown() -> Response {
-    text(StatusCode::NOT_FOUND, "not found\n")
 }
 
 /// The headers NVOS and SONiC ZTP send (docs/protocols.md §3.2, §3.4).
