@@ -135,6 +135,15 @@ mod tests {
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
     }
 
+    /// Every device route template of the URL space is documented (the router declares the same).
+    #[test]
+    fn the_document_has_every_device_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialises");
+        for template in crate::routes::TEMPLATES {
+            assert!(doc["paths"].get(*template).is_some(), "{template} in the document");
+        }
+    }
+
     /// The formats the server enforces are stated, and what it sends is what the document says.
     #[test]
     fn the_document_states_what_the_server_does() {

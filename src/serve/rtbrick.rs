@@ -17,7 +17,11 @@ use super::{
     observe::loggable,
     reply::{Refusal, rendered},
 };
-use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
+use crate::profile::{
+    identity::{Family, H_ONIE_SERIAL},
+    render::render_text,
+    snapshot::Resolved,
+};
 
 /// `GET /ztp/image`: install or update image by serial and `ONIE-OPERATION`.
 #[utoipa::path(get, path = "/ztp/image", tag = "rtbrick", params(super::onie::OnieHeaders),
@@ -73,7 +77,7 @@ pub async fn config(
     request_body(content = Option<String>, description = "CTRLD's status message (may be empty)", content_type = "text/plain"),
     responses((status = 204, description = "Logged")))]
 pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
-    let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let serial = headers.get(&H_ONIE_SERIAL).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let serial = loggable(serial, crate::api::names::MAX_SEGMENT_LEN);
     let text = loggable(&String::from_utf8_lossy(&body), 2048);
     tracing::info!(target: "ztp_operator::device", serial, message = %text, "device message");
