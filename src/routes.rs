@@ -38,6 +38,28 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/devices/{serial}/provisioned",
 ];
 
+/// A path of each template, in [`TEMPLATES`] order: what the parser and the router are tested
+/// with.
+#[cfg(test)]
+pub(crate) const SAMPLE_PATHS: [&str; 16] = [
+    "/onie",
+    "/onie-installer-x86_64-accton_as7712_32x-r0",
+    "/ztp/image",
+    "/ztp/images/rbfs.img",
+    "/ztp/config/startup",
+    "/ztp/message",
+    "/sonic/ztp.json",
+    "/nvos/MT2245X01/ztp.json",
+    "/nvos/SN1/sections/01-image",
+    "/sonic/SN1/sections/02-fw/plugin",
+    "/cumulus/ztp.sh",
+    "/cumulus/CU42/ztp.sh",
+    "/images/sonic/4.1/sonic.bin",
+    "/v1/firmware/sonic/4.1",
+    "/v1/firmware/sonic/4.1/checksum",
+    "/v1/devices/DEV9/provisioned",
+];
+
 /// A device route, read from a request path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceRoute<'a> {
@@ -257,59 +279,31 @@ mod tests {
     fn every_route_template_parses_from_a_sample_path() {
         use DeviceRoute::*;
         let (nvos, sonic) = (Family::Nvos, Family::Sonic);
-        let table: &[(&str, &str, DeviceRoute<'_>)] = &[
-            ("/onie", "/onie", Onie),
-            (
-                "/{name}",
-                "/onie-installer-x86_64-accton_as7712_32x-r0",
-                OnieName("onie-installer-x86_64-accton_as7712_32x-r0", Operation::Install),
-            ),
-            ("/ztp/image", "/ztp/image", RtBrickImage),
-            ("/ztp/images/{file}", "/ztp/images/rbfs.img", RtBrickImageFile("rbfs.img")),
-            ("/ztp/config/{name}", "/ztp/config/startup", RtBrickConfig("startup")),
-            ("/ztp/message", "/ztp/message", RtBrickMessage),
-            ("/{family}/ztp.json", "/sonic/ztp.json", ZtpJson { family: sonic, serial: None }),
-            (
-                "/{family}/{serial}/ztp.json",
-                "/nvos/MT2245X01/ztp.json",
-                ZtpJson { family: nvos, serial: Some("MT2245X01") },
-            ),
-            (
-                "/{family}/{serial}/sections/{key}",
-                "/nvos/SN1/sections/01-image",
-                ZtpSection { family: nvos, serial: "SN1", key: "01-image" },
-            ),
-            (
-                "/{family}/{serial}/sections/{key}/{part}",
-                "/sonic/SN1/sections/02-fw/plugin",
-                SonicPart { family: sonic, serial: "SN1", key: "02-fw", part: "plugin" },
-            ),
-            ("/cumulus/ztp.sh", "/cumulus/ztp.sh", Cumulus { serial: None }),
-            ("/cumulus/{serial}/ztp.sh", "/cumulus/CU42/ztp.sh", Cumulus { serial: Some("CU42") }),
-            (
-                "/images/{platform}/{version}/{filename}",
-                "/images/sonic/4.1/sonic.bin",
-                Image { platform: "sonic", version: "4.1", filename: "sonic.bin" },
-            ),
-            (
-                "/v1/firmware/{platform}/{version}",
-                "/v1/firmware/sonic/4.1",
-                Firmware { platform: "sonic", version: "4.1" },
-            ),
-            (
-                "/v1/firmware/{platform}/{version}/checksum",
-                "/v1/firmware/sonic/4.1/checksum",
-                FirmwareChecksum { platform: "sonic", version: "4.1" },
-            ),
-            (
-                "/v1/devices/{serial}/provisioned",
-                "/v1/devices/DEV9/provisioned",
-                Provisioned { serial: "DEV9" },
-            ),
+        let expected: [DeviceRoute<'_>; 16] = [
+            Onie,
+            OnieName("onie-installer-x86_64-accton_as7712_32x-r0", Operation::Install),
+            RtBrickImage,
+            RtBrickImageFile("rbfs.img"),
+            RtBrickConfig("startup"),
+            RtBrickMessage,
+            ZtpJson { family: sonic, serial: None },
+            ZtpJson { family: nvos, serial: Some("MT2245X01") },
+            ZtpSection { family: nvos, serial: "SN1", key: "01-image" },
+            SonicPart { family: sonic, serial: "SN1", key: "02-fw", part: "plugin" },
+            Cumulus { serial: None },
+            Cumulus { serial: Some("CU42") },
+            Image { platform: "sonic", version: "4.1", filename: "sonic.bin" },
+            Firmware { platform: "sonic", version: "4.1" },
+            FirmwareChecksum { platform: "sonic", version: "4.1" },
+            Provisioned { serial: "DEV9" },
         ];
-        assert_eq!(table.iter().map(|(t, _, _)| *t).collect::<Vec<_>>(), TEMPLATES, "one row per template");
-        for (template, path, want) in table {
-            assert_eq!(DeviceRoute::parse(path), Some(*want), "{template}: {path}");
+        assert_eq!(TEMPLATES.len(), expected.len(), "one sample per template");
+        for ((template, path), want) in TEMPLATES.iter().zip(SAMPLE_PATHS).zip(expected) {
+            assert_eq!(DeviceRoute::parse(path), Some(want), "{template}: {path}");
+            // The sample is an instance of its template: same segments, `{…}` anything.
+            let (t, p): (Vec<&str>, Vec<&str>) = (template.split('/').collect(), path.split('/').collect());
+            assert_eq!(t.len(), p.len(), "{template}: {path}");
+            assert!(t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p), "{template}: {path}");
         }
     }
 

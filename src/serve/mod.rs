@@ -239,3 +239,45 @@ pub async fn run(
     tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
     conn::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::store::{Store, fs::FsBackend};
+
+    /// The router declares every device route of [`crate::routes::TEMPLATES`]: a sample path of
+    /// each reaches its handler (with no snapshot loaded they refuse, each with its own text or
+    /// method), never the router's empty fallback `404`.
+    #[tokio::test]
+    async fn the_router_declares_every_device_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("store")));
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let server = Arc::new(ServerState::new(store.clone(), state::BaseUrl::new(None, listen)));
+        let app = Arc::new(App {
+            downloads: Downloads::new(store, 4, 5),
+            server,
+            metrics: metrics::Metrics::default(),
+            max_downloads: 4,
+            activity: activity::Activity::disabled(),
+            admin: auth::AdminAuth::none(),
+            max_upload: 1 << 20,
+            device_networks: observe::DeviceNetworks::default(),
+            passes: onie_pass::Passes::default(),
+        });
+        let router = router(app);
+        for (template, path) in crate::routes::TEMPLATES.iter().zip(crate::routes::SAMPLE_PATHS) {
+            let request = Request::get(path).body(Body::empty()).expect("request");
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                "{template} ({path}) is not routed: the fallback answered"
+            );
+        }
+    }
+}
