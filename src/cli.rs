@@ -461,15 +461,15 @@ pub struct AdminArgs {
 }
 
 impl AdminArgs {
-    pub fn auth(&self) -> Result<crate::serve::admin::AdminAuth, crate::serve::admin::TokenFileError> {
+    pub fn auth(&self) -> Result<crate::serve::auth::AdminAuth, crate::serve::auth::TokenFileError> {
         let auth = match &self.admin_token_file {
-            Some(path) => crate::serve::admin::AdminAuth::from_file(path)?,
-            None => crate::serve::admin::AdminAuth::none(),
+            Some(path) => crate::serve::auth::AdminAuth::from_file(path)?,
+            None => crate::serve::auth::AdminAuth::none(),
         };
         let auth = auth.public_listing(self.public_listing && !self.protect_listing);
         Ok(match (&self.oidc_issuer, &self.oidc_audience) {
             (Some(issuer), Some(audience)) => {
-                auth.with_oidc(crate::serve::oidc::Oidc::new(crate::serve::oidc::OidcSettings {
+                auth.with_oidc(crate::serve::auth::oidc::Oidc::new(crate::serve::auth::oidc::OidcSettings {
                     issuer: issuer.clone(),
                     audience: audience.clone(),
                     jwks_url: self.oidc_jwks_url.clone(),

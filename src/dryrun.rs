@@ -3,17 +3,10 @@
 //! that family sends (docs/protocols.md §1.6 ONIE, §2.3 Cumulus, §3.2 SONiC, §3.4 NVOS, §4 RtBrick).
 //! Pure: the HTTP client lives in the binary.
 
-use crate::profile::identity::normalize_mac;
-
-/// A switch family as `ztpctl device --family` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DeviceFamily {
-    Onie,
-    Nvos,
-    Sonic,
-    Cumulus,
-    RtBrick,
-}
+use crate::{
+    profile::identity::{Family, names, normalize_mac},
+    routes::url,
+};
 
 /// The RtBrick CTRLD configuration files, in the order CTRLD asks for them (seed 002).
 pub const RTBRICK_FILES: [&str; 6] = ["ctrld", "element", "ctrldrbac", "startup", "tls", "accessjwks"];
@@ -58,10 +51,12 @@ pub enum DryRunError {
     Mac(String),
     #[error("serial number: {0}")]
     Serial(#[from] crate::api::names::SegmentError),
+    #[error("a dry run is of one family: onie, nvos, sonic, cumulus or rtbrick")]
+    NoFamily,
 }
 
 /// The identity headers `family` sends for `device`.
-pub fn headers(family: DeviceFamily, device: &Device) -> Result<Vec<(&'static str, String)>, DryRunError> {
+pub fn headers(family: Family, device: &Device) -> Result<Vec<(&'static str, String)>, DryRunError> {
     let mac = match &device.mac {
         Some(m) => Some(normalize_mac(m).ok_or_else(|| DryRunError::Mac(m.clone()))?),
         None => None,
@@ -72,57 +67,58 @@ pub fn headers(family: DeviceFamily, device: &Device) -> Result<Vec<(&'static st
     let serial = device.serial.clone();
     let mut h: Vec<(&'static str, String)> = Vec::new();
     match family {
-        DeviceFamily::Onie => {
+        Family::Onie => {
             h.push(("User-Agent", "onie/1.0 (Linux-5.10.0 2024.11; BusyBox-v1.25.1)".into()));
-            h.push(("ONIE-SERIAL-NUMBER", serial));
-            h.push(("ONIE-ETH-ADDR", lower));
-            h.push(("ONIE-VENDOR-ID", String::new()));
-            h.push(("ONIE-MACHINE", model));
-            h.push(("ONIE-MACHINE-REV", "0".into()));
-            h.push(("ONIE-ARCH", "x86_64".into()));
+            h.push((names::ONIE_SERIAL_NUMBER, serial));
+            h.push((names::ONIE_ETH_ADDR, lower));
+            h.push((names::ONIE_VENDOR_ID, String::new()));
+            h.push((names::ONIE_MACHINE, model));
+            h.push((names::ONIE_MACHINE_REV, "0".into()));
+            h.push((names::ONIE_ARCH, "x86_64".into()));
             h.push(("ONIE-SECURITY-KEY", String::new()));
-            h.push(("ONIE-OPERATION", device.onie_operation.clone()));
-            h.push(("ONIE-VERSION", "2024.11".into()));
+            h.push((names::ONIE_OPERATION, device.onie_operation.clone()));
+            h.push((names::ONIE_VERSION, "2024.11".into()));
         }
-        DeviceFamily::Nvos | DeviceFamily::Sonic => {
-            let ua = if family == DeviceFamily::Nvos { "NVOS-ZTP/0.1" } else { "SONiC-ZTP/0.1" };
+        Family::Nvos | Family::Sonic => {
+            let ua = if family == Family::Nvos { "NVOS-ZTP/0.1" } else { "SONiC-ZTP/0.1" };
             h.push(("User-Agent", ua.into()));
             // Each omitted when the EEPROM has no value (§3.2).
             if !model.is_empty() {
-                h.push(("PRODUCT-NAME", model));
+                h.push((names::PRODUCT_NAME, model));
             }
-            h.push(("SERIAL-NUMBER", serial));
+            h.push((names::SERIAL_NUMBER, serial));
             if mac.is_some() {
-                h.push(("BASE-MAC-ADDRESS", upper));
+                h.push((names::BASE_MAC_ADDRESS, upper));
             }
         }
-        DeviceFamily::Cumulus => {
+        Family::Cumulus => {
             h.push(("User-Agent", "CumulusLinux-AutoProvision/0.4".into()));
             h.push(("CUMULUS-ARCH", "x86_64".into()));
-            h.push(("CUMULUS-BASE-MAC", upper.clone()));
+            h.push((names::CUMULUS_BASE_MAC, upper.clone()));
             h.push(("CUMULUS-MGMT-MAC", upper));
-            h.push(("CUMULUS-PRODUCTNAME", model));
-            h.push(("CUMULUS-SERIAL", serial));
+            h.push((names::CUMULUS_PRODUCTNAME, model));
+            h.push((names::CUMULUS_SERIAL, serial));
             h.push(("CUMULUS-PROV-COUNT", "0".into()));
             h.push(("CUMULUS-PROV-MAX", "32".into()));
         }
-        DeviceFamily::RtBrick => {
-            h.push(("ONIE-SERIAL-NUMBER", serial.clone()));
+        Family::RtBrick => {
+            h.push((names::ONIE_SERIAL_NUMBER, serial.clone()));
             // Not one of CTRLD's own headers: sent only when asked, so a model default matches.
             if !model.is_empty() {
-                h.push(("ONIE-MACHINE", model));
+                h.push((names::ONIE_MACHINE, model));
             }
-            h.push(("CONTAINER-NAME", "rtbrick".into()));
-            h.push(("ELEMENT-NAME", serial.clone()));
-            h.push(("HOST-NAME", serial));
+            h.push((names::CONTAINER_NAME, "rtbrick".into()));
+            h.push((names::ELEMENT_NAME, serial.clone()));
+            h.push((names::HOST_NAME, serial));
         }
+        Family::Unknown => return Err(DryRunError::NoFamily),
     }
     Ok(h)
 }
 
 /// The requests of the dry run: the family's entry URL (what DHCP points it at), or for RtBrick
 /// every CTRLD configuration file. `server` has no trailing `/`.
-pub fn requests(family: DeviceFamily, device: &Device, server: &str) -> Result<Vec<DryRequest>, DryRunError> {
+pub fn requests(family: Family, device: &Device, server: &str) -> Result<Vec<DryRequest>, DryRunError> {
     crate::api::names::validate_segment("serial number", &device.serial)?;
     let headers = headers(family, device)?;
     let serial = &device.serial;
@@ -130,15 +126,15 @@ pub fn requests(family: DeviceFamily, device: &Device, server: &str) -> Result<V
         vec![DryRequest { method, url, headers: headers.clone(), expect, not_found_ok: false }]
     };
     Ok(match family {
-        DeviceFamily::Onie => one("HEAD", format!("{server}/onie"), Expect::Image),
-        DeviceFamily::Nvos => one("GET", format!("{server}/nvos/{serial}/ztp.json"), Expect::Body),
-        DeviceFamily::Sonic => one("GET", format!("{server}/sonic/{serial}/ztp.json"), Expect::Body),
-        DeviceFamily::Cumulus => one("GET", format!("{server}/cumulus/{serial}/ztp.sh"), Expect::Body),
-        DeviceFamily::RtBrick => RTBRICK_FILES
+        Family::Onie => one("HEAD", url::onie(server), Expect::Image),
+        Family::Nvos | Family::Sonic => one("GET", url::ztp_json(server, family, Some(serial)), Expect::Body),
+        Family::Cumulus => one("GET", url::cumulus(server, Some(serial)), Expect::Body),
+        Family::Unknown => return Err(DryRunError::NoFamily),
+        Family::RtBrick => RTBRICK_FILES
             .iter()
             .map(|f| DryRequest {
                 method: "GET",
-                url: format!("{server}/ztp/config/{f}"),
+                url: url::rtbrick_config(server, f),
                 headers: headers.clone(),
                 expect: Expect::Body,
                 not_found_ok: true,
@@ -161,7 +157,7 @@ mod tests {
     use axum::http::{HeaderMap, HeaderName, HeaderValue};
 
     use super::*;
-    use crate::profile::identity::{DeviceIdentity, Family};
+    use crate::profile::identity::DeviceIdentity;
 
     fn header_map(h: &[(&'static str, String)]) -> HeaderMap {
         let mut m = HeaderMap::new();
@@ -183,24 +179,24 @@ mod tests {
             onie_operation: "os-install".into(),
         };
         for (family, want) in [
-            (DeviceFamily::Onie, Family::Onie),
-            (DeviceFamily::Nvos, Family::Nvos),
-            (DeviceFamily::Sonic, Family::Sonic),
-            (DeviceFamily::Cumulus, Family::Cumulus),
-            (DeviceFamily::RtBrick, Family::RtBrick),
+            (Family::Onie, Family::Onie),
+            (Family::Nvos, Family::Nvos),
+            (Family::Sonic, Family::Sonic),
+            (Family::Cumulus, Family::Cumulus),
+            (Family::RtBrick, Family::RtBrick),
         ] {
             let h = header_map(&headers(family, &device).expect("headers"));
             let id = DeviceIdentity::from_headers(&h, Family::Unknown);
             assert_eq!(id.family, want);
             assert_eq!(id.serial.as_deref(), Some("SN-LEAF07"), "{want}");
             assert_eq!(id.models.last().map(String::as_str), Some("accton_as7712_32x"), "{want}");
-            if family != DeviceFamily::RtBrick {
+            if family != Family::RtBrick {
                 assert_eq!(id.mac.as_deref(), Some("0c:42:a1:00:00:07"), "{want}");
             }
         }
-        let onie = headers(DeviceFamily::Onie, &device).expect("headers");
+        let onie = headers(Family::Onie, &device).expect("headers");
         assert!(onie.contains(&("ONIE-ETH-ADDR", "0c:42:a1:00:00:07".into())));
-        let cumulus = headers(DeviceFamily::Cumulus, &device).expect("headers");
+        let cumulus = headers(Family::Cumulus, &device).expect("headers");
         assert!(cumulus.contains(&("CUMULUS-BASE-MAC", "0C:42:A1:00:00:07".into())));
     }
 
@@ -208,18 +204,18 @@ mod tests {
     fn entry_urls_match_the_dhcp_options() {
         let device = Device { serial: "S1".into(), onie_operation: "os-install".into(), ..Device::default() };
         let url = |f| requests(f, &device, "http://z").expect("requests")[0].url.clone();
-        assert_eq!(url(DeviceFamily::Onie), "http://z/onie");
-        assert_eq!(url(DeviceFamily::Nvos), "http://z/nvos/S1/ztp.json");
-        assert_eq!(url(DeviceFamily::Sonic), "http://z/sonic/S1/ztp.json");
-        assert_eq!(url(DeviceFamily::Cumulus), "http://z/cumulus/S1/ztp.sh");
-        let rt = requests(DeviceFamily::RtBrick, &device, "http://z").expect("requests");
+        assert_eq!(url(Family::Onie), "http://z/onie");
+        assert_eq!(url(Family::Nvos), "http://z/nvos/S1/ztp.json");
+        assert_eq!(url(Family::Sonic), "http://z/sonic/S1/ztp.json");
+        assert_eq!(url(Family::Cumulus), "http://z/cumulus/S1/ztp.sh");
+        let rt = requests(Family::RtBrick, &device, "http://z").expect("requests");
         assert_eq!(rt.len(), RTBRICK_FILES.len());
         assert!(rt.iter().all(|r| r.not_found_ok && r.url.starts_with("http://z/ztp/config/")));
-        assert_eq!(requests(DeviceFamily::Onie, &device, "http://z").expect("onie")[0].method, "HEAD");
+        assert_eq!(requests(Family::Onie, &device, "http://z").expect("onie")[0].method, "HEAD");
         let bad = Device { serial: "../x".into(), ..device.clone() };
-        assert!(matches!(requests(DeviceFamily::Nvos, &bad, "http://z"), Err(DryRunError::Serial(_))));
+        assert!(matches!(requests(Family::Nvos, &bad, "http://z"), Err(DryRunError::Serial(_))));
         let bad = Device { mac: Some("nope".into()), ..device };
-        assert_eq!(requests(DeviceFamily::Nvos, &bad, "http://z"), Err(DryRunError::Mac("nope".into())));
+        assert_eq!(requests(Family::Nvos, &bad, "http://z"), Err(DryRunError::Mac("nope".into())));
     }
 
     #[test]

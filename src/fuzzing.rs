@@ -18,8 +18,8 @@ use crate::{
     manifests,
     profile::identity::{self, DeviceIdentity, Family},
     serve::{
+        conn::{FastRequest, MAX_HEADERS},
         download::{RangeDecision, parse_range},
-        fast::{FastRequest, MAX_HEADERS},
         files::copy_file_part,
     },
     store::manifest::Manifest,

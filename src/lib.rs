@@ -11,10 +11,16 @@
 //! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
 //! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
+//! - [`activity`]: how far each device got, per SwitchProfile, written to status or a file.
 //! - [`dhcp`]: ISC dhcpd / Kea host reservations pointing switches at the server (`ztpctl dhcp`).
+//! - [`routes`]: the device URL space: what each path a switch asks for means.
 //! - [`dryrun`]: the requests each switch family sends first (`ztpctl device`).
 //! - [`shutdown`]: SIGTERM / Ctrl-C, which end the long-running roles.
+//! - `sys`: the few system calls `std` does not wrap; the only module allowed `unsafe` code.
 
+#![deny(unsafe_code)]
+
+pub mod activity;
 pub mod api;
 pub mod cli;
 pub mod controller;
@@ -28,9 +34,11 @@ pub mod lookup;
 pub mod manifests;
 pub mod profile;
 pub mod reconcile;
+pub mod routes;
 pub mod serve;
 pub mod shutdown;
 pub mod standalone;
 pub mod status_file;
 pub mod store;
+mod sys;
 pub mod telemetry;

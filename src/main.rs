@@ -1,14 +1,14 @@
+#![deny(unsafe_code)]
+
 use std::process::ExitCode;
 
 use clap::Parser;
 use ztp_operator::{
+    activity::{Activity, k8s::KubeSink, report_forever},
     api,
     cli::{Cli, Command},
     controller,
-    serve::{
-        activity::{Activity, k8s::KubeSink, report_forever},
-        state::{BaseUrl, ServerState},
-    },
+    serve::state::{BaseUrl, ServerState},
     standalone, telemetry,
 };
 
@@ -74,7 +74,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         activity,
         admin: args.admin.auth().map_err(|e| e.to_string())?,
         max_upload: args.admin.max_upload_bytes,
-        device_networks: ztp_operator::serve::common::DeviceNetworks::new(
+        device_networks: ztp_operator::serve::observe::DeviceNetworks::new(
             args.listen.device_networks.clone(),
         ),
         limits: args.listen.limits(),

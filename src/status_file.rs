@@ -1,6 +1,6 @@
 //! Standalone's status file of SwitchProfiles, `{data}/.status/switchprofiles.json`: one
 //! status per `namespace/name`. Two writers share it, each changing its own fields: the device
-//! activity (`devices`, [`crate::serve::activity::file`]) and the profile pipeline (conditions,
+//! activity (`devices`, [`crate::activity::file`]) and the profile pipeline (conditions,
 //! match summary, [`crate::standalone`]). Each change is a read-modify-write under one lock of
 //! the process, so neither writer loses what the other wrote.
 
@@ -17,7 +17,7 @@ pub type Statuses = BTreeMap<String, SwitchProfileStatus>;
 static CHANGING: Mutex<()> = Mutex::const_new(());
 
 /// The file could not be written.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("write {path}: {message}")]
 pub struct StatusFileError {
     pub path: String,

@@ -7,6 +7,8 @@
 //! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
 //! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]).
 
+#![deny(unsafe_code)]
+
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -17,10 +19,11 @@ use sha2::{Digest, Sha256};
 use tokio::io::AsyncReadExt;
 use tokio_util::io::ReaderStream;
 use ztp_operator::{
-    dhcp::{self, DhcpError, ZtpFamily},
-    dryrun::{self, Device, DeviceFamily, DryRunError, Expect},
+    dhcp::{self, DhcpError},
+    dryrun::{self, Device, DryRunError, Expect},
     hash::Sha256Digest,
-    serve::admin::NO_CREDENTIAL,
+    profile::identity::Family,
+    serve::auth::NO_CREDENTIAL,
 };
 
 #[derive(Parser)]
@@ -334,8 +337,8 @@ fn dhcp_command(
 ) -> Result<(), Error> {
     let list = ztp_operator::manifests::read_switch_profiles(profiles)?;
     let ztp_family = match ztp_family {
-        ZtpFamilyArg::Nvos => ZtpFamily::Nvos,
-        ZtpFamilyArg::Sonic => ZtpFamily::Sonic,
+        ZtpFamilyArg::Nvos => Family::Nvos,
+        ZtpFamilyArg::Sonic => Family::Sonic,
     };
     let options = dhcp::Options { server_url: server_url.to_owned(), ztp_family };
     let plan = dhcp::plan(&list, &options)?;
@@ -357,11 +360,11 @@ fn dhcp_command(
 /// `ztpctl device`: each request with its headers, the status, and the body or image facts.
 async fn device_command(server: &str, family: FamilyArg, device: &Device) -> Result<(), Error> {
     let family = match family {
-        FamilyArg::Onie => DeviceFamily::Onie,
-        FamilyArg::Nvos => DeviceFamily::Nvos,
-        FamilyArg::Sonic => DeviceFamily::Sonic,
-        FamilyArg::Cumulus => DeviceFamily::Cumulus,
-        FamilyArg::Rtbrick => DeviceFamily::RtBrick,
+        FamilyArg::Onie => Family::Onie,
+        FamilyArg::Nvos => Family::Nvos,
+        FamilyArg::Sonic => Family::Sonic,
+        FamilyArg::Cumulus => Family::Cumulus,
+        FamilyArg::Rtbrick => Family::RtBrick,
     };
     // Devices do not follow redirects (SONiC never; ONIE only some): show them as they are.
     let c = Client::builder()

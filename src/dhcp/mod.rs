@@ -42,36 +42,15 @@ use std::fmt;
 
 use crate::{
     api::{SwitchProfile, names::validate_segment},
-    profile::identity::normalize_mac,
+    profile::identity::{Family, normalize_mac},
+    routes::url,
 };
 
-/// Which ZTP JSON a host's option 67 names: NVOS's (`spec.ztp`) or SONiC's (`spec.sonic`); the
-/// client identifier of serial-only hosts differs too. A profile with only one of them decides by
-/// itself; [`Options::ztp_family`] decides for a profile with both.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ZtpFamily {
-    /// `/nvos/…`, client id `NVOS##<product>##<serial>`.
-    #[default]
-    Nvos,
-    /// `/sonic/…`, client id `SONiC##<product>##<serial>`.
-    Sonic,
-}
-
-impl ZtpFamily {
-    /// The path segment: `nvos` or `sonic`.
-    pub fn path(self) -> &'static str {
-        match self {
-            ZtpFamily::Nvos => "nvos",
-            ZtpFamily::Sonic => "sonic",
-        }
-    }
-
-    /// The client-identifier prefix: `NVOS` or `SONiC`.
-    fn client_id_prefix(self) -> &'static str {
-        match self {
-            ZtpFamily::Nvos => "NVOS",
-            ZtpFamily::Sonic => "SONiC",
-        }
+/// The client-identifier prefix of a ZTP JSON family: `NVOS` or `SONiC`.
+fn client_id_prefix(family: Family) -> &'static str {
+    match family {
+        Family::Sonic => "SONiC",
+        _ => "NVOS",
     }
 }
 
@@ -81,7 +60,7 @@ pub struct Options {
     /// This server's base URL as the switches reach it, e.g. `http://ztp.example.net:8080`.
     pub server_url: String,
     /// NVOS or SONiC paths and client identifiers for profiles that have both `ztp` and `sonic`.
-    pub ztp_family: ZtpFamily,
+    pub ztp_family: Family,
 }
 
 /// Why no configuration can be generated.
@@ -98,6 +77,9 @@ pub enum DhcpError {
     /// A serial number that cannot be a URL path segment.
     #[error("SwitchProfile {profile}: {source}")]
     Serial { profile: String, source: crate::api::names::SegmentError },
+    /// Not a family whose ZTP JSON paths and client identifiers the reservations can carry.
+    #[error("ZTP family {0}: only nvos or sonic")]
+    ZtpFamily(Family),
 }
 
 /// A standard or defined DHCPv4 option, by code.
@@ -241,6 +223,9 @@ fn label(s: &str) -> String {
 /// The host reservations for `profiles`, pointing at `options.server_url`.
 pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpError> {
     let server = server_url(&options.server_url)?;
+    if !matches!(options.ztp_family, Family::Nvos | Family::Sonic) {
+        return Err(DhcpError::ZtpFamily(options.ztp_family));
+    }
     let mut plan = Plan::default();
     if server.starts_with("https://") {
         plan.notes.push(Note(
@@ -292,7 +277,7 @@ fn profile_hosts(
     p: &SwitchProfile,
     profile: &str,
     server: &str,
-    ztp_family: ZtpFamily,
+    ztp_family: Family,
     plan: &mut Plan,
 ) -> Result<(), DhcpError> {
     let spec = &p.spec;
@@ -312,8 +297,8 @@ fn profile_hosts(
     let serves_onie = spec.onie.is_some();
     let serves_ztp = spec.ztp.is_some() || spec.sonic.is_some();
     let ztp_family = match (spec.ztp.is_some(), spec.sonic.is_some()) {
-        (true, false) => ZtpFamily::Nvos,
-        (false, true) => ZtpFamily::Sonic,
+        (true, false) => Family::Nvos,
+        (false, true) => Family::Sonic,
         _ => ztp_family,
     };
     let serves_cumulus = spec.cumulus.is_some();
@@ -335,26 +320,18 @@ fn profile_hosts(
     // Every option this profile's families need, for a host whose serial is `serial`.
     let all_options = |serial: Option<&str>| {
         let mut o = Vec::new();
-        let fam = ztp_family.path();
         if serves_ztp {
-            let value = match serial {
-                Some(s) => format!("{server}/{fam}/{s}/ztp.json"),
-                None => format!("{server}/{fam}/ztp.json"),
-            };
+            let value = url::ztp_json(server, ztp_family, serial);
             o.push(HostOption { kind: OptionKind::BootfileName, value });
         }
         if serves_onie {
-            o.push(HostOption { kind: OptionKind::DefaultUrl, value: format!("{server}/onie") });
+            o.push(HostOption { kind: OptionKind::DefaultUrl, value: url::onie(server) });
         }
         if serves_rtbrick {
             o.push(HostOption { kind: OptionKind::PathPrefix, value: server.to_owned() });
         }
         if serves_cumulus {
-            let value = match serial {
-                Some(s) => format!("{server}/cumulus/{s}/ztp.sh"),
-                None => format!("{server}/cumulus/ztp.sh"),
-            };
-            o.push(HostOption { kind: OptionKind::CumulusProvisionUrl, value });
+            o.push(HostOption { kind: OptionKind::CumulusProvisionUrl, value: url::cumulus(server, serial) });
         }
         o
     };
@@ -396,17 +373,17 @@ fn profile_hosts(
             if m.models.is_empty() {
                 plan.notes.push(Note(format!(
                     "{profile}: {} identifies itself as {}##<product-name>##{serial}; list its model (product name) or MAC to reserve it",
-                    ztp_family.path(),
-                    ztp_family.client_id_prefix()
+                    ztp_family.as_str(),
+                    client_id_prefix(ztp_family)
                 )));
             }
             for model in &m.models {
-                let id = format!("{}##{model}##{serial}", ztp_family.client_id_prefix());
+                let id = format!("{}##{model}##{serial}", client_id_prefix(ztp_family));
                 let options: Vec<HostOption> = all_options(Some(serial))
                     .into_iter()
                     .filter(|o| o.kind == OptionKind::BootfileName)
                     .collect();
-                let name = format!("{base}-{serial_label}-{}-{}", ztp_family.path(), label(model));
+                let name = format!("{base}-{serial_label}-{}-{}", ztp_family.as_str(), label(model));
                 push(plan, name, Some(serial), HostId::ClientId(id.into_bytes()), options);
             }
         }
@@ -469,7 +446,7 @@ spec:
 "##;
 
     pub(crate) fn options() -> Options {
-        Options { server_url: "http://ztp.example.net:8080/".into(), ztp_family: ZtpFamily::Nvos }
+        Options { server_url: "http://ztp.example.net:8080/".into(), ztp_family: Family::Nvos }
     }
 
     fn find<'a>(plan: &'a Plan, id: &HostId) -> &'a Reservation {
@@ -481,6 +458,12 @@ spec:
 
     fn values(r: &Reservation) -> Vec<(u8, &str)> {
         r.options.iter().map(|o| (o.kind.code(), o.value.as_str())).collect()
+    }
+
+    #[test]
+    fn only_a_ztp_json_family_names_the_ztp_paths() {
+        let refused = plan(&[], &Options { ztp_family: Family::Cumulus, ..options() });
+        assert_eq!(refused, Err(DhcpError::ZtpFamily(Family::Cumulus)));
     }
 
     #[test]
@@ -574,14 +557,14 @@ spec:
   sonic: {sections: [{connectivityCheck: {pingHosts: ["192.0.2.1"]}}]}
 "##;
         let url = |fam: &str, serial: &str| format!("http://ztp.example.net:8080/{fam}/{serial}/ztp.json");
-        for (flag, both) in [(ZtpFamily::Nvos, "NVOS##X1##SN-B"), (ZtpFamily::Sonic, "SONiC##X1##SN-B")] {
+        for (flag, both) in [(Family::Nvos, "NVOS##X1##SN-B"), (Family::Sonic, "SONiC##X1##SN-B")] {
             let plan = plan(&profiles(yaml), &Options { ztp_family: flag, ..options() }).expect("plan");
             let r = find(&plan, &HostId::ClientId(b"SONiC##AS7726##SN-S".to_vec()));
             assert_eq!(values(r), [(67, url("sonic", "SN-S").as_str())]);
             let r = find(&plan, &HostId::ClientId(b"NVOS##N5110_LD##SN-N".to_vec()));
             assert_eq!(values(r), [(67, url("nvos", "SN-N").as_str())]);
             let r = find(&plan, &HostId::ClientId(both.as_bytes().to_vec()));
-            assert_eq!(values(r), [(67, url(flag.path(), "SN-B").as_str())]);
+            assert_eq!(values(r), [(67, url(flag.as_str(), "SN-B").as_str())]);
         }
     }
 

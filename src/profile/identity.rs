@@ -87,9 +87,37 @@ impl std::fmt::Display for Family {
     }
 }
 
+/// The identity headers as switches spell them (what `ztpctl device` sends, and what the docs
+/// and logs show). The server reads them case-insensitively through the [`HeaderName`]s below,
+/// parsed at compile time; a test keeps each pair equal.
+pub mod names {
+    pub const ONIE_SERIAL_NUMBER: &str = "ONIE-SERIAL-NUMBER";
+    pub const ONIE_ETH_ADDR: &str = "ONIE-ETH-ADDR";
+    pub const ONIE_VENDOR_ID: &str = "ONIE-VENDOR-ID";
+    pub const ONIE_MACHINE: &str = "ONIE-MACHINE";
+    pub const ONIE_MACHINE_REV: &str = "ONIE-MACHINE-REV";
+    pub const ONIE_ARCH: &str = "ONIE-ARCH";
+    pub const ONIE_OPERATION: &str = "ONIE-OPERATION";
+    pub const ONIE_VERSION: &str = "ONIE-VERSION";
+    pub const SERIAL_NUMBER: &str = "SERIAL-NUMBER";
+    pub const PRODUCT_NAME: &str = "PRODUCT-NAME";
+    pub const BASE_MAC_ADDRESS: &str = "BASE-MAC-ADDRESS";
+    pub const NVOS_VERSION: &str = "NVOS-VERSION";
+    pub const NVUE_VERSION: &str = "NVUE-VERSION";
+    pub const SONIC_VERSION: &str = "SONiC-VERSION";
+    pub const CUMULUS_SERIAL: &str = "CUMULUS-SERIAL";
+    pub const CUMULUS_BASE_MAC: &str = "CUMULUS-BASE-MAC";
+    pub const CUMULUS_PRODUCTNAME: &str = "CUMULUS-PRODUCTNAME";
+    pub const CUMULUS_VERSION: &str = "CUMULUS-VERSION";
+    pub const CUMULUS_BUILD: &str = "CUMULUS-BUILD";
+    pub const CONTAINER_NAME: &str = "CONTAINER-NAME";
+    pub const ELEMENT_NAME: &str = "ELEMENT-NAME";
+    pub const HOST_NAME: &str = "HOST-NAME";
+}
+
 // Header names, parsed at compile time: a lookup by `HeaderName` hashes it directly, where one by
 // `&str` parses and lower-cases the name first (a measurable part of a ZTP JSON answer).
-static H_ONIE_SERIAL: HeaderName = HeaderName::from_static("onie-serial-number");
+pub static H_ONIE_SERIAL: HeaderName = HeaderName::from_static("onie-serial-number");
 static H_ONIE_ETH_ADDR: HeaderName = HeaderName::from_static("onie-eth-addr");
 static H_ONIE_VENDOR_ID: HeaderName = HeaderName::from_static("onie-vendor-id");
 static H_ONIE_MACHINE: HeaderName = HeaderName::from_static("onie-machine");
@@ -367,6 +395,43 @@ mod tests {
     use axum::http::HeaderValue;
 
     use super::*;
+
+    /// The names switches send are the names the server reads, and the 400 for a long value
+    /// names the header as switches spell it.
+    #[test]
+    fn header_names_as_sent_are_the_names_read() {
+        let pairs: [(&str, &HeaderName); 22] = [
+            (names::ONIE_SERIAL_NUMBER, &H_ONIE_SERIAL),
+            (names::ONIE_ETH_ADDR, &H_ONIE_ETH_ADDR),
+            (names::ONIE_VENDOR_ID, &H_ONIE_VENDOR_ID),
+            (names::ONIE_MACHINE, &H_ONIE_MACHINE),
+            (names::ONIE_MACHINE_REV, &H_ONIE_MACHINE_REV),
+            (names::ONIE_ARCH, &H_ONIE_ARCH),
+            (names::ONIE_OPERATION, &H_ONIE_OPERATION),
+            (names::ONIE_VERSION, &H_ONIE_VERSION),
+            (names::SERIAL_NUMBER, &H_SERIAL),
+            (names::PRODUCT_NAME, &H_PRODUCT_NAME),
+            (names::BASE_MAC_ADDRESS, &H_BASE_MAC),
+            (names::NVOS_VERSION, &H_NVOS_VERSION),
+            (names::NVUE_VERSION, &H_NVUE_VERSION),
+            (names::SONIC_VERSION, &H_SONIC_VERSION),
+            (names::CUMULUS_SERIAL, &H_CUMULUS_SERIAL),
+            (names::CUMULUS_BASE_MAC, &H_CUMULUS_BASE_MAC),
+            (names::CUMULUS_PRODUCTNAME, &H_CUMULUS_PRODUCTNAME),
+            (names::CUMULUS_VERSION, &H_CUMULUS_VERSION),
+            (names::CUMULUS_BUILD, &H_CUMULUS_BUILD),
+            (names::CONTAINER_NAME, &H_CONTAINER_NAME),
+            (names::ELEMENT_NAME, &H_ELEMENT_NAME),
+            (names::HOST_NAME, &H_HOST_NAME),
+        ];
+        for (sent, read) in pairs {
+            assert_eq!(sent.to_ascii_lowercase(), read.as_str(), "{sent}");
+            assert!(
+                IDENTITY_HEADERS.iter().any(|(n, what)| *n == read && *what == format!("header {sent}")),
+                "{sent}"
+            );
+        }
+    }
 
     /// Builds a header map from (name, value) pairs, names in whatever case they are given.
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {

@@ -11,17 +11,13 @@
 
 use std::{net::IpAddr, time::Instant};
 
-use axum::{
-    http::{HeaderMap, Method},
-    response::Response,
-};
+use axum::http::{HeaderMap, Method};
 
 use super::{
     AppState,
-    activity::identify,
-    common::{Device, find_device, not_for_you},
-    onie::{Operation, operation_of_header, operation_of_name},
-    onie_pass::{Candidate, Refused, Ticket, device_key, is_plain_get},
+    device::{Device, device_by_headers, find_device},
+    onie_pass::{Candidate, Ticket, device_key, is_plain_get},
+    reply::Refusal,
 };
 use crate::{
     api::ImagePath,
@@ -30,6 +26,7 @@ use crate::{
         publish::is_snapshot,
         snapshot::{ImageRef, Resolved},
     },
+    routes::{DeviceRoute, Operation, operation_of_header, operation_of_name},
     store::ManifestEntry,
 };
 
@@ -50,28 +47,22 @@ pub enum ImageRequest {
 }
 
 impl ImageRequest {
-    /// Recognises an image route from a request path as it came off the wire (no query string).
-    /// Paths with percent-escapes, empty segments or a trailing slash are not recognised: the
-    /// router answers those.
-    pub fn from_path(path: &str) -> Option<Self> {
-        let rest = path.strip_prefix('/')?;
-        if rest.contains('%') {
-            return None;
-        }
-        let segments: Vec<&str> = rest.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) {
-            return None;
-        }
+    /// The image a device route asks for; `None` for routes whose answer is not an image.
+    pub fn of_route(route: DeviceRoute<'_>) -> Option<Self> {
         let owned = |s: &str| s.to_owned();
-        match segments.as_slice() {
-            ["onie"] => Some(Self::Onie(None)),
-            [name] => operation_of_name(name).map(|_| Self::Onie(Some(owned(name)))),
-            ["ztp", "image"] => Some(Self::RtBrickImage),
-            ["ztp", "images", file] => Some(Self::RtBrickFile(owned(file))),
-            ["images", p, v, f] => {
-                Some(Self::ByPath { platform: owned(p), version: owned(v), filename: owned(f) })
+        match route {
+            DeviceRoute::Onie => Some(Self::Onie(None)),
+            DeviceRoute::OnieName(name, _) => Some(Self::Onie(Some(owned(name)))),
+            DeviceRoute::RtBrickImage => Some(Self::RtBrickImage),
+            DeviceRoute::RtBrickImageFile(file) => Some(Self::RtBrickFile(owned(file))),
+            DeviceRoute::Image { platform, version, filename } => Some(Self::ByPath {
+                platform: owned(platform),
+                version: owned(version),
+                filename: owned(filename),
+            }),
+            DeviceRoute::Firmware { platform, version } => {
+                Some(Self::Firmware { platform: owned(platform), version: owned(version) })
             }
-            ["v1", "firmware", p, v] => Some(Self::Firmware { platform: owned(p), version: owned(v) }),
             _ => None,
         }
     }
@@ -96,10 +87,9 @@ pub struct Asker<'a> {
     pub source: Option<IpAddr>,
 }
 
-/// Chooses the image for `request`; the error is the response to send (a 404 saying why; for a
-/// refused later candidate of ONIE's pass it carries the [`Refused`] as an extension).
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
-pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) -> Result<Chosen, Response> {
+/// Chooses the image for `request`, or refuses it (a 404 saying why; a refused later candidate of
+/// ONIE's pass is [`Refusal::SamePass`]).
+pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) -> Result<Chosen, Refusal> {
     let headers = asker.headers;
     let mut ticket = None;
     let (image, device) = match request {
@@ -112,7 +102,10 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
                     Some(name) => Candidate::of_name(name, &device.id),
                 };
                 let key = device_key(&device.id, asker.source);
-                ticket = state.passes.check(key, candidate, &image, Instant::now()).map_err(refused)?;
+                ticket = state
+                    .passes
+                    .check(key, candidate, &image, Instant::now())
+                    .map_err(|why| Refusal::SamePass(Box::new(why)))?;
             }
             (image, Some(device))
         }
@@ -137,39 +130,26 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
                 )
                 .find(|img| img.path.rsplit('/').next() == Some(file.as_str()))
                 .cloned()
-                .ok_or_else(|| not_for_you("no such image for this device"))?;
+                .ok_or(Refusal::NotForYou("no such image for this device"))?;
             (image, Some(device))
         }
         ImageRequest::ByPath { platform, version, filename } => {
             let path = ImagePath::new(platform, version, filename)
-                .map_err(|_| not_for_you("not a valid image path"))?;
+                .map_err(|_| Refusal::NotForYou("not a valid image path"))?;
             let manifest = state.server.manifest();
             let entry = manifest.get(&path).filter(|e| !is_snapshot(e));
-            let entry = entry.ok_or_else(|| not_for_you("no such image"))?;
-            let image = from_manifest(state, entry).await.ok_or_else(|| not_for_you("no such image"))?;
-            (image, identify(state, headers))
+            let entry = entry.ok_or(Refusal::NotForYou("no such image"))?;
+            let image = from_manifest(state, entry).await.ok_or(Refusal::NotForYou("no such image"))?;
+            (image, device_by_headers(state, headers))
         }
         ImageRequest::Firmware { platform, version } => {
-            let entry = firmware_entry(state, platform, version).ok_or_else(firmware_not_found)?;
-            let image = from_manifest(state, &entry).await.ok_or_else(firmware_not_found)?;
-            (image, identify(state, headers))
+            let entry = firmware_entry(state, platform, version).ok_or(Refusal::FirmwareNotFound)?;
+            let image = from_manifest(state, &entry).await.ok_or(Refusal::FirmwareNotFound)?;
+            (image, device_by_headers(state, headers))
         }
     };
-    let path = image_path(&image).ok_or_else(|| not_for_you("not a valid image path"))?;
+    let path = image_path(&image).ok_or(Refusal::NotForYou("not a valid image path"))?;
     Ok(Chosen { image, path, device, ticket })
-}
-
-/// `404 {"detail": "Firmware image not found in S3."}`: the reference's answer (JSON, unlike the
-/// device routes' plain-text 404s).
-pub fn firmware_not_found() -> Response {
-    super::files::detail(axum::http::StatusCode::NOT_FOUND, "Firmware image not found in S3.")
-}
-
-/// The `404` of a refused later candidate (logged by the path that sends it, once).
-fn refused(why: Refused) -> Response {
-    let mut response = not_for_you(super::onie_pass::REFUSED_BODY);
-    response.extensions_mut().insert(why);
-    response
 }
 
 /// The device's ONIE image for `op`, falling back per item: the image of the most specific
@@ -189,27 +169,30 @@ pub fn onie_image(device: &Device, op: Operation) -> Option<&ImageRef> {
     loaded.snapshot.images.get(key)
 }
 
-/// ONIE and RtBrick: the install or update image of the device ([`onie_image`]). `by_name` is
-/// what the file name asked for; when both it and the header are present they must agree
-/// (install and update images never mix).
-#[allow(clippy::result_large_err)]
+/// ONIE and RtBrick: the install or update image of the device ([`onie_image`]), for the
+/// [`operation`] asked.
 fn by_operation(
     state: &AppState,
     headers: &HeaderMap,
     by_name: Option<Operation>,
     family: Family,
-) -> Result<(ImageRef, Device), Response> {
+) -> Result<(ImageRef, Device), Refusal> {
     let device = find_device(state, headers, family, None)?;
-    let by_header = operation_of_header(device.id.onie_operation.as_deref());
-    let op = match (by_header, by_name) {
-        (Some(h), Some(n)) if h != n => return Err(not_for_you("the file name and ONIE-OPERATION disagree")),
-        (Some(h), _) => h,
-        (None, Some(n)) => n,
-        (None, None) => return Err(not_for_you("no ONIE-OPERATION header")),
-    };
+    let op = operation(operation_of_header(device.id.onie_operation.as_deref()), by_name)?;
     match onie_image(&device, op).cloned() {
         Some(image) => Ok((image, device)),
-        None => Err(not_for_you("no image for this operation")),
+        None => Err(Refusal::NotForYou("no image for this operation")),
+    }
+}
+
+/// The operation asked by the `ONIE-OPERATION` header and by the file name: when both are
+/// present they must agree (install and update images never mix).
+fn operation(by_header: Option<Operation>, by_name: Option<Operation>) -> Result<Operation, Refusal> {
+    match (by_header, by_name) {
+        (Some(h), Some(n)) if h != n => Err(Refusal::NotForYou("the file name and ONIE-OPERATION disagree")),
+        (Some(h), _) => Ok(h),
+        (None, Some(n)) => Ok(n),
+        (None, None) => Err(Refusal::NotForYou("no ONIE-OPERATION header")),
     }
 }
 
@@ -322,6 +305,24 @@ mod tests {
     }
 
     #[test]
+    fn the_operation_comes_from_the_header_or_the_name_and_they_must_agree() {
+        use Operation::{Install, Update};
+        assert_eq!(operation(Some(Install), None), Ok(Install));
+        assert_eq!(operation(None, Some(Update)), Ok(Update));
+        assert_eq!(operation(Some(Update), Some(Update)), Ok(Update));
+        assert_eq!(
+            operation(Some(Install), Some(Update)),
+            Err(Refusal::NotForYou("the file name and ONIE-OPERATION disagree"))
+        );
+        assert_eq!(operation(None, None), Err(Refusal::NotForYou("no ONIE-OPERATION header")));
+    }
+
+    /// The image route of a path, as the connection loop reads it.
+    fn from_path(path: &str) -> Option<ImageRequest> {
+        DeviceRoute::parse(path).and_then(ImageRequest::of_route)
+    }
+
+    #[test]
     fn image_routes_are_recognised_like_the_router_does() {
         let by_path = |p: &str, v: &str, f: &str| ImageRequest::ByPath {
             platform: p.into(),
@@ -357,7 +358,7 @@ mod tests {
             ("images/sonic/4.1/sonic.bin", None),
         ];
         for (path, want) in cases {
-            assert_eq!(&ImageRequest::from_path(path), want, "{path}");
+            assert_eq!(&from_path(path), want, "{path}");
         }
     }
 }

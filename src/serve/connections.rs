@@ -1,7 +1,7 @@
 //! What bounds a connection: how long a client may take to send a request head or sit idle, how
 //! long a stalled reader may hold an answer, and how many connections one source address may
 //! hold. [`TimedIo`] enforces the idle and send limits under hyper; the fast path
-//! ([`super::fast`]) applies the same [`Limits`] to its own reads and writes.
+//! ([`super::conn`]) applies the same [`Limits`] to its own reads and writes.
 
 use std::{
     collections::HashMap,

@@ -112,8 +112,8 @@ impl ApiError {
     }
 }
 
-impl From<super::admin::Refused> for ApiError {
-    fn from(r: super::admin::Refused) -> Self {
+impl From<super::auth::Refused> for ApiError {
+    fn from(r: super::auth::Refused) -> Self {
         Self::detail(r.status, r.detail)
     }
 }
@@ -341,27 +341,21 @@ pub(crate) async fn download(
     Path((platform, version, filename)): Path<(String, String, String)>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let path = match file_path(&platform, &version, &filename) {
-        Ok(p) => p,
-        Err(e) => return e.into_response(),
+) -> Result<Response, ApiError> {
+    let path = file_path(&platform, &version, &filename)?;
+    let not_found = || {
+        let text =
+            if method == Method::HEAD { "File not found in storage." } else { "File not found in S3." };
+        ApiError::detail(StatusCode::NOT_FOUND, text)
     };
-    let not_found =
-        if method == Method::HEAD { "File not found in storage." } else { "File not found in S3." };
-    match entry(&state, &path).await {
-        Ok(Some(e)) => match e.size {
-            Some(size) => state.downloads.serve(&method, &headers, &path, &e.sha256.to_string(), size).await,
-            None => match state.server.store.stat(&path).await {
-                Ok(Some(info)) => {
-                    state.downloads.serve(&method, &headers, &path, &e.sha256.to_string(), info.size).await
-                }
-                Ok(None) => detail(StatusCode::NOT_FOUND, not_found),
-                Err(e) => store_failed(&e),
-            },
-        },
-        Ok(None) => detail(StatusCode::NOT_FOUND, not_found),
-        Err(e) => store_failed(&e),
-    }
+    let e = entry(&state, &path).await.map_err(|e| store_error(&e))?.ok_or_else(not_found)?;
+    let size = match e.size {
+        Some(size) => size,
+        None => {
+            state.server.store.stat(&path).await.map_err(|e| store_error(&e))?.ok_or_else(not_found)?.size
+        }
+    };
+    Ok(state.downloads.serve(&method, &headers, &path, &e.sha256.to_string(), size).await)
 }
 
 /// `GET /v1/files/{platform}/{version}/{filename}/checksum` → `{"checksum": …}`.
@@ -472,57 +466,41 @@ pub(crate) async fn upload(
     query: Result<Query<UploadQuery>, QueryRejection>,
     headers: HeaderMap,
     multipart: Result<Multipart, MultipartRejection>,
-) -> Response {
-    let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
-    let Query(query) = match query {
-        Ok(q) => q,
-        Err(e) => return ApiError::invalid("query", "", e.body_text(), "query_parsing").into_response(),
-    };
-    let Some(checksum) = query.checksum.as_deref() else {
-        return ApiError::missing("query", "checksum").into_response();
-    };
-    let Ok(expected) = checksum.to_ascii_lowercase().parse::<Sha256Digest>() else {
-        return ApiError::invalid("query", "checksum", CHECKSUM_MSG, "string_pattern_mismatch")
-            .into_response();
-    };
-    let (firmware, overwrite) = match (
+) -> Result<Response, ApiError> {
+    let (user, path) = admin_path(&state, &headers, &platform, &version, &filename).await?;
+    let Query(query) = query.map_err(|e| ApiError::invalid("query", "", e.body_text(), "query_parsing"))?;
+    let checksum = query.checksum.as_deref().ok_or_else(|| ApiError::missing("query", "checksum"))?;
+    let expected = checksum
+        .to_ascii_lowercase()
+        .parse::<Sha256Digest>()
+        .map_err(|_| ApiError::invalid("query", "checksum", CHECKSUM_MSG, "string_pattern_mismatch"))?;
+    // Both flags are read before either is refused: the first bad one (in this order) is named.
+    let (firmware, overwrite) = (
         flag("firmware_image", query.firmware_image.as_deref()),
         flag("overwrite", query.overwrite.as_deref()),
-    ) {
-        (Ok(f), Ok(o)) => (f, o),
-        (Err(e), _) | (_, Err(e)) => return e.into_response(),
-    };
-    let mut multipart = match multipart {
-        Ok(m) => m,
-        Err(e) => {
-            let msg = format!("Field required: a multipart/form-data body with a `file` part ({e})");
-            return ApiError::invalid("body", "file", msg, "missing").into_response();
-        }
-    };
+    );
+    let (firmware, overwrite) = (firmware?, overwrite?);
+    let mut multipart = multipart.map_err(|e| {
+        let msg = format!("Field required: a multipart/form-data body with a `file` part ({e})");
+        ApiError::invalid("body", "file", msg, "missing")
+    })?;
 
     // Refuse what the manifest would refuse before reading the body (checked again when the
     // file is placed: another upload may get there first).
-    let manifest = match state.server.store.manifest().await {
-        Ok(m) => m,
-        Err(e) => return store_failed(&e),
-    };
+    let manifest = state.server.store.manifest().await.map_err(|e| store_error(&e))?;
     if let Some(why) = refuse(manifest.get(&path), &path, overwrite) {
-        return detail(StatusCode::BAD_REQUEST, why);
+        return Err(ApiError::detail(StatusCode::BAD_REQUEST, why));
     }
     let new_entry = ManifestEntry::new(&path, expected, 0, firmware, Some(format!("upload/{user}")));
     if let Err(c @ ManifestConflict::OtherFirmware { .. }) = manifest.check_insert(&new_entry, true) {
-        return detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c));
+        return Err(ApiError::detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)));
     }
-    if !overwrite && manifest.get(&path).is_none() {
-        // A file without a manifest entry (copied by hand) is taken too.
-        match state.server.store.stat(&path).await {
-            Ok(Some(_)) => return detail(StatusCode::BAD_REQUEST, format!("File already exists: {path}")),
-            Ok(None) => {}
-            Err(e) => return store_failed(&e),
-        }
+    // A file without a manifest entry (copied by hand) is taken too.
+    if !overwrite
+        && manifest.get(&path).is_none()
+        && state.server.store.stat(&path).await.map_err(|e| store_error(&e))?.is_some()
+    {
+        return Err(ApiError::detail(StatusCode::BAD_REQUEST, format!("File already exists: {path}")));
     }
 
     // Find the `file` part and stream it into the store.
@@ -535,12 +513,14 @@ pub(crate) async fn upload(
     .await
     {
         FilePart::Copied(w) => w,
-        FilePart::Missing => return ApiError::missing("body", "file").into_response(),
-        FilePart::Unreadable(e) => return detail(e.status(), format!("upload failed: {}", e.body_text())),
-        FilePart::NotOpened(e) => return store_failed(&e),
+        FilePart::Missing => return Err(ApiError::missing("body", "file")),
+        FilePart::Unreadable(e) => {
+            return Err(ApiError::detail(e.status(), format!("upload failed: {}", e.body_text())));
+        }
+        FilePart::NotOpened(e) => return Err(store_error(&e)),
         FilePart::NotWritten(w, e) => {
             w.abort().await;
-            return store_failed(&e);
+            return Err(store_error(&e));
         }
         FilePart::BrokenOff(w, e) => {
             w.abort().await;
@@ -554,7 +534,7 @@ pub(crate) async fn upload(
                 format!("upload interrupted: {}. Nothing was stored.", e.body_text())
             };
             tracing::warn!(%path, user, error = %e, "upload failed");
-            return detail(status, text);
+            return Err(ApiError::detail(status, text));
         }
     };
     // The file and its entry, as one decision on the manifest as it is now.
@@ -567,21 +547,19 @@ pub(crate) async fn upload(
             Ok(m.place(entry, overwrite, stored.is_some())?)
         })
         .await;
-    match committed {
-        Ok(committed) => {
-            tracing::info!(%path, user, sha256 = %committed.sha256, size = committed.size, firmware, "file uploaded");
-            Json("OK").into_response()
-        }
-        Err(StoreError::ChecksumMismatch { expected, actual }) => detail(
+    let committed = committed.map_err(|e| match e {
+        StoreError::ChecksumMismatch { expected, actual } => ApiError::detail(
             StatusCode::BAD_REQUEST,
             format!(
                 "Checksum mismatch: the uploaded file hashes to {actual}, but checksum is {expected}. Nothing was stored."
             ),
         ),
-        Err(StoreError::Refused(why)) => detail(StatusCode::BAD_REQUEST, why),
-        Err(StoreError::Conflict(c)) => detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)),
-        Err(e) => store_failed(&e),
-    }
+        StoreError::Refused(why) => ApiError::detail(StatusCode::BAD_REQUEST, why),
+        StoreError::Conflict(c) => ApiError::detail(StatusCode::BAD_REQUEST, conflict_text(&path, &c)),
+        e => store_error(&e),
+    })?;
+    tracing::info!(%path, user, sha256 = %committed.sha256, size = committed.size, firmware, "file uploaded");
+    Ok(Json("OK").into_response())
 }
 
 /// How copying an upload's `file` part into a sink ended.
@@ -647,20 +625,13 @@ pub(crate) async fn remove(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
     headers: HeaderMap,
-) -> Response {
-    let (user, path) = match admin_path(&state, &headers, &platform, &version, &filename).await {
-        Ok(found) => found,
-        Err(e) => return e.into_response(),
-    };
-    match entry(&state, &path).await {
-        Ok(Some(e)) => {
-            if let Some(owner) = e.owner.as_deref().filter(|o| o.starts_with("osimage/")) {
-                let why = format!("{path} is managed by {owner}; delete that OsImage instead.");
-                return detail(StatusCode::BAD_REQUEST, why);
-            }
-        }
-        Ok(None) => return detail(StatusCode::NOT_FOUND, "File not found in S3."),
-        Err(e) => return store_failed(&e),
+) -> Result<Response, ApiError> {
+    let (user, path) = admin_path(&state, &headers, &platform, &version, &filename).await?;
+    let e = entry(&state, &path).await.map_err(|e| store_error(&e))?;
+    let e = e.ok_or_else(|| ApiError::detail(StatusCode::NOT_FOUND, "File not found in S3."))?;
+    if let Some(owner) = e.owner.as_deref().filter(|o| o.starts_with("osimage/")) {
+        let why = format!("{path} is managed by {owner}; delete that OsImage instead.");
+        return Err(ApiError::detail(StatusCode::BAD_REQUEST, why));
     }
     // The entry and the file together, under the store's write lock (an upload cannot place a
     // new file between the two), and only if it is still the file checked above.
@@ -671,11 +642,9 @@ pub(crate) async fn remove(
         }
         Ok(false)
     });
-    if let Err(e) = removed.await {
-        return store_failed(&e);
-    }
+    removed.await.map_err(|e| store_error(&e))?;
     tracing::info!(%path, user, "file deleted");
-    Json("OK").into_response()
+    Ok(Json("OK").into_response())
 }
 
 /// What `422` says of a `checksum` that is not a SHA-256.
@@ -688,11 +657,6 @@ fn store_error(e: &StoreError) -> ApiError {
     let full = matches!(e, StoreError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC));
     let status = if full { StatusCode::INSUFFICIENT_STORAGE } else { StatusCode::INTERNAL_SERVER_ERROR };
     ApiError::detail(status, format!("{e}. Nothing was stored."))
-}
-
-/// [`store_error`] as the response.
-fn store_failed(e: &StoreError) -> Response {
-    store_error(e).into_response()
 }
 
 #[cfg(test)]

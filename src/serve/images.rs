@@ -11,8 +11,9 @@ use axum::{
 
 use super::{
     AppState,
-    choose::{ImageRequest, firmware_entry, firmware_not_found},
+    choose::{ImageRequest, firmware_entry},
     files::Checksum,
+    reply::Refusal,
 };
 
 /// `GET|HEAD /images/{platform}/{version}/{filename}`.
@@ -53,9 +54,7 @@ pub async fn firmware_image(
 pub async fn firmware_checksum(
     State(state): State<AppState>,
     Path((platform, version)): Path<(String, String)>,
-) -> Response {
-    match firmware_entry(&state, &platform, &version) {
-        Some(e) => Json(Checksum { checksum: e.sha256.to_string() }).into_response(),
-        None => firmware_not_found(),
-    }
+) -> Result<Response, Refusal> {
+    let entry = firmware_entry(&state, &platform, &version).ok_or(Refusal::FirmwareNotFound)?;
+    Ok(Json(Checksum { checksum: entry.sha256.to_string() }).into_response())
 }

@@ -2,21 +2,21 @@
 //! RtBrick from the device snapshot the controller rendered into the store, streams images with
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
-pub mod activity;
-pub mod admin;
+pub mod auth;
 pub mod choose;
-pub mod common;
+pub mod conn;
 pub mod connections;
 pub mod cumulus;
+pub mod device;
 pub mod download;
-pub mod fast;
 pub mod files;
 pub mod images;
 pub mod metrics;
-pub mod oidc;
+pub mod observe;
 pub mod onie;
 pub mod onie_pass;
 pub mod openapi;
+pub mod reply;
 pub mod rtbrick;
 pub mod state;
 pub mod ztp_json;
@@ -35,13 +35,13 @@ use axum::{
     extract::State,
     http::{HeaderMap, Method, StatusCode},
     middleware,
-    response::Response,
+    response::{IntoResponse, Response},
     routing::{get, post},
 };
 
-use crate::profile::snapshot::ImageRef;
-use common::{not_for_you, text};
+use crate::{activity, profile::snapshot::ImageRef};
 use download::Downloads;
+use reply::{not_for_you, text};
 use state::ServerState;
 
 /// Shared by every handler.
@@ -54,11 +54,11 @@ pub struct App {
     /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
     pub activity: activity::Activity,
     /// Who may upload and delete files.
-    pub admin: admin::AdminAuth,
+    pub admin: auth::AdminAuth,
     /// Largest upload accepted, in bytes.
     pub max_upload: u64,
     /// Sources device routes answer.
-    pub device_networks: common::DeviceNetworks,
+    pub device_networks: observe::DeviceNetworks,
     /// Recent full ONIE downloads: a failing installer is not sent again within one discovery
     /// pass.
     pub passes: onie_pass::Passes,
@@ -94,15 +94,15 @@ impl App {
                     *response.body_mut() = Body::from_stream(stream);
                 }
                 match &chosen.device {
-                    Some(device) => activity::image_served(response, device, method),
+                    Some(device) => device::image_served(response, device, method),
                     None => response,
                 }
             }
-            Err(response) => {
-                if let Some(r) = response.extensions().get::<onie_pass::Refused>() {
+            Err(refusal) => {
+                if let reply::Refusal::SamePass(r) = &refusal {
                     onie_pass::log_refused(r);
                 }
-                response
+                refusal.into_response()
             }
         }
     }
@@ -178,9 +178,9 @@ pub fn router(state: AppState) -> Router {
         .route("/images/{platform}/{version}/{filename}", get(images::by_path))
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
-        .route("/v1/devices/{serial}/provisioned", post(activity::provisioned))
-        .layer(middleware::from_fn_with_state(state.clone(), common::device_source_allowed))
-        .layer(middleware::from_fn_with_state(state.clone(), common::log_device_request));
+        .route("/v1/devices/{serial}/provisioned", post(device::provisioned))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::device_source_allowed))
+        .layer(middleware::from_fn_with_state(state.clone(), observe::log_device_request));
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
@@ -196,14 +196,14 @@ pub struct Options {
     pub listen: SocketAddr,
     /// Image downloads at once (503 + Retry-After past it).
     pub max_downloads: usize,
-    /// Plain image downloads from a directory store take the [`fast`] path.
+    /// Plain image downloads from a directory store take the fast path of [`conn`].
     pub sendfile: bool,
     /// Where device stages are recorded.
     pub activity: activity::Activity,
-    pub admin: admin::AdminAuth,
+    pub admin: auth::AdminAuth,
     pub max_upload: u64,
     /// Device routes answer only these sources.
-    pub device_networks: common::DeviceNetworks,
+    pub device_networks: observe::DeviceNetworks,
     /// Timeouts and the per-source connection cap.
     pub limits: connections::Limits,
 }
@@ -237,5 +237,47 @@ pub async fn run(
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
     tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
-    fast::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
+    conn::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+    use crate::store::{Store, fs::FsBackend};
+
+    /// The router declares every device route of [`crate::routes::TEMPLATES`]: a sample path of
+    /// each reaches its handler (with no snapshot loaded they refuse, each with its own text or
+    /// method), never the router's empty fallback `404`.
+    #[tokio::test]
+    async fn the_router_declares_every_device_route() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("store")));
+        let listen: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let server = Arc::new(ServerState::new(store.clone(), state::BaseUrl::new(None, listen)));
+        let app = Arc::new(App {
+            downloads: Downloads::new(store, 4, 5),
+            server,
+            metrics: metrics::Metrics::default(),
+            max_downloads: 4,
+            activity: activity::Activity::disabled(),
+            admin: auth::AdminAuth::none(),
+            max_upload: 1 << 20,
+            device_networks: observe::DeviceNetworks::default(),
+            passes: onie_pass::Passes::default(),
+        });
+        let router = router(app);
+        for (template, path) in crate::routes::TEMPLATES.iter().zip(crate::routes::SAMPLE_PATHS) {
+            let request = Request::get(path).body(Body::empty()).expect("request");
+            let response = router.clone().oneshot(request).await.expect("infallible");
+            let status = response.status();
+            let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.expect("body");
+            assert!(
+                !(status == StatusCode::NOT_FOUND && body.is_empty()),
+                "{template} ({path}) is not routed: the fallback answered"
+            );
+        }
+    }
 }

@@ -3,7 +3,8 @@
 //! the profile's install image, `onie-update` → its update image) and the device's identity; 404
 //! when nothing matches. Never a redirect. Each image falls back on its own to the next less
 //! specific matching profile that sets it ([`super::choose::onie_image`]), and a failing installer
-//! is sent once per discovery pass ([`super::onie_pass`]).
+//! is sent once per discovery pass ([`super::onie_pass`]). Plain GETs are usually answered by the
+//! connection loop ([`super::conn`]) through the same [`super::choose`], before any handler here.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -12,50 +13,19 @@ use axum::{
     http::{Extensions, HeaderMap, Method},
     response::Response,
 };
+use utoipa::IntoParams;
 
-use super::{AppState, choose::ImageRequest, common::not_for_you};
+use super::{AppState, choose::ImageRequest, reply::Refusal};
+use crate::routes::operation_of_name;
 
 /// The client's address, when the connection recorded it.
 pub fn source_of(extensions: &Extensions) -> Option<IpAddr> {
     extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
-/// What ONIE is asking for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Operation {
-    Install,
-    Update,
-}
-
-/// `onie-installer…` / `onie-updater…` names of the waterfall (with or without `.bin`).
-pub fn operation_of_name(name: &str) -> Option<Operation> {
-    let (op, rest) = if let Some(rest) = name.strip_prefix("onie-installer") {
-        (Operation::Install, rest)
-    } else if let Some(rest) = name.strip_prefix("onie-updater") {
-        (Operation::Update, rest)
-    } else {
-        return None;
-    };
-    let rest = rest.strip_suffix(".bin").unwrap_or(rest);
-    let ok = rest.is_empty()
-        || (rest.len() > 1
-            && rest.starts_with('-')
-            && rest[1..].chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')));
-    ok.then_some(op)
-}
-
-/// The operation an `ONIE-OPERATION` header value names.
-pub fn operation_of_header(value: Option<&str>) -> Option<Operation> {
-    match value? {
-        "os-install" => Some(Operation::Install),
-        "onie-update" => Some(Operation::Update),
-        _ => None,
-    }
-}
-
 /// `GET /{name}`: one of the waterfall names.
 #[utoipa::path(get, path = "/{name}", tag = "onie",
-    params(("name" = String, Path, description = "A name of ONIE's discovery waterfall: `onie-installer-<arch>-<vendor>_<machine>-r<rev>`, … `onie-installer`, `onie-updater…`, with or without `.bin`"), super::openapi::OnieHeaders),
+    params(("name" = String, Path, description = "A name of ONIE's discovery waterfall: `onie-installer-<arch>-<vendor>_<machine>-r<rev>`, … `onie-installer`, `onie-updater…`, with or without `.bin`"), OnieHeaders),
     responses((status = 200, description = "The image for this switch and operation", content_type = "application/octet-stream"),
         (status = 404, description = "Not for this device (ONIE tries its next name)"),
         (status = 503, description = "Too many downloads at once (`Retry-After`)")))]
@@ -65,18 +35,14 @@ pub async fn waterfall(
     method: Method,
     extensions: Extensions,
     headers: HeaderMap,
-) -> Response {
-    match operation_of_name(&name) {
-        Some(_) => {
-            let source = source_of(&extensions);
-            state.answer_image(&method, &headers, source, &ImageRequest::Onie(Some(name))).await
-        }
-        None => not_for_you("not an ONIE installer or updater name"),
-    }
+) -> Result<Response, Refusal> {
+    operation_of_name(&name).ok_or(Refusal::NotForYou("not an ONIE installer or updater name"))?;
+    let source = source_of(&extensions);
+    Ok(state.answer_image(&method, &headers, source, &ImageRequest::Onie(Some(name))).await)
 }
 
 /// `GET /onie`: the fixed URL for DHCP option 114.
-#[utoipa::path(get, path = "/onie", tag = "onie", params(super::openapi::OnieHeaders),
+#[utoipa::path(get, path = "/onie", tag = "onie", params(OnieHeaders),
     responses((status = 200, description = "The installer (`os-install`) or updater (`onie-update`) for this switch; HEAD and single ranges (206) work", content_type = "application/octet-stream"),
         (status = 404, description = "No profile matches this device, or it gets no image for this operation"),
         (status = 503, description = "Too many downloads at once; `Retry-After` says when to come back")))]
@@ -89,30 +55,31 @@ pub async fn fixed(
     state.answer_image(&method, &headers, source_of(&extensions), &ImageRequest::Onie(None)).await
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn waterfall_names() {
-        for n in [
-            "onie-installer-x86_64-accton_as7712_32x-r0",
-            "onie-installer-x86_64-accton_as7712_32x-r0.bin",
-            "onie-installer-x86_64-accton_as7712_32x",
-            "onie-installer-accton_as7712_32x",
-            "onie-installer-x86_64-bcm",
-            "onie-installer-x86_64",
-            "onie-installer",
-            "onie-installer.bin",
-        ] {
-            assert_eq!(operation_of_name(n), Some(Operation::Install), "{n}");
-        }
-        assert_eq!(operation_of_name("onie-updater-x86_64-mlnx_x86-r0"), Some(Operation::Update));
-        assert_eq!(operation_of_name("onie-updater"), Some(Operation::Update));
-        for n in
-            ["index.html", "onie-installerX", "onie-installer-", "onie-installer-a/b", "onie-installer-%2e"]
-        {
-            assert_eq!(operation_of_name(n), None, "{n}");
-        }
-    }
+/// The headers ONIE sends with every discovery request (docs/protocols.md §1); RtBrick's CTRLD sends
+/// the serial number too.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)] // read from the HeaderMap; here only to document them
+pub struct OnieHeaders {
+    /// Serial number of the switch (matches `spec.match.serialNumbers`).
+    #[param(rename = "ONIE-SERIAL-NUMBER")]
+    serial_number: Option<String>,
+    /// Base MAC address (matches `spec.match.macAddresses`).
+    #[param(rename = "ONIE-ETH-ADDR")]
+    eth_addr: Option<String>,
+    /// Platform name, e.g. `accton_as7712_32x` (matches `spec.match.models`).
+    #[param(rename = "ONIE-MACHINE")]
+    machine: Option<String>,
+    /// Machine revision.
+    #[param(rename = "ONIE-MACHINE-REV")]
+    machine_rev: Option<String>,
+    /// CPU architecture, e.g. `x86_64`.
+    #[param(rename = "ONIE-ARCH")]
+    arch: Option<String>,
+    /// IANA enterprise number of the vendor.
+    #[param(rename = "ONIE-VENDOR-ID")]
+    vendor_id: Option<String>,
+    /// `os-install` (the NOS installer) or `onie-update` (the ONIE updater).
+    #[param(rename = "ONIE-OPERATION")]
+    operation: Option<String>,
 }

@@ -1,18 +1,17 @@
 //! The server's OpenAPI document (`/openapi.json`) and Swagger UI (`/docs`, assets compiled into
 //! the binary: nothing is downloaded at build or run time).
 //!
-//! Each route documents itself where its handler is (`#[utoipa::path]`); this module lists them,
-//! and holds what several routes share: the headers each switch family sends (docs/protocols.md),
-//! the JSON bodies of the files API, and the admin bearer credential.
+//! Each route documents itself where its handler is (`#[utoipa::path]`, with the headers its
+//! family sends beside it); this module lists them, and holds the admin bearer credential.
 
 use axum::Router;
 use utoipa::{
-    IntoParams, Modify, OpenApi,
+    Modify, OpenApi,
     openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
 };
 use utoipa_swagger_ui::SwaggerUi;
 
-use super::{AppState, activity, cumulus, files, images, onie, rtbrick, ztp_json};
+use super::{AppState, cumulus, device, files, images, onie, rtbrick, ztp_json};
 
 /// Where the document is served.
 pub const SPEC_PATH: &str = "/openapi.json";
@@ -48,7 +47,7 @@ pub const DOCS_PATH: &str = "/docs";
         images::by_path,
         images::firmware_image,
         images::firmware_checksum,
-        activity::provisioned,
+        device::provisioned,
         files::healthcheck,
         files::whoami,
         files::list_all,
@@ -101,92 +100,6 @@ pub fn routes() -> Router<AppState> {
     Router::new().merge(SwaggerUi::new(DOCS_PATH).url(SPEC_PATH, ApiDoc::openapi()))
 }
 
-/// The headers ONIE sends with every discovery request (docs/protocols.md §1); RtBrick's CTRLD sends
-/// the serial number too.
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)] // read from the HeaderMap; here only to document them
-pub struct OnieHeaders {
-    /// Serial number of the switch (matches `spec.match.serialNumbers`).
-    #[param(rename = "ONIE-SERIAL-NUMBER")]
-    serial_number: Option<String>,
-    /// Base MAC address (matches `spec.match.macAddresses`).
-    #[param(rename = "ONIE-ETH-ADDR")]
-    eth_addr: Option<String>,
-    /// Platform name, e.g. `accton_as7712_32x` (matches `spec.match.models`).
-    #[param(rename = "ONIE-MACHINE")]
-    machine: Option<String>,
-    /// Machine revision.
-    #[param(rename = "ONIE-MACHINE-REV")]
-    machine_rev: Option<String>,
-    /// CPU architecture, e.g. `x86_64`.
-    #[param(rename = "ONIE-ARCH")]
-    arch: Option<String>,
-    /// IANA enterprise number of the vendor.
-    #[param(rename = "ONIE-VENDOR-ID")]
-    vendor_id: Option<String>,
-    /// `os-install` (the NOS installer) or `onie-update` (the ONIE updater).
-    #[param(rename = "ONIE-OPERATION")]
-    operation: Option<String>,
-}
-
-/// The headers NVOS and SONiC ZTP send (docs/protocols.md §3.2, §3.4).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct ZtpHeaders {
-    /// Serial number of the switch.
-    #[param(rename = "SERIAL-NUMBER")]
-    serial_number: Option<String>,
-    /// Base MAC address.
-    #[param(rename = "BASE-MAC-ADDRESS")]
-    base_mac: Option<String>,
-    /// Product name, e.g. `N5110_LD` (matches `spec.match.models`).
-    #[param(rename = "PRODUCT-NAME")]
-    product_name: Option<String>,
-    /// Running NVOS version (NVOS only).
-    #[param(rename = "NVOS-VERSION")]
-    nvos_version: Option<String>,
-    /// Running SONiC version (SONiC only).
-    #[param(rename = "SONiC-VERSION")]
-    sonic_version: Option<String>,
-}
-
-/// The headers Cumulus Linux ZTP sends (docs/protocols.md §2.3).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct CumulusHeaders {
-    /// Serial number of the switch.
-    #[param(rename = "CUMULUS-SERIAL")]
-    serial: Option<String>,
-    /// Base MAC address.
-    #[param(rename = "CUMULUS-BASE-MAC")]
-    base_mac: Option<String>,
-    /// Product name (matches `spec.match.models`).
-    #[param(rename = "CUMULUS-PRODUCTNAME")]
-    product_name: Option<String>,
-}
-
-/// What RtBrick's CTRLD sends beside `ONIE-SERIAL-NUMBER` (docs/protocols.md §4).
-#[derive(IntoParams)]
-#[into_params(parameter_in = Header)]
-#[allow(dead_code)]
-pub struct RtBrickHeaders {
-    /// Serial number of the switch.
-    #[param(rename = "ONIE-SERIAL-NUMBER")]
-    serial_number: Option<String>,
-    /// The RBFS container.
-    #[param(rename = "CONTAINER-NAME")]
-    container_name: Option<String>,
-    /// The element (switch) name.
-    #[param(rename = "ELEMENT-NAME")]
-    element_name: Option<String>,
-    /// The host name.
-    #[param(rename = "HOST-NAME")]
-    host_name: Option<String>,
-}
-
 #[cfg(test)]
 mod tests {
     use serde_json::json;
@@ -220,6 +133,15 @@ mod tests {
         let onie = &paths["/onie"]["get"]["parameters"];
         assert!(onie.as_array().expect("params").iter().any(|p| p["name"] == "ONIE-SERIAL-NUMBER"), "{onie}");
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    }
+
+    /// Every device route template of the URL space is documented (the router declares the same).
+    #[test]
+    fn the_document_has_every_device_route() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("serialises");
+        for template in crate::routes::TEMPLATES {
+            assert!(doc["paths"].get(*template).is_some(), "{template} in the document");
+        }
     }
 
     /// The formats the server enforces are stated, and what it sends is what the document says.

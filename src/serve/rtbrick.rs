@@ -8,16 +8,23 @@ use axum::{
     http::{HeaderMap, Method, StatusCode},
     response::{IntoResponse, Response},
 };
+use utoipa::IntoParams;
 
 use super::{
-    AppState, activity,
+    AppState,
     choose::ImageRequest,
-    common::{find_device, loggable, not_for_you, render_failed, rendered},
+    device::{config_served, find_device, image_served, render_failed},
+    observe::loggable,
+    reply::{Refusal, rendered},
 };
-use crate::profile::{identity::Family, render::render_text, snapshot::Resolved};
+use crate::profile::{
+    identity::{Family, H_ONIE_SERIAL},
+    render::render_text,
+    snapshot::Resolved,
+};
 
 /// `GET /ztp/image`: install or update image by serial and `ONIE-OPERATION`.
-#[utoipa::path(get, path = "/ztp/image", tag = "rtbrick", params(super::openapi::OnieHeaders),
+#[utoipa::path(get, path = "/ztp/image", tag = "rtbrick", params(super::onie::OnieHeaders),
     responses((status = 200, description = "The install or update image for this switch and `ONIE-OPERATION`", content_type = "application/octet-stream"),
         (status = 404, description = "No profile matches, or no image for this operation")))]
 pub async fn image(State(state): State<AppState>, method: Method, headers: HeaderMap) -> Response {
@@ -26,7 +33,7 @@ pub async fn image(State(state): State<AppState>, method: Method, headers: Heade
 
 /// `GET /ztp/images/{file}`: one of the device's images by file name.
 #[utoipa::path(get, path = "/ztp/images/{file}", tag = "rtbrick",
-    params(("file" = String, Path, description = "File name of one of the switch's images"), super::openapi::RtBrickHeaders),
+    params(("file" = String, Path, description = "File name of one of the switch's images"), RtBrickHeaders),
     responses((status = 200, description = "The image", content_type = "application/octet-stream"),
         (status = 404, description = "Not one of this switch's images")))]
 pub async fn image_file(
@@ -40,7 +47,7 @@ pub async fn image_file(
 
 /// `GET /ztp/config/{name}`: a named file of the profile, rendered for this device.
 #[utoipa::path(get, path = "/ztp/config/{name}", tag = "rtbrick",
-    params(("name" = String, Path, description = "`ctrld`, `ctrldrbac`, `element`, `startup`, `apigwd`, `accessjwks` or `tls`"), super::openapi::RtBrickHeaders),
+    params(("name" = String, Path, description = "`ctrld`, `ctrldrbac`, `element`, `startup`, `apigwd`, `accessjwks` or `tls`"), RtBrickHeaders),
     responses((status = 200, description = "The profile's file of that name, rendered for this switch"),
         (status = 404, description = "No profile matches, or it has no such file")))]
 pub async fn config(
@@ -48,36 +55,50 @@ pub async fn config(
     Path(name): Path<String>,
     method: Method,
     headers: HeaderMap,
-) -> Response {
-    let device = match find_device(&state, &headers, Family::RtBrick, None) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+) -> Result<Response, Refusal> {
+    let device = find_device(&state, &headers, Family::RtBrick, None)?;
     match device.profile().files.get(&name) {
-        Some(Resolved::Text(t)) => match device.render_context().map(|ctx| render_text(t, &ctx)) {
-            Ok(Ok(body)) => activity::config_served(rendered("application/octet-stream", body), &device),
-            Ok(Err(e)) => render_failed(&device, e),
-            Err(refused) => refused,
-        },
-        Some(Resolved::Image(k)) => match device.loaded.snapshot.images.get(k) {
-            Some(img) => {
-                let response = state.serve_image(&method, &headers, img).await;
-                activity::image_served(response, &device, &method)
-            }
-            None => not_for_you("image not available"),
-        },
-        None => not_for_you("no such config file for this device"),
+        Some(Resolved::Text(t)) => {
+            let body = render_text(t, &device.render_context()?).map_err(|e| render_failed(&device, e))?;
+            Ok(config_served(rendered("application/octet-stream", body), &device))
+        }
+        Some(Resolved::Image(k)) => {
+            let img =
+                device.loaded.snapshot.images.get(k).ok_or(Refusal::NotForYou("image not available"))?;
+            let response = state.serve_image(&method, &headers, img).await;
+            Ok(image_served(response, &device, &method))
+        }
+        None => Err(Refusal::NotForYou("no such config file for this device")),
     }
 }
 
 /// `POST /ztp/message`: CTRLD's status message; logged, answered 204.
-#[utoipa::path(post, path = "/ztp/message", tag = "rtbrick", params(super::openapi::RtBrickHeaders),
+#[utoipa::path(post, path = "/ztp/message", tag = "rtbrick", params(RtBrickHeaders),
     request_body(content = Option<String>, description = "CTRLD's status message (may be empty)", content_type = "text/plain"),
     responses((status = 204, description = "Logged")))]
 pub async fn message(headers: HeaderMap, body: Bytes) -> Response {
-    let serial = headers.get("onie-serial-number").and_then(|v| v.to_str().ok()).unwrap_or("-");
+    let serial = headers.get(&H_ONIE_SERIAL).and_then(|v| v.to_str().ok()).unwrap_or("-");
     let serial = loggable(serial, crate::api::names::MAX_SEGMENT_LEN);
     let text = loggable(&String::from_utf8_lossy(&body), 2048);
     tracing::info!(target: "ztp_operator::device", serial, message = %text, "device message");
     StatusCode::NO_CONTENT.into_response()
+}
+
+/// What RtBrick's CTRLD sends beside `ONIE-SERIAL-NUMBER` (docs/protocols.md §4).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct RtBrickHeaders {
+    /// Serial number of the switch.
+    #[param(rename = "ONIE-SERIAL-NUMBER")]
+    serial_number: Option<String>,
+    /// The RBFS container.
+    #[param(rename = "CONTAINER-NAME")]
+    container_name: Option<String>,
+    /// The element (switch) name.
+    #[param(rename = "ELEMENT-NAME")]
+    element_name: Option<String>,
+    /// The host name.
+    #[param(rename = "HOST-NAME")]
+    host_name: Option<String>,
 }

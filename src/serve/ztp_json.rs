@@ -7,82 +7,65 @@
 use axum::{
     body::Bytes,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
     response::Response,
 };
+use utoipa::IntoParams;
 
 use super::{
-    AppState, activity,
-    common::{Device, base_or_refuse, find_device, identify, not_for_you, render_failed, rendered, text},
+    AppState,
+    device::{base_or_refuse, config_served, find_device, identify, render_failed},
+    reply::{Refusal, rendered},
 };
-use crate::profile::{
-    identity::Family,
-    render::{section_content, ztp_json},
-    snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
-    sonic,
+use crate::{
+    profile::{
+        identity::Family,
+        render::{section_content, ztp_json},
+        snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
+        sonic,
+    },
+    routes::{url, ztp_family},
 };
-
-fn family_of(name: &str) -> Option<Family> {
-    match name {
-        "nvos" => Some(Family::Nvos),
-        "sonic" => Some(Family::Sonic),
-        _ => None,
-    }
-}
 
 /// `GET /{nvos|sonic}/ztp.json`: the device is identified by its headers.
 #[utoipa::path(get, path = "/{family}/ztp.json", tag = "nvos-sonic",
-    params(("family" = String, Path, description = "`nvos` or `sonic`"), super::openapi::ZtpHeaders),
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ZtpHeaders),
     responses((status = 200, description = "This switch's ZTP JSON; its URLs point back at this server", content_type = "application/json"),
         (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_headers(
     State(state): State<AppState>,
     Path(family): Path<String>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     document(&state, &family, &headers, None)
 }
 
 /// `GET /{nvos|sonic}/{serial}/ztp.json`.
 #[utoipa::path(get, path = "/{family}/{serial}/ztp.json", tag = "nvos-sonic",
-    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), super::openapi::ZtpHeaders),
+    params(("family" = String, Path, description = "`nvos` or `sonic`"), ("serial" = String, Path, description = "Serial number of the switch"), ZtpHeaders),
     responses((status = 200, description = "The ZTP JSON of the switch with this serial number", content_type = "application/json"),
         (status = 404, description = "No profile matches, or the profile has no ZTP JSON")))]
 pub async fn by_serial(
     State(state): State<AppState>,
     Path((family, serial)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Response {
+) -> Result<Response, Refusal> {
     document(&state, &family, &headers, Some(&serial))
 }
 
-fn document(state: &AppState, family: &str, headers: &HeaderMap, serial: Option<&str>) -> Response {
-    let Some(family) = family_of(family) else { return not_for_you("unknown ZTP family") };
-    match answer(state, family, headers, serial) {
-        Ok((response, _)) | Err(response) => response,
-    }
-}
-
-/// A ZTP JSON route, read from a request path: `/{nvos|sonic}/ztp.json` (the device named by its
-/// headers) or `/{nvos|sonic}/{serial}/ztp.json`. `None` for anything else, and for a path with
-/// percent-escapes (the router decodes those).
-pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
-    if path.contains('%') {
-        return None;
-    }
-    let mut segments = path.strip_prefix('/')?.split('/');
-    let family = family_of(segments.next()?)?;
-    match (segments.next()?, segments.next(), segments.next()) {
-        ("ztp.json", None, _) => Some((family, None)),
-        (serial, Some("ztp.json"), None) if !serial.is_empty() => Some((family, Some(serial))),
-        _ => None,
-    }
+fn document(
+    state: &AppState,
+    family: &str,
+    headers: &HeaderMap,
+    serial: Option<&str>,
+) -> Result<Response, Refusal> {
+    let family = ztp_family(family).ok_or(Refusal::NotForYou("unknown ZTP family"))?;
+    Ok(answer(state, family, headers, serial)?.0)
 }
 
 /// The answer carrying the ZTP JSON of the device a request comes from (the device's stage as its
-/// extension), with that body for a caller that writes it itself (the fast path); or the response
-/// to send instead (no snapshot, no matching profile, nothing for this family in it, a render
-/// error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
+/// extension), with that body for a caller that writes it itself (the fast path); or why not (no
+/// snapshot, no matching profile, nothing for this family in it, a render error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
 /// depends only on the family, the profile, the serial number and the base URL, so it is rendered
 /// once per snapshot and then served from the snapshot's cache (both the router and the fast path
 /// answer here).
@@ -90,13 +73,12 @@ pub fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
 /// A SONiC switch that names no serial number (no `SERIAL-NUMBER` header, no serial in the path)
 /// gets [`sonic::chain_document`]: its engine then asks `/sonic/<serial>/ztp.json` with the
 /// serial from its EEPROM.
-#[allow(clippy::result_large_err)] // the error is the HTTP response itself, returned at once
 pub fn answer(
     state: &AppState,
     family: Family,
     headers: &HeaderMap,
     serial: Option<&str>,
-) -> Result<(Response, Bytes), Response> {
+) -> Result<(Response, Bytes), Refusal> {
     let asking = identify(state, headers, family, serial)?;
     if family == Family::Sonic && asking.id.serial.is_none() {
         let body = json_body(&sonic::chain_document(base_or_refuse(asking.base.as_deref())?));
@@ -111,30 +93,28 @@ pub fn answer(
         ),
         _ => profile.ztp.as_ref().map(Document::Nvos).ok_or("this profile has no NVOS ZTP JSON (spec.ztp)"),
     }
-    .map_err(not_for_you)?;
-    let Some(serial) = device.id.serial.as_deref() else { return Err(not_for_you("no serial number")) };
+    .map_err(Refusal::NotForYou)?;
+    let serial = device.id.serial.as_deref().ok_or(Refusal::NotForYou("no serial number"))?;
     let ctx = device.render_context()?;
     let base = ctx.server_url;
     let key = (family, device.profile, serial.to_owned(), base.to_owned());
     let body = device.loaded.ztp_json.get_or_render(key, || {
-        let prefix = family.as_str();
-        let image_url = |img: &ImageRef| format!("{base}/images/{}", img.path);
+        let image_url = |img: &ImageRef| url::image(base, &img.path);
         let snapshot = &device.loaded.snapshot;
         let json = match document {
             Document::Sonic(s) => {
-                let part_url =
-                    |key: &str, part: &str| format!("{base}/{prefix}/{serial}/sections/{key}/{part}");
+                let part_url = |key: &str, part: &str| url::section_part(base, family, serial, key, part);
                 sonic::document(&ctx, snapshot, s, &sonic::Urls { part: &part_url, image: &image_url })
             }
             Document::Nvos(z) => {
-                let section_url = |key: &str| format!("{base}/{prefix}/{serial}/sections/{key}");
+                let section_url = |key: &str| url::section(base, family, serial, key);
                 ztp_json(&ctx, snapshot, z, &section_url, &image_url)
             }
         }
         .map_err(|e| render_failed(&device, e))?;
         Ok(json_body(&json))
     })?;
-    Ok((activity::config_served(rendered("application/json", body.clone()), &device), body))
+    Ok((config_served(rendered("application/json", body.clone()), &device), body))
 }
 
 /// The ZTP JSON a family gets from a profile.
@@ -161,23 +141,16 @@ pub async fn section(
     State(state): State<AppState>,
     Path((family, serial, key)): Path<(String, String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if family_of(&family) != Some(Family::Nvos) {
-        return not_for_you("no such section");
+) -> Result<Response, Refusal> {
+    if ztp_family(&family) != Some(Family::Nvos) {
+        return Err(Refusal::NotForYou("no such section"));
     }
-    let device: Device = match find_device(&state, &headers, Family::Nvos, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(ztp) = device.profile().ztp.as_ref() else { return not_for_you("this profile has no ZTP JSON") };
-    let ctx = match device.render_context() {
-        Ok(ctx) => ctx,
-        Err(r) => return r,
-    };
-    match section_content(&ctx, ztp, &key) {
-        Ok(Some(body)) => activity::config_served(rendered("text/plain; charset=utf-8", body), &device),
-        Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(&device, e),
+    let device = find_device(&state, &headers, Family::Nvos, Some(&serial))?;
+    let ztp = device.profile().ztp.as_ref().ok_or(Refusal::NotForYou("this profile has no ZTP JSON"))?;
+    let ctx = device.render_context()?;
+    match section_content(&ctx, ztp, &key).map_err(|e| render_failed(&device, e))? {
+        Some(body) => Ok(config_served(rendered("text/plain; charset=utf-8", body), &device)),
+        None => Err(Refusal::NotForYou("no such section")),
     }
 }
 
@@ -193,38 +166,56 @@ pub async fn sonic_part(
     State(state): State<AppState>,
     Path((family, serial, key, part)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-) -> Response {
-    if family_of(&family) != Some(Family::Sonic) {
-        return not_for_you("no such section");
+) -> Result<Response, Refusal> {
+    if ztp_family(&family) != Some(Family::Sonic) {
+        return Err(Refusal::NotForYou("no such section"));
     }
-    let device: Device = match find_device(&state, &headers, Family::Sonic, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    let Some(s) = device.profile().sonic.as_ref() else {
-        return not_for_you("this profile has no SONiC ZTP JSON");
-    };
+    let device = find_device(&state, &headers, Family::Sonic, Some(&serial))?;
+    let s =
+        device.profile().sonic.as_ref().ok_or(Refusal::NotForYou("this profile has no SONiC ZTP JSON"))?;
     let content_type =
         if part == sonic::part::CONFIG_DB { "application/json" } else { "text/plain; charset=utf-8" };
-    let ctx = match device.render_context() {
-        Ok(ctx) => ctx,
-        Err(r) => return r,
-    };
-    match sonic::part_content(&ctx, s, &key, &part) {
-        Ok(Some(body)) => activity::config_served(rendered(content_type, body), &device),
-        Ok(None) => not_for_you("no such section"),
-        Err(e) => render_failed(&device, e),
+    let ctx = device.render_context()?;
+    match sonic::part_content(&ctx, s, &key, &part).map_err(|e| render_failed(&device, e))? {
+        Some(body) => Ok(config_served(rendered(content_type, body), &device)),
+        None => Err(Refusal::NotForYou("no such section")),
     }
 }
 
-/// Anything else under a family prefix.
-pub async fn unknown() -> Response {
-    text(StatusCode::NOT_FOUND, "not found\n")
+/// The headers NVOS and SONiC ZTP send (docs/protocols.md §3.2, §3.4).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+pub struct ZtpHeaders {
+    /// Serial number of the switch.
+    #[param(rename = "SERIAL-NUMBER")]
+    serial_number: Option<String>,
+    /// Base MAC address.
+    #[param(rename = "BASE-MAC-ADDRESS")]
+    base_mac: Option<String>,
+    /// Product name, e.g. `N5110_LD` (matches `spec.match.models`).
+    #[param(rename = "PRODUCT-NAME")]
+    product_name: Option<String>,
+    /// Running NVOS version (NVOS only).
+    #[param(rename = "NVOS-VERSION")]
+    nvos_version: Option<String>,
+    /// Running SONiC version (SONiC only).
+    #[param(rename = "SONiC-VERSION")]
+    sonic_version: Option<String>,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routes::DeviceRoute;
+
+    /// The ZTP JSON route of a path, as the connection loop reads it.
+    fn route_of(path: &str) -> Option<(Family, Option<&str>)> {
+        match DeviceRoute::parse(path)? {
+            DeviceRoute::ZtpJson { family, serial } => Some((family, serial)),
+            _ => None,
+        }
+    }
 
     #[test]
     fn ztp_json_routes_are_read_from_the_path() {

@@ -17,6 +17,7 @@ use async_trait::async_trait;
 use tokio::{sync::Semaphore, task::JoinSet};
 
 use crate::{
+    activity::{Activity, SinkError, file::FileSink, report_forever},
     api::OsImage,
     cli::{ConfigError, StandaloneArgs},
     fetch::{FetchError, Fetcher},
@@ -30,7 +31,6 @@ use crate::{
     },
     serve::{
         self,
-        activity::{Activity, SinkError, file::FileSink, report_forever},
         state::{BaseUrl, ServerState},
     },
     store::{Store, StoreError, fs::FsBackend},
@@ -47,7 +47,7 @@ pub enum Error {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    AdminTokens(#[from] crate::serve::admin::TokenFileError),
+    AdminTokens(#[from] crate::serve::auth::TokenFileError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]

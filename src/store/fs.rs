@@ -43,17 +43,6 @@ const READ_CHUNK: usize = 256 * 1024;
 /// final fsync has little left to do and dirty pages do not pile up for large images.
 const WRITEBACK_WINDOW: u64 = 8 * 1024 * 1024;
 
-/// Starts (does not wait for) writeback of a byte range: `sync_file_range(SYNC_FILE_RANGE_WRITE)`.
-/// Best effort: on filesystems without it, the final fsync does all the work.
-fn start_writeback(file: &File, offset: u64, len: u64) {
-    use std::os::fd::AsRawFd;
-    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
-    // SAFETY: the descriptor is valid for the lifetime of `file`; the call reads no memory.
-    unsafe {
-        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct FsBackend {
     root: PathBuf,
@@ -318,7 +307,11 @@ impl Backend for FsBackend {
                     file.write_all(&chunk)?;
                     written += chunk.len() as u64;
                     if written - flushed >= WRITEBACK_WINDOW {
-                        start_writeback(&file, flushed, written - flushed);
+                        crate::sys::start_writeback(
+                            std::os::fd::AsFd::as_fd(&file),
+                            flushed,
+                            written - flushed,
+                        );
                         flushed = written;
                     }
                 }

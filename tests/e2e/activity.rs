@@ -372,7 +372,7 @@ async fn standalone_writes_device_activity_to_its_status_folder() {
 /// merged again, so nothing the other replica wrote is lost. A deleted profile is forgotten.
 #[tokio::test]
 async fn concurrent_writers_merge_instead_of_overwriting() {
-    use ztp_operator::serve::activity::{Activity, DeviceOutcome, Stage, flush, k8s::KubeSink};
+    use ztp_operator::activity::{Activity, DeviceOutcome, Stage, flush, k8s::KubeSink};
 
     let t = support::kube_test("activity-merge").await;
     let profile: SwitchProfile = serde_json::from_value(json!({

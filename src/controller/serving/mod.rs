@@ -13,7 +13,7 @@
 //!   covers the RBAC objects and the claim). Only the leader runs it.
 //!
 //! The server's privileges are exactly what `serve --report-status` uses (see
-//! `serve/activity/k8s.rs`): `patch` on `switchprofiles/status`, `create` and `patch` on
+//! `activity/k8s.rs`): `patch` on `switchprofiles/status`, `create` and `patch` on
 //! `events.k8s.io` events, nothing else (it reads no object, and never a Secret). They are a Role
 //! in the watched namespace when the controller watches one, else a ClusterRole (SwitchProfiles
 //! live in every namespace then), named `<name>-activity`. Without `--serving-report-status` the

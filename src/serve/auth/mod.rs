@@ -1,14 +1,17 @@
 //! Who may use the admin routes (uploads, deletes, listings, `/whoami`): bearer tokens checked
 //! against static tokens read from a file (a mounted Secret, one token per line) and/or validated
-//! as JWTs of an OIDC issuer ([`super::oidc`]). The `Bearer` scheme is matched in any case, as
+//! as JWTs of an OIDC issuer ([`oidc`]). The `Bearer` scheme is matched in any case, as
 //! HTTP says. Nothing configured means no admin access at all — writes and listings are refused,
 //! never open (only `--public-listing` opens listings). Tokens are never logged.
 
+pub mod oidc;
+pub mod tokens;
+
 use std::{path::Path, sync::Arc};
 
-use super::oidc::Oidc;
-
 use axum::http::{HeaderMap, StatusCode, header};
+use oidc::{Oidc, OidcError};
+pub use tokens::TokenFileError;
 
 /// The admin credentials this server accepts.
 #[derive(Debug, Clone, Default)]
@@ -33,48 +36,15 @@ pub struct Refused {
     pub detail: &'static str,
 }
 
-/// A token file that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum TokenFileError {
-    #[error("read admin token file {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("admin token file {path} holds no token (one per line, `name:token` or `token`)")]
-    Empty { path: String },
-    #[error("admin token file {path}, line {line}: a token needs at least 16 characters")]
-    Short { path: String, line: usize },
-}
-
 impl AdminAuth {
     /// No admin access.
     pub fn none() -> Self {
         Self::default()
     }
 
-    /// Reads `path`: one token per line (`name:token` or just `token`); blank lines and lines
-    /// starting with `#` are skipped.
+    /// Reads `path`: one token per line ([`tokens::read`]).
     pub fn from_file(path: &Path) -> Result<Self, TokenFileError> {
-        let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| TokenFileError::Read { path: shown.clone(), source })?;
-        let mut tokens = Vec::new();
-        for (i, line) in text.lines().enumerate() {
-            let line = line.trim();
-            if line.is_empty() || line.starts_with('#') {
-                continue;
-            }
-            let (name, token) = match line.split_once(':') {
-                Some((name, token)) => (name.trim().to_owned(), token.trim().to_owned()),
-                None => (format!("token-{}", tokens.len() + 1), line.to_owned()),
-            };
-            if token.len() < 16 {
-                return Err(TokenFileError::Short { path: shown, line: i + 1 });
-            }
-            tokens.push((name, token));
-        }
-        if tokens.is_empty() {
-            return Err(TokenFileError::Empty { path: shown });
-        }
-        Ok(Self { tokens, oidc: None, public_listing: false })
+        Ok(Self { tokens: tokens::read(path)?, oidc: None, public_listing: false })
     }
 
     /// Also accepts JWTs validated by `oidc`.
@@ -138,10 +108,22 @@ impl AdminAuth {
         }
         match &self.oidc {
             // Static tokens are opaque; anything with two dots may be a JWT.
-            Some(oidc) if presented.matches('.').count() == 2 => oidc.verify(presented).await,
+            Some(oidc) if presented.matches('.').count() == 2 => {
+                oidc.verify(presented).await.map_err(refused)
+            }
             _ => Err(Refused { status: StatusCode::FORBIDDEN, detail: "Invalid or expired credentials" }),
         }
     }
+}
+
+/// The refusal of a token the OIDC issuer's keys do not validate: 503 when the keys cannot be
+/// fetched (the credential may be fine), 403 otherwise.
+fn refused(e: OidcError) -> Refused {
+    let status = match e {
+        OidcError::KeysUnreachable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::FORBIDDEN,
+    };
+    Refused { status, detail: e.detail() }
 }
 
 /// The credential of `Authorization: Bearer <token>`; the scheme in any case (RFC 9110 §11.1).

@@ -1,9 +1,10 @@
-//! The connection loop, with a fast path for images (`sendfile(2)`) and ZTP JSON.
+//! The connection loop: the front door of every device connection, with a fast path for images
+//! (`sendfile(2)`) and ZTP JSON.
 //!
 //! hyper cannot hand a file to the kernel (hyperium/hyper#3026), and streaming through user space
 //! costs a buffer per open download (1–2 MiB each: hundreds of MiB in a boot storm of slow
 //! switches) and about 1.6× nginx's CPU per GB. So this loop reads each request head itself. A
-//! plain `GET` or `HEAD` of an image (see [`ImageRequest::from_path`]) on a directory store,
+//! plain `GET` or `HEAD` of an image (see [`DeviceRoute::parse`]) on a directory store,
 //! whose answer is a `200` or `206`, is written here: the head, then `sendfile` from the page
 //! cache straight to the socket, in chunks of at most 2 MiB with a yield between them (fairness,
 //! as nginx's `sendfile_max_chunk`). A `GET` of a device's ZTP JSON that renders is written here
@@ -18,7 +19,7 @@
 use std::{
     io,
     net::SocketAddr,
-    os::fd::{AsRawFd, RawFd},
+    os::fd::AsFd,
     time::{Duration, Instant, SystemTime},
 };
 
@@ -40,14 +41,18 @@ use tower::ServiceExt;
 
 use super::{
     AppState,
-    activity::{DeviceOutcome, Stage},
     choose::{Asker, ImageRequest, choose},
-    common::{Observed, observe},
     connections::{Limits, PerSource, Throttle, TimedIo},
     download::Plan,
+    observe::{Observed, observe},
     ztp_json,
 };
-use crate::profile::identity::Family;
+use crate::{
+    activity::{DeviceOutcome, Stage},
+    profile::identity::Family,
+    routes::DeviceRoute,
+    sys,
+};
 
 /// Longest request head the fast path reads; longer ones go to hyper (which has its own limit).
 pub(crate) const MAX_HEAD: usize = 16 * 1024;
@@ -280,10 +285,16 @@ async fn answer(
     if !app.device_networks.allows(peer.ip()) {
         return Answered::NotMine; // the router refuses it, and logs it
     }
-    if let Some((family, serial)) = ztp_json::route_of(&request.path) {
-        return answer_ztp_json(app, stream, request, peer, (family, serial), send_timeout).await;
+    match DeviceRoute::parse(&request.path) {
+        Some(DeviceRoute::ZtpJson { family, serial }) => {
+            answer_ztp_json(app, stream, request, peer, (family, serial), send_timeout).await
+        }
+        Some(route) => match ImageRequest::of_route(route) {
+            Some(image) => answer_image(app, stream, request, &image, peer, send_timeout).await,
+            None => Answered::NotMine,
+        },
+        None => Answered::NotMine,
     }
-    answer_image(app, stream, request, peer, send_timeout).await
 }
 
 /// A ZTP JSON that renders (or is cached) for this device, on `GET`; anything else (`HEAD`, an
@@ -319,14 +330,14 @@ async fn answer_image(
     app: &AppState,
     stream: &mut TcpStream,
     request: &FastRequest,
+    route: &ImageRequest,
     peer: SocketAddr,
     send_timeout: Duration,
 ) -> Answered {
     let started = Instant::now();
-    let Some(route) = ImageRequest::from_path(&request.path) else { return Answered::NotMine };
     let asker = Asker { method: &request.method, headers: &request.headers, source: Some(peer.ip()) };
     // A refusal (or any other error) is the router's to answer and log.
-    let Ok(chosen) = choose(app, &route, asker).await else { return Answered::NotMine };
+    let Ok(chosen) = choose(app, route, asker).await else { return Answered::NotMine };
     let Some(local) = app.server.store.filesystem_path(&chosen.path) else { return Answered::NotMine };
     let (sha256, size) = (&chosen.image.sha256, chosen.image.size);
     let Plan::Send { head: planned, bytes, body } =
@@ -350,20 +361,19 @@ async fn answer_image(
 
     let status = planned.status();
     let out = head(status, planned.headers().iter(), request.keep_alive);
-    let sock = stream.as_raw_fd();
     // Corked, the head and the first bytes of the file leave in full segments.
-    set_cork(sock, body);
+    sys::set_cork(stream.as_fd(), body);
     let mut sent = 0;
     let result = async {
         write_within(stream, &out, send_timeout).await?;
         if body {
-            advise_sequential(file.as_raw_fd(), &bytes);
+            sys::advise_sequential(file.as_fd(), &bytes);
             sendfile_range(stream, &file, bytes.clone(), send_timeout, &mut sent).await?;
         }
         io::Result::Ok(())
     }
     .await;
-    set_cork(sock, false);
+    sys::set_cork(stream.as_fd(), false);
     drop(permit);
     if let Some(ticket) = &chosen.ticket
         && result.is_ok()
@@ -374,7 +384,7 @@ async fn answer_image(
     }
 
     // Recorded when the head went out, as the router does.
-    let outcome = chosen.device.as_ref().filter(|_| body).map(|d| DeviceOutcome::of(d, Stage::ImageServed));
+    let outcome = chosen.device.as_ref().filter(|_| body).map(|d| d.outcome(Stage::ImageServed));
     observe(app, &observed(request, peer, status, sent, started, outcome.as_ref()));
     finish(result, request, peer, sent)
 }
@@ -463,7 +473,6 @@ async fn sendfile_range(
     stall: Duration,
     sent: &mut u64,
 ) -> io::Result<()> {
-    let (sfd, ffd) = (stream.as_raw_fd(), file.as_raw_fd());
     let mut offset =
         libc::off_t::try_from(bytes.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let end = libc::off_t::try_from(bytes.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
@@ -474,12 +483,8 @@ async fn sendfile_range(
             Err(_) => return Err(stalled()),
         }
         let want = usize::try_from(end - offset).unwrap_or(CHUNK).min(CHUNK);
-        let result = stream.try_io(Interest::WRITABLE, || {
-            // SAFETY: both descriptors are open for the whole call (owned by `stream` and `file`,
-            // borrowed here), and `offset` is a valid, exclusively borrowed off_t.
-            let n = unsafe { libc::sendfile(sfd, ffd, &mut offset, want) };
-            if n < 0 { Err(io::Error::last_os_error()) } else { Ok(n as u64) }
-        });
+        let result = stream
+            .try_io(Interest::WRITABLE, || sys::sendfile(stream.as_fd(), file.as_fd(), &mut offset, want));
         match result {
             // The file ended before the manifest said it would: never send made-up bytes.
             Ok(0) => {
@@ -499,34 +504,6 @@ async fn sendfile_range(
         }
     }
     Ok(())
-}
-
-/// `TCP_CORK` on or off (best effort: without it only the segmentation changes).
-fn set_cork(fd: RawFd, on: bool) {
-    let value: libc::c_int = on.into();
-    // SAFETY: a valid socket descriptor and a c_int option value of the right size.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CORK,
-            (&raw const value).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        );
-    }
-}
-
-/// Tells the kernel the range is read once, in order (a larger read-ahead for cold images).
-fn advise_sequential(fd: RawFd, bytes: &std::ops::Range<u64>) {
-    let (Ok(start), Ok(len)) =
-        (libc::off_t::try_from(bytes.start), libc::off_t::try_from(bytes.end - bytes.start))
-    else {
-        return;
-    };
-    // SAFETY: an open file descriptor; the advice has no memory effects.
-    unsafe {
-        libc::posix_fadvise(fd, start, len, libc::POSIX_FADV_SEQUENTIAL);
-    }
 }
 
 /// Serves the rest of the connection with hyper and the axum router; `read` holds bytes already

@@ -5,12 +5,9 @@
 
 use std::time::{Duration, Instant};
 
-use axum::http::StatusCode;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation, errors::ErrorKind, jwk::JwkSet};
 use serde::Deserialize;
 use tokio::sync::Mutex;
-
-use super::admin::Refused;
 
 /// How often an unknown key id may trigger a refetch.
 const REFETCH_MIN: Duration = Duration::from_secs(10);
@@ -56,8 +53,43 @@ struct Claims {
     email: Option<String>,
 }
 
-fn refused(status: StatusCode, detail: &'static str) -> Refused {
-    Refused { status, detail }
+/// Why a token is not accepted; [`Self::detail`] is what the client is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.detail())]
+pub enum OidcError {
+    Invalid,
+    AlgorithmNotAccepted,
+    NoKeyId,
+    Expired,
+    NotValidYet,
+    IssuerNotAccepted,
+    AudienceNotAccepted,
+    SignatureInvalid,
+    NoSubject,
+    UnknownKey,
+    UnusableKey,
+    /// The issuer's key set cannot be fetched (and none is cached): the token may be fine.
+    KeysUnreachable,
+}
+
+impl OidcError {
+    /// The refusal's text, as the client reads it in `{"detail": …}`.
+    pub fn detail(self) -> &'static str {
+        match self {
+            Self::Invalid => "Invalid token",
+            Self::AlgorithmNotAccepted => "Token algorithm not accepted",
+            Self::NoKeyId => "Token has no key id",
+            Self::Expired => "Token expired",
+            Self::NotValidYet => "Token not valid yet",
+            Self::IssuerNotAccepted => "Token issuer not accepted",
+            Self::AudienceNotAccepted => "Token audience not accepted",
+            Self::SignatureInvalid => "Token signature invalid",
+            Self::NoSubject => "Token names no subject",
+            Self::UnknownKey => "Token signed by an unknown key",
+            Self::UnusableKey => "Token signed by an unusable key",
+            Self::KeysUnreachable => "Cannot reach the OIDC issuer's keys",
+        }
+    }
 }
 
 impl Oidc {
@@ -67,9 +99,8 @@ impl Oidc {
     }
 
     /// The caller's name (`preferred_username`, `email` or `sub`) when `token` is valid.
-    pub async fn verify(&self, token: &str) -> Result<String, Refused> {
-        let forbidden = |d| refused(StatusCode::FORBIDDEN, d);
-        let header = jsonwebtoken::decode_header(token).map_err(|_| forbidden("Invalid token"))?;
+    pub async fn verify(&self, token: &str) -> Result<String, OidcError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| OidcError::Invalid)?;
         if !matches!(
             header.alg,
             Algorithm::RS256
@@ -82,31 +113,29 @@ impl Oidc {
                 | Algorithm::ES384
                 | Algorithm::EdDSA
         ) {
-            return Err(forbidden("Token algorithm not accepted"));
+            return Err(OidcError::AlgorithmNotAccepted);
         }
-        let kid = header.kid.ok_or(forbidden("Token has no key id"))?;
+        let kid = header.kid.ok_or(OidcError::NoKeyId)?;
         let key = self.key(&kid).await?;
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.leeway = 30;
         validation.validate_nbf = true;
-        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
-            forbidden(match e.kind() {
-                ErrorKind::ExpiredSignature => "Token expired",
-                ErrorKind::ImmatureSignature => "Token not valid yet",
-                ErrorKind::InvalidIssuer => "Token issuer not accepted",
-                ErrorKind::InvalidAudience => "Token audience not accepted",
-                ErrorKind::InvalidSignature => "Token signature invalid",
-                _ => "Invalid token",
-            })
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => OidcError::Expired,
+            ErrorKind::ImmatureSignature => OidcError::NotValidYet,
+            ErrorKind::InvalidIssuer => OidcError::IssuerNotAccepted,
+            ErrorKind::InvalidAudience => OidcError::AudienceNotAccepted,
+            ErrorKind::InvalidSignature => OidcError::SignatureInvalid,
+            _ => OidcError::Invalid,
         })?;
         let c = data.claims;
-        c.preferred_username.or(c.email).or(c.sub).ok_or(forbidden("Token names no subject"))
+        c.preferred_username.or(c.email).or(c.sub).ok_or(OidcError::NoSubject)
     }
 
     /// The decoding key for `kid`, refetching the key set when it lacks it (rotation) or is old.
-    async fn key(&self, kid: &str) -> Result<DecodingKey, Refused> {
+    async fn key(&self, kid: &str) -> Result<DecodingKey, OidcError> {
         let mut keys = self.keys.lock().await;
         let stale = keys.as_ref().is_none_or(|(set, at)| {
             at.elapsed() > MAX_AGE || (set.find(kid).is_none() && at.elapsed() > REFETCH_MIN)
@@ -117,20 +146,13 @@ impl Oidc {
                 Err(e) => {
                     tracing::warn!(issuer = %self.settings.issuer, error = %e, "cannot fetch the OIDC key set");
                     if keys.is_none() {
-                        return Err(refused(
-                            StatusCode::SERVICE_UNAVAILABLE,
-                            "Cannot reach the OIDC issuer's keys",
-                        ));
+                        return Err(OidcError::KeysUnreachable);
                     }
                 }
             }
         }
-        let jwk = keys
-            .as_ref()
-            .and_then(|(set, _)| set.find(kid))
-            .ok_or(refused(StatusCode::FORBIDDEN, "Token signed by an unknown key"))?;
-        DecodingKey::from_jwk(jwk)
-            .map_err(|_| refused(StatusCode::FORBIDDEN, "Token signed by an unusable key"))
+        let jwk = keys.as_ref().and_then(|(set, _)| set.find(kid)).ok_or(OidcError::UnknownKey)?;
+        DecodingKey::from_jwk(jwk).map_err(|_| OidcError::UnusableKey)
     }
 
     async fn fetch(&self) -> Result<JwkSet, FetchError> {

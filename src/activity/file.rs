@@ -8,7 +8,13 @@ use std::path::{Path, PathBuf};
 use async_trait::async_trait;
 
 use super::{DeviceEvent, ProfilePlan, Sink, SinkError, merge};
-use crate::status_file;
+use crate::status_file::{self, StatusFileError};
+
+impl From<StatusFileError> for SinkError {
+    fn from(e: StatusFileError) -> Self {
+        SinkError::Failed(Box::new(e))
+    }
+}
 
 /// Writes activity to `{data}/.status/switchprofiles.json`.
 pub struct FileSink {
@@ -20,7 +26,7 @@ impl FileSink {
     pub fn new(data: &Path) -> Result<Self, SinkError> {
         let dir = data.join(".status");
         std::fs::create_dir_all(&dir)
-            .map_err(|e| SinkError::File { path: dir.clone(), message: e.to_string() })?;
+            .map_err(|e| StatusFileError { path: dir.display().to_string(), message: e.to_string() })?;
         Ok(Self { path: dir.join("switchprofiles.json") })
     }
 
@@ -42,10 +48,7 @@ impl Sink for FileSink {
         .await;
         match written {
             Ok(()) => plans.iter().map(|_| Ok(())).collect(),
-            Err(e) => plans
-                .iter()
-                .map(|_| Err(SinkError::File { path: self.path.clone(), message: e.message.clone() }))
-                .collect(),
+            Err(e) => plans.iter().map(|_| Err(e.clone().into())).collect(),
         }
     }
 
@@ -60,8 +63,8 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
+    use crate::activity::{Activity, DeviceOutcome, Stage, flush};
     use crate::api::SwitchProfileStatus;
-    use crate::serve::activity::{Activity, DeviceOutcome, Stage, flush};
 
     fn seen(a: &Activity, serial: &str, stage: Stage) {
         let o = DeviceOutcome {

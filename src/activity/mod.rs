@@ -2,7 +2,7 @@
 //! aggregated per SwitchProfile in memory and written out in batches.
 //!
 //! Handlers that answer a matched device attach a [`DeviceOutcome`] to their response (an axum
-//! response extension); the request-log middleware ([`super::common::log_device_request`]) hands
+//! response extension, see `serve::device`); the request-log middleware (`serve::observe`) hands
 //! it to [`Activity::record`], which only updates an in-memory aggregate under a short lock. A
 //! flush loop ([`report_forever`]) takes the profiles that changed since the last flush every few
 //! seconds and hands them to a [`Sink`]: the SwitchProfile status in Kubernetes ([`k8s`]) or
@@ -30,20 +30,11 @@ use std::{
 };
 
 use async_trait::async_trait;
-use axum::{
-    extract::{Path, State},
-    http::{HeaderMap, Method, StatusCode},
-    response::{IntoResponse, Response},
-};
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 
-use super::{
-    AppState,
-    common::{Device, find_device, not_for_you},
-};
 use crate::{
-    api::{DeviceRecord, DeviceStage, DeviceSummary, switchprofile::MAX_RECENT_DEVICES, validate_segment},
-    profile::identity::{Family, normalize_mac},
+    api::{DeviceRecord, DeviceStage, DeviceSummary, switchprofile::MAX_RECENT_DEVICES},
+    profile::identity::normalize_mac,
 };
 
 /// Devices remembered per profile; past it the least recently seen one is forgotten (and would
@@ -98,20 +89,6 @@ pub struct DeviceOutcome {
     /// MAC address (normalised), when known.
     pub mac: Option<String>,
     pub stage: Stage,
-}
-
-impl DeviceOutcome {
-    /// The outcome of `stage` for a device resolved to its profile.
-    pub fn of(device: &Device, stage: Stage) -> Self {
-        let p = device.profile();
-        Self {
-            namespace: p.namespace.clone(),
-            profile: p.name.clone(),
-            serial: device.id.serial.clone(),
-            mac: device.id.mac.clone(),
-            stage,
-        }
-    }
 }
 
 /// The stages a device reached, as a bit set.
@@ -555,18 +532,12 @@ pub fn merge(remote: Option<&DeviceSummary>, plan: &ProfilePlan) -> DeviceSummar
 /// Why a batch could not be written; the flush loop retries at its next turn.
 #[derive(Debug, thiserror::Error)]
 pub enum SinkError {
+    /// The profile was deleted: its activity is forgotten, not retried.
     #[error("SwitchProfile {0} no longer exists")]
     Gone(String),
-    #[error("SwitchProfile {profile}: {source}")]
-    Kube {
-        profile: String,
-        #[source]
-        source: kube::Error,
-    },
-    #[error("SwitchProfile {profile}: status changed under us {attempts} times in a row")]
-    Contended { profile: String, attempts: usize },
-    #[error("{path}: {message}")]
-    File { path: std::path::PathBuf, message: String },
+    /// Anything else, in the sink's own words ([`k8s::KubeSinkError`], [`crate::status_file::StatusFileError`]).
+    #[error(transparent)]
+    Failed(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Where activity goes.
@@ -618,56 +589,6 @@ pub async fn report_forever(activity: Activity, sink: Arc<dyn Sink>, every: Dura
         tick.tick().await;
         flush(&activity, sink.as_ref()).await;
     }
-}
-
-/// Marks a configuration response: recorded when it succeeded.
-pub fn config_served(mut response: Response, device: &Device) -> Response {
-    if response.status().is_success() {
-        response.extensions_mut().insert(DeviceOutcome::of(device, Stage::ConfigServed));
-    }
-    response
-}
-
-/// Marks an image response: recorded for a 200 or 206 to a GET (a HEAD downloads nothing).
-pub fn image_served(mut response: Response, device: &Device, method: &Method) -> Response {
-    let status = response.status();
-    if *method != Method::HEAD && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
-        response.extensions_mut().insert(DeviceOutcome::of(device, Stage::ImageServed));
-    }
-    response
-}
-
-/// The device a request without a route-specific identity comes from (an image by path), when
-/// its headers match a profile.
-pub fn identify(state: &AppState, headers: &HeaderMap) -> Option<Device> {
-    find_device(state, headers, Family::Unknown, None).ok()
-}
-
-/// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done. The
-/// profile is found through the loaded snapshot's index by the serial in the path (or by the MAC
-/// or model headers the callback sends); a device no profile matches gets 404.
-#[utoipa::path(post, path = "/v1/devices/{serial}/provisioned", tag = "devices",
-    params(("serial" = String, Path, description = "Serial number of the switch")),
-    responses((status = 204, description = "Recorded: the profile's `status.devices` shows the device as provisioned"),
-        (status = 404, description = "No profile matches this device")))]
-pub async fn provisioned(
-    State(state): State<AppState>,
-    Path(serial): Path<String>,
-    headers: HeaderMap,
-) -> Response {
-    if validate_segment("serial number", &serial).is_err() {
-        return not_for_you("not a serial number");
-    }
-    let device = match find_device(&state, &headers, Family::Unknown, Some(&serial)) {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
-    state.metrics.provisioned();
-    let p = device.profile();
-    tracing::info!(target: "ztp_operator::device", serial = %serial, profile = %format!("{}/{}", p.namespace, p.name), "device provisioned");
-    let mut r = StatusCode::NO_CONTENT.into_response();
-    r.extensions_mut().insert(DeviceOutcome::of(&device, Stage::Provisioned));
-    r
 }
 
 #[cfg(test)]

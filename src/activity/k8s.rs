@@ -31,6 +31,33 @@ pub const SERVER_FIELD_MANAGER: &str = "ztp-operator-server";
 /// Writes of one profile per flush before giving up until the next flush.
 const ATTEMPTS: usize = 5;
 
+/// Why a write to the apiserver failed (other than the profile being gone).
+#[derive(Debug, thiserror::Error)]
+pub enum KubeSinkError {
+    #[error("SwitchProfile {profile}: {source}")]
+    Kube {
+        profile: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("SwitchProfile {profile}: status changed under us {attempts} times in a row")]
+    Contended { profile: String, attempts: usize },
+}
+
+impl From<KubeSinkError> for SinkError {
+    fn from(e: KubeSinkError) -> Self {
+        SinkError::Failed(Box::new(e))
+    }
+}
+
+/// A failed call about `profile`: [`SinkError::Gone`] on 404.
+fn failed(profile: &str, source: kube::Error) -> SinkError {
+    match code(&source) {
+        Some(404) => SinkError::Gone(profile.to_owned()),
+        _ => KubeSinkError::Kube { profile: profile.to_owned(), source }.into(),
+    }
+}
+
 /// What the server last learnt of a profile from the apiserver.
 #[derive(Clone)]
 struct Known {
@@ -96,10 +123,7 @@ impl KubeSink {
         let key = (plan.namespace.clone(), plan.name.clone());
         let profile = format!("{}/{}", plan.namespace, plan.name);
         let api: Api<SwitchProfile> = Api::namespaced(self.client.clone(), &plan.namespace);
-        let fail = |source: kube::Error| match code(&source) {
-            Some(404) => SinkError::Gone(profile.clone()),
-            _ => SinkError::Kube { profile: profile.clone(), source },
-        };
+        let fail = |source: kube::Error| failed(&profile, source);
         for _ in 0..ATTEMPTS {
             let known = match self.known(&key) {
                 Some(k) => k,
@@ -134,7 +158,7 @@ impl KubeSink {
                 }
             }
         }
-        Err(SinkError::Contended { profile, attempts: ATTEMPTS })
+        Err(KubeSinkError::Contended { profile, attempts: ATTEMPTS }.into())
     }
 }
 
@@ -151,10 +175,7 @@ impl Sink for KubeSink {
     async fn event(&self, event: &DeviceEvent) -> Result<(), SinkError> {
         let key = (event.namespace.clone(), event.profile.clone());
         let profile = format!("{}/{}", event.namespace, event.profile);
-        let fail = |source: kube::Error| match code(&source) {
-            Some(404) => SinkError::Gone(profile.clone()),
-            _ => SinkError::Kube { profile: profile.clone(), source },
-        };
+        let fail = |source: kube::Error| failed(&profile, source);
         // The reference carries the profile's uid (`kubectl describe` selects Events by it).
         let reference: ObjectReference = match self.known(&key) {
             Some(k) => k.reference,
