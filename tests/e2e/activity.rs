@@ -25,15 +25,14 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    devices::{headers, lab, onie_headers},
-    pipeline::{Backend, TestStore, is_ready, osimage, random_bytes, start_controller, wait_for},
-    support::{
-        self, KubeTest,
-        controlplane::kubeconfig_yaml,
-        procs,
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self, KubeTest,
+    controller::{is_ready, osimage, start_controller, wait_for},
+    controlplane::kubeconfig_yaml,
+    lab::{headers, lab, onie_headers},
+    procs, random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 /// A running `ztp-operator serve` and its base URL.

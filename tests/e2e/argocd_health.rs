@@ -19,11 +19,13 @@ use ztp_operator::{
 };
 
 use crate::{
-    pipeline::{Backend, TestStore, condition, is_ready, osimage, random_bytes, start_controller, wait_for},
     profiles::wait_profile,
     support::{
         self,
+        controller::{condition, is_ready, osimage, start_controller, wait_for},
+        random_bytes,
         source::{Behavior, SourceServer},
+        store::{Backend, TestStore},
     },
 };
 

@@ -29,12 +29,12 @@ use ztp_operator::{
 };
 
 use crate::{
-    pipeline::{is_ready, osimage, random_bytes},
     serving_deployment::{Controller, flat_rules, pod, server_rules, wait_obj},
     support::{
         self,
+        controller::{is_ready, osimage},
         controlplane::kubeconfig_yaml,
-        procs,
+        procs, random_bytes,
         source::{Behavior, SourceServer},
         tools,
     },

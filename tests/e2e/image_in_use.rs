@@ -17,11 +17,13 @@ use ztp_operator::{
 
 use crate::{
     activity::{Server, narrow_identity, serve},
-    devices::onie_headers,
-    pipeline::{Backend, TestStore, condition, is_ready, osimage, random_bytes, start_controller, wait_for},
     support::{
         self,
+        controller::{condition, is_ready, osimage, start_controller, wait_for},
+        lab::onie_headers,
+        random_bytes,
         source::{Behavior, SourceServer},
+        store::{Backend, TestStore},
     },
 };
 

@@ -29,12 +29,14 @@ use ztp_operator::{
 };
 
 use crate::{
-    pipeline::{Backend, TestStore, osimage, random_bytes, start_controller},
     serving_deployment::{Controller, wait_obj},
     support::{
         self,
+        controller::{osimage, start_controller},
         kstatus::{self, Health, Status},
+        random_bytes,
         source::{Behavior, SourceServer},
+        store::{Backend, TestStore},
     },
 };
 

@@ -21,9 +21,12 @@ use serde_json::json;
 use ztp_operator::api::SwitchProfile;
 
 use crate::{
-    pipeline::{Backend, TestStore, start_controller_in},
     profiles::{condition, ready_is},
-    support,
+    support::{
+        self,
+        controller::start_controller_in,
+        store::{Backend, TestStore},
+    },
 };
 
 const PROFILES: usize = 500;

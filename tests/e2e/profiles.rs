@@ -20,9 +20,10 @@ use ztp_operator::{
     },
 };
 
-use crate::{
-    pipeline::{Backend, TestStore, start_controller_in},
-    support::{self, ControlPlane},
+use crate::support::{
+    self, ControlPlane,
+    controller::start_controller_in,
+    store::{Backend, TestStore},
 };
 
 /// A profile claiming `serial`, whose `startup` file says who it is.

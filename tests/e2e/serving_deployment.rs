@@ -20,9 +20,9 @@ use ztp_operator::controller::serving::{
     ServingConfig,
 };
 
-use crate::{
-    pipeline::{Backend, TestStore},
-    support::{self, KubeTest, procs},
+use crate::support::{
+    self, KubeTest, procs,
+    store::{Backend, TestStore},
 };
 
 /// A running `ztp-operator controller` (killed on drop).
