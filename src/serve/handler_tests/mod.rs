@@ -8,6 +8,7 @@
 //! image bytes), written as the device snapshot the controller or standalone would render from it.
 
 mod cumulus;
+mod files;
 mod images;
 mod onie;
 mod rtbrick;
@@ -35,6 +36,9 @@ use crate::{
 
 /// Where the lab's switches reach the server (`--external-url`).
 pub const BASE: &str = "http://ztp.test:8080";
+
+/// The files API's admin token (`--admin-token-file`, as `ci:<token>`).
+pub const ADMIN_TOKEN: &str = "lab-admin-token-0123456789";
 
 /// The lab's snapshot: a model default (ONIE images, an RtBrick `startup` template), `leaf07` by
 /// serial and MAC (ONIE installer, NVOS sections, SONiC sections, a Cumulus script) and an
@@ -106,6 +110,9 @@ impl Lab {
         }
         snapshot.version = build::version_of(&snapshot);
         publish::publish(&store, &snapshot).await.expect("publish the snapshot");
+        let tokens = dir.path().join("admin-tokens");
+        std::fs::write(&tokens, format!("ci:{ADMIN_TOKEN}\n")).expect("write the token file");
+        let admin = admin::AdminAuth::from_file(&tokens).expect("the token file");
         let server = Arc::new(state::ServerState::new(store.clone(), state::BaseUrl::Fixed(BASE.into())));
         server.reload().await;
         assert!(server.loaded().is_some_and(|l| l.snapshot.profiles.len() == 3), "the snapshot is loaded");
@@ -115,7 +122,7 @@ impl Lab {
             metrics: metrics::Metrics::default(),
             max_downloads: 2,
             activity: activity::Activity::disabled(),
-            admin: admin::AdminAuth::none(),
+            admin,
             max_upload: 1 << 20,
             device_networks: common::DeviceNetworks::default(),
             passes: onie_pass::Passes::default(),
@@ -125,7 +132,18 @@ impl Lab {
 
     /// One request through the router, from a switch at 192.0.2.50; the body not read yet.
     pub async fn response(&self, method: Method, uri: &str, headers: &HeaderMap) -> Response {
-        let mut request = Request::builder().method(method).uri(uri).body(Body::empty()).expect("request");
+        self.response_with_body(method, uri, headers, Bytes::new()).await
+    }
+
+    /// [`Lab::response`] of a request with a body.
+    pub async fn response_with_body(
+        &self,
+        method: Method,
+        uri: &str,
+        headers: &HeaderMap,
+        body: Bytes,
+    ) -> Response {
+        let mut request = Request::builder().method(method).uri(uri).body(Body::from(body)).expect("request");
         *request.headers_mut() = headers.clone();
         let peer: SocketAddr = "192.0.2.50:40000".parse().expect("peer");
         request.extensions_mut().insert(ConnectInfo(peer));
@@ -134,7 +152,12 @@ impl Lab {
 
     /// [`Lab::response`] with its body read.
     pub async fn send(&self, method: Method, uri: &str, headers: &HeaderMap) -> Answer {
-        let (parts, body) = self.response(method, uri, headers).await.into_parts();
+        self.send_body(method, uri, headers, Bytes::new()).await
+    }
+
+    /// [`Lab::send`] with a request body.
+    pub async fn send_body(&self, method: Method, uri: &str, headers: &HeaderMap, body: Bytes) -> Answer {
+        let (parts, body) = self.response_with_body(method, uri, headers, body).await.into_parts();
         let body = axum::body::to_bytes(body, usize::MAX).await.expect("the whole body");
         Answer { status: parts.status, headers: parts.headers, body }
     }
