@@ -28,16 +28,14 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    serving_deployment::{Controller, wait_obj},
-    support::{
-        self,
-        controller::{osimage, start_controller},
-        kstatus::{self, Health, Status},
-        random_bytes,
-        source::{Behavior, SourceServer},
-        store::{Backend, TestStore},
-    },
+use crate::support::{
+    self,
+    controller::{osimage, start_controller},
+    deployment::{Controller, wait_obj},
+    kstatus::{self, Health, Status},
+    random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 /// Every version of every object `api` sends from now on (watch events, as JSON), until dropped.

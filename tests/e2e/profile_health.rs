@@ -17,12 +17,12 @@ use ztp_operator::{
 };
 
 use crate::{
-    profiles::{condition, wait_profile},
     support::binaries::serve,
     support::{
         self,
         controller::{is_ready, osimage, start_controller, wait_for},
         lab::headers,
+        profiles::{condition, wait_profile},
         random_bytes,
         source::{Behavior, SourceServer},
         store::{Backend, TestStore},

@@ -20,13 +20,11 @@ use kube::{
 use serde_json::json;
 use ztp_operator::api::SwitchProfile;
 
-use crate::{
+use crate::support::{
+    self,
+    controller::start_controller_in,
     profiles::{condition, ready_is},
-    support::{
-        self,
-        controller::start_controller_in,
-        store::{Backend, TestStore},
-    },
+    store::{Backend, TestStore},
 };
 
 const PROFILES: usize = 500;

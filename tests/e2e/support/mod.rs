@@ -8,19 +8,24 @@
 //! they are and their last lines, and the directory is kept; after an all-green run it is removed.
 //!
 //! The helpers the test modules share live here too: stores of either kind ([`store`]), the
-//! in-process controller and OsImage helpers ([`controller`]), the standalone lab and each
-//! family's headers ([`lab`]).
+//! in-process controller and OsImage helpers ([`controller`]), SwitchProfile helpers
+//! ([`profiles`]), the standalone lab and each family's headers ([`lab`]), a server reporting
+//! device activity as a narrow identity ([`reporting`]), the serving Deployment's readers
+//! ([`deployment`]).
 
 #![allow(dead_code)]
 
 pub mod binaries;
 pub mod controller;
 pub mod controlplane;
+pub mod deployment;
 pub mod image;
 pub mod kstatus;
 pub mod lab;
 pub mod node;
 pub mod procs;
+pub mod profiles;
+pub mod reporting;
 pub mod s3server;
 pub mod sonic_engine;
 pub mod source;
