@@ -9,24 +9,27 @@
 //!
 //! Its own test target, so `cargo test` runs it alone, never beside the e2e binary.
 //!
-//! Where the clone builds: `CARGO_TARGET_DIR` = `<target>/readme-clone` (or `$ZTP_README_TARGET_DIR`),
-//! never the outer target dir. Cargo hashes a path package relative to its workspace root, so the
-//! clone's `ztp-operator` artifacts would have exactly the names of the outer ones (and the
-//! uplifted `target/debug/ztp-operator`, which `CARGO_BIN_EXE_*` of the outer tests points at,
-//! too): sharing the outer dir would overwrite what the outer run is testing. A dedicated dir is
-//! cold once per checkout, then only the clone's own crate is rebuilt. It is not cold for the
-//! dependencies: a new dir is first seeded with the outer run's compiled dependencies (every
-//! artifact but this package's own), which cargo reuses as they are (same `Cargo.lock`, compiler
-//! and profile, so the same hashes) — a cold CI run compiles the dependencies once, not twice.
+//! Where the clone builds: in the outer run's own target dir (or `$ZTP_README_TARGET_DIR`), so the
+//! clone reuses every compiled dependency as it is (same `Cargo.lock`, compiler, profile and
+//! features, so the same unit hashes): CI compiles the dependencies once, and nothing is copied.
+//! What the clone must not reuse is this package's own artifacts: cargo hashes a path package
+//! relative to its workspace root, so the clone's `ztp-operator` units would have exactly the names
+//! of the outer ones, and cargo would then take the outer tree's stale sources for fresh. The clone
+//! therefore builds with the opposite `CARGO_INCREMENTAL` of the outer run (incremental is part of
+//! a unit's hash and applies only to path packages): its own units get other names, and are
+//! compiled from the clone's sources (the test checks cargo says so), while the outer run's are
+//! left untouched (checked too). The uplifted `<target>/debug/ztp-operator` is the one shared
+//! name; cargo links it back to the outer build on the outer run's next `cargo build`/`test`.
 //! Logs of both commands go to `<that dir>/readme-logs/`; their tails are printed on failure.
 
 use std::{
+    collections::BTreeMap,
     io::{Read, Write},
     net::TcpStream,
     os::unix::process::CommandExt,
     path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Stdio},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 /// Set in the nested run: the test suite inside the clone must not clone itself again.
@@ -125,14 +128,15 @@ struct Shell {
 }
 
 impl Shell {
-    fn start(what: &'static str, command: &str, dir: &Path, target: &Path, log: PathBuf) -> Shell {
+    fn start(what: &'static str, command: &str, dir: &Path, build: &CloneBuild, log: PathBuf) -> Shell {
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("create {}: {e}", log.display()));
         let err = out.try_clone().expect("clone log handle");
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(command)
             .current_dir(dir)
-            .env("CARGO_TARGET_DIR", target)
+            .env("CARGO_TARGET_DIR", &build.target)
+            .env("CARGO_INCREMENTAL", build.incremental)
             .env(NESTED, "1")
             .stdin(Stdio::null())
             .stdout(out)
@@ -250,11 +254,12 @@ fn readme_commands_work_from_a_fresh_clone() {
         .nth(2)
         .expect("the binary lives in <target>/<profile>/")
         .to_path_buf();
-    let target = std::env::var_os("ZTP_README_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| outer_target.join("readme-clone"));
-    seed_dependencies(&outer_target.join("debug"), &target.join("debug"));
-    let logs = target.join("readme-logs");
+    let build = CloneBuild {
+        target: std::env::var_os("ZTP_README_TARGET_DIR").map(PathBuf::from).unwrap_or(outer_target),
+        incremental: clone_incremental(|name| std::env::var(name).ok()),
+    };
+    let outer_own = own_artifacts(&build.target.join("debug/deps"));
+    let logs = build.target.join("readme-logs");
     std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("create {}: {e}", logs.display()));
 
     // A fresh clone of the committed HEAD.
@@ -283,7 +288,7 @@ fn readme_commands_work_from_a_fresh_clone() {
     let command = with_flag_value(&qs.standalone, "--listen", &addr);
     let data = clone.join(flag_value(&qs.standalone, "--data").expect("--data in the README command"));
     let started = Instant::now();
-    let mut standalone = Shell::start("standalone", &command, &clone, &target, logs.join("standalone.log"));
+    let mut standalone = Shell::start("standalone", &command, &clone, &build, logs.join("standalone.log"));
     let installer =
         std::fs::read(clone.join("examples/lab/images/lab-nos-installer.bin")).expect("the lab installer");
     let onie = [
@@ -296,7 +301,7 @@ fn readme_commands_work_from_a_fresh_clone() {
         ("ONIE-OPERATION", "os-install"),
         ("ONIE-VERSION", "2024.11"),
     ];
-    // The first build of the clone compiles the crate (and, once per target dir, its dependencies).
+    // The first build of the clone compiles its crate (the dependencies only in a cold target dir).
     let deadline = Instant::now() + minutes_from_env("ZTP_README_BUILD_TIMEOUT_MINUTES", 45);
     loop {
         if let Some(status) = standalone.exited() {
@@ -325,6 +330,13 @@ fn readme_commands_work_from_a_fresh_clone() {
     }
     let log = String::from_utf8_lossy(&std::fs::read(&standalone.log).unwrap_or_default()).into_owned();
     assert!(log.contains("osimage default/lab-nos: Ready"), "{}", standalone.tail(60));
+    let compiled = format!("Compiling ztp-operator v{} ({})", env!("CARGO_PKG_VERSION"), clone.display());
+    assert!(
+        log.contains(&compiled),
+        "cargo did not build the clone's own sources (no `{compiled}`):\n{}",
+        standalone.tail(60)
+    );
+    assert_untouched(&outer_own, &build.target.join("debug/deps"));
     eprintln!(
         "readme: standalone served the Ready lab image on {addr} after {} s (including the build)",
         started.elapsed().as_secs()
@@ -334,7 +346,7 @@ fn readme_commands_work_from_a_fresh_clone() {
     // 2. The test suite, exactly as the README says, in the clone (this test skips itself there).
     let started = Instant::now();
     let log = logs.join("scripts-test.log");
-    let mut suite = Shell::start("test suite", &qs.suite, &clone, &target, log);
+    let mut suite = Shell::start("test suite", &qs.suite, &clone, &build, log);
     let deadline = Instant::now() + minutes_from_env("ZTP_README_SUITE_TIMEOUT_MINUTES", 80);
     let status = loop {
         if let Some(status) = suite.exited() {
@@ -359,65 +371,99 @@ fn readme_commands_work_from_a_fresh_clone() {
         suite.tail(80)
     );
     assert!(output.contains("==> all green"), "{}", suite.tail(80));
+    let checked = format!("Checking ztp-operator v{} ({})", env!("CARGO_PKG_VERSION"), clone.display());
+    assert!(
+        output.contains(&checked),
+        "clippy did not check the clone's own sources (no `{checked}`):\n{}",
+        suite.tail(80)
+    );
+    assert_untouched(&outer_own, &build.target.join("debug/deps"));
     eprintln!("readme: `{}` passed in the clone in {} s", qs.suite, started.elapsed().as_secs());
     keep_on_failure.success();
 }
 
-/// Artifacts of this package (its library, binaries and test targets), which the clone must build
-/// from its own sources; everything else in `deps/`, `build/` and `.fingerprint/` is a dependency.
+/// Where and how the clone builds: the shared target dir, and the `CARGO_INCREMENTAL` that gives
+/// its own units other names than the outer run's.
+struct CloneBuild {
+    target: PathBuf,
+    incremental: &'static str,
+}
+
+/// The clone's `CARGO_INCREMENTAL`: the opposite of the outer run's, as cargo decides it
+/// (`CARGO_INCREMENTAL=1` on, any other value off; without it the dev profile's `incremental`,
+/// on by default). Incremental only ever applies to path packages, so the dependencies keep their
+/// hashes and are shared; this package's units change theirs.
+fn clone_incremental(var: impl Fn(&str) -> Option<String>) -> &'static str {
+    let outer_incremental = match var("CARGO_INCREMENTAL") {
+        Some(v) => v == "1",
+        None => var("CARGO_PROFILE_DEV_INCREMENTAL").is_none_or(|v| v != "false"),
+    };
+    if outer_incremental { "0" } else { "1" }
+}
+
+/// Artifacts of this package (its library, binaries and test targets); everything else in `deps/`
+/// is a dependency.
 fn is_own_artifact(name: &str) -> bool {
     const OWN: [&str; 7] =
         ["ztp_operator-", "libztp_operator-", "ztp-operator-", "ztpctl-", "e2e-", "crds_in_sync-", "readme-"];
     OWN.iter().any(|p| name.starts_with(p))
 }
 
-/// Copies the outer run's compiled dependencies into the clone's (new) target dir. A dir that
-/// already has `deps/` is left alone: cargo keeps it up to date itself.
-fn seed_dependencies(outer: &Path, clone: &Path) {
-    if clone.join("deps").exists() || !outer.join("deps").exists() {
-        return;
-    }
-    let started = Instant::now();
-    let mut bytes = 0u64;
-    for sub in ["deps", "build", ".fingerprint"] {
-        let Ok(entries) = std::fs::read_dir(outer.join(sub)) else { continue };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if is_own_artifact(&name.to_string_lossy()) {
-                continue;
-            }
-            bytes += copy_tree(&entry.path(), &clone.join(sub).join(&name));
-        }
-    }
-    eprintln!(
-        "readme: seeded {} with {} MiB of compiled dependencies from {} in {} s",
-        clone.display(),
-        bytes >> 20,
-        outer.display(),
-        started.elapsed().as_secs()
+/// This package's own artifacts in a `deps/` dir, with their modification times.
+fn own_artifacts(deps: &Path) -> BTreeMap<String, SystemTime> {
+    let Ok(entries) = std::fs::read_dir(deps) else { return BTreeMap::new() };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let modified = e.metadata().and_then(|m| m.modified()).ok()?;
+            is_own_artifact(&name).then_some((name, modified))
+        })
+        .collect()
+}
+
+/// The artifacts of `before` that are gone or were rewritten since.
+fn rewritten(before: &BTreeMap<String, SystemTime>, now: &BTreeMap<String, SystemTime>) -> Vec<String> {
+    before.iter().filter(|(name, t)| now.get(*name) != Some(t)).map(|(name, _)| name.clone()).collect()
+}
+
+/// The clone's build must not have replaced an artifact of the outer run: cargo would take it for
+/// the outer tree's next time.
+fn assert_untouched(outer_own: &BTreeMap<String, SystemTime>, deps: &Path) {
+    let rewritten = rewritten(outer_own, &own_artifacts(deps));
+    assert!(
+        rewritten.is_empty(),
+        "the clone's build rewrote the outer run's own artifacts in {} (the two builds' units have \
+         the same hashes: was incremental set in a cargo config file? or another build ran in this \
+         target dir meanwhile): {rewritten:?}",
+        deps.display()
     );
 }
 
-/// Copies a file or a directory tree, keeping modification times; returns the bytes copied. A
-/// file that cannot be copied is skipped (cargo then builds that dependency itself).
-fn copy_tree(from: &Path, to: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(from) else { return 0 };
-    if meta.is_dir() {
-        let _ = std::fs::create_dir_all(to);
-        std::fs::read_dir(from)
-            .map(|entries| entries.flatten().map(|e| copy_tree(&e.path(), &to.join(e.file_name()))).sum())
-            .unwrap_or(0)
-    } else if meta.is_file() {
-        let _ = to.parent().map(std::fs::create_dir_all);
-        let copied = std::fs::copy(from, to).unwrap_or(0);
-        // Cargo compares modification times of build-script outputs: keep the originals.
-        if let (Ok(mtime), Ok(file)) = (meta.modified(), std::fs::File::options().write(true).open(to)) {
-            let _ = file.set_modified(mtime);
-        }
-        copied
-    } else {
-        0
-    }
+#[test]
+fn the_clone_builds_its_own_units_under_other_names_than_the_outer_run() {
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |name: &str| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    };
+    assert_eq!(clone_incremental(env(&[])), "0", "dev builds are incremental by default");
+    assert_eq!(clone_incremental(env(&[("CARGO_INCREMENTAL", "1")])), "0");
+    assert_eq!(clone_incremental(env(&[("CARGO_INCREMENTAL", "0")])), "1");
+    assert_eq!(clone_incremental(env(&[("CARGO_PROFILE_DEV_INCREMENTAL", "false")])), "1");
+    assert_eq!(
+        clone_incremental(env(&[("CARGO_INCREMENTAL", "1"), ("CARGO_PROFILE_DEV_INCREMENTAL", "false")])),
+        "0",
+        "CARGO_INCREMENTAL wins over the profile"
+    );
+
+    assert!(
+        is_own_artifact("libztp_operator-0ef71ea21789698d.rlib") && is_own_artifact("e2e-1c48ec40c3ea6822")
+    );
+    assert!(!is_own_artifact("libtokio-6c1e270c698fa6a6.rlib"));
+    let t0 = SystemTime::UNIX_EPOCH;
+    let t1 = t0 + Duration::from_secs(1);
+    let before = BTreeMap::from([("a".to_owned(), t0), ("b".to_owned(), t0), ("c".to_owned(), t0)]);
+    let now = BTreeMap::from([("a".to_owned(), t0), ("b".to_owned(), t1), ("d".to_owned(), t1)]);
+    assert_eq!(rewritten(&before, &now), ["b", "c"], "a rewritten and a removed artifact; a new one is fine");
 }
 
 /// Keeps the clone (its logs, `target/e2e-logs`) for a look when the test fails; removes it when it

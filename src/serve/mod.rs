@@ -21,6 +21,9 @@ pub mod rtbrick;
 pub mod state;
 pub mod ztp_json;
 
+#[cfg(test)]
+mod handler_tests;
+
 use std::{
     net::{IpAddr, SocketAddr},
     pin::Pin,

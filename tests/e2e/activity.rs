@@ -6,17 +6,9 @@
 //! and the server's devices survive each other's writes. Standalone writes the same summary to
 //! `{data}/.status/switchprofiles.json`.
 
-use std::{
-    path::{Path, PathBuf},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
-use k8s_openapi::api::{
-    authentication::v1::{TokenRequest, TokenRequestSpec},
-    core::v1::{Secret, ServiceAccount},
-    events::v1::Event,
-    rbac::v1::{Role, RoleBinding},
-};
+use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::json;
@@ -25,107 +17,15 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    devices::{headers, lab, onie_headers},
-    pipeline::{Backend, TestStore, is_ready, osimage, random_bytes, start_controller, wait_for},
-    support::{
-        self, KubeTest,
-        controlplane::kubeconfig_yaml,
-        procs,
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self,
+    controller::{is_ready, osimage, start_controller, wait_for},
+    lab::{headers, lab, onie_headers},
+    procs, random_bytes,
+    reporting::{narrow_identity, serve},
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
-
-/// A running `ztp-operator serve` and its base URL.
-pub(crate) struct Server {
-    pub(crate) proc: procs::Proc,
-    pub(crate) base: String,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.proc.child.kill();
-        let _ = self.proc.child.wait();
-    }
-}
-
-/// Starts the real binary serving from `store`, reporting activity every second with the
-/// credentials in `kubeconfig`; returns once it has loaded a snapshot with `profiles` profiles.
-pub(crate) async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
-    let env = support::env().await;
-    let port = procs::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut args = vec!["serve".to_owned()];
-    args.extend(store.flags());
-    args.extend([
-        format!("--listen=127.0.0.1:{port}"),
-        format!("--external-url={base}"),
-        "--report-status".into(),
-        "--activity-flush-seconds=1".into(),
-    ]);
-    let proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &args,
-        &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path")), ("RUST_LOG", "info")],
-        env.log_dir.join(log),
-    );
-    let mut server = Server { proc, base };
-    let client = reqwest::Client::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        server.proc.assert_running();
-        let metrics = match client.get(format!("{}/metrics", server.base)).send().await {
-            Ok(r) => r.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        if metrics.contains(&format!("ztp_snapshot_profiles {profiles}\n")) {
-            return server;
-        }
-        assert!(Instant::now() < deadline, "server not ready:\n{}", procs::tail(&server.proc.log, 30));
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// A ServiceAccount allowed only what the server needs in the test's namespace, and a
-/// kubeconfig with a token for it from the TokenRequest API.
-pub(crate) async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
-    let name = "ztp-server";
-    let pp = PostParams::default();
-    let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");
-    let sas: Api<ServiceAccount> = Api::namespaced(t.client.clone(), &t.namespace);
-    sas.create(&pp, &sa).await.expect("create ServiceAccount");
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": [
-            {"apiGroups": ["ztp.netops.dev"], "resources": ["switchprofiles/status"], "verbs": ["patch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        ],
-    }))
-    .expect("role");
-    Api::<Role>::namespaced(t.client.clone(), &t.namespace).create(&pp, &role).await.expect("create Role");
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
-        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": t.namespace}],
-    }))
-    .expect("binding");
-    Api::<RoleBinding>::namespaced(t.client.clone(), &t.namespace)
-        .create(&pp, &binding)
-        .await
-        .expect("create RoleBinding");
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec { expiration_seconds: Some(3600), ..Default::default() }),
-        ..Default::default()
-    };
-    let token = sas.create_token_request(name, &pp, &request).await.expect("TokenRequest");
-    let token = token.status.and_then(|s| s.token).expect("a token");
-    let env = support::env().await;
-    let path = dir.join("server.kubeconfig");
-    std::fs::write(&path, kubeconfig_yaml(&env.control_plane.url, &env.control_plane.ca_pem, &token))
-        .expect("write kubeconfig");
-    path
-}
 
 fn nvos(serial: &str) -> reqwest::header::HeaderMap {
     headers(&[

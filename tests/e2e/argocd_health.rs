@@ -18,13 +18,13 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    pipeline::{Backend, TestStore, condition, is_ready, osimage, random_bytes, start_controller, wait_for},
+use crate::support::{
+    self,
+    controller::{condition, is_ready, osimage, start_controller, wait_for},
     profiles::wait_profile,
-    support::{
-        self,
-        source::{Behavior, SourceServer},
-    },
+    random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 const OSIMAGE_KEY: &str = "resource.customizations.health.ztp.netops.dev_OsImage";
@@ -140,7 +140,8 @@ async fn the_readme_argocd_health_check_reads_the_controllers_statuses() {
     assert!(message.starts_with("Fetching: fetching "), "{message}");
     assert_eq!(message, shown(&obj, "Reconciling"));
     wait_profile(&profiles, "waits", "Reconciling", |p| {
-        crate::profiles::condition(p, ConditionType::Reconciling).is_some_and(|(s, _, _)| s == "True")
+        crate::support::profiles::condition(p, ConditionType::Reconciling)
+            .is_some_and(|(s, _, _)| s == "True")
     })
     .await;
     let obj = get_json(&dyn_profiles, "waits").await;
@@ -162,7 +163,7 @@ async fn the_readme_argocd_health_check_reads_the_controllers_statuses() {
         assert_eq!(message, shown(&obj, "Stalled"));
     }
     wait_profile(&profiles, "broken", "Stalled", |p| {
-        crate::profiles::condition(p, ConditionType::Stalled).is_some_and(|(s, _, _)| s == "True")
+        crate::support::profiles::condition(p, ConditionType::Stalled).is_some_and(|(s, _, _)| s == "True")
     })
     .await;
     let obj = get_json(&dyn_profiles, "broken").await;
@@ -182,7 +183,7 @@ async fn the_readme_argocd_health_check_reads_the_controllers_statuses() {
     }
     for name in ["ready", "waits"] {
         wait_profile(&profiles, name, "Ready", |p| {
-            crate::profiles::condition(p, ConditionType::Ready).is_some_and(|(s, _, _)| s == "True")
+            crate::support::profiles::condition(p, ConditionType::Ready).is_some_and(|(s, _, _)| s == "True")
         })
         .await;
         let obj = get_json(&dyn_profiles, name).await;

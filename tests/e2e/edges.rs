@@ -13,14 +13,20 @@ use tokio::{
     net::{TcpSocket, TcpStream},
 };
 
-use crate::{devices::lab, serving::serve, support::procs};
+use crate::{
+    support::binaries::serve,
+    support::{
+        lab::{Lab, lab},
+        procs,
+    },
+};
 
 /// Longer than any limit the tests set, far shorter than the defaults (30 s and more).
 const BOUND: Duration = Duration::from_secs(15);
 
 /// The lab's store served by `ztp-operator serve` with `flags`; the lab (which owns the store)
 /// must outlive the server.
-async fn server(test: &str, flags: &[&str]) -> (crate::devices::Lab, procs::Proc, SocketAddr) {
+async fn server(test: &str, flags: &[&str]) -> (Lab, procs::Proc, SocketAddr) {
     let lab = lab(&format!("{test}-lab")).await;
     let data = lab.manifests.parent().expect("dir").join("d");
     let (proc, base) = serve(test, &[format!("--store-dir={}", data.display())], flags).await;

@@ -15,13 +15,13 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    pipeline::{Backend, TestStore, is_ready, osimage, random_bytes, wait_for},
-    support::{
-        self, KubeTest,
-        procs::Proc,
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self, KubeTest,
+    controller::{is_ready, osimage, wait_for},
+    procs::Proc,
+    random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 /// 32 MiB at 2 MiB/s: 16 s for the whole file, far longer than a cancelled fetch takes.

@@ -8,8 +8,12 @@ use tokio::io::AsyncWriteExt;
 use ztp_operator::hash::Sha256Digest;
 
 use crate::{
-    pipeline::{Backend, TestStore, random_bytes},
-    serving::serve,
+    support::binaries::serve,
+    support::{
+        lab::lab_with,
+        random_bytes,
+        store::{Backend, TestStore},
+    },
 };
 
 const TOKEN: &str = "ci:files-e2e-token-0123456789";
@@ -324,7 +328,7 @@ async fn files_api_on_s3() {
 
 #[tokio::test]
 async fn snapshots_are_never_listed_or_served_by_the_files_api() {
-    let lab = crate::devices::lab_with("files-snapshots", &[("ZTP_PUBLIC_LISTING", "true")]).await;
+    let lab = lab_with("files-snapshots", &[("ZTP_PUBLIC_LISTING", "true")]).await;
     let c = Client::new();
     let all =
         c.get(format!("{}/v1/files/", lab.base)).send().await.expect("list").bytes().await.expect("body");

@@ -28,16 +28,14 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    pipeline::{is_ready, osimage, random_bytes},
-    serving_deployment::{Controller, flat_rules, pod, server_rules, wait_obj},
-    support::{
-        self,
-        controlplane::kubeconfig_yaml,
-        procs,
-        source::{Behavior, SourceServer},
-        tools,
-    },
+use crate::support::{
+    self,
+    controller::{is_ready, osimage},
+    controlplane::kubeconfig_yaml,
+    deployment::{Controller, flat_rules, pod, server_rules, wait_obj},
+    procs, random_bytes,
+    source::{Behavior, SourceServer},
+    tools,
 };
 
 fn chart() -> PathBuf {

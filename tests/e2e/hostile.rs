@@ -9,10 +9,7 @@ use std::{
 
 use reqwest::{Client, StatusCode, header::HeaderMap};
 
-use crate::{
-    devices::headers,
-    support::{binaries, procs},
-};
+use crate::support::{binaries, lab::headers, procs};
 
 /// `standalone` over a copy-free `examples/lab`, listening on a free port.
 pub(crate) struct Lab {

@@ -15,14 +15,14 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    activity::{Server, narrow_identity, serve},
-    devices::onie_headers,
-    pipeline::{Backend, TestStore, condition, is_ready, osimage, random_bytes, start_controller, wait_for},
-    support::{
-        self,
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self,
+    controller::{condition, is_ready, osimage, start_controller, wait_for},
+    lab::onie_headers,
+    random_bytes,
+    reporting::{Server, narrow_identity, serve},
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 fn profile(name: &str, serial: &str) -> SwitchProfile {

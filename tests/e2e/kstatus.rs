@@ -28,14 +28,14 @@ use ztp_operator::{
     hash::Sha256Digest,
 };
 
-use crate::{
-    pipeline::{Backend, TestStore, osimage, random_bytes, start_controller},
-    serving_deployment::{Controller, wait_obj},
-    support::{
-        self,
-        kstatus::{self, Health, Status},
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self,
+    controller::{osimage, start_controller},
+    deployment::{Controller, wait_obj},
+    kstatus::{self, Health, Status},
+    random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
 };
 
 /// Every version of every object `api` sends from now on (watch events, as JSON), until dropped.

@@ -12,8 +12,8 @@ use reqwest::{Client, StatusCode, multipart};
 use ztp_operator::hash::Sha256Digest;
 
 use crate::{
-    pipeline::{Backend, TestStore},
-    serving::serve,
+    support::binaries::serve,
+    support::store::{Backend, TestStore},
 };
 
 /// Every answer documented (status, content type, body schema), never a 5xx; requests the document

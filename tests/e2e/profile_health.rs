@@ -17,13 +17,15 @@ use ztp_operator::{
 };
 
 use crate::{
-    devices::headers,
-    pipeline::{Backend, TestStore, is_ready, osimage, random_bytes, start_controller, wait_for},
-    profiles::{condition, wait_profile},
-    serving::serve,
+    support::binaries::serve,
     support::{
         self,
+        controller::{is_ready, osimage, start_controller, wait_for},
+        lab::headers,
+        profiles::{condition, wait_profile},
+        random_bytes,
         source::{Behavior, SourceServer},
+        store::{Backend, TestStore},
     },
 };
 

@@ -20,10 +20,11 @@ use kube::{
 use serde_json::json;
 use ztp_operator::api::SwitchProfile;
 
-use crate::{
-    pipeline::{Backend, TestStore, start_controller_in},
+use crate::support::{
+    self,
+    controller::start_controller_in,
     profiles::{condition, ready_is},
-    support,
+    store::{Backend, TestStore},
 };
 
 const PROFILES: usize = 500;

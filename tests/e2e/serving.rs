@@ -3,7 +3,6 @@
 //! request; and the same server serves devices from the S3 store.
 
 use std::{
-    path::Path,
     sync::{
         Arc,
         atomic::{AtomicUsize, Ordering},
@@ -15,43 +14,11 @@ use reqwest::{Client, Method, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztp_operator::hash::Sha256Digest;
 
-use crate::{
-    devices::{headers, lab, onie_headers},
-    support::{self, procs},
+use crate::support::{
+    self,
+    binaries::serve,
+    lab::{headers, lab, onie_headers},
 };
-
-/// `ztp-operator serve` on `store_flags`, ready (a snapshot loaded) when this returns.
-pub(crate) async fn serve(test: &str, store_flags: &[String], extra: &[&str]) -> (procs::Proc, String) {
-    let env = support::env().await;
-    let port = procs::free_port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut args =
-        vec!["serve".to_owned(), format!("--listen=127.0.0.1:{port}"), format!("--external-url={base}")];
-    args.extend(store_flags.iter().cloned());
-    args.extend(extra.iter().map(|s| s.to_string()));
-    let mut proc = procs::spawn(
-        "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
-        &args,
-        &[
-            ("AWS_ACCESS_KEY_ID", support::s3server::ACCESS_KEY),
-            ("AWS_SECRET_ACCESS_KEY", support::s3server::SECRET_KEY),
-            ("RUST_LOG", "info"),
-        ],
-        env.log_dir.join(format!("{test}.log")),
-    );
-    let c = Client::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        proc.assert_running();
-        let r = c.get(format!("{base}/readyz")).send().await;
-        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
-            return (proc, base);
-        }
-        assert!(Instant::now() < deadline, "serve not ready:\n{}", procs::tail(&proc.log, 30));
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
 
 /// Status, the headers that matter, and the body's digest.
 async fn answer(

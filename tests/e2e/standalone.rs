@@ -11,12 +11,9 @@ use std::{
 use serde_json::Value;
 use ztp_operator::hash::Sha256Digest;
 
-use crate::{
-    pipeline::random_bytes,
-    support::{
-        self, binaries, procs,
-        source::{Behavior, SourceServer},
-    },
+use crate::support::{
+    self, binaries, procs, random_bytes,
+    source::{Behavior, SourceServer},
 };
 
 fn image_yaml(name: &str, version: &str, url: &str, sha: &str) -> String {
@@ -45,7 +42,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
 
 #[tokio::test]
 async fn standalone_follows_the_folder() {
-    let _guard = support::kube_test("standalone-follow").await;
+    let _guard = support::guard("standalone-follow");
     let (a, b) = (random_bytes(300_000, 11), random_bytes(200_000, 12));
     let (sha_a, sha_b) = (Sha256Digest::of(&a).to_string(), Sha256Digest::of(&b).to_string());
     let src =
@@ -56,8 +53,8 @@ async fn standalone_follows_the_folder() {
     std::fs::create_dir_all(&m).expect("mkdir");
     std::fs::write(m.join("a.yaml"), image_yaml("a", "1", &src.url_of("/a.bin"), &sha_a)).expect("write");
 
-    let env = support::env().await;
-    let mut proc = binaries::standalone(&m, &data, &[], env.log_dir.join("standalone-follow.log"));
+    let log_dir = &support::run().log_dir;
+    let mut proc = binaries::standalone(&m, &data, &[], log_dir.join("standalone-follow.log"));
     wait_until("a Ready", || phase(&data, "a").as_deref() == Some("Ready")).await;
     assert_eq!(std::fs::read(data.join("lab/1/a.bin")).expect("stored a"), a.as_ref());
 
@@ -93,7 +90,7 @@ impl Drop for Tmpfs {
 
 #[tokio::test]
 async fn standalone_full_disk_keeps_nothing_and_says_why() {
-    let _guard = support::kube_test("standalone-full").await;
+    let _guard = support::guard("standalone-full");
     let body = random_bytes(6 * 1024 * 1024, 13);
     let sha = Sha256Digest::of(&body).to_string();
     let src = SourceServer::start(vec![("/big.bin", body, Behavior::Serve)]).await;
@@ -165,7 +162,7 @@ async fn lab_profiles_answer_each_family() {
     use reqwest::{Client, StatusCode, redirect::Policy};
 
     use crate::{
-        devices::{headers, onie_headers},
+        support::lab::{headers, onie_headers},
         support::sonic_engine,
     };
 
@@ -581,7 +578,7 @@ spec:
 /// `Terminating`/`InUse` naming the profile), and cleaned up once the profile goes too.
 #[tokio::test]
 async fn standalone_keeps_serving_a_removed_image_that_a_profile_uses() {
-    let _guard = support::kube_test("standalone-in-use").await;
+    let _guard = support::guard("standalone-in-use");
     let body = random_bytes(150_000, 13);
     let sha = Sha256Digest::of(&body).to_string();
     let src = SourceServer::start(vec![("/a.bin", body.clone(), Behavior::Serve)]).await;
@@ -591,15 +588,15 @@ async fn standalone_keeps_serving_a_removed_image_that_a_profile_uses() {
     std::fs::write(m.join("a.yaml"), image_yaml("a", "1", &src.url_of("/a.bin"), &sha)).expect("write");
     let profile = "apiVersion: ztp.netops.dev/v1alpha1\nkind: SwitchProfile\nmetadata: {name: leaf}\nspec:\n  match: {serialNumbers: [SN-LEAF]}\n  onie: {installImage: {name: a}}\n";
     std::fs::write(m.join("leaf.yaml"), profile).expect("write");
-    let env = support::env().await;
+    let log_dir = &support::run().log_dir;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
     let flags = [format!("--listen=127.0.0.1:{port}"), format!("--external-url={base}")];
-    let mut proc = binaries::standalone(&m, &data, &flags, env.log_dir.join("standalone-in-use.log"));
+    let mut proc = binaries::standalone(&m, &data, &flags, log_dir.join("standalone-in-use.log"));
     let install = || async {
         let r = reqwest::Client::new()
             .get(format!("{base}/onie-installer"))
-            .headers(crate::devices::onie_headers("SN-LEAF", "0c:42:a1:00:00:0c", "os-install"))
+            .headers(crate::support::lab::onie_headers("SN-LEAF", "0c:42:a1:00:00:0c", "os-install"))
             .send()
             .await
             .ok()?;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::devices::lab;
+use crate::support::lab::lab;
 
 /// Runs `ztpctl ARGS`: (success, stdout, stderr).
 async fn ztpctl(args: &[&str]) -> (bool, String, String) {

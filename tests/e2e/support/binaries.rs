@@ -1,7 +1,12 @@
 //! The operator's own binary, started as the e2e tests run it: one place for its arguments and
 //! environment.
 
-use std::path::{Path, PathBuf};
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use reqwest::{Client, StatusCode};
 
 use super::{
     env,
@@ -65,4 +70,34 @@ pub fn standalone(manifests: &Path, data: &Path, extra: &[String], log: PathBuf)
     ];
     args.extend_from_slice(extra);
     procs::spawn("ztp-operator", binary(), &args, &[], log)
+}
+
+/// `ztp-operator serve` on `store_flags`, ready (a snapshot loaded) when this returns. Starts no
+/// other server: the S3 credentials are in its environment in case `store_flags` name MinIO.
+pub async fn serve(test: &str, store_flags: &[String], extra: &[&str]) -> (Proc, String) {
+    let log_dir = &super::run().log_dir;
+    let port = procs::free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut args =
+        vec!["serve".to_owned(), format!("--listen=127.0.0.1:{port}"), format!("--external-url={base}")];
+    args.extend(store_flags.iter().cloned());
+    args.extend(extra.iter().map(|s| s.to_string()));
+    let mut proc = procs::spawn(
+        "ztp-operator",
+        binary(),
+        &args,
+        &[("AWS_ACCESS_KEY_ID", ACCESS_KEY), ("AWS_SECRET_ACCESS_KEY", SECRET_KEY), ("RUST_LOG", "info")],
+        log_dir.join(format!("{test}.log")),
+    );
+    let c = Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.assert_running();
+        let r = c.get(format!("{base}/readyz")).send().await;
+        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
+            return (proc, base);
+        }
+        assert!(Instant::now() < deadline, "serve not ready:\n{}", procs::tail(&proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
