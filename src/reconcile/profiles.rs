@@ -41,6 +41,12 @@ pub trait ProfileReporter: Send + Sync {
     async fn published(&self, snapshot: &Snapshot, outcome: &Result<bool, SnapshotError>);
     /// Records `status`, which differs from the profile's own `status` (`devices` left aside).
     async fn status(&self, profile: &SwitchProfile, status: &SwitchProfileStatus) -> Result<(), ReportError>;
+    /// Called once at the end of every rebuild, after its statuses: a reporter that keeps all
+    /// statuses in one file writes them out here, once per rebuild (once per profile would
+    /// rewrite the whole file ten thousand times for ten thousand profiles).
+    async fn rebuilt(&self) -> Result<(), ReportError> {
+        Ok(())
+    }
 }
 
 /// Builds and publishes the snapshot of `profiles`, then reports the status of each profile that
@@ -72,6 +78,9 @@ pub async fn rebuild(
         if let Err(e) = reporter.status(p, &status).await {
             tracing::warn!(profile = %key, error = %e, "cannot write profile status");
         }
+    }
+    if let Err(e) = reporter.rebuilt().await {
+        tracing::warn!(error = %e, "cannot write profile statuses");
     }
 }
 

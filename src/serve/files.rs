@@ -20,7 +20,7 @@ use axum::{
         multipart::{MultipartError, MultipartRejection},
         rejection::QueryRejection,
     },
-    http::{HeaderMap, Method, StatusCode},
+    http::{HeaderMap, HeaderValue, Method, StatusCode, header},
     response::{IntoResponse, Response},
     routing::get,
 };
@@ -461,6 +461,25 @@ async fn admin_path(
         (status = 500, body = Detail), (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched"),
         (status = 507, body = Detail, description = "The store is full; nothing stored")))]
 pub(crate) async fn upload(
+    state: State<AppState>,
+    path: Path<(String, String, String)>,
+    query: Result<Query<UploadQuery>, QueryRejection>,
+    headers: HeaderMap,
+    multipart: Result<Multipart, MultipartRejection>,
+) -> Response {
+    match store_upload(state, path, query, headers, multipart).await {
+        Ok(response) => response,
+        // A refusal may leave the body unread, and hyper then closes the connection after the
+        // answer: saying so keeps a client from sending its next request on it.
+        Err(e) => {
+            let mut response = e.into_response();
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
+    }
+}
+
+async fn store_upload(
     State(state): State<AppState>,
     Path((platform, version, filename)): Path<(String, String, String)>,
     query: Result<Query<UploadQuery>, QueryRejection>,

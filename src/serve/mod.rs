@@ -111,7 +111,7 @@ impl App {
     }
 }
 
-/// An ONIE download's body that tells [`onie_pass::Passes`] when all of it was sent.
+/// An ONIE download's body that tells [`onie_pass::Passes`] when its last byte was sent.
 struct Remembered {
     inner: axum::body::BodyDataStream,
     app: AppState,
@@ -125,12 +125,13 @@ impl futures::Stream for Remembered {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let polled = Pin::new(&mut self.inner).poll_next(cx);
-        match &polled {
-            Poll::Ready(Some(Ok(chunk))) => self.sent += chunk.len() as u64,
-            Poll::Ready(None) if self.sent == self.image.size => {
+        // Remembered as the last byte is handed on: hyper knows the length and need not poll
+        // again for the end of the stream (which then came only after the client had moved on).
+        if let Poll::Ready(Some(Ok(chunk))) = &polled {
+            self.sent += chunk.len() as u64;
+            if self.sent == self.image.size {
                 self.app.passes.served(&self.ticket, &self.image, Instant::now());
             }
-            _ => {}
         }
         polled
     }

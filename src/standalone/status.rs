@@ -3,7 +3,7 @@
 //! `switchprofiles.json` beside the device activity).
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
 };
@@ -84,18 +84,25 @@ impl ImageReporter for StatusBook {
 }
 
 /// Profile statuses: the last one of each profile in memory (empty at start, so every profile
-/// is printed once per run), each change printed as one line when the line changes, and written
-/// to `{data}/.status/switchprofiles.json` (the `devices` there are the device activity's).
+/// is printed once per run), each change printed as one line when the line changes, and the
+/// changes of a rebuild written to `{data}/.status/switchprofiles.json` together at its end (the
+/// `devices` there are the device activity's).
 pub(super) struct ProfileBook {
     file: PathBuf,
     statuses: Mutex<BTreeMap<String, SwitchProfileStatus>>,
+    /// Profiles whose status changed since the file was last written.
+    unwritten: Mutex<BTreeSet<String>>,
 }
 
 impl ProfileBook {
     pub(super) fn open(data: &Path) -> Result<Self, Error> {
         let dir = data.join(".status");
         std::fs::create_dir_all(&dir).map_err(StoreError::io("create", data, &dir))?;
-        Ok(Self { file: dir.join("switchprofiles.json"), statuses: Mutex::default() })
+        Ok(Self {
+            file: dir.join("switchprofiles.json"),
+            statuses: Mutex::default(),
+            unwritten: Mutex::default(),
+        })
     }
 
     /// The last status reported for `key` in this run.
@@ -124,12 +131,31 @@ impl ProfileReporter for ProfileBook {
         if before.as_ref().map(status_line).as_ref() != Some(&line) {
             println!("switchprofile {key}: {line}");
         }
-        status_file::update(&self.file, |all| {
-            let kept = all.get_mut(&key).and_then(|s| s.devices.take());
-            all.insert(key.clone(), SwitchProfileStatus { devices: kept, ..status.clone() });
+        self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
+        Ok(())
+    }
+
+    async fn rebuilt(&self) -> Result<(), ReportError> {
+        let keys = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let changed: Vec<(String, SwitchProfileStatus)> = {
+            let statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
+            keys.iter().filter_map(|k| Some((k.clone(), statuses.get(k)?.clone()))).collect()
+        };
+        let written = status_file::update(&self.file, |all| {
+            for (key, status) in changed {
+                let kept = all.get_mut(&key).and_then(|s| s.devices.take());
+                all.insert(key, SwitchProfileStatus { devices: kept, ..status });
+            }
         })
-        .await
-        .map_err(|e| ReportError { object: key.clone(), message: e.to_string() })
+        .await;
+        written.map_err(|e| {
+            // Not written: the next rebuild tries these again.
+            self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).extend(keys);
+            ReportError { object: "switchprofiles".to_owned(), message: e.to_string() }
+        })
     }
 }
 
@@ -194,5 +220,45 @@ mod tests {
             (Reconciling, True, "WaitingForImage", "x: y"),
         ]);
         assert_eq!(status_line(&waits), "not ready (Reconciling, WaitingForImage): x: y");
+    }
+
+    fn profile(name: &str) -> SwitchProfile {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile",
+            "metadata": {"name": name, "namespace": "net", "generation": 1},
+            "spec": {"match": {"serialNumbers": [name]}}
+        }))
+        .expect("profile")
+    }
+
+    /// A rebuild's statuses reach the file together at its end (one write, not one per profile),
+    /// beside the device activity already there, which they keep.
+    #[tokio::test]
+    async fn a_rebuild_s_statuses_are_written_once_at_its_end_keeping_device_activity() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let book = ProfileBook::open(dir.path()).expect("book");
+        let devices = crate::api::DeviceSummary { seen: 3, ..Default::default() };
+        let activity = SwitchProfileStatus { devices: Some(devices), ..Default::default() };
+        status_file::update(&book.file, |all| {
+            all.insert("net/a".into(), activity);
+        })
+        .await
+        .expect("device activity");
+        let ready = status(&[(ConditionType::Ready, ConditionStatus::True, "Resolved", RESOLVED)]);
+        for name in ["a", "b", "c"] {
+            book.status(&profile(name), &ready).await.expect("status");
+        }
+        let read = || -> status_file::Statuses {
+            serde_json::from_slice(&std::fs::read(&book.file).expect("file")).expect("json")
+        };
+        assert_eq!(read().len(), 1, "nothing written before the rebuild ends");
+        book.rebuilt().await.expect("written");
+        let all = read();
+        assert_eq!(all.keys().collect::<Vec<_>>(), ["net/a", "net/b", "net/c"]);
+        assert!(all.values().all(|s| status_line(s) == "Ready"), "{all:?}");
+        assert_eq!(all["net/a"].devices.as_ref().map(|d| d.seen), Some(3), "device activity kept");
+        std::fs::remove_file(&book.file).expect("remove");
+        book.rebuilt().await.expect("nothing to write");
+        assert!(!book.file.exists(), "a rebuild without changes writes nothing");
     }
 }

@@ -69,3 +69,19 @@ async fn an_upload_is_stored_only_when_its_checksum_matches() {
     let r = lab.get("/v1/files/cumulus-linux/5.14.0/a.bin", &admin()).await;
     assert_eq!((r.status, &r.body[..]), (StatusCode::OK, &file[..]));
 }
+
+/// An upload refused before its body is read (the file exists) closes its connection, and says
+/// so: a client that sent its next request on it would get no answer. A stored one keeps it.
+#[tokio::test]
+async fn a_refused_upload_says_its_connection_closes() {
+    let lab = Lab::new().await;
+    let file = b"a Cumulus image".to_vec();
+    let url = format!("/v1/files/cumulus-linux/5.14.0/a.bin?checksum={}", Sha256Digest::of(&file));
+    let (with_token, body) = form(&file);
+    let r = lab.send_body(Method::POST, &url, &with_token, body.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    assert_eq!(r.headers.get("connection"), None, "{r:?}");
+    let r = lab.send_body(Method::POST, &url, &with_token, body).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{r:?}");
+    assert_eq!(r.headers.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]), "{r:?}");
+}
