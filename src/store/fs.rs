@@ -432,18 +432,18 @@ impl Backend for FsBackend {
     ) -> Result<()> {
         // The manifest's temporary file first (the write that can fail for want of space), then
         // the object, then the manifest: two renames, under the lock.
+        let (_lock, pending) = or_abort(self.lock().await, pending).await?;
         let prepared = async {
-            let lock = self.lock().await?;
             let current = self.read_manifest().await?;
             let stored = self.stat(path).await?;
             let tmp = match f(current.as_deref(), stored.as_ref())? {
                 Some(bytes) => Some(self.write_manifest_temp(bytes).await?),
                 None => None,
             };
-            Ok::<_, StoreError>((lock, tmp))
+            Ok::<_, StoreError>(tmp)
         }
         .await;
-        let ((_lock, tmp), pending) = or_abort(prepared, pending).await?;
+        let (tmp, pending) = or_abort(prepared, pending).await?;
         if let Err(e) = pending.place().await {
             if let Some(tmp) = tmp {
                 let _ = tokio::fs::remove_file(tmp).await;
