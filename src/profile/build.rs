@@ -10,8 +10,8 @@ use std::{
 
 use crate::{
     api::{
-        ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SwitchProfile, ZtpSectionKind,
-        conditions::find_condition, object_name,
+        ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SonicSpec, SwitchProfile,
+        ZtpSectionKind, ZtpSpec, conditions::find_condition, object_name,
     },
     hash::Sha256Digest,
     lookup::{Kind, LookupError, ObjectLookup},
@@ -135,6 +135,87 @@ impl Resolver<'_> {
             }
         }
     }
+
+    /// The ZTP JSON description of profile `ns` (`spec.ztp`), its contents resolved; what is wrong
+    /// with it goes to `problems`.
+    async fn ztp(&mut self, ns: &str, ztp: &ZtpSpec, problems: &mut Vec<Problem>) -> ZtpSnapshot {
+        let mut sections = Vec::new();
+        for (i, section) in ztp.sections.iter().enumerate() {
+            let what = format!("ztp.sections[{i}]");
+            let resolved = match &section.content {
+                Some(c) => match self.content(ns, &what, c).await {
+                    Ok(res) => {
+                        if section.kind == ZtpSectionKind::Image && !matches!(res, Resolved::Image(_)) {
+                            problems.push(Problem::invalid(&what, "an image section needs an osImageRef"));
+                        }
+                        Some(res)
+                    }
+                    Err(e) => {
+                        problems.push(e);
+                        None
+                    }
+                },
+                None => None,
+            };
+            let mut declared = section.clone();
+            declared.content = None;
+            sections.push(ZtpSectionSnapshot { section: declared, resolved });
+        }
+        ZtpSnapshot {
+            sections,
+            restart_ztp_no_config: ztp.restart_ztp_no_config,
+            restart_ztp_on_failure: ztp.restart_ztp_on_failure,
+        }
+    }
+
+    /// The SONiC ZTP JSON description of profile `ns` (`spec.sonic`), its contents resolved;
+    /// what is wrong with it goes to `problems`.
+    async fn sonic(
+        &mut self,
+        ns: &str,
+        spec_sonic: &SonicSpec,
+        problems: &mut Vec<Problem>,
+    ) -> SonicSnapshot {
+        let mut sections = Vec::new();
+        for (i, declared) in spec_sonic.sections.iter().enumerate() {
+            let what = format!("sonic.sections[{i}]");
+            if declared.plugins_set() != 1 {
+                problems.push(Problem::invalid(
+                    &what,
+                    "set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin",
+                ));
+            }
+            let (section, contents) = sonic::contents(declared);
+            let mut parts = BTreeMap::new();
+            for (name, c) in contents {
+                let part_what = format!("{what}.{name}");
+                match self.content(ns, &part_what, &c).await {
+                    Ok(res) => {
+                        if let Some(p) = sonic::part_problem(&name, &res) {
+                            problems.push(Problem::invalid(&what, p));
+                        }
+                        parts.insert(name, res);
+                    }
+                    Err(e) => problems.push(e),
+                }
+            }
+            sections.push(SonicSectionSnapshot { section, parts });
+        }
+        SonicSnapshot {
+            sections,
+            restart_ztp_no_config: spec_sonic.restart_ztp_no_config,
+            restart_ztp_on_failure: spec_sonic.restart_ztp_on_failure,
+            config_fallback: spec_sonic.config_fallback,
+        }
+    }
+}
+
+/// A part of a profile (the ZTP or SONiC document, the Cumulus script) is withheld from the
+/// snapshot when resolving it found `problems`.
+fn withhold_with_problems(part: Part, problems: &[Problem], withheld: &mut BTreeSet<Part>) {
+    if !problems.is_empty() {
+        withheld.insert(part);
+    }
 }
 
 /// Builds the snapshot of `profiles` (any order; the snapshot is sorted by namespace/name).
@@ -176,89 +257,27 @@ pub async fn build(
             }
         }
         if let Some(onie) = &spec.onie {
-            if let Some(i) = &onie.install_image {
-                match r.image(&ns, "onie.installImage", &i.name) {
-                    Ok(k) => snap.onie_install = Some(k),
-                    Err(e) => problems.push(e),
-                }
-            }
-            if let Some(i) = &onie.update_image {
-                match r.image(&ns, "onie.updateImage", &i.name) {
-                    Ok(k) => snap.onie_update = Some(k),
-                    Err(e) => problems.push(e),
+            for (what, image, key) in [
+                ("onie.installImage", &onie.install_image, &mut snap.onie_install),
+                ("onie.updateImage", &onie.update_image, &mut snap.onie_update),
+            ] {
+                if let Some(i) = image {
+                    match r.image(&ns, what, &i.name) {
+                        Ok(k) => *key = Some(k),
+                        Err(e) => problems.push(e),
+                    }
                 }
             }
         }
         if let Some(ztp) = &spec.ztp {
             let before = problems.len();
-            let mut sections = Vec::new();
-            for (i, section) in ztp.sections.iter().enumerate() {
-                let what = format!("ztp.sections[{i}]");
-                let resolved = match &section.content {
-                    Some(c) => match r.content(&ns, &what, c).await {
-                        Ok(res) => {
-                            if section.kind == ZtpSectionKind::Image && !matches!(res, Resolved::Image(_)) {
-                                problems
-                                    .push(Problem::invalid(&what, "an image section needs an osImageRef"));
-                            }
-                            Some(res)
-                        }
-                        Err(e) => {
-                            problems.push(e);
-                            None
-                        }
-                    },
-                    None => None,
-                };
-                let mut declared = section.clone();
-                declared.content = None;
-                sections.push(ZtpSectionSnapshot { section: declared, resolved });
-            }
-            if problems.len() > before {
-                withheld.insert(Part::Ztp);
-            }
-            snap.ztp = Some(ZtpSnapshot {
-                sections,
-                restart_ztp_no_config: ztp.restart_ztp_no_config,
-                restart_ztp_on_failure: ztp.restart_ztp_on_failure,
-            });
+            snap.ztp = Some(r.ztp(&ns, ztp, &mut problems).await);
+            withhold_with_problems(Part::Ztp, &problems[before..], &mut withheld);
         }
         if let Some(spec_sonic) = &spec.sonic {
             let before = problems.len();
-            let mut sections = Vec::new();
-            for (i, declared) in spec_sonic.sections.iter().enumerate() {
-                let what = format!("sonic.sections[{i}]");
-                if declared.plugins_set() != 1 {
-                    problems.push(Problem::invalid(
-                        &what,
-                        "set exactly one of firmware, configdbJson, connectivityCheck, snmp, download or plugin",
-                    ));
-                }
-                let (section, contents) = sonic::contents(declared);
-                let mut parts = BTreeMap::new();
-                for (name, c) in contents {
-                    let part_what = format!("{what}.{name}");
-                    match r.content(&ns, &part_what, &c).await {
-                        Ok(res) => {
-                            if let Some(p) = sonic::part_problem(&name, &res) {
-                                problems.push(Problem::invalid(&what, p));
-                            }
-                            parts.insert(name, res);
-                        }
-                        Err(e) => problems.push(e),
-                    }
-                }
-                sections.push(SonicSectionSnapshot { section, parts });
-            }
-            if problems.len() > before {
-                withheld.insert(Part::Sonic);
-            }
-            snap.sonic = Some(SonicSnapshot {
-                sections,
-                restart_ztp_no_config: spec_sonic.restart_ztp_no_config,
-                restart_ztp_on_failure: spec_sonic.restart_ztp_on_failure,
-                config_fallback: spec_sonic.config_fallback,
-            });
+            snap.sonic = Some(r.sonic(&ns, spec_sonic, &mut problems).await);
+            withhold_with_problems(Part::Sonic, &problems[before..], &mut withheld);
         }
         if let Some(cumulus) = &spec.cumulus {
             let before = problems.len();
@@ -281,9 +300,7 @@ pub async fn build(
                 }
                 Err(e) => problems.push(e),
             }
-            if problems.len() > before {
-                withheld.insert(Part::Cumulus);
-            }
+            withhold_with_problems(Part::Cumulus, &problems[before..], &mut withheld);
         }
         for (name, c) in &spec.files {
             match r.content(&ns, &format!("files.{name}"), c).await {

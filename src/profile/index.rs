@@ -206,11 +206,12 @@ impl DeviceIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile::{identity::Family, snapshot::ProfileSnapshot};
 
-    fn profile(name: &str, serials: &[&str], macs: &[&str], models: &[&str]) -> ProfileSnapshot {
+    /// A profile `net/{name}` claiming these keys (the serve tests build on it too).
+    pub(crate) fn profile(name: &str, serials: &[&str], macs: &[&str], models: &[&str]) -> ProfileSnapshot {
         ProfileSnapshot {
             namespace: "net".into(),
             name: name.into(),

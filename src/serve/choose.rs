@@ -238,14 +238,9 @@ mod tests {
                        i: Option<&str>,
                        u: Option<&str>| {
             ProfileSnapshot {
-                namespace: "net".into(),
-                name: name.into(),
-                serial_numbers: serials.iter().map(|s| s.to_string()).collect(),
-                mac_addresses: macs.iter().map(|s| s.to_string()).collect(),
-                models: models.iter().map(|s| s.to_string()).collect(),
                 onie_install: i.map(str::to_owned),
                 onie_update: u.map(str::to_owned),
-                ..Default::default()
+                ..crate::profile::index::tests::profile(name, serials, macs, models)
             }
         };
         let image = |n: &str| {

@@ -289,7 +289,7 @@ impl Passes {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::profile::identity::Family;
 
@@ -304,7 +304,9 @@ mod tests {
         }
     }
 
-    const NAMES: [&str; 6] = [
+    /// The sample switch's default-name waterfall (x86_64, `accton_as7712_32x`, rev 0), most
+    /// specific first (docs/protocols.md §1.4); the handler tests walk it too.
+    pub(crate) const NAMES: [&str; 6] = [
         "onie-installer-x86_64-accton_as7712_32x-r0",
         "onie-installer-x86_64-accton_as7712_32x",
         "onie-installer-accton_as7712_32x",

@@ -28,6 +28,7 @@ use tokio_util::io::ReaderStream;
 
 use super::{
     Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, PlaceFn, RemoveFn, Result, StoreError,
+    or_abort,
 };
 use crate::{api::ImagePath, hash::Sha256Digest};
 
@@ -429,38 +430,20 @@ impl Backend for FsBackend {
         pending: Box<dyn PendingObject>,
         f: &mut PlaceFn<'_>,
     ) -> Result<()> {
-        let _lock = match self.lock().await {
-            Ok(lock) => lock,
-            Err(e) => {
-                pending.abort().await;
-                return Err(e);
-            }
-        };
-        let decided = async {
-            let current = self.read_manifest().await?;
-            let stored = self.stat(path).await?;
-            f(current.as_deref(), stored.as_ref())
-        }
-        .await;
-        let new = match decided {
-            Ok(new) => new,
-            Err(e) => {
-                pending.abort().await;
-                return Err(e);
-            }
-        };
         // The manifest's temporary file first (the write that can fail for want of space), then
         // the object, then the manifest: two renames, under the lock.
-        let tmp = match new {
-            Some(bytes) => match self.write_manifest_temp(bytes).await {
-                Ok(tmp) => Some(tmp),
-                Err(e) => {
-                    pending.abort().await;
-                    return Err(e);
-                }
-            },
-            None => None,
-        };
+        let (_lock, pending) = or_abort(self.lock().await, pending).await?;
+        let prepared = async {
+            let current = self.read_manifest().await?;
+            let stored = self.stat(path).await?;
+            let tmp = match f(current.as_deref(), stored.as_ref())? {
+                Some(bytes) => Some(self.write_manifest_temp(bytes).await?),
+                None => None,
+            };
+            Ok::<_, StoreError>(tmp)
+        }
+        .await;
+        let (tmp, pending) = or_abort(prepared, pending).await?;
         if let Err(e) = pending.place().await {
             if let Some(tmp) = tmp {
                 let _ = tokio::fs::remove_file(tmp).await;

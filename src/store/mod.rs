@@ -111,6 +111,22 @@ pub trait PendingObject: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// A placement's step before the object is placed: its value and `pending` again, or its error
+/// with `pending` aborted, so that a placement that cannot go on leaves no partial object behind.
+/// Both backends' [`Backend::place`] take every such step through here.
+pub(super) async fn or_abort<T>(
+    step: Result<T>,
+    pending: Box<dyn PendingObject>,
+) -> Result<(T, Box<dyn PendingObject>)> {
+    match step {
+        Ok(value) => Ok((value, pending)),
+        Err(e) => {
+            pending.abort().await;
+            Err(e)
+        }
+    }
+}
+
 /// Manifest update function for [`Backend::swap_manifest`]: given the current bytes (None when
 /// there is no manifest yet), returns the bytes to write, or None to leave it as it is.
 pub type ManifestFn<'a> = dyn FnMut(Option<&[u8]>) -> Result<Option<Vec<u8>>> + Send + 'a;

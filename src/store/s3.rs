@@ -33,6 +33,7 @@ use futures::{StreamExt, stream::BoxStream};
 
 use super::{
     Backend, MANIFEST_NAME, ManifestFn, ObjectInfo, PendingObject, PlaceFn, RemoveFn, Result, StoreError,
+    or_abort,
 };
 use crate::{api::ImagePath, hash::Sha256Digest};
 
@@ -272,17 +273,9 @@ impl S3Backend {
         pending: Box<dyn PendingObject>,
         f: &mut PlaceFn<'_>,
     ) -> Result<()> {
-        let mut pending = Some(pending);
         // What was there before this placement (a retry must not see its own object).
-        let stored = match self.stat(path).await {
-            Ok(stored) => stored,
-            Err(e) => {
-                if let Some(p) = pending.take() {
-                    p.abort().await;
-                }
-                return Err(e);
-            }
-        };
+        let (stored, pending) = or_abort(self.stat(path).await, pending).await?;
+        let mut pending = Some(pending);
         for attempt in 0..CAS_ATTEMPTS {
             let decided = async {
                 let current = self.get_manifest().await?;
@@ -635,13 +628,7 @@ impl Backend for S3Backend {
         pending: Box<dyn PendingObject>,
         f: &mut PlaceFn<'_>,
     ) -> Result<()> {
-        let lock = match self.lock().await {
-            Ok(lock) => lock,
-            Err(e) => {
-                pending.abort().await;
-                return Err(e);
-            }
-        };
+        let (lock, pending) = or_abort(self.lock().await, pending).await?;
         let result = self.place_locked(path, pending, f).await;
         self.unlock(lock).await;
         result

@@ -5,16 +5,7 @@ use axum::http::{HeaderValue, Method, StatusCode};
 
 use super::{Lab, device, sent_by};
 use crate::profile::identity::Family;
-
-/// The default-name waterfall, most specific first (docs/protocols.md §1.4).
-const WATERFALL: [&str; 6] = [
-    "onie-installer-x86_64-accton_as7712_32x-r0",
-    "onie-installer-x86_64-accton_as7712_32x",
-    "onie-installer-accton_as7712_32x",
-    "onie-installer-x86_64-bcm",
-    "onie-installer-x86_64",
-    "onie-installer",
-];
+use crate::serve::onie_pass::tests::NAMES as WATERFALL;
 
 #[tokio::test]
 async fn onie_gets_the_installer_of_its_profile_at_any_waterfall_name() {
