@@ -36,6 +36,7 @@ use crate::{
     },
     fetch::{FetchError, Fetcher},
     hash::Sha256Digest,
+    routes::url,
     store::{Manifest, ManifestEntry, Store, StoreError},
 };
 
@@ -357,7 +358,7 @@ impl ImageContext {
             path: path.to_string(),
             sha256: sha256.to_string(),
             size: i64::try_from(size).unwrap_or(i64::MAX),
-            url: self.external_url.as_ref().map(|u| format!("{}/images/{path}", u.trim_end_matches('/'))),
+            url: self.external_url.as_ref().map(|u| url::image(u.trim_end_matches('/'), &path.to_string())),
             last_update_time: Some(now()),
         }
     }
