@@ -18,7 +18,7 @@
 //! therefore builds with the opposite `CARGO_INCREMENTAL` of the outer run (incremental is part of
 //! a unit's hash and applies only to path packages): its own units get other names, and are
 //! compiled from the clone's sources (the test checks cargo says so), while the outer run's are
-//! left untouched (checked too). The uplifted `<target>/debug/ztp-operator` is the one shared
+//! left untouched (checked on the outer run's own test executable, [`outer_canary`]). The uplifted `<target>/debug/ztp-operator` is the one shared
 //! name; cargo links it back to the outer build on the outer run's next `cargo build`/`test`.
 //! Logs of both commands go to `<that dir>/readme-logs/`; their tails are printed on failure.
 
@@ -258,7 +258,7 @@ fn readme_commands_work_from_a_fresh_clone() {
         target: std::env::var_os("ZTP_README_TARGET_DIR").map(PathBuf::from).unwrap_or(outer_target),
         incremental: clone_incremental(|name| std::env::var(name).ok()),
     };
-    let outer_own = own_artifacts(&build.target.join("debug/deps"));
+    let outer_own = outer_canary(&build.target.join("debug/deps"));
     let logs = build.target.join("readme-logs");
     std::fs::create_dir_all(&logs).unwrap_or_else(|e| panic!("create {}: {e}", logs.display()));
 
@@ -407,6 +407,19 @@ fn is_own_artifact(name: &str) -> bool {
     const OWN: [&str; 7] =
         ["ztp_operator-", "libztp_operator-", "ztp-operator-", "ztpctl-", "e2e-", "crds_in_sync-", "readme-"];
     OWN.iter().any(|p| name.starts_with(p))
+}
+
+/// The outer run's own test executable (this process, `deps/readme-<hash>`) with its modification
+/// time, when it lives in `deps`: the canary for a clash of unit names. The clone's build makes
+/// its own `readme-<hash>` (`scripts/test` builds every target); were the two builds' hashes the
+/// same, it would rewrite this file. Not every own artifact in `deps/`: a shared target dir also
+/// holds the clone's units of an earlier run (the same names again, rewritten on purpose).
+fn outer_canary(deps: &Path) -> BTreeMap<String, SystemTime> {
+    let Ok(exe) = std::env::current_exe() else { return BTreeMap::new() };
+    own_artifacts(deps)
+        .into_iter()
+        .filter(|(name, _)| exe.file_name().is_some_and(|f| f == name.as_str()))
+        .collect()
 }
 
 /// This package's own artifacts in a `deps/` dir, with their modification times.
