@@ -8,7 +8,7 @@
 //! activity per SwitchProfile when it serves devices.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
@@ -62,26 +62,28 @@ pub enum Error {
 
 struct Lookup(Arc<Mutex<Desired>>);
 
+impl Lookup {
+    /// The data of object `ns/name` in the map `of` picks from the declared state.
+    fn find(
+        &self,
+        of: fn(&Desired) -> &HashMap<(String, String), Data>,
+        ns: &str,
+        name: &str,
+    ) -> Option<Data> {
+        of(&self.0.lock().unwrap_or_else(PoisonError::into_inner))
+            .get(&(ns.to_owned(), name.to_owned()))
+            .cloned()
+    }
+}
+
 #[async_trait]
 impl ObjectLookup for Lookup {
     async fn config_map(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .config_maps
-            .get(&(ns.to_owned(), name.to_owned()))
-            .cloned())
+        Ok(self.find(|d| &d.config_maps, ns, name))
     }
 
     async fn secret(&self, ns: &str, name: &str) -> Result<Option<Data>, LookupError> {
-        Ok(self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .secrets
-            .get(&(ns.to_owned(), name.to_owned()))
-            .cloned())
+        Ok(self.find(|d| &d.secrets, ns, name))
     }
 }
 

@@ -3,7 +3,7 @@
 //! `switchprofiles.json` beside the device activity).
 
 use std::{
-    collections::{BTreeMap, BTreeSet},
+    collections::BTreeMap,
     path::{Path, PathBuf},
     sync::{Mutex, PoisonError},
 };
@@ -90,8 +90,8 @@ impl ImageReporter for StatusBook {
 pub(super) struct ProfileBook {
     file: PathBuf,
     statuses: Mutex<BTreeMap<String, SwitchProfileStatus>>,
-    /// Profiles whose status changed since the file was last written.
-    unwritten: Mutex<BTreeSet<String>>,
+    /// Statuses reported since the file was last written.
+    unwritten: Mutex<BTreeMap<String, SwitchProfileStatus>>,
 }
 
 impl ProfileBook {
@@ -131,29 +131,28 @@ impl ProfileReporter for ProfileBook {
         if before.as_ref().map(status_line).as_ref() != Some(&line) {
             println!("switchprofile {key}: {line}");
         }
-        self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).insert(key);
+        self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).insert(key, status.clone());
         Ok(())
     }
 
     async fn rebuilt(&self) -> Result<(), ReportError> {
-        let keys = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
-        if keys.is_empty() {
+        let changed = std::mem::take(&mut *self.unwritten.lock().unwrap_or_else(PoisonError::into_inner));
+        if changed.is_empty() {
             return Ok(());
         }
-        let changed: Vec<(String, SwitchProfileStatus)> = {
-            let statuses = self.statuses.lock().unwrap_or_else(PoisonError::into_inner);
-            keys.iter().filter_map(|k| Some((k.clone(), statuses.get(k)?.clone()))).collect()
-        };
         let written = status_file::update(&self.file, |all| {
-            for (key, status) in changed {
-                let kept = all.get_mut(&key).and_then(|s| s.devices.take());
-                all.insert(key, SwitchProfileStatus { devices: kept, ..status });
+            for (key, status) in &changed {
+                let kept = all.get_mut(key).and_then(|s| s.devices.take());
+                all.insert(key.clone(), SwitchProfileStatus { devices: kept, ..status.clone() });
             }
         })
         .await;
         written.map_err(|e| {
-            // Not written: the next rebuild tries these again.
-            self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).extend(keys);
+            // Not written: the next rebuild tries these again (unless it has newer ones).
+            let mut unwritten = self.unwritten.lock().unwrap_or_else(PoisonError::into_inner);
+            for (key, status) in changed {
+                unwritten.entry(key).or_insert(status);
+            }
             ReportError { object: "switchprofiles".to_owned(), message: e.to_string() }
         })
     }

@@ -768,25 +768,30 @@ fn files_under(dir: &std::path::Path) -> Vec<(PathBuf, u64)> {
     out
 }
 
-/// An OsImage whose source does not match its sha256 stalls: kstatus says Failed (as Flux reports
-/// a failed Kustomization), with the controller's reason; it is then removed.
-async fn stalled_image_fails(node: &Node, sources: &Sources) {
+/// Applies (server-side) OsImage `name` in the lab namespace, platform `name`, version `1`, from
+/// `source` with checksum `sha256`.
+fn apply_osimage(node: &Node, name: &str, source: &str, sha256: &Sha256Digest) {
     let manifest = format!(
         r#"apiVersion: ztp.netops.dev/v1alpha1
 kind: OsImage
-metadata: {{name: lab-wrong, namespace: {LAB_NS}}}
+metadata: {{name: {name}, namespace: {LAB_NS}}}
 spec:
-  platform: lab-wrong
+  platform: {name}
   version: "1"
-  source: {{url: {{url: "http://{}/lab-nos-installer.bin"}}}}
-  sha256: {}
-"#,
-        sources.cluster_ip,
-        Sha256Digest::of(b"not the installer")
+  source: {{url: {{url: "{source}"}}}}
+  sha256: {sha256}
+"#
     );
-    let file = node.dir.join("lab/wrong.yaml");
-    std::fs::write(&file, manifest).expect("wrong manifest");
+    let file = node.dir.join(format!("lab/{name}.yaml"));
+    std::fs::write(&file, manifest).expect("OsImage manifest");
     kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
+}
+
+/// An OsImage whose source does not match its sha256 stalls: kstatus says Failed (as Flux reports
+/// a failed Kustomization), with the controller's reason; it is then removed.
+async fn stalled_image_fails(node: &Node, sources: &Sources) {
+    let source = format!("http://{}/lab-nos-installer.bin", sources.cluster_ip);
+    apply_osimage(node, "lab-wrong", &source, &Sha256Digest::of(b"not the installer"));
     let failed = node
         .wait_for("kstatus Failed for an image with a wrong checksum", Duration::from_secs(60), async || {
             let images = health(node, LAB_NS, "osimages").await;
@@ -813,22 +818,8 @@ async fn leader_deleted_mid_fetch(node: &Node, store: &std::path::Path, sources:
         controllers.contains(&leader),
         "the lease is held by a controller pod: {leader} of {controllers:?}"
     );
-    let manifest = format!(
-        r#"apiVersion: ztp.netops.dev/v1alpha1
-kind: OsImage
-metadata: {{name: lab-slow, namespace: {LAB_NS}}}
-spec:
-  platform: lab-slow
-  version: "1"
-  source: {{url: {{url: "http://{}/cgi-bin/slow"}}}}
-  sha256: {}
-"#,
-        sources.cluster_ip,
-        Sha256Digest::of(&sources.slow)
-    );
-    let file = node.dir.join("lab/slow.yaml");
-    std::fs::write(&file, manifest).expect("slow manifest");
-    kubectl(node, &["apply", "--server-side", "-f", &file.display().to_string()]);
+    let source = format!("http://{}/cgi-bin/slow", sources.cluster_ip);
+    apply_osimage(node, "lab-slow", &source, &Sha256Digest::of(&sources.slow));
     let tmp = store.join(".tmp");
     node.wait_for("the leader's fetch under way", Duration::from_secs(60), async || {
         files_under(&tmp).iter().any(|(_, len)| *len > 0).then_some(())
