@@ -30,14 +30,50 @@ pub fn init(json: bool) -> LogGuard {
     let registry = tracing_subscriber::registry().with(filter);
     if json {
         let (writer, guard) = Batched::start(Box::new(io::stdout()));
-        registry.with(fmt::layer().json().with_current_span(false).with_writer(writer)).init();
+        registry
+            .with(fmt::layer().json().with_current_span(false).with_timer(CachedTime).with_writer(writer))
+            .init();
         guard
     } else {
         let ansi = io::stderr().is_terminal();
         let (writer, guard) = Batched::start(Box::new(io::stderr()));
-        registry.with(fmt::layer().with_ansi(ansi).with_writer(writer)).init();
+        registry.with(fmt::layer().with_ansi(ansi).with_timer(CachedTime).with_writer(writer)).init();
         guard
     }
+}
+
+/// The time of a log line as tracing-subscriber's default timer writes it (RFC 3339, UTC,
+/// microseconds: `2026-11-30T05:10:44.907764Z`), with the calendar part formatted once per second
+/// per thread, as nginx keeps its time strings: at a line per device request, turning seconds
+/// into a date each time was a measurable part of the answer.
+struct CachedTime;
+
+thread_local! {
+    /// The second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+impl fmt::time::FormatTime for CachedTime {
+    fn format_time(&self, w: &mut fmt::format::Writer<'_>) -> std::fmt::Result {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        SECOND.with(|cached| write_time(w, now, &mut cached.borrow_mut()))
+    }
+}
+
+/// Writes `since_epoch` as RFC 3339 with microseconds, the calendar part taken from `cached` when
+/// it is of the same second (and put there when not).
+fn write_time(
+    w: &mut impl std::fmt::Write,
+    since_epoch: Duration,
+    cached: &mut (u64, String),
+) -> std::fmt::Result {
+    let second = since_epoch.as_secs();
+    if cached.0 != second {
+        let at = i64::try_from(second).ok().and_then(|s| k8s_openapi::jiff::Timestamp::from_second(s).ok());
+        cached.1 = at.map(|t| t.strftime("%Y-%m-%dT%H:%M:%S").to_string()).unwrap_or_default();
+        cached.0 = second;
+    }
+    write!(w, "{}.{:06}Z", cached.1, since_epoch.subsec_micros())
 }
 
 struct Shared {
@@ -209,5 +245,25 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         assert_eq!(lock(&out.0).as_slice(), b"one line\n");
+    }
+
+    #[test]
+    fn the_cached_time_is_the_time_of_every_line() {
+        let mut cached = (u64::MAX, String::new());
+        for micros in
+            [0u64, 1, 999_999, 1_000_000, 1_764_479_444_907_764, 1_764_479_444_999_999, 1_764_479_445_000_001]
+        {
+            let at = Duration::from_micros(micros);
+            let want = k8s_openapi::jiff::Timestamp::from_microsecond(micros as i64)
+                .expect("in range")
+                .strftime("%Y-%m-%dT%H:%M:%S.%6fZ")
+                .to_string();
+            let mut line = String::new();
+            write_time(&mut line, at, &mut cached).expect("write");
+            assert_eq!(line, want, "{micros} µs");
+        }
+        let mut line = String::new();
+        write_time(&mut line, Duration::from_micros(1_764_479_444_907_764), &mut cached).expect("write");
+        assert_eq!(line, "2025-11-30T05:10:44.907764Z");
     }
 }

@@ -56,28 +56,7 @@ impl Family {
     /// User-Agent). Header *names* decide, even with empty values: ONIE always sends all its
     /// headers, some empty.
     pub fn detect(headers: &HeaderMap) -> Family {
-        let has_prefix = |prefix: &str| headers.keys().any(|k| k.as_str().starts_with(prefix));
-        let ua = header_value(headers, &header::USER_AGENT).unwrap_or_default();
-        let ua_starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
-
-        if headers.contains_key(&H_ONIE_SERIAL)
-            && (headers.contains_key(&H_CONTAINER_NAME) || headers.contains_key(&H_ELEMENT_NAME))
-        {
-            Family::RtBrick
-        } else if has_prefix("cumulus-") || ua_starts("CumulusLinux-") || ua_starts("CumulusRMP-") {
-            Family::Cumulus
-        } else if headers.contains_key(&H_NVOS_VERSION)
-            || headers.contains_key(&H_NVUE_VERSION)
-            || ua_starts("NVOS")
-        {
-            Family::Nvos
-        } else if headers.contains_key(&H_SONIC_VERSION) || ua_starts("SONiC") {
-            Family::Sonic
-        } else if has_prefix("onie-") || ua_starts("onie/") {
-            Family::Onie
-        } else {
-            Family::Unknown
-        }
+        IdentityHeaders::read(headers).family()
     }
 }
 
@@ -159,11 +138,8 @@ impl Sources {
     }
 
     /// The first present value, in family order.
-    fn first(&self, headers: &HeaderMap, family: Family) -> Option<String> {
-        self.ordered(family)
-            .iter()
-            .flat_map(|group| group.iter())
-            .find_map(|name| header_value(headers, name))
+    fn first<'h>(&self, headers: &IdentityHeaders<'h>, family: Family) -> Option<&'h str> {
+        self.ordered(family).iter().flat_map(|group| group.iter()).find_map(|name| headers.get(name))
     }
 }
 
@@ -216,25 +192,103 @@ pub(crate) fn identity_header_names() -> impl Iterator<Item = &'static HeaderNam
 ///
 /// [`MAX_SEGMENT_LEN`]: crate::api::names::MAX_SEGMENT_LEN
 pub fn check_identity_headers(headers: &HeaderMap) -> Result<(), crate::api::SegmentError> {
-    for (name, what) in &IDENTITY_HEADERS {
-        for v in headers.get_all(*name) {
-            // Not UTF-8: never read (see `header_value`), so its length does not matter.
-            if let Ok(s) = std::str::from_utf8(v.as_bytes()) {
-                crate::api::validate_length(what, s.trim())?;
-            }
-        }
-    }
-    Ok(())
+    IdentityHeaders::read(headers).check()
 }
 
-/// The value of header `name`: the first of its values that is UTF-8, not empty once trimmed and
-/// not longer than [`check_identity_headers`] allows (an over-long value is refused before a
-/// device is answered; here, for log lines, it counts as absent).
-fn header_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    headers.get_all(name).iter().find_map(|v| {
-        let s = std::str::from_utf8(v.as_bytes()).ok()?.trim();
-        (!s.is_empty() && crate::api::validate_length("header", s).is_ok()).then(|| s.to_owned())
-    })
+/// The identity headers of one request, read in one pass over the headers it sent (a switch
+/// sends a handful; probing the map for each of the 22 names, twice per request, cost more than
+/// answering it). Per identity header: whether it was sent at all (even empty: the family is
+/// detected by names), its first usable value (UTF-8, not empty once trimmed, not longer than a
+/// path segment) and whether any of its values is too long.
+pub struct IdentityHeaders<'h> {
+    sent: u32,
+    values: [Option<&'h str>; IDENTITY_HEADERS.len()],
+    /// The first value too long, of the first such header in table order.
+    too_long: Option<(usize, crate::api::SegmentError)>,
+    user_agent: Option<&'h str>,
+    cumulus_prefix: bool,
+    onie_prefix: bool,
+}
+
+impl<'h> IdentityHeaders<'h> {
+    pub fn read(headers: &'h HeaderMap) -> Self {
+        let mut read = IdentityHeaders {
+            sent: 0,
+            values: [None; IDENTITY_HEADERS.len()],
+            too_long: None,
+            user_agent: None,
+            cumulus_prefix: false,
+            onie_prefix: false,
+        };
+        for (name, value) in headers {
+            let n = name.as_str();
+            read.cumulus_prefix |= n.starts_with("cumulus-");
+            read.onie_prefix |= n.starts_with("onie-");
+            let slot = IDENTITY_HEADERS.iter().position(|(h, _)| *h == name);
+            if let Some(slot) = slot {
+                read.sent |= 1 << slot;
+            } else if name != header::USER_AGENT {
+                continue;
+            }
+            // Not UTF-8: never read, so its length does not matter either.
+            let Ok(text) = std::str::from_utf8(value.as_bytes()).map(str::trim) else { continue };
+            let fits = crate::api::validate_length(slot.map_or("header", |s| IDENTITY_HEADERS[s].1), text);
+            let usable = (!text.is_empty() && fits.is_ok()).then_some(text);
+            let Some(slot) = slot else {
+                read.user_agent = read.user_agent.or(usable);
+                continue;
+            };
+            read.values[slot] = read.values[slot].or(usable);
+            if let Err(e) = fits
+                && read.too_long.as_ref().is_none_or(|(first, _)| slot < *first)
+            {
+                read.too_long = Some((slot, e));
+            }
+        }
+        read
+    }
+
+    fn slot(name: &HeaderName) -> usize {
+        IDENTITY_HEADERS.iter().position(|(h, _)| *h == name).unwrap_or(usize::MAX)
+    }
+
+    /// Whether header `name` (one of the identity headers) was sent, even empty.
+    fn sent(&self, name: &HeaderName) -> bool {
+        Self::slot(name) < 32 && self.sent & (1 << Self::slot(name)) != 0
+    }
+
+    /// The first usable value of identity header `name`.
+    fn get(&self, name: &HeaderName) -> Option<&'h str> {
+        self.values.get(Self::slot(name)).copied().flatten()
+    }
+
+    /// [`check_identity_headers`]: the first identity header (in table order) with a value
+    /// longer than a path segment may be.
+    pub fn check(&self) -> Result<(), crate::api::SegmentError> {
+        match &self.too_long {
+            Some((_, e)) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Family::detect`].
+    pub fn family(&self) -> Family {
+        let ua = self.user_agent.unwrap_or_default();
+        let ua_starts = |p: &str| ua.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
+        if self.sent(&H_ONIE_SERIAL) && (self.sent(&H_CONTAINER_NAME) || self.sent(&H_ELEMENT_NAME)) {
+            Family::RtBrick
+        } else if self.cumulus_prefix || ua_starts("CumulusLinux-") || ua_starts("CumulusRMP-") {
+            Family::Cumulus
+        } else if self.sent(&H_NVOS_VERSION) || self.sent(&H_NVUE_VERSION) || ua_starts("NVOS") {
+            Family::Nvos
+        } else if self.sent(&H_SONIC_VERSION) || ua_starts("SONiC") {
+            Family::Sonic
+        } else if self.onie_prefix || ua_starts("onie/") {
+            Family::Onie
+        } else {
+            Family::Unknown
+        }
+    }
 }
 
 /// Everything a device said about itself. Built by [`DeviceIdentity::from_headers`]; also
@@ -280,8 +334,13 @@ impl DeviceIdentity {
     /// read from every family's headers, the hinted family's first, so a device is recognised
     /// whatever route it uses.
     pub fn from_headers(headers: &HeaderMap, hint: Family) -> Self {
-        let family = if hint == Family::Unknown { Family::detect(headers) } else { hint };
-        let get = |name: &HeaderName| header_value(headers, name);
+        Self::from_read(&IdentityHeaders::read(headers), hint)
+    }
+
+    /// [`DeviceIdentity::from_headers`] of headers already read.
+    pub fn from_read(headers: &IdentityHeaders<'_>, hint: Family) -> Self {
+        let family = if hint == Family::Unknown { headers.family() } else { hint };
+        let get = |name: &HeaderName| headers.get(name).map(str::to_owned);
 
         let onie_arch = get(&H_ONIE_ARCH);
         let onie_machine = get(&H_ONIE_MACHINE);
@@ -311,20 +370,20 @@ impl DeviceIdentity {
 
         DeviceIdentity {
             family,
-            serial: SERIAL.first(headers, family),
+            serial: SERIAL.first(headers, family).map(str::to_owned),
             mac: MAC
                 .ordered(family)
                 .iter()
                 .flat_map(|group| group.iter())
-                .filter_map(|name| get(name))
-                .find_map(|v| normalize_mac(&v)),
+                .filter_map(|name| headers.get(name))
+                .find_map(normalize_mac),
             models,
             onie_operation: get(&H_ONIE_OPERATION),
             onie_arch,
             onie_machine,
             onie_machine_rev,
             onie_vendor_id: get(&H_ONIE_VENDOR_ID),
-            os_version: OS_VERSION.first(headers, family),
+            os_version: OS_VERSION.first(headers, family).map(str::to_owned),
             container_name: get(&H_CONTAINER_NAME),
             element_name: get(&H_ELEMENT_NAME),
             host_name: get(&H_HOST_NAME),
@@ -480,6 +539,30 @@ mod tests {
         // Surrounding whitespace is not counted, as it is not kept.
         let padded = headers(&[("SERIAL-NUMBER", &format!("  {}  ", "S".repeat(max)))]);
         assert_eq!(check_identity_headers(&padded), Ok(()));
+    }
+
+    /// Read in one pass, the headers give the answers a lookup per name gave: the first usable
+    /// value of a header sent twice, a too-long second value refused even after a good first,
+    /// the first too-long header in table order named whatever order they came in, and an
+    /// empty header counting for the family but not as a value.
+    #[test]
+    fn one_pass_over_the_headers_reads_what_lookups_by_name_read() {
+        let max = crate::api::names::MAX_SEGMENT_LEN;
+        let long = "x".repeat(max + 1);
+        let mut twice = headers(&[("SERIAL-NUMBER", "  "), ("PRODUCT-NAME", "N5110_LD")]);
+        twice.append("serial-number", HeaderValue::from_static("SN-2"));
+        twice.append("serial-number", HeaderValue::from_static("SN-3"));
+        let id = DeviceIdentity::from_headers(&twice, Family::Nvos);
+        assert_eq!((id.serial.as_deref(), id.models), (Some("SN-2"), vec!["N5110_LD".to_owned()]));
+        twice.append("serial-number", HeaderValue::from_str(&long).expect("value"));
+        let err = check_identity_headers(&twice).expect_err("a too-long later value");
+        assert!(err.to_string().starts_with("header SERIAL-NUMBER"), "{err}");
+        let both = headers(&[("HOST-NAME", &long), ("ONIE-SERIAL-NUMBER", &format!("{long}x"))]);
+        let err = check_identity_headers(&both).expect_err("two too long");
+        assert!(err.to_string().starts_with("header ONIE-SERIAL-NUMBER is 130 characters"), "{err}");
+        let empty = headers(&[("NVOS-VERSION", "")]);
+        assert_eq!(Family::detect(&empty), Family::Nvos);
+        assert_eq!(DeviceIdentity::from_headers(&empty, Family::Unknown).os_version, None);
     }
 
     #[test]

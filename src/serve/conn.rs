@@ -389,6 +389,12 @@ async fn answer_image(
     finish(result, request, peer, sent)
 }
 
+thread_local! {
+    /// The second of the last `date` header written on this thread, and its text (formatted once
+    /// per second, as nginx does).
+    static HTTP_DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
 /// A response head: the status line, `headers`, `date`, and `connection: close` unless kept alive.
 fn head<'h>(
     status: StatusCode,
@@ -408,7 +414,15 @@ fn head<'h>(
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"date: ");
-    out.extend_from_slice(httpdate::fmt_http_date(SystemTime::now()).as_bytes());
+    HTTP_DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        let now = SystemTime::now();
+        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        out.extend_from_slice(cached.1.as_bytes());
+    });
     out.extend_from_slice(if keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" });
     out
 }

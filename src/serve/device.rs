@@ -15,7 +15,7 @@ use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
     api::validate_segment,
     profile::{
-        identity::{DeviceIdentity, Family, check_identity_headers},
+        identity::{DeviceIdentity, Family, IdentityHeaders},
         render::RenderContext,
         snapshot::ProfileSnapshot,
     },
@@ -69,7 +69,7 @@ pub struct Asking {
 }
 
 /// Identifies the device: from its headers (400 when one is longer than a path segment may be:
-/// [`check_identity_headers`]), and from the serial number in the path (where the
+/// [`crate::profile::identity::check_identity_headers`]), and from the serial number in the path (where the
 /// route has one) only when no header names one — a `dynamic-url` may build that segment from
 /// the product name or host name, never a reason to take the device for another.
 pub fn identify(
@@ -79,8 +79,9 @@ pub fn identify(
     path_serial: Option<&str>,
 ) -> Result<Asking, Refusal> {
     let loaded = state.server.loaded().ok_or(Refusal::NoSnapshot)?;
-    check_identity_headers(headers).map_err(Refusal::BadIdentity)?;
-    let mut id = DeviceIdentity::from_headers(headers, family);
+    let read = IdentityHeaders::read(headers);
+    read.check().map_err(Refusal::BadIdentity)?;
+    let mut id = DeviceIdentity::from_read(&read, family);
     if let Some(serial) = path_serial {
         if validate_segment("serial number", serial).is_err() {
             return Err(Refusal::NotForYou("not a serial number"));
