@@ -45,6 +45,7 @@ use super::{
     connections::{Limits, PerSource, Throttle, TimedIo},
     download::Plan,
     observe::{Observed, observe},
+    reply::rendered_headers,
     ztp_json,
 };
 use crate::{
@@ -152,14 +153,15 @@ async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: 
         // idle before its next.
         let first_byte = if first { limits.header_timeout } else { limits.idle_timeout };
         first = false;
-        let head_len = match read_head(&mut stream, &mut buf, first_byte, limits.header_timeout).await {
-            Ok(Some(len)) => len,
-            Ok(None) => return,
-            // Too long, malformed or not HTTP/1: hyper answers it (or closes).
-            Err(Unread::ToHyper) => break,
-            Err(Unread::Gone) => return,
-        };
-        let Some(request) = FastRequest::parse(&buf[..head_len]) else { break };
+        let (head_len, request) =
+            match read_head(&mut stream, &mut buf, first_byte, limits.header_timeout).await {
+                Ok(Some(read)) => read,
+                Ok(None) => return,
+                // Too long, malformed or not HTTP/1: hyper answers it (or closes).
+                Err(Unread::ToHyper) => break,
+                Err(Unread::Gone) => return,
+            };
+        let Some(request) = request else { break };
         match answer(&app, &mut stream, &request, peer, limits.send_timeout).await {
             Answered::Done { keep_alive: true } => buf.advance(head_len),
             Answered::Done { keep_alive: false } | Answered::Broken => return,
@@ -176,21 +178,23 @@ enum Unread {
     Gone,
 }
 
-/// Reads until `buf` holds a complete request head; returns its length. `Ok(None)`: the client
-/// closed (or idled out) between requests. The first byte must come within `first_byte`, the
+/// Reads until `buf` holds a complete request head; returns its length, and the request when the
+/// fast path may answer it (parsed once, here). `Ok(None)`: the client closed (or idled out)
+/// between requests. The first byte must come within `first_byte`, the
 /// whole head within `header` of it (the first request's head: within `header` of the start).
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
     first_byte: Duration,
     header: Duration,
-) -> Result<Option<usize>, Unread> {
+) -> Result<Option<(usize, Option<FastRequest>)>, Unread> {
     let mut deadline = tokio::time::Instant::now() + first_byte;
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            match httparse::Request::new(&mut headers).parse(buf) {
-                Ok(httparse::Status::Complete(len)) => return Ok(Some(len)),
+            let mut req = httparse::Request::new(&mut headers);
+            match req.parse(buf) {
+                Ok(httparse::Status::Complete(len)) => return Ok(Some((len, FastRequest::of(&req)))),
                 Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
                 _ => return Err(Unread::ToHyper),
             }
@@ -221,6 +225,11 @@ impl FastRequest {
         let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut raw);
         req.parse(head).ok()?.is_complete().then_some(())?;
+        Self::of(&req)
+    }
+
+    /// The request of a complete head.
+    fn of(req: &httparse::Request<'_, '_>) -> Option<Self> {
         let method = match req.method? {
             "GET" => Method::GET,
             "HEAD" => Method::HEAD,
@@ -311,17 +320,23 @@ async fn answer_ztp_json(
     if request.method != Method::GET {
         return Answered::NotMine;
     }
-    let Ok((response, body)) = ztp_json::answer(app, family, &request.headers, serial) else {
+    let Ok(ztp_json::ZtpAnswer { body, device }) = ztp_json::answer(app, family, &request.headers, serial)
+    else {
         return Answered::NotMine;
     };
+    let [(type_name, type_value), (cache_name, cache_value)] =
+        rendered_headers(ztp_json::ZtpAnswer::CONTENT_TYPE);
     let length = HeaderValue::from(body.len());
-    let headers = response.headers().iter().chain([(&header::CONTENT_LENGTH, &length)]);
-    let mut out = head(response.status(), headers, request.keep_alive);
+    let headers =
+        [(&type_name, &type_value), (&cache_name, &cache_value), (&header::CONTENT_LENGTH, &length)];
+    let mut out = head(StatusCode::OK, headers.into_iter(), request.keep_alive);
     out.extend_from_slice(&body);
     let result = write_within(stream, &out, send_timeout).await;
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
-    let outcome = response.extensions().get::<DeviceOutcome>();
-    observe(app, &observed(request, peer, response.status(), sent, started, outcome));
+    let outcome = device.as_ref().map(|d| d.outcome(Stage::ConfigServed));
+    let mut seen = observed(request, peer, StatusCode::OK, sent, started, outcome.as_ref());
+    seen.identity = device.as_ref().map(|d| &d.id);
+    observe(app, &seen);
     finish(result, request, peer, sent)
 }
 
@@ -445,6 +460,7 @@ fn observed<'a>(
         bytes,
         started,
         outcome,
+        identity: None,
     }
 }
 

@@ -14,7 +14,10 @@ use axum::{
 };
 
 use super::{AppState, device::request_identity, reply::text};
-use crate::activity::{DeviceOutcome, RenderFailure};
+use crate::{
+    activity::{DeviceOutcome, RenderFailure},
+    profile::identity::DeviceIdentity,
+};
 
 /// The networks device routes answer (`--device-networks`); empty: every source.
 #[derive(Debug, Clone, Default)]
@@ -76,6 +79,7 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
             bytes,
             started,
             outcome,
+            identity: None,
         },
     );
     response
@@ -95,19 +99,29 @@ pub struct Observed<'a> {
     pub started: Instant,
     /// The stage the device reached, when the answer moved it (see [`crate::activity`]).
     pub outcome: Option<&'a DeviceOutcome>,
+    /// Who the answer was for, when the answering path already knows ([`request_identity`] of the
+    /// headers and the path otherwise: the same rule).
+    pub identity: Option<&'a DeviceIdentity>,
 }
 
 /// What happens after every device request, whichever path answered it (the router or the
 /// sendfile fast path): one structured log line (serial, MAC, source IP, family, path, status,
 /// bytes, duration), the metrics, and the device's activity.
 pub fn observe(state: &AppState, r: &Observed<'_>) {
-    let Observed { headers, source, method, path, status, bytes, started, outcome } = *r;
-    let id = request_identity(headers, path);
+    let Observed { headers, source, method, path, status, bytes, started, outcome, identity } = *r;
+    let computed;
+    let id = match identity {
+        Some(id) => id,
+        None => {
+            computed = request_identity(headers, path);
+            &computed
+        }
+    };
     tracing::info!(
         target: "ztp_operator::device",
         serial = id.serial.as_deref().unwrap_or("-"),
         mac = id.mac.as_deref().unwrap_or("-"),
-        source = source.map(|s| s.to_string()).as_deref().unwrap_or("-"),
+        source = source.map(address).as_deref().unwrap_or("-"),
         family = id.family.as_str(),
         container = id.container_name.as_deref().unwrap_or("-"),
         element = id.element_name.as_deref().unwrap_or("-"),
@@ -122,6 +136,24 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     state.metrics.request(id.family, status, bytes);
     if let Some(outcome) = outcome {
         state.activity.record(outcome, source);
+    }
+}
+
+/// `ip` as text, IPv4 (every device's source) without `core::fmt`: `Ipv4Addr`'s `Display` cost
+/// more than the rest of a device request's log line.
+fn address(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut text = String::with_capacity(15);
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text.push('.');
+                }
+                text.push_str(itoa::Buffer::new().format(octet));
+            }
+            text
+        }
+        IpAddr::V6(_) => ip.to_string(),
     }
 }
 
@@ -143,6 +175,24 @@ pub fn loggable(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_read_as_their_display() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.0.2.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::9",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().expect("ip");
+            assert_eq!(address(ip), ip.to_string());
+            assert_eq!(address(ip), text);
+        }
+    }
 
     #[test]
     fn device_networks_limit_sources_and_read_mapped_ipv4() {

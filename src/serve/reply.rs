@@ -4,7 +4,7 @@
 
 use axum::{
     body::Body,
-    http::{HeaderValue, StatusCode, header},
+    http::{HeaderName, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
 
@@ -26,9 +26,19 @@ pub fn not_for_you(why: &str) -> Response {
 /// The body of a rendered text file.
 pub fn rendered(content_type: &'static str, body: impl Into<Body>) -> Response {
     let mut r = Response::new(body.into());
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    for (name, value) in rendered_headers(content_type) {
+        r.headers_mut().insert(name, value);
+    }
     r
+}
+
+/// The headers of [`rendered`] (for the connection loop, which writes a rendered document's head
+/// itself).
+pub fn rendered_headers(content_type: &'static str) -> [(HeaderName, HeaderValue); 2] {
+    [
+        (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+        (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+    ]
 }
 
 /// Why a device request gets no answer of its own. Handlers return `Result<Response, Refusal>`;

@@ -14,7 +14,7 @@ use utoipa::IntoParams;
 
 use super::{
     AppState,
-    device::{base_or_refuse, config_served, find_device, identify, render_failed},
+    device::{Device, base_or_refuse, config_served, find_device, identify, render_failed},
     reply::{Refusal, rendered},
 };
 use crate::{
@@ -60,15 +60,16 @@ fn document(
     serial: Option<&str>,
 ) -> Result<Response, Refusal> {
     let family = ztp_family(family).ok_or(Refusal::NotForYou("unknown ZTP family"))?;
-    Ok(answer(state, family, headers, serial)?.0)
+    Ok(answer(state, family, headers, serial)?.into_response())
 }
 
-/// The answer carrying the ZTP JSON of the device a request comes from (the device's stage as its
-/// extension), with that body for a caller that writes it itself (the fast path); or why not (no
-/// snapshot, no matching profile, nothing for this family in it, a render error). NVOS gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document
-/// depends only on the family, the profile, the serial number and the base URL, so it is rendered
-/// once per snapshot and then served from the snapshot's cache (both the router and the fast path
-/// answer here).
+/// The ZTP JSON of the device a request comes from, with the device it was rendered for; or why
+/// not (no snapshot, no matching profile, nothing for this family in it, a render error). NVOS
+/// gets the profile's `ztp`, SONiC its `sonic`: never the other's. A document depends only on the
+/// family, the profile, the serial number and the base URL, so it is rendered once per snapshot
+/// and then served from the snapshot's cache. The router sends it as
+/// [`ZtpAnswer::into_response`]; the fast path writes the same head itself, without building a
+/// response (both answer here).
 ///
 /// A SONiC switch that names no serial number (no `SERIAL-NUMBER` header, no serial in the path)
 /// gets [`sonic::chain_document`]: its engine then asks `/sonic/<serial>/ztp.json` with the
@@ -78,11 +79,11 @@ pub fn answer(
     family: Family,
     headers: &HeaderMap,
     serial: Option<&str>,
-) -> Result<(Response, Bytes), Refusal> {
+) -> Result<ZtpAnswer, Refusal> {
     let asking = identify(state, headers, family, serial)?;
     if family == Family::Sonic && asking.id.serial.is_none() {
         let body = json_body(&sonic::chain_document(base_or_refuse(asking.base.as_deref())?));
-        return Ok((rendered("application/json", body.clone()), body));
+        return Ok(ZtpAnswer { body, device: None });
     }
     let device = asking.find()?;
     let profile = device.profile();
@@ -114,7 +115,29 @@ pub fn answer(
         .map_err(|e| render_failed(&device, e))?;
         Ok(json_body(&json))
     })?;
-    Ok((config_served(rendered("application/json", body.clone()), &device), body))
+    Ok(ZtpAnswer { body, device: Some(device) })
+}
+
+/// A device's ZTP JSON (see [`answer`]).
+pub struct ZtpAnswer {
+    /// The document, as served.
+    pub body: Bytes,
+    /// Whom it was rendered for: its configuration is then served (`None`: SONiC's chain
+    /// document, for a device that named no serial number yet).
+    pub device: Option<Device>,
+}
+
+impl ZtpAnswer {
+    pub const CONTENT_TYPE: &str = "application/json";
+
+    /// The router's response: the document, marked as this device's configuration served.
+    pub fn into_response(self) -> Response {
+        let response = rendered(Self::CONTENT_TYPE, self.body);
+        match &self.device {
+            Some(device) => config_served(response, device),
+            None => response,
+        }
+    }
 }
 
 /// The ZTP JSON a family gets from a profile.
