@@ -10,12 +10,15 @@
 //! Events that come from the `log` crate and coloured output (a terminal) keep tracing-subscriber's
 //! formatter.
 
-use std::fmt::{self, Write};
+use std::{
+    cell::RefCell,
+    fmt::{self, Write},
+};
 
 use tracing::{Event, Level, Subscriber, field::Field};
 use tracing_log::NormalizeEvent;
 use tracing_subscriber::{
-    field::{MakeVisitor, VisitFmt, VisitOutput},
+    field::RecordFields,
     fmt::{
         FmtContext, FormatEvent, FormatFields, FormattedFields,
         format::{Format, Full, Writer},
@@ -96,17 +99,37 @@ fn level(level: &Level) -> &'static str {
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct TextFields;
 
-impl<'a> MakeVisitor<Writer<'a>> for TextFields {
-    type Visitor = TextVisitor<'a>;
-
-    fn make_visitor(&self, target: Writer<'a>) -> Self::Visitor {
-        TextVisitor { w: target, first: true, result: Ok(()) }
+impl<'w> FormatFields<'w> for TextFields {
+    fn format_fields<R: RecordFields>(&self, mut w: Writer<'w>, fields: R) -> fmt::Result {
+        // Pieces of a field go into one string (no dynamic call per piece), written out at once.
+        thread_local! {
+            static TEXT: RefCell<String> = const { RefCell::new(String::new()) };
+        }
+        TEXT.with(|text| {
+            let (mut borrowed, mut own);
+            let text = match text.try_borrow_mut() {
+                Ok(t) => {
+                    borrowed = t;
+                    &mut *borrowed
+                }
+                // A value's `Debug` logging while it is formatted.
+                Err(_) => {
+                    own = String::new();
+                    &mut own
+                }
+            };
+            text.clear();
+            let mut visitor = TextVisitor { out: text, first: true, result: Ok(()) };
+            fields.record(&mut visitor);
+            visitor.result?;
+            w.write_str(text)
+        })
     }
 }
 
 /// Writes one set of fields; see [`TextFields`].
-pub(super) struct TextVisitor<'a> {
-    w: Writer<'a>,
+struct TextVisitor<'a> {
+    out: &'a mut String,
     first: bool,
     result: fmt::Result,
 }
@@ -118,24 +141,23 @@ impl TextVisitor<'_> {
         if self.result.is_err() || field.name().starts_with("log.") {
             return false;
         }
-        if self.first {
-            self.first = false;
-        } else {
-            self.result = self.w.write_char(' ');
+        if !std::mem::take(&mut self.first) {
+            self.out.push(' ');
         }
-        self.result.is_ok()
+        true
     }
 
     /// `name=` (a raw identifier without its `r#`).
-    fn name(&mut self, field: &Field) -> fmt::Result {
+    fn name(&mut self, field: &Field) {
         let name = field.name();
-        self.w.write_str(name.strip_prefix("r#").unwrap_or(name))?;
-        self.w.write_char('=')
+        self.out.push_str(name.strip_prefix("r#").unwrap_or(name));
+        self.out.push('=');
     }
 
     fn number(&mut self, field: &Field, digits: &str) {
         if self.start(field) {
-            self.result = self.name(field).and_then(|()| self.w.write_str(digits));
+            self.name(field);
+            self.out.push_str(digits);
         }
     }
 }
@@ -146,7 +168,8 @@ impl tracing::field::Visit for TextVisitor<'_> {
             return self.record_debug(field, &format_args!("{value}"));
         }
         if self.start(field) {
-            self.result = self.name(field).and_then(|()| quoted(&mut self.w, value));
+            self.name(field);
+            self.result = quoted(self.out, value);
         }
     }
 
@@ -167,21 +190,21 @@ impl tracing::field::Visit for TextVisitor<'_> {
             return;
         }
         // `name=error name.sources=[source, its source, …]`, each without control sequences.
+        self.name(field);
         self.result = (|| {
-            self.name(field)?;
-            write!(AnsiEscaping(&mut self.w), "{value}")?;
+            write!(AnsiEscaping(&mut *self.out), "{value}")?;
             if let Some(source) = value.source() {
-                write!(self.w, " {}.sources=[", field.name())?;
+                write!(self.out, " {}.sources=[", field.name())?;
                 let mut next = Some(source);
                 let mut first = true;
                 while let Some(error) = next {
                     if !std::mem::take(&mut first) {
-                        self.w.write_str(", ")?;
+                        self.out.push_str(", ");
                     }
-                    write!(AnsiEscaping(&mut self.w), "{error}")?;
+                    write!(AnsiEscaping(&mut *self.out), "{error}")?;
                     next = error.source();
                 }
-                self.w.write_char(']')?;
+                self.out.push(']');
             }
             Ok(())
         })();
@@ -192,22 +215,11 @@ impl tracing::field::Visit for TextVisitor<'_> {
             return;
         }
         self.result = if field.name() == "message" {
-            write!(AnsiEscaping(&mut self.w), "{value:?}")
+            write!(AnsiEscaping(&mut *self.out), "{value:?}")
         } else {
-            self.name(field).and_then(|()| write!(self.w, "{value:?}"))
+            self.name(field);
+            write!(self.out, "{value:?}")
         };
-    }
-}
-
-impl VisitOutput<fmt::Result> for TextVisitor<'_> {
-    fn finish(self) -> fmt::Result {
-        self.result
-    }
-}
-
-impl VisitFmt for TextVisitor<'_> {
-    fn writer(&mut self) -> &mut dyn fmt::Write {
-        &mut self.w
     }
 }
 
