@@ -240,34 +240,29 @@ impl FastRequest {
         // hyper's to answer 400).
         let target: axum::http::Uri = req.path?.parse().ok()?;
         let path = target.path().to_owned();
-        let mut headers = HeaderMap::with_capacity(req.headers.len());
-        for h in req.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
-            headers.append(name, HeaderValue::from_bytes(h.value).ok()?);
-        }
         // No body, unambiguously: no Transfer-Encoding, at most one Content-Length, exactly `0`.
         // Anything else (two lengths, a length with an encoding, `+0`, `0, 0`) is hyper's to
         // accept or refuse with 400, never a head whose body this loop would read as the next
-        // request.
-        let mut lengths = headers.get_all(header::CONTENT_LENGTH).iter();
-        let bodiless = match (lengths.next(), lengths.next()) {
-            (None, _) => true,
-            (Some(length), None) => length.as_bytes() == b"0",
-            (Some(_), Some(_)) => false,
-        };
-        if !bodiless
-            || headers.contains_key(header::TRANSFER_ENCODING)
-            || headers.contains_key(header::UPGRADE)
-            || headers.contains_key(header::EXPECT)
-        {
+        // request. Read in the one pass that builds the header map.
+        let (mut lengths, mut zero_length, mut close) = (0, true, false);
+        let mut headers = HeaderMap::with_capacity(req.headers.len());
+        for h in req.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes()).ok()?;
+            let value = HeaderValue::from_bytes(h.value).ok()?;
+            if name == header::CONTENT_LENGTH {
+                lengths += 1;
+                zero_length &= value.as_bytes() == b"0";
+            } else if name == header::TRANSFER_ENCODING || name == header::UPGRADE || name == header::EXPECT {
+                return None;
+            } else if name == header::CONNECTION {
+                let tokens = value.to_str().map(|v| v.split(','));
+                close |= tokens.is_ok_and(|mut t| t.any(|t| t.trim().eq_ignore_ascii_case("close")));
+            }
+            headers.append(name, value);
+        }
+        if lengths > 1 || !zero_length {
             return None;
         }
-        let close = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("close"));
         // HTTP/1.0 gets one answer per connection (keep-alive there is opt-in; not worth it).
         Some(Self { method, path, headers, keep_alive: version == 1 && !close })
     }
