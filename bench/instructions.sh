@@ -74,16 +74,7 @@ awk -v n="$PROFILES" 'BEGIN {
 }' >"$WORK/manifests/switchprofiles.yaml"
 "$BIN" standalone --manifests "$WORK/manifests" --data "$WORK/store" --once >"$WORK/standalone.log" 2>&1 ||
 	die "standalone --once failed: $(tail -5 "$WORK/standalone.log")"
-cat >"$WORK/cycle.lua" <<'EOF'
-function init(args)
-  reqs, count, i = {}, tonumber(args[2]), 0
-  for k = 1, count do reqs[k] = wrk.format("GET", string.format(args[1], k)) end
-end
-function request()
-  i = i % count + 1
-  return reqs[i]
-end
-EOF
+write_cycle_lua "$WORK/cycle.lua"
 
 # measure NAME PORT PATH_FORMAT COMMAND...: prints instructions per request
 measure() {

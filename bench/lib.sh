@@ -146,3 +146,28 @@ sampler_stop() {
 	SAMPLER_PID=""
 	[[ -s "$out" ]] || die "sampler wrote nothing"
 }
+
+# write_cycle_lua FILE: the wrk script of serve.sh and instructions.sh. Each thread cycles through
+# serials 1..N from its own offset; the path is printf(FMT, serial), e.g. /nvos/SN%05d/ztp.json
+# or /small1k.bin?s=SN%05d. The N requests are formatted once per thread in init(), so request()
+# costs the client one table lookup. Arguments after `--`: FMT N.
+write_cycle_lua() {
+	cat >"$1" <<'EOF'
+local counter = 0
+function setup(thread)
+  counter = counter + 1
+  thread:set("offset", counter * 4999)
+end
+function init(args)
+  local fmt, n = args[1], tonumber(args[2])
+  reqs = {}
+  for k = 1, n do reqs[k] = wrk.format("GET", string.format(fmt, k)) end
+  count = n
+  i = tonumber(offset or 0) % n
+end
+function request()
+  i = i % count + 1
+  return reqs[i]
+end
+EOF
+}

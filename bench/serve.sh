@@ -128,30 +128,6 @@ machine_facts() {
 	echo
 }
 
-# The wrk script: each thread cycles through serials 1..N from its own offset; the path is
-# printf(FMT, serial), e.g. /nvos/SN%05d/ztp.json or /small1k.bin?s=SN%05d. The N requests are
-# formatted once per thread in init(), so request() costs the client one table lookup.
-write_wrk_lua() {
-	cat >"$WORK/cycle.lua" <<'EOF'
-local counter = 0
-function setup(thread)
-  counter = counter + 1
-  thread:set("offset", counter * 4999)
-end
-function init(args)
-  local fmt, n = args[1], tonumber(args[2])
-  reqs = {}
-  for k = 1, n do reqs[k] = wrk.format("GET", string.format(fmt, k)) end
-  count = n
-  i = tonumber(offset or 0) % n
-end
-function request()
-  i = i % count + 1
-  return reqs[i]
-end
-EOF
-}
-
 write_nginx_conf() {
 	local prefix="$1" www="$2" port="$3"
 	mkdir -p "$prefix/tmp"
@@ -633,7 +609,7 @@ main() {
 	WORK="$(mktemp -d "${TMPDIR:-/tmp}/ztp-serve-bench.XXXXXX")"
 	machine_facts
 	write_sampler
-	write_wrk_lua
+	write_cycle_lua "$WORK/cycle.lua"
 	prepare
 	run_rounds
 	summary

@@ -257,7 +257,8 @@ impl<'h> IdentityHeaders<'h> {
 
     /// Whether header `name` (one of the identity headers) was sent, even empty.
     fn sent(&self, name: &'static HeaderName) -> bool {
-        Self::slot(name) < 32 && self.sent & (1 << Self::slot(name)) != 0
+        let slot = Self::slot(name);
+        slot < 32 && self.sent & (1 << slot) != 0
     }
 
     /// The first usable value of identity header `name`.

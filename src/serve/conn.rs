@@ -50,7 +50,7 @@ use super::{
 };
 use crate::{
     activity::{DeviceOutcome, Stage},
-    profile::identity::Family,
+    profile::identity::{DeviceIdentity, Family},
     routes::DeviceRoute,
     sys,
 };
@@ -329,9 +329,8 @@ async fn answer_ztp_json(
     let result = write_within(stream, &out, send_timeout).await;
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
     let outcome = device.as_ref().map(|d| d.outcome(Stage::ConfigServed));
-    let mut seen = observed(request, peer, StatusCode::OK, sent, started, outcome.as_ref());
-    seen.identity = device.as_ref().map(|d| &d.id);
-    observe(app, &seen);
+    let identity = device.as_ref().map(|d| &d.id);
+    observe(app, &observed(request, peer, StatusCode::OK, sent, started, outcome.as_ref(), identity));
     finish(result, request, peer, sent)
 }
 
@@ -395,7 +394,7 @@ async fn answer_image(
 
     // Recorded when the head went out, as the router does.
     let outcome = chosen.device.as_ref().filter(|_| body).map(|d| d.outcome(Stage::ImageServed));
-    observe(app, &observed(request, peer, status, sent, started, outcome.as_ref()));
+    observe(app, &observed(request, peer, status, sent, started, outcome.as_ref(), None));
     finish(result, request, peer, sent)
 }
 
@@ -445,6 +444,7 @@ fn observed<'a>(
     bytes: u64,
     started: Instant,
     outcome: Option<&'a DeviceOutcome>,
+    identity: Option<&'a DeviceIdentity>,
 ) -> Observed<'a> {
     Observed {
         headers: &request.headers,
@@ -455,7 +455,7 @@ fn observed<'a>(
         bytes,
         started,
         outcome,
-        identity: None,
+        identity,
     }
 }
 
