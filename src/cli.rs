@@ -497,9 +497,44 @@ pub struct ServeArgs {
     /// `patch` on `events.k8s.io` events; off by default (a server without RBAC works).
     #[arg(long, env = "ZTP_REPORT_STATUS")]
     pub report_status: bool,
-    /// Seconds between writes of device activity.
+    /// Seconds between writes of device activity (and of Switches, with `--switches`).
     #[arg(long, env = "ZTP_ACTIVITY_FLUSH_SECONDS", default_value_t = 5.0)]
     pub activity_flush_seconds: f64,
+    #[command(flatten)]
+    pub switches: SwitchArgs,
+}
+
+/// One Switch object per device, written by the server (`docs/switch.md`).
+#[derive(Debug, Clone, Args)]
+pub struct SwitchArgs {
+    /// Create a Switch for each device that asks (per `--discover`) and write what it did into
+    /// its status, with the in-cluster service account (or KUBECONFIG). Needs `get`, `list`,
+    /// `watch`, `create` and `delete` on `switches` and `patch` on `switches/status`.
+    #[arg(long = "switches", env = "ZTP_SWITCHES")]
+    pub enabled: bool,
+    /// Which devices get a Switch created when they first ask: `matched` (a SwitchProfile
+    /// matches them), `all` (also the others: phase `Unmatched`), `none` (only existing
+    /// Switches are written).
+    #[arg(long, env = "ZTP_DISCOVER", value_enum, default_value_t = crate::switch::k8s::Discover::Matched)]
+    pub discover: crate::switch::k8s::Discover,
+    /// Namespace of a discovered Switch that no profile matches (a matched one goes to its
+    /// profile's namespace). Default: the server's own (`POD_NAMESPACE`), else `default`.
+    #[arg(long, env = "ZTP_DISCOVER_NAMESPACE")]
+    pub discover_namespace: Option<String>,
+    /// Follow only this namespace's Switches (needs only a Role there); default: every namespace.
+    #[arg(long, env = "ZTP_SWITCH_NAMESPACE")]
+    pub switch_namespace: Option<String>,
+    /// Discovered `Unmatched` Switches at most; past it the least recently seen one is deleted to
+    /// make room (identity over plain HTTP is self-asserted: this bounds what made-up serials
+    /// create).
+    #[arg(long, env = "ZTP_MAX_UNMATCHED", default_value_t = 500)]
+    pub max_unmatched: usize,
+    /// New Switches one source address may cause per minute at most.
+    #[arg(long, env = "ZTP_DISCOVER_PER_SOURCE_PER_MINUTE", default_value_t = 30)]
+    pub discover_per_source_per_minute: u32,
+    /// Switch writes (creations, status writes, deletions) per second at most, per replica.
+    #[arg(long, env = "ZTP_SWITCH_WRITES_PER_SECOND", default_value_t = 50.0)]
+    pub switch_writes_per_second: f64,
 }
 
 impl ServeArgs {

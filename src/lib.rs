@@ -1,7 +1,7 @@
 //! ztp-operator: zero-touch provisioning of data-centre switches, run from Kubernetes.
 //!
 //! The crate is one library with one binary (`ztp-operator`, several subcommands). Modules:
-//! - [`api`]: the custom resources (`OsImage`, `SwitchProfile`) and name validation.
+//! - [`api`]: the custom resources (`OsImage`, `SwitchProfile`, `Switch`) and name validation.
 //! - [`cli`]: command-line arguments.
 //! - [`hash`]: SHA-256 digests and the streaming hasher.
 //! - [`store`]: the image store (directory or S3) and `manifest.json`.
@@ -11,6 +11,7 @@
 //! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
 //! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
+//! - [`switch`]: one Switch object per device: lifecycle rules, names, report tokens.
 //! - [`activity`]: how far each device got, per SwitchProfile, written to status or a file.
 //! - [`dhcp`]: ISC dhcpd / Kea host reservations pointing switches at the server (`ztpctl dhcp`).
 //! - [`routes`]: the device URL space: what each path a switch asks for means.
@@ -40,5 +41,6 @@ pub mod shutdown;
 pub mod standalone;
 pub mod status_file;
 pub mod store;
+pub mod switch;
 mod sys;
 pub mod telemetry;

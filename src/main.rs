@@ -67,11 +67,36 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
     } else {
         Activity::disabled()
     };
+    let switches = if args.switches.enabled {
+        let client = kube::Client::try_default()
+            .await
+            .map_err(|e| format!("--switches needs Kubernetes credentials: {e}"))?;
+        let s = &args.switches;
+        let options = ztp_operator::switch::k8s::Options {
+            discover: s.discover,
+            namespace: s
+                .discover_namespace
+                .clone()
+                .or_else(|| std::env::var("POD_NAMESPACE").ok())
+                .unwrap_or_else(|| "default".into()),
+            scope: s.switch_namespace.clone(),
+            max_unmatched: s.max_unmatched,
+            per_source_per_minute: s.discover_per_source_per_minute,
+            writes_per_second: s.switch_writes_per_second,
+            flush: args.activity_flush(),
+        };
+        let book = ztp_operator::switch::book::Book::new();
+        tokio::spawn(ztp_operator::switch::k8s::run(client, book.clone(), options));
+        book
+    } else {
+        ztp_operator::switch::book::Book::disabled()
+    };
     let options = ztp_operator::serve::Options {
         listen: args.listen.listen,
         max_downloads: args.listen.max_downloads,
         sendfile: !args.listen.no_sendfile,
         activity,
+        switches,
         admin: args.admin.auth().map_err(|e| e.to_string())?,
         max_upload: args.admin.max_upload_bytes,
         device_networks: ztp_operator::serve::observe::DeviceNetworks::new(

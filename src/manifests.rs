@@ -1,6 +1,6 @@
 //! Folders of kubectl-style YAML (`*.yaml` / `*.yml`, several documents per file): what
-//! standalone mode declares ([`load`]: OsImages, SwitchProfiles and the ConfigMaps / Secrets they
-//! reference) and the SwitchProfiles `ztpctl dhcp` reads ([`read_switch_profiles`]). Documents
+//! standalone mode declares ([`load`]: OsImages, SwitchProfiles, Switches and the ConfigMaps /
+//! Secrets they reference) and the SwitchProfiles `ztpctl dhcp` reads ([`read_switch_profiles`]). Documents
 //! are checked as the apiserver would ([`validate`]) and bounded in size and nesting before they
 //! are parsed.
 
@@ -19,7 +19,7 @@ use k8s_openapi::{
 use serde_json::Value;
 
 use crate::{
-    api::{OsImage, SwitchProfile, object_name, validate},
+    api::{OsImage, Switch, SwitchProfile, object_name, validate},
     lookup::{config_map_data, secret_data},
 };
 
@@ -36,6 +36,7 @@ pub struct ManifestsError {
 pub struct Desired {
     pub images: Vec<Arc<OsImage>>,
     pub profiles: Vec<Arc<SwitchProfile>>,
+    pub switches: Vec<Arc<Switch>>,
     pub config_maps: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
     pub secrets: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
@@ -89,6 +90,7 @@ pub fn load(dir: &Path) -> Result<Folder, ManifestsError> {
             Ok(()) => {
                 desired.images.extend(file.images);
                 desired.profiles.extend(file.profiles);
+                desired.switches.extend(file.switches);
                 desired.config_maps.extend(file.config_maps);
                 desired.secrets.extend(file.secrets);
             }
@@ -141,6 +143,13 @@ fn load_file(
                 profile.metadata.generation = Some(generation_of(&value["spec"]));
                 profile.status = None;
                 desired.profiles.push(Arc::new(profile));
+            }
+            "Switch" => {
+                let mut switch: Switch = serde_json::from_value(value.clone()).map_err(doc_err)?;
+                switch.metadata.namespace.get_or_insert_with(|| "default".into());
+                switch.metadata.generation = Some(generation_of(&value["spec"]));
+                switch.status = None;
+                desired.switches.push(Arc::new(switch));
             }
             "ConfigMap" => {
                 let cm: ConfigMap = serde_json::from_value(value).map_err(doc_err)?;
@@ -309,5 +318,26 @@ mod tests {
         assert_eq!(problems.len(), 2, "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("bad.yaml")), "{problems:?}");
         assert!(problems.iter().any(|p| p.contains("deep.yaml") && p.contains("nested")), "{problems:?}");
+    }
+
+    #[test]
+    fn switches_are_read_and_checked_as_the_apiserver_would() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let switch = "apiVersion: ztp.netops.dev/v1alpha1\nkind: Switch\nmetadata: {name: leaf-17}\nspec:\n  serialNumber: MT2245X01234\n  hostname: leaf-17\n  variables: {loopback: 10.0.0.17}\n  hold: true\n";
+        std::fs::write(dir.path().join("switch.yaml"), switch).expect("write");
+        let bad_mac = "apiVersion: ztp.netops.dev/v1alpha1\nkind: Switch\nmetadata: {name: leaf-18}\nspec: {serialNumber: SN18, macAddress: nope}\n";
+        std::fs::write(dir.path().join("bad.yaml"), bad_mac).expect("write");
+        let folder = load(dir.path()).expect("the folder loads");
+        let [sw] = &folder.desired.switches[..] else { panic!("{:?}", folder.desired.switches) };
+        assert_eq!(sw.metadata.namespace.as_deref(), Some("default"));
+        assert_eq!((sw.spec.serial_number.as_str(), sw.spec.hold), ("MT2245X01234", true));
+        assert_eq!(sw.spec.variables["loopback"], "10.0.0.17");
+        let problems: Vec<String> = folder.problems.iter().map(ToString::to_string).collect();
+        assert!(
+            problems.len() == 1
+                && problems[0].contains("spec.macAddress")
+                && problems[0].contains("six hex pairs"),
+            "{problems:?}"
+        );
     }
 }

@@ -154,6 +154,15 @@ impl<'a> DeviceRoute<'a> {
         }
     }
 
+    /// Whether this is the request a switch makes when it starts provisioning (again): its ZTP
+    /// JSON, its Cumulus script, an ONIE installer or updater, RtBrick's image. After a closed
+    /// attempt it opens a new one ([`crate::switch::lifecycle`]); a section, a file or an image by
+    /// path is part of the attempt under way.
+    pub fn starts_provisioning(&self) -> bool {
+        use DeviceRoute::*;
+        matches!(self, Onie | OnieName(..) | ZtpJson { .. } | Cumulus { .. } | RtBrickImage)
+    }
+
     /// The serial number the path names, where it has one.
     pub fn serial(&self) -> Option<&'a str> {
         use DeviceRoute::*;
@@ -305,6 +314,27 @@ mod tests {
             assert_eq!(t.len(), p.len(), "{template}: {path}");
             assert!(t.iter().zip(&p).all(|(t, p)| t.starts_with('{') || t == p), "{template}: {path}");
         }
+    }
+
+    #[test]
+    fn the_first_requests_of_each_family_start_provisioning() {
+        let starts: Vec<&str> = SAMPLE_PATHS
+            .iter()
+            .copied()
+            .filter(|p| DeviceRoute::parse(p).unwrap().starts_provisioning())
+            .collect();
+        assert_eq!(
+            starts,
+            [
+                "/onie",
+                "/onie-installer-x86_64-accton_as7712_32x-r0",
+                "/ztp/image",
+                "/sonic/ztp.json",
+                "/nvos/MT2245X01/ztp.json",
+                "/cumulus/ztp.sh",
+                "/cumulus/CU42/ztp.sh",
+            ]
+        );
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The custom resources of `ztp.netops.dev/v1alpha1`: what users `kubectl apply` or keep in Git.
+//! The custom resources of `ztp.netops.dev/v1alpha1` (`OsImage`, `SwitchProfile`, `Switch`): what
+//! users `kubectl apply` or keep in Git.
 //!
 //! Every field carries a doc comment: the CRD generator turns them into the descriptions that
 //! `kubectl explain` prints. Rules the OpenAPI schema cannot express are CEL rules
@@ -10,6 +11,7 @@ pub mod names;
 pub mod osimage;
 pub mod references;
 pub mod sonic;
+pub mod switch;
 pub mod switchprofile;
 pub mod validate;
 
@@ -24,6 +26,10 @@ pub use references::References;
 pub use sonic::{
     SonicConfigDb, SonicConnectivityCheck, SonicDownload, SonicDownloadFile, SonicFirmware,
     SonicFirmwareInstall, SonicFirmwareRemove, SonicPlugin, SonicSection, SonicSnmp, SonicSpec,
+};
+pub use switch::{
+    Attempt, AttemptResult, AttemptTrigger, DeviceFacts, MatchedBy, MatchedProfile, StageRecord, StageResult,
+    Switch, SwitchPhase, SwitchSpec, SwitchStatus,
 };
 pub use switchprofile::{
     CumulusSpec, DeviceMatch, DeviceRecord, DeviceStage, DeviceSummary, OnieSpec, SwitchProfile,
@@ -45,7 +51,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     let one = |crd| {
         with_unobserved_status(merge_crds(vec![crd], VERSION).expect("a single-version CRD always merges"))
     };
-    vec![one(OsImage::crd()), one(SwitchProfile::crd())]
+    vec![one(OsImage::crd()), one(SwitchProfile::crd()), one(Switch::crd())]
 }
 
 /// `status.observedGeneration` of an object no controller has written a status for yet.
@@ -64,7 +70,7 @@ fn with_unobserved_status(mut crd: CustomResourceDefinition) -> CustomResourceDe
             .and_then(|s| s.open_api_v3_schema.as_mut())
             .and_then(|s| s.properties.as_mut())
             .and_then(|p| p.get_mut("status"))
-            .expect("both kinds have a status subresource, so a status property");
+            .expect("every kind has a status subresource, so a status property");
         status.default = Some(JSON(serde_json::json!({ "observedGeneration": UNOBSERVED_GENERATION })));
     }
     crd

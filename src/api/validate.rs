@@ -8,8 +8,9 @@
 //! its strings extension (`lowerAscii`), as the apiserver does with cel-go. Fields the schema does
 //! not declare are refused, as `kubectl apply` (field validation `Strict`, its default) refuses
 //! them; the apiserver itself would prune them silently under `Ignore`. Transition rules (those
-//! using `oldSelf`) have no old object to compare with here and are not evaluated; our CRDs have
-//! none (a test says so).
+//! using `oldSelf`) have no old object to compare with here and are not evaluated, as the
+//! apiserver does not evaluate them on create; our CRDs have one kind only, `self == oldSelf`
+//! (an immutable field, a test says so), which a manifest read once cannot break.
 //!
 //! Not checked here (the apiserver does it outside the schema): `metadata` beyond the name and
 //! namespace, defaulting (defaults always pass the schema), the status (reset on create for kinds
@@ -56,7 +57,7 @@ pub enum Invalid {
     Schema { kind: String, name: String, errors: Vec<FieldError> },
 }
 
-const GROUP_KINDS: &str = "ztp.netops.dev/v1alpha1 serves OsImage and SwitchProfile";
+const GROUP_KINDS: &str = "ztp.netops.dev/v1alpha1 serves OsImage, SwitchProfile and Switch";
 
 impl Invalid {
     /// The individual field errors (empty for an unknown kind).

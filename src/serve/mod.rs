@@ -56,6 +56,8 @@ pub struct App {
     pub max_downloads: usize,
     /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
     pub activity: activity::Activity,
+    /// Each device's steps, for its Switch (written by [`crate::switch::k8s::run`]).
+    pub switches: crate::switch::book::Book,
     /// Who may upload and delete files.
     pub admin: auth::AdminAuth,
     /// Largest upload accepted, in bytes.
@@ -204,6 +206,8 @@ pub struct Options {
     pub sendfile: bool,
     /// Where device stages are recorded.
     pub activity: activity::Activity,
+    /// Where each device's steps are gathered for its Switch.
+    pub switches: crate::switch::book::Book,
     pub admin: auth::AdminAuth,
     pub max_upload: u64,
     /// Device routes answer only these sources.
@@ -223,8 +227,17 @@ pub async fn run(
     options: Options,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let Options { listen, max_downloads, sendfile, activity, admin, max_upload, device_networks, limits } =
-        options;
+    let Options {
+        listen,
+        max_downloads,
+        sendfile,
+        activity,
+        switches,
+        admin,
+        max_upload,
+        device_networks,
+        limits,
+    } = options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5)
             .with_send_timeout(limits.send_timeout),
@@ -232,6 +245,7 @@ pub async fn run(
         metrics: metrics::Metrics::default(),
         max_downloads,
         activity,
+        switches,
         admin,
         max_upload,
         device_networks,
@@ -267,6 +281,7 @@ mod tests {
             metrics: metrics::Metrics::default(),
             max_downloads: 4,
             activity: activity::Activity::disabled(),
+            switches: crate::switch::book::Book::disabled(),
             admin: auth::AdminAuth::none(),
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),

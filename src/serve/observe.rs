@@ -1,5 +1,6 @@
 //! What happens around every device request, whichever path answers it: the source check of
-//! `--device-networks`, and one observation (a log line, the metrics, the device's activity).
+//! `--device-networks`, and one observation (a log line, the metrics, the device's activity, and
+//! with `--switches` a sighting for its Switch).
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -15,8 +16,17 @@ use axum::{
 
 use super::{AppState, device::request_identity, reply::text};
 use crate::{
-    activity::{DeviceOutcome, RenderFailure},
-    profile::identity::DeviceIdentity,
+    activity::{DeviceOutcome, RenderFailure, Stage},
+    api::{DeviceFacts, MatchedBy, MatchedProfile},
+    profile::{
+        identity::{DeviceIdentity, Family},
+        index::KeyKind,
+    },
+    routes::DeviceRoute,
+    switch::{
+        book::Sighting,
+        lifecycle::{Report, What},
+    },
 };
 
 /// The networks device routes answer (`--device-networks`); empty: every source.
@@ -137,6 +147,45 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     if let Some(outcome) = outcome {
         state.activity.record(outcome, source);
     }
+    if state.switches.is_enabled()
+        && let Some(sighting) = sighting(state, r, id)
+    {
+        state.switches.see(sighting);
+    }
+}
+
+/// What a device request tells its Switch: the device's facts, the profile it matches now, and
+/// the step the answer made (a served configuration or image, the `provisioned` callback).
+/// `None` for a device without a serial number (a Switch is keyed by it).
+fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<Sighting> {
+    let serial = id.serial.clone()?;
+    let matched = state.server.loaded().and_then(|l| {
+        let m = l.index.lookup(id)?;
+        let p = &l.snapshot.profiles[m.profile];
+        let by = match m.by {
+            KeyKind::Serial => MatchedBy::Serial,
+            KeyKind::Mac => MatchedBy::Mac,
+            KeyKind::Model => MatchedBy::Model,
+        };
+        Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
+    });
+    let starts = || DeviceRoute::parse(r.path).is_some_and(|route| route.starts_provisioning());
+    let what = r.outcome.map(|o| match o.stage {
+        Stage::ConfigServed => What::ConfigServed { start: starts() },
+        Stage::ImageServed => What::ImageServed { start: starts(), path: Some(loggable(r.path, 256)) },
+        Stage::Provisioned => What::Reported(Report::provisioned()),
+    });
+    let user_agent =
+        r.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| loggable(ua, 256));
+    let facts = DeviceFacts {
+        family: (id.family != Family::Unknown).then(|| id.family.as_str().to_owned()),
+        model: id.models.first().cloned(),
+        mac: id.mac.clone(),
+        os_version: id.os_version.clone(),
+        address: r.source.map(|ip| address(ip.to_canonical())),
+        user_agent,
+    };
+    Some(Sighting { serial, facts, matched, what, at: k8s_openapi::jiff::Timestamp::now() })
 }
 
 /// `ip` as text, IPv4 (every device's source) without `core::fmt`: `Ipv4Addr`'s `Display` cost

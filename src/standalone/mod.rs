@@ -152,6 +152,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 max_downloads: max,
                 sendfile: true,
                 activity,
+                switches: crate::switch::book::Book::disabled(),
                 admin,
                 max_upload,
                 device_networks: Default::default(),

@@ -8,7 +8,7 @@ use kube::{
     api::{Patch, PatchParams, PostParams},
 };
 use serde_json::{Value, json};
-use ztp_operator::api::{OsImage, SwitchProfile};
+use ztp_operator::api::{OsImage, Switch, SwitchProfile};
 
 use crate::support;
 
@@ -61,6 +61,11 @@ async fn crds_are_established_with_status_and_columns() {
             "switchprofiles.ztp.netops.dev",
             vec!["Match", "Ready", "Reason", "Devices", "Age", "Message"],
             "swp",
+        ),
+        (
+            "switches.ztp.netops.dev",
+            vec!["Serial", "Hostname", "Model", "Profile", "Phase", "IP", "Last Seen", "Age"],
+            "sw",
         ),
     ] {
         let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
@@ -480,6 +485,58 @@ async fn status_is_a_subresource_and_columns_render() {
     assert_eq!(cells[3], "Ready");
     assert_eq!(cells[4], "1.0 MiB");
     assert_eq!(cells[5], 1048576);
+}
+
+/// A Switch's serial cannot change (CEL transition rule `self == oldSelf`, which only a real
+/// apiserver evaluates), a bad MAC is refused, and the fleet columns render its status as the
+/// device server will write it.
+#[tokio::test]
+async fn switch_serial_is_immutable_and_columns_render() {
+    let t = support::kube_test("crd-switch").await;
+    let api: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
+    let switch = |name: &str, spec: Value| json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "Switch", "metadata": {"name": name}, "spec": spec});
+    let msg =
+        rejected(&api, switch("bad-mac", json!({"serialNumber": "SN1", "macAddress": "0c:42:a1"}))).await;
+    assert!(msg.contains("macAddress must be six hex pairs"), "{msg}");
+    let msg = rejected(&api, switch("bad-serial", json!({"serialNumber": "../SN1"}))).await;
+    assert!(msg.contains("serialNumber must be a safe path segment"), "{msg}");
+
+    let leaf: Switch = serde_json::from_value(switch(
+        "leaf-17",
+        json!({"serialNumber": "MT2245X01234", "hostname": "leaf-17", "variables": {"loopback": "10.0.0.17"}}),
+    ))
+    .expect("parse");
+    api.create(&PostParams::default(), &leaf).await.expect("create");
+    let change = json!({"spec": {"serialNumber": "MT2245X09999"}});
+    match api.patch("leaf-17", &PatchParams::default(), &Patch::Merge(&change)).await {
+        Err(kube::Error::Api(s)) => {
+            assert_eq!(s.code, 422, "{s:?}");
+            assert!(s.message.contains("serialNumber is immutable"), "{}", s.message);
+        }
+        other => panic!("the serial changed: {other:?}"),
+    }
+    let hold = json!({"spec": {"hold": true, "reprovision": "rma-4711"}});
+    api.patch("leaf-17", &PatchParams::default(), &Patch::Merge(&hold)).await.expect("other fields change");
+
+    let status = json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "Switch",
+        "status": {
+            "observedGeneration": 2, "phase": "Held",
+            "matchedProfile": {"name": "leaf", "namespace": t.namespace, "by": "Serial"},
+            "device": {"family": "nvos", "model": "MSN2410", "address": "192.0.2.17"},
+            "lastSeen": "2026-11-30T10:00:00Z",
+            "attempts": [{"started": "2026-11-30T09:58:00Z", "trigger": "Discovered",
+                          "stages": [{"name": "ConfigServed", "time": "2026-11-30T09:58:00Z"}]}]
+        }
+    });
+    api.patch_status("leaf-17", &PatchParams::apply("ztp-e2e").force(), &Patch::Apply(&status))
+        .await
+        .expect("patch status");
+    let table =
+        table(&t.client, &format!("/apis/ztp.netops.dev/v1alpha1/namespaces/{}/switches", t.namespace)).await;
+    let cells = table["rows"][0]["cells"].as_array().expect("cells");
+    let shown = ["leaf-17", "MT2245X01234", "leaf-17", "MSN2410", "leaf", "Held", "192.0.2.17"];
+    assert_eq!(cells[..7], shown.map(|c| json!(c)), "{cells:?}");
 }
 
 /// What `kubectl get` asks for: the server-side Table rendering with the printer columns.

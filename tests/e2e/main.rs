@@ -26,5 +26,6 @@ mod s3;
 mod serving;
 mod serving_deployment;
 mod standalone;
+mod switches;
 mod validate;
 mod ztpctl;

@@ -123,6 +123,7 @@ impl Lab {
             metrics: metrics::Metrics::default(),
             max_downloads: 2,
             activity: activity::Activity::disabled(),
+            switches: crate::switch::book::Book::disabled(),
             admin,
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),

@@ -1,5 +1,5 @@
-//! A `ztp-operator serve` that reports device activity (`--report-status`), and the narrow
-//! identity it runs as: a ServiceAccount allowed only what the server needs, with a token from the
+//! A `ztp-operator serve` that reports device activity (`--report-status`) or writes Switches
+//! (`--switches`), and the narrow identity it runs as: a ServiceAccount allowed only what the server needs, with a token from the
 //! TokenRequest API.
 
 use std::{
@@ -33,6 +33,18 @@ impl Drop for Server {
 /// Starts the real binary serving from `store`, reporting activity every second with the
 /// credentials in `kubeconfig`; returns once it has loaded a snapshot with `profiles` profiles.
 pub async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: usize) -> Server {
+    serve_with(store, kubeconfig, log, profiles, &["--report-status"]).await
+}
+
+/// [`serve`] with `flags` (what it reports, and how) instead of `--report-status`; writes
+/// every second.
+pub async fn serve_with(
+    store: &TestStore,
+    kubeconfig: &Path,
+    log: &str,
+    profiles: usize,
+    flags: &[&str],
+) -> Server {
     let env = super::env().await;
     let port = procs::free_port();
     let base = format!("http://127.0.0.1:{port}");
@@ -41,9 +53,9 @@ pub async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: us
     args.extend([
         format!("--listen=127.0.0.1:{port}"),
         format!("--external-url={base}"),
-        "--report-status".into(),
         "--activity-flush-seconds=1".into(),
     ]);
+    args.extend(flags.iter().map(|f| f.to_string()));
     let proc = procs::spawn(
         "ztp-operator",
         Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
@@ -68,22 +80,26 @@ pub async fn serve(store: &TestStore, kubeconfig: &Path, log: &str, profiles: us
     }
 }
 
-/// A ServiceAccount allowed only what the server needs in the test's namespace, and a
-/// kubeconfig with a token for it from the TokenRequest API.
+/// A ServiceAccount allowed only what `serve --report-status` needs in the test's namespace, and
+/// a kubeconfig with a token for it from the TokenRequest API.
 pub async fn narrow_identity(t: &KubeTest, dir: &Path) -> PathBuf {
+    let rules = json!([
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switchprofiles/status"], "verbs": ["patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+    ]);
+    identity_with(t, dir, rules).await
+}
+
+/// A ServiceAccount allowed only `rules` (a Role's) in the test's namespace, and a kubeconfig
+/// with a token for it from the TokenRequest API.
+pub async fn identity_with(t: &KubeTest, dir: &Path, rules: serde_json::Value) -> PathBuf {
     let name = "ztp-server";
     let pp = PostParams::default();
     let sa: ServiceAccount = serde_json::from_value(json!({"metadata": {"name": name}})).expect("sa");
     let sas: Api<ServiceAccount> = Api::namespaced(t.client.clone(), &t.namespace);
     sas.create(&pp, &sa).await.expect("create ServiceAccount");
-    let role: Role = serde_json::from_value(json!({
-        "metadata": {"name": name},
-        "rules": [
-            {"apiGroups": ["ztp.netops.dev"], "resources": ["switchprofiles/status"], "verbs": ["patch"]},
-            {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
-        ],
-    }))
-    .expect("role");
+    let role: Role =
+        serde_json::from_value(json!({"metadata": {"name": name}, "rules": rules})).expect("role");
     Api::<Role>::namespaced(t.client.clone(), &t.namespace).create(&pp, &role).await.expect("create Role");
     let binding: RoleBinding = serde_json::from_value(json!({
         "metadata": {"name": name},

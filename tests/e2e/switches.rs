@@ -1,0 +1,255 @@
+//! Switches, end to end: two replicas of the real `serve` binary with `--switches`, running as a
+//! ServiceAccount allowed only the Switch verbs the server needs (a token from the TokenRequest
+//! API), answer devices that send their family's exact headers against a real apiserver. A
+//! matched device gets a Switch whose phase and conditions follow its ONIE install, its NVOS ZTP
+//! JSON and its `provisioned` callback across both replicas, in one attempt history; a request
+//! after the close opens a new attempt; a hand-made Switch is written by its serial, whatever its
+//! name; made-up serials create at most `--max-unmatched` Switches; `--discover matched` creates
+//! none for strangers.
+
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, PostParams};
+use reqwest::StatusCode;
+use serde_json::json;
+use ztp_operator::{
+    api::{
+        AttemptResult, AttemptTrigger, ConditionType, MatchedBy, OsImage, Switch, SwitchPhase, SwitchProfile,
+        conditions::find_condition,
+    },
+    hash::Sha256Digest,
+    switch::{k8s::DISCOVERED_BY, name},
+};
+
+use crate::support::{
+    self,
+    controller::{is_ready, osimage, start_controller, wait_for},
+    lab::{headers, onie_headers},
+    random_bytes,
+    reporting::{identity_with, serve_with},
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
+};
+
+fn nvos(serial: &str) -> reqwest::header::HeaderMap {
+    headers(&[
+        ("User-Agent", "NVOS-ZTP/0.1"),
+        ("PRODUCT-NAME", "N5110_LD"),
+        ("SERIAL-NUMBER", serial),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:0A"),
+        ("NVOS-VERSION", "nvos-25.02.2002"),
+        ("NVUE-VERSION", "2.5.0-nvos"),
+    ])
+}
+
+/// The Switch carrying `serial`, once `cond` holds for it (30 s at most).
+async fn wait_switch(api: &Api<Switch>, serial: &str, what: &str, cond: impl Fn(&Switch) -> bool) -> Switch {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let all = api.list(&ListParams::default()).await.expect("list switches");
+        let found = all.items.into_iter().find(|s| s.spec.serial_number == serial);
+        if let Some(s) = &found
+            && cond(s)
+        {
+            return found.expect("found");
+        }
+        assert!(Instant::now() < deadline, "Switch {serial} not {what} within 30 s: {found:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn phase(s: &Switch) -> Option<SwitchPhase> {
+    s.status.as_ref()?.phase
+}
+
+fn condition(s: &Switch, t: ConditionType) -> Option<String> {
+    s.status.as_ref().and_then(|st| find_condition(&st.conditions, t)).map(|c| c.status.clone())
+}
+
+fn stages(s: &Switch, attempt: usize) -> Vec<String> {
+    s.status
+        .as_ref()
+        .map_or(vec![], |st| st.attempts[attempt].stages.iter().map(|x| x.name.clone()).collect())
+}
+
+#[tokio::test]
+async fn devices_become_switches_that_follow_their_lifecycle() {
+    let t = support::kube_test("switches").await;
+    let store = TestStore::new(Backend::Fs, "switches").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = random_bytes(200_000, 43);
+    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
+    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let image =
+        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
+    images.create(&PostParams::default(), &image).await.expect("create image");
+    let profile: SwitchProfile = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "leaf"},
+        "spec": {
+            "match": {"serialNumbers": ["MT2245X01234"]},
+            "onie": {"installImage": {"name": "nos"}},
+            "ztp": {"sections": [{"kind": "commands-list", "content": {"inline": "nv set system hostname leaf\n"}}]},
+        },
+    }))
+    .expect("profile");
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
+    let switches: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
+    // A Switch made by hand, by its own name, for a device no profile matches.
+    let racked: Switch = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "Switch", "metadata": {"name": "spine-1"},
+        "spec": {"serialNumber": "SPINE0001", "hostname": "spine-1"},
+    }))
+    .expect("switch");
+    switches.create(&PostParams::default(), &racked).await.expect("create Switch");
+    let _controller = start_controller(&t, &store);
+    wait_for(&images, "nos", "Ready", is_ready).await;
+
+    let rules = json!([
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
+    ]);
+    let kubeconfig = identity_with(&t, dir.path(), rules).await;
+    let narrow = support::controlplane::client_from(&kubeconfig).await;
+    let denied = Api::<Secret>::namespaced(narrow.clone(), &t.namespace).list(&ListParams::default()).await;
+    assert!(matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403), "{denied:?}");
+    let ns = format!("--switch-namespace={}", t.namespace);
+    let discover_ns = format!("--discover-namespace={}", t.namespace);
+    let flags = ["--switches", "--discover=all", "--max-unmatched=3", &ns, &discover_ns];
+    let a = serve_with(&store, &kubeconfig, "switches-a.log", 1, &flags).await;
+    let b = serve_with(&store, &kubeconfig, "switches-b.log", 1, &flags).await;
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+
+    // The ONIE install from replica a: discovered, installing.
+    let r = c
+        .get(format!("{}/onie-installer", a.base))
+        .headers(onie_headers("MT2245X01234", "0c:42:a1:00:00:0a", "os-install"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.bytes().await.expect("body").len(), body.len());
+    let s =
+        wait_switch(&switches, "MT2245X01234", "Installing", |s| phase(s) == Some(SwitchPhase::Installing))
+            .await;
+    assert_eq!(s.metadata.name.as_deref(), Some(name::for_serial("MT2245X01234").as_str()));
+    assert_eq!(
+        s.metadata.labels.as_ref().and_then(|l| l.get(DISCOVERED_BY.0)).map(String::as_str),
+        Some(DISCOVERED_BY.1)
+    );
+    let st = s.status.as_ref().expect("status");
+    let matched = st.matched_profile.as_ref().expect("matched");
+    assert_eq!((matched.name.as_str(), matched.by), ("leaf", MatchedBy::Serial));
+    let device = st.device.as_ref().expect("device facts");
+    assert_eq!(device.family.as_deref(), Some("onie"));
+    assert_eq!(device.model.as_deref(), Some("x86_64-accton_as7712_32x-r0"));
+    assert_eq!(device.os_version.as_deref(), Some("2024.11"));
+    assert_eq!(device.address.as_deref(), Some("127.0.0.1"));
+    assert_eq!(condition(&s, ConditionType::Reconciling).as_deref(), Some("True"));
+    assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("False"));
+
+    // Its NVOS ZTP JSON from replica b, then the callback to replica a: one history.
+    let r =
+        c.get(format!("{}/nvos/ztp.json", b.base)).headers(nvos("MT2245X01234")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_switch(&switches, "MT2245X01234", "Configuring", |s| phase(s) == Some(SwitchPhase::Configuring))
+        .await;
+    let r = c.post(format!("{}/v1/devices/MT2245X01234/provisioned", a.base)).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let s =
+        wait_switch(&switches, "MT2245X01234", "Provisioned", |s| phase(s) == Some(SwitchPhase::Provisioned))
+            .await;
+    assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("True"));
+    assert_eq!(condition(&s, ConditionType::Reconciling), None);
+    let st = s.status.as_ref().expect("status");
+    assert_eq!(st.attempts.len(), 1, "{:#?}", st.attempts);
+    assert_eq!(
+        (st.attempts[0].trigger, st.attempts[0].result),
+        (AttemptTrigger::Discovered, Some(AttemptResult::Provisioned))
+    );
+    assert_eq!(stages(&s, 0), ["ImageServed", "ConfigServed", "Provisioned"]);
+    assert_eq!(st.device.as_ref().and_then(|d| d.family.as_deref()), Some("nvos"), "what it said last");
+
+    // A section after the close is no new attempt; its ZTP JSON again is.
+    let r = c
+        .get(format!("{}/nvos/MT2245X01234/sections/01-commands-list", b.base))
+        .headers(nvos("MT2245X01234"))
+        .send()
+        .await
+        .expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let r =
+        c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos("MT2245X01234")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    let s = wait_switch(&switches, "MT2245X01234", "started over", |s| {
+        phase(s) == Some(SwitchPhase::Configuring)
+    })
+    .await;
+    let st = s.status.as_ref().expect("status");
+    assert_eq!(st.attempts.len(), 2);
+    assert_eq!((st.attempts[0].trigger, st.attempts[0].result), (AttemptTrigger::Restarted, None));
+    assert_eq!(stages(&s, 0), ["ConfigServed"]);
+    assert_eq!(
+        stages(&s, 1),
+        ["ImageServed", "ConfigServed", "Provisioned"],
+        "the closed attempt is kept as it was"
+    );
+
+    // The hand-made Switch is found by its serial: written, not duplicated; nothing matches it.
+    let r = c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos("SPINE0001")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let s =
+        wait_switch(&switches, "SPINE0001", "Unmatched", |s| phase(s) == Some(SwitchPhase::Unmatched)).await;
+    assert_eq!(s.metadata.name.as_deref(), Some("spine-1"));
+    assert_eq!(condition(&s, ConditionType::Stalled).as_deref(), Some("True"));
+    let stalled = find_condition(&s.status.as_ref().expect("status").conditions, ConditionType::Stalled)
+        .expect("Stalled");
+    assert!(
+        stalled.message.contains("SPINE0001") && stalled.message.contains("0c:42:a1:00:00:0a"),
+        "{}",
+        stalled.message
+    );
+
+    // Made-up serials: at most three discovered Unmatched Switches at a time, the newest kept.
+    for i in 1..=6 {
+        let serial = format!("ZZ-{i}");
+        let r = c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos(&serial)).send().await.expect("get");
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        wait_switch(&switches, &serial, "Unmatched", |s| phase(s) == Some(SwitchPhase::Unmatched)).await;
+    }
+    let all = switches.list(&ListParams::default()).await.expect("list").items;
+    let strangers: Vec<&str> = all
+        .iter()
+        .filter(|s| s.spec.serial_number.starts_with("ZZ-"))
+        .map(|s| s.spec.serial_number.as_str())
+        .collect();
+    assert!(strangers.len() <= 3 && strangers.contains(&"ZZ-6"), "{strangers:?}");
+    assert!(
+        all.iter().any(|s| s.metadata.name.as_deref() == Some("spine-1")),
+        "a hand-made Switch is never recycled"
+    );
+    drop((a, b));
+
+    // `--discover matched`: a stranger gets no Switch; a matched device still does.
+    let m = serve_with(
+        &store,
+        &kubeconfig,
+        "switches-matched.log",
+        1,
+        &["--switches", "--discover=matched", &ns, &discover_ns],
+    )
+    .await;
+    let r = c.get(format!("{}/nvos/ztp.json", m.base)).headers(nvos("STRANGER-1")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // Flushed every second: the callback's flush comes after the stranger's.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = c.post(format!("{}/v1/devices/MT2245X01234/provisioned", m.base)).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_switch(&switches, "MT2245X01234", "Provisioned again", |s| {
+        phase(s) == Some(SwitchPhase::Provisioned)
+    })
+    .await;
+    let all = switches.list(&ListParams::default()).await.expect("list").items;
+    assert!(!all.iter().any(|s| s.spec.serial_number == "STRANGER-1"), "a stranger was discovered");
+}
