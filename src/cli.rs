@@ -37,6 +37,9 @@ pub enum Command {
     Standalone(Box<StandaloneArgs>),
     /// Print the CustomResourceDefinitions as YAML (what `crds/` holds).
     Crds,
+    /// Print a new random report key (64 hex digits) for `serve --report-key-file`, e.g.
+    /// `kubectl create secret generic ztp-report-key --from-literal=key=$(ztp-operator report-key)`.
+    ReportKey,
 }
 
 /// Where the store is: a directory (the mounted PVC) or an S3 / Ceph bucket.
@@ -502,6 +505,33 @@ pub struct ServeArgs {
     pub activity_flush_seconds: f64,
     #[command(flatten)]
     pub switches: SwitchArgs,
+    #[command(flatten)]
+    pub reports: ReportArgs,
+}
+
+/// Stage reports from the devices' scripts (`POST /v1/devices/{serial}/report`).
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// File holding the report key (at least 32 bytes; a Secret's key mounted into the pod): a
+    /// device's report token (template variable `report_token`) is an HMAC of its serial with
+    /// it. Without it reports are refused (503) and templates have no `report_token`.
+    #[arg(long, env = "ZTP_REPORT_KEY_FILE")]
+    pub report_key_file: Option<PathBuf>,
+    /// The old `POST /v1/devices/{serial}/provisioned` callback needs the device's report token
+    /// too (without it, it is unauthenticated, for existing scripts).
+    #[arg(long, env = "ZTP_REQUIRE_REPORT_TOKEN", requires = "report_key_file")]
+    pub require_report_token: bool,
+}
+
+impl ReportArgs {
+    /// How the server takes reports: the key read from its file.
+    pub fn reports(&self) -> Result<crate::serve::report::Reports, crate::switch::token::KeyError> {
+        let key = match &self.report_key_file {
+            Some(path) => Some(std::sync::Arc::new(crate::switch::token::ReportKey::load(path)?)),
+            None => None,
+        };
+        Ok(crate::serve::report::Reports { key, require_token: self.require_report_token })
+    }
 }
 
 /// One Switch object per device, written by the server (`docs/switch.md`).

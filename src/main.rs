@@ -26,6 +26,18 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Command::ReportKey = cli.command {
+        return match ztp_operator::switch::token::ReportKey::generate() {
+            Ok(key) => {
+                println!("{}", String::from_utf8_lossy(key.as_bytes()));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let _log = telemetry::init(cli.log_json);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -43,7 +55,7 @@ fn main() -> ExitCode {
                 Err(e) => report::<()>(Err(e)),
             },
             Command::Serve(args) => report(serve(*args).await),
-            Command::Crds => unreachable!("handled above"),
+            Command::Crds | Command::ReportKey => unreachable!("handled above"),
         }
     });
     // A role that returned (SIGTERM included) does not wait for blocking work still running, such
@@ -97,6 +109,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         sendfile: !args.listen.no_sendfile,
         activity,
         switches,
+        reports: args.reports.reports().map_err(|e| e.to_string())?,
         admin: args.admin.auth().map_err(|e| e.to_string())?,
         max_upload: args.admin.max_upload_bytes,
         device_networks: ztp_operator::serve::observe::DeviceNetworks::new(

@@ -15,6 +15,7 @@
 //! | `/images/{platform}/{version}/{filename}` | an image by its store path |
 //! | `/v1/firmware/{platform}/{version}[/checksum]` | a directory's firmware image (reference API) |
 //! | `/v1/devices/{serial}/provisioned` | the callback of a finished ZTP script |
+//! | `/v1/devices/{serial}/report` | a stage a script reports, with the device's report token |
 
 use crate::profile::identity::Family;
 
@@ -36,12 +37,13 @@ pub const TEMPLATES: &[&str] = &[
     "/v1/firmware/{platform}/{version}",
     "/v1/firmware/{platform}/{version}/checksum",
     "/v1/devices/{serial}/provisioned",
+    "/v1/devices/{serial}/report",
 ];
 
 /// A path of each template, in [`TEMPLATES`] order: what the parser and the router are tested
 /// with.
 #[cfg(test)]
-pub(crate) const SAMPLE_PATHS: [&str; 16] = [
+pub(crate) const SAMPLE_PATHS: [&str; 17] = [
     "/onie",
     "/onie-installer-x86_64-accton_as7712_32x-r0",
     "/ztp/image",
@@ -58,6 +60,7 @@ pub(crate) const SAMPLE_PATHS: [&str; 16] = [
     "/v1/firmware/sonic/4.1",
     "/v1/firmware/sonic/4.1/checksum",
     "/v1/devices/DEV9/provisioned",
+    "/v1/devices/DEV9/report",
 ];
 
 /// A device route, read from a request path.
@@ -91,6 +94,8 @@ pub enum DeviceRoute<'a> {
     FirmwareChecksum { platform: &'a str, version: &'a str },
     /// `/v1/devices/{serial}/provisioned`.
     Provisioned { serial: &'a str },
+    /// `/v1/devices/{serial}/report`.
+    Report { serial: &'a str },
 }
 
 impl<'a> DeviceRoute<'a> {
@@ -126,6 +131,7 @@ impl<'a> DeviceRoute<'a> {
             ["v1", "firmware", platform, version] => Firmware { platform, version },
             ["v1", "firmware", platform, version, "checksum"] => FirmwareChecksum { platform, version },
             ["v1", "devices", serial, "provisioned"] => Provisioned { serial },
+            ["v1", "devices", serial, "report"] => Report { serial },
             [family, "ztp.json"] => ZtpJson { family: ztp_family(family)?, serial: None },
             [family, serial, "ztp.json"] => ZtpJson { family: ztp_family(family)?, serial: Some(serial) },
             [family, serial, "sections", key] => ZtpSection { family: ztp_family(family)?, serial, key },
@@ -150,7 +156,8 @@ impl<'a> DeviceRoute<'a> {
             | Image { .. }
             | Firmware { .. }
             | FirmwareChecksum { .. }
-            | Provisioned { .. } => None,
+            | Provisioned { .. }
+            | Report { .. } => None,
         }
     }
 
@@ -168,7 +175,10 @@ impl<'a> DeviceRoute<'a> {
         use DeviceRoute::*;
         match *self {
             ZtpJson { serial, .. } | Cumulus { serial } => serial,
-            ZtpSection { serial, .. } | SonicPart { serial, .. } | Provisioned { serial } => Some(serial),
+            ZtpSection { serial, .. }
+            | SonicPart { serial, .. }
+            | Provisioned { serial }
+            | Report { serial } => Some(serial),
             _ => None,
         }
     }
@@ -244,6 +254,11 @@ pub mod url {
     pub fn image(base: &str, path: &str) -> String {
         format!("{base}/images/{path}")
     }
+
+    /// Where a device's scripts report their stages.
+    pub fn report(base: &str, serial: &str) -> String {
+        format!("{base}/v1/devices/{serial}/report")
+    }
 }
 
 /// What ONIE is asking for.
@@ -288,7 +303,7 @@ mod tests {
     fn every_route_template_parses_from_a_sample_path() {
         use DeviceRoute::*;
         let (nvos, sonic) = (Family::Nvos, Family::Sonic);
-        let expected: [DeviceRoute<'_>; 16] = [
+        let expected: [DeviceRoute<'_>; 17] = [
             Onie,
             OnieName("onie-installer-x86_64-accton_as7712_32x-r0", Operation::Install),
             RtBrickImage,
@@ -305,6 +320,7 @@ mod tests {
             Firmware { platform: "sonic", version: "4.1" },
             FirmwareChecksum { platform: "sonic", version: "4.1" },
             Provisioned { serial: "DEV9" },
+            Report { serial: "DEV9" },
         ];
         assert_eq!(TEMPLATES.len(), expected.len(), "one sample per template");
         for ((template, path), want) in TEMPLATES.iter().zip(SAMPLE_PATHS).zip(expected) {
@@ -406,6 +422,7 @@ mod tests {
                 url::image(base, "nos/1.0/nos.bin"),
                 DeviceRoute::Image { platform: "nos", version: "1.0", filename: "nos.bin" },
             ),
+            (url::report(base, "SN1"), DeviceRoute::Report { serial: "SN1" }),
         ];
         for (url, want) in &cases {
             let path = strip(url);

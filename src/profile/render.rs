@@ -11,6 +11,8 @@
 //! | `hostname` | the profile's `hostname` |
 //! | `variables` | the profile's `variables` map (`variables.site`) |
 //! | `server_url` | this server's base URL, as the device reached it |
+//! | `report_url` | where the device's scripts report their stages (`POST`; none without a serial) |
+//! | `report_token` | the device's report token (`Authorization: Bearer …`; none without a serial, or on a server without `--report-key-file`) |
 //! | `onie` | `operation`, `arch`, `machine`, `machine_rev`, `vendor_id`, `platform` |
 //! | `container_name`, `element_name`, `host_name` | RtBrick CTRLD's headers |
 //! | `os_version` | the version the device runs |
@@ -39,12 +41,15 @@ use crate::api::ZtpSectionKind;
 pub const CUMULUS_MARKER: &str = "CUMULUS-AUTOPROVISIONING";
 
 /// What a template is rendered for: one device, its profile, and the server's base URL.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RenderContext<'a> {
     pub device: &'a DeviceIdentity,
     pub profile: &'a ProfileSnapshot,
     /// This server's base URL as the device reached it, without a trailing `/`.
     pub server_url: &'a str,
+    /// The device's report token (`crate::switch::token`), when the server has a report key and
+    /// the device a serial.
+    pub report_token: Option<String>,
 }
 
 impl RenderContext<'_> {
@@ -168,6 +173,8 @@ fn template_context(ctx: &RenderContext) -> Value {
         hostname => ctx.profile.hostname.as_deref(),
         variables => &ctx.profile.variables,
         server_url => ctx.server_url,
+        report_url => d.serial.as_deref().map(|serial| crate::routes::url::report(ctx.server_url, serial)),
+        report_token => ctx.report_token.as_deref(),
         onie => context! {
             operation => d.onie_operation.as_deref(),
             arch => d.onie_arch.as_deref(),
@@ -431,7 +438,7 @@ mod tests {
     const URL: &str = "http://10.0.0.1:8080";
 
     fn ctx<'a>(device: &'a DeviceIdentity, profile: &'a ProfileSnapshot) -> RenderContext<'a> {
-        RenderContext { device, profile, server_url: URL }
+        RenderContext { device, profile, server_url: URL, report_token: None }
     }
 
     #[test]
@@ -893,5 +900,78 @@ mod tests {
         assert!(has_crlf("a\rb"));
         assert!(!has_crlf("a\nb"));
         assert!(!has_crlf(""));
+    }
+
+    /// Every template text of the shipped example profiles (inline in a profile, or a ConfigMap
+    /// value a profile uses as a template) renders for a sample device of its profile, on a
+    /// server with a report key and on one without; with one, the scripts carry the token.
+    #[test]
+    fn the_example_templates_render_with_and_without_a_report_key() {
+        fn inline_templates(v: &Json, out: &mut Vec<String>) {
+            match v {
+                Json::Object(m) => {
+                    if m.get("template") == Some(&Json::Bool(true))
+                        && let Some(Json::String(t)) = m.get("inline")
+                    {
+                        out.push(t.clone());
+                    }
+                    m.values().for_each(|v| inline_templates(v, out));
+                }
+                Json::Array(a) => a.iter().for_each(|v| inline_templates(v, out)),
+                _ => {}
+            }
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/switchprofiles");
+        let mut rendered = 0;
+        for entry in std::fs::read_dir(dir).expect("examples") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            let docs = crate::manifests::parse_documents(&text).expect("YAML");
+            let config_maps: Vec<&Json> =
+                docs.iter().map(|(_, d)| d).filter(|d| d["kind"] == "ConfigMap").collect();
+            for (_, doc) in docs.iter().filter(|(_, d)| d["kind"] == "SwitchProfile") {
+                let spec = &doc["spec"];
+                let profile: ProfileSnapshot = serde_json::from_value(json!({
+                    "namespace": "default", "name": doc["metadata"]["name"],
+                    "serialNumbers": spec["match"].get("serialNumbers").cloned().unwrap_or(json!([])),
+                    "models": spec["match"].get("models").cloned().unwrap_or(json!([])),
+                    "hostname": spec.get("hostname"), "variables": spec.get("variables").cloned().unwrap_or(json!({})),
+                }))
+                .expect("a profile snapshot");
+                let mut templates = Vec::new();
+                inline_templates(spec, &mut templates);
+                for cm in &config_maps {
+                    let used = spec.to_string().contains(&format!("\"name\":{}", cm["metadata"]["name"]));
+                    if used {
+                        templates.extend(
+                            cm["data"]
+                                .as_object()
+                                .into_iter()
+                                .flatten()
+                                .filter_map(|(_, v)| v.as_str().map(str::to_owned)),
+                        );
+                    }
+                }
+                let device = super::super::trial::sample_device(&profile, Family::Cumulus);
+                for template in templates {
+                    for token in [Some("tok-123".to_owned()), None] {
+                        let ctx = RenderContext {
+                            device: &device,
+                            profile: &profile,
+                            server_url: URL,
+                            report_token: token.clone(),
+                        };
+                        let text = Text { text: template.clone(), template: true };
+                        let out = render_text_named(&text, &ctx, "example")
+                            .unwrap_or_else(|e| panic!("{}: {e}\n{template}", path.display()));
+                        if token.is_some() && template.contains("report_token") {
+                            assert!(out.contains("Bearer tok-123") && out.contains("/report"), "{out}");
+                        }
+                        rendered += 1;
+                    }
+                }
+            }
+        }
+        assert!(rendered >= 12, "{rendered} renders");
     }
 }

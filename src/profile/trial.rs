@@ -29,6 +29,9 @@ pub const SAMPLE_MAC: &str = "00:00:5e:00:53:00";
 pub const SAMPLE_MODEL: &str = "x86_64-sample_switch-r0";
 /// `server_url` of the trial render.
 pub const SAMPLE_SERVER_URL: &str = "http://ztp.example.invalid";
+/// `report_token` of the trial render (a server without a report key has none: a template that
+/// prints it fails there, for the device, with a message saying so).
+pub const SAMPLE_REPORT_TOKEN: &str = "sample-report-token";
 
 /// A part of the profile's served content, as the snapshot holds it: a trial failure withholds
 /// that part (see [`super::build`]).
@@ -66,6 +69,16 @@ pub fn sample_device(profile: &ProfileSnapshot, family: Family) -> DeviceIdentit
     }
 }
 
+/// What templates see in the trial: the sample device, the profile, the sample URL and token.
+fn sample_context<'a>(device: &'a DeviceIdentity, profile: &'a ProfileSnapshot) -> RenderContext<'a> {
+    RenderContext {
+        device,
+        profile,
+        server_url: SAMPLE_SERVER_URL,
+        report_token: Some(SAMPLE_REPORT_TOKEN.into()),
+    }
+}
+
 /// Renders every template of `profile` for its sample device; returns each failure with the part
 /// it withholds. Whole documents (the ZTP JSON) are built too when `documents` is true (the
 /// caller passes false while the profile has other problems, e.g. an image not Ready yet, which
@@ -80,7 +93,7 @@ pub fn trial_render(
     let strip = |e: RenderError| e.with_profile("");
     if let Some(ztp) = &profile.ztp {
         let device = with(Family::Nvos);
-        let ctx = RenderContext { device: &device, profile, server_url: SAMPLE_SERVER_URL };
+        let ctx = sample_context(&device, profile);
         for (i, s) in ztp.sections.iter().enumerate() {
             if let Err(e) = section_content(&ctx, ztp, &section_key(i, s.kind())) {
                 failures.push((Part::Ztp, strip(e)));
@@ -97,7 +110,7 @@ pub fn trial_render(
     }
     if let Some(s) = &profile.sonic {
         let device = with(Family::Sonic);
-        let ctx = RenderContext { device: &device, profile, server_url: SAMPLE_SERVER_URL };
+        let ctx = sample_context(&device, profile);
         for (i, section) in s.sections.iter().enumerate() {
             let key = sonic::section_key(i, &section.section);
             for name in section.parts.keys() {
@@ -116,13 +129,13 @@ pub fn trial_render(
     }
     if let Some(script) = &profile.cumulus_script {
         let device = with(Family::Cumulus);
-        let ctx = RenderContext { device: &device, profile, server_url: SAMPLE_SERVER_URL };
+        let ctx = sample_context(&device, profile);
         if let Err(e) = cumulus_script(script, &ctx) {
             failures.push((Part::Cumulus, strip(e)));
         }
     }
     let device = with(Family::RtBrick);
-    let ctx = RenderContext { device: &device, profile, server_url: SAMPLE_SERVER_URL };
+    let ctx = sample_context(&device, profile);
     for (name, content) in &profile.files {
         if let Resolved::Text(t) = content
             && let Err(e) = render_text_named(t, &ctx, &format!("files.{name}"))

@@ -455,6 +455,7 @@ fn observed<'a>(
         bytes,
         started,
         outcome,
+        step: None,
         identity,
     }
 }

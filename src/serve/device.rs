@@ -19,6 +19,7 @@ use crate::{
         render::RenderContext,
         snapshot::ProfileSnapshot,
     },
+    switch::token::ReportKey,
 };
 
 /// A device request resolved to its profile.
@@ -29,6 +30,8 @@ pub struct Device {
     /// This server's base URL as the device reached it (`server_url`); `None` when it cannot be
     /// told (see [`BaseUrl`](super::state::BaseUrl)).
     pub base: Option<String>,
+    /// The server's report key (`--report-key-file`), for the `report_token` of templates.
+    pub report_key: Option<Arc<ReportKey>>,
 }
 
 impl Device {
@@ -51,7 +54,8 @@ impl Device {
     /// What templates see for this device (refused without a base URL).
     pub fn render_context(&self) -> Result<RenderContext<'_>, Refusal> {
         let server_url = base_or_refuse(self.base.as_deref())?;
-        Ok(RenderContext { device: &self.id, profile: self.profile(), server_url })
+        let report_token = self.report_key.as_ref().zip(self.id.serial.as_deref()).map(|(k, s)| k.token(s));
+        Ok(RenderContext { device: &self.id, profile: self.profile(), server_url, report_token })
     }
 }
 
@@ -66,6 +70,7 @@ pub struct Asking {
     pub loaded: Arc<Loaded>,
     pub id: DeviceIdentity,
     pub base: Option<String>,
+    pub report_key: Option<Arc<ReportKey>>,
 }
 
 /// Identifies the device: from its headers (400 when one is longer than a path segment may be:
@@ -88,15 +93,16 @@ pub fn identify(
         }
         id.serial.get_or_insert_with(|| serial.to_owned());
     }
-    Ok(Asking { loaded, id, base: state.server.base_url.for_request(headers) })
+    let report_key = state.reports.key.clone();
+    Ok(Asking { loaded, id, base: state.server.base_url.for_request(headers), report_key })
 }
 
 impl Asking {
     /// The device's profile.
     pub fn find(self) -> Result<Device, Refusal> {
-        let Asking { loaded, id, base } = self;
+        let Asking { loaded, id, base, report_key } = self;
         match loaded.index.lookup(&id) {
-            Some(m) => Ok(Device { profile: m.profile, loaded, id, base }),
+            Some(m) => Ok(Device { profile: m.profile, loaded, id, base, report_key }),
             None => Err(Refusal::NotForYou("no profile matches this device")),
         }
     }
@@ -167,10 +173,13 @@ pub fn device_by_headers(state: &AppState, headers: &HeaderMap) -> Option<Device
 
 /// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done. The
 /// profile is found through the loaded snapshot's index by the serial in the path (or by the MAC
-/// or model headers the callback sends); a device no profile matches gets 404.
+/// or model headers the callback sends); a device no profile matches gets 404. Unauthenticated
+/// unless the server runs with `--require-report-token` (then it needs the device's report token,
+/// as `POST /v1/devices/{serial}/report` always does).
 #[utoipa::path(post, path = "/v1/devices/{serial}/provisioned", tag = "devices",
     params(("serial" = String, Path, description = "Serial number of the switch")),
     responses((status = 204, description = "Recorded: the profile's `status.devices` shows the device as provisioned"),
+        (status = 403, description = "With --require-report-token: no token, or not this device's", body = String, content_type = "text/plain"),
         (status = 404, description = "No profile matches this device")))]
 pub async fn provisioned(
     State(state): State<AppState>,
@@ -180,6 +189,7 @@ pub async fn provisioned(
     if validate_segment("serial number", &serial).is_err() {
         return Err(Refusal::NotForYou("not a serial number"));
     }
+    state.reports.check_callback(&serial, &headers)?;
     let device = find_device(&state, &headers, Family::Unknown, Some(&serial))?;
     state.metrics.provisioned();
     let p = device.profile();

@@ -17,6 +17,7 @@ pub mod onie;
 pub mod onie_pass;
 pub mod openapi;
 pub mod reply;
+pub mod report;
 pub mod rtbrick;
 pub mod state;
 pub mod ztp_json;
@@ -58,6 +59,8 @@ pub struct App {
     pub activity: activity::Activity,
     /// Each device's steps, for its Switch (written by [`crate::switch::k8s::run`]).
     pub switches: crate::switch::book::Book,
+    /// The report key and whether the old callback needs the token.
+    pub reports: report::Reports,
     /// Who may upload and delete files.
     pub admin: auth::AdminAuth,
     /// Largest upload accepted, in bytes.
@@ -185,6 +188,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/firmware/{platform}/{version}", get(images::firmware_image))
         .route("/v1/firmware/{platform}/{version}/checksum", get(images::firmware_checksum))
         .route("/v1/devices/{serial}/provisioned", post(device::provisioned))
+        .route("/v1/devices/{serial}/report", post(report::report))
         .layer(middleware::from_fn_with_state(state.clone(), observe::device_source_allowed))
         .layer(middleware::from_fn_with_state(state.clone(), observe::log_device_request));
     Router::new()
@@ -208,6 +212,8 @@ pub struct Options {
     pub activity: activity::Activity,
     /// Where each device's steps are gathered for its Switch.
     pub switches: crate::switch::book::Book,
+    /// How reports are taken.
+    pub reports: report::Reports,
     pub admin: auth::AdminAuth,
     pub max_upload: u64,
     /// Device routes answer only these sources.
@@ -233,6 +239,7 @@ pub async fn run(
         sendfile,
         activity,
         switches,
+        reports,
         admin,
         max_upload,
         device_networks,
@@ -246,6 +253,7 @@ pub async fn run(
         max_downloads,
         activity,
         switches,
+        reports,
         admin,
         max_upload,
         device_networks,
@@ -282,6 +290,7 @@ mod tests {
             max_downloads: 4,
             activity: activity::Activity::disabled(),
             switches: crate::switch::book::Book::disabled(),
+            reports: report::Reports::default(),
             admin: auth::AdminAuth::none(),
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),

@@ -74,6 +74,7 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
         .unwrap_or(0);
     let outcome = response.extensions().get::<DeviceOutcome>();
+    let step = response.extensions().get::<What>();
     if let Some(failure) = response.extensions().get::<RenderFailure>() {
         state.activity.render_failed(failure, source, k8s_openapi::jiff::Timestamp::now());
     }
@@ -89,6 +90,7 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
             bytes,
             started,
             outcome,
+            step,
             identity: None,
         },
     );
@@ -109,6 +111,9 @@ pub struct Observed<'a> {
     pub started: Instant,
     /// The stage the device reached, when the answer moved it (see [`crate::activity`]).
     pub outcome: Option<&'a DeviceOutcome>,
+    /// The step for the device's Switch, when the answer says it exactly (a report); else it
+    /// follows from `outcome`.
+    pub step: Option<&'a What>,
     /// Who the answer was for, when the answering path already knows ([`request_identity`] of the
     /// headers and the path otherwise: the same rule).
     pub identity: Option<&'a DeviceIdentity>,
@@ -118,7 +123,7 @@ pub struct Observed<'a> {
 /// sendfile fast path): one structured log line (serial, MAC, source IP, family, path, status,
 /// bytes, duration), the metrics, and the device's activity.
 pub fn observe(state: &AppState, r: &Observed<'_>) {
-    let Observed { headers, source, method, path, status, bytes, started, outcome, identity } = *r;
+    let Observed { headers, source, method, path, status, bytes, started, outcome, identity, .. } = *r;
     let computed;
     let id = match identity {
         Some(id) => id,
@@ -170,10 +175,12 @@ fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<S
         Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
     });
     let starts = || DeviceRoute::parse(r.path).is_some_and(|route| route.starts_provisioning());
-    let what = r.outcome.map(|o| match o.stage {
-        Stage::ConfigServed => What::ConfigServed { start: starts() },
-        Stage::ImageServed => What::ImageServed { start: starts(), path: Some(loggable(r.path, 256)) },
-        Stage::Provisioned => What::Reported(Report::provisioned()),
+    let what = r.step.cloned().or_else(|| {
+        r.outcome.map(|o| match o.stage {
+            Stage::ConfigServed => What::ConfigServed { start: starts() },
+            Stage::ImageServed => What::ImageServed { start: starts(), path: Some(loggable(r.path, 256)) },
+            Stage::Provisioned => What::Reported(Report::provisioned()),
+        })
     });
     let user_agent =
         r.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| loggable(ua, 256));

@@ -48,6 +48,7 @@ pub const DOCS_PATH: &str = "/docs";
         images::firmware_image,
         images::firmware_checksum,
         device::provisioned,
+        super::report::report,
         files::healthcheck,
         files::whoami,
         files::list_all,
@@ -67,7 +68,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "cumulus", description = "Cumulus Linux ZTP scripts"),
         (name = "rtbrick", description = "RtBrick CTRLD: images and configuration files"),
         (name = "images", description = "Image downloads by path, and the firmware routes"),
-        (name = "devices", description = "Device callbacks"),
+        (name = "devices", description = "Device callbacks and stage reports"),
         (name = "files", description = "Admin files API of the image store"),
         (name = "health", description = "Probes and metrics"),
     )
@@ -118,6 +119,7 @@ mod tests {
             ("/ztp/config/{name}", &["get"]),
             ("/images/{platform}/{version}/{filename}", &["get", "head"]),
             ("/v1/devices/{serial}/provisioned", &["post"]),
+            ("/v1/devices/{serial}/report", &["post"]),
             ("/v1/files/", &["get"]),
             ("/v1/files/{platform}/{version}/{filename}", &["get", "head", "post", "delete"]),
             ("/v1/files/{platform}/{version}/{filename}/checksum", &["get"]),
@@ -133,6 +135,11 @@ mod tests {
         let onie = &paths["/onie"]["get"]["parameters"];
         assert!(onie.as_array().expect("params").iter().any(|p| p["name"] == "ONIE-SERIAL-NUMBER"), "{onie}");
         assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+        // A report with a field the document does not declare is refused (400), so the document
+        // says none may be added.
+        let report = &doc["components"]["schemas"]["StageReport"];
+        assert_eq!(report["additionalProperties"], json!(false), "{report}");
+        assert_eq!(report["required"], json!(["stage"]), "{report}");
     }
 
     /// Every device route template of the URL space is documented (the router declares the same).

@@ -62,6 +62,12 @@ pub enum Refusal {
     /// 404 `{"detail": "Firmware image not found in S3."}`: the reference's answer (JSON, unlike
     /// the device routes' plain-text 404s).
     FirmwareNotFound,
+    /// 400: a report's body is not a stage report, and why.
+    BadReport(String),
+    /// 403: a report (or, with `--require-report-token`, a callback) without the device's token.
+    BadReportToken,
+    /// 503: this server has no report key (`--report-key-file`).
+    NoReportKey,
 }
 
 impl IntoResponse for Refusal {
@@ -88,6 +94,15 @@ impl IntoResponse for Refusal {
             Refusal::FirmwareNotFound => {
                 files::detail(StatusCode::NOT_FOUND, "Firmware image not found in S3.")
             }
+            Refusal::BadReport(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+            Refusal::BadReportToken => text(
+                StatusCode::FORBIDDEN,
+                "this needs the device's report token (Authorization: Bearer <report_token>): nothing recorded\n",
+            ),
+            Refusal::NoReportKey => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "this server takes no reports: it was started without --report-key-file\n",
+            ),
         }
     }
 }
@@ -121,6 +136,24 @@ mod tests {
                 StatusCode::BAD_REQUEST,
                 plain,
                 "no usable Host header: this server cannot tell which address you reached (start it with --external-url, or listen on a specific address)\n",
+            ),
+            (
+                Refusal::BadReportToken,
+                StatusCode::FORBIDDEN,
+                plain,
+                "this needs the device's report token (Authorization: Bearer <report_token>): nothing recorded\n",
+            ),
+            (
+                Refusal::NoReportKey,
+                StatusCode::SERVICE_UNAVAILABLE,
+                plain,
+                "this server takes no reports: it was started without --report-key-file\n",
+            ),
+            (
+                Refusal::BadReport("missing field `stage`".into()),
+                StatusCode::BAD_REQUEST,
+                plain,
+                "missing field `stage`\n",
             ),
             (
                 Refusal::FirmwareNotFound,

@@ -153,6 +153,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 sendfile: true,
                 activity,
                 switches: crate::switch::book::Book::disabled(),
+                reports: Default::default(),
                 admin,
                 max_upload,
                 device_networks: Default::default(),

@@ -48,6 +48,10 @@ async fn the_server_does_what_its_openapi_document_says() {
     let mut flags = store.flags();
     flags.push(format!("--admin-token-file={}", tokens.display()));
     flags.push(format!("--max-upload-bytes={}", 1 << 20));
+    // Reports are checked (403 without the device's token) rather than refused whole (503).
+    let key = dir.path().join("report-key");
+    std::fs::write(&key, "openapi-e2e-report-key-0123456789abcdef\n").expect("report key");
+    flags.push(format!("--report-key-file={}", key.display()));
     let (mut server, base) = serve("openapi", &flags, &[]).await;
 
     // One firmware image, so that listings and the firmware routes answer 200 with a body too.

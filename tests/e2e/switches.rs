@@ -2,8 +2,10 @@
 //! ServiceAccount allowed only the Switch verbs the server needs (a token from the TokenRequest
 //! API), answer devices that send their family's exact headers against a real apiserver. A
 //! matched device gets a Switch whose phase and conditions follow its ONIE install, its NVOS ZTP
-//! JSON and its `provisioned` callback across both replicas, in one attempt history; a request
-//! after the close opens a new attempt; a hand-made Switch is written by its serial, whatever its
+//! JSON, the stage its section's script reports with the device's token (a forged or missing
+//! token records nothing) and its `provisioned` callback across both replicas, in one attempt
+//! history; a ZTP JSON after the close opens a new attempt, a failure reported there makes the
+//! Switch `Failed` and `Stalled`, and starting over again clears it; a hand-made Switch is written by its serial, whatever its
 //! name; made-up serials create at most `--max-unmatched` Switches; `--discover matched` creates
 //! none for strangers.
 
@@ -31,6 +33,14 @@ use crate::support::{
     source::{Behavior, SourceServer},
     store::{Backend, TestStore},
 };
+
+/// A section that reports its stage with the device's URL and token, as a script would.
+const REPORTING_SCRIPT: &str = "curl -H 'Authorization: Bearer {{ report_token }}' -d '{\"stage\": \"config-applied\"}' {{ report_url }}\n";
+
+/// The token a rendered [`REPORTING_SCRIPT`] carries.
+fn token_in(script: &str) -> &str {
+    script.split("Bearer ").nth(1).and_then(|rest| rest.split('\'').next()).expect("a token in the script")
+}
 
 fn nvos(serial: &str) -> reqwest::header::HeaderMap {
     headers(&[
@@ -89,7 +99,7 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
         "spec": {
             "match": {"serialNumbers": ["MT2245X01234"]},
             "onie": {"installImage": {"name": "nos"}},
-            "ztp": {"sections": [{"kind": "commands-list", "content": {"inline": "nv set system hostname leaf\n"}}]},
+            "ztp": {"sections": [{"kind": "commands-list", "content": {"template": true, "inline": REPORTING_SCRIPT}}]},
         },
     }))
     .expect("profile");
@@ -116,7 +126,14 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert!(matches!(denied, Err(kube::Error::Api(ref s)) if s.code == 403), "{denied:?}");
     let ns = format!("--switch-namespace={}", t.namespace);
     let discover_ns = format!("--discover-namespace={}", t.namespace);
-    let flags = ["--switches", "--discover=all", "--max-unmatched=3", &ns, &discover_ns];
+    let key = dir.path().join("report-key");
+    // The key as users make it: `ztp-operator report-key`.
+    let made = std::process::Command::new(env!("CARGO_BIN_EXE_ztp-operator")).arg("report-key").output();
+    let made = made.expect("run ztp-operator report-key");
+    assert!(made.status.success() && made.stdout.len() == 65, "{made:?}");
+    std::fs::write(&key, &made.stdout).expect("report key");
+    let key_flag = format!("--report-key-file={}", key.display());
+    let flags = ["--switches", "--discover=all", "--max-unmatched=3", &ns, &discover_ns, &key_flag];
     let a = serve_with(&store, &kubeconfig, "switches-a.log", 1, &flags).await;
     let b = serve_with(&store, &kubeconfig, "switches-b.log", 1, &flags).await;
     let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -155,6 +172,27 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert_eq!(r.status(), StatusCode::OK);
     wait_switch(&switches, "MT2245X01234", "Configuring", |s| phase(s) == Some(SwitchPhase::Configuring))
         .await;
+    // Its section carries its report URL and token; a report with that token is recorded, one
+    // with a forged token or none is refused and leaves nothing.
+    let section = format!("{}/nvos/MT2245X01234/sections/01-commands-list", b.base);
+    let script = c.get(&section).headers(nvos("MT2245X01234")).send().await.expect("get");
+    let script = script.text().await.expect("text");
+    let report_url = format!("{}/v1/devices/MT2245X01234/report", b.base);
+    assert!(script.ends_with(&format!("{report_url}\n")), "{script}");
+    let token = token_in(&script).to_owned();
+    let forged = r#"{"stage": "forged"}"#;
+    let r = c.post(&report_url).bearer_auth("0".repeat(64)).body(forged).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let r = c.post(&report_url).body(forged).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::FORBIDDEN, "no token");
+    let applied = r#"{"stage": "config-applied"}"#;
+    let r = c.post(&report_url).bearer_auth(&token).body(applied).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    wait_switch(&switches, "MT2245X01234", "showing the report", |s| {
+        stages(s, 0).contains(&"config-applied".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // stored times have whole seconds
     let r = c.post(format!("{}/v1/devices/MT2245X01234/provisioned", a.base)).send().await.expect("post");
     assert_eq!(r.status(), StatusCode::NO_CONTENT);
     let s =
@@ -168,7 +206,7 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
         (st.attempts[0].trigger, st.attempts[0].result),
         (AttemptTrigger::Discovered, Some(AttemptResult::Provisioned))
     );
-    assert_eq!(stages(&s, 0), ["ImageServed", "ConfigServed", "Provisioned"]);
+    assert_eq!(stages(&s, 0), ["ImageServed", "ConfigServed", "config-applied", "Provisioned"]);
     assert_eq!(st.device.as_ref().and_then(|d| d.family.as_deref()), Some("nvos"), "what it said last");
 
     // A section after the close is no new attempt; its ZTP JSON again is.
@@ -192,9 +230,20 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert_eq!(stages(&s, 0), ["ConfigServed"]);
     assert_eq!(
         stages(&s, 1),
-        ["ImageServed", "ConfigServed", "Provisioned"],
+        ["ImageServed", "ConfigServed", "config-applied", "Provisioned"],
         "the closed attempt is kept as it was"
     );
+    // A failure reported in the new attempt: Failed, and Stalled with the device's reason.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let failed = r#"{"stage": "config-apply", "result": "failed", "message": "nv config apply: exit 1"}"#;
+    let r = c.post(&report_url).bearer_auth(&token).body(failed).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let s = wait_switch(&switches, "MT2245X01234", "Failed", |s| phase(s) == Some(SwitchPhase::Failed)).await;
+    let conditions = &s.status.as_ref().expect("status").conditions;
+    let stalled = find_condition(conditions, ConditionType::Stalled).expect("Stalled");
+    let why = &stalled.message;
+    assert!(why.contains("stage config-apply failed") && why.ends_with(": nv config apply: exit 1"), "{why}");
+    assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("False"));
 
     // The hand-made Switch is found by its serial: written, not duplicated; nothing matches it.
     let r = c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos("SPINE0001")).send().await.expect("get");
@@ -244,10 +293,11 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // Flushed every second: the callback's flush comes after the stranger's.
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let r = c.post(format!("{}/v1/devices/MT2245X01234/provisioned", m.base)).send().await.expect("post");
-    assert_eq!(r.status(), StatusCode::NO_CONTENT);
-    wait_switch(&switches, "MT2245X01234", "Provisioned again", |s| {
-        phase(s) == Some(SwitchPhase::Provisioned)
+    let r =
+        c.get(format!("{}/nvos/ztp.json", m.base)).headers(nvos("MT2245X01234")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK);
+    wait_switch(&switches, "MT2245X01234", "starting over after its failure", |s| {
+        phase(s) == Some(SwitchPhase::Configuring)
     })
     .await;
     let all = switches.list(&ListParams::default()).await.expect("list").items;

@@ -127,7 +127,7 @@ fn refused(e: OidcError) -> Refused {
 }
 
 /// The credential of `Authorization: Bearer <token>`; the scheme in any case (RFC 9110 §11.1).
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?.trim();
     let (scheme, token) = value.split_once([' ', '\t'])?;
     let token = token.trim();

@@ -11,6 +11,7 @@ mod cumulus;
 mod files;
 mod images;
 mod onie;
+mod report;
 mod rtbrick;
 mod ztp_json;
 
@@ -73,7 +74,8 @@ const SNAPSHOT: &str = r##"{
           {"section": {"connectivityCheck": {"pingHosts": ["192.0.2.1"]}}}
         ]
       },
-      "cumulusScript": {"text": "#!/bin/bash\n# CUMULUS-AUTOPROVISIONING\necho {{ hostname }}\n", "template": true}
+      "cumulusScript": {"text": "#!/bin/bash\n# CUMULUS-AUTOPROVISIONING\necho {{ hostname }}\n", "template": true},
+      "files": {"report": {"text": {"text": "curl -H 'Authorization: Bearer {{ report_token }}' {{ report_url }}\n", "template": true}}}
     },
     {
       "namespace": "net", "name": "nvos-only",
@@ -92,8 +94,15 @@ pub struct Lab {
     pub install: Vec<u8>,
     /// The `onie-update` image.
     pub update: Vec<u8>,
+    /// What the request log gathered for the devices' Switches.
+    pub switches: crate::switch::book::Book,
+    /// The server's report key ([`REPORT_KEY`]).
+    pub report_key: crate::switch::token::ReportKey,
     _dir: tempfile::TempDir,
 }
+
+/// The lab server's report key (`--report-key-file`).
+pub const REPORT_KEY: &str = "lab-report-key-0123456789abcdef0123456789";
 
 impl Lab {
     pub async fn new() -> Lab {
@@ -117,19 +126,23 @@ impl Lab {
         let server = Arc::new(state::ServerState::new(store.clone(), state::BaseUrl::Fixed(BASE.into())));
         server.reload().await;
         assert!(server.loaded().is_some_and(|l| l.snapshot.profiles.len() == 3), "the snapshot is loaded");
+        let switches = crate::switch::book::Book::new();
+        let report_key = crate::switch::token::ReportKey::from_bytes("lab", REPORT_KEY.as_bytes())
+            .expect("a long enough key");
         let app = Arc::new(App {
             downloads: Downloads::new(store.clone(), 2, 5),
             server,
             metrics: metrics::Metrics::default(),
             max_downloads: 2,
             activity: activity::Activity::disabled(),
-            switches: crate::switch::book::Book::disabled(),
+            switches: switches.clone(),
+            reports: super::report::Reports { key: Some(Arc::new(report_key.clone())), require_token: false },
             admin,
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),
             passes: onie_pass::Passes::default(),
         });
-        Lab { router: router(app), store, install, update, _dir: dir }
+        Lab { router: router(app), store, install, update, switches, report_key, _dir: dir }
     }
 
     /// One request through the router, from a switch at 192.0.2.50; the body not read yet.
