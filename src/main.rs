@@ -97,11 +97,14 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             writes_per_second: s.switch_writes_per_second,
             flush: args.activity_flush(),
         };
-        let book = ztp_operator::switch::book::Book::new();
-        tokio::spawn(ztp_operator::switch::k8s::run(client, book.clone(), options));
-        book
+        let tracking = ztp_operator::switch::Tracking {
+            book: ztp_operator::switch::book::Book::new(),
+            held: Default::default(),
+        };
+        tokio::spawn(ztp_operator::switch::k8s::run(client, tracking.clone(), options));
+        tracking
     } else {
-        ztp_operator::switch::book::Book::disabled()
+        Default::default()
     };
     let options = ztp_operator::serve::Options {
         listen: args.listen.listen,

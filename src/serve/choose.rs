@@ -140,12 +140,12 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
             let entry = manifest.get(&path).filter(|e| !is_snapshot(e));
             let entry = entry.ok_or(Refusal::NotForYou("no such image"))?;
             let image = from_manifest(state, entry).await.ok_or(Refusal::NotForYou("no such image"))?;
-            (image, device_by_headers(state, headers))
+            (image, device_by_headers(state, headers)?)
         }
         ImageRequest::Firmware { platform, version } => {
             let entry = firmware_entry(state, platform, version).ok_or(Refusal::FirmwareNotFound)?;
             let image = from_manifest(state, &entry).await.ok_or(Refusal::FirmwareNotFound)?;
-            (image, device_by_headers(state, headers))
+            (image, device_by_headers(state, headers)?)
         }
     };
     let path = image_path(&image).ok_or(Refusal::NotForYou("not a valid image path"))?;

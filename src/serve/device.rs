@@ -93,6 +93,7 @@ pub fn identify(
         }
         id.serial.get_or_insert_with(|| serial.to_owned());
     }
+    refuse_held(state, id.serial.as_deref())?;
     let report_key = state.reports.key.clone();
     Ok(Asking { loaded, id, base: state.server.base_url.for_request(headers), report_key })
 }
@@ -105,6 +106,14 @@ impl Asking {
             Some(m) => Ok(Device { profile: m.profile, loaded, id, base, report_key }),
             None => Err(Refusal::NotForYou("no profile matches this device")),
         }
+    }
+}
+
+/// [`Refusal::Held`] for a serial whose Switch is on hold.
+pub fn refuse_held(state: &AppState, serial: Option<&str>) -> Result<(), Refusal> {
+    match serial {
+        Some(serial) if state.switches.held.contains(serial) => Err(Refusal::Held),
+        _ => Ok(()),
     }
 }
 
@@ -166,9 +175,13 @@ pub fn image_served(mut response: Response, device: &Device, method: &Method) ->
 }
 
 /// The device a request without a route-specific identity comes from (an image by path), when
-/// its headers match a profile.
-pub fn device_by_headers(state: &AppState, headers: &HeaderMap) -> Option<Device> {
-    find_device(state, headers, Family::Unknown, None).ok()
+/// its headers match a profile; refused when they name a device on hold.
+pub fn device_by_headers(state: &AppState, headers: &HeaderMap) -> Result<Option<Device>, Refusal> {
+    match find_device(state, headers, Family::Unknown, None) {
+        Ok(device) => Ok(Some(device)),
+        Err(Refusal::Held) => Err(Refusal::Held),
+        Err(_) => Ok(None),
+    }
 }
 
 /// `POST /v1/devices/{serial}/provisioned`: the callback a ZTP script makes when it is done. The
@@ -189,6 +202,7 @@ pub async fn provisioned(
     if validate_segment("serial number", &serial).is_err() {
         return Err(Refusal::NotForYou("not a serial number"));
     }
+    refuse_held(&state, Some(&serial))?;
     state.reports.check_callback(&serial, &headers)?;
     let device = find_device(&state, &headers, Family::Unknown, Some(&serial))?;
     state.metrics.provisioned();

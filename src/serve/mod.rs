@@ -57,8 +57,9 @@ pub struct App {
     pub max_downloads: usize,
     /// Device stages, per profile (flushed to status by [`activity::report_forever`]).
     pub activity: activity::Activity,
-    /// Each device's steps, for its Switch (written by [`crate::switch::k8s::run`]).
-    pub switches: crate::switch::book::Book,
+    /// Each device's steps for its Switch (written by [`crate::switch::k8s::run`]), and the
+    /// serials on hold.
+    pub switches: crate::switch::Tracking,
     /// The report key and whether the old callback needs the token.
     pub reports: report::Reports,
     /// Who may upload and delete files.
@@ -210,8 +211,8 @@ pub struct Options {
     pub sendfile: bool,
     /// Where device stages are recorded.
     pub activity: activity::Activity,
-    /// Where each device's steps are gathered for its Switch.
-    pub switches: crate::switch::book::Book,
+    /// Where each device's steps are gathered for its Switch, and which devices are on hold.
+    pub switches: crate::switch::Tracking,
     /// How reports are taken.
     pub reports: report::Reports,
     pub admin: auth::AdminAuth,
@@ -289,7 +290,7 @@ mod tests {
             metrics: metrics::Metrics::default(),
             max_downloads: 4,
             activity: activity::Activity::disabled(),
-            switches: crate::switch::book::Book::disabled(),
+            switches: Default::default(),
             reports: report::Reports::default(),
             admin: auth::AdminAuth::none(),
             max_upload: 1 << 20,

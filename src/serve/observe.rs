@@ -152,10 +152,10 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     if let Some(outcome) = outcome {
         state.activity.record(outcome, source);
     }
-    if state.switches.is_enabled()
+    if state.switches.book.is_enabled()
         && let Some(sighting) = sighting(state, r, id)
     {
-        state.switches.see(sighting);
+        state.switches.book.see(sighting);
     }
 }
 

@@ -68,6 +68,8 @@ pub enum Refusal {
     BadReportToken,
     /// 503: this server has no report key (`--report-key-file`).
     NoReportKey,
+    /// 403: the device's Switch is on hold (`spec.hold`): it gets nothing.
+    Held,
 }
 
 impl IntoResponse for Refusal {
@@ -98,6 +100,10 @@ impl IntoResponse for Refusal {
             Refusal::BadReportToken => text(
                 StatusCode::FORBIDDEN,
                 "this needs the device's report token (Authorization: Bearer <report_token>): nothing recorded\n",
+            ),
+            Refusal::Held => text(
+                StatusCode::FORBIDDEN,
+                "this switch is on hold (spec.hold of its Switch): it gets nothing here\n",
             ),
             Refusal::NoReportKey => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -142,6 +148,12 @@ mod tests {
                 StatusCode::FORBIDDEN,
                 plain,
                 "this needs the device's report token (Authorization: Bearer <report_token>): nothing recorded\n",
+            ),
+            (
+                Refusal::Held,
+                StatusCode::FORBIDDEN,
+                plain,
+                "this switch is on hold (spec.hold of its Switch): it gets nothing here\n",
             ),
             (
                 Refusal::NoReportKey,

@@ -14,7 +14,12 @@ use axum::{
 use serde::Deserialize;
 use utoipa::ToSchema;
 
-use super::{AppState, auth::bearer, device::find_device, reply::Refusal};
+use super::{
+    AppState,
+    auth::bearer,
+    device::{find_device, refuse_held},
+    reply::Refusal,
+};
 use crate::{
     activity::Stage,
     api::{StageResult, validate_segment},
@@ -92,7 +97,7 @@ const MAX_REPORT_BYTES: usize = 16 * 1024;
     responses(
         (status = 204, description = "Recorded for the device's Switch"),
         (status = 400, description = "The body is not a stage report", body = String, content_type = "text/plain"),
-        (status = 403, description = "No token, or not this device's: nothing recorded", body = String, content_type = "text/plain"),
+        (status = 403, description = "No token, or not this device's, or the device is on hold: nothing recorded", body = String, content_type = "text/plain"),
         (status = 404, description = "The path's serial is not a serial number", body = String, content_type = "text/plain"),
         (status = 503, description = "This server takes no reports (no --report-key-file)", body = String, content_type = "text/plain")))]
 pub async fn report(
@@ -105,6 +110,7 @@ pub async fn report(
         return Err(Refusal::NotForYou("not a serial number"));
     }
     let report = parse(&body).map_err(Refusal::BadReport)?;
+    refuse_held(&state, Some(&serial))?;
     if bearer(&headers).is_none() {
         return Err(Refusal::BadReportToken);
     }

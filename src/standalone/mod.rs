@@ -152,7 +152,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 max_downloads: max,
                 sendfile: true,
                 activity,
-                switches: crate::switch::book::Book::disabled(),
+                switches: Default::default(),
                 reports: Default::default(),
                 admin,
                 max_upload,

@@ -90,9 +90,10 @@ pub enum WriteError {
     NameTaken { switch: String, serial: String, other: String },
 }
 
-/// Follows the Switches in scope and writes what the [`Book`] gathers, every `options.flush`,
-/// until the process ends.
-pub async fn run(client: Client, book: Book, options: Options) {
+/// Follows the Switches in scope (keeping `tracking.held` current) and writes what
+/// `tracking.book` gathers, every `options.flush`, until the process ends.
+pub async fn run(client: Client, tracking: super::Tracking, options: Options) {
+    let super::Tracking { book, held } = tracking;
     let api: Api<Switch> = match &options.scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -100,10 +101,10 @@ pub async fn run(client: Client, book: Book, options: Options) {
     let (store, writer) = reflector::store::<Switch>();
     let follow = reflector(writer, watcher(api, watcher::Config::default().any_semantic()))
         .default_backoff()
-        .touched_objects()
-        .for_each(|event| {
-            if let Err(e) = event {
-                tracing::warn!(error = %e, "watching Switches");
+        .for_each(move |event| {
+            match event {
+                Ok(event) => held.observe(&event),
+                Err(e) => tracing::warn!(error = %e, "watching Switches"),
             }
             futures::future::ready(())
         });

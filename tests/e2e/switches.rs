@@ -12,7 +12,7 @@
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::json;
 use ztp_operator::{
@@ -244,6 +244,34 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     let why = &stalled.message;
     assert!(why.contains("stage config-apply failed") && why.ends_with(": nv config apply: exit 1"), "{why}");
     assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("False"));
+
+    // On hold: 403 on its routes (once the servers' watch has it), phase Held; released: served.
+    let name = name::for_serial("MT2245X01234");
+    let hold = |on: bool| json!({"spec": {"hold": on}});
+    switches.patch(&name, &PatchParams::default(), &Patch::Merge(hold(true))).await.expect("hold");
+    let ztp_json = format!("{}/nvos/ztp.json", a.base);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = c.get(&ztp_json).headers(nvos("MT2245X01234")).send().await.expect("get");
+        if r.status() == StatusCode::FORBIDDEN {
+            assert!(r.text().await.expect("text").contains("on hold"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "still served while on hold: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let s = wait_switch(&switches, "MT2245X01234", "Held", |s| phase(s) == Some(SwitchPhase::Held)).await;
+    assert_eq!(
+        (condition(&s, ConditionType::Stalled), condition(&s, ConditionType::Reconciling)),
+        (None, None)
+    );
+    switches.patch(&name, &PatchParams::default(), &Patch::Merge(hold(false))).await.expect("release");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.get(&ztp_json).headers(nvos("MT2245X01234")).send().await.expect("get").status() != StatusCode::OK
+    {
+        assert!(Instant::now() < deadline, "not served again after the hold");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // The hand-made Switch is found by its serial: written, not duplicated; nothing matches it.
     let r = c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos("SPINE0001")).send().await.expect("get");

@@ -9,6 +9,7 @@
 
 mod cumulus;
 mod files;
+mod hold;
 mod images;
 mod onie;
 mod report;
@@ -96,6 +97,8 @@ pub struct Lab {
     pub update: Vec<u8>,
     /// What the request log gathered for the devices' Switches.
     pub switches: crate::switch::book::Book,
+    /// The serials on hold (what the Switch watch keeps current in a real server).
+    pub held: crate::switch::hold::Held,
     /// The server's report key ([`REPORT_KEY`]).
     pub report_key: crate::switch::token::ReportKey,
     _dir: tempfile::TempDir,
@@ -127,6 +130,7 @@ impl Lab {
         server.reload().await;
         assert!(server.loaded().is_some_and(|l| l.snapshot.profiles.len() == 3), "the snapshot is loaded");
         let switches = crate::switch::book::Book::new();
+        let held = crate::switch::hold::Held::default();
         let report_key = crate::switch::token::ReportKey::from_bytes("lab", REPORT_KEY.as_bytes())
             .expect("a long enough key");
         let app = Arc::new(App {
@@ -135,14 +139,14 @@ impl Lab {
             metrics: metrics::Metrics::default(),
             max_downloads: 2,
             activity: activity::Activity::disabled(),
-            switches: switches.clone(),
+            switches: crate::switch::Tracking { book: switches.clone(), held: held.clone() },
             reports: super::report::Reports { key: Some(Arc::new(report_key.clone())), require_token: false },
             admin,
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),
             passes: onie_pass::Passes::default(),
         });
-        Lab { router: router(app), store, install, update, switches, report_key, _dir: dir }
+        Lab { router: router(app), store, install, update, switches, held, report_key, _dir: dir }
     }
 
     /// One request through the router, from a switch at 192.0.2.50; the body not read yet.
