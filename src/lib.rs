@@ -17,6 +17,7 @@
 //! - [`routes`]: the device URL space: what each path a switch asks for means.
 //! - [`dryrun`]: the requests each switch family sends first (`ztpctl device`).
 //! - [`shutdown`]: SIGTERM / Ctrl-C, which end the long-running roles.
+//! - [`watch`]: waiting for a reflector's first list (the controller's loops, the Switch writer).
 //! - `sys`: the few system calls `std` does not wrap; the only module allowed `unsafe` code.
 
 #![deny(unsafe_code)]
@@ -44,3 +45,4 @@ pub mod store;
 pub mod switch;
 mod sys;
 pub mod telemetry;
+pub mod watch;

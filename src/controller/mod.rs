@@ -312,7 +312,7 @@ async fn reconcile(image: Arc<OsImage>, ctx: Arc<Ctx>) -> Result<Action, Error> 
         && image.metadata.finalizers.iter().flatten().any(|f| f == FINALIZER)
     {
         // Deciding "no profile uses it" from a cache not yet filled would delete a used image.
-        triggers::filled(&ctx.profiles)
+        crate::watch::filled(&ctx.profiles)
             .await
             .map_err(|_| Error::Watch("the SwitchProfile watch ended".into()))?;
         let users = in_use::users(&image, &ctx.profiles.state());

@@ -104,10 +104,10 @@ pub async fn run(
         )),
     ]);
     // A rebuild before every cache is filled would report present objects as missing.
-    ready("SwitchProfiles", triggers::filled(&profiles)).await?;
-    ready("ConfigMaps", triggers::filled(&config_maps)).await?;
-    ready("Secrets", triggers::filled(&secrets)).await?;
-    ready("OsImages", triggers::filled(&images)).await?;
+    ready("SwitchProfiles", crate::watch::filled(&profiles)).await?;
+    ready("ConfigMaps", crate::watch::filled(&config_maps)).await?;
+    ready("Secrets", crate::watch::filled(&secrets)).await?;
+    ready("OsImages", crate::watch::filled(&images)).await?;
     tracing::info!("snapshot loop: every watch cache is filled");
     let lookup = CacheLookup { config_maps, secrets };
     let reporter = KubeProfileReporter::new(client, profiles.clone());

@@ -22,43 +22,18 @@ use std::{
     collections::HashMap,
     hash::{DefaultHasher, Hash, Hasher},
     sync::{Arc, Mutex},
-    time::Duration,
 };
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     Api, Resource, ResourceExt,
-    runtime::{
-        WatchStreamExt,
-        reflector::{self, store::Writer},
-        watcher,
-    },
+    runtime::{WatchStreamExt, reflector::store::Writer, watcher},
 };
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
 use crate::api::{OsImage, References, SwitchProfile};
-
-/// Waits until `store` holds its watch's first list. kube-runtime's `Store::wait_until_ready`
-/// keeps the waker of one waiting task only (its readiness is a oneshot channel shared by every
-/// clone of the store), and kube's own `Controller` waits on the store it is given: a second
-/// task waiting on the same store may never be woken. Seen here under load: the snapshot loop
-/// started 15 s late, when a timer happened to poll it again. So the wait is polled again every
-/// 100 ms as well.
-pub async fn filled<K>(store: &reflector::Store<K>) -> Result<(), reflector::store::WriterDropped>
-where
-    K: reflector::Lookup + Clone + 'static,
-    <K as reflector::Lookup>::DynamicType: Eq + Hash + Clone,
-{
-    let wait = store.wait_until_ready();
-    tokio::pin!(wait);
-    loop {
-        if let Ok(result) = tokio::time::timeout(Duration::from_millis(100), &mut wait).await {
-            return result;
-        }
-    }
-}
 
 /// A fingerprint of what matters in an object; `None`: the object never matters.
 type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
@@ -332,29 +307,6 @@ pub fn secret_fingerprint(refs: ProfileRefs) -> Fingerprint<Secret> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_store_filled_wakes_every_waiter_even_when_another_task_waits_on_it_too() {
-        let (store, mut writer) = reflector::store::<ConfigMap>();
-        let first = tokio::spawn({
-            let store = store.clone();
-            async move { filled(&store).await }
-        });
-        tokio::task::yield_now().await;
-        // Another task (kube's Controller does this with its store) waits after the first one.
-        let second = tokio::spawn({
-            let store = store.clone();
-            async move { store.wait_until_ready().await }
-        });
-        tokio::task::yield_now().await;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
-        let both = async { (first.await, second.await) };
-        let (first, second) = tokio::time::timeout(Duration::from_secs(1), both)
-            .await
-            .expect("both waiters woken within a second");
-        assert!(first.expect("first waiter").is_ok() && second.expect("second waiter").is_ok());
-    }
 
     fn cm(name: &str, value: &str) -> ConfigMap {
         let mut cm = ConfigMap::default();

@@ -164,7 +164,7 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
 /// `None` for a device without a serial number (a Switch is keyed by it).
 fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<Sighting> {
     let serial = id.serial.clone()?;
-    let matched = state.server.loaded().and_then(|l| {
+    let found = state.server.loaded().and_then(|l| {
         let m = l.index.lookup(id)?;
         let p = &l.snapshot.profiles[m.profile];
         let by = match m.by {
@@ -174,6 +174,10 @@ fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<S
         };
         Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
     });
+    // By its serial alone (a report, the callback) a device that matches by MAC or model is not
+    // found: that says nothing about its profile.
+    let identified = found.is_some() || id.mac.is_some() || !id.models.is_empty();
+    let matched = identified.then_some(found);
     let starts = || DeviceRoute::parse(r.path).is_some_and(|route| route.starts_provisioning());
     let what = r.step.cloned().or_else(|| {
         r.outcome.map(|o| match o.stage {

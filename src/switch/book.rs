@@ -26,8 +26,10 @@ pub struct Sighting {
     pub serial: String,
     /// What the request said of the device.
     pub facts: DeviceFacts,
-    /// The profile it matched at the time (`None`: none).
-    pub matched: Option<MatchedProfile>,
+    /// The profile it matched at the time: `Some(None)` none; `None` not known, for a request
+    /// that names the device by its serial alone (a report, the callback: no MAC or model to
+    /// match by, so no answer about a profile matching by those).
+    pub matched: Option<Option<MatchedProfile>>,
     /// The step it made, if any (an answer that moved it on, or a report).
     pub what: Option<What>,
     pub at: Timestamp,
@@ -38,8 +40,8 @@ pub struct Sighting {
 pub struct Pending {
     /// The latest facts (a field the latest request did not carry keeps its earlier value).
     pub facts: DeviceFacts,
-    /// The profile of the latest request.
-    pub matched: Option<MatchedProfile>,
+    /// The profile of the latest request that could tell (see [`Sighting::matched`]).
+    pub matched: Option<Option<MatchedProfile>>,
     pub last_seen: Timestamp,
     /// Steps in the order seen.
     pub events: Vec<Event>,
@@ -56,7 +58,7 @@ impl Pending {
     fn add(&mut self, s: Sighting) {
         if s.at >= self.last_seen {
             merge_facts(&mut self.facts, s.facts);
-            self.matched = s.matched;
+            self.matched = s.matched.or(self.matched.take());
             self.last_seen = s.at;
         }
         if let Some(what) = s.what {
@@ -74,6 +76,8 @@ impl Pending {
         self.facts = facts;
         if older.last_seen > self.last_seen {
             self.last_seen = older.last_seen;
+            self.matched = older.matched.or(self.matched.take());
+        } else if self.matched.is_none() {
             self.matched = older.matched;
         }
         let mut events = older.events;
@@ -124,7 +128,9 @@ pub fn apply(
     for e in events {
         record(status, spec.reprovision.as_deref(), e);
     }
-    refresh(status, spec, generation, pending.matched.clone(), now);
+    // A device that said nothing to match by keeps the profile it matched before.
+    let matched = pending.matched.clone().unwrap_or_else(|| status.matched_profile.clone());
+    refresh(status, spec, generation, matched, now);
     *status != before
 }
 
@@ -213,11 +219,11 @@ mod tests {
                 address: Some(format!("192.0.2.{at}")),
                 ..Default::default()
             },
-            matched: Some(MatchedProfile {
+            matched: Some(Some(MatchedProfile {
                 name: "leaf".into(),
                 namespace: Some("ns".into()),
                 by: MatchedBy::Model,
-            }),
+            })),
             what,
             at: t(at),
         }
@@ -304,10 +310,14 @@ mod tests {
         assert_eq!(status.attempts[0].result, Some(AttemptResult::Provisioned));
         assert!(!apply(&mut status, &spec(), Some(1), &all[0].1, t(11)), "applying twice changes nothing");
 
+        // A report names the device by its serial alone: the match stands.
+        let report = Sighting { matched: None, ..sighting(15, Some(What::Reported(Report::provisioned()))) };
+        apply(&mut status, &spec(), Some(1), &Pending::new(report), t(16));
+        assert_eq!(status.phase, Some(SwitchPhase::Provisioned));
         // Unmatched at the time of a later request: the Switch says so.
         let failed = Report::new("config", StageResult::Failed, Some("boom")).unwrap();
         let mut later = Pending::new(sighting(20, Some(What::Reported(failed))));
-        later.matched = None;
+        later.matched = Some(None);
         assert!(apply(&mut status, &spec(), Some(1), &later, t(21)));
         assert_eq!(status.phase, Some(SwitchPhase::Unmatched));
     }

@@ -109,11 +109,11 @@ pub async fn run(client: Client, tracking: super::Tracking, options: Options) {
             futures::future::ready(())
         });
     tokio::spawn(follow);
-    // This loop is the store's only waiter (kube-runtime wakes just one: see
-    // `controller::triggers::filled`).
-    if store.wait_until_ready().await.is_err() {
+    tracing::info!(scope = options.scope.as_deref().unwrap_or("every namespace"), discover = ?options.discover, "following Switches");
+    if crate::watch::filled(&store).await.is_err() {
         return;
     }
+    tracing::info!(switches = store.state().len(), "Switches listed; writing them");
     let mut writer = Writer { client, store, options, created: HashMap::new(), next_write: Instant::now() };
     let mut tick = tokio::time::interval(writer.options.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -218,7 +218,7 @@ impl Writer {
         pending: &Pending,
         unmatched: &mut Vec<(Timestamp, String, String)>,
     ) -> Result<Option<Switch>, WriteError> {
-        let matched = pending.matched.as_ref();
+        let matched = pending.matched.as_ref().and_then(Option::as_ref);
         match self.options.discover {
             Discover::None => return Ok(None),
             Discover::Matched if matched.is_none() => return Ok(None),

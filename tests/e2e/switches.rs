@@ -331,3 +331,203 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     let all = switches.list(&ListParams::default()).await.expect("list").items;
     assert!(!all.iter().any(|s| s.spec.serial_number == "STRANGER-1"), "a stranger was discovered");
 }
+
+/// The boot storm of `bench/switches.sh` (ignored by `cargo test`; figures, not a pass/fail
+/// timing): `ZTP_STORM_DEVICES` (2,000) simulated NVOS devices, `ZTP_STORM_CONCURRENCY` (64) at a
+/// time, each asking its ZTP JSON, a HEAD of its image, reporting three stages and `provisioned`,
+/// first against a server without `--switches`, then against one with it; prints the Switches
+/// created, the writes the apiserver saw per second (a watch counts them), the time until every
+/// Switch shows `Provisioned` after the storm's last request, the servers' peak RSS and the
+/// device request p99 of both runs.
+#[tokio::test]
+#[ignore = "a benchmark: bench/switches.sh runs it"]
+async fn boot_storm() {
+    use futures::{StreamExt, TryStreamExt};
+    use kube::runtime::{WatchStreamExt, watcher};
+
+    let devices: usize = std::env::var("ZTP_STORM_DEVICES").ok().and_then(|v| v.parse().ok()).unwrap_or(2000);
+    let concurrency: usize =
+        std::env::var("ZTP_STORM_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
+    let rate = std::env::var("ZTP_STORM_WRITES_PER_SECOND").unwrap_or_else(|_| "50".into());
+    let flush: f64 = 1.0; // the servers' --activity-flush-seconds (serve_with)
+    let t = support::kube_test("storm").await;
+    let store = TestStore::new(Backend::Fs, "storm").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let body = random_bytes(100_000, 44);
+    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
+    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let image =
+        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
+    images.create(&PostParams::default(), &image).await.expect("create image");
+    let profile: SwitchProfile = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "n5110"},
+        "spec": {
+            "match": {"models": ["N5110_LD"]},
+            "ztp": {"sections": [
+                {"kind": "image", "content": {"osImageRef": {"name": "nos"}}},
+                {"kind": "commands-list", "content": {"template": true, "inline": REPORTING_SCRIPT}},
+            ]},
+        },
+    }))
+    .expect("profile");
+    Api::<SwitchProfile>::namespaced(t.client.clone(), &t.namespace)
+        .create(&PostParams::default(), &profile)
+        .await
+        .expect("create profile");
+    let _controller = start_controller(&t, &store);
+    wait_for(&images, "nos", "Ready", is_ready).await;
+    let key_text = "storm-report-key-0123456789abcdef0123456789";
+    let key_file = dir.path().join("report-key");
+    std::fs::write(&key_file, key_text).expect("key");
+    let key = ztp_operator::switch::token::ReportKey::from_bytes("storm", key_text.as_bytes()).expect("key");
+    let rules = json!([
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
+    ]);
+    let kubeconfig = identity_with(&t, dir.path(), rules).await;
+    let ns = format!("--switch-namespace={}", t.namespace);
+    let key_flag = format!("--report-key-file={}", key_file.display());
+    let rate_flag = format!("--switch-writes-per-second={rate}");
+    // Every simulated device comes from 127.0.0.1: no per-source cap on discovery here.
+    let per_source = "--discover-per-source-per-minute=1000000";
+    let client = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+
+    // One storm: every device's requests, bounded concurrency; each request's latency.
+    let storm = |base: String, prefix: &'static str| {
+        let (client, key) = (client.clone(), key.clone());
+        async move {
+            let started = Instant::now();
+            let latencies: Vec<Vec<Duration>> = futures::stream::iter(0..devices)
+                .map(|i| {
+                    let (client, base) = (client.clone(), base.clone());
+                    let serial = format!("{prefix}{i:05}");
+                    let token = key.token(&serial);
+                    async move {
+                        let mut took = Vec::new();
+                        let timed = |r: reqwest::RequestBuilder| async {
+                            let at = Instant::now();
+                            let r = r.send().await.expect("request");
+                            let status = r.status();
+                            r.bytes().await.expect("body");
+                            (status, at.elapsed())
+                        };
+                        let (s, d) =
+                            timed(client.get(format!("{base}/nvos/ztp.json")).headers(nvos(&serial))).await;
+                        assert_eq!(s, StatusCode::OK);
+                        took.push(d);
+                        let (s, d) =
+                            timed(client.head(format!("{base}/images/nos/1/nos.bin")).headers(nvos(&serial)))
+                                .await;
+                        assert_eq!(s, StatusCode::OK);
+                        took.push(d);
+                        for stage in ["image-installed", "config-applied", "checks-passed", "provisioned"] {
+                            let url = format!("{base}/v1/devices/{serial}/report");
+                            let body = format!("{{\"stage\": \"{stage}\"}}");
+                            let (s, d) = timed(client.post(url).bearer_auth(&token).body(body)).await;
+                            assert_eq!(s, StatusCode::NO_CONTENT);
+                            took.push(d);
+                        }
+                        took
+                    }
+                })
+                .buffer_unordered(concurrency)
+                .collect()
+                .await;
+            let mut all: Vec<Duration> = latencies.into_iter().flatten().collect();
+            all.sort();
+            let p99 = all[(all.len() * 99 / 100).min(all.len() - 1)];
+            (started.elapsed(), all.len(), p99)
+        }
+    };
+    let rss_kib = |pid: u32| -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap_or("VmHWM: 0 kB");
+        line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
+    };
+
+    // Without Switches.
+    let plain = serve_with(&store, &kubeconfig, "storm-plain.log", 1, &[&key_flag]).await;
+    let (plain_wall, plain_n, plain_p99) = storm(plain.base.clone(), "PLAIN").await;
+    let plain_rss = rss_kib(plain.proc.child.id());
+    drop(plain);
+
+    // With Switches, every write counted by a watch.
+    let switches: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
+    let writes = std::sync::Arc::new(std::sync::Mutex::new(Vec::<Instant>::new()));
+    let counted = writes.clone();
+    let watch = tokio::spawn(
+        watcher(switches.clone(), watcher::Config::default()).touched_objects().try_for_each(move |_| {
+            counted.lock().expect("lock").push(Instant::now());
+            futures::future::ready(Ok(()))
+        }),
+    );
+    let with = serve_with(
+        &store,
+        &kubeconfig,
+        "storm-switches.log",
+        1,
+        &["--switches", &ns, &key_flag, &rate_flag, per_source],
+    )
+    .await;
+    let (wall, n, p99) = storm(with.base.clone(), "STORM").await;
+    let last_request = Instant::now();
+    let deadline = last_request + Duration::from_secs(600);
+    let (created, provisioned) = loop {
+        // The apiserver is busy with the writes: a dropped connection is asked again.
+        let all = match switches.list(&ListParams::default()).await {
+            Ok(list) => list.items,
+            Err(e) => {
+                eprintln!("storm: listing Switches: {e}; again");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                continue;
+            }
+        };
+        let created = all.iter().filter(|s| s.spec.serial_number.starts_with("STORM")).count();
+        let done = all.iter().filter(|s| phase(s) == Some(SwitchPhase::Provisioned)).count();
+        if done >= devices || Instant::now() > deadline {
+            break (created, done);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let settled = last_request.elapsed();
+    let rss = rss_kib(with.proc.child.id());
+    drop(with);
+    watch.abort();
+    let writes = writes.lock().expect("lock").clone();
+    let span = match (writes.first(), writes.last()) {
+        (Some(a), Some(b)) => b.duration_since(*a).as_secs_f64().max(1.0),
+        _ => 1.0,
+    };
+    let mut per_second = std::collections::BTreeMap::<u64, usize>::new();
+    if let Some(first) = writes.first() {
+        for w in &writes {
+            *per_second.entry(w.duration_since(*first).as_secs()).or_default() += 1;
+        }
+    }
+    let peak = per_second.values().max().copied().unwrap_or(0);
+    println!(
+        "storm: {devices} devices, {concurrency} at a time, {n} requests with Switches ({plain_n} without)"
+    );
+    println!("storm: Switches created {created} (want {devices}); Provisioned {provisioned}");
+    println!(
+        "storm: apiserver writes {} in {span:.1} s: {:.0}/s mean, {peak}/s peak (--switch-writes-per-second={rate})",
+        writes.len(),
+        writes.len() as f64 / span
+    );
+    println!(
+        "storm: every Switch Provisioned {:.1} s after the last request ({:.1} flush intervals of {flush} s)",
+        settled.as_secs_f64(),
+        settled.as_secs_f64() / flush
+    );
+    println!("storm: server peak RSS {} MiB with Switches, {} MiB without", rss / 1024, plain_rss / 1024);
+    println!(
+        "storm: device request p99 {:.1} ms with Switches, {:.1} ms without ({:.2}x); storm wall {:.1} s vs {:.1} s",
+        p99.as_secs_f64() * 1e3,
+        plain_p99.as_secs_f64() * 1e3,
+        p99.as_secs_f64() / plain_p99.as_secs_f64(),
+        wall.as_secs_f64(),
+        plain_wall.as_secs_f64()
+    );
+    assert_eq!(created, devices, "every device got its Switch");
+    assert_eq!(provisioned, devices, "every Switch reached Provisioned");
+}

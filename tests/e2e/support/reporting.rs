@@ -56,9 +56,12 @@ pub async fn serve_with(
         "--activity-flush-seconds=1".into(),
     ]);
     args.extend(flags.iter().map(|f| f.to_string()));
+    // A benchmark runs the release build instead (`bench/switches.sh`).
+    let program = std::env::var_os("ZTP_SERVER_BIN").map(PathBuf::from);
+    let program = program.unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_ztp-operator")));
     let proc = procs::spawn(
         "ztp-operator",
-        Path::new(env!("CARGO_BIN_EXE_ztp-operator")),
+        &program,
         &args,
         &[("KUBECONFIG", kubeconfig.to_str().expect("utf-8 path")), ("RUST_LOG", "info")],
         env.log_dir.join(log),
