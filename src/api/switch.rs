@@ -104,6 +104,22 @@ pub struct SwitchSpec {
     pub hold: bool,
 }
 
+impl SwitchSpec {
+    /// A Switch for `serial` and nothing else declared (what discovery creates).
+    pub fn for_serial(serial: impl Into<String>) -> Self {
+        Self {
+            serial_number: serial.into(),
+            mac_address: None,
+            model: None,
+            profile: None,
+            hostname: None,
+            variables: BTreeMap::new(),
+            reprovision: None,
+            hold: false,
+        }
+    }
+}
+
 /// What the switch did and said, written by the device server (field manager
 /// `ztp-operator-server`) and the controller.
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]

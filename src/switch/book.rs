@@ -230,7 +230,7 @@ mod tests {
     }
 
     fn spec() -> SwitchSpec {
-        serde_json::from_value(serde_json::json!({"serialNumber": "SN1"})).unwrap()
+        SwitchSpec::for_serial("SN1")
     }
 
     #[test]

@@ -77,8 +77,7 @@ mod tests {
     use super::*;
 
     fn switch(ns: &str, name: &str, serial: &str, hold: bool) -> Switch {
-        let mut s =
-            Switch::new(name, serde_json::from_value(serde_json::json!({"serialNumber": serial})).unwrap());
+        let mut s = Switch::new(name, crate::api::SwitchSpec::for_serial(serial));
         s.metadata.namespace = Some(ns.into());
         s.spec.hold = hold;
         s

@@ -247,16 +247,7 @@ impl Writer {
                 labels: Some([(DISCOVERED_BY.0.to_owned(), DISCOVERED_BY.1.to_owned())].into()),
                 ..Default::default()
             },
-            spec: SwitchSpec {
-                serial_number: serial.to_owned(),
-                mac_address: None,
-                model: None,
-                profile: None,
-                hostname: None,
-                variables: Default::default(),
-                reprovision: None,
-                hold: false,
-            },
+            spec: SwitchSpec::for_serial(serial),
             status: None,
         };
         self.pace().await;

@@ -12,31 +12,18 @@ use k8s_openapi::api::{core::v1::Secret, events::v1::Event};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::json;
-use ztp_operator::{
-    api::{ConditionType, DeviceStage, DeviceSummary, OsImage, SwitchProfile, conditions::find_condition},
-    hash::Sha256Digest,
+use ztp_operator::api::{
+    ConditionType, DeviceStage, DeviceSummary, SwitchProfile, conditions::find_condition,
 };
 
 use crate::support::{
     self,
-    controller::{is_ready, osimage, start_controller, wait_for},
-    lab::{headers, lab, onie_headers},
-    procs, random_bytes,
+    controller::{image_lab, start_controller},
+    lab::{lab, nvos_headers as nvos, onie_headers},
+    procs,
     reporting::{narrow_identity, serve},
-    source::{Behavior, SourceServer},
     store::{Backend, TestStore},
 };
-
-fn nvos(serial: &str) -> reqwest::header::HeaderMap {
-    headers(&[
-        ("User-Agent", "NVOS-ZTP/0.1"),
-        ("PRODUCT-NAME", "N5110_LD"),
-        ("SERIAL-NUMBER", serial),
-        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:0A"),
-        ("NVOS-VERSION", "nvos-25.02.2002"),
-        ("NVUE-VERSION", "2.5.0-nvos"),
-    ])
-}
 
 fn summary(p: &SwitchProfile) -> Option<DeviceSummary> {
     p.status.as_ref()?.devices.clone()
@@ -75,25 +62,16 @@ async fn servers_report_device_stages_into_profile_status_and_events() {
     let t = support::kube_test("activity-status").await;
     let store = TestStore::new(Backend::Fs, "activity-status").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let body = random_bytes(300_000, 41);
-    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
-    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    let image =
-        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
-    images.create(&PostParams::default(), &image).await.expect("create image");
-    let profile: SwitchProfile = serde_json::from_value(json!({
+    let profile = json!({
         "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "leaf"},
         "spec": {
             "match": {"serialNumbers": ["SN-A", "SN-B"]},
             "onie": {"installImage": {"name": "nos"}},
             "ztp": {"sections": [{"kind": "commands-list", "content": {"inline": "nv set system hostname {{ serial }}\n", "template": true}}]},
         },
-    }))
-    .expect("profile");
+    });
+    let lab = image_lab(&t, &store, 300_000, 41, profile).await;
     let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
-    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
-    let _controller = start_controller(&t, &store);
-    wait_for(&images, "nos", "Ready", is_ready).await;
     wait_profile(&profiles, "Ready", ready).await;
 
     // The narrow identity: the server works with it, and can read nothing.
@@ -117,7 +95,7 @@ async fn servers_report_device_stages_into_profile_status_and_events() {
         .await
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.expect("body").len(), body.len());
+    assert_eq!(r.bytes().await.expect("body").len(), lab.body.len());
     // SN-B: a section from replica b; a HEAD of the image from replica a is no download.
     let r = c
         .get(format!("{}/nvos/SN-B/sections/01-commands-list", b.base))

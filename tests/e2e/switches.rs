@@ -17,20 +17,17 @@ use reqwest::StatusCode;
 use serde_json::json;
 use ztp_operator::{
     api::{
-        AttemptResult, AttemptTrigger, ConditionType, MatchedBy, OsImage, Switch, SwitchPhase, SwitchProfile,
+        AttemptResult, AttemptTrigger, ConditionType, MatchedBy, Switch, SwitchPhase,
         conditions::find_condition,
     },
-    hash::Sha256Digest,
     switch::{k8s::DISCOVERED_BY, name},
 };
 
 use crate::support::{
     self,
-    controller::{is_ready, osimage, start_controller, wait_for},
-    lab::{headers, onie_headers},
-    random_bytes,
+    controller::image_lab,
+    lab::{nvos_headers as nvos, onie_headers},
     reporting::{identity_with, serve_with},
-    source::{Behavior, SourceServer},
     store::{Backend, TestStore},
 };
 
@@ -40,17 +37,6 @@ const REPORTING_SCRIPT: &str = "curl -H 'Authorization: Bearer {{ report_token }
 /// The token a rendered [`REPORTING_SCRIPT`] carries.
 fn token_in(script: &str) -> &str {
     script.split("Bearer ").nth(1).and_then(|rest| rest.split('\'').next()).expect("a token in the script")
-}
-
-fn nvos(serial: &str) -> reqwest::header::HeaderMap {
-    headers(&[
-        ("User-Agent", "NVOS-ZTP/0.1"),
-        ("PRODUCT-NAME", "N5110_LD"),
-        ("SERIAL-NUMBER", serial),
-        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:0A"),
-        ("NVOS-VERSION", "nvos-25.02.2002"),
-        ("NVUE-VERSION", "2.5.0-nvos"),
-    ])
 }
 
 /// The Switch carrying `serial`, once `cond` holds for it (30 s at most).
@@ -88,23 +74,14 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     let t = support::kube_test("switches").await;
     let store = TestStore::new(Backend::Fs, "switches").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let body = random_bytes(200_000, 43);
-    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
-    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    let image =
-        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
-    images.create(&PostParams::default(), &image).await.expect("create image");
-    let profile: SwitchProfile = serde_json::from_value(json!({
+    let profile = json!({
         "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "leaf"},
         "spec": {
             "match": {"serialNumbers": ["MT2245X01234"]},
             "onie": {"installImage": {"name": "nos"}},
             "ztp": {"sections": [{"kind": "commands-list", "content": {"template": true, "inline": REPORTING_SCRIPT}}]},
         },
-    }))
-    .expect("profile");
-    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
-    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
+    });
     let switches: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
     // A Switch made by hand, by its own name, for a device no profile matches.
     let racked: Switch = serde_json::from_value(json!({
@@ -113,8 +90,7 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     }))
     .expect("switch");
     switches.create(&PostParams::default(), &racked).await.expect("create Switch");
-    let _controller = start_controller(&t, &store);
-    wait_for(&images, "nos", "Ready", is_ready).await;
+    let lab = image_lab(&t, &store, 200_000, 43, profile).await;
 
     let rules = json!([
         {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
@@ -146,7 +122,7 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
         .await
         .expect("get");
     assert_eq!(r.status(), StatusCode::OK);
-    assert_eq!(r.bytes().await.expect("body").len(), body.len());
+    assert_eq!(r.bytes().await.expect("body").len(), lab.body.len());
     let s =
         wait_switch(&switches, "MT2245X01234", "Installing", |s| phase(s) == Some(SwitchPhase::Installing))
             .await;
@@ -353,13 +329,7 @@ async fn boot_storm() {
     let t = support::kube_test("storm").await;
     let store = TestStore::new(Backend::Fs, "storm").await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let body = random_bytes(100_000, 44);
-    let src = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
-    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
-    let image =
-        osimage("nos", "nos", "1", &src.url_of("/nos.bin"), &Sha256Digest::of(&body).to_string(), json!({}));
-    images.create(&PostParams::default(), &image).await.expect("create image");
-    let profile: SwitchProfile = serde_json::from_value(json!({
+    let profile = json!({
         "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "n5110"},
         "spec": {
             "match": {"models": ["N5110_LD"]},
@@ -368,14 +338,8 @@ async fn boot_storm() {
                 {"kind": "commands-list", "content": {"template": true, "inline": REPORTING_SCRIPT}},
             ]},
         },
-    }))
-    .expect("profile");
-    Api::<SwitchProfile>::namespaced(t.client.clone(), &t.namespace)
-        .create(&PostParams::default(), &profile)
-        .await
-        .expect("create profile");
-    let _controller = start_controller(&t, &store);
-    wait_for(&images, "nos", "Ready", is_ready).await;
+    });
+    let _lab = image_lab(&t, &store, 100_000, 44, profile).await;
     let key_text = "storm-report-key-0123456789abcdef0123456789";
     let key_file = dir.path().join("report-key");
     std::fs::write(&key_file, key_text).expect("key");

@@ -9,8 +9,7 @@ use super::{Lab, device, headers, sent_by};
 use crate::{api::Switch, profile::identity::Family};
 
 fn switch(serial: &str, hold: bool) -> Switch {
-    let mut s =
-        Switch::new("leaf07", serde_json::from_value(serde_json::json!({"serialNumber": serial})).unwrap());
+    let mut s = Switch::new("leaf07", crate::api::SwitchSpec::for_serial(serial));
     s.metadata.namespace = Some("net".into());
     s.spec.hold = hold;
     s

@@ -26,16 +26,7 @@ fn failed(at: i64, stage: &str, why: &str) -> Event {
 }
 
 fn spec() -> SwitchSpec {
-    SwitchSpec {
-        serial_number: "SN1".into(),
-        mac_address: None,
-        model: None,
-        profile: None,
-        hostname: None,
-        variables: Default::default(),
-        reprovision: None,
-        hold: false,
-    }
+    SwitchSpec::for_serial("SN1")
 }
 
 fn matched() -> Option<MatchedProfile> {

@@ -144,3 +144,39 @@ pub fn is_ready(o: &OsImage) -> bool {
 pub fn stalled_reason(o: &OsImage) -> Option<String> {
     condition(o, ConditionType::Stalled).filter(|(s, _, _)| s == "True").map(|(_, r, _)| r)
 }
+
+/// What the device-facing tests start from: the OsImage `nos` (`nos/1/nos.bin`, `size`
+/// reproducible random bytes from `seed`) served by its own source and Ready under a running
+/// controller, and `profile` (a SwitchProfile as JSON) created, in the test's namespace.
+pub struct ImageLab {
+    /// The image's bytes.
+    pub body: bytes::Bytes,
+    pub images: Api<OsImage>,
+    pub controller: RunningController,
+    _source: super::source::SourceServer,
+}
+
+pub async fn image_lab(
+    t: &KubeTest,
+    store: &TestStore,
+    size: usize,
+    seed: u64,
+    profile: serde_json::Value,
+) -> ImageLab {
+    use super::source::{Behavior, SourceServer};
+    use kube::api::PostParams;
+    use ztp_operator::{api::SwitchProfile, hash::Sha256Digest};
+
+    let body = super::random_bytes(size, seed);
+    let source = SourceServer::start(vec![("/nos.bin", body.clone(), Behavior::Serve)]).await;
+    let images: Api<OsImage> = Api::namespaced(t.client.clone(), &t.namespace);
+    let sha = Sha256Digest::of(&body).to_string();
+    let image = osimage("nos", "nos", "1", &source.url_of("/nos.bin"), &sha, json!({}));
+    images.create(&PostParams::default(), &image).await.expect("create image");
+    let profile: SwitchProfile = serde_json::from_value(profile).expect("profile");
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    profiles.create(&PostParams::default(), &profile).await.expect("create profile");
+    let controller = start_controller(t, store);
+    wait_for(&images, "nos", "Ready", is_ready).await;
+    ImageLab { body, images, controller, _source: source }
+}

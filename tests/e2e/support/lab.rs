@@ -162,6 +162,18 @@ pub(crate) fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
     h
 }
 
+/// The headers an NVIDIA NVOS switch (an N5110_LD) with this serial number sends.
+pub(crate) fn nvos_headers(serial: &str) -> HeaderMap {
+    headers(&[
+        ("User-Agent", "NVOS-ZTP/0.1"),
+        ("PRODUCT-NAME", "N5110_LD"),
+        ("SERIAL-NUMBER", serial),
+        ("BASE-MAC-ADDRESS", "0C:42:A1:00:00:0A"),
+        ("NVOS-VERSION", "nvos-25.02.2002"),
+        ("NVUE-VERSION", "2.5.0-nvos"),
+    ])
+}
+
 /// What ONIE's busybox wget sends (docs/protocols.md §1.6): ONIE's own User-Agent (`wget -U`),
 /// the ONIE-* headers.
 pub(crate) fn onie_headers(serial: &str, mac: &str, operation: &str) -> HeaderMap {
