@@ -101,7 +101,10 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             book: ztp_operator::switch::book::Book::new(),
             held: Default::default(),
         };
-        tokio::spawn(ztp_operator::switch::k8s::run(client, tracking.clone(), options));
+        let server = state.clone();
+        let matcher: ztp_operator::switch::k8s::Matcher =
+            std::sync::Arc::new(move |spec| ztp_operator::serve::observe::declared_match(&server, spec));
+        tokio::spawn(ztp_operator::switch::k8s::run(client, tracking.clone(), options, matcher));
         tracking
     } else {
         Default::default()

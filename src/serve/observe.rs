@@ -14,12 +14,17 @@ use axum::{
     response::Response,
 };
 
-use super::{AppState, device::request_identity, reply::text};
+use super::{
+    AppState,
+    device::request_identity,
+    reply::text,
+    state::{Loaded, ServerState},
+};
 use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
-    api::{DeviceFacts, MatchedBy, MatchedProfile},
+    api::{DeviceFacts, MatchedBy, MatchedProfile, SwitchSpec},
     profile::{
-        identity::{DeviceIdentity, Family},
+        identity::{DeviceIdentity, Family, normalize_mac},
         index::KeyKind,
     },
     routes::DeviceRoute,
@@ -159,21 +164,37 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     }
 }
 
+/// The profile `id` matches in `loaded`, as a Switch shows it.
+fn matched_profile(loaded: &Loaded, id: &DeviceIdentity) -> Option<MatchedProfile> {
+    let m = loaded.index.lookup(id)?;
+    let p = &loaded.snapshot.profiles[m.profile];
+    let by = match m.by {
+        KeyKind::Serial => MatchedBy::Serial,
+        KeyKind::Mac => MatchedBy::Mac,
+        KeyKind::Model => MatchedBy::Model,
+    };
+    Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
+}
+
+/// The profile a Switch's declared serial, MAC and model match, for a Switch whose device has not
+/// said anything to match by yet (the Switch writer's [`crate::switch::k8s::Matcher`]).
+pub fn declared_match(server: &ServerState, spec: &SwitchSpec) -> Option<MatchedProfile> {
+    let loaded = server.loaded()?;
+    let id = DeviceIdentity {
+        serial: Some(spec.serial_number.clone()),
+        mac: spec.mac_address.as_deref().and_then(normalize_mac),
+        models: spec.model.iter().cloned().collect(),
+        ..Default::default()
+    };
+    matched_profile(&loaded, &id)
+}
+
 /// What a device request tells its Switch: the device's facts, the profile it matches now, and
 /// the step the answer made (a served configuration or image, the `provisioned` callback).
 /// `None` for a device without a serial number (a Switch is keyed by it).
 fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<Sighting> {
     let serial = id.serial.clone()?;
-    let found = state.server.loaded().and_then(|l| {
-        let m = l.index.lookup(id)?;
-        let p = &l.snapshot.profiles[m.profile];
-        let by = match m.by {
-            KeyKind::Serial => MatchedBy::Serial,
-            KeyKind::Mac => MatchedBy::Mac,
-            KeyKind::Model => MatchedBy::Model,
-        };
-        Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
-    });
+    let found = state.server.loaded().and_then(|l| matched_profile(&l, id));
     // By its serial alone (a report, the callback) a device that matches by MAC or model is not
     // found: that says nothing about its profile.
     let identified = found.is_some() || id.mac.is_some() || !id.models.is_empty();

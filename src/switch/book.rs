@@ -42,7 +42,8 @@ pub struct Pending {
     pub facts: DeviceFacts,
     /// The profile of the latest request that could tell (see [`Sighting::matched`]).
     pub matched: Option<Option<MatchedProfile>>,
-    pub last_seen: Timestamp,
+    /// The latest request; `None` for a Switch touched without one ([`Book::touch`]).
+    pub last_seen: Option<Timestamp>,
     /// Steps in the order seen.
     pub events: Vec<Event>,
 }
@@ -50,16 +51,16 @@ pub struct Pending {
 impl Pending {
     fn new(s: Sighting) -> Self {
         let mut p =
-            Self { facts: DeviceFacts::default(), matched: None, last_seen: s.at, events: Vec::new() };
+            Self { facts: DeviceFacts::default(), matched: None, last_seen: Some(s.at), events: Vec::new() };
         p.add(s);
         p
     }
 
     fn add(&mut self, s: Sighting) {
-        if s.at >= self.last_seen {
+        if self.last_seen.is_none_or(|seen| s.at >= seen) {
             merge_facts(&mut self.facts, s.facts);
             self.matched = s.matched.or(self.matched.take());
-            self.last_seen = s.at;
+            self.last_seen = Some(s.at);
         }
         if let Some(what) = s.what {
             if self.events.len() == MAX_EVENTS_PER_DEVICE {
@@ -118,8 +119,9 @@ pub fn apply(
     let before = status.clone();
     let facts = status.device.get_or_insert_with(Default::default);
     merge_facts(facts, pending.facts.clone());
-    let last_seen = whole_seconds(pending.last_seen);
-    if status.last_seen.as_ref().is_none_or(|t| t.0 < last_seen) {
+    if let Some(last_seen) = pending.last_seen.map(whole_seconds)
+        && status.last_seen.as_ref().is_none_or(|t| t.0 < last_seen)
+    {
         status.last_seen = Some(Time(last_seen));
     }
     reprovision(status, spec, now);
@@ -189,6 +191,22 @@ impl Book {
         (all, std::mem::take(&mut inner.dropped))
     }
 
+    /// Asks for the Switch of `serial` to be written at the next flush even though its device
+    /// did not ask (its spec changed: a hold, a re-provision, a new Switch made by hand).
+    pub fn touch(&self, serial: &str) {
+        let Some(mut inner) = self.lock() else { return };
+        if inner.pending.contains_key(serial) {
+            return;
+        }
+        if inner.pending.len() < MAX_PENDING_DEVICES {
+            let touched =
+                Pending { facts: DeviceFacts::default(), matched: None, last_seen: None, events: Vec::new() };
+            inner.pending.insert(serial.to_owned(), touched);
+        } else {
+            inner.dropped += 1;
+        }
+    }
+
     /// Puts back what could not be written, under what was seen since.
     pub fn requeue(&self, serial: String, older: Pending) {
         let Some(mut inner) = self.lock() else { return };
@@ -247,7 +265,7 @@ mod tests {
         assert_eq!(all.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["SN1", "SN2"]);
         let sn1 = &all[0].1;
         assert_eq!(sn1.events.len(), 1);
-        assert_eq!(sn1.last_seen, t(2));
+        assert_eq!(sn1.last_seen, Some(t(2)));
         assert_eq!(sn1.facts.model.as_deref(), Some("MSN2410"));
         assert_eq!(sn1.facts.family.as_deref(), Some("nvos"), "kept from the earlier request");
         assert_eq!(sn1.facts.address.as_deref(), Some("192.0.2.1"), "kept: the later request did not say");
@@ -267,7 +285,7 @@ mod tests {
         let (all, _) = book.take();
         let p = &all[0].1;
         assert_eq!(p.events.iter().map(|e| e.at).collect::<Vec<_>>(), [t(1), t(5)]);
-        assert_eq!(p.last_seen, t(5));
+        assert_eq!(p.last_seen, Some(t(5)));
         assert_eq!(p.facts.address.as_deref(), Some("192.0.2.5"));
     }
 

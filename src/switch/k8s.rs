@@ -37,7 +37,7 @@ use super::{
     book::{Book, Pending, apply},
     name,
 };
-use crate::api::{Switch, SwitchPhase, SwitchSpec};
+use crate::api::{MatchedProfile, Switch, SwitchPhase, SwitchSpec};
 
 /// Field manager of the server's writes (the same as its SwitchProfile activity writes).
 pub const SERVER_FIELD_MANAGER: &str = crate::activity::k8s::SERVER_FIELD_MANAGER;
@@ -90,10 +90,17 @@ pub enum WriteError {
     NameTaken { switch: String, serial: String, other: String },
 }
 
-/// Follows the Switches in scope (keeping `tracking.held` current) and writes what
-/// `tracking.book` gathers, every `options.flush`, until the process ends.
-pub async fn run(client: Client, tracking: super::Tracking, options: Options) {
+/// The profile a Switch's declared serial, MAC and model match, by the server's snapshot: what a
+/// Switch whose device has not asked yet shows.
+pub type Matcher = Arc<dyn Fn(&SwitchSpec) -> Option<MatchedProfile> + Send + Sync>;
+
+/// Follows the Switches in scope (keeping `tracking.held` current, and touching each Switch whose
+/// spec changed since its status was written, so a hold, a re-provision or a Switch made by hand
+/// shows without its device) and writes what `tracking.book` gathers, every `options.flush`,
+/// until the process ends.
+pub async fn run(client: Client, tracking: super::Tracking, options: Options, matcher: Matcher) {
     let super::Tracking { book, held } = tracking;
+    let touch = book.clone();
     let api: Api<Switch> = match &options.scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -103,7 +110,16 @@ pub async fn run(client: Client, tracking: super::Tracking, options: Options) {
         .default_backoff()
         .for_each(move |event| {
             match event {
-                Ok(event) => held.observe(&event),
+                Ok(event) => {
+                    held.observe(&event);
+                    // (A Switch this server just created gets its status from the same flush.)
+                    if let watcher::Event::Apply(s) | watcher::Event::InitApply(s) = &event
+                        && s.status.as_ref().and_then(|st| st.observed_generation) != s.metadata.generation
+                        && (s.status.is_some() || !discovered(s))
+                    {
+                        touch.touch(&s.spec.serial_number);
+                    }
+                }
                 Err(e) => tracing::warn!(error = %e, "watching Switches"),
             }
             futures::future::ready(())
@@ -114,7 +130,8 @@ pub async fn run(client: Client, tracking: super::Tracking, options: Options) {
         return;
     }
     tracing::info!(switches = store.state().len(), "Switches listed; writing them");
-    let mut writer = Writer { client, store, options, created: HashMap::new(), next_write: Instant::now() };
+    let mut writer =
+        Writer { client, store, options, matcher, created: HashMap::new(), next_write: Instant::now() };
     let mut tick = tokio::time::interval(writer.options.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -127,6 +144,7 @@ struct Writer {
     client: Client,
     store: reflector::Store<Switch>,
     options: Options,
+    matcher: Matcher,
     /// Creations per source address in the current minute.
     created: HashMap<IpAddr, (Instant, u32)>,
     next_write: Instant,
@@ -171,6 +189,8 @@ impl Writer {
     ) -> Result<(), WriteError> {
         let mut switch = match by_serial.get(serial) {
             Some(s) => Switch::clone(s),
+            // Touched, and gone since: nothing to write, and nothing to discover.
+            None if pending.last_seen.is_none() => return Ok(()),
             None => match self.discover(serial, pending, unmatched).await? {
                 Some(s) => s,
                 None => return Ok(()),
@@ -182,6 +202,15 @@ impl Writer {
         let fail = |source| WriteError::Kube { switch: format!("{ns}/{name}"), source };
         for _ in 0..ATTEMPTS {
             let mut status = switch.status.clone().unwrap_or_default();
+            // A device that has said nothing to match by yet: the profile its declared serial,
+            // MAC and model match.
+            let declared;
+            let pending = if pending.matched.is_none() && status.matched_profile.is_none() {
+                declared = Pending { matched: Some((self.matcher)(&switch.spec)), ..pending.clone() };
+                &declared
+            } else {
+                pending
+            };
             if !apply(&mut status, &switch.spec, switch.metadata.generation, pending, Timestamp::now()) {
                 return Ok(());
             }
@@ -270,7 +299,7 @@ impl Writer {
         };
         tracing::info!(serial, switch = %format!("{namespace}/{name}"), matched = matched.is_some(), "Switch discovered");
         if matched.is_none() {
-            unmatched.push((pending.last_seen, namespace, name));
+            unmatched.push((pending.last_seen.unwrap_or_else(Timestamp::now), namespace, name));
         }
         Ok(Some(created))
     }
@@ -309,11 +338,16 @@ impl Writer {
     }
 }
 
+/// Whether the server created `s` (discovery).
+fn discovered(s: &Switch) -> bool {
+    s.labels().get(DISCOVERED_BY.0).map(String::as_str) == Some(DISCOVERED_BY.1)
+}
+
 /// The discovered Switches in phase `Unmatched`, as (last seen, namespace, name).
 fn discovered_unmatched(by_serial: &HashMap<String, Arc<Switch>>) -> Vec<(Timestamp, String, String)> {
     by_serial
         .values()
-        .filter(|s| s.labels().get(DISCOVERED_BY.0).map(String::as_str) == Some(DISCOVERED_BY.1))
+        .filter(|s| discovered(s))
         .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SwitchPhase::Unmatched))
         .map(|s| {
             let seen = s.status.as_ref().and_then(|st| st.last_seen.as_ref()).map(|t| t.0);

@@ -113,6 +113,12 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     let a = serve_with(&store, &kubeconfig, "switches-a.log", 1, &flags).await;
     let b = serve_with(&store, &kubeconfig, "switches-b.log", 1, &flags).await;
     let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
+    // A Switch made by hand shows what it is before its device asks: no profile matches it.
+    let s = wait_switch(&switches, "SPINE0001", "written before its device asks", |s| {
+        phase(s) == Some(SwitchPhase::Unmatched) && s.status.as_ref().is_some_and(|st| st.last_seen.is_none())
+    })
+    .await;
+    assert_eq!(s.status.as_ref().and_then(|st| st.observed_generation), s.metadata.generation);
 
     // The ONIE install from replica a: discovered, installing.
     let r = c
@@ -221,8 +227,22 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert!(why.contains("stage config-apply failed") && why.ends_with(": nv config apply: exit 1"), "{why}");
     assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("False"));
 
-    // On hold: 403 on its routes (once the servers' watch has it), phase Held; released: served.
+    // A re-provision opens a new attempt at once, without the device; Failed is over.
     let name = name::for_serial("MT2245X01234");
+    let again = json!({"spec": {"reprovision": "rma-4711"}});
+    switches.patch(&name, &PatchParams::default(), &Patch::Merge(again)).await.expect("reprovision");
+    let s = wait_switch(&switches, "MT2245X01234", "re-provisioned", |s| {
+        s.status.as_ref().is_some_and(|st| st.attempts[0].trigger == AttemptTrigger::Reprovision)
+    })
+    .await;
+    let st = s.status.as_ref().expect("status");
+    assert_eq!(st.attempts[0].reprovision.as_deref(), Some("rma-4711"));
+    assert_eq!(st.attempts[1].result, Some(AttemptResult::Failed), "a closed attempt keeps its result");
+    assert_eq!(phase(&s), Some(SwitchPhase::Discovered));
+    assert_eq!(condition(&s, ConditionType::Stalled), None);
+    assert_eq!(condition(&s, ConditionType::Reconciling).as_deref(), Some("True"));
+
+    // On hold: 403 on its routes (once the servers' watch has it), phase Held; released: served.
     let hold = |on: bool| json!({"spec": {"hold": on}});
     switches.patch(&name, &PatchParams::default(), &Patch::Merge(hold(true))).await.expect("hold");
     let ztp_json = format!("{}/nvos/ztp.json", a.base);
@@ -252,8 +272,11 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     // The hand-made Switch is found by its serial: written, not duplicated; nothing matches it.
     let r = c.get(format!("{}/nvos/ztp.json", a.base)).headers(nvos("SPINE0001")).send().await.expect("get");
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
-    let s =
-        wait_switch(&switches, "SPINE0001", "Unmatched", |s| phase(s) == Some(SwitchPhase::Unmatched)).await;
+    let s = wait_switch(&switches, "SPINE0001", "seen", |s| {
+        s.status.as_ref().is_some_and(|st| st.last_seen.is_some())
+    })
+    .await;
+    assert_eq!(phase(&s), Some(SwitchPhase::Unmatched));
     assert_eq!(s.metadata.name.as_deref(), Some("spine-1"));
     assert_eq!(condition(&s, ConditionType::Stalled).as_deref(), Some("True"));
     let stalled = find_condition(&s.status.as_ref().expect("status").conditions, ConditionType::Stalled)
