@@ -103,7 +103,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
         };
         let server = state.clone();
         let matcher: ztp_operator::switch::k8s::Matcher =
-            std::sync::Arc::new(move |spec| ztp_operator::serve::observe::declared_match(&server, spec));
+            std::sync::Arc::new(move |spec| ztp_operator::serve::matched::declared_match(&server, spec));
         tokio::spawn(ztp_operator::switch::k8s::run(client, tracking.clone(), options, matcher));
         tracking
     } else {

@@ -11,6 +11,7 @@ pub mod device;
 pub mod download;
 pub mod files;
 pub mod images;
+pub mod matched;
 pub mod metrics;
 pub mod observe;
 pub mod onie;

@@ -14,19 +14,11 @@ use axum::{
     response::Response,
 };
 
-use super::{
-    AppState,
-    device::request_identity,
-    reply::text,
-    state::{Loaded, ServerState},
-};
+use super::{AppState, device::request_identity, matched::matched_profile, reply::text};
 use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
-    api::{DeviceFacts, MatchedBy, MatchedProfile, SwitchSpec},
-    profile::{
-        identity::{DeviceIdentity, Family, normalize_mac},
-        index::KeyKind,
-    },
+    api::DeviceFacts,
+    profile::identity::{DeviceIdentity, Family},
     routes::DeviceRoute,
     switch::{
         book::Sighting,
@@ -162,31 +154,6 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
     {
         state.switches.book.see(sighting);
     }
-}
-
-/// The profile `id` matches in `loaded`, as a Switch shows it.
-fn matched_profile(loaded: &Loaded, id: &DeviceIdentity) -> Option<MatchedProfile> {
-    let m = loaded.index.lookup(id)?;
-    let p = &loaded.snapshot.profiles[m.profile];
-    let by = match m.by {
-        KeyKind::Serial => MatchedBy::Serial,
-        KeyKind::Mac => MatchedBy::Mac,
-        KeyKind::Model => MatchedBy::Model,
-    };
-    Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
-}
-
-/// The profile a Switch's declared serial, MAC and model match, for a Switch whose device has not
-/// said anything to match by yet (the Switch writer's [`crate::switch::k8s::Matcher`]).
-pub fn declared_match(server: &ServerState, spec: &SwitchSpec) -> Option<MatchedProfile> {
-    let loaded = server.loaded()?;
-    let id = DeviceIdentity {
-        serial: Some(spec.serial_number.clone()),
-        mac: spec.mac_address.as_deref().and_then(normalize_mac),
-        models: spec.model.iter().cloned().collect(),
-        ..Default::default()
-    };
-    matched_profile(&loaded, &id)
 }
 
 /// What a device request tells its Switch: the device's facts, the profile it matches now, and
