@@ -174,7 +174,8 @@ pub fn record(status: &mut SwitchStatus, reprovision: Option<&str>, event: &Even
     };
     match attempts[i].ended.as_ref().map(|end| end.0) {
         None => add(attempts, i, event),
-        Some(end) if at <= end => add(attempts, i, event),
+        // In the close's own second (times are whole seconds) a fresh start comes after it.
+        Some(end) if at < end || (at == end && !event.what.starts()) => add(attempts, i, event),
         // After a close only a fresh start counts; anything else shows in `lastSeen` only.
         Some(_) if !event.what.starts() => false,
         Some(_) if i == 0 => {

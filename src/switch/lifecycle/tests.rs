@@ -318,3 +318,23 @@ fn conditions_follow_the_phase_for_kstatus() {
     assert_eq!(cond(&s, "Ready"), Some(("False".into(), "Held".into())));
     assert_eq!((cond(&s, "Reconciling"), cond(&s, "Stalled")), (None, None), "held is a steady state");
 }
+
+#[test]
+fn a_fresh_start_in_the_second_of_the_close_opens_a_new_attempt() {
+    // Stored times have whole seconds: a restart served right after `provisioned` shares its second.
+    let s = replay(&[config(0, true), ok(10, "provisioned"), config(10, true), image(10, false)]);
+    assert_eq!(
+        shape(&s),
+        vec![
+            (AttemptTrigger::Restarted, None, names(&["ConfigServed", "ImageServed"])),
+            (
+                AttemptTrigger::Discovered,
+                Some(AttemptResult::Provisioned),
+                names(&["ConfigServed", "Provisioned"])
+            ),
+        ]
+    );
+    // A report in the close's second is still the closed attempt's.
+    let s = replay(&[config(0, true), ok(10, "provisioned"), ok(10, "late")]);
+    assert_eq!(s.attempts.len(), 1);
+}
