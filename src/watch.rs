@@ -1,5 +1,6 @@
-//! What the roles that follow objects with kube-runtime reflectors share (the controller's loops,
-//! the server's Switch writer).
+//! What the roles that follow and write objects through the apiserver share (the controller's
+//! loops, the server's activity and Switch writers): waiting for a reflector's first list, and
+//! an API error's status code.
 
 use std::{hash::Hash, time::Duration};
 
@@ -22,6 +23,15 @@ where
         if let Ok(result) = tokio::time::timeout(Duration::from_millis(100), &mut wait).await {
             return result;
         }
+    }
+}
+
+/// The HTTP status of an error the apiserver answered (409 Conflict, 404 Not Found, …); `None` for
+/// any other failure.
+pub fn status_code(e: &kube::Error) -> Option<u16> {
+    match e {
+        kube::Error::Api(s) => Some(s.code),
+        _ => None,
     }
 }
 

@@ -23,6 +23,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::watch::status_code;
+
 use super::{DeviceEvent, ProfilePlan, Sink, SinkError, merge};
 use crate::api::{DeviceSummary, SwitchProfile};
 
@@ -52,7 +54,7 @@ impl From<KubeSinkError> for SinkError {
 
 /// A failed call about `profile`: [`SinkError::Gone`] on 404.
 fn failed(profile: &str, source: kube::Error) -> SinkError {
-    match code(&source) {
+    match status_code(&source) {
         Some(404) => SinkError::Gone(profile.to_owned()),
         _ => KubeSinkError::Kube { profile: profile.to_owned(), source }.into(),
     }
@@ -81,13 +83,6 @@ pub struct KubeSink {
     client: Client,
     reporter: Reporter,
     known: Mutex<HashMap<(String, String), Known>>,
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
 
 impl KubeSink {
@@ -148,7 +143,7 @@ impl KubeSink {
                     self.remember(key, Some(Known::of(&p)));
                     return Ok(());
                 }
-                Err(e) if code(&e) == Some(409) => {
+                Err(e) if status_code(&e) == Some(409) => {
                     tracing::debug!(profile = %profile, "status changed since it was read; merging again");
                     self.remember(key.clone(), None);
                 }

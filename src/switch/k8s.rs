@@ -33,6 +33,8 @@ use kube::{
 };
 use serde_json::json;
 
+use crate::watch::status_code;
+
 use super::{
     book::{Book, Pending, apply},
     name,
@@ -224,12 +226,12 @@ impl Writer {
             let params = PatchParams::apply(SERVER_FIELD_MANAGER).force();
             match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
                 Ok(_) => return Ok(()),
-                Err(e) if code(&e) == Some(409) => {
+                Err(e) if status_code(&e) == Some(409) => {
                     tracing::debug!(switch = %format!("{ns}/{name}"), "status changed since it was read; applying again");
                     self.pace().await;
                     switch = api.get(&name).await.map_err(fail)?;
                 }
-                Err(e) if code(&e) == Some(404) => {
+                Err(e) if status_code(&e) == Some(404) => {
                     tracing::info!(switch = %format!("{ns}/{name}"), "Switch deleted meanwhile; not written");
                     return Ok(());
                 }
@@ -284,7 +286,7 @@ impl Writer {
         let fail = |source| WriteError::Kube { switch: format!("{namespace}/{name}"), source };
         let created = match api.create(&params, &switch).await {
             Ok(s) => s,
-            Err(e) if code(&e) == Some(409) => {
+            Err(e) if status_code(&e) == Some(409) => {
                 let existing = api.get(&name).await.map_err(fail)?;
                 if existing.spec.serial_number != serial {
                     return Err(WriteError::NameTaken {
@@ -329,7 +331,7 @@ impl Writer {
                 Ok(_) => {
                     tracing::info!(switch = %format!("{ns}/{name}"), "oldest Unmatched Switch deleted to make room (--max-unmatched)")
                 }
-                Err(e) if code(&e) == Some(404) => {}
+                Err(e) if status_code(&e) == Some(404) => {}
                 Err(e) => {
                     tracing::warn!(switch = %format!("{ns}/{name}"), error = %e, "deleting an Unmatched Switch")
                 }
@@ -354,11 +356,4 @@ fn discovered_unmatched(by_serial: &HashMap<String, Arc<Switch>>) -> Vec<(Timest
             (seen.unwrap_or(Timestamp::UNIX_EPOCH), s.namespace().unwrap_or_default(), s.name_any())
         })
         .collect()
-}
-
-fn code(e: &kube::Error) -> Option<u16> {
-    match e {
-        kube::Error::Api(s) => Some(s.code),
-        _ => None,
-    }
 }
