@@ -170,13 +170,17 @@ async fn one_source_cannot_hold_every_connection() {
     }
 }
 
-/// A client that asks for the whole image and then reads nothing (a small receive buffer, so the
-/// server's writes stall at once).
+/// A client that asks for the whole image, reads the status line (so the server has given it a
+/// download slot) and then nothing more (a small receive buffer, so the server's writes stall at
+/// once).
 async fn stalled_download(addr: SocketAddr) -> TcpStream {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
     let mut sock = socket.connect(addr).await.expect("connect");
     sock.write_all(b"GET /images/nos/1/nos.bin HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut status = [0; 12];
+    tokio::time::timeout(BOUND, sock.read_exact(&mut status)).await.expect("status line").expect("read");
+    assert_eq!(&status, b"HTTP/1.1 200", "the stalled reader got its download slot");
     sock
 }
 
@@ -190,12 +194,8 @@ async fn download(c: &reqwest::Client, addr: SocketAddr) -> (u16, usize) {
 async fn stalled_readers_give_their_slots_back(addr: SocketAddr, size: usize) {
     let _stalled = [stalled_download(addr).await, stalled_download(addr).await];
     let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
-    // Both slots taken: the two stalled readers hold them for now.
-    let deadline = Instant::now() + BOUND;
-    while download(&c, addr).await.0 != 503 {
-        assert!(Instant::now() < deadline, "the stalled readers never held the slots");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // Both slots taken (each stalled reader has its status line): a third client is refused.
+    assert_eq!(download(&c, addr).await.0, 503, "the stalled readers hold both slots");
     // Past the send timeout, they are given up: a third client gets the image.
     let deadline = Instant::now() + BOUND;
     loop {
@@ -212,8 +212,9 @@ async fn stalled_readers_give_their_slots_back(addr: SocketAddr, size: usize) {
 
 #[tokio::test]
 async fn stalled_readers_free_their_download_slot() {
-    // The send timeout leaves the probe below room to see both slots taken on a loaded machine
-    // (with 2 s, a CI run beside other tests once saw the stalled readers freed first).
+    // Each stalled reader holds its slot once it has its status line; the probe that follows must
+    // come within the send timeout (the probe used to race the stalled requests themselves: a probe
+    // served before the second stalled request took that slot, and the probes kept finding one free).
     let limits = ["--max-downloads=2", "--send-timeout-seconds=5"];
     let (lab, _fast, fast) = server("edges-stalled-fast", &limits).await;
     stalled_readers_give_their_slots_back(fast, lab.install.len()).await;
