@@ -2,7 +2,7 @@
 //! status subresource, Events via the Recorder, ConfigMaps and Secrets via the API.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
     sync::{Mutex, PoisonError},
 };
 
@@ -20,12 +20,14 @@ use serde_json::json;
 
 use super::FIELD_MANAGER;
 use crate::{
-    api::{OsImage, OsImageStatus, SwitchProfile, SwitchProfileStatus},
+    api::{OsImage, OsImageStatus, Switch, SwitchProfile, SwitchProfileStatus},
     lookup::{Data, Kind, LookupError, ObjectLookup, config_map_data, secret_data},
-    profile::{publish::SnapshotError, snapshot::Snapshot},
+    profile::{build::SwitchProblem, problem::TEMPLATE_ERROR, publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
         EventType, ImageReporter, ReportError, object_name,
-        profiles::{CONFLICT, ProfileReporter, current_status, newly_lost},
+        profiles::{
+            CONFLICT, ProfileReporter, SwitchProblemNews, TEMPLATE_RENDERED, current_status, newly_lost,
+        },
     },
 };
 
@@ -66,6 +68,11 @@ impl KubeReporter {
         self.publish(&profile.object_ref(&()), kind, reason, note).await;
     }
 
+    /// Records an Event about a Switch.
+    pub async fn switch_event(&self, switch: &Switch, kind: EventType, reason: &str, note: &str) {
+        self.publish(&switch.object_ref(&()), kind, reason, note).await;
+    }
+
     async fn publish(&self, object: &ObjectReference, kind: EventType, reason: &str, note: &str) {
         let ev = Event {
             type_: match kind {
@@ -96,15 +103,22 @@ pub struct KubeProfileReporter {
     client: Client,
     events: KubeReporter,
     profiles: reflector::Store<SwitchProfile>,
+    switches: reflector::Store<Switch>,
     /// The status last written to each profile, by uid. Cleared at each resync.
     written: Mutex<HashMap<String, SwitchProfileStatus>>,
+    switch_news: SwitchProblemNews,
 }
 
 impl KubeProfileReporter {
-    /// The reporter writing through `client`; `profiles` is the snapshot loop's watch cache.
-    pub fn new(client: Client, profiles: reflector::Store<SwitchProfile>) -> Self {
+    /// The reporter writing through `client`; `profiles` and `switches` are the snapshot loop's
+    /// watch caches.
+    pub fn new(
+        client: Client,
+        profiles: reflector::Store<SwitchProfile>,
+        switches: reflector::Store<Switch>,
+    ) -> Self {
         let events = KubeReporter::new(client.clone());
-        Self { client, events, profiles, written: Mutex::default() }
+        Self { client, events, profiles, switches, written: Mutex::default(), switch_news: Default::default() }
     }
 
     /// Forgets what was written, so the next rebuild compares with the watch cache only.
@@ -154,6 +168,22 @@ impl ProfileReporter for KubeProfileReporter {
                 Ok(())
             }
             Err(e) => Err(ReportError { object: key, message: e.to_string() }),
+        }
+    }
+
+    /// A Warning Event `TemplateError` on each Switch whose values newly fail its profile's trial
+    /// render, a Normal `TemplateRendered` when that clears.
+    async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) {
+        for (key, news) in self.switch_news.news(problems) {
+            let Some((ns, name)) = key.split_once('/') else { continue };
+            let Some(switch) = self.switches.get(&ObjectRef::new(name).within(ns)) else { continue };
+            match news {
+                Some(note) => self.events.switch_event(&switch, EventType::Warning, TEMPLATE_ERROR, &note).await,
+                None => {
+                    let note = "its values render in its profile's templates again";
+                    self.events.switch_event(&switch, EventType::Normal, TEMPLATE_RENDERED, note).await
+                }
+            }
         }
     }
 }

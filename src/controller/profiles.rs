@@ -1,6 +1,7 @@
-//! SwitchProfiles → the device snapshot, in the cluster. One debounced loop, woken by
-//! [`super::triggers`] only for changes that can alter the snapshot or a status (a profile's
-//! spec, an OsImage becoming Ready or not, the data of a referenced ConfigMap or Secret), and once
+//! SwitchProfiles (and the Switches that pin one or carry values of their own) → the device
+//! snapshot, in the cluster. One debounced loop, woken by [`super::triggers`] only for changes
+//! that can alter the snapshot or a status (a profile's spec, such a Switch's spec, an OsImage
+//! becoming Ready or not, the data of a referenced ConfigMap or Secret), and once
 //! a minute: it runs the shared pipeline ([`profiles::rebuild`]) over the watch caches (no API
 //! reads), which publishes the snapshot only when its content changed and hands over each
 //! profile's status (`Ready`, `Stalled`, `Conflict`, match summary) only when it differs from the
@@ -21,7 +22,7 @@ use super::{
     triggers,
 };
 use crate::{
-    api::{OsImage, SwitchProfile},
+    api::{OsImage, Switch, SwitchProfile},
     reconcile::profiles,
     store::Store,
 };
@@ -82,6 +83,7 @@ pub async fn run(
     });
     let (config_maps, cm_writer) = reflector::store::<ConfigMap>();
     let (secrets, secret_writer) = reflector::store::<Secret>();
+    let (switches, switch_writer) = reflector::store::<Switch>();
     let _tasks = Tasks(vec![
         tokio::spawn(triggers::follow_observed(
             api::<SwitchProfile>(&client, &namespace),
@@ -89,6 +91,15 @@ pub async fn run(
             triggers::profile_fingerprint(),
             wake.clone(),
             Some(observer),
+            |_| {},
+        )),
+        tokio::spawn(triggers::follow_observed(
+            api::<Switch>(&client, &namespace),
+            switch_writer,
+            triggers::switch_fingerprint(),
+            wake.clone(),
+            None,
+            triggers::trim_switch,
         )),
         tokio::spawn(triggers::follow(
             api::<ConfigMap>(&client, &namespace),
@@ -107,10 +118,11 @@ pub async fn run(
     ready("SwitchProfiles", crate::watch::filled(&profiles)).await?;
     ready("ConfigMaps", crate::watch::filled(&config_maps)).await?;
     ready("Secrets", crate::watch::filled(&secrets)).await?;
+    ready("Switches", crate::watch::filled(&switches)).await?;
     ready("OsImages", crate::watch::filled(&images)).await?;
     tracing::info!("snapshot loop: every watch cache is filled");
     let lookup = CacheLookup { config_maps, secrets };
-    let reporter = KubeProfileReporter::new(client, profiles.clone());
+    let reporter = KubeProfileReporter::new(client, profiles.clone(), switches.clone());
     let mut resync = tokio::time::interval(Duration::from_secs(60));
     loop {
         tokio::select! {
@@ -120,7 +132,8 @@ pub async fn run(
         // Debounce: a burst of changes (a Git sync) makes one rebuild; the notifications it
         // brings collapse into one.
         tokio::time::sleep(Duration::from_millis(300)).await;
-        profiles::rebuild(&store, &profiles.state(), &images.state(), &lookup, &reporter).await;
+        let (now_profiles, now_switches) = (profiles.state(), switches.state());
+        profiles::rebuild(&store, &now_profiles, &now_switches, &images.state(), &lookup, &reporter).await;
     }
 }
 

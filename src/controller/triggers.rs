@@ -33,7 +33,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::api::{OsImage, References, SwitchProfile};
+use crate::api::{OsImage, References, Switch, SwitchProfile};
 
 /// A fingerprint of what matters in an object; `None`: the object never matters.
 type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
@@ -94,21 +94,24 @@ where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    follow_observed(api, writer, fingerprint, wake, None).await;
+    follow_observed(api, writer, fingerprint, wake, None, |_| {}).await;
 }
 
-/// [`follow`], handing each event to `observer` as well, once the store holds it.
+/// [`follow`], handing each event to `observer` as well, once the store holds it; `trim` takes
+/// out of each object what the store need not keep.
 pub async fn follow_observed<K>(
     api: Api<K>,
     writer: Writer<K>,
     fingerprint: Fingerprint<K>,
     wake: Arc<Notify>,
     mut observer: Option<Observer<K>>,
+    trim: fn(&mut K),
 ) where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
     K::DynamicType: Default + Eq + Hash + Clone + Send + Sync,
 {
-    let mut events = watcher(api, watcher::Config::default()).default_backoff().reflect(writer).boxed();
+    let events = watcher(api, watcher::Config::default()).default_backoff().modify(trim);
+    let mut events = events.reflect(writer).boxed();
     let mut changes = Changes::new(fingerprint);
     while let Some(event) = events.next().await {
         match event {
@@ -269,6 +272,25 @@ fn lost_images(ns: &str, old: Option<&(References, bool)>, new: Option<&(Referen
 /// A profile matters as its spec (generation) and whether it is being deleted.
 pub fn profile_fingerprint() -> Fingerprint<SwitchProfile> {
     Box::new(|p| Some(hash_of((p.metadata.generation, p.metadata.deletion_timestamp.is_some()))))
+}
+
+/// A Switch matters as what the snapshot takes from it, and only while it pins a profile or
+/// carries values of its own (its device's status, written all the time, never matters).
+pub fn switch_fingerprint() -> Fingerprint<Switch> {
+    Box::new(|sw| {
+        let s = &sw.spec;
+        (s.profile.is_some() || s.hostname.is_some() || !s.variables.is_empty()).then(|| {
+            let deleting = sw.metadata.deletion_timestamp.is_some();
+            hash_of((deleting, &s.serial_number, &s.mac_address, &s.model, &s.profile, &s.hostname, &s.variables))
+        })
+    })
+}
+
+/// What the snapshot loop keeps of a Switch: its spec (the status, a device's history, is the
+/// servers' and can be large).
+pub fn trim_switch(sw: &mut Switch) {
+    sw.status = None;
+    sw.metadata.managed_fields = None;
 }
 
 /// An OsImage matters as what the snapshot takes from it: Ready or not, for which generation,

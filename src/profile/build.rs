@@ -10,18 +10,19 @@ use std::{
 
 use crate::{
     api::{
-        ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SonicSpec, SwitchProfile,
+        ConditionStatus, ConditionType, Content, OsImage, OsImagePhase, SonicSpec, Switch, SwitchProfile,
         ZtpSectionKind, ZtpSpec, conditions::find_condition, object_name,
     },
     hash::Sha256Digest,
     lookup::{Kind, LookupError, ObjectLookup},
     profile::{
-        identity::{Family, normalize_mac},
+        identity::{DeviceIdentity, Family, normalize_mac},
+        index::DeviceIndex,
         problem::Problem,
-        render::{check_template, has_crlf},
+        render::{RenderError, check_template, has_crlf},
         snapshot::{
             ImageRef, ProfileSnapshot, Resolved, SNAPSHOT_FORMAT, Snapshot, SonicSectionSnapshot,
-            SonicSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
+            SonicSnapshot, SwitchSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
         },
         sonic,
         trial::{self, Part, trial_render},
@@ -38,6 +39,60 @@ pub struct Built {
     pub problems: BTreeMap<String, Vec<Problem>>,
     /// Profiles whose Cumulus script had CRLF line endings (served with LF).
     pub crlf_normalised: BTreeSet<String>,
+    /// Per Switch (`namespace/name`): what its own values make fail in its profile's trial render
+    /// (its device would get an error for that part; the profile's other devices are served).
+    pub switch_problems: BTreeMap<String, Vec<SwitchProblem>>,
+}
+
+/// A part of a profile that fails to render for one Switch's device, with that Switch's values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("profile {profile}: {error}")]
+pub struct SwitchProblem {
+    /// `namespace/name` of the profile.
+    pub profile: String,
+    pub error: RenderError,
+}
+
+/// The Switches that change what their device gets, as the snapshot holds them: those that pin a
+/// profile or carry a hostname or variables (sorted by namespace/name; being deleted: left out).
+pub fn switch_snapshots(switches: &[Arc<Switch>]) -> Vec<SwitchSnapshot> {
+    let mut out: Vec<SwitchSnapshot> = switches
+        .iter()
+        .filter(|s| s.metadata.deletion_timestamp.is_none())
+        .map(|s| SwitchSnapshot {
+            namespace: s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+            name: s.metadata.name.clone().unwrap_or_default(),
+            created: s.metadata.creation_timestamp.clone(),
+            serial_number: s.spec.serial_number.clone(),
+            mac_address: s.spec.mac_address.as_deref().and_then(normalize_mac),
+            model: s.spec.model.clone(),
+            profile: s.spec.profile.clone(),
+            hostname: s.spec.hostname.clone(),
+            variables: s.spec.variables.clone(),
+        })
+        .filter(|s| s.profile.is_some() || s.has_values())
+        .collect();
+    out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    out
+}
+
+/// Per profile (position in `snapshot.profiles`): the Switches with values of their own whose
+/// device it serves (pinned, or matched by what the Switch declares), as positions in
+/// `snapshot.switches`.
+fn switch_users(snapshot: &Snapshot) -> BTreeMap<usize, Vec<usize>> {
+    let index = DeviceIndex::build(snapshot);
+    let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (pos, sw) in snapshot.switches.iter().enumerate().filter(|(_, s)| s.has_values()) {
+        let id = DeviceIdentity::declared(&sw.serial_number, sw.mac_address.as_deref(), sw.model.as_deref());
+        // Only the Switch that counts for its serial (the older of two naming it).
+        if index.switch_of(&id) != Some(pos) {
+            continue;
+        }
+        if let Some(m) = index.lookup(&id) {
+            users.entry(m.profile).or_default().push(pos);
+        }
+    }
+    users
 }
 
 struct Resolver<'a> {
@@ -218,9 +273,11 @@ fn withhold_with_problems(part: Part, problems: &[Problem], withheld: &mut BTree
     }
 }
 
-/// Builds the snapshot of `profiles` (any order; the snapshot is sorted by namespace/name).
+/// Builds the snapshot of `profiles` and `switches` (any order; the snapshot is sorted by
+/// namespace/name).
 pub async fn build(
     profiles: &[Arc<SwitchProfile>],
+    switches: &[Arc<Switch>],
     images: &[Arc<OsImage>],
     lookup: &dyn ObjectLookup,
 ) -> Built {
@@ -314,12 +371,34 @@ pub async fn build(
         built.snapshot.profiles.push(snap);
     }
     built.snapshot.images = r.used_images;
+    built.snapshot.switches = switch_snapshots(switches);
     // The trial render, once every image the profiles use is known; then what has a problem is
-    // withheld.
+    // withheld. A profile Switches with values of their own use is tried for each of them too: a
+    // part is withheld only when it fails for its own sample device and for every such Switch
+    // (the template is broken); one failing for some Switches is their problem.
     let images_only = Snapshot { images: built.snapshot.images.clone(), ..Default::default() };
-    for (snap, (mut problems, mut withheld)) in built.snapshot.profiles.iter_mut().zip(found) {
-        let serial = trial::sample_device(snap, Family::Unknown).serial.unwrap_or_default();
-        for (part, error) in trial_render(snap, &images_only, problems.is_empty()) {
+    let users = switch_users(&built.snapshot);
+    let mut trials = Vec::new();
+    for (pos, (snap, (problems, _))) in built.snapshot.profiles.iter().zip(&found).enumerate() {
+        let documents = problems.is_empty();
+        let own = trial_render(snap, None, &images_only, documents);
+        let mut failing_everywhere: BTreeSet<Part> = own.iter().map(|(part, _)| part.clone()).collect();
+        for &sw in users.get(&pos).into_iter().flatten() {
+            let switch = &built.snapshot.switches[sw];
+            let failed = trial_render(snap, Some(switch), &images_only, documents);
+            failing_everywhere.retain(|part| failed.iter().any(|(p, _)| p == part));
+            let profile = format!("{}/{}", snap.namespace, snap.name);
+            let mine = failed.into_iter().map(|(_, error)| SwitchProblem { profile: profile.clone(), error });
+            built.switch_problems.entry(format!("{}/{}", switch.namespace, switch.name)).or_default().extend(mine);
+        }
+        trials.push(own.into_iter().filter(|(part, _)| failing_everywhere.contains(part)).collect::<Vec<_>>());
+    }
+    built.switch_problems.retain(|_, problems| !problems.is_empty());
+    for ((snap, (mut problems, mut withheld)), failures) in
+        built.snapshot.profiles.iter_mut().zip(found).zip(trials)
+    {
+        let serial = trial::sample_device(snap, None, Family::Unknown).serial.unwrap_or_default();
+        for (part, error) in failures {
             // What is withheld already has its problem; rendering it again would only repeat it.
             if withheld.contains(&part) {
                 continue;
@@ -413,7 +492,7 @@ spec:
         connectivityCheck: {pingHosts: ["192.0.2.1"]}
 "#,
         );
-        let built = build(&[good, bad], &[], &maps).await;
+        let built = build(&[good, bad], &[], &[], &maps).await;
         assert_eq!(built.problems.get("net/good"), None);
         let sonic = built.snapshot.profiles[1].sonic.as_ref().expect("good has sonic");
         assert_eq!(built.snapshot.profiles[1].name, "good");
@@ -495,7 +574,7 @@ spec:
             uses("d", "ready"),
             uses("e", "absent"),
         ];
-        let built = build(&profiles, &images, &maps).await;
+        let built = build(&profiles, &[], &images, &maps).await;
         assert_eq!(
             kinds(&built, "net/a"),
             [(
@@ -543,7 +622,7 @@ spec:
     unknown: {inline: "site {{ variables.site }}", template: true}
 "#,
         );
-        let built = build(&[p], &[], &maps).await;
+        let built = build(&[p], &[], &[], &maps).await;
         let got = kinds(&built, "net/p");
         assert_eq!(got.len(), 3, "{got:#?}");
         assert_eq!(

@@ -333,6 +333,18 @@ pub struct DeviceIdentity {
 }
 
 impl DeviceIdentity {
+    /// The identity a Switch declares for its device: its serial number, MAC address (normalised;
+    /// dropped when it is not one) and model. What a profile match of a Switch whose device has
+    /// not asked yet goes by.
+    pub fn declared(serial: &str, mac: Option<&str>, model: Option<&str>) -> Self {
+        DeviceIdentity {
+            serial: Some(serial.to_owned()),
+            mac: mac.and_then(normalize_mac),
+            models: model.map(str::to_owned).into_iter().collect(),
+            ..Default::default()
+        }
+    }
+
     /// Reads the identity from request headers. `hint` is the family the route implies; with
     /// [`Family::Unknown`] the family is detected from the headers ([`Family::detect`]). Facts are
     /// read from every family's headers, the hinted family's first, so a device is recognised

@@ -10,7 +10,14 @@
 //! profile already serves, in its namespace or in another. The clash is recorded as a
 //! [`Conflict`] so the controller can report it on both profiles.
 //!
+//! A Switch in the snapshot ([`SwitchSnapshot`]) goes first: the device that sends its serial
+//! number (or, sending none, its MAC address) gets the profile the Switch pins, and only that one
+//! (none when the pinned profile is not in the snapshot: a pin is never silently replaced by a
+//! match), or else the profile its keys match; and the Switch's values for templates
+//! ([`DeviceIndex::switch_of`]). Two Switches naming the same serial: the older counts.
+//!
 //! [`ProfileSnapshot::created`]: super::snapshot::ProfileSnapshot::created
+//! [`SwitchSnapshot`]: super::snapshot::SwitchSnapshot
 
 use std::collections::HashMap;
 
@@ -25,6 +32,8 @@ pub enum KeyKind {
     Mac,
     /// A model (exactly, then ignoring ASCII case).
     Model,
+    /// The device's Switch names the profile (`spec.profile`); never contested.
+    Pinned,
 }
 
 impl KeyKind {
@@ -34,6 +43,7 @@ impl KeyKind {
             KeyKind::Serial => "serial",
             KeyKind::Mac => "mac",
             KeyKind::Model => "model",
+            KeyKind::Pinned => "pinned",
         }
     }
 }
@@ -74,6 +84,13 @@ pub struct DeviceIndex {
     /// Models lower-cased (ASCII), for the case-insensitive fallback.
     models_folded: HashMap<String, usize>,
     conflicts: Vec<Conflict>,
+    /// Switch serial number → position in [`Snapshot::switches`].
+    switch_serials: HashMap<String, usize>,
+    /// Switch MAC address (normalised) → position in [`Snapshot::switches`].
+    switch_macs: HashMap<String, usize>,
+    /// Position in [`Snapshot::switches`] → the position of the profile it pins, `None` when
+    /// that profile is not in the snapshot; absent for a Switch that pins none.
+    pins: HashMap<usize, Option<usize>>,
 }
 
 /// Claims `key` for profile `pos` unless an earlier profile holds it; a clash between two
@@ -149,12 +166,45 @@ impl DeviceIndex {
             }
         }
         index.conflicts = conflicts;
+        index.index_switches(snapshot, &names);
         index
     }
 
-    /// The profile for `id`: by serial, else by MAC, else by the first of `id.models` that some
-    /// profile lists (exact spelling first, then ignoring ASCII case). `None` when nothing
-    /// matches.
+    /// Indexes the snapshot's Switches by serial number and MAC address, oldest first (creation
+    /// time, then namespace/name), and resolves their pins.
+    fn index_switches(&mut self, snapshot: &Snapshot, profile_names: &[String]) {
+        let mut oldest_first: Vec<usize> = (0..snapshot.switches.len()).collect();
+        let name = |i: usize| (&snapshot.switches[i].namespace, &snapshot.switches[i].name);
+        oldest_first.sort_by(|&a, &b| {
+            (&snapshot.switches[a].created, name(a)).cmp(&(&snapshot.switches[b].created, name(b)))
+        });
+        for pos in oldest_first {
+            let sw = &snapshot.switches[pos];
+            if !sw.serial_number.is_empty() {
+                self.switch_serials.entry(sw.serial_number.clone()).or_insert(pos);
+            }
+            if let Some(mac) = sw.mac_address.as_deref().and_then(normalize_mac) {
+                self.switch_macs.entry(mac).or_insert(pos);
+            }
+            if let Some(pinned) = &sw.profile {
+                let wanted = format!("{}/{pinned}", sw.namespace);
+                self.pins.insert(pos, profile_names.iter().position(|n| *n == wanted));
+            }
+        }
+    }
+
+    /// The device's Switch (its position in [`Snapshot::switches`]): the one with its serial
+    /// number; for a device that sends no serial, the one with its MAC address.
+    pub fn switch_of(&self, id: &DeviceIdentity) -> Option<usize> {
+        match id.serial.as_deref() {
+            Some(serial) => self.switch_serials.get(serial).copied(),
+            None => id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.switch_macs.get(&m).copied()),
+        }
+    }
+
+    /// The profile for `id`: the one its Switch pins, else by serial, else by MAC, else by the
+    /// first of `id.models` that some profile lists (exact spelling first, then ignoring ASCII
+    /// case). `None` when nothing matches, or the pinned profile is not in the snapshot.
     pub fn lookup(&self, id: &DeviceIdentity) -> Option<Match> {
         self.matches(id).next()
     }
@@ -163,8 +213,15 @@ impl DeviceIndex {
     /// profile of each of `id.models` in order (as in [`DeviceIndex::lookup`], whose answer is
     /// the first of these); each profile once. Per-item fallback walks this list: an item the
     /// most specific profile does not set (e.g. an ONIE update image) is taken from the next
-    /// profile that sets it.
+    /// profile that sets it. A device whose Switch pins a profile has that one only (or none).
     pub fn matches<'a>(&'a self, id: &'a DeviceIdentity) -> impl Iterator<Item = Match> + 'a {
+        let pin = self.switch_of(id).and_then(|sw| self.pins.get(&sw).copied());
+        let pinned = pin.flatten().map(|profile| Match { profile, by: KeyKind::Pinned });
+        pinned.into_iter().chain(self.matched_by_keys(id).filter(move |_| pin.is_none()))
+    }
+
+    /// [`DeviceIndex::matches`] by the device's own keys, pins aside.
+    fn matched_by_keys<'a>(&'a self, id: &'a DeviceIdentity) -> impl Iterator<Item = Match> + 'a {
         let serial = id.serial.as_deref().and_then(|s| self.serials.get(s));
         let serial = serial.map(|&profile| Match { profile, by: KeyKind::Serial });
         let mac = id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.macs.get(&m).copied());

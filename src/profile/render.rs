@@ -1,15 +1,15 @@
 //! Rendering what a device receives from its profile: templates (minijinja), the NVOS / SONiC
 //! ZTP JSON, ZTP section contents and the Cumulus script.
 //!
-//! Templates see the device and its profile:
+//! Templates see the device, its profile and its Switch (when the snapshot has one for it):
 //!
 //! | variable | value |
 //! |---|---|
 //! | `serial`, `mac`, `model` | the device's serial, normalised MAC, most specific model |
 //! | `models` | every model string the device sent, most specific first |
 //! | `family` | `onie`, `nvos`, `sonic`, `cumulus`, `rtbrick` or `unknown` |
-//! | `hostname` | the profile's `hostname` |
-//! | `variables` | the profile's `variables` map (`variables.site`) |
+//! | `hostname` | the Switch's `hostname`, else the profile's |
+//! | `variables` | the profile's `variables` map with the Switch's merged over it (`variables.site`) |
 //! | `server_url` | this server's base URL, as the device reached it |
 //! | `report_url` | where the device's scripts report their stages (`POST`; none without a serial) |
 //! | `report_token` | the device's report token (`Authorization: Bearer …`; none without a serial, or on a server without `--report-key-file`) |
@@ -33,7 +33,9 @@ use serde_json::{Map, Value as Json, json};
 
 use super::{
     identity::DeviceIdentity,
-    snapshot::{ImageRef, ProfileSnapshot, Resolved, Snapshot, Text, ZtpSectionSnapshot, ZtpSnapshot},
+    snapshot::{
+        ImageRef, ProfileSnapshot, Resolved, Snapshot, SwitchSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
+    },
 };
 use crate::api::ZtpSectionKind;
 
@@ -45,6 +47,8 @@ pub const CUMULUS_MARKER: &str = "CUMULUS-AUTOPROVISIONING";
 pub struct RenderContext<'a> {
     pub device: &'a DeviceIdentity,
     pub profile: &'a ProfileSnapshot,
+    /// The device's Switch, when it gives the device values of its own.
+    pub switch: Option<&'a SwitchSnapshot>,
     /// This server's base URL as the device reached it, without a trailing `/`.
     pub server_url: &'a str,
     /// The device's report token (`crate::switch::token`), when the server has a report key and
@@ -56,6 +60,23 @@ impl RenderContext<'_> {
     /// `namespace/name` of the profile.
     pub fn profile_name(&self) -> String {
         format!("{}/{}", self.profile.namespace, self.profile.name)
+    }
+
+    /// `hostname`: the Switch's, else the profile's.
+    fn hostname(&self) -> Option<&str> {
+        self.switch.and_then(|s| s.hostname.as_deref()).or(self.profile.hostname.as_deref())
+    }
+
+    /// `variables`: the profile's, with the Switch's merged over them.
+    fn variables(&self) -> Value {
+        match self.switch.filter(|s| !s.variables.is_empty()) {
+            None => Value::from(&self.profile.variables),
+            Some(s) => {
+                let mut merged = self.profile.variables.clone();
+                merged.extend(s.variables.iter().map(|(k, v)| (k.clone(), v.clone())));
+                Value::from(merged)
+            }
+        }
     }
 }
 
@@ -170,8 +191,8 @@ fn template_context(ctx: &RenderContext) -> Value {
         model => d.model(),
         models => d.models.clone(),
         family => d.family.as_str(),
-        hostname => ctx.profile.hostname.as_deref(),
-        variables => &ctx.profile.variables,
+        hostname => ctx.hostname(),
+        variables => ctx.variables(),
         server_url => ctx.server_url,
         report_url => d.serial.as_deref().map(|serial| crate::routes::url::report(ctx.server_url, serial)),
         report_token => ctx.report_token.as_deref(),
@@ -438,7 +459,7 @@ mod tests {
     const URL: &str = "http://10.0.0.1:8080";
 
     fn ctx<'a>(device: &'a DeviceIdentity, profile: &'a ProfileSnapshot) -> RenderContext<'a> {
-        RenderContext { device, profile, server_url: URL, report_token: None }
+        RenderContext { device, profile, switch: None, server_url: URL, report_token: None }
     }
 
     #[test]
@@ -952,12 +973,13 @@ mod tests {
                         );
                     }
                 }
-                let device = super::super::trial::sample_device(&profile, Family::Cumulus);
+                let device = super::super::trial::sample_device(&profile, None, Family::Cumulus);
                 for template in templates {
                     for token in [Some("tok-123".to_owned()), None] {
                         let ctx = RenderContext {
                             device: &device,
                             profile: &profile,
+                            switch: None,
                             server_url: URL,
                             report_token: token.clone(),
                         };

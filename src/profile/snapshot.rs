@@ -25,6 +25,48 @@ pub struct Snapshot {
     pub profiles: Vec<ProfileSnapshot>,
     /// Every OsImage a profile uses, by `namespace/name`.
     pub images: BTreeMap<String, ImageRef>,
+    /// The Switches that change what their device gets (a pinned profile, their own hostname or
+    /// variables), ordered by namespace/name. A Switch that only names its device is not here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub switches: Vec<SwitchSnapshot>,
+}
+
+/// One Switch whose device gets something of its own: the profile it pins and the values merged
+/// over its profile's for templates. Its device is the one that sends its serial number (or, when
+/// a device sends no serial, its MAC address).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchSnapshot {
+    pub namespace: String,
+    pub name: String,
+    /// The Switch's `metadata.creationTimestamp` (none in standalone): when two Switches name the
+    /// same serial number, the older one counts ([`crate::profile::index`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<Time>,
+    pub serial_number: String,
+    /// Normalised (lower case, colon separated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// Name of the SwitchProfile (in [`SwitchSnapshot::namespace`]) the device gets whatever the
+    /// profiles' `match` say.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub profile: Option<String>,
+    /// Overrides the profile's `hostname` for templates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    /// Merged over the profile's `variables` for templates (these win).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub variables: BTreeMap<String, String>,
+}
+
+impl SwitchSnapshot {
+    /// True when the Switch gives its device values of its own (a trial render of its profile
+    /// with them is worth doing).
+    pub fn has_values(&self) -> bool {
+        self.hostname.is_some() || !self.variables.is_empty()
+    }
 }
 
 /// A stored, verified image as devices get it.

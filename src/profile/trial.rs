@@ -11,13 +11,18 @@
 //! trial fail (`{% if mac %}` is for those). The profile's own `hostname` and `variables` are
 //! used as they are. What the trial cannot see: a branch the sample device does not take
 //! (`{% if model == "…" %}` for another model) is only checked for syntax.
+//!
+//! A profile that Switches with values of their own use (a hostname, variables: the "profile per
+//! model, Switch per device" layout) is also trial-rendered once per such Switch, as its device
+//! (its serial, MAC and model where it declares them) with its values merged over the profile's
+//! ([`super::build`] decides what a failure there withholds).
 
 use super::{
     identity::{DeviceIdentity, Family},
     render::{
         RenderContext, RenderError, cumulus_script, render_text_named, section_content, section_key, ztp_json,
     },
-    snapshot::{ProfileSnapshot, Resolved, Snapshot},
+    snapshot::{ProfileSnapshot, Resolved, Snapshot, SwitchSnapshot},
     sonic,
 };
 
@@ -47,11 +52,21 @@ pub enum Part {
     File(String),
 }
 
-/// The sample device of `profile`, asking as `family` (see the module documentation).
-pub fn sample_device(profile: &ProfileSnapshot, family: Family) -> DeviceIdentity {
-    let serial = profile.serial_numbers.first().map_or(SAMPLE_SERIAL, String::as_str);
-    let mac = profile.mac_addresses.first().map_or(SAMPLE_MAC, String::as_str);
-    let model = profile.models.first().map_or(SAMPLE_MODEL, String::as_str);
+/// The sample device of `profile`, asking as `family`: `switch`'s device when given (see the
+/// module documentation).
+pub fn sample_device(
+    profile: &ProfileSnapshot,
+    switch: Option<&SwitchSnapshot>,
+    family: Family,
+) -> DeviceIdentity {
+    let serial = switch.map(|s| s.serial_number.as_str());
+    let serial = serial.or(profile.serial_numbers.first().map(String::as_str)).unwrap_or(SAMPLE_SERIAL);
+    let mac = switch.and_then(|s| s.mac_address.as_deref());
+    let mac = mac.or(profile.mac_addresses.first().map(String::as_str)).unwrap_or(SAMPLE_MAC);
+    let model = switch.and_then(|s| s.model.as_deref());
+    let model = model.or(profile.models.first().map(String::as_str)).unwrap_or(SAMPLE_MODEL);
+    let hostname = switch.and_then(|s| s.hostname.as_ref()).or(profile.hostname.as_ref());
+    let hostname = hostname.cloned().unwrap_or_else(|| "sample".into());
     DeviceIdentity {
         family,
         serial: Some(serial.to_owned()),
@@ -64,36 +79,44 @@ pub fn sample_device(profile: &ProfileSnapshot, family: Family) -> DeviceIdentit
         onie_vendor_id: Some("0".into()),
         os_version: Some("0.0.0".into()),
         container_name: Some("sample".into()),
-        element_name: Some(profile.hostname.clone().unwrap_or_else(|| "sample".into())),
-        host_name: Some(profile.hostname.clone().unwrap_or_else(|| "sample".into())),
+        element_name: Some(hostname.clone()),
+        host_name: Some(hostname),
     }
 }
 
-/// What templates see in the trial: the sample device, the profile, the sample URL and token.
-fn sample_context<'a>(device: &'a DeviceIdentity, profile: &'a ProfileSnapshot) -> RenderContext<'a> {
+/// What templates see in the trial: the sample device, the profile (and Switch), the sample URL
+/// and token.
+fn sample_context<'a>(
+    device: &'a DeviceIdentity,
+    profile: &'a ProfileSnapshot,
+    switch: Option<&'a SwitchSnapshot>,
+) -> RenderContext<'a> {
     RenderContext {
         device,
         profile,
+        switch,
         server_url: SAMPLE_SERVER_URL,
         report_token: Some(SAMPLE_REPORT_TOKEN.into()),
     }
 }
 
-/// Renders every template of `profile` for its sample device; returns each failure with the part
-/// it withholds. Whole documents (the ZTP JSON) are built too when `documents` is true (the
-/// caller passes false while the profile has other problems, e.g. an image not Ready yet, which
-/// the document would only repeat). Errors do not name the profile (the status is its own).
+/// Renders every template of `profile` for its sample device (`switch`'s device, with its values,
+/// when given); returns each failure with the part it withholds. Whole documents (the ZTP JSON)
+/// are built too when `documents` is true (the caller passes false while the profile has other
+/// problems, e.g. an image not Ready yet, which the document would only repeat). Errors do not
+/// name the profile (the status is its own).
 pub fn trial_render(
     profile: &ProfileSnapshot,
+    switch: Option<&SwitchSnapshot>,
     snapshot: &Snapshot,
     documents: bool,
 ) -> Vec<(Part, RenderError)> {
     let mut failures = Vec::new();
-    let with = |family: Family| sample_device(profile, family);
+    let with = |family: Family| sample_device(profile, switch, family);
     let strip = |e: RenderError| e.with_profile("");
     if let Some(ztp) = &profile.ztp {
         let device = with(Family::Nvos);
-        let ctx = sample_context(&device, profile);
+        let ctx = sample_context(&device, profile, switch);
         for (i, s) in ztp.sections.iter().enumerate() {
             if let Err(e) = section_content(&ctx, ztp, &section_key(i, s.kind())) {
                 failures.push((Part::Ztp, strip(e)));
@@ -110,7 +133,7 @@ pub fn trial_render(
     }
     if let Some(s) = &profile.sonic {
         let device = with(Family::Sonic);
-        let ctx = sample_context(&device, profile);
+        let ctx = sample_context(&device, profile, switch);
         for (i, section) in s.sections.iter().enumerate() {
             let key = sonic::section_key(i, &section.section);
             for name in section.parts.keys() {
@@ -129,13 +152,13 @@ pub fn trial_render(
     }
     if let Some(script) = &profile.cumulus_script {
         let device = with(Family::Cumulus);
-        let ctx = sample_context(&device, profile);
+        let ctx = sample_context(&device, profile, switch);
         if let Err(e) = cumulus_script(script, &ctx) {
             failures.push((Part::Cumulus, strip(e)));
         }
     }
     let device = with(Family::RtBrick);
-    let ctx = sample_context(&device, profile);
+    let ctx = sample_context(&device, profile, switch);
     for (name, content) in &profile.files {
         if let Resolved::Text(t) = content
             && let Err(e) = render_text_named(t, &ctx, &format!("files.{name}"))
@@ -172,12 +195,12 @@ mod tests {
     #[test]
     fn the_sample_device_is_one_the_profile_matches_with_every_fact_set() {
         let p = profile();
-        let d = sample_device(&p, Family::Sonic);
+        let d = sample_device(&p, None, Family::Sonic);
         assert_eq!(d.serial.as_deref(), Some("SN-7"));
         assert_eq!(d.mac.as_deref(), Some(SAMPLE_MAC));
         assert_eq!(d.model(), Some(SAMPLE_MODEL));
         let by_model = ProfileSnapshot { models: vec!["Accton-AS7726".into()], ..Default::default() };
-        let d = sample_device(&by_model, Family::Onie);
+        let d = sample_device(&by_model, None, Family::Onie);
         assert_eq!((d.serial.as_deref(), d.model()), (Some(SAMPLE_SERIAL), Some("Accton-AS7726")));
         // Every fact any family sends is set: printing one never fails the trial.
         let mut p = profile();
@@ -190,7 +213,7 @@ mod tests {
                  {{ variables.site }}",
             ),
         );
-        assert_eq!(trial_render(&p, &Snapshot::default(), true), []);
+        assert_eq!(trial_render(&p, None, &Snapshot::default(), true), []);
     }
 
     #[test]
@@ -215,7 +238,7 @@ mod tests {
             }],
             ..Default::default()
         });
-        let failures = trial_render(&p, &Snapshot::default(), true);
+        let failures = trial_render(&p, None, &Snapshot::default(), true);
         let got: Vec<(Part, String)> = failures.iter().map(|(p, e)| (p.clone(), e.to_string())).collect();
         assert_eq!(got.len(), 3, "{got:#?}");
         assert_eq!(got[0].0, Part::Sonic);
@@ -245,14 +268,14 @@ mod tests {
             }],
             ..Default::default()
         });
-        assert_eq!(trial_render(&p, &Snapshot::default(), true), []);
+        assert_eq!(trial_render(&p, None, &Snapshot::default(), true), []);
         // A section without the content its kind needs fails the whole document.
         if let Some(z) = p.ztp.as_mut() {
             z.sections[0].resolved = None;
         }
-        let failures = trial_render(&p, &Snapshot::default(), true);
+        let failures = trial_render(&p, None, &Snapshot::default(), true);
         assert_eq!(failures.len(), 1);
         assert_eq!(failures[0].0, Part::Ztp);
-        assert_eq!(trial_render(&p, &Snapshot::default(), false), []);
+        assert_eq!(trial_render(&p, None, &Snapshot::default(), false), []);
     }
 }

@@ -7,7 +7,10 @@
 //! standalone's prints one line and keeps them in `{data}/.status/switchprofiles.json`.
 //! `status.devices` is the device server's: the statuses computed here never carry it.
 
-use std::sync::Arc;
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, PoisonError},
+};
 
 use async_trait::async_trait;
 use k8s_openapi::{
@@ -18,12 +21,12 @@ use k8s_openapi::{
 use super::{ReportError, object_name};
 use crate::{
     api::{
-        ConditionStatus, ConditionType, OsImage, SwitchProfile, SwitchProfileStatus,
+        ConditionStatus, ConditionType, OsImage, Switch, SwitchProfile, SwitchProfileStatus,
         conditions::{find_condition, set_condition, set_or_remove_condition},
     },
     lookup::ObjectLookup,
     profile::{
-        build,
+        build::{self, SwitchProblem},
         index::DeviceIndex,
         problem::{self, Problem, Severity},
         publish::{self, SnapshotError},
@@ -47,20 +50,26 @@ pub trait ProfileReporter: Send + Sync {
     async fn rebuilt(&self) -> Result<(), ReportError> {
         Ok(())
     }
+    /// What Switches' own values make fail in their profile's trial render, per Switch
+    /// (`namespace/name`), after every rebuild (empty when nothing fails): the device of such a
+    /// Switch gets an error for that part while the profile's other devices are served.
+    async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>);
 }
 
-/// Builds and publishes the snapshot of `profiles`, then reports the status of each profile that
+/// Builds and publishes the snapshot of `profiles` (and the `switches` that change what their
+/// device gets), then reports the status of each profile that
 /// is not being deleted and whose status changed. `profiles` carry the status they have now (the
 /// watch cache's, or standalone's last one), `images` theirs; ConfigMaps and Secrets come from
 /// `lookup`. A status the reporter cannot record is logged; the next rebuild tries again.
 pub async fn rebuild(
     store: &Store,
     profiles: &[Arc<SwitchProfile>],
+    switches: &[Arc<Switch>],
     images: &[Arc<OsImage>],
     lookup: &dyn ObjectLookup,
     reporter: &dyn ProfileReporter,
 ) {
-    let built = build::build(profiles, images, lookup).await;
+    let built = build::build(profiles, switches, images, lookup).await;
     let index = DeviceIndex::build(&built.snapshot);
     let outcome = publish::publish(store, &built.snapshot).await;
     reporter.published(&built.snapshot, &outcome).await;
@@ -82,6 +91,29 @@ pub async fn rebuild(
     if let Err(e) = reporter.rebuilt().await {
         tracing::warn!(error = %e, "cannot write profile statuses");
     }
+    reporter.switch_problems(&built.switch_problems).await;
+}
+
+/// Which Switches' trial-render problems changed from one rebuild to the next, so a reporter says
+/// each once rather than at every rebuild.
+#[derive(Debug, Default)]
+pub struct SwitchProblemNews(Mutex<BTreeMap<String, String>>);
+
+impl SwitchProblemNews {
+    /// Each Switch (`namespace/name`) whose problems differ from the last call's: its problems in
+    /// one line, or `None` when they cleared.
+    pub fn news(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) -> Vec<(String, Option<String>)> {
+        let now: BTreeMap<String, String> = problems
+            .iter()
+            .map(|(k, v)| (k.clone(), v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+            .collect();
+        let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let cleared = last.keys().filter(|k| !now.contains_key(*k)).map(|k| (k.clone(), None));
+        let changed = now.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), Some(v.clone())));
+        let news = cleared.chain(changed).collect();
+        *last = now;
+        news
+    }
 }
 
 /// The status `p` has now, without `devices` (which the pipeline never computes).
@@ -92,6 +124,9 @@ pub fn current_status(p: &SwitchProfile) -> Option<SwitchProfileStatus> {
 /// Reason of the `Ready=False` / `Stalled=True` conditions of a profile that lost a key, and of
 /// the Warning Event it gets.
 pub const CONFLICT: &str = "Conflict";
+/// Reason of the Normal Event on a Switch whose values render in its profile's templates again
+/// (after a Warning Event with reason [`problem::TEMPLATE_ERROR`]).
+pub const TEMPLATE_RENDERED: &str = "TemplateRendered";
 
 /// The message of `Ready=True`.
 pub const RESOLVED: &str = "every reference resolves";
@@ -305,6 +340,7 @@ mod tests {
             self.statuses.lock().expect("lock").push((object_name(&p.metadata), s.clone()));
             Ok(())
         }
+        async fn switch_problems(&self, _problems: &BTreeMap<String, Vec<SwitchProblem>>) {}
     }
 
     impl Recorder {
@@ -356,7 +392,7 @@ mod tests {
             named("crlf", json!({"match": {"models": ["vx"]}, "cumulus": {"script": {"inline": script}}})),
         ];
         let recorder = Recorder::default();
-        rebuild(&store, &profiles, &[], &Nothing, &recorder).await;
+        rebuild(&store, &profiles, &[], &[], &Nothing, &recorder).await;
         assert_eq!(*recorder.published.lock().expect("lock"), [true]);
         let reported = recorder.take();
         assert_eq!(reported.keys().collect::<Vec<_>>(), ["net/a-first", "net/b-second", "net/crlf"]);
@@ -390,7 +426,7 @@ mod tests {
             with.status = Some(status);
             *p = Arc::new(with);
         }
-        rebuild(&store, &profiles, &[], &Nothing, &recorder).await;
+        rebuild(&store, &profiles, &[], &[], &Nothing, &recorder).await;
         assert_eq!(*recorder.published.lock().expect("lock"), [true, false]);
         assert!(recorder.take().is_empty(), "an unchanged status is reported again");
     }
@@ -404,7 +440,7 @@ mod tests {
         going.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         let profiles = [Arc::new(going), named("stays", json!({"match": {"serialNumbers": ["SN1"]}}))];
         let recorder = Recorder::default();
-        rebuild(&store, &profiles, &[], &Nothing, &recorder).await;
+        rebuild(&store, &profiles, &[], &[], &Nothing, &recorder).await;
         let reported = recorder.take();
         assert_eq!(reported.keys().collect::<Vec<_>>(), ["net/stays"]);
         assert_eq!(condition(&reported["net/stays"], ConditionType::Ready).0, "True");

@@ -278,7 +278,7 @@ mod tests {
                 ..Default::default()
             };
             let profile = loaded.index.lookup(&id).expect("a profile").profile;
-            Device { loaded: loaded.clone(), id, profile, base: None, report_key: None }
+            Device { loaded: loaded.clone(), id, profile, switch: None, base: None, report_key: None }
         };
         let got = |d: &Device, op| onie_image(d, op).map(|i| i.path.clone());
         let path = |n: &str| Some(format!("{n}/1/{n}.bin"));

@@ -27,6 +27,8 @@ pub struct Device {
     pub loaded: Arc<Loaded>,
     pub id: DeviceIdentity,
     pub profile: usize,
+    /// The device's Switch (position in the snapshot's `switches`), when it has one there.
+    pub switch: Option<usize>,
     /// This server's base URL as the device reached it (`server_url`); `None` when it cannot be
     /// told (see [`BaseUrl`](super::state::BaseUrl)).
     pub base: Option<String>,
@@ -55,7 +57,8 @@ impl Device {
     pub fn render_context(&self) -> Result<RenderContext<'_>, Refusal> {
         let server_url = base_or_refuse(self.base.as_deref())?;
         let report_token = self.report_key.as_ref().zip(self.id.serial.as_deref()).map(|(k, s)| k.token(s));
-        Ok(RenderContext { device: &self.id, profile: self.profile(), server_url, report_token })
+        let switch = self.switch.map(|i| &self.loaded.snapshot.switches[i]);
+        Ok(RenderContext { device: &self.id, profile: self.profile(), switch, server_url, report_token })
     }
 }
 
@@ -102,8 +105,12 @@ impl Asking {
     /// The device's profile.
     pub fn find(self) -> Result<Device, Refusal> {
         let Asking { loaded, id, base, report_key } = self;
+        let switch = loaded.index.switch_of(&id);
         match loaded.index.lookup(&id) {
-            Some(m) => Ok(Device { profile: m.profile, loaded, id, base, report_key }),
+            Some(m) => Ok(Device { profile: m.profile, switch, loaded, id, base, report_key }),
+            None if switch.is_some_and(|s| loaded.snapshot.switches[s].profile.is_some()) => {
+                Err(Refusal::NotForYou("its Switch pins a profile that is not ready"))
+            }
             None => Err(Refusal::NotForYou("no profile matches this device")),
         }
     }

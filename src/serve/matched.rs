@@ -6,7 +6,7 @@ use super::state::{Loaded, ServerState};
 use crate::{
     api::{MatchedBy, MatchedProfile, SwitchSpec},
     profile::{
-        identity::{DeviceIdentity, normalize_mac},
+        identity::DeviceIdentity,
         index::KeyKind,
     },
 };
@@ -19,6 +19,7 @@ pub fn matched_profile(loaded: &Loaded, id: &DeviceIdentity) -> Option<MatchedPr
         KeyKind::Serial => MatchedBy::Serial,
         KeyKind::Mac => MatchedBy::Mac,
         KeyKind::Model => MatchedBy::Model,
+        KeyKind::Pinned => MatchedBy::Pinned,
     };
     Some(MatchedProfile { name: p.name.clone(), namespace: Some(p.namespace.clone()), by })
 }
@@ -27,11 +28,6 @@ pub fn matched_profile(loaded: &Loaded, id: &DeviceIdentity) -> Option<MatchedPr
 /// said anything to match by yet (the Switch writer's [`crate::switch::k8s::Matcher`]).
 pub fn declared_match(server: &ServerState, spec: &SwitchSpec) -> Option<MatchedProfile> {
     let loaded = server.loaded()?;
-    let id = DeviceIdentity {
-        serial: Some(spec.serial_number.clone()),
-        mac: spec.mac_address.as_deref().and_then(normalize_mac),
-        models: spec.model.iter().cloned().collect(),
-        ..Default::default()
-    };
+    let id = DeviceIdentity::declared(&spec.serial_number, spec.mac_address.as_deref(), spec.model.as_deref());
     matched_profile(&loaded, &id)
 }

@@ -98,7 +98,7 @@ async fn publish_snapshot(
 ) {
     let images = with_status(&desired.images, |i| i.status = book.get(&object_name(&i.metadata)));
     let profiles = with_status(&desired.profiles, |p| p.status = profile_book.get(&object_name(&p.metadata)));
-    profiles::rebuild(store, &profiles, &images, lookup, profile_book).await;
+    profiles::rebuild(store, &profiles, &desired.switches, &images, lookup, profile_book).await;
 }
 
 /// Copies of `objects`, each given its status by `set`.

@@ -16,10 +16,10 @@ use crate::{
         ConditionStatus, ConditionType, OsImage, OsImagePhase, OsImageStatus, SwitchProfile,
         SwitchProfileStatus, conditions::find_condition,
     },
-    profile::{publish::SnapshotError, snapshot::Snapshot},
+    profile::{build::SwitchProblem, publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
         EventType, ImageReporter, ReportError, object_name,
-        profiles::{ProfileReporter, RESOLVED},
+        profiles::{ProfileReporter, RESOLVED, SwitchProblemNews},
     },
     status_file,
     store::StoreError,
@@ -92,6 +92,7 @@ pub(super) struct ProfileBook {
     statuses: Mutex<BTreeMap<String, SwitchProfileStatus>>,
     /// Statuses reported since the file was last written.
     unwritten: Mutex<BTreeMap<String, SwitchProfileStatus>>,
+    switch_news: SwitchProblemNews,
 }
 
 impl ProfileBook {
@@ -102,6 +103,7 @@ impl ProfileBook {
             file: dir.join("switchprofiles.json"),
             statuses: Mutex::default(),
             unwritten: Mutex::default(),
+            switch_news: SwitchProblemNews::default(),
         })
     }
 
@@ -133,6 +135,15 @@ impl ProfileReporter for ProfileBook {
         }
         self.unwritten.lock().unwrap_or_else(PoisonError::into_inner).insert(key, status.clone());
         Ok(())
+    }
+
+    async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) {
+        for (key, news) in self.switch_news.news(problems) {
+            match news {
+                Some(line) => println!("switch {key}: {line}"),
+                None => println!("switch {key}: its values render in its profile's templates again"),
+            }
+        }
     }
 
     async fn rebuilt(&self) -> Result<(), ReportError> {
