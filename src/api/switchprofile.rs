@@ -55,8 +55,9 @@ pub const MAX_RECENT_DEVICES: usize = 20;
 pub struct SwitchProfileSpec {
     /// Which devices this profile is for. A device is matched by the most specific key: serial
     /// number first, then MAC address, then model (a profile listing only models is the default
-    /// for those models).
-    #[serde(rename = "match")]
+    /// for those models). A device whose Switch pins a profile (`spec.profile`) gets that one
+    /// whatever this says. Absent: only the Switches that pin this profile get it.
+    #[serde(rename = "match", default, skip_serializing_if = "DeviceMatch::is_empty")]
     pub selector: DeviceMatch,
 
     /// Host name given to the device; available to templates as `hostname`.
@@ -345,8 +346,17 @@ pub enum DeviceStage {
 }
 
 impl DeviceMatch {
-    /// A one-line summary for the `Match` printer column: `2 serials, 1 MAC, 1 model`.
+    /// True when it names no device (a profile only Switches pin).
+    pub fn is_empty(&self) -> bool {
+        self.serial_numbers.is_empty() && self.mac_addresses.is_empty() && self.models.is_empty()
+    }
+
+    /// A one-line summary for the `Match` printer column: `2 serials, 1 MAC, 1 model`
+    /// (`pinned only` when it names no device).
     pub fn summary(&self) -> String {
+        if self.is_empty() {
+            return "pinned only".into();
+        }
         let part = |n: usize, one: &str, many: &str| match n {
             0 => None,
             1 => Some(format!("1 {one}")),
@@ -376,7 +386,7 @@ mod tests {
             models: vec!["sn2410".into()],
         };
         assert_eq!(m.summary(), "2 serials, 1 model");
-        assert_eq!(DeviceMatch::default().summary(), "");
+        assert_eq!(DeviceMatch::default().summary(), "pinned only");
     }
 
     #[test]

@@ -118,7 +118,14 @@ impl KubeProfileReporter {
         switches: reflector::Store<Switch>,
     ) -> Self {
         let events = KubeReporter::new(client.clone());
-        Self { client, events, profiles, switches, written: Mutex::default(), switch_news: Default::default() }
+        Self {
+            client,
+            events,
+            profiles,
+            switches,
+            written: Mutex::default(),
+            switch_news: Default::default(),
+        }
     }
 
     /// Forgets what was written, so the next rebuild compares with the watch cache only.
@@ -178,7 +185,9 @@ impl ProfileReporter for KubeProfileReporter {
             let Some((ns, name)) = key.split_once('/') else { continue };
             let Some(switch) = self.switches.get(&ObjectRef::new(name).within(ns)) else { continue };
             match news {
-                Some(note) => self.events.switch_event(&switch, EventType::Warning, TEMPLATE_ERROR, &note).await,
+                Some(note) => {
+                    self.events.switch_event(&switch, EventType::Warning, TEMPLATE_ERROR, &note).await
+                }
                 None => {
                     let note = "its values render in its profile's templates again";
                     self.events.switch_event(&switch, EventType::Normal, TEMPLATE_RENDERED, note).await

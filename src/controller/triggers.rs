@@ -281,7 +281,15 @@ pub fn switch_fingerprint() -> Fingerprint<Switch> {
         let s = &sw.spec;
         (s.profile.is_some() || s.hostname.is_some() || !s.variables.is_empty()).then(|| {
             let deleting = sw.metadata.deletion_timestamp.is_some();
-            hash_of((deleting, &s.serial_number, &s.mac_address, &s.model, &s.profile, &s.hostname, &s.variables))
+            hash_of((
+                deleting,
+                &s.serial_number,
+                &s.mac_address,
+                &s.model,
+                &s.profile,
+                &s.hostname,
+                &s.variables,
+            ))
         })
     })
 }

@@ -383,17 +383,26 @@ pub async fn build(
         let documents = problems.is_empty();
         let own = trial_render(snap, None, &images_only, documents);
         let mut failing_everywhere: BTreeSet<Part> = own.iter().map(|(part, _)| part.clone()).collect();
+        let mut per_switch = Vec::new();
         for &sw in users.get(&pos).into_iter().flatten() {
             let switch = &built.snapshot.switches[sw];
             let failed = trial_render(snap, Some(switch), &images_only, documents);
             failing_everywhere.retain(|part| failed.iter().any(|(p, _)| p == part));
-            let profile = format!("{}/{}", snap.namespace, snap.name);
-            let mine = failed.into_iter().map(|(_, error)| SwitchProblem { profile: profile.clone(), error });
-            built.switch_problems.entry(format!("{}/{}", switch.namespace, switch.name)).or_default().extend(mine);
+            per_switch.push((format!("{}/{}", switch.namespace, switch.name), failed));
         }
-        trials.push(own.into_iter().filter(|(part, _)| failing_everywhere.contains(part)).collect::<Vec<_>>());
+        // What fails everywhere is the profile's problem, not its Switches'.
+        let profile = format!("{}/{}", snap.namespace, snap.name);
+        for (switch, failed) in per_switch {
+            let theirs = failed.into_iter().filter(|(part, _)| !failing_everywhere.contains(part));
+            let theirs: Vec<SwitchProblem> =
+                theirs.map(|(_, error)| SwitchProblem { profile: profile.clone(), error }).collect();
+            if !theirs.is_empty() {
+                built.switch_problems.entry(switch).or_default().extend(theirs);
+            }
+        }
+        trials
+            .push(own.into_iter().filter(|(part, _)| failing_everywhere.contains(part)).collect::<Vec<_>>());
     }
-    built.switch_problems.retain(|_, problems| !problems.is_empty());
     for ((snap, (mut problems, mut withheld)), failures) in
         built.snapshot.profiles.iter_mut().zip(found).zip(trials)
     {
@@ -640,5 +649,87 @@ spec:
         // Only the good file is served; the others are 404 for the switch, never a 500.
         let files: Vec<&String> = built.snapshot.profiles[0].files.keys().collect();
         assert_eq!(files, ["good"]);
+    }
+
+    fn a_switch(yaml: &str) -> Arc<Switch> {
+        Arc::new(yaml_serde::from_str(yaml).expect("switch"))
+    }
+
+    #[tokio::test]
+    async fn a_profile_per_model_renders_with_each_switchs_values_and_a_switch_that_lacks_one_is_told() {
+        let maps = Maps(BTreeMap::new());
+        let p = profile(
+            r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: sn2410, namespace: net}
+spec:
+  match: {models: ["sn2410"]}
+  files:
+    loopback: {inline: "{{ hostname }} {{ variables.loopback }}", template: true}
+    broken: {inline: "{{ variables.loopback | nosuchfilter }}", template: true}
+"#,
+        );
+        let leaf = |name: &str, serial: &str, values: &str| {
+            a_switch(&format!(
+                "{{apiVersion: ztp.netops.dev/v1alpha1, kind: Switch, metadata: {{name: {name}, namespace: net}}, \
+                 spec: {{serialNumber: {serial}, model: sn2410, {values}}}}}"
+            ))
+        };
+        let switches = [
+            leaf("leaf17", "MT17", "hostname: leaf17, variables: {loopback: 10.0.0.17}"),
+            leaf("leaf18", "MT18", "hostname: leaf18"),
+            // Names its device only: not in the snapshot, not tried.
+            leaf("leaf19", "MT19", "reprovision: x"),
+        ];
+        let built = build(&[p], &switches, &[], &maps).await;
+        // The file every Switch but one renders is served; its profile is fine (a device without
+        // values of its own gets its error when it asks). The filter no device can render is
+        // withheld, as before.
+        let files: Vec<&String> = built.snapshot.profiles[0].files.keys().collect();
+        assert_eq!(files, ["loopback"]);
+        let got = kinds(&built, "net/sn2410");
+        assert_eq!(got.len(), 1, "{got:#?}");
+        assert!(got[0].2.starts_with("files.broken: "), "{}", got[0].2);
+        // The Switch that lacks the variable is told, naming the profile and the variable.
+        let told: Vec<&String> = built.switch_problems.keys().collect();
+        assert_eq!(told, ["net/leaf18"]);
+        let msg: Vec<String> = built.switch_problems["net/leaf18"].iter().map(ToString::to_string).collect();
+        assert!(
+            msg.iter().any(|m| m.starts_with("profile net/sn2410: files.loopback: undefined value")),
+            "{msg:?}"
+        );
+        assert!(msg.iter().any(|m| m.contains("`variables.loopback` is undefined")), "{msg:?}");
+        // The snapshot holds the two Switches with values, sorted.
+        let names: Vec<&str> = built.snapshot.switches.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["leaf17", "leaf18"]);
+    }
+
+    #[tokio::test]
+    async fn a_pinned_switch_is_in_the_snapshot_and_tried_with_the_profile_it_pins() {
+        let maps = Maps(BTreeMap::new());
+        let model = profile(
+            "{apiVersion: ztp.netops.dev/v1alpha1, kind: SwitchProfile, metadata: {name: model, namespace: net}, \
+             spec: {match: {models: [sn2410]}, files: {a: {inline: ok}}}}",
+        );
+        let special = profile(
+            "{apiVersion: ztp.netops.dev/v1alpha1, kind: SwitchProfile, metadata: {name: special, namespace: net}, \
+             spec: {files: {a: {inline: '{{ variables.rack }}', template: true}}}}",
+        );
+        let pinned = a_switch(
+            "{apiVersion: ztp.netops.dev/v1alpha1, kind: Switch, metadata: {name: leaf01, namespace: net}, \
+             spec: {serialNumber: MT01, model: sn2410, profile: special, macAddress: 0C-42-A1-00-00-01}}",
+        );
+        let built = build(&[model, special.clone()], &[pinned.clone()], &[], &maps).await;
+        assert_eq!(built.snapshot.switches.len(), 1);
+        assert_eq!(built.snapshot.switches[0].mac_address.as_deref(), Some("0c:42:a1:00:00:01"));
+        // No values: nothing to try but the profile itself, which fails for every device.
+        assert_eq!(kinds(&built, "net/special").len(), 1);
+        let mut with_rack = (*pinned).clone();
+        with_rack.spec.variables.insert("rack".into(), "r1".into());
+        let built = build(&[special], &[Arc::new(with_rack)], &[], &maps).await;
+        assert_eq!(kinds(&built, "net/special"), []);
+        assert!(built.switch_problems.is_empty());
+        assert_eq!(built.snapshot.profiles[0].files.len(), 1);
     }
 }

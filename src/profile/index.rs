@@ -264,8 +264,13 @@ impl DeviceIndex {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
     use super::*;
-    use crate::profile::{identity::Family, snapshot::ProfileSnapshot};
+    use crate::profile::{
+        identity::Family,
+        snapshot::{ProfileSnapshot, SwitchSnapshot},
+    };
 
     /// A profile `net/{name}` claiming these keys (the serve tests build on it too).
     pub(crate) fn profile(name: &str, serials: &[&str], macs: &[&str], models: &[&str]) -> ProfileSnapshot {
@@ -555,5 +560,74 @@ pub(crate) mod tests {
             let m = index.lookup(&device(Some("unknown"), None, &[&model]));
             assert_eq!(m, Some(Match { profile: i % 100, by: KeyKind::Model }));
         }
+    }
+
+    /// A Switch `net/{name}` for `serial` (and `mac`), pinning `profile`.
+    pub(crate) fn switch(
+        name: &str,
+        serial: &str,
+        mac: Option<&str>,
+        profile: Option<&str>,
+    ) -> SwitchSnapshot {
+        SwitchSnapshot {
+            namespace: "net".into(),
+            name: name.into(),
+            serial_number: serial.into(),
+            mac_address: mac.map(str::to_owned),
+            profile: profile.map(str::to_owned),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_switch_pins_its_device_to_one_profile_and_only_that_one() {
+        let mut snap = snapshot(vec![
+            profile("by-model", &[], &[], &["sn2410"]),
+            profile("by-serial", &["MT01"], &[], &[]),
+            profile("special", &[], &[], &[]),
+        ]);
+        snap.switches = vec![
+            switch("leaf01", "MT01", None, Some("special")),
+            switch("leaf02", "MT02", Some("0C:42:A1:00:00:02"), Some("gone")),
+            switch("leaf03", "MT03", Some("0c:42:a1:00:00:03"), Some("by-serial")),
+        ];
+        let index = DeviceIndex::build(&snap);
+        // The pin beats the profile that lists the serial, and is the only match (no fallback).
+        let leaf01 = device(Some("MT01"), None, &["sn2410"]);
+        assert_eq!(index.matches(&leaf01).collect::<Vec<_>>(), [Match { profile: 2, by: KeyKind::Pinned }]);
+        // A pinned profile that is not in the snapshot: nothing, never the model's profile.
+        assert_eq!(index.lookup(&device(Some("MT02"), None, &["sn2410"])), None);
+        assert_eq!(index.switch_of(&device(Some("MT02"), None, &[])), Some(1));
+        // A device without a serial is its Switch's by MAC (normalised); one with another serial
+        // is not, whatever MAC it sends.
+        let by_mac = device(None, Some("0c-42-a1-00-00-03"), &[]);
+        assert_eq!(index.lookup(&by_mac), Some(Match { profile: 1, by: KeyKind::Pinned }));
+        let liar = device(Some("MT99"), Some("0c:42:a1:00:00:03"), &["sn2410"]);
+        assert_eq!(index.switch_of(&liar), None);
+        assert_eq!(index.lookup(&liar), Some(Match { profile: 0, by: KeyKind::Model }));
+        // A device without a Switch matches as before.
+        assert_eq!(index.lookup(&device(Some("MT04"), None, &["SN2410"])).map(|m| m.profile), Some(0));
+    }
+
+    #[test]
+    fn of_two_switches_naming_one_serial_the_older_counts() {
+        let mut snap = snapshot(vec![profile("a", &[], &[], &[]), profile("b", &[], &[], &[])]);
+        let t = |s: &str| Some(Time(s.parse().expect("time")));
+        snap.switches = vec![
+            SwitchSnapshot {
+                created: t("2026-11-02T00:00:00Z"),
+                ..switch("a-newer", "MT01", None, Some("a"))
+            },
+            SwitchSnapshot {
+                created: t("2026-11-01T00:00:00Z"),
+                ..switch("b-older", "MT01", None, Some("b"))
+            },
+        ];
+        let index = DeviceIndex::build(&snap);
+        assert_eq!(index.switch_of(&device(Some("MT01"), None, &[])), Some(1));
+        assert_eq!(index.lookup(&device(Some("MT01"), None, &[])).map(|m| m.profile), Some(1));
+        // Without creation times (standalone): the first by namespace/name.
+        snap.switches.iter_mut().for_each(|s| s.created = None);
+        assert_eq!(DeviceIndex::build(&snap).switch_of(&device(Some("MT01"), None, &[])), Some(0));
     }
 }

@@ -502,6 +502,26 @@ mod tests {
     }
 
     #[test]
+    fn a_switchs_hostname_and_variables_win_over_its_profiles() {
+        let (d, p) = (device(), profile());
+        let t = template("{{ hostname }} {{ variables.site }} {{ variables.vlan }} {{ variables.loopback }}");
+        let sw = SwitchSnapshot {
+            hostname: Some("leaf17".into()),
+            variables: BTreeMap::from([("vlan".into(), "7".into()), ("loopback".into(), "10.0.0.17".into())]),
+            ..Default::default()
+        };
+        let with = RenderContext { switch: Some(&sw), ..ctx(&d, &p) };
+        assert_eq!(render_text(&t, &with).expect("renders"), "leaf17 par1 7 10.0.0.17");
+        // Without the Switch, the profile's values: `loopback` is undefined, an error naming it.
+        let e = render_text(&t, &ctx(&d, &p)).expect_err("no loopback");
+        assert!(e.to_string().contains("`variables.loopback` is undefined"), "{e}");
+        // A Switch with variables only keeps the profile's hostname.
+        let vars_only = SwitchSnapshot { hostname: None, ..sw.clone() };
+        let with = RenderContext { switch: Some(&vars_only), ..ctx(&d, &p) };
+        assert_eq!(render_text(&t, &with).expect("renders"), "leaf01 par1 7 10.0.0.17");
+    }
+
+    #[test]
     fn nothing_is_escaped() {
         let d = device();
         let mut p = profile();

@@ -426,7 +426,8 @@ mod tests {
     #[test]
     fn every_section_is_a_sonic_plugin_with_the_keys_it_reads() {
         let (d, p) = (device(), profile());
-        let ctx = RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
+        let ctx =
+            RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
         let got = document(&ctx, &snapshot(), &resolved(&declared()), &URLS).expect("document");
         let expected = json!({"ztp": {
             "01-firmware": {
@@ -464,7 +465,8 @@ mod tests {
     #[test]
     fn global_flags_are_the_profiles_when_set() {
         let (d, p) = (device(), profile());
-        let ctx = RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
+        let ctx =
+            RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
         let sonic = SonicSnapshot {
             restart_ztp_no_config: Some(true),
             restart_ztp_on_failure: Some(true),
@@ -480,7 +482,8 @@ mod tests {
     #[test]
     fn parts_are_rendered_for_the_device() {
         let (d, p) = (device(), profile());
-        let ctx = RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
+        let ctx =
+            RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
         let sonic = resolved(&declared());
         let get = |key: &str, part: &str| part_content(&ctx, &sonic, key, part).expect("renders");
         assert_eq!(
@@ -509,7 +512,8 @@ mod tests {
     #[test]
     fn a_config_db_that_is_not_a_json_object_is_an_error_never_served() {
         let (d, p) = (device(), profile());
-        let ctx = RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
+        let ctx =
+            RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
         let mut sections = declared();
         sections[5].configdb_json.as_mut().expect("configdb").content.inline =
             Some("hostname {{ hostname }}".into());
@@ -536,7 +540,8 @@ mod tests {
     #[test]
     fn a_missing_image_names_the_section() {
         let (d, p) = (device(), profile());
-        let ctx = RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
+        let ctx =
+            RenderContext { device: &d, profile: &p, switch: None, server_url: URL, report_token: None };
         let e =
             document(&ctx, &Snapshot::default(), &resolved(&declared()[..1]), &URLS).expect_err("no image");
         assert_eq!(

@@ -109,7 +109,8 @@ impl SwitchProblemNews {
             .collect();
         let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let cleared = last.keys().filter(|k| !now.contains_key(*k)).map(|k| (k.clone(), None));
-        let changed = now.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), Some(v.clone())));
+        let changed =
+            now.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), Some(v.clone())));
         let news = cleared.chain(changed).collect();
         *last = now;
         news
@@ -461,5 +462,29 @@ mod tests {
         let other = profile_status(&p, None, &claims("serial SN2 lost"), false);
         assert_eq!(newly_lost(Some(&lost), &other).as_deref(), Some("serial SN2 lost"));
         assert_eq!(newly_lost(Some(&lost), &ready), None);
+    }
+
+    #[test]
+    fn a_switchs_problem_is_news_once_and_its_clearing_too() {
+        let news = SwitchProblemNews::default();
+        let problem = |msg: &str| SwitchProblem {
+            profile: "net/sn2410".into(),
+            error: crate::profile::render::RenderError::Template {
+                profile: String::new(),
+                what: "files.x".into(),
+                message: msg.into(),
+                line: None,
+            },
+        };
+        let one = BTreeMap::from([("net/leaf18".to_owned(), vec![problem("undefined")])]);
+        let said = news.news(&one);
+        assert_eq!(said.len(), 1);
+        assert_eq!(said[0].0, "net/leaf18");
+        assert!(said[0].1.as_deref().is_some_and(|l| l.starts_with("profile net/sn2410: ")), "{said:?}");
+        assert_eq!(news.news(&one), [], "the same problem again is no news");
+        let other = BTreeMap::from([("net/leaf18".to_owned(), vec![problem("another")])]);
+        assert_eq!(news.news(&other).len(), 1, "a different problem is");
+        assert_eq!(news.news(&BTreeMap::new()), [("net/leaf18".to_owned(), None)]);
+        assert_eq!(news.news(&BTreeMap::new()), []);
     }
 }

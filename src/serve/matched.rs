@@ -5,10 +5,7 @@
 use super::state::{Loaded, ServerState};
 use crate::{
     api::{MatchedBy, MatchedProfile, SwitchSpec},
-    profile::{
-        identity::DeviceIdentity,
-        index::KeyKind,
-    },
+    profile::{identity::DeviceIdentity, index::KeyKind},
 };
 
 /// The profile `id` matches in `loaded`, as a Switch shows it.
@@ -28,6 +25,7 @@ pub fn matched_profile(loaded: &Loaded, id: &DeviceIdentity) -> Option<MatchedPr
 /// said anything to match by yet (the Switch writer's [`crate::switch::k8s::Matcher`]).
 pub fn declared_match(server: &ServerState, spec: &SwitchSpec) -> Option<MatchedProfile> {
     let loaded = server.loaded()?;
-    let id = DeviceIdentity::declared(&spec.serial_number, spec.mac_address.as_deref(), spec.model.as_deref());
+    let id =
+        DeviceIdentity::declared(&spec.serial_number, spec.mac_address.as_deref(), spec.model.as_deref());
     matched_profile(&loaded, &id)
 }

@@ -14,6 +14,7 @@ mod images;
 mod onie;
 mod report;
 mod rtbrick;
+mod switch;
 mod ztp_json;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -109,6 +110,11 @@ pub const REPORT_KEY: &str = "lab-report-key-0123456789abcdef0123456789";
 
 impl Lab {
     pub async fn new() -> Lab {
+        Lab::with_switches(Vec::new()).await
+    }
+
+    /// The lab with `switches` in its snapshot (Switches that pin a profile or carry values).
+    pub async fn with_switches(switches: Vec<crate::profile::snapshot::SwitchSnapshot>) -> Lab {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("directory store")));
         let install: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
@@ -121,6 +127,7 @@ impl Lab {
             let image = put(&store, ImagePath::new(platform, "1", file).expect("image path"), bytes).await;
             snapshot.images.insert(key.to_owned(), image);
         }
+        snapshot.switches = switches;
         snapshot.version = build::version_of(&snapshot);
         publish::publish(&store, &snapshot).await.expect("publish the snapshot");
         let tokens = dir.path().join("admin-tokens");
