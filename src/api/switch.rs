@@ -68,13 +68,17 @@ pub struct SwitchSpec {
 
     /// Model, as a profile's `match.models` names it (ONIE machine, `PRODUCT-NAME`,
     /// `CUMULUS-PRODUCTNAME`). Used for matching a profile by model when the switch does not
-    /// send one, and shown.
+    /// send one, and shown. Name it (or pin `profile`) when this Switch's `hostname` or
+    /// `variables` are what its model's profile templates need: that profile is then
+    /// trial-rendered with them before the switch first asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128))]
     pub model: Option<String>,
 
     /// Name of a SwitchProfile in this namespace that this switch gets, whatever the profiles'
-    /// `match` say. Unset: the most specific matching profile (serial, then MAC, then model).
+    /// `match` say (a profile without `match` is for pinned switches only). While that profile
+    /// does not exist the switch gets nothing (404), never another profile instead. Unset: the
+    /// most specific matching profile (serial, then MAC, then model).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub profile: Option<String>,

@@ -274,24 +274,11 @@ pub fn profile_fingerprint() -> Fingerprint<SwitchProfile> {
     Box::new(|p| Some(hash_of((p.metadata.generation, p.metadata.deletion_timestamp.is_some()))))
 }
 
-/// A Switch matters as what the snapshot takes from it, and only while it pins a profile or
-/// carries values of its own (its device's status, written all the time, never matters).
+/// A Switch matters as what the snapshot takes from it, and only while the snapshot holds it
+/// ([`crate::profile::build::switch_snapshot`]); its device's status, written all the time,
+/// never matters.
 pub fn switch_fingerprint() -> Fingerprint<Switch> {
-    Box::new(|sw| {
-        let s = &sw.spec;
-        (s.profile.is_some() || s.hostname.is_some() || !s.variables.is_empty()).then(|| {
-            let deleting = sw.metadata.deletion_timestamp.is_some();
-            hash_of((
-                deleting,
-                &s.serial_number,
-                &s.mac_address,
-                &s.model,
-                &s.profile,
-                &s.hostname,
-                &s.variables,
-            ))
-        })
-    })
+    Box::new(|sw| crate::profile::build::switch_snapshot(sw).map(hash_of))
 }
 
 /// What the snapshot loop keeps of a Switch: its spec (the status, a device's history, is the

@@ -53,25 +53,26 @@ pub struct SwitchProblem {
     pub error: RenderError,
 }
 
-/// The Switches that change what their device gets, as the snapshot holds them: those that pin a
-/// profile or carry a hostname or variables (sorted by namespace/name; being deleted: left out).
+/// A Switch as the snapshot holds it, when it changes what its device gets
+/// ([`SwitchSnapshot::matters`]) and is not being deleted.
+pub fn switch_snapshot(s: &Switch) -> Option<SwitchSnapshot> {
+    let snap = SwitchSnapshot {
+        namespace: s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: s.metadata.name.clone().unwrap_or_default(),
+        created: s.metadata.creation_timestamp.clone(),
+        serial_number: s.spec.serial_number.clone(),
+        mac_address: s.spec.mac_address.as_deref().and_then(normalize_mac),
+        model: s.spec.model.clone(),
+        profile: s.spec.profile.clone(),
+        hostname: s.spec.hostname.clone(),
+        variables: s.spec.variables.clone(),
+    };
+    (s.metadata.deletion_timestamp.is_none() && snap.matters()).then_some(snap)
+}
+
+/// The snapshot's Switches ([`switch_snapshot`]), sorted by namespace/name.
 pub fn switch_snapshots(switches: &[Arc<Switch>]) -> Vec<SwitchSnapshot> {
-    let mut out: Vec<SwitchSnapshot> = switches
-        .iter()
-        .filter(|s| s.metadata.deletion_timestamp.is_none())
-        .map(|s| SwitchSnapshot {
-            namespace: s.metadata.namespace.clone().unwrap_or_else(|| "default".into()),
-            name: s.metadata.name.clone().unwrap_or_default(),
-            created: s.metadata.creation_timestamp.clone(),
-            serial_number: s.spec.serial_number.clone(),
-            mac_address: s.spec.mac_address.as_deref().and_then(normalize_mac),
-            model: s.spec.model.clone(),
-            profile: s.spec.profile.clone(),
-            hostname: s.spec.hostname.clone(),
-            variables: s.spec.variables.clone(),
-        })
-        .filter(|s| s.profile.is_some() || s.has_values())
-        .collect();
+    let mut out: Vec<SwitchSnapshot> = switches.iter().filter_map(|s| switch_snapshot(s)).collect();
     out.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
     out
 }
@@ -679,7 +680,7 @@ spec:
         let switches = [
             leaf("leaf17", "MT17", "hostname: leaf17, variables: {loopback: 10.0.0.17}"),
             leaf("leaf18", "MT18", "hostname: leaf18"),
-            // Names its device only: not in the snapshot, not tried.
+            // Declares its model only: in the snapshot, nothing to try.
             leaf("leaf19", "MT19", "reprovision: x"),
         ];
         let built = build(&[p], &switches, &[], &maps).await;
@@ -700,9 +701,14 @@ spec:
             "{msg:?}"
         );
         assert!(msg.iter().any(|m| m.contains("`variables.loopback` is undefined")), "{msg:?}");
-        // The snapshot holds the two Switches with values, sorted.
+        // The snapshot holds the Switches, sorted; one naming its serial only is not there.
         let names: Vec<&str> = built.snapshot.switches.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names, ["leaf17", "leaf18"]);
+        assert_eq!(names, ["leaf17", "leaf18", "leaf19"]);
+        let bare = a_switch(
+            "{apiVersion: ztp.netops.dev/v1alpha1, kind: Switch, metadata: {name: bare, namespace: net}, \
+             spec: {serialNumber: MT20, reprovision: x, hold: true}}",
+        );
+        assert!(switch_snapshots(&[bare]).is_empty());
     }
 
     #[tokio::test]
@@ -720,7 +726,7 @@ spec:
             "{apiVersion: ztp.netops.dev/v1alpha1, kind: Switch, metadata: {name: leaf01, namespace: net}, \
              spec: {serialNumber: MT01, model: sn2410, profile: special, macAddress: 0C-42-A1-00-00-01}}",
         );
-        let built = build(&[model, special.clone()], &[pinned.clone()], &[], &maps).await;
+        let built = build(&[model, special.clone()], std::slice::from_ref(&pinned), &[], &maps).await;
         assert_eq!(built.snapshot.switches.len(), 1);
         assert_eq!(built.snapshot.switches[0].mac_address.as_deref(), Some("0c:42:a1:00:00:01"));
         // No values: nothing to try but the profile itself, which fails for every device.

@@ -91,6 +91,8 @@ pub struct DeviceIndex {
     /// Position in [`Snapshot::switches`] → the position of the profile it pins, `None` when
     /// that profile is not in the snapshot; absent for a Switch that pins none.
     pins: HashMap<usize, Option<usize>>,
+    /// Per Switch (its position): the MAC address (normalised) and model it declares.
+    declared: Vec<(Option<String>, Vec<String>)>,
 }
 
 /// Claims `key` for profile `pos` unless an earlier profile holds it; a clash between two
@@ -178,6 +180,11 @@ impl DeviceIndex {
         oldest_first.sort_by(|&a, &b| {
             (&snapshot.switches[a].created, name(a)).cmp(&(&snapshot.switches[b].created, name(b)))
         });
+        self.declared = snapshot
+            .switches
+            .iter()
+            .map(|s| (s.mac_address.as_deref().and_then(normalize_mac), s.model.iter().cloned().collect()))
+            .collect();
         for pos in oldest_first {
             let sw = &snapshot.switches[pos];
             if !sw.serial_number.is_empty() {
@@ -213,20 +220,35 @@ impl DeviceIndex {
     /// profile of each of `id.models` in order (as in [`DeviceIndex::lookup`], whose answer is
     /// the first of these); each profile once. Per-item fallback walks this list: an item the
     /// most specific profile does not set (e.g. an ONIE update image) is taken from the next
-    /// profile that sets it. A device whose Switch pins a profile has that one only (or none).
+    /// profile that sets it. A device whose Switch pins a profile has that one only (or none);
+    /// one whose Switch declares a MAC address or model is matched by it when the device does
+    /// not send its own.
     pub fn matches<'a>(&'a self, id: &'a DeviceIdentity) -> impl Iterator<Item = Match> + 'a {
-        let pin = self.switch_of(id).and_then(|sw| self.pins.get(&sw).copied());
+        let sw = self.switch_of(id);
+        let pin = sw.and_then(|sw| self.pins.get(&sw).copied());
         let pinned = pin.flatten().map(|profile| Match { profile, by: KeyKind::Pinned });
-        pinned.into_iter().chain(self.matched_by_keys(id).filter(move |_| pin.is_none()))
+        let declared = sw.map(|sw| &self.declared[sw]);
+        let mac = id.mac.as_deref().and_then(normalize_mac).or_else(|| declared.and_then(|d| d.0.clone()));
+        let models = match declared {
+            Some((_, models)) if id.models.is_empty() => models.as_slice(),
+            _ => id.models.as_slice(),
+        };
+        let by_keys = self.matched_by_keys(id.serial.as_deref(), mac, models);
+        pinned.into_iter().chain(by_keys.filter(move |_| pin.is_none()))
     }
 
-    /// [`DeviceIndex::matches`] by the device's own keys, pins aside.
-    fn matched_by_keys<'a>(&'a self, id: &'a DeviceIdentity) -> impl Iterator<Item = Match> + 'a {
-        let serial = id.serial.as_deref().and_then(|s| self.serials.get(s));
+    /// [`DeviceIndex::matches`] by keys, pins aside.
+    fn matched_by_keys<'a>(
+        &'a self,
+        serial: Option<&str>,
+        mac: Option<String>,
+        models: &'a [String],
+    ) -> impl Iterator<Item = Match> + 'a {
+        let serial = serial.and_then(|s| self.serials.get(s));
         let serial = serial.map(|&profile| Match { profile, by: KeyKind::Serial });
-        let mac = id.mac.as_deref().and_then(normalize_mac).and_then(|m| self.macs.get(&m).copied());
+        let mac = mac.and_then(|m| self.macs.get(&m).copied());
         let mac = mac.map(|profile| Match { profile, by: KeyKind::Mac });
-        let models = id.models.iter().filter_map(|model| {
+        let models = models.iter().filter_map(|model| {
             let profile = match self.models.get(model) {
                 Some(&p) => p,
                 None => *self.models_folded.get(&model.to_ascii_lowercase())?,
@@ -607,6 +629,31 @@ pub(crate) mod tests {
         assert_eq!(index.lookup(&liar), Some(Match { profile: 0, by: KeyKind::Model }));
         // A device without a Switch matches as before.
         assert_eq!(index.lookup(&device(Some("MT04"), None, &["SN2410"])).map(|m| m.profile), Some(0));
+    }
+
+    #[test]
+    fn a_switchs_declared_model_and_mac_match_a_device_that_sends_none() {
+        let mut snap = snapshot(vec![
+            profile("by-model", &[], &[], &["sn2410"]),
+            profile("by-mac", &[], &["0c:42:a1:00:00:05"], &[]),
+        ]);
+        snap.switches = vec![
+            SwitchSnapshot { model: Some("sn2410".into()), ..switch("leaf04", "MT04", None, None) },
+            switch("leaf05", "MT05", Some("0C:42:A1:00:00:05"), None),
+        ];
+        let index = DeviceIndex::build(&snap);
+        // A section fetched by serial alone: the Switch's model stands in.
+        assert_eq!(
+            index.lookup(&device(Some("MT04"), None, &[])),
+            Some(Match { profile: 0, by: KeyKind::Model })
+        );
+        assert_eq!(
+            index.lookup(&device(Some("MT05"), None, &[])),
+            Some(Match { profile: 1, by: KeyKind::Mac })
+        );
+        // What the device sends comes first.
+        assert_eq!(index.lookup(&device(Some("MT04"), None, &["other"])), None);
+        assert_eq!(index.lookup(&device(Some("MT05"), Some("0c:42:a1:00:00:99"), &[])), None);
     }
 
     #[test]

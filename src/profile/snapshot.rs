@@ -26,14 +26,16 @@ pub struct Snapshot {
     /// Every OsImage a profile uses, by `namespace/name`.
     pub images: BTreeMap<String, ImageRef>,
     /// The Switches that change what their device gets (a pinned profile, their own hostname or
-    /// variables), ordered by namespace/name. A Switch that only names its device is not here.
+    /// variables, a MAC address or model to match by when the device sends none), ordered by
+    /// namespace/name. A Switch that only names its serial number is not here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<SwitchSnapshot>,
 }
 
-/// One Switch whose device gets something of its own: the profile it pins and the values merged
-/// over its profile's for templates. Its device is the one that sends its serial number (or, when
-/// a device sends no serial, its MAC address).
+/// One Switch whose device gets something of its own: the profile it pins, the values merged
+/// over its profile's for templates, the MAC address and model it is matched by when it sends
+/// none. Its device is the one that sends its serial number (or, when a device sends no serial,
+/// its MAC address).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SwitchSnapshot {
@@ -66,6 +68,11 @@ impl SwitchSnapshot {
     /// with them is worth doing).
     pub fn has_values(&self) -> bool {
         self.hostname.is_some() || !self.variables.is_empty()
+    }
+
+    /// True when the Switch changes what its device gets (else the snapshot leaves it out).
+    pub fn matters(&self) -> bool {
+        self.has_values() || self.profile.is_some() || self.mac_address.is_some() || self.model.is_some()
     }
 }
 
