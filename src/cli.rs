@@ -314,6 +314,17 @@ pub struct ServingArgs {
     /// ServiceAccount `patch` on `switchprofiles/status` and `create`/`patch` on Events).
     #[arg(long = "serving-report-status", env = "ZTP_SERVING_REPORT_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
     pub report_status: bool,
+    /// Servers keep one Switch per device (their `--switches`): they create Switches (per
+    /// `--serving-discover`) and write what each device did into its status. The controller
+    /// generates the report key Secret `<serving-name>-report-key` when it is missing (never
+    /// replacing one that exists) and mounts it into the servers (`report_token` in templates,
+    /// authenticated stage reports). Grants the servers' ServiceAccount `get`, `list`, `watch`,
+    /// `create`, `delete` on `switches` and `patch` on `switches/status`.
+    #[arg(long = "serving-switches", env = "ZTP_SERVING_SWITCHES", default_value_t = true, action = clap::ArgAction::Set)]
+    pub switches: bool,
+    /// Which devices get a Switch created when they first ask (the servers' `--discover`).
+    #[arg(long = "serving-discover", env = "ZTP_SERVING_DISCOVER", value_enum, default_value_t = crate::switch::k8s::Discover::Matched)]
+    pub discover: crate::switch::k8s::Discover,
     /// CPU request of a server container.
     #[arg(long = "serving-cpu-request", env = "ZTP_SERVING_CPU_REQUEST", default_value = "100m")]
     pub cpu_request: Option<String>,

@@ -49,7 +49,8 @@ pub const DISCOVERED_BY: (&str, &str) = ("app.kubernetes.io/created-by", "ztp-op
 const ATTEMPTS: usize = 5;
 
 /// Which devices get a Switch created when they first ask (`--discover`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Discover {
     /// Devices a SwitchProfile matches.
     Matched,
@@ -57,6 +58,17 @@ pub enum Discover {
     All,
     /// None: only Switches that exist (made by hand, or by another tool) are written.
     None,
+}
+
+impl Discover {
+    /// The flag's value: `matched`, `all` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Discover::Matched => "matched",
+            Discover::All => "all",
+            Discover::None => "none",
+        }
+    }
 }
 
 /// How the server discovers and writes Switches.

@@ -399,6 +399,7 @@ fn cluster_config(namespace: &str, name: &str) -> ztp_operator::controller::serv
         connections: Default::default(),
         device_networks: vec![],
         report_status: true,
+        switches: Some(ztp_operator::switch::k8s::Discover::Matched),
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,

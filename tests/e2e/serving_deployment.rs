@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::{
     apps::v1::Deployment,
-    core::v1::{PersistentVolumeClaim, Service, ServiceAccount},
+    core::v1::{PersistentVolumeClaim, Secret, Service, ServiceAccount},
     rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
 };
 use kube::{
@@ -80,6 +80,18 @@ async fn fs_serving_objects_follow_the_configuration_and_edits_are_undone() {
     assert_eq!(env_of(&d, "ZTP_STORE_DIR").as_deref(), Some(serving::STORE_MOUNT));
     assert_eq!(env_of(&d, "ZTP_EXTERNAL_URL").as_deref(), Some("http://ztp.example.net"));
     assert_eq!(env_of(&d, "ZTP_REPORT_STATUS").as_deref(), Some("true"));
+    // Switches: the servers keep them in the watched namespace, with the report key the
+    // controller generated once into a Secret (a random key, kept across restarts).
+    assert_eq!(env_of(&d, "ZTP_SWITCHES").as_deref(), Some("true"));
+    assert_eq!(env_of(&d, "ZTP_SWITCH_NAMESPACE").as_deref(), Some(ns.as_str()));
+    assert_eq!(env_of(&d, "ZTP_REPORT_KEY_FILE").as_deref(), Some(serving::REPORT_KEY_FILE));
+    let secrets: Api<Secret> = Api::namespaced(t.client.clone(), &ns);
+    let key = secrets.get("ztp-server-report-key").await.expect("the report key Secret");
+    let key = key.data.and_then(|d| d.get("key").cloned()).expect("key").0;
+    assert!(ztp_operator::switch::token::ReportKey::from_bytes("the Secret", &key).is_ok(), "{key:?}");
+    let mounted =
+        p.volumes.iter().flatten().find_map(|v| v.secret.clone().filter(|_| v.name == "report-key"));
+    assert_eq!(mounted.and_then(|s| s.secret_name).as_deref(), Some("ztp-server-report-key"));
     let psc = p.security_context.clone().expect("pod securityContext");
     assert_eq!((psc.run_as_non_root, psc.run_as_user), (Some(true), Some(65532)));
     let sc = container(&d).security_context.clone().expect("securityContext");
@@ -149,6 +161,9 @@ async fn fs_serving_objects_follow_the_configuration_and_edits_are_undone() {
     .await;
     let d = wait_obj(&deployments, "ztp-server", "re-rendered", &mut c, |d| hash(d) != first_hash).await;
     assert_eq!(env_of(&d, "ZTP_MAX_DOWNLOADS").as_deref(), Some("64"));
+    // The report key survives the restart (every device's token depends on it).
+    let again = secrets.get("ztp-server-report-key").await.expect("the report key Secret");
+    assert_eq!(again.data.and_then(|d| d.get("key").cloned()).map(|k| k.0), Some(key));
     let pvc = wait_obj(&claims, "ztp-store", "created", &mut c, |_| true).await;
     let spec = pvc.spec.expect("claim spec");
     assert_eq!(spec.storage_class_name.as_deref(), Some("fast-rwx"));
@@ -176,6 +191,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
             "--serving-oidc-issuer=https://idp.example.net",
             "--serving-oidc-audience=ztp",
             "--serving-report-status=false",
+            "--serving-switches=false",
         ],
         "serving-s3.log",
     )
@@ -253,6 +269,7 @@ async fn s3_serving_objects_carry_the_bucket_credentials_and_auth() {
         connections: Default::default(),
         device_networks: vec![],
         report_status: true,
+        switches: Some(ztp_operator::switch::k8s::Discover::Matched),
         requests: Default::default(),
         limits: Default::default(),
         owner_deployment: None,

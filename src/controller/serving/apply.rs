@@ -4,7 +4,7 @@ use futures::{FutureExt, StreamExt, stream};
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{Service, ServiceAccount},
+        core::v1::{Secret, Service, ServiceAccount},
     },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
 };
@@ -16,6 +16,7 @@ use kube::{
 use serde::{Serialize, de::DeserializeOwned};
 
 use super::*;
+use crate::switch::token::ReportKey;
 
 /// Server-side applies one object (forced: the controller owns these fields).
 async fn apply<K>(api: Api<K>, obj: &K) -> Result<(), ServingError>
@@ -84,6 +85,46 @@ async fn owner(client: &Client, cfg: &ServingConfig) -> Result<Option<Owner>, Se
     }))
 }
 
+/// With `--serving-switches`: creates the report key Secret when it does not exist (a new random
+/// key), before the pods that mount it. One that exists is never changed: its key is what every
+/// device's token is derived from (a user may bring their own, `ztp-operator report-key`).
+pub async fn ensure_report_key(
+    client: &Client,
+    cfg: &ServingConfig,
+    owner: Option<&Owner>,
+) -> Result<(), ServingError> {
+    if cfg.switches.is_none() {
+        return Ok(());
+    }
+    let name = cfg.report_key_secret();
+    let api: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
+    let read = |source| ServingError::Apply { kind: "Secret".into(), name: name.clone(), source };
+    match api.get_opt(&name).await.map_err(read)? {
+        Some(s) if s.data.as_ref().is_some_and(|d| d.contains_key("key")) => return Ok(()),
+        Some(_) => {
+            return Err(ServingError::Invalid(format!(
+                "Secret {}/{name} has no key `key` (the report key; delete the Secret to have one generated)",
+                cfg.namespace
+            )));
+        }
+        None => {}
+    }
+    let key =
+        ReportKey::generate().map_err(|e| ServingError::Invalid(format!("generate a report key: {e}")))?;
+    let secret = report_key_secret(cfg, owner, key.as_bytes())?;
+    // Server-side apply (authorized by the Secret's name, as the chart's Role allows), not
+    // forced: a Secret made meanwhile by someone else (a user, another leader) is a conflict and
+    // stays as it is.
+    match api.patch(&name, &PatchParams::apply(SERVING_FIELD_MANAGER), &Patch::Apply(&secret)).await {
+        Ok(_) => {
+            tracing::info!(secret = %format!("{}/{name}", cfg.namespace), "report key generated");
+            Ok(())
+        }
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(source) => Err(ServingError::Apply { kind: "Secret".into(), name, source }),
+    }
+}
+
 /// One apply pass: resolve the owner (once), render, apply.
 async fn pass(
     client: &Client,
@@ -93,7 +134,9 @@ async fn pass(
     if owner_ref.is_none() {
         *owner_ref = Some(owner(client, cfg).await?);
     }
-    let objects = objects(cfg, owner_ref.as_ref().and_then(Option::as_ref))?;
+    let owner = owner_ref.as_ref().and_then(Option::as_ref);
+    ensure_report_key(client, cfg, owner).await?;
+    let objects = objects(cfg, owner)?;
     apply_all(client, &objects).await
 }
 

@@ -125,6 +125,8 @@ pub struct ServingConfig {
     /// Networks device routes answer (CIDRs); empty: any source.
     pub device_networks: Vec<String>,
     pub report_status: bool,
+    /// The servers keep Switches, discovering devices so (`None`: they do not).
+    pub switches: Option<crate::switch::k8s::Discover>,
     /// `cpu` / `memory` → quantity.
     pub requests: BTreeMap<String, String>,
     pub limits: BTreeMap<String, String>,
@@ -347,6 +349,7 @@ impl ServingConfig {
             connections,
             device_networks: s.device_networks.iter().map(ToString::to_string).collect(),
             report_status: s.report_status,
+            switches: s.switches.then_some(s.discover),
             requests: pairs(&s.cpu_request, &s.memory_request),
             limits: pairs(&s.cpu_limit, &s.memory_limit),
             owner_deployment: s.owner_deployment.clone(),
@@ -361,6 +364,16 @@ impl ServingConfig {
     /// Name of the server's Role and RoleBinding (the chart uses the same names).
     pub fn role_name(&self) -> String {
         format!("{}-activity", self.name)
+    }
+
+    /// Name of the report key Secret (in the serving namespace), with `--serving-switches`.
+    pub fn report_key_secret(&self) -> String {
+        format!("{}-report-key", self.name)
+    }
+
+    /// Whether the server pods talk to the API (and so get a token).
+    pub fn uses_api(&self) -> bool {
+        self.report_status || self.switches.is_some()
     }
 
     /// Name of the ClusterRole and ClusterRoleBinding (cluster-wide, so it names the namespace).

@@ -12,12 +12,17 @@
 //!   or disappears (someone edited it: the edit is undone), and every [`RESYNC`] (which also
 //!   covers the RBAC objects and the claim). Only the leader runs it.
 //!
-//! The server's privileges are exactly what `serve --report-status` uses (see
-//! `activity/k8s.rs`): `patch` on `switchprofiles/status`, `create` and `patch` on
-//! `events.k8s.io` events, nothing else (it reads no object, and never a Secret). They are a Role
-//! in the watched namespace when the controller watches one, else a ClusterRole (SwitchProfiles
-//! live in every namespace then), named `<name>-activity`. Without `--serving-report-status` the
-//! role has no rules and the pods get no API token.
+//! The server's privileges are exactly what `serve --report-status` (see `activity/k8s.rs`) and
+//! `serve --switches` (see `switch/k8s.rs`) use: `patch` on `switchprofiles/status`, `create`
+//! and `patch` on `events.k8s.io` events; `get`, `list`, `watch`, `create`, `delete` on
+//! `switches` and `patch` on `switches/status`; nothing else (never a Secret: the report key is
+//! mounted). They are a Role in the watched namespace when the controller watches one, else a
+//! ClusterRole (SwitchProfiles live in every namespace then), named `<name>-activity`. Without
+//! `--serving-report-status` and `--serving-switches` the role has no rules and the pods get no
+//! API token.
+//!
+//! With `--serving-switches` the controller creates the report key Secret `<name>-report-key`
+//! once ([`ensure_report_key`]: a random key, never replaced) and mounts it into the servers.
 //!
 //! The controller applies those RBAC objects only with `--serving-rbac`: an identity that may
 //! create a Role and a binding may give anyone what it holds itself (the controller reads
@@ -195,7 +200,7 @@ mod tests {
         assert_eq!(claim.claim_name, "ztp-store");
         let mounts: Vec<(&str, &str)> =
             c.volume_mounts.iter().flatten().map(|m| (m.name.as_str(), m.mount_path.as_str())).collect();
-        assert_eq!(mounts, [("tmp", "/tmp"), ("store", STORE_MOUNT)]);
+        assert_eq!(mounts, [("tmp", "/tmp"), ("store", STORE_MOUNT), ("report-key", "/etc/ztp/report-key")]);
         let psc = p.security_context.as_ref().expect("pod securityContext");
         assert_eq!(
             (psc.run_as_non_root, psc.run_as_user, psc.fs_group),
@@ -250,14 +255,53 @@ mod tests {
             [
                 (s(&["ztp.netops.dev"]), s(&["switchprofiles/status"]), s(&["patch"])),
                 (s(&["events.k8s.io"]), s(&["events"]), s(&["create", "patch"])),
+                (s(&["ztp.netops.dev"]), s(&["switches"]), s(&["get", "list", "watch", "create", "delete"])),
+                (s(&["ztp.netops.dev"]), s(&["switches/status"]), s(&["patch"])),
             ]
         );
         let mut quiet = fs_flags();
-        quiet.push("--serving-report-status=false");
+        quiet.extend(["--serving-report-status=false", "--serving-switches=false"]);
         let o = render(&quiet);
         assert_eq!(o.role.as_ref().and_then(|r| r.rules.clone()), Some(vec![]));
         assert_eq!(pod(&o).automount_service_account_token, Some(false));
-        assert!(env_value(container(&o), "ZTP_REPORT_STATUS").is_none());
+        for var in ["ZTP_REPORT_STATUS", "ZTP_SWITCHES", "ZTP_REPORT_KEY_FILE"] {
+            assert!(env_value(container(&o), var).is_none(), "{var}");
+        }
+        assert!(pod(&o).volumes.iter().flatten().all(|v| v.name != "report-key"));
+    }
+
+    #[test]
+    fn switches_get_their_flags_scope_and_the_report_key() {
+        let o = render(&fs_flags());
+        let c = container(&o);
+        assert_eq!(plain(c, "ZTP_SWITCHES").as_deref(), Some("true"));
+        assert_eq!(plain(c, "ZTP_DISCOVER").as_deref(), Some("matched"));
+        // The controller watches one namespace: the servers follow and discover there.
+        assert_eq!(plain(c, "ZTP_SWITCH_NAMESPACE").as_deref(), Some("fabric"));
+        assert_eq!(plain(c, "ZTP_DISCOVER_NAMESPACE").as_deref(), Some("fabric"));
+        assert_eq!(plain(c, "ZTP_REPORT_KEY_FILE").as_deref(), Some(REPORT_KEY_FILE));
+        let secret = pod(&o)
+            .volumes
+            .iter()
+            .flatten()
+            .find_map(|v| v.secret.as_ref().filter(|_| v.name == "report-key"))
+            .expect("the report key volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("ztp-server-report-key"));
+        let cfg = config(&fs_flags()).expect("valid").expect("managed");
+        let made = report_key_secret(&cfg, None, b"0123456789abcdef0123456789abcdef").expect("secret");
+        assert_eq!(made.metadata.name.as_deref(), Some("ztp-server-report-key"));
+        assert_eq!(made.metadata.namespace.as_deref(), Some("ztp-system"));
+        let key = made.data.as_ref().and_then(|d| d.get("key")).map(|b| b.0.clone());
+        assert_eq!(key.as_deref(), Some(&b"0123456789abcdef0123456789abcdef"[..]));
+        // Every namespace: no scope flags; discovery as asked.
+        let all: Vec<&str> = fs_flags().into_iter().filter(|f| !f.starts_with("--namespace=")).collect();
+        let o = render(&[&all[..], &["--serving-discover=all"]].concat());
+        let c = container(&o);
+        assert_eq!(plain(c, "ZTP_DISCOVER").as_deref(), Some("all"));
+        assert!(
+            env_value(c, "ZTP_SWITCH_NAMESPACE").is_none()
+                && env_value(c, "ZTP_DISCOVER_NAMESPACE").is_none()
+        );
     }
 
     #[test]
@@ -299,7 +343,7 @@ mod tests {
         assert!(o.role.is_none() && o.role_binding.is_none());
         let cr = o.cluster_role.as_ref().expect("cluster role");
         assert_eq!(cr.metadata.name.as_deref(), Some("ztp-server-activity-ztp-system"));
-        assert_eq!(cr.rules.as_ref().map(Vec::len), Some(2));
+        assert_eq!(cr.rules.as_ref().map(Vec::len), Some(4));
         let crb = o.cluster_role_binding.as_ref().expect("binding");
         assert_eq!(crb.role_ref.name, "ztp-server-activity-ztp-system");
     }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::{
     api::{
         apps::v1::Deployment,
-        core::v1::{PersistentVolumeClaim, PodTemplateSpec, Service, ServiceAccount},
+        core::v1::{PersistentVolumeClaim, PodTemplateSpec, Secret, Service, ServiceAccount},
         rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding},
     },
     apimachinery::pkg::apis::meta::v1::OwnerReference,
@@ -51,25 +51,47 @@ fn meta(cfg: &ServingConfig, name: &str, namespace: &str, owner: Option<&OwnerRe
     m
 }
 
-/// The server's permissions: exactly what `serve --report-status` uses, or none.
+/// The server's permissions: exactly what `serve --report-status` and `serve --switches` use,
+/// or none.
 pub fn rules(cfg: &ServingConfig) -> Vec<PolicyRule> {
-    if !cfg.report_status {
-        return Vec::new();
+    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    let mut rules = Vec::new();
+    if cfg.report_status {
+        rules.push(rule("ztp.netops.dev", "switchprofiles/status", &["patch"]));
+        rules.push(rule("events.k8s.io", "events", &["create", "patch"]));
     }
-    vec![
-        PolicyRule {
-            api_groups: Some(vec!["ztp.netops.dev".into()]),
-            resources: Some(vec!["switchprofiles/status".into()]),
-            verbs: vec!["patch".into()],
-            ..Default::default()
-        },
-        PolicyRule {
-            api_groups: Some(vec!["events.k8s.io".into()]),
-            resources: Some(vec!["events".into()]),
-            verbs: vec!["create".into(), "patch".into()],
-            ..Default::default()
-        },
-    ]
+    if cfg.switches.is_some() {
+        rules.push(rule("ztp.netops.dev", "switches", &["get", "list", "watch", "create", "delete"]));
+        rules.push(rule("ztp.netops.dev", "switches/status", &["patch"]));
+    }
+    rules
+}
+
+/// Where the report key is mounted in the server (`--report-key-file`).
+pub const REPORT_KEY_FILE: &str = "/etc/ztp/report-key/key";
+
+/// The report key Secret holding `key` (created once, never applied over: see
+/// [`super::ensure_report_key`]).
+pub fn report_key_secret(
+    cfg: &ServingConfig,
+    owner: Option<&Owner>,
+    key: &[u8],
+) -> Result<Secret, ServingError> {
+    let owner = owner.map(|o| &o.reference);
+    typed(
+        "Secret",
+        json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": meta(cfg, &cfg.report_key_secret(), &cfg.namespace, owner),
+            "type": "Opaque",
+            "data": {"key": k8s_openapi::ByteString(key.to_vec())},
+        }),
+    )
 }
 
 /// The `ztp-operator serve` environment: everything is configured through `ZTP_…` variables.
@@ -106,6 +128,17 @@ fn env(cfg: &ServingConfig) -> Vec<Value> {
     var("ZTP_PUBLIC_LISTING", &cfg.auth.public_listing.then(|| "true".into()));
     var("ZTP_DEVICE_NETWORKS", &(!cfg.device_networks.is_empty()).then(|| cfg.device_networks.join(",")));
     var("ZTP_REPORT_STATUS", &cfg.report_status.then(|| "true".into()));
+    if let Some(discover) = cfg.switches {
+        let watched = match &cfg.rbac {
+            RbacScope::Namespace(ns) => Some(ns.clone()),
+            RbacScope::Cluster => None,
+        };
+        var("ZTP_SWITCHES", &Some("true".into()));
+        var("ZTP_DISCOVER", &Some(discover.as_str().into()));
+        var("ZTP_SWITCH_NAMESPACE", &watched);
+        var("ZTP_DISCOVER_NAMESPACE", &watched);
+        var("ZTP_REPORT_KEY_FILE", &Some(REPORT_KEY_FILE.into()));
+    }
     let c = &cfg.connections;
     var("ZTP_HEADER_TIMEOUT_SECONDS", &c.header_timeout_seconds.map(|v| v.to_string()));
     var("ZTP_IDLE_TIMEOUT_SECONDS", &c.idle_timeout_seconds.map(|v| v.to_string()));
@@ -140,6 +173,11 @@ fn volumes(cfg: &ServingConfig) -> (Vec<Value>, Vec<Value>) {
     if let Some(secret) = &cfg.auth.admin_token_secret {
         volumes.push(json!({"name": "admin-tokens", "secret": {"secretName": secret, "defaultMode": 0o440, "items": [{"key": "tokens", "path": "tokens"}]}}));
         mounts.push(json!({"name": "admin-tokens", "mountPath": "/etc/ztp/admin", "readOnly": true}));
+    }
+    if cfg.switches.is_some() {
+        let secret = cfg.report_key_secret();
+        volumes.push(json!({"name": "report-key", "secret": {"secretName": secret, "defaultMode": 0o440, "items": [{"key": "key", "path": "key"}]}}));
+        mounts.push(json!({"name": "report-key", "mountPath": "/etc/ztp/report-key", "readOnly": true}));
     }
     (volumes, mounts)
 }
@@ -185,7 +223,7 @@ fn pod_template(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<PodTemplat
             "metadata": {"labels": cfg.labels()},
             "spec": {
                 "serviceAccountName": cfg.name,
-                "automountServiceAccountToken": cfg.report_status,
+                "automountServiceAccountToken": cfg.uses_api(),
                 "imagePullSecrets": secrets,
                 "securityContext": {
                     "runAsNonRoot": true,
@@ -356,7 +394,7 @@ pub fn objects(cfg: &ServingConfig, owner: Option<&Owner>) -> Result<ServingObje
             json!({
                 "apiVersion": "v1", "kind": "ServiceAccount",
                 "metadata": meta(cfg, &cfg.name, &cfg.namespace, owner),
-                "automountServiceAccountToken": cfg.report_status,
+                "automountServiceAccountToken": cfg.uses_api(),
             }),
         )?,
         role,

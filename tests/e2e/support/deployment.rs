@@ -87,8 +87,13 @@ pub fn flat_rules(rules: &[k8s_openapi::api::rbac::v1::PolicyRule]) -> Vec<(Stri
 }
 
 pub fn server_rules() -> Vec<(String, String, String)> {
-    [("ztp.netops.dev", "switchprofiles/status", "patch"), ("events.k8s.io", "events", "create,patch")]
-        .into_iter()
-        .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
-        .collect()
+    [
+        ("ztp.netops.dev", "switchprofiles/status", "patch"),
+        ("events.k8s.io", "events", "create,patch"),
+        ("ztp.netops.dev", "switches", "get,list,watch,create,delete"),
+        ("ztp.netops.dev", "switches/status", "patch"),
+    ]
+    .into_iter()
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()))
+    .collect()
 }
