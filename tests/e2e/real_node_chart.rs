@@ -500,8 +500,14 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     ]
     .map(String::from)
     .to_vec();
-    let (code, body) = get(&switch, &format!("{base}/nvos/ztp.json"), &nvos);
-    assert_eq!(code, 200, "NVOS ztp.json: {}", String::from_utf8_lossy(&body));
+    // Each server replica polls the store for the snapshot: the one the Service picks may not
+    // have loaded the latest yet (seen once: 404 for the NVOS profile the other one had).
+    let body = node
+        .wait_for("the NVOS ZTP JSON", Duration::from_secs(60), async || {
+            let (code, body) = get(&switch, &format!("{base}/nvos/ztp.json"), &nvos);
+            (code == 200).then_some(body)
+        })
+        .await;
     let json: Value = serde_json::from_slice(&body).expect("NVOS ZTP JSON");
     let mut urls = Vec::new();
     urls_in(&json, &mut urls);
