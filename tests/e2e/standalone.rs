@@ -634,3 +634,77 @@ async fn standalone_keeps_serving_a_removed_image_that_a_profile_uses() {
     let _ = proc.child.kill();
     let _ = proc.child.wait();
 }
+
+/// Standalone honours `Switch` documents as the controller does: a Switch pinning the lab's NVOS
+/// profile gives a device of another serial that profile with the Switch's own hostname (asked of
+/// the real server over standalone's store), a Switch lacking the variable its model's profile
+/// needs is named on its own line while the profile stays Ready, and a profile without `match` is
+/// for pinned switches only.
+#[tokio::test]
+async fn standalone_honours_switch_pins_and_values() {
+    use reqwest::StatusCode;
+
+    use crate::support::lab::nvos_headers;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let switches = r#"
+apiVersion: ztp.netops.dev/v1alpha1
+kind: Switch
+metadata: {name: bench-1}
+spec: {serialNumber: BENCH-0001, profile: lab-nvos, hostname: bench-1}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: SwitchProfile
+metadata: {name: per-model}
+spec:
+  match: {models: ["N5110_LD"]}
+  files:
+    loopback: {inline: "{{ variables.loopback }}\n", template: true}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: Switch
+metadata: {name: leaf-1}
+spec: {serialNumber: LEAF-0001, model: N5110_LD, variables: {loopback: 10.0.0.1/32}}
+---
+apiVersion: ztp.netops.dev/v1alpha1
+kind: Switch
+metadata: {name: leaf-2}
+spec: {serialNumber: LEAF-0002, model: N5110_LD, hostname: leaf-2}
+"#;
+    std::fs::write(m.join("switches.yaml"), switches).expect("write");
+    let data = dir.path().join("data");
+    let (code, out) = once(&m, &data).await;
+    assert_eq!(code, Some(0), "{out}");
+    assert!(last_profile_line(&out, "per-model").ends_with(": Ready"), "{out}");
+    let told: Vec<&str> = out.lines().filter(|l| l.starts_with("switch default/")).collect();
+    assert_eq!(told.len(), 1, "{out}");
+    assert!(
+        told[0]
+            .starts_with("switch default/leaf-2: profile default/per-model: files.loopback: undefined value"),
+        "{}",
+        told[0]
+    );
+
+    let (_server, base) =
+        binaries::serve("standalone-switches-serve", &[format!("--store-dir={}", data.display())], &[]).await;
+    let c = reqwest::Client::new();
+    let r =
+        c.get(format!("{base}/nvos/ztp.json")).headers(nvos_headers("BENCH-0001")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::OK, "pinned: the NVOS profile, though its serial is not listed");
+    let r = c.get(format!("{base}/nvos/BENCH-0001/sections/02-commands-list")).send().await.expect("get");
+    assert_eq!(r.text().await.expect("body"), "nv set system hostname bench-1\nnv config apply -y\n");
+    let r =
+        c.get(format!("{base}/nvos/ztp.json")).headers(nvos_headers("LEAF-0001")).send().await.expect("get");
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "per-model has no ZTP JSON: the pin is only bench-1's");
+    // The model's profile with each Switch's values (RtBrick's named files; its headers too).
+    let file = async |serial: &str| {
+        let r = c.get(format!("{base}/ztp/config/loopback")).headers(nvos_headers(serial)).send().await;
+        let r = r.expect("get");
+        (r.status(), r.text().await.expect("body"))
+    };
+    assert_eq!(file("LEAF-0001").await, (StatusCode::OK, "10.0.0.1/32\n".to_owned()));
+    let (status, body) = file("LEAF-0002").await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+    assert!(body.contains("variables.loopback"), "{body}");
+}
