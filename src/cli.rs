@@ -611,6 +611,18 @@ pub struct StandaloneArgs {
     /// Seconds between checks of the manifests folder for changes.
     #[arg(long, env = "ZTP_POLL_SECONDS", default_value_t = 2.0)]
     pub poll_seconds: f64,
+    /// When serving: which devices get a Switch in `{data}/.status/switches.json` when they first
+    /// ask: `matched` (a SwitchProfile matches them), `all` (also the others: `Unmatched`),
+    /// `none` (only the folder's Switches).
+    #[arg(long, env = "ZTP_DISCOVER", value_enum, default_value_t = crate::switch::k8s::Discover::Matched)]
+    pub discover: crate::switch::k8s::Discover,
+    /// Discovered `Unmatched` Switches at most (the least recently seen goes first).
+    #[arg(long, env = "ZTP_MAX_UNMATCHED", default_value_t = 500)]
+    pub max_unmatched: usize,
+    /// File holding the report key (`report_token` in templates, `POST /v1/devices/{serial}/report`).
+    /// Default: `{data}/.status/report-key`, generated on the first run.
+    #[arg(long, env = "ZTP_REPORT_KEY_FILE")]
+    pub report_key_file: Option<PathBuf>,
     #[command(flatten)]
     pub images: ImageArgs,
 }

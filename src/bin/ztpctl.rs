@@ -5,7 +5,9 @@
 //!
 //! `ztpctl dhcp` writes ISC dhcpd or Kea host reservations pointing the switches of a folder of
 //! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
-//! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]).
+//! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]);
+//! `ztpctl switches` / `ztpctl switch SERIAL` print a standalone data folder's Switches
+//! ([`ztp_operator::switch::show`]).
 
 #![deny(unsafe_code)]
 
@@ -24,6 +26,7 @@ use ztp_operator::{
     hash::Sha256Digest,
     profile::identity::Family,
     serve::auth::NO_CREDENTIAL,
+    switch::{fleet, show},
 };
 
 #[derive(Parser)]
@@ -105,6 +108,21 @@ enum Command {
         /// ONIE-OPERATION: os-install or onie-update.
         #[arg(long, default_value = "os-install")]
         operation: String,
+    },
+    /// Print the fleet: every Switch of a standalone data folder (`{data}/.status/switches.json`),
+    /// with the columns `kubectl get switches` shows. In a cluster: `kubectl get sw`.
+    Switches {
+        /// Standalone's data folder (its `--data`).
+        #[arg(long, env = "ZTP_DATA")]
+        data: PathBuf,
+    },
+    /// Print one Switch (by serial number) of a standalone data folder with its attempt history.
+    /// In a cluster: `kubectl describe sw NAME`.
+    Switch {
+        serial: String,
+        /// Standalone's data folder (its `--data`).
+        #[arg(long, env = "ZTP_DATA")]
+        data: PathBuf,
     },
 }
 
@@ -256,8 +274,35 @@ async fn run(cli: Cli) -> Result<(), Error> {
             let device = Device { serial, mac, model, onie_operation: operation };
             device_command(&server, family, &device).await?;
         }
+        Command::Switches { data } => {
+            let fleet = read_fleet(&data)?;
+            print!("{}", show::table(&fleet.iter().collect::<Vec<_>>()));
+        }
+        Command::Switch { serial, data } => {
+            let fleet = read_fleet(&data)?;
+            match fleet.iter().find(|s| s.spec.serial_number == serial) {
+                Some(s) => print!("{}", show::describe(s)),
+                None => {
+                    return Err(Error::Usage(format!(
+                        "no Switch with serial number {serial} in {}",
+                        data.display()
+                    )));
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The Switches of standalone's data folder.
+fn read_fleet(data: &std::path::Path) -> Result<Vec<ztp_operator::api::Switch>, Error> {
+    let path = data.join(".status").join(fleet::FILE);
+    let bytes = std::fs::read(&path).map_err(|source| Error::Io {
+        what: format!("read {} (standalone writes it while it serves devices)", path.display()),
+        source,
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::Usage(format!("{}: not a list of Switches: {e}", path.display())))
 }
 
 fn bar(size: u64, what: &'static str) -> ProgressBar {

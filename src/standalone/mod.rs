@@ -5,7 +5,9 @@
 //! transition and kept in `{data}/.status/osimages.json` (so a restart resumes where it was).
 //! SwitchProfiles go through the controller's pipeline ([`profiles::rebuild`]): one line per
 //! change, and their conditions in `{data}/.status/switchprofiles.json`, beside the device
-//! activity per SwitchProfile when it serves devices.
+//! activity per SwitchProfile when it serves devices. Switches (the folder's, and the devices it
+//! discovers when serving) are kept in `{data}/.status/switches.json` ([`fleet`]), with the
+//! report key in `{data}/.status/report-key` unless `--report-key-file` names one.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -31,9 +33,18 @@ use crate::{
     },
     serve::{
         self,
+        report::Reports,
         state::{BaseUrl, ServerState},
     },
     store::{Store, StoreError, fs::FsBackend},
+    switch::{
+        Tracking,
+        book::Book,
+        fleet::{self, FleetOptions},
+        hold::Held,
+        k8s::Matcher,
+        token::{KeyError, ReportKey},
+    },
 };
 
 mod schedule;
@@ -58,6 +69,8 @@ pub enum Error {
     Report(#[from] ReportError),
     #[error(transparent)]
     Activity(#[from] SinkError),
+    #[error(transparent)]
+    ReportKey(#[from] KeyError),
 }
 
 struct Lookup(Arc<Mutex<Desired>>);
@@ -99,6 +112,28 @@ async fn publish_snapshot(
     let images = with_status(&desired.images, |i| i.status = book.get(&object_name(&i.metadata)));
     let profiles = with_status(&desired.profiles, |p| p.status = profile_book.get(&object_name(&p.metadata)));
     profiles::rebuild(store, &profiles, &desired.switches, &images, lookup, profile_book).await;
+}
+
+/// The report key: `--report-key-file`, else `{data}/.status/report-key`, generated (owner-only)
+/// on the first run.
+fn report_key(args: &StandaloneArgs) -> Result<ReportKey, Error> {
+    let path = match &args.report_key_file {
+        Some(path) => return Ok(ReportKey::load(path)?),
+        None => args.data.join(".status").join("report-key"),
+    };
+    if !path.exists() {
+        let key = ReportKey::generate()?;
+        std::fs::create_dir_all(args.data.join(".status"))
+            .map_err(StoreError::io("create", &args.data, &path))?;
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let write = |mut f: std::fs::File| std::io::Write::write_all(&mut f, key.as_bytes());
+        options.open(&path).and_then(write).map_err(StoreError::io("write", &args.data, &path))?;
+        println!("report key generated in {}", path.display());
+    }
+    Ok(ReportKey::load(&path)?)
 }
 
 /// Copies of `objects`, each given its status by `set`.
@@ -146,14 +181,31 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let sink = FileSink::new(&args.data)?;
         let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
         tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
+        let switches = Tracking { book: Book::new(), held: Held::default() };
+        let reports = Reports { key: Some(Arc::new(report_key(&args)?)), require_token: false };
+        let fleet = FleetOptions {
+            discover: args.discover,
+            max_unmatched: args.max_unmatched,
+            namespace: "default".into(),
+        };
+        let declared = {
+            let desired = desired.clone();
+            move || desired.lock().unwrap_or_else(PoisonError::into_inner).switches.clone()
+        };
+        let matcher: Matcher = {
+            let state = state.clone();
+            Arc::new(move |spec| serve::matched::declared_match(&state, spec))
+        };
+        let file = args.data.join(".status").join(fleet::FILE);
+        tokio::spawn(fleet::run(file, switches.clone(), fleet, declared, matcher, every));
         tokio::spawn(async move {
             let options = serve::Options {
                 listen,
                 max_downloads: max,
                 sendfile: true,
                 activity,
-                switches: Default::default(),
-                reports: Default::default(),
+                switches,
+                reports,
                 admin,
                 max_upload,
                 device_networks: Default::default(),

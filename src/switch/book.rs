@@ -107,13 +107,15 @@ fn merge_facts(facts: &mut DeviceFacts, newer: DeviceFacts) {
 }
 
 /// Applies what is pending to a Switch's status: the device facts and `lastSeen`, a new
-/// `spec.reprovision`, the events in time order, then phase and conditions. `now` is the time
-/// of the write. Returns whether anything changed.
+/// `spec.reprovision`, the events in time order, then phase and conditions. `declared` is the
+/// profile the Switch's declared serial, MAC and model match, asked for a Switch whose device has
+/// said nothing to match by yet. `now` is the time of the write. Returns whether anything changed.
 pub fn apply(
     status: &mut SwitchStatus,
     spec: &SwitchSpec,
     generation: Option<i64>,
     pending: &Pending,
+    declared: impl FnOnce() -> Option<MatchedProfile>,
     now: Timestamp,
 ) -> bool {
     let before = status.clone();
@@ -130,8 +132,13 @@ pub fn apply(
     for e in events {
         record(status, spec.reprovision.as_deref(), e);
     }
-    // A device that said nothing to match by keeps the profile it matched before.
-    let matched = pending.matched.clone().unwrap_or_else(|| status.matched_profile.clone());
+    // A device that said nothing to match by keeps the profile it matched before (or, never
+    // having said anything, shows what its Switch declares).
+    let matched = match &pending.matched {
+        Some(m) => m.clone(),
+        None if status.matched_profile.is_none() => declared(),
+        None => status.matched_profile.clone(),
+    };
     refresh(status, spec, generation, matched, now);
     *status != before
 }
@@ -319,24 +326,27 @@ mod tests {
         book.see(sighting(2, Some(What::ImageServed { start: false, path: Some("nvos/1/x.bin".into()) })));
         let (all, _) = book.take();
         let mut status = SwitchStatus::default();
-        assert!(apply(&mut status, &spec(), Some(1), &all[0].1, t(10)));
+        assert!(apply(&mut status, &spec(), Some(1), &all[0].1, || None, t(10)));
         assert_eq!(status.phase, Some(SwitchPhase::Provisioned));
         assert_eq!(status.last_seen, Some(Time(t(3))));
         assert_eq!(status.device.as_ref().and_then(|d| d.address.as_deref()), Some("192.0.2.3"));
         let stages: Vec<&str> = status.attempts[0].stages.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(stages, ["ConfigServed", "ImageServed", "Provisioned"], "in time order");
         assert_eq!(status.attempts[0].result, Some(AttemptResult::Provisioned));
-        assert!(!apply(&mut status, &spec(), Some(1), &all[0].1, t(11)), "applying twice changes nothing");
+        assert!(
+            !apply(&mut status, &spec(), Some(1), &all[0].1, || None, t(11)),
+            "applying twice changes nothing"
+        );
 
         // A report names the device by its serial alone: the match stands.
         let report = Sighting { matched: None, ..sighting(15, Some(What::Reported(Report::provisioned()))) };
-        apply(&mut status, &spec(), Some(1), &Pending::new(report), t(16));
+        apply(&mut status, &spec(), Some(1), &Pending::new(report), || None, t(16));
         assert_eq!(status.phase, Some(SwitchPhase::Provisioned));
         // Unmatched at the time of a later request: the Switch says so.
         let failed = Report::new("config", StageResult::Failed, Some("boom")).unwrap();
         let mut later = Pending::new(sighting(20, Some(What::Reported(failed))));
         later.matched = Some(None);
-        assert!(apply(&mut status, &spec(), Some(1), &later, t(21)));
+        assert!(apply(&mut status, &spec(), Some(1), &later, || None, t(21)));
         assert_eq!(status.phase, Some(SwitchPhase::Unmatched));
     }
 }

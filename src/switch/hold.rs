@@ -1,6 +1,6 @@
 //! The serial numbers on hold (`spec.hold` of a Switch), as the server follows them: the request
 //! path asks [`Held::contains`] (a read lock and one hash lookup), the Switch watch keeps it
-//! current ([`Held::observe`]). Several Switches may name one serial (in two namespaces): it is
+//! current ([`Held::observe`]; standalone: [`Held::declare`]). Several Switches may name one serial (in two namespaces): it is
 //! held while any of them holds it.
 
 use std::{
@@ -49,6 +49,14 @@ impl Held {
     /// Whether the device with this serial number is on hold.
     pub fn contains(&self, serial: &str) -> bool {
         self.inner.read().unwrap_or_else(|p| p.into_inner()).holders.contains_key(serial)
+    }
+
+    /// Holds exactly what `switches` hold (standalone: the folder's Switches, read again when the
+    /// folder changes).
+    pub fn declare(&self, switches: &[std::sync::Arc<Switch>]) {
+        let mut holders = Holders::new();
+        switches.iter().for_each(|s| set(&mut holders, s));
+        self.inner.write().unwrap_or_else(|p| p.into_inner()).holders = holders;
     }
 
     /// Follows one event of the Switch watch.

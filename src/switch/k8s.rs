@@ -216,16 +216,15 @@ impl Writer {
         let fail = |source| WriteError::Kube { switch: format!("{ns}/{name}"), source };
         for _ in 0..ATTEMPTS {
             let mut status = switch.status.clone().unwrap_or_default();
-            // A device that has said nothing to match by yet: the profile its declared serial,
-            // MAC and model match.
-            let declared;
-            let pending = if pending.matched.is_none() && status.matched_profile.is_none() {
-                declared = Pending { matched: Some((self.matcher)(&switch.spec)), ..pending.clone() };
-                &declared
-            } else {
-                pending
-            };
-            if !apply(&mut status, &switch.spec, switch.metadata.generation, pending, Timestamp::now()) {
+            let declared = || (self.matcher)(&switch.spec);
+            if !apply(
+                &mut status,
+                &switch.spec,
+                switch.metadata.generation,
+                pending,
+                declared,
+                Timestamp::now(),
+            ) {
                 return Ok(());
             }
             let body = json!({

@@ -5,10 +5,12 @@
 //! [`crate::api::switch`]; how it all fits is `docs/switch.md`.
 
 pub mod book;
+pub mod fleet;
 pub mod hold;
 pub mod k8s;
 pub mod lifecycle;
 pub mod name;
+pub mod show;
 pub mod token;
 
 /// What the device server keeps for Switches: the sightings to write, and the serials on hold.

@@ -708,3 +708,132 @@ spec: {serialNumber: LEAF-0002, model: N5110_LD, hostname: leaf-2}
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("variables.loopback"), "{body}");
 }
+
+/// The Switches of `data` as `ztpctl switches` prints them, and `ztpctl switch SERIAL`'s text.
+fn ztpctl(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_ztpctl")).args(args).output().expect("run ztpctl");
+    (
+        out.status.success(),
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+    )
+}
+
+/// Standalone keeps one Switch per device as the cluster does, in `{data}/.status/switches.json`:
+/// a device that asks is discovered and its Switch follows its ZTP JSON, the stage its script
+/// reports with the report key standalone generated, and its callback, to `Provisioned`;
+/// `ztpctl switches` and `ztpctl switch SERIAL` print it; a Switch declared in the folder shows
+/// before its device asks, and put on hold there its device gets 403; a restart resumes the
+/// history.
+#[tokio::test]
+async fn standalone_keeps_switches_and_ztpctl_prints_them() {
+    use reqwest::StatusCode;
+
+    use crate::support::lab::nvos_headers;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let m = lab_copy(dir.path());
+    let data = dir.path().join("data");
+    let d = data.display().to_string();
+    let switches = "apiVersion: ztp.netops.dev/v1alpha1\nkind: Switch\nmetadata: {name: racked}\nspec: {serialNumber: LAB-RACKED-1, model: lab_switch}\n";
+    std::fs::write(m.join("switches.yaml"), switches).expect("write");
+    let start = |log: &str| {
+        let port = procs::free_port();
+        let flags = [format!("--listen=127.0.0.1:{port}"), "--activity-flush-seconds=0.2".to_owned()];
+        (binaries::standalone(&m, &data, &flags, dir.path().join(log)), format!("http://127.0.0.1:{port}"))
+    };
+    let (mut proc, base) = start("standalone-switches-1.log");
+    let c = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        proc.assert_running();
+        let r = c.get(format!("{base}/nvos/ztp.json")).headers(nvos_headers("LAB-NVOS-0001")).send().await;
+        if r.is_ok_and(|r| r.status() == StatusCode::OK) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no NVOS answer within 60 s:\n{}", procs::tail(&proc.log, 30));
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The stage a script reports, with the token of the key standalone generated.
+    let key = ztp_operator::switch::token::ReportKey::load(&data.join(".status/report-key"))
+        .expect("generated key");
+    let report = |token: String| {
+        c.post(format!("{base}/v1/devices/LAB-NVOS-0001/report"))
+            .bearer_auth(token)
+            .header("Content-Type", "application/json")
+            .body(r#"{"stage": "config-applied"}"#)
+            .send()
+    };
+    assert_eq!(report("0".repeat(64)).await.expect("post").status(), StatusCode::FORBIDDEN);
+    assert_eq!(report(key.token("LAB-NVOS-0001")).await.expect("post").status(), StatusCode::NO_CONTENT);
+    let r = c.post(format!("{base}/v1/devices/LAB-NVOS-0001/provisioned")).send().await.expect("post");
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    let table = || ztpctl(&["switches", "--data", &d]);
+    let row = |text: &str, serial: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.contains(serial))
+            .map(|l| l.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (ok, text) = table();
+        let nvos = row(&text, "LAB-NVOS-0001");
+        if ok && nvos.get(6).is_some_and(|p| p == "Provisioned") {
+            let name = ztp_operator::switch::name::for_serial("LAB-NVOS-0001");
+            assert_eq!(nvos[..4], ["default", name.as_str(), "LAB-NVOS-0001", "-"], "{text}");
+            assert_eq!((nvos[4].as_str(), nvos[7].as_str()), ("N5110_LD", "127.0.0.1"), "{text}");
+            assert_eq!(nvos[5], "lab-nvos", "{text}");
+            // Declared in the folder: shown before its device asks, by the profile its model matches.
+            let racked = row(&text, "LAB-RACKED-1");
+            assert_eq!(racked[..2], ["default", "racked"], "{text}");
+            assert_eq!((racked[5].as_str(), racked[6].as_str()), ("lab-default", "Discovered"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not Provisioned within 30 s:\n{text}\n{}",
+            procs::tail(&proc.log, 30)
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (ok, text) = ztpctl(&["switch", "LAB-NVOS-0001", "--data", &d]);
+    assert!(ok, "{text}");
+    assert!(text.contains("  attempt 1 (Discovered): Provisioned"), "{text}");
+    assert!(text.lines().any(|l| l.ends_with(" config-applied ok")), "{text}");
+    assert!(text.contains("  profile: default/lab-nvos (by Serial)"), "{text}");
+    let (ok, text) = ztpctl(&["switch", "NOBODY", "--data", &d]);
+    assert!(!ok && text.contains("no Switch with serial number NOBODY"), "{text}");
+
+    // On hold in the folder: the device gets 403 once standalone has read it again.
+    let held = switches.to_owned()
+        + "---\napiVersion: ztp.netops.dev/v1alpha1\nkind: Switch\nmetadata: {name: nvos}\nspec: {serialNumber: LAB-NVOS-0001, hold: true}\n";
+    std::fs::write(m.join("switches.yaml"), held).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .get(format!("{base}/nvos/ztp.json"))
+            .headers(nvos_headers("LAB-NVOS-0001"))
+            .send()
+            .await
+            .expect("get");
+        if r.status() == StatusCode::FORBIDDEN {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never held within 30 s: {}", r.status());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A restart resumes the fleet: the history is still there, the hold too.
+    drop(proc);
+    let (mut proc, _base) = start("standalone-switches-2.log");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        proc.assert_running();
+        let (_, text) = ztpctl(&["switch", "LAB-NVOS-0001", "--data", &d]);
+        if text.contains("  phase: Held") {
+            assert!(text.contains("  attempt 1 (Discovered): Provisioned"), "{text}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "not Held after the restart within 30 s:\n{text}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

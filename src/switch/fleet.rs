@@ -1,0 +1,229 @@
+//! Standalone's Switches: the same lifecycle as in the cluster ([`super::book::apply`]), the
+//! objects kept in `{data}/.status/switches.json` instead of the API (a JSON list of Switch
+//! objects, as `kubectl get switches -o json` lists them, so a restart resumes the fleet's
+//! history). The folder's `Switch` documents are declared Switches (their spec is the folder's);
+//! devices discovered by the server (per `--discover`) get one named from their serial.
+//!
+//! [`Fleet`] is the pure part; [`run`] the loop at the edge: every flush it takes what the
+//! request log gathered, applies it, refreshes every Switch (a spec change — hold, re-provision,
+//! a new Switch in the folder — shows without its device) and writes the file when something
+//! changed.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
+
+use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp};
+
+use super::{
+    Tracking,
+    book::{Pending, apply},
+    k8s::{DISCOVERED_BY, Discover},
+    name,
+};
+use crate::api::{MatchedProfile, Switch, SwitchPhase, SwitchSpec};
+
+/// Name of the file, under `{data}/.status/`.
+pub const FILE: &str = "switches.json";
+
+/// How devices become Switches in standalone.
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub discover: Discover,
+    /// Discovered `Unmatched` Switches at most (the least recently seen goes first).
+    pub max_unmatched: usize,
+    /// Namespace of a discovered Switch no profile matches.
+    pub namespace: String,
+}
+
+/// Every Switch standalone knows, by serial number.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    by_serial: BTreeMap<String, Switch>,
+}
+
+fn discovered(s: &Switch) -> bool {
+    s.metadata.labels.as_ref().and_then(|l| l.get(DISCOVERED_BY.0)).map(String::as_str)
+        == Some(DISCOVERED_BY.1)
+}
+
+impl Fleet {
+    /// Everything the fleet holds, as JSON (what tells whether a change changed anything; the
+    /// generated Switch type has no `PartialEq`).
+    fn value(&self) -> serde_json::Value {
+        serde_json::to_value(&self.by_serial).unwrap_or_default()
+    }
+
+    /// The fleet as saved (a list of Switches; one without a serial number is ignored).
+    pub fn from_saved(saved: Vec<Switch>) -> Self {
+        let by_serial = saved
+            .into_iter()
+            .filter(|s| !s.spec.serial_number.is_empty())
+            .map(|s| (s.spec.serial_number.clone(), s))
+            .collect();
+        Self { by_serial }
+    }
+
+    /// Every Switch, sorted by namespace and name (what the file holds).
+    pub fn switches(&self) -> Vec<&Switch> {
+        let mut all: Vec<&Switch> = self.by_serial.values().collect();
+        all.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        all
+    }
+
+    /// Takes the folder's Switches: each one's metadata and spec, its status kept (also when it
+    /// replaces a discovered one of the same serial). A declared Switch gone from the folder is
+    /// gone; discovered ones stay. Returns whether anything changed.
+    pub fn declare(&mut self, declared: &[Arc<Switch>]) -> bool {
+        let before = self.value();
+        let wanted: BTreeMap<&str, &Arc<Switch>> =
+            declared.iter().map(|s| (s.spec.serial_number.as_str(), s)).collect();
+        self.by_serial.retain(|serial, s| discovered(s) || wanted.contains_key(serial.as_str()));
+        for (serial, s) in wanted {
+            let status = self.by_serial.remove(serial).and_then(|old| old.status);
+            let mut switch = Switch::clone(s);
+            switch.metadata.namespace.get_or_insert_with(|| "default".into());
+            switch.status = status;
+            self.by_serial.insert(serial.to_owned(), switch);
+        }
+        self.value() != before
+    }
+
+    /// Applies one flush: what each device did (creating the Switch of a device it does not know,
+    /// per `options`), then every Switch refreshed against its spec. `declared` is the profile a
+    /// spec matches. Returns whether anything changed.
+    pub fn flush(
+        &mut self,
+        batch: Vec<(String, Pending)>,
+        options: &FleetOptions,
+        declared: &dyn Fn(&SwitchSpec) -> Option<MatchedProfile>,
+        now: Timestamp,
+    ) -> bool {
+        let before = self.value();
+        let mut batch: BTreeMap<String, Pending> = batch.into_iter().collect();
+        for (serial, pending) in &batch {
+            if !self.by_serial.contains_key(serial) && pending.last_seen.is_some() {
+                self.discover(serial, pending, options);
+            }
+        }
+        let untouched =
+            Pending { facts: Default::default(), matched: None, last_seen: None, events: Vec::new() };
+        for (serial, switch) in &mut self.by_serial {
+            let pending = batch.remove(serial).unwrap_or_else(|| untouched.clone());
+            let mut status = switch.status.clone().unwrap_or_default();
+            let generation = switch.metadata.generation;
+            if apply(&mut status, &switch.spec, generation, &pending, || declared(&switch.spec), now) {
+                switch.status = Some(status);
+            }
+        }
+        self.value() != before
+    }
+
+    /// Creates the Switch of a device first seen, when `options.discover` says so, making room
+    /// under `max_unmatched` for one no profile matches.
+    fn discover(&mut self, serial: &str, pending: &Pending, options: &FleetOptions) {
+        let matched = pending.matched.as_ref().and_then(Option::as_ref);
+        match options.discover {
+            Discover::None => return,
+            Discover::Matched if matched.is_none() => return,
+            _ => {}
+        }
+        if matched.is_none() {
+            let mut unmatched: Vec<(Option<Timestamp>, String)> = self
+                .by_serial
+                .iter()
+                .filter(|(_, s)| discovered(s))
+                .filter(|(_, s)| s.status.as_ref().and_then(|st| st.phase) == Some(SwitchPhase::Unmatched))
+                .map(|(serial, s)| {
+                    (s.status.as_ref().and_then(|st| st.last_seen.as_ref()).map(|t| t.0), serial.clone())
+                })
+                .collect();
+            unmatched.sort();
+            let excess = (unmatched.len() + 1).saturating_sub(options.max_unmatched.max(1));
+            for (_, gone) in unmatched.into_iter().take(excess) {
+                self.by_serial.remove(&gone);
+            }
+        }
+        let namespace =
+            matched.and_then(|m| m.namespace.clone()).unwrap_or_else(|| options.namespace.clone());
+        let switch = Switch {
+            metadata: ObjectMeta {
+                name: Some(name::for_serial(serial)),
+                namespace: Some(namespace),
+                labels: Some([(DISCOVERED_BY.0.to_owned(), DISCOVERED_BY.1.to_owned())].into()),
+                ..Default::default()
+            },
+            spec: SwitchSpec::for_serial(serial),
+            status: None,
+        };
+        self.by_serial.insert(serial.to_owned(), switch);
+    }
+}
+
+/// The fleet in `path` (empty when the file is missing; a file that does not parse starts again,
+/// with a warning, as the other status files do).
+pub fn load(path: &Path) -> Fleet {
+    match std::fs::read(path) {
+        Ok(bytes) => match serde_json::from_slice::<Vec<Switch>>(&bytes) {
+            Ok(list) => Fleet::from_saved(list),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable Switch file; starting it again");
+                Fleet::default()
+            }
+        },
+        Err(_) => Fleet::default(),
+    }
+}
+
+/// Writes the fleet to `path` through a temporary file and a rename (a reader never sees half a
+/// file).
+async fn save(path: &Path, fleet: &Fleet) -> Result<(), String> {
+    let bytes = serde_json::to_vec_pretty(&fleet.switches()).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("json.tmp");
+    tokio::fs::write(&tmp, bytes).await.map_err(|e| e.to_string())?;
+    tokio::fs::rename(&tmp, path).await.map_err(|e| e.to_string())
+}
+
+/// Standalone's Switch loop: every `every`, the folder's Switches (`declared()`, also put on hold
+/// in `tracking.held`), what `tracking.book` gathered, the file `path` written when the fleet
+/// changed. Runs until the process ends.
+pub async fn run(
+    path: PathBuf,
+    tracking: Tracking,
+    options: FleetOptions,
+    declared: impl Fn() -> Vec<Arc<Switch>>,
+    matcher: super::k8s::Matcher,
+    every: Duration,
+) {
+    let mut fleet = load(&path);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut unsaved = true;
+    loop {
+        tick.tick().await;
+        let folder = declared();
+        tracking.held.declare(&folder);
+        unsaved |= fleet.declare(&folder);
+        let (batch, dropped) = tracking.book.take();
+        if dropped > 0 {
+            tracing::warn!(dropped, "too many devices pending; their sightings wait for their next request");
+        }
+        unsaved |= fleet.flush(batch, &options, &*matcher, Timestamp::now());
+        if unsaved {
+            match save(&path, &fleet).await {
+                Ok(()) => unsaved = false,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot write the Switches; retried at the next flush")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
