@@ -25,7 +25,7 @@ use crate::{
             SonicSnapshot, SwitchSnapshot, Text, ZtpSectionSnapshot, ZtpSnapshot,
         },
         sonic,
-        trial::{self, Part, trial_render},
+        trial::{self, Part},
     },
 };
 
@@ -381,28 +381,19 @@ pub async fn build(
     let users = switch_users(&built.snapshot);
     let mut trials = Vec::new();
     for (pos, (snap, (problems, _))) in built.snapshot.profiles.iter().zip(&found).enumerate() {
-        let documents = problems.is_empty();
-        let own = trial_render(snap, None, &images_only, documents);
-        let mut failing_everywhere: BTreeSet<Part> = own.iter().map(|(part, _)| part.clone()).collect();
-        let mut per_switch = Vec::new();
-        for &sw in users.get(&pos).into_iter().flatten() {
-            let switch = &built.snapshot.switches[sw];
-            let failed = trial_render(snap, Some(switch), &images_only, documents);
-            failing_everywhere.retain(|part| failed.iter().any(|(p, _)| p == part));
-            per_switch.push((format!("{}/{}", switch.namespace, switch.name), failed));
-        }
-        // What fails everywhere is the profile's problem, not its Switches'.
+        let switches: Vec<&SwitchSnapshot> =
+            users.get(&pos).into_iter().flatten().map(|&sw| &built.snapshot.switches[sw]).collect();
+        let verdict = trial::judge(snap, &switches, &images_only, problems.is_empty());
         let profile = format!("{}/{}", snap.namespace, snap.name);
-        for (switch, failed) in per_switch {
-            let theirs = failed.into_iter().filter(|(part, _)| !failing_everywhere.contains(part));
-            let theirs: Vec<SwitchProblem> =
-                theirs.map(|(_, error)| SwitchProblem { profile: profile.clone(), error }).collect();
-            if !theirs.is_empty() {
-                built.switch_problems.entry(switch).or_default().extend(theirs);
-            }
+        for (switch, errors) in verdict.switches {
+            let theirs = errors.into_iter().map(|error| SwitchProblem { profile: profile.clone(), error });
+            built
+                .switch_problems
+                .entry(format!("{}/{}", switch.namespace, switch.name))
+                .or_default()
+                .extend(theirs);
         }
-        trials
-            .push(own.into_iter().filter(|(part, _)| failing_everywhere.contains(part)).collect::<Vec<_>>());
+        trials.push(verdict.profile);
     }
     for ((snap, (mut problems, mut withheld)), failures) in
         built.snapshot.profiles.iter_mut().zip(found).zip(trials)

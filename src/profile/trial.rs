@@ -169,6 +169,44 @@ pub fn trial_render(
     failures
 }
 
+/// What a profile's trial found: the failures that are the profile's (each withholds its part)
+/// and, per Switch, what fails only with that Switch's values.
+#[derive(Debug)]
+pub struct Verdict<'a> {
+    pub profile: Vec<(Part, RenderError)>,
+    pub switches: Vec<(&'a SwitchSnapshot, Vec<RenderError>)>,
+}
+
+/// Trial-renders `profile` for its sample device and for each of `switches` (the Switches with
+/// values of their own whose device it serves). A part is the profile's failure only when it
+/// fails for the sample device and for every Switch (the template is broken); a part that
+/// renders for some is not withheld, and each Switch it fails for is told (a variable only the
+/// others set).
+pub fn judge<'a>(
+    profile: &ProfileSnapshot,
+    switches: &[&'a SwitchSnapshot],
+    snapshot: &Snapshot,
+    documents: bool,
+) -> Verdict<'a> {
+    let own = trial_render(profile, None, snapshot, documents);
+    let mut everywhere: Vec<Part> = own.iter().map(|(part, _)| part.clone()).collect();
+    let mut theirs = Vec::new();
+    for &switch in switches {
+        let failed = trial_render(profile, Some(switch), snapshot, documents);
+        everywhere.retain(|part| failed.iter().any(|(p, _)| p == part));
+        theirs.push((switch, failed));
+    }
+    let switches = theirs
+        .into_iter()
+        .map(|(switch, failed)| {
+            let errors = failed.into_iter().filter(|(part, _)| !everywhere.contains(part)).map(|(_, e)| e);
+            (switch, errors.collect::<Vec<_>>())
+        })
+        .filter(|(_, errors)| !errors.is_empty())
+        .collect();
+    Verdict { profile: own.into_iter().filter(|(part, _)| everywhere.contains(part)).collect(), switches }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;

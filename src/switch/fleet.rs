@@ -51,12 +51,6 @@ fn discovered(s: &Switch) -> bool {
 }
 
 impl Fleet {
-    /// Everything the fleet holds, as JSON (what tells whether a change changed anything; the
-    /// generated Switch type has no `PartialEq`).
-    fn value(&self) -> serde_json::Value {
-        serde_json::to_value(&self.by_serial).unwrap_or_default()
-    }
-
     /// The fleet as saved (a list of Switches; one without a serial number is ignored).
     pub fn from_saved(saved: Vec<Switch>) -> Self {
         let by_serial = saved
@@ -80,18 +74,27 @@ impl Fleet {
     /// replaces a discovered one of the same serial). A declared Switch gone from the folder is
     /// gone; discovered ones stay. Returns whether anything changed.
     pub fn declare(&mut self, declared: &[Arc<Switch>]) -> bool {
-        let before = self.value();
         let wanted: BTreeMap<&str, &Arc<Switch>> =
             declared.iter().map(|s| (s.spec.serial_number.as_str(), s)).collect();
+        let before = self.by_serial.len();
         self.by_serial.retain(|serial, s| discovered(s) || wanted.contains_key(serial.as_str()));
+        let mut changed = self.by_serial.len() != before;
         for (serial, s) in wanted {
-            let status = self.by_serial.remove(serial).and_then(|old| old.status);
             let mut switch = Switch::clone(s);
             switch.metadata.namespace.get_or_insert_with(|| "default".into());
-            switch.status = status;
+            let old = self.by_serial.get(serial);
+            let same = |old: &Switch| {
+                let as_json = |s: &Switch| serde_json::to_value((&s.metadata, &s.spec)).ok();
+                as_json(old) == as_json(&switch)
+            };
+            if old.is_some_and(same) {
+                continue;
+            }
+            switch.status = old.and_then(|old| old.status.clone());
             self.by_serial.insert(serial.to_owned(), switch);
+            changed = true;
         }
-        self.value() != before
+        changed
     }
 
     /// Applies one flush: what each device did (creating the Switch of a device it does not know,
@@ -104,11 +107,11 @@ impl Fleet {
         declared: &dyn Fn(&SwitchSpec) -> Option<MatchedProfile>,
         now: Timestamp,
     ) -> bool {
-        let before = self.value();
+        let mut changed = false;
         let mut batch: BTreeMap<String, Pending> = batch.into_iter().collect();
         for (serial, pending) in &batch {
             if !self.by_serial.contains_key(serial) && pending.last_seen.is_some() {
-                self.discover(serial, pending, options);
+                changed |= self.discover(serial, pending, options);
             }
         }
         let untouched =
@@ -117,20 +120,23 @@ impl Fleet {
             let pending = batch.remove(serial).unwrap_or_else(|| untouched.clone());
             let mut status = switch.status.clone().unwrap_or_default();
             let generation = switch.metadata.generation;
-            if apply(&mut status, &switch.spec, generation, &pending, || declared(&switch.spec), now) {
+            if apply(&mut status, &switch.spec, generation, &pending, || declared(&switch.spec), now)
+                || switch.status.is_none()
+            {
                 switch.status = Some(status);
+                changed = true;
             }
         }
-        self.value() != before
+        changed
     }
 
-    /// Creates the Switch of a device first seen, when `options.discover` says so, making room
-    /// under `max_unmatched` for one no profile matches.
-    fn discover(&mut self, serial: &str, pending: &Pending, options: &FleetOptions) {
+    /// Creates the Switch of a device first seen, when `options.discover` says so (whether it
+    /// did), making room under `max_unmatched` for one no profile matches.
+    fn discover(&mut self, serial: &str, pending: &Pending, options: &FleetOptions) -> bool {
         let matched = pending.matched.as_ref().and_then(Option::as_ref);
         match options.discover {
-            Discover::None => return,
-            Discover::Matched if matched.is_none() => return,
+            Discover::None => return false,
+            Discover::Matched if matched.is_none() => return false,
             _ => {}
         }
         if matched.is_none() {
@@ -162,6 +168,7 @@ impl Fleet {
             status: None,
         };
         self.by_serial.insert(serial.to_owned(), switch);
+        true
     }
 }
 
