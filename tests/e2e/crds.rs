@@ -318,8 +318,17 @@ async fn switchprofile_cel_rules_reject_bad_input() {
     let t = support::kube_test("crd-profile-cel").await;
     let api: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
 
-    let msg = rejected(&api, profile("no-match", json!({"match": {}, "hostname": "leaf01"}))).await;
+    // `match` written but empty is a mistake; left out, the profile is for pinned Switches only.
+    let raw: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        t.client.clone(),
+        &t.namespace,
+        &kube::api::ApiResource::erase::<SwitchProfile>(&()),
+    );
+    let msg = rejected(&raw, profile("empty-match", json!({"match": {}, "hostname": "leaf01"}))).await;
     assert!(msg.contains("match needs at least one of serialNumbers, macAddresses or models"), "{msg}");
+    let pinned_only: SwitchProfile =
+        serde_json::from_value(profile("pinned-only", json!({"hostname": "leaf01"}))).expect("profile");
+    api.create(&PostParams::default(), &pinned_only).await.expect("a profile without match is accepted");
 
     let msg =
         rejected(&api, profile("bad-mac", json!({"match": {"macAddresses": ["0c:42:a1:00:00"]}}))).await;
