@@ -3,8 +3,8 @@
 //! API), answer devices that send their family's exact headers against a real apiserver. A
 //! matched device gets a Switch whose phase and conditions follow its ONIE install, its NVOS ZTP
 //! JSON, the stage its section's script reports with the device's token (a forged or missing
-//! token records nothing) and its `provisioned` callback across both replicas, in one attempt
-//! history; a ZTP JSON after the close opens a new attempt, a failure reported there makes the
+//! token records nothing) and its `provisioned` callback across both replicas (one restarted
+//! mid-attempt), in one attempt history; a ZTP JSON after the close opens a new attempt, a failure reported there makes the
 //! Switch `Failed` and `Stalled`, and starting over again clears it; a hand-made Switch is written by its serial, whatever its
 //! name; made-up serials create at most `--max-unmatched` Switches; `--discover matched` creates
 //! none for strangers.
@@ -154,6 +154,10 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert_eq!(r.status(), StatusCode::OK);
     wait_switch(&switches, "MT2245X01234", "Configuring", |s| phase(s) == Some(SwitchPhase::Configuring))
         .await;
+    // Replica b restarts mid-attempt (what it wrote is in the Switch; it keeps nothing else): the
+    // attempt goes on from the restarted one, one history, no stage lost or doubled (below).
+    drop(b);
+    let b = serve_with(&store, &kubeconfig, "switches-b-restarted.log", 1, &flags).await;
     // Its section carries its report URL and token; a report with that token is recorded, one
     // with a forged token or none is refused and leaves nothing.
     let section = format!("{}/nvos/MT2245X01234/sections/01-commands-list", b.base);
