@@ -180,6 +180,8 @@ impl DeviceIndex {
         oldest_first.sort_by(|&a, &b| {
             (&snapshot.switches[a].created, name(a)).cmp(&(&snapshot.switches[b].created, name(b)))
         });
+        let by_name: HashMap<&str, usize> =
+            profile_names.iter().enumerate().map(|(pos, n)| (n.as_str(), pos)).collect();
         self.declared = snapshot
             .switches
             .iter()
@@ -195,7 +197,7 @@ impl DeviceIndex {
             }
             if let Some(pinned) = &sw.profile {
                 let wanted = format!("{}/{pinned}", sw.namespace);
-                self.pins.insert(pos, profile_names.iter().position(|n| *n == wanted));
+                self.pins.insert(pos, by_name.get(wanted.as_str()).copied());
             }
         }
     }
