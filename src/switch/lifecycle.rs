@@ -359,12 +359,18 @@ fn readiness(phase: SwitchPhase, spec: &SwitchSpec, status: &SwitchStatus) -> (b
                 None => "the switch reported a failure".into(),
             }
         }
-        SwitchPhase::Unmatched => format!(
-            "no SwitchProfile matches serial {:?}{}{}, and spec.profile is unset",
-            spec.serial_number,
-            mac_of(spec, status).map(|m| format!(", MAC {m}")).unwrap_or_default(),
-            model_of(spec, status).map(|m| format!(", model {m:?}")).unwrap_or_default(),
-        ),
+        SwitchPhase::Unmatched => match &spec.profile {
+            Some(pinned) => format!(
+                "spec.profile pins SwitchProfile {pinned:?}, which is not in this namespace or not \
+                 served yet (the switch gets nothing until it is, never another profile)"
+            ),
+            None => format!(
+                "no SwitchProfile matches serial {:?}{}{}, and spec.profile is unset",
+                spec.serial_number,
+                mac_of(spec, status).map(|m| format!(", MAC {m}")).unwrap_or_default(),
+                model_of(spec, status).map(|m| format!(", model {m:?}")).unwrap_or_default(),
+            ),
+        },
         SwitchPhase::Held => "spec.hold is set: the server answers this switch nothing".into(),
         SwitchPhase::Discovered => match current {
             Some(a) if a.trigger == AttemptTrigger::Reprovision => {

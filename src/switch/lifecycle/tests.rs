@@ -93,6 +93,7 @@ fn the_phase_follows_the_newest_stage() {
     assert_eq!(phase_of(&s), SwitchPhase::Configuring);
     record(&mut s, None, &failed(30, "config-apply", "nv config apply: exit 1"));
     assert_eq!(phase_of(&s), SwitchPhase::Failed);
+
     let mut held = spec();
     held.hold = true;
     assert_eq!(phase(&held, matched().as_ref(), &s), SwitchPhase::Held, "hold wins over everything");
@@ -307,6 +308,16 @@ fn conditions_follow_the_phase_for_kstatus() {
     let stalled = unmatched.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
     assert!(
         stalled.message.contains("SN1") && stalled.message.contains("0c:42:a1:00:00:01"),
+        "{}",
+        stalled.message
+    );
+
+    // Pinned to a profile the servers do not have: the message says so, not "nothing matches".
+    let pinned = SwitchSpec { profile: Some("lab-bench".into()), ..spec() };
+    refresh(&mut unmatched, &pinned, Some(2), None, t(1));
+    let stalled = unmatched.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert!(
+        stalled.message.starts_with("spec.profile pins SwitchProfile \"lab-bench\""),
         "{}",
         stalled.message
     );
