@@ -619,6 +619,9 @@ pub struct StandaloneArgs {
     /// Discovered `Unmatched` Switches at most (the least recently seen goes first).
     #[arg(long, env = "ZTP_MAX_UNMATCHED", default_value_t = 500)]
     pub max_unmatched: usize,
+    /// New Switches one source address may cause per minute at most.
+    #[arg(long, env = "ZTP_DISCOVER_PER_SOURCE_PER_MINUTE", default_value_t = 30)]
+    pub discover_per_source_per_minute: u32,
     /// File holding the report key (`report_token` in templates, `POST /v1/devices/{serial}/report`).
     /// Default: `{data}/.status/report-key`, generated on the first run.
     #[arg(long, env = "ZTP_REPORT_KEY_FILE")]

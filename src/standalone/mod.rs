@@ -186,6 +186,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let fleet = FleetOptions {
             discover: args.discover,
             max_unmatched: args.max_unmatched,
+            per_source_per_minute: args.discover_per_source_per_minute,
             namespace: "default".into(),
         };
         let declared = {

@@ -22,6 +22,7 @@ use super::{
     Tracking,
     book::{Pending, apply},
     k8s::{DISCOVERED_BY, Discover},
+    limit::PerSource,
     name,
 };
 use crate::api::{MatchedProfile, Switch, SwitchPhase, SwitchSpec};
@@ -35,6 +36,8 @@ pub struct FleetOptions {
     pub discover: Discover,
     /// Discovered `Unmatched` Switches at most (the least recently seen goes first).
     pub max_unmatched: usize,
+    /// New Switches one source address may cause per minute.
+    pub per_source_per_minute: u32,
     /// Namespace of a discovered Switch no profile matches.
     pub namespace: String,
 }
@@ -98,12 +101,13 @@ impl Fleet {
     }
 
     /// Applies one flush: what each device did (creating the Switch of a device it does not know,
-    /// per `options`), then every Switch refreshed against its spec. `declared` is the profile a
-    /// spec matches. Returns whether anything changed.
+    /// per `options` and the per-source `limit`), then every Switch refreshed against its spec.
+    /// `declared` is the profile a spec matches. Returns whether anything changed.
     pub fn flush(
         &mut self,
         batch: Vec<(String, Pending)>,
         options: &FleetOptions,
+        limit: &mut PerSource,
         declared: &dyn Fn(&SwitchSpec) -> Option<MatchedProfile>,
         now: Timestamp,
     ) -> bool {
@@ -111,7 +115,7 @@ impl Fleet {
         let mut batch: BTreeMap<String, Pending> = batch.into_iter().collect();
         for (serial, pending) in &batch {
             if !self.by_serial.contains_key(serial) && pending.last_seen.is_some() {
-                changed |= self.discover(serial, pending, options);
+                changed |= self.discover(serial, pending, options, limit);
             }
         }
         let untouched =
@@ -132,12 +136,25 @@ impl Fleet {
 
     /// Creates the Switch of a device first seen, when `options.discover` says so (whether it
     /// did), making room under `max_unmatched` for one no profile matches.
-    fn discover(&mut self, serial: &str, pending: &Pending, options: &FleetOptions) -> bool {
+    fn discover(
+        &mut self,
+        serial: &str,
+        pending: &Pending,
+        options: &FleetOptions,
+        limit: &mut PerSource,
+    ) -> bool {
         let matched = pending.matched.as_ref().and_then(Option::as_ref);
         match options.discover {
             Discover::None => return false,
             Discover::Matched if matched.is_none() => return false,
             _ => {}
+        }
+        let source = pending.facts.address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok());
+        if let Some(ip) = source
+            && !limit.allow(ip, std::time::Instant::now())
+        {
+            tracing::warn!(serial, source = %ip, "too many new Switches from this source this minute; not created");
+            return false;
         }
         if matched.is_none() {
             let mut unmatched: Vec<(Option<Timestamp>, String)> = self
@@ -208,6 +225,7 @@ pub async fn run(
     every: Duration,
 ) {
     let mut fleet = load(&path);
+    let mut limit = PerSource::new(options.per_source_per_minute);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unsaved = true;
@@ -220,7 +238,7 @@ pub async fn run(
         if dropped > 0 {
             tracing::warn!(dropped, "too many devices pending; their sightings wait for their next request");
         }
-        unsaved |= fleet.flush(batch, &options, &*matcher, Timestamp::now());
+        unsaved |= fleet.flush(batch, &options, &mut limit, &*matcher, Timestamp::now());
         if unsaved {
             match save(&path, &fleet).await {
                 Ok(()) => unsaved = false,

@@ -37,6 +37,7 @@ use crate::watch::status_code;
 
 use super::{
     book::{Book, Pending, apply},
+    limit::PerSource,
     name,
 };
 use crate::api::{MatchedProfile, Switch, SwitchPhase, SwitchSpec};
@@ -144,8 +145,14 @@ pub async fn run(client: Client, tracking: super::Tracking, options: Options, ma
         return;
     }
     tracing::info!(switches = store.state().len(), "Switches listed; writing them");
-    let mut writer =
-        Writer { client, store, options, matcher, created: HashMap::new(), next_write: Instant::now() };
+    let mut writer = Writer {
+        created: PerSource::new(options.per_source_per_minute),
+        client,
+        store,
+        options,
+        matcher,
+        next_write: Instant::now(),
+    };
     let mut tick = tokio::time::interval(writer.options.flush);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -160,7 +167,7 @@ struct Writer {
     options: Options,
     matcher: Matcher,
     /// Creations per source address in the current minute.
-    created: HashMap<IpAddr, (Instant, u32)>,
+    created: PerSource,
     next_write: Instant,
 }
 
@@ -268,7 +275,7 @@ impl Writer {
         }
         let source = pending.facts.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
         if let Some(ip) = source
-            && !self.may_create(ip)
+            && !self.created.allow(ip, Instant::now())
         {
             tracing::warn!(serial, source = %ip, "too many new Switches from this source this minute; not created");
             return Ok(None);
@@ -315,19 +322,6 @@ impl Writer {
             unmatched.push((pending.last_seen.unwrap_or_else(Timestamp::now), namespace, name));
         }
         Ok(Some(created))
-    }
-
-    /// Counts a creation from `ip`; false when it already made its share this minute.
-    fn may_create(&mut self, ip: IpAddr) -> bool {
-        let now = Instant::now();
-        let minute = Duration::from_secs(60);
-        self.created.retain(|_, (start, _)| now.duration_since(*start) < minute);
-        let (_, count) = self.created.entry(ip).or_insert((now, 0));
-        if *count >= self.options.per_source_per_minute {
-            return false;
-        }
-        *count += 1;
-        true
     }
 
     /// Deletes the least recently seen discovered `Unmatched` Switches until one more fits under

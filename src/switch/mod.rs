@@ -9,6 +9,7 @@ pub mod fleet;
 pub mod hold;
 pub mod k8s;
 pub mod lifecycle;
+pub mod limit;
 pub mod name;
 pub mod show;
 pub mod token;

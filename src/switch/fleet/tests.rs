@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::switch::limit::PerSource;
 use crate::{
     api::{DeviceFacts, MatchedBy},
     switch::lifecycle::{Event, What},
@@ -11,7 +12,12 @@ fn t(secs: i64) -> Timestamp {
 }
 
 fn options(discover: Discover, max_unmatched: usize) -> FleetOptions {
-    FleetOptions { discover, max_unmatched, namespace: "default".into() }
+    FleetOptions { discover, max_unmatched, per_source_per_minute: 1000, namespace: "default".into() }
+}
+
+/// A limit no test reaches.
+fn free() -> PerSource {
+    PerSource::new(1000)
 }
 
 fn leaf() -> Option<MatchedProfile> {
@@ -49,6 +55,7 @@ fn a_matched_device_is_discovered_and_follows_its_lifecycle() {
     assert!(f.flush(
         vec![("SN1".into(), seen(1, leaf(), Some(What::ConfigServed { start: true })))],
         &o,
+        &mut free(),
         &none,
         t(2)
     ));
@@ -58,10 +65,16 @@ fn a_matched_device_is_discovered_and_follows_its_lifecycle() {
     assert!(discovered(s));
     assert_eq!(phase(&f, "SN1"), Some(SwitchPhase::Configuring));
     // Nothing new: nothing changes (the file is not written again).
-    assert!(!f.flush(Vec::new(), &o, &none, t(3)));
+    assert!(!f.flush(Vec::new(), &o, &mut free(), &none, t(3)));
     // An unmatched device: not with `matched`, yes with `all`.
-    assert!(!f.flush(vec![("SN2".into(), seen(4, None, None))], &o, &none, t(5)));
-    assert!(f.flush(vec![("SN2".into(), seen(4, None, None))], &options(Discover::All, 10), &none, t(5)));
+    assert!(!f.flush(vec![("SN2".into(), seen(4, None, None))], &o, &mut free(), &none, t(5)));
+    assert!(f.flush(
+        vec![("SN2".into(), seen(4, None, None))],
+        &options(Discover::All, 10),
+        &mut free(),
+        &none,
+        t(5)
+    ));
     assert_eq!(phase(&f, "SN2"), Some(SwitchPhase::Unmatched));
     assert_eq!(f.by_serial["SN2"].metadata.namespace.as_deref(), Some("default"));
 }
@@ -71,7 +84,7 @@ fn made_up_serials_keep_at_most_max_unmatched_the_oldest_going_first() {
     let mut f = Fleet::default();
     let o = options(Discover::All, 3);
     for i in 0..10 {
-        f.flush(vec![(format!("FAKE{i}"), seen(i, None, None))], &o, &none, t(i));
+        f.flush(vec![(format!("FAKE{i}"), seen(i, None, None))], &o, &mut free(), &none, t(i));
     }
     let left: Vec<&String> = f.by_serial.keys().collect();
     assert_eq!(left, ["FAKE7", "FAKE8", "FAKE9"]);
@@ -81,7 +94,7 @@ fn made_up_serials_keep_at_most_max_unmatched_the_oldest_going_first() {
 fn the_folders_switches_are_declared_their_status_kept_and_a_spec_change_shows_at_once() {
     let mut f = Fleet::default();
     let o = options(Discover::All, 10);
-    f.flush(vec![("SN1".into(), seen(1, leaf(), None))], &o, &none, t(1));
+    f.flush(vec![("SN1".into(), seen(1, leaf(), None))], &o, &mut free(), &none, t(1));
     // Declared with the same serial: it replaces the discovered one, keeping the status.
     let mine = declared("leaf-1", "SN1", |s| s.hostname = Some("leaf-1".into()));
     assert!(f.declare(std::slice::from_ref(&mine)));
@@ -90,18 +103,30 @@ fn the_folders_switches_are_declared_their_status_kept_and_a_spec_change_shows_a
     assert!(!f.declare(&[mine]), "the same folder again changes nothing");
     // Put on hold in the folder: Held at the next flush, without its device.
     f.declare(&[declared("leaf-1", "SN1", |s| s.hold = true)]);
-    assert!(f.flush(Vec::new(), &o, &none, t(2)));
+    assert!(f.flush(Vec::new(), &o, &mut free(), &none, t(2)));
     assert_eq!(phase(&f, "SN1"), Some(SwitchPhase::Held));
     // A Switch new in the folder shows the profile its declared keys match before its device asks.
     f.declare(&[declared("leaf-1", "SN1", |s| s.hold = true), declared("leaf-2", "SN2", |_| {})]);
-    f.flush(Vec::new(), &o, &|_| leaf(), t(3));
+    f.flush(Vec::new(), &o, &mut free(), &|_| leaf(), t(3));
     assert_eq!(f.by_serial["SN2"].status.as_ref().and_then(|s| s.matched_profile.clone()), leaf());
     assert_eq!(phase(&f, "SN2"), Some(SwitchPhase::Discovered));
     // Gone from the folder: gone; a discovered one stays.
-    f.flush(vec![("SN3".into(), seen(4, None, None))], &o, &none, t(4));
+    f.flush(vec![("SN3".into(), seen(4, None, None))], &o, &mut free(), &none, t(4));
     assert!(f.declare(&[]));
     let left: Vec<&String> = f.by_serial.keys().collect();
     assert_eq!(left, ["SN3"]);
+}
+
+#[test]
+fn one_source_makes_up_at_most_its_share_of_serials_a_minute() {
+    let mut f = Fleet::default();
+    let o = FleetOptions { per_source_per_minute: 2, ..options(Discover::All, 100) };
+    let mut limit = PerSource::new(o.per_source_per_minute);
+    for i in 0..5 {
+        f.flush(vec![(format!("FAKE{i}"), seen(i, None, None))], &o, &mut limit, &none, t(i));
+    }
+    let left: Vec<&String> = f.by_serial.keys().collect();
+    assert_eq!(left, ["FAKE0", "FAKE1"], "the same source (192.0.2.7) past its share creates nothing");
 }
 
 #[tokio::test]
@@ -111,7 +136,13 @@ async fn the_file_round_trips_and_a_bad_one_starts_again() {
     assert!(load(&path).by_serial.is_empty(), "no file yet");
     let mut f = Fleet::default();
     f.declare(&[declared("leaf-1", "SN1", |s| s.variables = BTreeMap::from([("a".into(), "b".into())]))]);
-    f.flush(vec![("SN1".into(), seen(1, leaf(), None))], &options(Discover::All, 10), &none, t(1));
+    f.flush(
+        vec![("SN1".into(), seen(1, leaf(), None))],
+        &options(Discover::All, 10),
+        &mut free(),
+        &none,
+        t(1),
+    );
     save(&path, &f).await.expect("save");
     let json = |f: &Fleet| serde_json::to_value(f.switches()).expect("json");
     assert_eq!(json(&load(&path)), json(&f));
