@@ -42,6 +42,8 @@ pub struct Built {
     /// Per Switch (`namespace/name`): what its own values make fail in its profile's trial render
     /// (its device would get an error for that part; the profile's other devices are served).
     pub switch_problems: BTreeMap<String, Vec<SwitchProblem>>,
+    /// The snapshot's device index (for the profiles' claims and conflicts).
+    pub index: DeviceIndex,
 }
 
 /// A part of a profile that fails to render for one Switch's device, with that Switch's values.
@@ -80,8 +82,7 @@ pub fn switch_snapshots(switches: &[Arc<Switch>]) -> Vec<SwitchSnapshot> {
 /// Per profile (position in `snapshot.profiles`): the Switches with values of their own whose
 /// device it serves (pinned, or matched by what the Switch declares), as positions in
 /// `snapshot.switches`.
-fn switch_users(snapshot: &Snapshot) -> BTreeMap<usize, Vec<usize>> {
-    let index = DeviceIndex::build(snapshot);
+fn switch_users(snapshot: &Snapshot, index: &DeviceIndex) -> BTreeMap<usize, Vec<usize>> {
     let mut users: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
     for (pos, sw) in snapshot.switches.iter().enumerate().filter(|(_, s)| s.has_values()) {
         let id = DeviceIdentity::declared(&sw.serial_number, sw.mac_address.as_deref(), sw.model.as_deref());
@@ -378,7 +379,9 @@ pub async fn build(
     // part is withheld only when it fails for its own sample device and for every such Switch
     // (the template is broken); one failing for some Switches is their problem.
     let images_only = Snapshot { images: built.snapshot.images.clone(), ..Default::default() };
-    let users = switch_users(&built.snapshot);
+    // Keys and pins only: what the trial withholds below does not change it.
+    built.index = DeviceIndex::build(&built.snapshot);
+    let users = switch_users(&built.snapshot, &built.index);
     let mut trials = Vec::new();
     for (pos, (snap, (problems, _))) in built.snapshot.profiles.iter().zip(&found).enumerate() {
         let switches: Vec<&SwitchSnapshot> =

@@ -70,7 +70,6 @@ pub async fn rebuild(
     reporter: &dyn ProfileReporter,
 ) {
     let built = build::build(profiles, switches, images, lookup).await;
-    let index = DeviceIndex::build(&built.snapshot);
     let outcome = publish::publish(store, &built.snapshot).await;
     reporter.published(&built.snapshot, &outcome).await;
     for p in profiles.iter().filter(|p| p.metadata.deletion_timestamp.is_none()) {
@@ -78,7 +77,7 @@ pub async fn rebuild(
         let status = profile_status(
             p,
             built.problems.get(&key),
-            &claims_of(&index, &key),
+            &claims_of(&built.index, &key),
             built.crlf_normalised.contains(&key),
         );
         if current_status(p).as_ref() == Some(&status) {

@@ -21,11 +21,11 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp
 use super::{
     Tracking,
     book::{Pending, apply},
-    k8s::{DISCOVERED_BY, Discover},
+    k8s::{DISCOVERED_BY, Discover, discovered, recyclable},
     limit::PerSource,
     name,
 };
-use crate::api::{MatchedProfile, Switch, SwitchPhase, SwitchSpec};
+use crate::api::{MatchedProfile, Switch, SwitchSpec};
 
 /// Name of the file, under `{data}/.status/`.
 pub const FILE: &str = "switches.json";
@@ -46,11 +46,6 @@ pub struct FleetOptions {
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     by_serial: BTreeMap<String, Switch>,
-}
-
-fn discovered(s: &Switch) -> bool {
-    s.metadata.labels.as_ref().and_then(|l| l.get(DISCOVERED_BY.0)).map(String::as_str)
-        == Some(DISCOVERED_BY.1)
 }
 
 impl Fleet {
@@ -157,14 +152,10 @@ impl Fleet {
             return false;
         }
         if matched.is_none() {
-            let mut unmatched: Vec<(Option<Timestamp>, String)> = self
+            let mut unmatched: Vec<(Timestamp, String)> = self
                 .by_serial
                 .iter()
-                .filter(|(_, s)| discovered(s))
-                .filter(|(_, s)| s.status.as_ref().and_then(|st| st.phase) == Some(SwitchPhase::Unmatched))
-                .map(|(serial, s)| {
-                    (s.status.as_ref().and_then(|st| st.last_seen.as_ref()).map(|t| t.0), serial.clone())
-                })
+                .filter_map(|(serial, s)| Some((recyclable(s)?, serial.clone())))
                 .collect();
             unmatched.sort();
             let excess = (unmatched.len() + 1).saturating_sub(options.max_unmatched.max(1));

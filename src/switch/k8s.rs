@@ -346,19 +346,22 @@ impl Writer {
 }
 
 /// Whether the server created `s` (discovery).
-fn discovered(s: &Switch) -> bool {
+pub(super) fn discovered(s: &Switch) -> bool {
     s.labels().get(DISCOVERED_BY.0).map(String::as_str) == Some(DISCOVERED_BY.1)
+}
+
+/// For a Switch the server discovered that is now `Unmatched`: when it was last seen (the epoch
+/// when never), the order in which `--max-unmatched` recycles; `None` for any other Switch (one
+/// made by hand is never recycled).
+pub(super) fn recyclable(s: &Switch) -> Option<Timestamp> {
+    let st = s.status.as_ref().filter(|st| st.phase == Some(SwitchPhase::Unmatched))?;
+    discovered(s).then(|| st.last_seen.as_ref().map_or(Timestamp::UNIX_EPOCH, |t| t.0))
 }
 
 /// The discovered Switches in phase `Unmatched`, as (last seen, namespace, name).
 fn discovered_unmatched(by_serial: &HashMap<String, Arc<Switch>>) -> Vec<(Timestamp, String, String)> {
     by_serial
         .values()
-        .filter(|s| discovered(s))
-        .filter(|s| s.status.as_ref().and_then(|st| st.phase) == Some(SwitchPhase::Unmatched))
-        .map(|s| {
-            let seen = s.status.as_ref().and_then(|st| st.last_seen.as_ref()).map(|t| t.0);
-            (seen.unwrap_or(Timestamp::UNIX_EPOCH), s.namespace().unwrap_or_default(), s.name_any())
-        })
+        .filter_map(|s| Some((recyclable(s)?, s.namespace().unwrap_or_default(), s.name_any())))
         .collect()
 }

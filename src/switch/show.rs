@@ -4,7 +4,7 @@
 
 use std::fmt::Write as _;
 
-use crate::api::Switch;
+use crate::api::{Switch, SwitchPhase};
 
 /// `-` for what is not known.
 fn or_dash(v: Option<impl ToString>) -> String {
@@ -32,7 +32,7 @@ pub fn table(switches: &[&Switch]) -> String {
             or_dash(s.spec.hostname.as_ref()),
             or_dash(device.and_then(|d| d.model.as_ref()).or(s.spec.model.as_ref())),
             or_dash(st.and_then(|st| st.matched_profile.as_ref()).map(|m| m.name.clone())),
-            or_dash(st.and_then(|st| st.phase).map(|p| spelled(&p))),
+            or_dash(st.and_then(|st| st.phase).map(SwitchPhase::as_str)),
             or_dash(device.and_then(|d| d.address.as_ref())),
             or_dash(st.and_then(|st| st.last_seen.as_ref()).map(|t| t.0)),
         ]);
@@ -54,7 +54,7 @@ pub fn describe(s: &Switch) -> String {
     let st = s.status.clone().unwrap_or_default();
     let name = format!("{}/{}", or_dash(s.metadata.namespace.as_ref()), or_dash(s.metadata.name.as_ref()));
     let _ = writeln!(out, "Switch {name}  serial {}", s.spec.serial_number);
-    let _ = writeln!(out, "  phase: {}", or_dash(st.phase.map(|p| spelled(&p))));
+    let _ = writeln!(out, "  phase: {}", or_dash(st.phase.map(SwitchPhase::as_str)));
     for c in &st.conditions {
         let _ = writeln!(out, "  condition {}={} {}: {}", c.type_, c.status, c.reason, c.message);
     }

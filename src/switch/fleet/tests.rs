@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::switch::limit::PerSource;
 use crate::{
-    api::{DeviceFacts, MatchedBy},
+    api::{DeviceFacts, MatchedBy, SwitchPhase},
     switch::lifecycle::{Event, What},
 };
 
