@@ -463,8 +463,9 @@ pub struct AdminArgs {
     /// The issuer's JWKS URL (default: from its `/.well-known/openid-configuration`).
     #[arg(long, env = "ZTP_OIDC_JWKS_URL", requires = "oidc_issuer")]
     pub oidc_jwks_url: Option<String>,
-    /// Anyone may list files (`GET /v1/files/`, `/v1/files/{platform}/{version}/`). By default
-    /// listing needs an admin credential, as with the reference service, also when none is
+    /// Anyone may list files (`GET /v1/files/`, `/v1/files/{platform}/{version}/`) and Switches
+    /// (`GET /v1/switches`, with their devices' addresses). By default listing needs an admin
+    /// credential, as with the reference service, also when none is
     /// configured (then nobody may list). Device routes and downloads are anonymous either way.
     #[arg(long, env = "ZTP_PUBLIC_LISTING")]
     pub public_listing: bool,

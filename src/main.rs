@@ -73,7 +73,9 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             .await
             .map_err(|e| format!("--report-status needs Kubernetes credentials: {e}"))?;
         let sink = KubeSink::new(client, std::env::var("POD_NAME").ok());
-        let activity = Activity::new();
+        // With Switches, each holds its device's progress and the controller counts them per
+        // profile (`status.switches`): the server writes no `status.devices` then, Events only.
+        let activity = if args.switches.enabled { Activity::events_only() } else { Activity::new() };
         tokio::spawn(report_forever(activity.clone(), std::sync::Arc::new(sink), args.activity_flush()));
         activity
     } else {
@@ -97,10 +99,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             writes_per_second: s.switch_writes_per_second,
             flush: args.activity_flush(),
         };
-        let tracking = ztp_operator::switch::Tracking {
-            book: ztp_operator::switch::book::Book::new(),
-            held: Default::default(),
-        };
+        let tracking = ztp_operator::switch::Tracking::new();
         let server = state.clone();
         let matcher: ztp_operator::switch::k8s::Matcher =
             std::sync::Arc::new(move |spec| ztp_operator::serve::matched::declared_match(&server, spec));

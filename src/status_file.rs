@@ -1,7 +1,8 @@
 //! Standalone's status file of SwitchProfiles, `{data}/.status/switchprofiles.json`: one
 //! status per `namespace/name`. Two writers share it, each changing its own fields: the device
-//! activity (`devices`, [`crate::activity::file`]) and the profile pipeline (conditions,
-//! match summary, [`crate::standalone`]). Each change is a read-modify-write under one lock of
+//! activity (`devices`, [`crate::activity::file`]), the profile pipeline (conditions,
+//! match summary, [`crate::standalone`]) and the fleet's counts (`switches`,
+//! [`crate::switch::fleet`]). Each change is a read-modify-write under one lock of
 //! the process, so neither writer loses what the other wrote.
 
 use std::{collections::BTreeMap, path::Path};
@@ -28,14 +29,35 @@ pub struct StatusFileError {
 /// not parse is started again, with a warning) and writes them back through a temporary file
 /// and a rename, so a reader never sees half a file.
 pub async fn update(path: &Path, change: impl FnOnce(&mut Statuses)) -> Result<(), StatusFileError> {
+    update_if(path, |all| {
+        change(all);
+        true
+    })
+    .await
+}
+
+/// [`update`], written only when `change` says it changed something.
+pub async fn update_if(
+    path: &Path,
+    change: impl FnOnce(&mut Statuses) -> bool,
+) -> Result<(), StatusFileError> {
     let _changing = CHANGING.lock().await;
     let mut all = read(path).await;
-    change(&mut all);
+    if !change(&mut all) {
+        return Ok(());
+    }
     let err = |message: String| StatusFileError { path: path.display().to_string(), message };
     let bytes = serde_json::to_vec_pretty(&all).map_err(|e| err(e.to_string()))?;
-    let tmp = path.with_extension("json.tmp");
-    tokio::fs::write(&tmp, bytes).await.map_err(|e| err(e.to_string()))?;
-    tokio::fs::rename(&tmp, path).await.map_err(|e| err(e.to_string()))
+    write_atomic(path, &bytes).await.map_err(|e| err(e.to_string()))
+}
+
+/// Writes `bytes` to `path` through a temporary file beside it (`*.tmp`) and a rename: a reader
+/// sees the old file or the new one, never half of one.
+pub async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    tokio::fs::write(&tmp, bytes).await?;
+    tokio::fs::rename(&tmp, path).await
 }
 
 async fn read(path: &Path) -> Statuses {

@@ -1,7 +1,9 @@
-//! Standalone mode: device activity in `{data}/.status/switchprofiles.json` (beside
-//! `osimages.json`), one `{"devices": …}` status per `namespace/name`, and Events printed as one
-//! line each. The file is read back at every flush, so a restart keeps the counts; the profile
-//! pipeline writes its conditions to the same file ([`crate::status_file`]).
+//! Standalone mode: Events printed as one line each, and device summaries in
+//! `{data}/.status/switchprofiles.json` (beside `osimages.json`), one `{"devices": …}` status per
+//! `namespace/name`, for an activity that keeps them (standalone's own keeps Events only: its
+//! fleet counts each profile's Switches there). The file is read back at every flush, so a
+//! restart keeps the counts; the profile pipeline writes its conditions to the same file
+//! ([`crate::status_file`]).
 
 use std::path::{Path, PathBuf};
 

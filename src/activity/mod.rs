@@ -268,6 +268,10 @@ pub struct Batch {
 #[derive(Debug, Clone)]
 pub struct Activity {
     inner: Option<Arc<Mutex<Aggregate>>>,
+    /// Whether the per-profile summaries (`status.devices`) are written; without, only Events
+    /// are (a server with Switches: each Switch holds its device's progress, and a profile's
+    /// counts are taken from its Switches).
+    summaries: bool,
 }
 
 impl Default for Activity {
@@ -292,12 +296,18 @@ fn describe(serial: Option<&str>, mac: Option<&str>, source: Option<IpAddr>) -> 
 impl Activity {
     /// An aggregate that records.
     pub fn new() -> Self {
-        Self { inner: Some(Arc::default()) }
+        Self { inner: Some(Arc::default()), summaries: true }
+    }
+
+    /// Reports Events only (`DeviceSeen`, `DeviceProvisioned`, `RenderFailed`), no summaries:
+    /// the activity of a server that writes Switches.
+    pub fn events_only() -> Self {
+        Self { inner: Some(Arc::default()), summaries: false }
     }
 
     /// Records nothing (a server that reports activity nowhere).
     pub fn disabled() -> Self {
-        Self { inner: None }
+        Self { inner: None, summaries: false }
     }
 
     fn lock(&self) -> Option<MutexGuard<'_, Aggregate>> {
@@ -422,6 +432,9 @@ impl Activity {
         let mut plans = Vec::new();
         for ((ns, name), p) in agg.profiles.iter_mut().filter(|(_, p)| p.dirty) {
             p.dirty = false;
+            if !self.summaries {
+                continue;
+            }
             let delta = p
                 .devices
                 .iter()
@@ -806,5 +819,16 @@ mod tests {
         let off = Activity::disabled();
         off.record(&outcome(Some("SN-1"), None, Stage::ConfigServed), None);
         assert!(off.take_batch(10).plans.is_empty());
+    }
+
+    #[test]
+    fn a_server_with_switches_reports_events_but_no_summaries() {
+        let a = Activity::events_only();
+        a.record_at(&outcome(Some("SN-1"), None, Stage::ConfigServed), ip(), at(0));
+        a.record_at(&outcome(Some("SN-1"), None, Stage::Provisioned), ip(), at(1));
+        let batch = a.take_batch(10);
+        assert!(batch.plans.is_empty(), "{:?}", batch.plans);
+        let reasons: Vec<&str> = batch.events.iter().map(|e| e.reason).collect();
+        assert_eq!(reasons, ["DeviceSeen", "DeviceProvisioned"]);
     }
 }

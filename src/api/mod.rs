@@ -32,8 +32,8 @@ pub use switch::{
     Switch, SwitchPhase, SwitchSpec, SwitchStatus,
 };
 pub use switchprofile::{
-    CumulusSpec, DeviceMatch, DeviceRecord, DeviceStage, DeviceSummary, OnieSpec, SwitchProfile,
-    SwitchProfileSpec, SwitchProfileStatus, ZtpSection, ZtpSectionKind, ZtpSpec,
+    CumulusSpec, DeviceMatch, DeviceRecord, DeviceStage, DeviceSummary, OnieSpec, SwitchCounts,
+    SwitchProfile, SwitchProfileSpec, SwitchProfileStatus, ZtpSection, ZtpSectionKind, ZtpSpec,
 };
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{CustomResourceDefinition, JSON};

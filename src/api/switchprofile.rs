@@ -42,7 +42,10 @@ pub const MAX_RECENT_DEVICES: usize = 20;
         type_ = "string",
         json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
     ),
-    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices.seen"),
+    printcolumn(name = "Switches", type_ = "integer", json_path = ".status.switches.total"),
+    printcolumn(name = "Provisioned", type_ = "integer", json_path = ".status.switches.provisioned"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.switches.failed"),
+    printcolumn(name = "Devices", type_ = "integer", json_path = ".status.devices.seen", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     printcolumn(
         name = "Message",
@@ -275,9 +278,45 @@ pub struct SwitchProfileStatus {
     /// A one-line summary of `spec.match`, e.g. `2 serials, 1 model`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_summary: Option<String>,
-    /// Devices that asked for this profile.
+    /// Devices that asked for this profile, as the device server counted them: written only by
+    /// servers that run without Switches (`serve --switches=false`); with Switches, see
+    /// `switches` (and each Switch for its device).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<DeviceSummary>,
+    /// The Switches this profile serves (their `status.matchedProfile`), by phase: counted from
+    /// the Switches by the controller (field manager `ztp-operator-switch-counts`) every few
+    /// seconds. Current figures: a Switch re-provisioned, moved to another profile or deleted
+    /// leaves its count.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switches: Option<SwitchCounts>,
+}
+
+impl SwitchProfileStatus {
+    /// The part the profile pipeline computes: without `devices` (the device server's) and
+    /// `switches` (counted from the Switches).
+    pub fn pipeline_part(self) -> Self {
+        Self { devices: None, switches: None, ..self }
+    }
+}
+
+/// How many of a profile's Switches are in each phase.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SwitchCounts {
+    /// Switches this profile serves, whatever their phase.
+    pub total: i64,
+    /// Seen (or declared), nothing served in the current attempt yet.
+    pub discovered: i64,
+    /// Received their configuration or reported a stage.
+    pub configuring: i64,
+    /// Downloading their image.
+    pub installing: i64,
+    /// Reported success in their current attempt.
+    pub provisioned: i64,
+    /// Reported failure in their current attempt.
+    pub failed: i64,
+    /// On hold (`spec.hold`).
+    pub held: i64,
 }
 
 /// Counts per provisioning stage and the most recent devices, written by the device server

@@ -6,8 +6,8 @@
 //! `ztpctl dhcp` writes ISC dhcpd or Kea host reservations pointing the switches of a folder of
 //! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
 //! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]);
-//! `ztpctl switches` / `ztpctl switch SERIAL` print a standalone data folder's Switches
-//! ([`ztp_operator::switch::show`]).
+//! `ztpctl switches` / `ztpctl switch SERIAL` print the Switches a server knows, or a standalone
+//! data folder's ([`ztp_operator::switch::show`]).
 
 #![deny(unsafe_code)]
 
@@ -109,20 +109,22 @@ enum Command {
         #[arg(long, default_value = "os-install")]
         operation: String,
     },
-    /// Print the fleet: every Switch of a standalone data folder (`{data}/.status/switches.json`),
-    /// with the columns `kubectl get switches` shows. In a cluster: `kubectl get sw`.
+    /// Print the fleet with the columns `kubectl get switches` shows: every Switch the server
+    /// knows (`GET /v1/switches`, as of its last flush; an admin token unless it runs with
+    /// `--public-listing`), or of a standalone data folder with --data.
     Switches {
-        /// Standalone's data folder (its `--data`).
+        /// Read standalone's data folder (its `--data`: `{data}/.status/switches.json`) instead
+        /// of asking the server.
         #[arg(long, env = "ZTP_DATA")]
-        data: PathBuf,
+        data: Option<PathBuf>,
     },
-    /// Print one Switch (by serial number) of a standalone data folder with its attempt history.
-    /// In a cluster: `kubectl describe sw NAME`.
+    /// Print one Switch (by serial number) with its attempt history: from the server
+    /// (`GET /v1/switches/{serial}`), or from a standalone data folder with --data.
     Switch {
         serial: String,
-        /// Standalone's data folder (its `--data`).
+        /// Read standalone's data folder (its `--data`) instead of asking the server.
         #[arg(long, env = "ZTP_DATA")]
-        data: PathBuf,
+        data: Option<PathBuf>,
     },
 }
 
@@ -275,20 +277,36 @@ async fn run(cli: Cli) -> Result<(), Error> {
             device_command(&server, family, &device).await?;
         }
         Command::Switches { data } => {
-            let fleet = read_fleet(&data)?;
+            let fleet = match data {
+                Some(data) => read_fleet(&data)?,
+                None => {
+                    let body =
+                        answer(request(Method::GET, "/v1/switches".into()).send().await.map_err(http)?)
+                            .await?;
+                    parse_switches(&body, &format!("{server}/v1/switches"))?
+                }
+            };
             print!("{}", show::table(&fleet.iter().collect::<Vec<_>>()));
         }
         Command::Switch { serial, data } => {
-            let fleet = read_fleet(&data)?;
-            match fleet.iter().find(|s| s.spec.serial_number == serial) {
-                Some(s) => print!("{}", show::describe(s)),
+            let switch = match data {
+                Some(data) => read_fleet(&data)?
+                    .into_iter()
+                    .find(|s| s.spec.serial_number == serial)
+                    .ok_or_else(|| {
+                        Error::Usage(format!("no Switch with serial number {serial} in {}", data.display()))
+                    })?,
                 None => {
-                    return Err(Error::Usage(format!(
-                        "no Switch with serial number {serial} in {}",
-                        data.display()
-                    )));
+                    // A serial number is a safe path segment (the Switch's schema says so): no escaping.
+                    ztp_operator::api::names::validate_segment("serial number", &serial)
+                        .map_err(|e| Error::Usage(e.to_string()))?;
+                    let path = format!("/v1/switches/{serial}");
+                    let body = answer(request(Method::GET, path.clone()).send().await.map_err(http)?).await?;
+                    serde_json::from_slice(&body)
+                        .map_err(|e| Error::Server(format!("{server}{path}: not a Switch: {e}")))?
                 }
-            }
+            };
+            print!("{}", show::describe(&switch));
         }
     }
     Ok(())
@@ -301,8 +319,13 @@ fn read_fleet(data: &std::path::Path) -> Result<Vec<ztp_operator::api::Switch>, 
         what: format!("read {} (standalone writes it while it serves devices)", path.display()),
         source,
     })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| Error::Usage(format!("{}: not a list of Switches: {e}", path.display())))
+    parse_switches(&bytes, &path.display().to_string())
+}
+
+/// A JSON list of Switches (the file standalone writes, or the server's `GET /v1/switches`),
+/// read from `from`.
+fn parse_switches(bytes: &[u8], from: &str) -> Result<Vec<ztp_operator::api::Switch>, Error> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Usage(format!("{from}: not a list of Switches: {e}")))
 }
 
 fn bar(size: u64, what: &'static str) -> ProgressBar {

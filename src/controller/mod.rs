@@ -2,6 +2,7 @@
 //! finalizer for `deletionPolicy`, writes status with server-side apply (field manager
 //! `ztp-operator`), records Events, and holds a Lease so only one replica fetches.
 
+pub mod counts;
 pub mod health;
 mod k8s;
 pub mod profiles;

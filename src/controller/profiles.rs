@@ -7,8 +7,9 @@
 //! profile's status (`Ready`, `Stalled`, `Conflict`, match summary) only when it differs from the
 //! one the profile has. [`KubeProfileReporter`] server-side applies it unless it is the one we last
 //! wrote (while the cache has not caught up), and never to a profile being deleted or gone.
-//! `status.devices` belongs to the device server (field manager `ztp-operator-server`): the
-//! controller never applies it, so neither side clobbers the other.
+//! `status.devices` belongs to the device server (field manager `ztp-operator-server`) and
+//! `status.switches` to the counts beside this loop ([`counts`], from the same Switch cache): the
+//! pipeline's applies never carry them, so no writer clobbers another.
 
 use std::{sync::Arc, time::Duration};
 
@@ -17,7 +18,7 @@ use kube::{Api, Client, runtime::reflector};
 use tokio::sync::Notify;
 
 use super::{
-    Error,
+    Error, counts,
     k8s::{CacheLookup, KubeProfileReporter},
     triggers,
 };
@@ -121,6 +122,7 @@ pub async fn run(
     ready("Switches", crate::watch::filled(&switches)).await?;
     ready("OsImages", crate::watch::filled(&images)).await?;
     tracing::info!("snapshot loop: every watch cache is filled");
+    let _counts = Tasks(vec![tokio::spawn(counts::run(client.clone(), profiles.clone(), switches.clone()))]);
     let lookup = CacheLookup { config_maps, secrets };
     let reporter = KubeProfileReporter::new(client, profiles.clone(), switches.clone());
     let mut resync = tokio::time::interval(Duration::from_secs(60));

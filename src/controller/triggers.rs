@@ -33,7 +33,7 @@ use kube::{
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use crate::api::{OsImage, References, Switch, SwitchProfile};
+use crate::api::{OsImage, References, Switch, SwitchProfile, SwitchStatus};
 
 /// A fingerprint of what matters in an object; `None`: the object never matters.
 type Fingerprint<K> = Box<dyn Fn(&K) -> Option<u64> + Send + Sync>;
@@ -281,10 +281,15 @@ pub fn switch_fingerprint() -> Fingerprint<Switch> {
     Box::new(|sw| crate::profile::build::switch_snapshot(sw).map(hash_of))
 }
 
-/// What the snapshot loop keeps of a Switch: its spec (the status, a device's history, is the
-/// servers' and can be large).
+/// What the snapshot loop keeps of a Switch: its spec, and of its status only the phase and the
+/// matched profile the counts need (the rest, a device's history, is the servers' and can be
+/// large).
 pub fn trim_switch(sw: &mut Switch) {
-    sw.status = None;
+    sw.status = sw.status.take().map(|st| SwitchStatus {
+        phase: st.phase,
+        matched_profile: st.matched_profile,
+        ..Default::default()
+    });
     sw.metadata.managed_fields = None;
 }
 

@@ -5,7 +5,8 @@
 //! `Conflict` for a key two profiles claim, the CRLF note, the match summary) and hands the ones
 //! that changed to a [`ProfileReporter`]: the controller's applies them to the status subresource,
 //! standalone's prints one line and keeps them in `{data}/.status/switchprofiles.json`.
-//! `status.devices` is the device server's: the statuses computed here never carry it.
+//! `status.devices` (the device server's) and `status.switches` (counted from the Switches,
+//! [`crate::switch::tally`]) are not the pipeline's: the statuses computed here never carry them.
 
 use std::{
     collections::BTreeMap,
@@ -118,7 +119,7 @@ impl SwitchProblemNews {
 
 /// The status `p` has now, without `devices` (which the pipeline never computes).
 pub fn current_status(p: &SwitchProfile) -> Option<SwitchProfileStatus> {
-    p.status.clone().map(|s| SwitchProfileStatus { devices: None, ..s })
+    p.status.clone().map(SwitchProfileStatus::pipeline_part)
 }
 
 /// Reason of the `Ready=False` / `Stalled=True` conditions of a profile that lost a key, and of
@@ -232,8 +233,7 @@ pub fn profile_status(
     set_or_remove_condition(conds, ConditionType::Conflict, conflict, generation, now);
     status.observed_generation = generation;
     status.match_summary = Some(p.spec.selector.summary());
-    status.devices = None;
-    status
+    status.pipeline_part()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod reply;
 pub mod report;
 pub mod rtbrick;
 pub mod state;
+pub mod switches;
 pub mod ztp_json;
 
 #[cfg(test)]
@@ -199,6 +200,8 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics_page))
         .merge(devices)
         .merge(files::routes(state.max_upload))
+        .route("/v1/switches", get(switches::list))
+        .route("/v1/switches/{serial}", get(switches::one))
         .merge(openapi::routes())
         .with_state(state)
 }

@@ -57,6 +57,8 @@ pub const DOCS_PATH: &str = "/docs";
         files::checksum,
         files::upload,
         files::remove,
+        super::switches::list,
+        super::switches::one,
         super::healthz,
         super::readyz,
         super::metrics_page,
@@ -70,6 +72,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "images", description = "Image downloads by path, and the firmware routes"),
         (name = "devices", description = "Device callbacks and stage reports"),
         (name = "files", description = "Admin files API of the image store"),
+        (name = "switches", description = "The Switches this server knows (one per device)"),
         (name = "health", description = "Probes and metrics"),
     )
 )]

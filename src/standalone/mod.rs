@@ -39,9 +39,7 @@ use crate::{
     store::{Store, StoreError, fs::FsBackend},
     switch::{
         Tracking,
-        book::Book,
         fleet::{self, FleetOptions},
-        hold::Held,
         k8s::Matcher,
         token::{KeyError, ReportKey},
     },
@@ -177,11 +175,13 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         let state = Arc::new(ServerState::new(core.store.clone(), base_url));
         let max = args.max_downloads;
         let (admin, max_upload) = (args.admin.auth()?, args.admin.max_upload_bytes);
-        let activity = Activity::new();
+        // The fleet keeps each device's progress and counts each profile's Switches.
+        let activity = Activity::events_only();
         let sink = FileSink::new(&args.data)?;
+        let profile_status = sink.path().to_owned();
         let every = Duration::from_secs_f64(args.activity_flush_seconds.max(0.1));
         tokio::spawn(report_forever(activity.clone(), Arc::new(sink), every));
-        let switches = Tracking { book: Book::new(), held: Held::default() };
+        let switches = Tracking::new();
         let reports = Reports { key: Some(Arc::new(report_key(&args)?)), require_token: false };
         let fleet = FleetOptions {
             discover: args.discover,
@@ -198,7 +198,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
             Arc::new(move |spec| serve::matched::declared_match(&state, spec))
         };
         let file = args.data.join(".status").join(fleet::FILE);
-        tokio::spawn(fleet::run(file, switches.clone(), fleet, declared, matcher, every));
+        tokio::spawn(fleet::run(file, profile_status, switches.clone(), fleet, declared, matcher, every));
         tokio::spawn(async move {
             let options = serve::Options {
                 listen,

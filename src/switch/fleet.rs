@@ -7,7 +7,7 @@
 //! [`Fleet`] is the pure part; [`run`] the loop at the edge: every flush it takes what the
 //! request log gathered, applies it, refreshes every Switch (a spec change — hold, re-provision,
 //! a new Switch in the folder — shows without its device) and writes the file when something
-//! changed.
+//! changed; then each profile's Switch counts ([`super::tally`]) where they changed.
 
 use std::{
     collections::BTreeMap,
@@ -24,8 +24,12 @@ use super::{
     k8s::{DISCOVERED_BY, Discover, discovered, recyclable},
     limit::PerSource,
     name,
+    tally::{changes, tally},
 };
-use crate::api::{MatchedProfile, Switch, SwitchSpec};
+use crate::{
+    api::{MatchedProfile, Switch, SwitchSpec},
+    status_file::{self, StatusFileError},
+};
 
 /// Name of the file, under `{data}/.status/`.
 pub const FILE: &str = "switches.json";
@@ -195,20 +199,39 @@ pub fn load(path: &Path) -> Fleet {
     }
 }
 
-/// Writes the fleet to `path` through a temporary file and a rename (a reader never sees half a
-/// file).
+/// Writes the fleet to `path` (a reader never sees half a file).
 async fn save(path: &Path, fleet: &Fleet) -> Result<(), String> {
     let bytes = serde_json::to_vec_pretty(&fleet.switches()).map_err(|e| e.to_string())?;
-    let tmp = path.with_extension("json.tmp");
-    tokio::fs::write(&tmp, bytes).await.map_err(|e| e.to_string())?;
-    tokio::fs::rename(&tmp, path).await.map_err(|e| e.to_string())
+    status_file::write_atomic(path, &bytes).await.map_err(|e| e.to_string())
+}
+
+/// Each profile's `switches` counts in the profile status file `profiles` (what the controller
+/// writes in a cluster), where they changed.
+async fn count(profiles: &Path, fleet: &Fleet) -> Result<(), StatusFileError> {
+    let counted = tally(fleet.switches());
+    status_file::update_if(profiles, |all| {
+        let shown = all.iter().filter_map(|(key, status)| {
+            let (ns, name) = key.split_once('/')?;
+            Some(((ns.to_owned(), name.to_owned()), status.switches.as_ref()))
+        });
+        let changed = changes(shown, &counted);
+        for ((ns, name), counts) in &changed {
+            if let Some(status) = all.get_mut(&format!("{ns}/{name}")) {
+                status.switches = Some(counts.clone());
+            }
+        }
+        !changed.is_empty()
+    })
+    .await
 }
 
 /// Standalone's Switch loop: every `every`, the folder's Switches (`declared()`, also put on hold
 /// in `tracking.held`), what `tracking.book` gathered, the file `path` written when the fleet
-/// changed. Runs until the process ends.
+/// changed, and each profile's counts in the profile status file `profiles`. Runs until the
+/// process ends.
 pub async fn run(
     path: PathBuf,
+    profiles: PathBuf,
     tracking: Tracking,
     options: FleetOptions,
     declared: impl Fn() -> Vec<Arc<Switch>>,
@@ -231,12 +254,18 @@ pub async fn run(
         }
         unsaved |= fleet.flush(batch, &options, &mut limit, &*matcher, Timestamp::now());
         if unsaved {
+            tracking.roster.set(fleet.switches().into_iter().cloned().map(Arc::new).collect());
             match save(&path, &fleet).await {
                 Ok(()) => unsaved = false,
                 Err(e) => {
                     tracing::warn!(path = %path.display(), error = %e, "cannot write the Switches; retried at the next flush")
                 }
             }
+        }
+        // Every flush, also when the fleet did not change: a profile the pipeline just reported
+        // gets the counts of the Switches it already has.
+        if let Err(e) = count(&profiles, &fleet).await {
+            tracing::warn!(error = %e, "cannot write the profiles' Switch counts; retried at the next flush");
         }
     }
 }

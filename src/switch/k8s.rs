@@ -114,7 +114,7 @@ pub type Matcher = Arc<dyn Fn(&SwitchSpec) -> Option<MatchedProfile> + Send + Sy
 /// shows without its device) and writes what `tracking.book` gathers, every `options.flush`,
 /// until the process ends.
 pub async fn run(client: Client, tracking: super::Tracking, options: Options, matcher: Matcher) {
-    let super::Tracking { book, held } = tracking;
+    let super::Tracking { book, held, roster } = tracking;
     let touch = book.clone();
     let api: Api<Switch> = match &options.scope {
         Some(ns) => Api::namespaced(client.clone(), ns),
@@ -158,6 +158,7 @@ pub async fn run(client: Client, tracking: super::Tracking, options: Options, ma
     loop {
         tick.tick().await;
         writer.flush(&book).await;
+        roster.set(writer.store.state());
     }
 }
 

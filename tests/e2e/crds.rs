@@ -59,7 +59,17 @@ async fn crds_are_established_with_status_and_columns() {
         ),
         (
             "switchprofiles.ztp.netops.dev",
-            vec!["Match", "Ready", "Reason", "Devices", "Age", "Message"],
+            vec![
+                "Match",
+                "Ready",
+                "Reason",
+                "Switches",
+                "Provisioned",
+                "Failed",
+                "Devices",
+                "Age",
+                "Message",
+            ],
             "swp",
         ),
         (

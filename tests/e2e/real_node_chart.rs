@@ -592,18 +592,21 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     let (code, _) = get(&switch, &format!("{base}/v1/files/"), &[]);
     assert_eq!(code, 403, "listing without a token is refused (as the reference store answers)");
 
-    // Device activity, written by the server pods under their own ServiceAccount.
+    // The device's Switch, written by the server pods under their own ServiceAccount, counted
+    // on its profile by the controller.
     let profile = node
-        .wait_for("lab-onie status.devices", Duration::from_secs(60), async || {
+        .wait_for("lab-onie status.switches", Duration::from_secs(60), async || {
             let p = kubectl_json(&node, &["-n", LAB_NS, "get", "switchprofile", "lab-onie"]);
-            (!p["status"]["devices"].is_null()).then_some(p)
+            (p["status"]["switches"]["total"].as_i64() >= Some(1)).then_some(p)
         })
         .await;
     assert!(
-        profile.to_string().contains("LAB-ONIE-0001"),
-        "the device is in status.devices: {}",
+        profile["status"]["devices"].is_null(),
+        "servers with Switches write none: {}",
         profile["status"]
     );
+    let switches = kubectl_json(&node, &["-n", LAB_NS, "get", "switches"]);
+    assert!(switches.to_string().contains("LAB-ONIE-0001"), "the device's Switch: {switches}");
     let events = node
         .wait_for("the servers' Events", Duration::from_secs(60), async || {
             let list = kubectl_json(&node, &["-n", LAB_NS, "get", "events.events.k8s.io"]);

@@ -736,9 +736,16 @@ async fn standalone_keeps_switches_and_ztpctl_prints_them() {
     let d = data.display().to_string();
     let switches = "apiVersion: ztp.netops.dev/v1alpha1\nkind: Switch\nmetadata: {name: racked}\nspec: {serialNumber: LAB-RACKED-1, model: lab_switch}\n";
     std::fs::write(m.join("switches.yaml"), switches).expect("write");
+    let admin = "switches-admin-token-0123456789";
+    let tokens = dir.path().join("admin-tokens");
+    std::fs::write(&tokens, format!("ci:{admin}\n")).expect("write");
     let start = |log: &str| {
         let port = procs::free_port();
-        let flags = [format!("--listen=127.0.0.1:{port}"), "--activity-flush-seconds=0.2".to_owned()];
+        let flags = [
+            format!("--listen=127.0.0.1:{port}"),
+            "--activity-flush-seconds=0.2".to_owned(),
+            format!("--admin-token-file={}", tokens.display()),
+        ];
         (binaries::standalone(&m, &data, &flags, dir.path().join(log)), format!("http://127.0.0.1:{port}"))
     };
     let (mut proc, base) = start("standalone-switches-1.log");
@@ -803,6 +810,16 @@ async fn standalone_keeps_switches_and_ztpctl_prints_them() {
     assert!(text.contains("  profile: default/lab-nvos (by Serial)"), "{text}");
     let (ok, text) = ztpctl(&["switch", "NOBODY", "--data", &d]);
     assert!(!ok && text.contains("no Switch with serial number NOBODY"), "{text}");
+    // The same from the server (`GET /v1/switches`), to an admin.
+    let (ok, served) = ztpctl(&["--server", &base, "--token", admin, "switches"]);
+    assert!(ok, "{served}");
+    assert_eq!(served, table().1, "the server lists what the folder holds");
+    let (ok, text) = ztpctl(&["--server", &base, "--token", admin, "switch", "LAB-NVOS-0001"]);
+    assert!(ok && text.contains("  attempt 1 (Discovered): Provisioned"), "{text}");
+    let (ok, text) = ztpctl(&["--server", &base, "--token", admin, "switch", "NOBODY"]);
+    assert!(!ok && text.contains("no Switch has serial number \"NOBODY\""), "{text}");
+    let (ok, text) = ztpctl(&["--server", &base, "switches"]);
+    assert!(!ok && text.contains("403"), "no token, no list: {text}");
 
     // On hold in the folder: the device gets 403 once standalone has read it again.
     let held = switches.to_owned()

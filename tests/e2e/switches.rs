@@ -17,15 +17,15 @@ use reqwest::StatusCode;
 use serde_json::json;
 use ztp_operator::{
     api::{
-        AttemptResult, AttemptTrigger, ConditionType, MatchedBy, Switch, SwitchPhase,
-        conditions::find_condition,
+        AttemptResult, AttemptTrigger, ConditionType, MatchedBy, Switch, SwitchCounts, SwitchPhase,
+        SwitchProfile, conditions::find_condition,
     },
     switch::{k8s::DISCOVERED_BY, name},
 };
 
 use crate::support::{
     self,
-    controller::image_lab,
+    controller::{image_lab, wait_for},
     lab::{nvos_headers as nvos, onie_headers},
     reporting::{identity_with, serve_with},
     store::{Backend, TestStore},
@@ -92,9 +92,11 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     switches.create(&PostParams::default(), &racked).await.expect("create Switch");
     let lab = image_lab(&t, &store, 200_000, 43, profile).await;
 
+    // What the chart's servers may do: Switches, and (`--report-status`) profile status and Events.
     let rules = json!([
         {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
-        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status", "switchprofiles/status"], "verbs": ["patch"]},
+        {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     ]);
     let kubeconfig = identity_with(&t, dir.path(), rules).await;
     let narrow = support::controlplane::client_from(&kubeconfig).await;
@@ -109,7 +111,16 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert!(made.status.success() && made.stdout.len() == 65, "{made:?}");
     std::fs::write(&key, &made.stdout).expect("report key");
     let key_flag = format!("--report-key-file={}", key.display());
-    let flags = ["--switches", "--discover=all", "--max-unmatched=3", &ns, &discover_ns, &key_flag];
+    let flags = [
+        "--switches",
+        "--report-status",
+        "--public-listing",
+        "--discover=all",
+        "--max-unmatched=3",
+        &ns,
+        &discover_ns,
+        &key_flag,
+    ];
     let a = serve_with(&store, &kubeconfig, "switches-a.log", 1, &flags).await;
     let b = serve_with(&store, &kubeconfig, "switches-b.log", 1, &flags).await;
     let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().expect("client");
@@ -194,6 +205,30 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     );
     assert_eq!(stages(&s, 0), ["ImageServed", "ConfigServed", "config-applied", "Provisioned"]);
     assert_eq!(st.device.as_ref().and_then(|d| d.family.as_deref()), Some("nvos"), "what it said last");
+    // The controller counts the profile's Switches; the servers write no device summary.
+    let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
+    let provisioned = SwitchCounts { total: 1, provisioned: 1, ..Default::default() };
+    let p = wait_for(&profiles, "leaf", "counting one Provisioned Switch", |p| {
+        p.status.as_ref().and_then(|s| s.switches.as_ref()) == Some(&provisioned)
+    })
+    .await;
+    let status = p.status.as_ref().expect("status");
+    assert!(status.devices.is_none(), "{status:?}");
+    assert!(find_condition(&status.conditions, ConditionType::Ready).is_some(), "the pipeline's fields kept");
+    // Each replica lists the Switches it follows (`ztpctl switches --server`), as of its last flush.
+    for base in [&a.base, &b.base] {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = c.get(format!("{base}/v1/switches/MT2245X01234")).send().await.expect("get");
+            let listed: serde_json::Value =
+                serde_json::from_slice(&r.bytes().await.expect("body")).unwrap_or_default();
+            if listed["status"]["phase"] == "Provisioned" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{base} does not list it Provisioned: {listed}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
 
     // A section after the close is no new attempt; its ZTP JSON again is.
     let r = c
@@ -230,6 +265,12 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     let why = &stalled.message;
     assert!(why.contains("stage config-apply failed") && why.ends_with(": nv config apply: exit 1"), "{why}");
     assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("False"));
+    // Current figures: the Switch left Provisioned for Failed.
+    let failed = SwitchCounts { total: 1, failed: 1, ..Default::default() };
+    wait_for(&profiles, "leaf", "counting one Failed Switch", |p| {
+        p.status.as_ref().and_then(|s| s.switches.as_ref()) == Some(&failed)
+    })
+    .await;
 
     // A re-provision opens a new attempt at once, without the device; Failed is over.
     let name = name::for_serial("MT2245X01234");
@@ -352,6 +393,10 @@ async fn boot_storm() {
     let concurrency: usize =
         std::env::var("ZTP_STORM_CONCURRENCY").ok().and_then(|v| v.parse().ok()).unwrap_or(64);
     let rate = std::env::var("ZTP_STORM_WRITES_PER_SECOND").unwrap_or_else(|_| "50".into());
+    // Devices arrive evenly over this many seconds ("within a few minutes"); 0: all at once,
+    // as fast as `concurrency` allows.
+    let seconds: f64 = std::env::var("ZTP_STORM_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(120.0);
+    let spacing = Duration::from_secs_f64(seconds / devices.max(1) as f64);
     let flush: f64 = 1.0; // the servers' --activity-flush-seconds (serve_with)
     let t = support::kube_test("storm").await;
     let store = TestStore::new(Backend::Fs, "storm").await;
@@ -393,7 +438,9 @@ async fn boot_storm() {
                     let (client, base) = (client.clone(), base.clone());
                     let serial = format!("{prefix}{i:05}");
                     let token = key.token(&serial);
+                    let arrives = started + spacing * i as u32;
                     async move {
+                        tokio::time::sleep_until(arrives.into()).await;
                         let mut took = Vec::new();
                         let timed = |r: reqwest::RequestBuilder| async {
                             let at = Instant::now();
@@ -497,7 +544,7 @@ async fn boot_storm() {
     }
     let peak = per_second.values().max().copied().unwrap_or(0);
     println!(
-        "storm: {devices} devices, {concurrency} at a time, {n} requests with Switches ({plain_n} without)"
+        "storm: {devices} devices arriving over {seconds} s, {concurrency} at a time, {n} requests with Switches ({plain_n} without)"
     );
     println!("storm: Switches created {created} (want {devices}); Provisioned {provisioned}");
     println!(

@@ -70,7 +70,11 @@ async fn owner(client: &Client, cfg: &ServingConfig) -> Result<Option<Owner>, Se
     let Some(name) = &cfg.owner_deployment else { return Ok(None) };
     let d =
         Api::<Deployment>::namespaced(client.clone(), &cfg.namespace).get(name).await.map_err(|source| {
-            ServingError::Owner { namespace: cfg.namespace.clone(), name: name.clone(), source }
+            ServingError::Read {
+                kind: "the owner Deployment",
+                object: format!("{}/{name}", cfg.namespace),
+                source,
+            }
         })?;
     let pod_labels = d.spec.and_then(|s| s.selector.match_labels).unwrap_or_default();
     Ok(Some(Owner {
@@ -98,7 +102,8 @@ pub async fn ensure_report_key(
     }
     let name = cfg.report_key_secret();
     let api: Api<Secret> = Api::namespaced(client.clone(), &cfg.namespace);
-    let read = |source| ServingError::Apply { kind: "Secret".into(), name: name.clone(), source };
+    let read =
+        |source| ServingError::Read { kind: "Secret", object: format!("{}/{name}", cfg.namespace), source };
     match api.get_opt(&name).await.map_err(read)? {
         Some(s) if s.data.as_ref().is_some_and(|d| d.contains_key("key")) => return Ok(()),
         Some(_) => {

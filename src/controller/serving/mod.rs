@@ -81,10 +81,11 @@ pub enum ServingError {
         #[source]
         source: kube::Error,
     },
-    #[error("read the owner Deployment {namespace}/{name}: {source}")]
-    Owner {
-        namespace: String,
-        name: String,
+    #[error("read {kind} {object}: {source}")]
+    Read {
+        kind: &'static str,
+        /// `namespace/name`.
+        object: String,
         #[source]
         source: kube::Error,
     },

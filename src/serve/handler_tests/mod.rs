@@ -100,6 +100,8 @@ pub struct Lab {
     pub switches: crate::switch::book::Book,
     /// The serials on hold (what the Switch watch keeps current in a real server).
     pub held: crate::switch::hold::Held,
+    /// The Switches `GET /v1/switches` lists (what the writer sets in a real server).
+    pub roster: crate::switch::roster::Roster,
     /// The server's report key ([`REPORT_KEY`]).
     pub report_key: crate::switch::token::ReportKey,
     _dir: tempfile::TempDir,
@@ -136,8 +138,9 @@ impl Lab {
         let server = Arc::new(state::ServerState::new(store.clone(), state::BaseUrl::Fixed(BASE.into())));
         server.reload().await;
         assert!(server.loaded().is_some_and(|l| l.snapshot.profiles.len() == 3), "the snapshot is loaded");
-        let switches = crate::switch::book::Book::new();
-        let held = crate::switch::hold::Held::default();
+        let tracking = crate::switch::Tracking::new();
+        let (switches, held, roster) =
+            (tracking.book.clone(), tracking.held.clone(), tracking.roster.clone());
         let report_key = crate::switch::token::ReportKey::from_bytes("lab", REPORT_KEY.as_bytes())
             .expect("a long enough key");
         let app = Arc::new(App {
@@ -146,14 +149,14 @@ impl Lab {
             metrics: metrics::Metrics::default(),
             max_downloads: 2,
             activity: activity::Activity::disabled(),
-            switches: crate::switch::Tracking { book: switches.clone(), held: held.clone() },
+            switches: tracking,
             reports: super::report::Reports { key: Some(Arc::new(report_key.clone())), require_token: false },
             admin,
             max_upload: 1 << 20,
             device_networks: observe::DeviceNetworks::default(),
             passes: onie_pass::Passes::default(),
         });
-        Lab { router: router(app), store, install, update, switches, held, report_key, _dir: dir }
+        Lab { router: router(app), store, install, update, switches, held, roster, report_key, _dir: dir }
     }
 
     /// One request through the router, from a switch at 192.0.2.50; the body not read yet.

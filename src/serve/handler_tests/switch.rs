@@ -63,3 +63,34 @@ async fn a_pinned_switch_gets_its_profile_with_its_own_values() {
     let other = sent_by(Family::Onie, &device("SN-OTHER", None, "os-install"));
     assert_eq!(lab.get("/onie-installer", &other).await.status, StatusCode::OK);
 }
+
+/// `GET /v1/switches[/{serial}]` lists what the writer last set, to an admin only.
+#[tokio::test]
+async fn the_switches_a_server_knows_are_listed_to_an_admin() {
+    use std::sync::Arc;
+
+    use crate::api::{Switch, SwitchSpec};
+
+    let lab = Lab::new().await;
+    let admin = headers([("Authorization", format!("Bearer {}", super::ADMIN_TOKEN).as_str())]);
+    let r = lab.get("/v1/switches", &headers([])).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{r:?}");
+    let r = lab.get("/v1/switches", &admin).await;
+    assert_eq!((r.status, r.json()), (StatusCode::OK, json!([])), "nothing written yet");
+    let made = |name: &str, serial: &str| {
+        let mut s = Switch::new(name, SwitchSpec::for_serial(serial));
+        s.metadata.namespace = Some("net".into());
+        Arc::new(s)
+    };
+    lab.roster.set(vec![made("spine-1", "SN-SPINE1"), made("leaf-7", "SN-LEAF07")]);
+    let r = lab.get("/v1/switches", &admin).await;
+    assert_eq!(r.status, StatusCode::OK, "{r:?}");
+    let names: Vec<serde_json::Value> =
+        r.json().as_array().expect("a list").iter().map(|s| s["metadata"]["name"].clone()).collect();
+    assert_eq!(names, [json!("leaf-7"), json!("spine-1")]);
+    let r = lab.get("/v1/switches/SN-SPINE1", &admin).await;
+    assert_eq!((r.status, &r.json()["spec"]["serialNumber"]), (StatusCode::OK, &json!("SN-SPINE1")));
+    let r = lab.get("/v1/switches/SN-NONE", &admin).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{r:?}");
+    assert_eq!(r.json(), json!({"detail": "no Switch has serial number \"SN-NONE\""}));
+}

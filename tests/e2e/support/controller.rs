@@ -111,12 +111,10 @@ pub fn osimage(
 }
 
 /// Polls until `cond` holds for the object, or fails with its last status.
-pub async fn wait_for(
-    api: &Api<OsImage>,
-    name: &str,
-    what: &str,
-    cond: impl Fn(&OsImage) -> bool,
-) -> OsImage {
+pub async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Fn(&K) -> bool) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(Some(o)) = api.get_opt(name).await
@@ -125,8 +123,8 @@ pub async fn wait_for(
             return o;
         }
         if Instant::now() > deadline {
-            let last = api.get_opt(name).await.ok().flatten().map(|o| o.status);
-            panic!("{name}: not {what} within 60 s; status: {last:#?}");
+            let last = api.get_opt(name).await.ok().flatten();
+            panic!("{name}: not {what} within 60 s; last: {last:#?}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
