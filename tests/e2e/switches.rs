@@ -376,6 +376,115 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert!(!all.iter().any(|s| s.spec.serial_number == "STRANGER-1"), "a stranger was discovered");
 }
 
+/// Every string in `v` (a ZTP JSON) that ends with `suffix`.
+fn urls_ending(v: &serde_json::Value, suffix: &str, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if s.ends_with(suffix) => out.push(s.clone()),
+        serde_json::Value::Array(a) => a.iter().for_each(|v| urls_ending(v, suffix, out)),
+        serde_json::Value::Object(o) => o.values().for_each(|v| urls_ending(v, suffix, out)),
+        _ => {}
+    }
+}
+
+/// SONiC, Cumulus and RtBrick (ONIE and NVOS are above) each go from their first document to
+/// `Provisioned`, asked with exactly what that family's client sends (`ztp_operator::dryrun`):
+/// the document their client runs carries the device's own `report_url` / `report_token`, the
+/// stage reported with it lands in the attempt, and the Switch says which family asked.
+#[tokio::test]
+async fn every_family_reports_its_way_to_provisioned() {
+    use ztp_operator::{
+        dryrun::{Device, requests},
+        profile::identity::Family,
+        switch::token::ReportKey,
+    };
+
+    let t = support::kube_test("switch-families").await;
+    let store = TestStore::new(Backend::Fs, "switch-families").await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = "curl -fsS -H 'Authorization: Bearer {{ report_token }}' -d '{\"stage\": \"config-applied\"}' {{ report_url }}";
+    let profile = json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "SwitchProfile", "metadata": {"name": "fleet"},
+        "spec": {
+            "match": {"serialNumbers": ["SONIC-01", "CUMULUS-01", "RTBRICK-01"]},
+            "sonic": {"sections": [{"plugin": {"name": "report", "ignoreSectionData": true,
+                "script": {"template": true, "inline": format!("#!/bin/bash\n{report}\n")}}}]},
+            "cumulus": {"script": {"template": true,
+                "inline": format!("#!/bin/bash\n# CUMULUS-AUTOPROVISIONING\n{report}\nexit 0\n")}},
+            "files": {"startup": {"template": true,
+                "inline": "{\"report\": \"{{ report_url }}\", \"token\": \"{{ report_token }}\"}"}},
+        },
+    });
+    let _lab = image_lab(&t, &store, 50_000, 45, profile).await;
+    let key_text = "families-report-key-0123456789abcdef01234567";
+    let key_file = dir.path().join("report-key");
+    std::fs::write(&key_file, key_text).expect("key");
+    let key = ReportKey::from_bytes("families", key_text.as_bytes()).expect("key");
+    let rules = json!([
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
+    ]);
+    let kubeconfig = identity_with(&t, dir.path(), rules).await;
+    let ns = format!("--switch-namespace={}", t.namespace);
+    let key_flag = format!("--report-key-file={}", key_file.display());
+    let server =
+        serve_with(&store, &kubeconfig, "switch-families.log", 1, &["--switches", &ns, &key_flag]).await;
+    let switches: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
+    let c = reqwest::Client::new();
+    let get = |url: String, headers: &[(&'static str, String)]| {
+        let mut r = c.get(url);
+        for (k, v) in headers {
+            r = r.header(*k, v);
+        }
+        async move {
+            let r = r.send().await.expect("get");
+            (r.status(), r.text().await.expect("body"))
+        }
+    };
+
+    for (family, serial) in
+        [(Family::Sonic, "SONIC-01"), (Family::Cumulus, "CUMULUS-01"), (Family::RtBrick, "RTBRICK-01")]
+    {
+        let device = Device { serial: serial.into(), mac: None, model: None, onie_operation: String::new() };
+        let first = requests(family, &device, &server.base).expect("requests");
+        // The document the family's client runs, with this device's token in it.
+        let (status, text) = match family {
+            Family::Sonic => {
+                let (status, doc) = get(first[0].url.clone(), &first[0].headers).await;
+                assert_eq!(status, StatusCode::OK, "{doc}");
+                let mut plugins = Vec::new();
+                urls_ending(&serde_json::from_str(&doc).expect("ZTP JSON"), "/plugin", &mut plugins);
+                assert_eq!(plugins.len(), 1, "{doc}");
+                get(plugins[0].clone(), &first[0].headers).await
+            }
+            Family::RtBrick => {
+                let startup = first.iter().find(|r| r.url.ends_with("/ztp/config/startup")).expect("startup");
+                get(startup.url.clone(), &startup.headers).await
+            }
+            _ => get(first[0].url.clone(), &first[0].headers).await,
+        };
+        assert_eq!(status, StatusCode::OK, "{family:?}: {text}");
+        let token = key.token(serial);
+        assert!(text.contains(&token), "{family:?}: its own token: {text}");
+        assert!(text.contains(&format!("/v1/devices/{serial}/report")), "{family:?}: {text}");
+        let report_url = format!("{}/v1/devices/{serial}/report", server.base);
+        for body in [r#"{"stage": "config-applied"}"#, r#"{"stage": "provisioned"}"#] {
+            let r = c.post(&report_url).bearer_auth(&token).body(body).send().await.expect("post");
+            assert_eq!(r.status(), StatusCode::NO_CONTENT, "{family:?}");
+        }
+        let s = wait_switch(&switches, serial, "Provisioned", |s| phase(s) == Some(SwitchPhase::Provisioned))
+            .await;
+        let st = s.status.as_ref().expect("status");
+        assert_eq!(condition(&s, ConditionType::Ready).as_deref(), Some("True"), "{family:?}");
+        assert_eq!(stages(&s, 0), ["ConfigServed", "config-applied", "Provisioned"], "{family:?}");
+        let asked = st.device.as_ref().and_then(|d| d.family.clone());
+        assert_eq!(asked.as_deref(), Some(family.as_str()), "{family:?}");
+        assert_eq!(
+            st.matched_profile.as_ref().map(|m| (m.name.as_str(), m.by)),
+            Some(("fleet", MatchedBy::Serial))
+        );
+    }
+}
+
 /// The boot storm of `bench/switches.sh` (ignored by `cargo test`; figures, not a pass/fail
 /// timing): `ZTP_STORM_DEVICES` (2,000) simulated NVOS devices, `ZTP_STORM_CONCURRENCY` (64) at a
 /// time, each asking its ZTP JSON, a HEAD of its image, reporting three stages and `provisioned`,
