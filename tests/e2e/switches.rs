@@ -376,6 +376,34 @@ async fn devices_become_switches_that_follow_their_lifecycle() {
     assert!(!all.iter().any(|s| s.spec.serial_number == "STRANGER-1"), "a stranger was discovered");
 }
 
+/// What a server that writes Switches needs in a test's namespace: a report key, and an identity
+/// allowed only Switches (as the chart's servers are); the flags that give them to `serve`.
+struct SwitchWriter {
+    key: ztp_operator::switch::token::ReportKey,
+    kubeconfig: std::path::PathBuf,
+    /// `--switch-namespace=…`
+    ns_flag: String,
+    /// `--report-key-file=…`
+    key_flag: String,
+}
+
+async fn switch_writer(t: &support::KubeTest, dir: &std::path::Path) -> SwitchWriter {
+    let key_text = "switch-writer-report-key-0123456789abcdef0123";
+    let key_file = dir.join("report-key");
+    std::fs::write(&key_file, key_text).expect("key");
+    let key = ztp_operator::switch::token::ReportKey::from_bytes("test", key_text.as_bytes()).expect("key");
+    let rules = json!([
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
+        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
+    ]);
+    SwitchWriter {
+        key,
+        kubeconfig: identity_with(t, dir, rules).await,
+        ns_flag: format!("--switch-namespace={}", t.namespace),
+        key_flag: format!("--report-key-file={}", key_file.display()),
+    }
+}
+
 /// Every string in `v` (a ZTP JSON) that ends with `suffix`.
 fn urls_ending(v: &serde_json::Value, suffix: &str, out: &mut Vec<String>) {
     match v {
@@ -395,7 +423,6 @@ async fn every_family_reports_its_way_to_provisioned() {
     use ztp_operator::{
         dryrun::{Device, requests},
         profile::identity::Family,
-        switch::token::ReportKey,
     };
 
     let t = support::kube_test("switch-families").await;
@@ -415,19 +442,11 @@ async fn every_family_reports_its_way_to_provisioned() {
         },
     });
     let _lab = image_lab(&t, &store, 50_000, 45, profile).await;
-    let key_text = "families-report-key-0123456789abcdef01234567";
-    let key_file = dir.path().join("report-key");
-    std::fs::write(&key_file, key_text).expect("key");
-    let key = ReportKey::from_bytes("families", key_text.as_bytes()).expect("key");
-    let rules = json!([
-        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
-        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
-    ]);
-    let kubeconfig = identity_with(&t, dir.path(), rules).await;
-    let ns = format!("--switch-namespace={}", t.namespace);
-    let key_flag = format!("--report-key-file={}", key_file.display());
+    let w = switch_writer(&t, dir.path()).await;
+    let (key, kubeconfig) = (&w.key, &w.kubeconfig);
     let server =
-        serve_with(&store, &kubeconfig, "switch-families.log", 1, &["--switches", &ns, &key_flag]).await;
+        serve_with(&store, kubeconfig, "switch-families.log", 1, &["--switches", &w.ns_flag, &w.key_flag])
+            .await;
     let switches: Api<Switch> = Api::namespaced(t.client.clone(), &t.namespace);
     let c = reqwest::Client::new();
     let get = |url: String, headers: &[(&'static str, String)]| {
@@ -521,17 +540,7 @@ async fn boot_storm() {
         },
     });
     let _lab = image_lab(&t, &store, 100_000, 44, profile).await;
-    let key_text = "storm-report-key-0123456789abcdef0123456789";
-    let key_file = dir.path().join("report-key");
-    std::fs::write(&key_file, key_text).expect("key");
-    let key = ztp_operator::switch::token::ReportKey::from_bytes("storm", key_text.as_bytes()).expect("key");
-    let rules = json!([
-        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches"], "verbs": ["get", "list", "watch", "create", "delete"]},
-        {"apiGroups": ["ztp.netops.dev"], "resources": ["switches/status"], "verbs": ["patch"]},
-    ]);
-    let kubeconfig = identity_with(&t, dir.path(), rules).await;
-    let ns = format!("--switch-namespace={}", t.namespace);
-    let key_flag = format!("--report-key-file={}", key_file.display());
+    let SwitchWriter { key, kubeconfig, ns_flag: ns, key_flag } = switch_writer(&t, dir.path()).await;
     let rate_flag = format!("--switch-writes-per-second={rate}");
     // Every simulated device comes from 127.0.0.1: no per-source cap on discovery here.
     let per_source = "--discover-per-source-per-minute=1000000";
