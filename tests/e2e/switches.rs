@@ -601,9 +601,33 @@ async fn boot_storm() {
         line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or(0)
     };
 
+    // CPU seconds (user + system) a process has used, from /proc (clock ticks of 1/100 s).
+    let cpu = |pid: u32| -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<f64> = after_name.split_whitespace().map(|f| f.parse().unwrap_or(0.0)).collect();
+        (fields.get(11).copied().unwrap_or(0.0) + fields.get(12).copied().unwrap_or(0.0)) / 100.0
+    };
+    // The control plane sharing the machine: every kube-apiserver and etcd process.
+    let control_plane = || -> f64 {
+        let procs = std::fs::read_dir("/proc").map(|d| d.flatten().collect::<Vec<_>>()).unwrap_or_default();
+        procs
+            .iter()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            .filter(|pid| {
+                let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+                matches!(comm.trim(), "kube-apiserver" | "etcd")
+            })
+            .map(cpu)
+            .sum()
+    };
+
     // Without Switches.
     let plain = serve_with(&store, &kubeconfig, "storm-plain.log", 1, &[&key_flag]).await;
+    let (plain_server_cpu, plain_cp_cpu) = (cpu(plain.proc.child.id()), control_plane());
     let (plain_wall, plain_n, plain_p99) = storm(plain.base.clone(), "PLAIN").await;
+    let plain_server_cpu = cpu(plain.proc.child.id()) - plain_server_cpu;
+    let plain_cp_cpu = control_plane() - plain_cp_cpu;
     let plain_rss = rss_kib(plain.proc.child.id());
     drop(plain);
 
@@ -625,8 +649,11 @@ async fn boot_storm() {
         &["--switches", &ns, &key_flag, &rate_flag, per_source],
     )
     .await;
+    let (server_cpu, cp_cpu) = (cpu(with.proc.child.id()), control_plane());
     let (wall, n, p99) = storm(with.base.clone(), "STORM").await;
     let last_request = Instant::now();
+    let server_cpu = cpu(with.proc.child.id()) - server_cpu;
+    let cp_cpu = control_plane() - cp_cpu;
     let deadline = last_request + Duration::from_secs(600);
     let (created, provisioned) = loop {
         // The apiserver is busy with the writes: a dropped connection is asked again.
@@ -676,6 +703,9 @@ async fn boot_storm() {
         settled.as_secs_f64() / flush
     );
     println!("storm: server peak RSS {} MiB with Switches, {} MiB without", rss / 1024, plain_rss / 1024);
+    println!(
+        "storm: CPU during the storm: server {server_cpu:.1} s with Switches, {plain_server_cpu:.1} s without; kube-apiserver + etcd {cp_cpu:.1} s with, {plain_cp_cpu:.1} s without"
+    );
     println!(
         "storm: device request p99 {:.1} ms with Switches, {:.1} ms without ({:.2}x); storm wall {:.1} s vs {:.1} s",
         p99.as_secs_f64() * 1e3,
