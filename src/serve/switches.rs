@@ -14,7 +14,7 @@ use super::{
     AppState,
     files::{ApiError, Detail},
 };
-use crate::api::Switch;
+use crate::{api::Switch, switch::roster::Listed};
 
 /// The answer of a server that keeps no Switches.
 pub const NO_SWITCHES: &str = "this server keeps no Switches (it runs without --switches)";
@@ -27,9 +27,7 @@ pub const NO_SWITCHES: &str = "this server keeps no Switches (it runs without --
         (status = 404, body = Detail, description = "The server keeps no Switches"),
         (status = 503, body = Detail, description = "The OIDC issuer's keys cannot be fetched")))]
 pub(crate) async fn list(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, ApiError> {
-    state.admin.check_listing(&headers).await?;
-    let all =
-        state.switches.roster.list().ok_or_else(|| ApiError::detail(StatusCode::NOT_FOUND, NO_SWITCHES))?;
+    let all = listed(&state, &headers).await?;
     Ok(Json(all.iter().map(|s| &**s).collect::<Vec<&Switch>>()).into_response())
 }
 
@@ -45,13 +43,17 @@ pub(crate) async fn one(
     headers: HeaderMap,
     Path(serial): Path<String>,
 ) -> Result<Response, ApiError> {
-    state.admin.check_listing(&headers).await?;
-    let all =
-        state.switches.roster.list().ok_or_else(|| ApiError::detail(StatusCode::NOT_FOUND, NO_SWITCHES))?;
+    let all = listed(&state, &headers).await?;
     match all.iter().find(|s| s.spec.serial_number == serial) {
         Some(s) => Ok(Json(&**s).into_response()),
         None => {
             Err(ApiError::detail(StatusCode::NOT_FOUND, format!("no Switch has serial number {serial:?}")))
         }
     }
+}
+
+/// The Switches, to a caller allowed to list them; 404 on a server without Switches.
+async fn listed(state: &AppState, headers: &HeaderMap) -> Result<Listed, ApiError> {
+    state.admin.check_listing(headers).await?;
+    state.switches.roster.list().ok_or_else(|| ApiError::detail(StatusCode::NOT_FOUND, NO_SWITCHES))
 }

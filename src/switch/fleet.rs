@@ -21,15 +21,18 @@ use k8s_openapi::{apimachinery::pkg::apis::meta::v1::ObjectMeta, jiff::Timestamp
 use super::{
     Tracking,
     book::{Pending, apply},
-    k8s::{DISCOVERED_BY, Discover, discovered, recyclable},
+    k8s::{DISCOVERED_BY, Discover, discovered, may_discover, recyclable},
     limit::PerSource,
     name,
-    tally::{changes, tally},
+    tally::{ProfileKey, changes, tally},
 };
 use crate::{
-    api::{MatchedProfile, Switch, SwitchSpec},
+    api::{MatchedProfile, Switch, SwitchCounts, SwitchSpec},
     status_file::{self, StatusFileError},
 };
+
+/// The profiles' counts are written again at least this often, changed or not.
+const RECOUNT: Duration = Duration::from_secs(60);
 
 /// Name of the file, under `{data}/.status/`.
 pub const FILE: &str = "switches.json";
@@ -142,19 +145,10 @@ impl Fleet {
         options: &FleetOptions,
         limit: &mut PerSource,
     ) -> bool {
-        let matched = pending.matched.as_ref().and_then(Option::as_ref);
-        match options.discover {
-            Discover::None => return false,
-            Discover::Matched if matched.is_none() => return false,
-            _ => {}
-        }
-        let source = pending.facts.address.as_deref().and_then(|a| a.parse::<std::net::IpAddr>().ok());
-        if let Some(ip) = source
-            && !limit.allow(ip, std::time::Instant::now())
-        {
-            tracing::warn!(serial, source = %ip, "too many new Switches from this source this minute; not created");
+        if !may_discover(options.discover, serial, pending, limit) {
             return false;
         }
+        let matched = pending.matched.as_ref().and_then(Option::as_ref);
         if matched.is_none() {
             let mut unmatched: Vec<(Timestamp, String)> = self
                 .by_serial
@@ -205,16 +199,15 @@ async fn save(path: &Path, fleet: &Fleet) -> Result<(), String> {
     status_file::write_atomic(path, &bytes).await.map_err(|e| e.to_string())
 }
 
-/// Each profile's `switches` counts in the profile status file `profiles` (what the controller
-/// writes in a cluster), where they changed.
-async fn count(profiles: &Path, fleet: &Fleet) -> Result<(), StatusFileError> {
-    let counted = tally(fleet.switches());
+/// Each profile's `switches` counts (`counted`) in the profile status file `profiles` (what the
+/// controller writes in a cluster), where they changed.
+async fn count(profiles: &Path, counted: &BTreeMap<ProfileKey, SwitchCounts>) -> Result<(), StatusFileError> {
     status_file::update_if(profiles, |all| {
         let shown = all.iter().filter_map(|(key, status)| {
             let (ns, name) = key.split_once('/')?;
             Some(((ns.to_owned(), name.to_owned()), status.switches.as_ref()))
         });
-        let changed = changes(shown, &counted);
+        let changed = changes(shown, counted);
         for ((ns, name), counts) in &changed {
             if let Some(status) = all.get_mut(&format!("{ns}/{name}")) {
                 status.switches = Some(counts.clone());
@@ -243,6 +236,7 @@ pub async fn run(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut unsaved = true;
+    let mut counted_last: Option<(BTreeMap<ProfileKey, SwitchCounts>, std::time::Instant)> = None;
     loop {
         tick.tick().await;
         let folder = declared();
@@ -262,10 +256,16 @@ pub async fn run(
                 }
             }
         }
-        // Every flush, also when the fleet did not change: a profile the pipeline just reported
-        // gets the counts of the Switches it already has.
-        if let Err(e) = count(&profiles, &fleet).await {
-            tracing::warn!(error = %e, "cannot write the profiles' Switch counts; retried at the next flush");
+        // The profile file is read only when the counts changed, and once a minute (so a profile
+        // the pipeline reported since gets the counts of the Switches it already has).
+        let counted = tally(fleet.switches());
+        if counted_last.as_ref().is_none_or(|(last, at)| *last != counted || at.elapsed() >= RECOUNT) {
+            match count(&profiles, &counted).await {
+                Ok(()) => counted_last = Some((counted, std::time::Instant::now())),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write the profiles' Switch counts; retried at the next flush")
+                }
+            }
         }
     }
 }

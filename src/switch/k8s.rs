@@ -268,19 +268,10 @@ impl Writer {
         pending: &Pending,
         unmatched: &mut Vec<(Timestamp, String, String)>,
     ) -> Result<Option<Switch>, WriteError> {
-        let matched = pending.matched.as_ref().and_then(Option::as_ref);
-        match self.options.discover {
-            Discover::None => return Ok(None),
-            Discover::Matched if matched.is_none() => return Ok(None),
-            _ => {}
-        }
-        let source = pending.facts.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
-        if let Some(ip) = source
-            && !self.created.allow(ip, Instant::now())
-        {
-            tracing::warn!(serial, source = %ip, "too many new Switches from this source this minute; not created");
+        if !may_discover(self.options.discover, serial, pending, &mut self.created) {
             return Ok(None);
         }
+        let matched = pending.matched.as_ref().and_then(Option::as_ref);
         let namespace = match matched.and_then(|m| m.namespace.clone()) {
             Some(ns) => ns,
             None => self.options.namespace.clone(),
@@ -344,6 +335,32 @@ impl Writer {
             }
         }
     }
+}
+
+/// Whether a device first seen gets a Switch: `discover` allows it (every device, or one a
+/// profile matches), and its source address has not made its share of new Switches this minute
+/// (`limit` counts this one; a refusal is logged, and the device is seen again on its next
+/// request). One rule for the servers' writer and standalone's fleet.
+pub(super) fn may_discover(
+    discover: Discover,
+    serial: &str,
+    pending: &Pending,
+    limit: &mut PerSource,
+) -> bool {
+    let matched = pending.matched.as_ref().is_some_and(Option::is_some);
+    match discover {
+        Discover::None => return false,
+        Discover::Matched if !matched => return false,
+        _ => {}
+    }
+    let source = pending.facts.address.as_deref().and_then(|a| a.parse::<IpAddr>().ok());
+    if let Some(ip) = source
+        && !limit.allow(ip, Instant::now())
+    {
+        tracing::warn!(serial, source = %ip, "too many new Switches from this source this minute; not created");
+        return false;
+    }
+    true
 }
 
 /// Whether the server created `s` (discovery).
