@@ -72,7 +72,7 @@ mod tests {
         let o = DeviceOutcome {
             namespace: "default".into(),
             profile: "leaf".into(),
-            serial: Some(serial.into()),
+            serial: Some(serial.to_owned().into()),
             mac: None,
             stage,
         };

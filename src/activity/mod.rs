@@ -23,6 +23,7 @@ pub mod file;
 pub mod k8s;
 
 use std::{
+    borrow::Cow,
     collections::{HashMap, VecDeque},
     net::IpAddr,
     sync::{Arc, Mutex, MutexGuard},
@@ -76,19 +77,32 @@ impl From<Stage> for DeviceStage {
 }
 
 /// What a request did for a matched device: attached to the response as an extension by the
-/// handler, recorded once by the request-log middleware (or directly by a path that bypasses
-/// axum).
+/// handler (owned: `DeviceOutcome<'static>`), recorded once by the request-log middleware; a path
+/// that bypasses axum records it borrowed from the snapshot and the request, without copying.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeviceOutcome {
+pub struct DeviceOutcome<'a> {
     /// Namespace of the device's SwitchProfile.
-    pub namespace: String,
+    pub namespace: Cow<'a, str>,
     /// Name of the device's SwitchProfile.
-    pub profile: String,
+    pub profile: Cow<'a, str>,
     /// Serial number, when known.
-    pub serial: Option<String>,
+    pub serial: Option<Cow<'a, str>>,
     /// MAC address (normalised), when known.
-    pub mac: Option<String>,
+    pub mac: Option<Cow<'a, str>>,
     pub stage: Stage,
+}
+
+impl DeviceOutcome<'_> {
+    /// The outcome, owning its text (a response extension).
+    pub fn into_owned(self) -> DeviceOutcome<'static> {
+        DeviceOutcome {
+            namespace: Cow::Owned(self.namespace.into_owned()),
+            profile: Cow::Owned(self.profile.into_owned()),
+            serial: self.serial.map(|s| Cow::Owned(s.into_owned())),
+            mac: self.mac.map(|m| Cow::Owned(m.into_owned())),
+            stage: self.stage,
+        }
+    }
 }
 
 /// The stages a device reached, as a bit set.
@@ -316,17 +330,17 @@ impl Activity {
     }
 
     /// Records what a request did for a device (`source`: its IP address).
-    pub fn record(&self, outcome: &DeviceOutcome, source: Option<IpAddr>) {
+    pub fn record(&self, outcome: &DeviceOutcome<'_>, source: Option<IpAddr>) {
         self.record_at(outcome, source, Timestamp::now());
     }
 
     /// [`Activity::record`] at a given time.
-    pub fn record_at(&self, outcome: &DeviceOutcome, source: Option<IpAddr>, now: Timestamp) {
+    pub fn record_at(&self, outcome: &DeviceOutcome<'_>, source: Option<IpAddr>, now: Timestamp) {
         let Some(mut agg) = self.lock() else { return };
         let mac = outcome.mac.as_deref().and_then(normalize_mac);
-        let serial = outcome.serial.clone().filter(|s| !s.is_empty());
+        let serial = outcome.serial.as_deref().filter(|s| !s.is_empty()).map(str::to_owned);
         let Some(key) = device_key(serial.as_deref(), mac.as_deref()) else { return };
-        let pkey = (outcome.namespace.clone(), outcome.profile.clone());
+        let pkey = (outcome.namespace.to_string(), outcome.profile.to_string());
         let p = agg.profiles.entry(pkey).or_default();
         // Seen by MAC first, by serial now: the same device, keep one entry.
         if serial.is_some()
@@ -369,8 +383,8 @@ impl Activity {
         p.dirty = true;
         let who = describe(d.serial.as_deref(), d.mac.as_deref(), source);
         let event = |reason: &'static str, note: String| DeviceEvent {
-            namespace: outcome.namespace.clone(),
-            profile: outcome.profile.clone(),
+            namespace: outcome.namespace.to_string(),
+            profile: outcome.profile.to_string(),
             reason,
             note,
             warning: false,
@@ -608,12 +622,12 @@ pub async fn report_forever(activity: Activity, sink: Arc<dyn Sink>, every: Dura
 mod tests {
     use super::*;
 
-    fn outcome(serial: Option<&str>, mac: Option<&str>, stage: Stage) -> DeviceOutcome {
+    fn outcome(serial: Option<&str>, mac: Option<&str>, stage: Stage) -> DeviceOutcome<'static> {
         DeviceOutcome {
             namespace: "ns".into(),
             profile: "p".into(),
-            serial: serial.map(str::to_owned),
-            mac: mac.map(str::to_owned),
+            serial: serial.map(|s| s.to_owned().into()),
+            mac: mac.map(|m| m.to_owned().into()),
             stage,
         }
     }

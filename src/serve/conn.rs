@@ -34,7 +34,7 @@ use hyper_util::{
     server::conn::auto,
 };
 use tokio::{
-    io::{AsyncReadExt, AsyncWriteExt, Interest},
+    io::{AsyncReadExt, Interest},
     net::{TcpListener, TcpStream},
 };
 use tower::ServiceExt;
@@ -148,13 +148,14 @@ fn is_transient(e: &io::Error) -> bool {
 async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr, limits: Limits) {
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = true;
+    let mut deadline = Deadline::new(tokio::time::Instant::now() + limits.header_timeout);
     loop {
         // A new connection has `header_timeout` for its whole first head; a kept-alive one may
         // idle before its next.
         let first_byte = if first { limits.header_timeout } else { limits.idle_timeout };
         first = false;
         let (head_len, request) =
-            match read_head(&mut stream, &mut buf, first_byte, limits.header_timeout).await {
+            match read_head(&mut stream, &mut buf, &mut deadline, first_byte, limits.header_timeout).await {
                 Ok(Some(read)) => read,
                 Ok(None) => return,
                 // Too long, malformed or not HTTP/1: hyper answers it (or closes).
@@ -185,10 +186,11 @@ enum Unread {
 async fn read_head(
     stream: &mut TcpStream,
     buf: &mut BytesMut,
+    deadline: &mut Deadline,
     first_byte: Duration,
     header: Duration,
 ) -> Result<Option<(usize, Option<FastRequest>)>, Unread> {
-    let mut deadline = tokio::time::Instant::now() + first_byte;
+    deadline.set(tokio::time::Instant::now() + first_byte);
     loop {
         if !buf.is_empty() {
             let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -201,12 +203,58 @@ async fn read_head(
         }
         let started = !buf.is_empty();
         buf.reserve(4096);
-        match tokio::time::timeout_at(deadline, stream.read_buf(buf)).await {
-            Ok(Ok(0)) if buf.is_empty() => return Ok(None),
-            Err(_) if buf.is_empty() => return Ok(None),
-            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => return Err(Unread::Gone),
-            Ok(Ok(_)) if !started => deadline = deadline.min(tokio::time::Instant::now() + header),
-            Ok(Ok(_)) => {}
+        match deadline.within(stream.read_buf(buf)).await {
+            Some(Ok(0)) if buf.is_empty() => return Ok(None),
+            None if buf.is_empty() => return Ok(None),
+            Some(Ok(0)) | Some(Err(_)) | None => return Err(Unread::Gone),
+            Some(Ok(_)) if !started => deadline.set_earlier(tokio::time::Instant::now() + header),
+            Some(Ok(_)) => {}
+        }
+    }
+}
+
+/// A connection's read deadline, kept with one timer that moves lazily (as nginx's timers do,
+/// `NGX_TIMER_LAZY_DELAY`): a kept-alive connection's deadline moves later with every request,
+/// and re-arming a timer for each (a timer-wheel insert and removal per request) cost more than
+/// parsing the request. A later deadline leaves the timer where it is; when it fires before the
+/// deadline, it is armed again for the deadline. Only an earlier deadline re-arms it at once.
+struct Deadline {
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    at: tokio::time::Instant,
+}
+
+impl Deadline {
+    fn new(at: tokio::time::Instant) -> Self {
+        Self { timer: Box::pin(tokio::time::sleep_until(at)), at }
+    }
+
+    /// Moves the deadline to `at`, later or earlier.
+    fn set(&mut self, at: tokio::time::Instant) {
+        self.at = at;
+        if at < self.timer.deadline() {
+            self.timer.as_mut().reset(at);
+        }
+    }
+
+    /// Moves the deadline to `at` if that is earlier.
+    fn set_earlier(&mut self, at: tokio::time::Instant) {
+        self.set(at.min(self.at));
+    }
+
+    /// `future`'s output, or `None` once the deadline has passed.
+    async fn within<F: std::future::Future>(&mut self, future: F) -> Option<F::Output> {
+        let mut future = std::pin::pin!(future);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut future => return Some(out),
+                () = &mut self.timer => {
+                    if tokio::time::Instant::now() >= self.at {
+                        return None;
+                    }
+                    self.timer.as_mut().reset(self.at);
+                }
+            }
         }
     }
 }
@@ -293,8 +341,10 @@ async fn answer(
         Some(DeviceRoute::ZtpJson { family, serial }) => {
             answer_ztp_json(app, stream, request, peer, (family, serial), send_timeout).await
         }
+        // Boxed: an image answer's future (choosing, sendfile) is many times a ZTP JSON's, and
+        // unboxed every request of the connection would move one that size.
         Some(route) => match ImageRequest::of_route(route) {
-            Some(image) => answer_image(app, stream, request, &image, peer, send_timeout).await,
+            Some(image) => Box::pin(answer_image(app, stream, request, &image, peer, send_timeout)).await,
             None => Answered::NotMine,
         },
         None => Answered::NotMine,
@@ -319,14 +369,20 @@ async fn answer_ztp_json(
     else {
         return Answered::NotMine;
     };
-    let [(type_name, type_value), (cache_name, cache_value)] =
-        rendered_headers(ztp_json::ZtpAnswer::CONTENT_TYPE);
-    let length = HeaderValue::from(body.len());
-    let headers =
-        [(&type_name, &type_value), (&cache_name, &cache_value), (&header::CONTENT_LENGTH, &length)];
-    let mut out = head(StatusCode::OK, headers.into_iter(), request.keep_alive);
-    out.extend_from_slice(&body);
-    let result = write_within(stream, &out, send_timeout).await;
+    // The head as `head` writes it, from parts: one `writev`, no copies.
+    let mut length = itoa::Buffer::new();
+    let parts = |date: &[u8]| {
+        let length = length.format(body.len()).as_bytes();
+        write_now(
+            stream,
+            [&ZTP_JSON_HEAD, length, b"\r\ndate: ", date, end_of_head(request.keep_alive), &body],
+        )
+    };
+    let result = match with_http_date(parts) {
+        Ok(rest) if rest.is_empty() => Ok(()),
+        Ok(rest) => write_within(stream, &rest, send_timeout).await,
+        Err(e) => Err(e),
+    };
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
     let outcome = device.as_ref().map(|d| d.outcome(Stage::ConfigServed));
     let identity = device.as_ref().map(|d| &d.id);
@@ -404,11 +460,52 @@ thread_local! {
     static HTTP_DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
 }
 
+/// `f` of the `date` header's value now.
+fn with_http_date<R>(f: impl FnOnce(&[u8]) -> R) -> R {
+    HTTP_DATE.with(|cached| {
+        let mut cached = cached.borrow_mut();
+        let now = SystemTime::now();
+        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        if cached.0 != second {
+            *cached = (second, httpdate::fmt_http_date(now));
+        }
+        f(cached.1.as_bytes())
+    })
+}
+
+/// The end of a head after the `date` header's value.
+fn end_of_head(keep_alive: bool) -> &'static [u8] {
+    if keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" }
+}
+
+/// The head of a ZTP JSON answer up to its `content-length` value: what [`head`] writes before it
+/// for the headers of [`rendered_headers`].
+static ZTP_JSON_HEAD: std::sync::LazyLock<Vec<u8>> = std::sync::LazyLock::new(|| {
+    let [(type_name, type_value), (cache_name, cache_value)] =
+        rendered_headers(ztp_json::ZtpAnswer::CONTENT_TYPE);
+    let mut out =
+        head_start(StatusCode::OK, [(&type_name, &type_value), (&cache_name, &cache_value)].into_iter());
+    out.extend_from_slice(b"content-length: ");
+    out
+});
+
 /// A response head: the status line, `headers`, `date`, and `connection: close` unless kept alive.
 fn head<'h>(
     status: StatusCode,
     headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
     keep_alive: bool,
+) -> Vec<u8> {
+    let mut out = head_start(status, headers);
+    out.extend_from_slice(b"date: ");
+    with_http_date(|date| out.extend_from_slice(date));
+    out.extend_from_slice(end_of_head(keep_alive));
+    out
+}
+
+/// The status line and `headers` of a head.
+fn head_start<'h>(
+    status: StatusCode,
+    headers: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
 ) -> Vec<u8> {
     let mut out = Vec::with_capacity(512);
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -422,17 +519,6 @@ fn head<'h>(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"date: ");
-    HTTP_DATE.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        let now = SystemTime::now();
-        let second = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        if cached.0 != second {
-            *cached = (second, httpdate::fmt_http_date(now));
-        }
-        out.extend_from_slice(cached.1.as_bytes());
-    });
-    out.extend_from_slice(if keep_alive { b"\r\n\r\n" } else { b"\r\nconnection: close\r\n\r\n" });
     out
 }
 
@@ -443,7 +529,7 @@ fn observed<'a>(
     status: StatusCode,
     bytes: u64,
     started: Instant,
-    outcome: Option<&'a DeviceOutcome>,
+    outcome: Option<&'a DeviceOutcome<'a>>,
     identity: Option<&'a DeviceIdentity>,
 ) -> Observed<'a> {
     Observed {
@@ -472,18 +558,40 @@ fn finish(result: io::Result<()>, request: &FastRequest, peer: SocketAddr, sent:
 }
 
 /// Writes `out` to `stream`; fails with `TimedOut` when the client takes none of it for
-/// `stall` (its answer, and any download slot, are then given up).
+/// `stall` (its answer, and any download slot, are then given up). A timer is armed only when
+/// the socket's buffer is full: an answer that fits (nearly every one) is written at once.
 async fn write_within(stream: &mut TcpStream, out: &[u8], stall: Duration) -> io::Result<()> {
     let mut written = 0;
     while written < out.len() {
-        match tokio::time::timeout(stall, stream.write(&out[written..])).await {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(n)) => written += n,
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(stalled()),
+        match stream.try_write(&out[written..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout(stall, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => return Err(stalled()),
+                }
+            }
+            Err(e) => return Err(e),
         }
     }
     Ok(())
+}
+
+/// Writes `parts` with one `writev` (more only if the socket takes part of them), without waiting;
+/// returns what the socket did not take (empty: all of it), for [`write_within`].
+fn write_now<const N: usize>(stream: &TcpStream, parts: [&[u8]; N]) -> io::Result<Vec<u8>> {
+    let mut slices = parts.map(io::IoSlice::new);
+    let mut left = &mut slices[..];
+    while !left.is_empty() {
+        match stream.try_write_vectored(left) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => io::IoSlice::advance_slices(&mut left, n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(left.iter().flat_map(|s| s.iter().copied()).collect())
 }
 
 fn stalled() -> io::Error {
@@ -552,6 +660,28 @@ async fn hand_off(router: Router, stream: TcpStream, peer: SocketAddr, read: Byt
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The ZTP JSON head written from parts is the head [`head`] writes for the router's headers.
+    #[test]
+    fn the_ztp_json_head_from_parts_is_the_whole_head() {
+        let [(type_name, type_value), (cache_name, cache_value)] =
+            rendered_headers(ztp_json::ZtpAnswer::CONTENT_TYPE);
+        let length = HeaderValue::from(279);
+        let headers =
+            [(&type_name, &type_value), (&cache_name, &cache_value), (&header::CONTENT_LENGTH, &length)];
+        for keep_alive in [true, false] {
+            // Tried again if the date's second turned between the two.
+            let both = || {
+                let whole = head(StatusCode::OK, headers.into_iter(), keep_alive);
+                let parts = with_http_date(|date| {
+                    [&ZTP_JSON_HEAD[..], b"279", b"\r\ndate: ", date, end_of_head(keep_alive)].concat()
+                });
+                (String::from_utf8_lossy(&whole).into_owned(), String::from_utf8_lossy(&parts).into_owned())
+            };
+            let (whole, parts) = (0..3).map(|_| both()).find(|(w, p)| w == p).unwrap_or_else(both);
+            assert_eq!(parts, whole);
+        }
+    }
 
     #[test]
     fn only_plain_gets_and_heads_are_fast() {

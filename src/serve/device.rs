@@ -41,14 +41,15 @@ impl Device {
         &self.loaded.snapshot.profiles[self.profile]
     }
 
-    /// What reaching `stage` means for this device's activity.
-    pub fn outcome(&self, stage: Stage) -> DeviceOutcome {
+    /// What reaching `stage` means for this device's activity (borrowed from the device: a
+    /// response extension takes [`DeviceOutcome::into_owned`]).
+    pub fn outcome(&self, stage: Stage) -> DeviceOutcome<'_> {
         let p = self.profile();
         DeviceOutcome {
-            namespace: p.namespace.clone(),
-            profile: p.name.clone(),
-            serial: self.id.serial.clone(),
-            mac: self.id.mac.clone(),
+            namespace: p.namespace.as_str().into(),
+            profile: p.name.as_str().into(),
+            serial: self.id.serial.as_deref().map(Into::into),
+            mac: self.id.mac.as_deref().map(Into::into),
             stage,
         }
     }
@@ -167,7 +168,7 @@ pub fn render_failed(device: &Device, e: impl std::fmt::Display) -> Refusal {
 /// Marks a configuration response: recorded when it succeeded.
 pub fn config_served(mut response: Response, device: &Device) -> Response {
     if response.status().is_success() {
-        response.extensions_mut().insert(device.outcome(Stage::ConfigServed));
+        response.extensions_mut().insert(device.outcome(Stage::ConfigServed).into_owned());
     }
     response
 }
@@ -176,7 +177,7 @@ pub fn config_served(mut response: Response, device: &Device) -> Response {
 pub fn image_served(mut response: Response, device: &Device, method: &Method) -> Response {
     let status = response.status();
     if *method != Method::HEAD && (status == StatusCode::OK || status == StatusCode::PARTIAL_CONTENT) {
-        response.extensions_mut().insert(device.outcome(Stage::ImageServed));
+        response.extensions_mut().insert(device.outcome(Stage::ImageServed).into_owned());
     }
     response
 }
@@ -216,7 +217,7 @@ pub async fn provisioned(
     let p = device.profile();
     tracing::info!(target: "ztp_operator::device", serial = %serial, profile = %format!("{}/{}", p.namespace, p.name), "device provisioned");
     let mut r = StatusCode::NO_CONTENT.into_response();
-    r.extensions_mut().insert(device.outcome(Stage::Provisioned));
+    r.extensions_mut().insert(device.outcome(Stage::Provisioned).into_owned());
     Ok(r)
 }
 

@@ -70,7 +70,7 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
         .and_then(|v| v.parse::<u64>().ok())
         .or_else(|| axum::body::HttpBody::size_hint(response.body()).exact())
         .unwrap_or(0);
-    let outcome = response.extensions().get::<DeviceOutcome>();
+    let outcome = response.extensions().get::<DeviceOutcome<'static>>();
     let step = response.extensions().get::<What>();
     if let Some(failure) = response.extensions().get::<RenderFailure>() {
         state.activity.render_failed(failure, source, k8s_openapi::jiff::Timestamp::now());
@@ -107,7 +107,7 @@ pub struct Observed<'a> {
     pub bytes: u64,
     pub started: Instant,
     /// The stage the device reached, when the answer moved it (see [`crate::activity`]).
-    pub outcome: Option<&'a DeviceOutcome>,
+    pub outcome: Option<&'a DeviceOutcome<'a>>,
     /// The step for the device's Switch, when the answer says it exactly (a report); else it
     /// follows from `outcome`.
     pub step: Option<&'a What>,

@@ -128,7 +128,7 @@ pub async fn report(
         && report.result == StageResult::Ok
         && let Ok(device) = find_device(&state, &headers, Family::Unknown, Some(&serial))
     {
-        response.extensions_mut().insert(device.outcome(Stage::Provisioned));
+        response.extensions_mut().insert(device.outcome(Stage::Provisioned).into_owned());
     }
     response.extensions_mut().insert(What::Reported(report));
     Ok(response)

@@ -3,11 +3,13 @@
 //! flight keep the `Arc` they started with.
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::VecDeque,
+    hash::{Hash, Hasher},
     sync::{Arc, PoisonError, RwLock},
     time::Duration,
 };
 
+use arc_swap::{ArcSwap, ArcSwapOption};
 use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
@@ -26,7 +28,50 @@ pub struct Loaded {
 
 /// Which document a [`RenderedCache`] entry is: the family (it names the URLs), the profile (an
 /// index into the snapshot), the device's serial number and the base URL its URLs start with.
-pub type RenderedKey = (Family, usize, String, String);
+/// Borrowed: a request looks its document up without allocating; the cache keeps an owned copy
+/// ([`StoredKey`]) only of what it renders.
+#[derive(Debug, Clone, Copy)]
+pub struct RenderedKey<'a> {
+    pub family: Family,
+    pub profile: usize,
+    pub serial: &'a str,
+    pub base: &'a str,
+}
+
+impl Hash for RenderedKey<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (self.family, self.profile, self.serial, self.base).hash(state);
+    }
+}
+
+/// A [`RenderedKey`] as the cache keeps it (hashed and compared as the borrowed one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StoredKey {
+    family: Family,
+    profile: usize,
+    serial: Box<str>,
+    base: Box<str>,
+}
+
+impl StoredKey {
+    fn borrowed(&self) -> RenderedKey<'_> {
+        RenderedKey { family: self.family, profile: self.profile, serial: &self.serial, base: &self.base }
+    }
+}
+
+impl Hash for StoredKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.borrowed().hash(state);
+    }
+}
+
+impl hashbrown::Equivalent<StoredKey> for RenderedKey<'_> {
+    fn equivalent(&self, key: &StoredKey) -> bool {
+        let other = key.borrowed();
+        (self.family, self.profile, self.serial, self.base)
+            == (other.family, other.profile, other.serial, other.base)
+    }
+}
 
 /// Where devices reach this server: the start of every URL inside a ZTP JSON or script, and
 /// templates' `server_url`.
@@ -87,16 +132,18 @@ pub struct RenderedCache {
 
 #[derive(Default)]
 struct CacheInner {
-    entries: HashMap<RenderedKey, Bytes>,
+    /// hashbrown's map, for lookups by the borrowed key (and its fast seeded hasher: serial
+    /// numbers come from devices, so the seed is random, as std's).
+    entries: hashbrown::HashMap<StoredKey, Bytes>,
     /// Keys in insertion order, oldest first.
-    order: VecDeque<RenderedKey>,
+    order: VecDeque<StoredKey>,
     /// Bytes of every key and document kept.
     bytes: usize,
 }
 
 /// What one entry costs, as [`RenderedCache::MAX_BYTES`] counts it.
-fn entry_bytes(key: &RenderedKey, body: &Bytes) -> usize {
-    key.2.len() + key.3.len() + body.len() + std::mem::size_of::<(RenderedKey, Bytes)>()
+fn entry_bytes(key: &StoredKey, body: &Bytes) -> usize {
+    key.serial.len() + key.base.len() + body.len() + std::mem::size_of::<(StoredKey, Bytes)>()
 }
 
 impl RenderedCache {
@@ -108,7 +155,7 @@ impl RenderedCache {
     /// The document for `key`, rendered by `render` the first time (an error is not kept).
     pub fn get_or_render<E>(
         &self,
-        key: RenderedKey,
+        key: RenderedKey<'_>,
         render: impl FnOnce() -> Result<Bytes, E>,
     ) -> Result<Bytes, E> {
         let cached = self.inner.read().unwrap_or_else(PoisonError::into_inner).entries.get(&key).cloned();
@@ -116,12 +163,18 @@ impl RenderedCache {
             return Ok(body);
         }
         let body = render()?;
+        let key = StoredKey {
+            family: key.family,
+            profile: key.profile,
+            serial: key.serial.into(),
+            base: key.base.into(),
+        };
         let size = entry_bytes(&key, &body);
         if size > Self::MAX_BYTES {
             return Ok(body);
         }
         let mut inner = self.inner.write().unwrap_or_else(PoisonError::into_inner);
-        if inner.entries.contains_key(&key) {
+        if inner.entries.contains_key(&key.borrowed()) {
             return Ok(body);
         }
         while inner.entries.len() >= Self::MAX_ENTRIES || inner.bytes + size > Self::MAX_BYTES {
@@ -154,8 +207,10 @@ pub struct ServerState {
     pub store: Store,
     /// Where devices reach this server (for URLs inside ZTP JSON and scripts).
     pub base_url: BaseUrl,
-    current: RwLock<Option<Arc<Loaded>>>,
-    manifest: RwLock<Arc<Manifest>>,
+    /// Read by every device request on every thread: an `ArcSwap`, whose reads write no shared
+    /// lock word (an `RwLock`'s did, twice a request, bouncing its cache line between cores).
+    current: ArcSwapOption<Loaded>,
+    manifest: ArcSwap<Manifest>,
 }
 
 impl ServerState {
@@ -163,28 +218,26 @@ impl ServerState {
         Self {
             store,
             base_url,
-            current: RwLock::new(None),
-            manifest: RwLock::new(Arc::new(Manifest::default())),
+            current: ArcSwapOption::empty(),
+            manifest: ArcSwap::from_pointee(Manifest::default()),
         }
     }
 
     /// The current snapshot (None until the first one is loaded).
     pub fn loaded(&self) -> Option<Arc<Loaded>> {
-        self.current.read().map(|g| g.clone()).unwrap_or_default()
+        self.current.load_full()
     }
 
     /// The last manifest that parsed.
     pub fn manifest(&self) -> Arc<Manifest> {
-        self.manifest.read().map(|g| g.clone()).unwrap_or_default()
+        self.manifest.load_full()
     }
 
     /// Installs a snapshot (what the reloader does; standalone and tests may call it directly).
     pub fn install(&self, snapshot: Snapshot) {
         let index = DeviceIndex::build(&snapshot);
         let loaded = Arc::new(Loaded { snapshot, index, ztp_json: RenderedCache::default() });
-        if let Ok(mut g) = self.current.write() {
-            *g = Some(loaded);
-        }
+        self.current.store(Some(loaded));
     }
 
     /// One reload step: re-read the manifest (keeping the last good one if it is broken) and, if
@@ -197,9 +250,7 @@ impl ServerState {
                 return;
             }
         };
-        if let Ok(mut g) = self.manifest.write() {
-            *g = manifest.clone();
-        }
+        self.manifest.store(manifest.clone());
         let Some(entry) = publish::current_entry(&manifest) else {
             // Nothing published yet: no profiles, so every device gets "not for you".
             if self.loaded().is_none() {
@@ -266,7 +317,14 @@ mod tests {
     #[test]
     fn the_rendered_cache_keeps_documents_but_not_errors_and_is_bounded() {
         let cache = RenderedCache::default();
-        let key = |n: usize| (Family::Nvos, n, format!("SN{n}"), "http://a".to_owned());
+        let serials: Vec<String> = (0..RenderedCache::MAX_ENTRIES + 10).map(|n| format!("SN{n}")).collect();
+        let late = format!("SN{}", usize::MAX);
+        let key = |n: usize| RenderedKey {
+            family: Family::Nvos,
+            profile: n,
+            serial: serials.get(n).unwrap_or(&late),
+            base: "http://a",
+        };
         let failed: Result<Bytes, &str> = cache.get_or_render(key(0), || Err("undefined variable"));
         assert_eq!(failed, Err("undefined variable"));
         assert_eq!(cache.len(), 0, "an error is rendered again next time");
@@ -274,11 +332,11 @@ mod tests {
         let first = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"one")));
         let again = cache.get_or_render(key(0), || Ok::<_, ()>(Bytes::from_static(b"two")));
         assert_eq!((first, again), (Ok(Bytes::from_static(b"one")), Ok(Bytes::from_static(b"one"))));
-        let sonic = cache.get_or_render((Family::Sonic, 0, "SN0".into(), "http://a".into()), || {
+        let sonic = cache.get_or_render(RenderedKey { family: Family::Sonic, ..key(0) }, || {
             Ok::<_, ()>(Bytes::from_static(b"s"))
         });
         assert_eq!(sonic, Ok(Bytes::from_static(b"s")), "the family is part of the key");
-        let other_base = cache.get_or_render((Family::Nvos, 0, "SN0".into(), "http://b".into()), || {
+        let other_base = cache.get_or_render(RenderedKey { base: "http://b", ..key(0) }, || {
             Ok::<_, ()>(Bytes::from_static(b"b"))
         });
         assert_eq!(other_base, Ok(Bytes::from_static(b"b")), "the base URL is part of the key");
@@ -299,7 +357,13 @@ mod tests {
     #[test]
     fn the_rendered_cache_is_bounded_by_bytes_and_forgets_the_oldest() {
         let cache = RenderedCache::default();
-        let key = |n: usize| (Family::Nvos, 0, format!("SN{n}"), "http://a".to_owned());
+        let serials: Vec<String> = (0..=5_000).map(|n| format!("SN{n}")).collect();
+        let key = |n: usize| RenderedKey {
+            family: Family::Nvos,
+            profile: 0,
+            serial: &serials[n],
+            base: "http://a",
+        };
         let doc = Bytes::from(vec![b'x'; 100 * 1024]);
         for n in 0..1_000 {
             let _ = cache.get_or_render(key(n), || Ok::<_, ()>(doc.clone()));

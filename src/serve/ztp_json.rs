@@ -16,6 +16,7 @@ use super::{
     AppState,
     device::{Device, base_or_refuse, config_served, find_device, identify, render_failed},
     reply::{Refusal, rendered},
+    state::RenderedKey,
 };
 use crate::{
     profile::{
@@ -98,7 +99,7 @@ pub fn answer(
     let serial = device.id.serial.as_deref().ok_or(Refusal::NotForYou("no serial number"))?;
     let ctx = device.render_context()?;
     let base = ctx.server_url;
-    let key = (family, device.profile, serial.to_owned(), base.to_owned());
+    let key = RenderedKey { family, profile: device.profile, serial, base };
     let body = device.loaded.ztp_json.get_or_render(key, || {
         let image_url = |img: &ImageRef| url::image(base, &img.path);
         let snapshot = &device.loaded.snapshot;

@@ -1,5 +1,5 @@
 //! The serial numbers on hold (`spec.hold` of a Switch), as the server follows them: the request
-//! path asks [`Held::contains`] (a read lock and one hash lookup), the Switch watch keeps it
+//! path asks [`Held::contains`] (one lookup in a published set, no lock), the Switch watch keeps it
 //! current ([`Held::observe`]; standalone: [`Held::declare`]). Several Switches may name one serial (in two namespaces): it is
 //! held while any of them holds it.
 
@@ -8,6 +8,7 @@ use std::{
     sync::{Arc, RwLock},
 };
 
+use arc_swap::ArcSwap;
 use kube::{ResourceExt, runtime::watcher};
 
 use crate::api::Switch;
@@ -19,6 +20,8 @@ type Holders = HashMap<String, HashSet<String>>;
 #[derive(Debug, Clone, Default)]
 pub struct Held {
     inner: Arc<RwLock<Inner>>,
+    /// The serials of `inner.holders`, published after every change for the request path.
+    serials: Arc<ArcSwap<HashSet<String>>>,
 }
 
 #[derive(Debug, Default)]
@@ -48,7 +51,12 @@ fn set(holders: &mut Holders, s: &Switch) {
 impl Held {
     /// Whether the device with this serial number is on hold.
     pub fn contains(&self, serial: &str) -> bool {
-        self.inner.read().unwrap_or_else(|p| p.into_inner()).holders.contains_key(serial)
+        self.serials.load().contains(serial)
+    }
+
+    /// Publishes the serials `inner` holds now.
+    fn publish(&self, inner: &Inner) {
+        self.serials.store(Arc::new(inner.holders.keys().cloned().collect()));
     }
 
     /// Holds exactly what `switches` hold (standalone: the folder's Switches, read again when the
@@ -56,7 +64,9 @@ impl Held {
     pub fn declare(&self, switches: &[std::sync::Arc<Switch>]) {
         let mut holders = Holders::new();
         switches.iter().for_each(|s| set(&mut holders, s));
-        self.inner.write().unwrap_or_else(|p| p.into_inner()).holders = holders;
+        let mut inner = self.inner.write().unwrap_or_else(|p| p.into_inner());
+        inner.holders = holders;
+        self.publish(&inner);
     }
 
     /// Follows one event of the Switch watch.
@@ -77,6 +87,7 @@ impl Held {
                 }
             }
         }
+        self.publish(&inner);
     }
 }
 

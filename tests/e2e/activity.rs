@@ -260,9 +260,9 @@ async fn concurrent_writers_merge_instead_of_overwriting() {
     let profiles: Api<SwitchProfile> = Api::namespaced(t.client.clone(), &t.namespace);
     profiles.create(&PostParams::default(), &profile).await.expect("create profile");
     let outcome = |serial: &str| DeviceOutcome {
-        namespace: t.namespace.clone(),
+        namespace: t.namespace.clone().into(),
         profile: "leaf".into(),
-        serial: Some(serial.into()),
+        serial: Some(serial.to_owned().into()),
         mac: None,
         stage: Stage::ConfigServed,
     };
