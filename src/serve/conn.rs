@@ -379,8 +379,7 @@ async fn answer_ztp_json(
         )
     };
     let result = match with_http_date(parts) {
-        Ok(rest) if rest.is_empty() => Ok(()),
-        Ok(rest) => write_within(stream, &rest, send_timeout).await,
+        Ok(rest) => write_rest(stream, rest, send_timeout).await,
         Err(e) => Err(e),
     };
     let sent = if result.is_ok() { body.len() as u64 } else { 0 };
@@ -560,26 +559,13 @@ fn finish(result: io::Result<()>, request: &FastRequest, peer: SocketAddr, sent:
 /// Writes `out` to `stream`; fails with `TimedOut` when the client takes none of it for
 /// `stall` (its answer, and any download slot, are then given up). A timer is armed only when
 /// the socket's buffer is full: an answer that fits (nearly every one) is written at once.
-async fn write_within(stream: &mut TcpStream, out: &[u8], stall: Duration) -> io::Result<()> {
-    let mut written = 0;
-    while written < out.len() {
-        match stream.try_write(&out[written..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => written += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                match tokio::time::timeout(stall, stream.writable()).await {
-                    Ok(ready) => ready?,
-                    Err(_) => return Err(stalled()),
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+async fn write_within(stream: &TcpStream, out: &[u8], stall: Duration) -> io::Result<()> {
+    let rest = write_now(stream, [out])?;
+    write_rest(stream, rest, stall).await
 }
 
 /// Writes `parts` with one `writev` (more only if the socket takes part of them), without waiting;
-/// returns what the socket did not take (empty: all of it), for [`write_within`].
+/// returns what the socket did not take (empty, and not allocated: all of it), for [`write_rest`].
 fn write_now<const N: usize>(stream: &TcpStream, parts: [&[u8]; N]) -> io::Result<Vec<u8>> {
     let mut slices = parts.map(io::IoSlice::new);
     let mut left = &mut slices[..];
@@ -592,6 +578,19 @@ fn write_now<const N: usize>(stream: &TcpStream, parts: [&[u8]; N]) -> io::Resul
         }
     }
     Ok(left.iter().flat_map(|s| s.iter().copied()).collect())
+}
+
+/// Writes what [`write_now`] left, waiting for room in the socket's buffer at most `stall` each
+/// time (the only place a write arms a timer).
+async fn write_rest(stream: &TcpStream, mut rest: Vec<u8>, stall: Duration) -> io::Result<()> {
+    while !rest.is_empty() {
+        match tokio::time::timeout(stall, stream.writable()).await {
+            Ok(ready) => ready?,
+            Err(_) => return Err(stalled()),
+        }
+        rest = write_now(stream, [&rest])?;
+    }
+    Ok(())
 }
 
 fn stalled() -> io::Error {
@@ -610,12 +609,9 @@ async fn sendfile_range(
     let mut offset =
         libc::off_t::try_from(bytes.start).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     let end = libc::off_t::try_from(bytes.end).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // The time of the last byte taken; a timer is armed only while the socket's buffer is full.
     let mut progress = tokio::time::Instant::now();
     while offset < end {
-        match tokio::time::timeout_at(progress + stall, stream.writable()).await {
-            Ok(ready) => ready?,
-            Err(_) => return Err(stalled()),
-        }
         let want = usize::try_from(end - offset).unwrap_or(CHUNK).min(CHUNK);
         let result = stream
             .try_io(Interest::WRITABLE, || sys::sendfile(stream.as_fd(), file.as_fd(), &mut offset, want));
@@ -632,8 +628,13 @@ async fn sendfile_range(
                 progress = tokio::time::Instant::now();
                 tokio::task::yield_now().await;
             }
-            // try_io cleared the readiness; wait for it again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // The buffer is full (try_io cleared the readiness): wait for room, under the stall limit.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                match tokio::time::timeout_at(progress + stall, stream.writable()).await {
+                    Ok(ready) => ready?,
+                    Err(_) => return Err(stalled()),
+                }
+            }
             Err(e) => return Err(e),
         }
     }
