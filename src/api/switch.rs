@@ -83,6 +83,18 @@ pub struct SwitchSpec {
     #[schemars(length(min = 1, max = 253))]
     pub profile: Option<String>,
 
+    /// Name of an OsImage in this namespace that this switch installs, over its profile's: ONIE's
+    /// `os-install` and RtBrick's `/ztp/image` serve it (whether or not the profile names an
+    /// installer), and an NVOS `image` section or a SONiC `firmware.install` of its profile points
+    /// at it instead (SONiC's `install.version`, which described the profile's image, is then left
+    /// out); a ZTP JSON that installs nothing is not given an install. Update images are untouched.
+    /// While that OsImage is not Ready the switch gets no install image (404) and no ZTP JSON that
+    /// would install one (503), never its profile's image instead. Set by a NautobotSource from
+    /// the device's intended software, or by hand to pin one switch to a version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub os_image: Option<String>,
+
     /// Host name given to the device, over the profile's `hostname`; available to templates as
     /// `hostname`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -116,6 +128,7 @@ impl SwitchSpec {
             mac_address: None,
             model: None,
             profile: None,
+            os_image: None,
             hostname: None,
             variables: BTreeMap::new(),
             reprovision: None,
