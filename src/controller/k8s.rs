@@ -22,12 +22,10 @@ use super::FIELD_MANAGER;
 use crate::{
     api::{OsImage, OsImageStatus, Switch, SwitchProfile, SwitchProfileStatus},
     lookup::{Data, Kind, LookupError, ObjectLookup, config_map_data, secret_data},
-    profile::{build::SwitchProblem, problem::TEMPLATE_ERROR, publish::SnapshotError, snapshot::Snapshot},
+    profile::{build::SwitchProblem, publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
         EventType, ImageReporter, ReportError, object_name,
-        profiles::{
-            CONFLICT, ProfileReporter, SwitchProblemNews, TEMPLATE_RENDERED, current_status, newly_lost,
-        },
+        profiles::{CONFLICT, ProfileReporter, SwitchNews, SwitchProblemNews, current_status, newly_lost},
     },
 };
 
@@ -178,19 +176,19 @@ impl ProfileReporter for KubeProfileReporter {
         }
     }
 
-    /// A Warning Event `TemplateError` on each Switch whose values newly fail its profile's trial
-    /// render, a Normal `TemplateRendered` when that clears.
+    /// A Warning Event on each Switch with new problems (`TemplateError`: its values fail its
+    /// profile's trial render; `WaitingForImage`, `WaitingForReference`, `ImageFailed`: its
+    /// `osImage`), a Normal one when they clear.
     async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) {
         for (key, news) in self.switch_news.news(problems) {
             let Some((ns, name)) = key.split_once('/') else { continue };
             let Some(switch) = self.switches.get(&ObjectRef::new(name).within(ns)) else { continue };
             match news {
-                Some(note) => {
-                    self.events.switch_event(&switch, EventType::Warning, TEMPLATE_ERROR, &note).await
+                SwitchNews::Problems { reason, line } => {
+                    self.events.switch_event(&switch, EventType::Warning, reason, &line).await
                 }
-                None => {
-                    let note = "its values render in its profile's templates again";
-                    self.events.switch_event(&switch, EventType::Normal, TEMPLATE_RENDERED, note).await
+                SwitchNews::Cleared { reason, note } => {
+                    self.events.switch_event(&switch, EventType::Normal, reason, note).await
                 }
             }
         }

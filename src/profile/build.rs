@@ -40,19 +40,37 @@ pub struct Built {
     /// Profiles whose Cumulus script had CRLF line endings (served with LF).
     pub crlf_normalised: BTreeSet<String>,
     /// Per Switch (`namespace/name`): what its own values make fail in its profile's trial render
-    /// (its device would get an error for that part; the profile's other devices are served).
+    /// (its device would get an error for that part; the profile's other devices are served), and
+    /// its `osImage` when that is not Ready (its device gets no install image meanwhile).
     pub switch_problems: BTreeMap<String, Vec<SwitchProblem>>,
     /// The snapshot's device index (for the profiles' claims and conflicts).
     pub index: DeviceIndex,
 }
 
-/// A part of a profile that fails to render for one Switch's device, with that Switch's values.
+/// Why one Switch's device does not get all its profile would give it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("profile {profile}: {error}")]
-pub struct SwitchProblem {
-    /// `namespace/name` of the profile.
-    pub profile: String,
-    pub error: RenderError,
+pub enum SwitchProblem {
+    /// A part of its profile fails to render with this Switch's values.
+    #[error("profile {profile}: {error}")]
+    Render {
+        /// `namespace/name` of the profile.
+        profile: String,
+        error: RenderError,
+    },
+    /// Its `spec.osImage` is missing or not Ready: its device gets no install image meanwhile.
+    #[error("{0}")]
+    OsImage(Problem),
+}
+
+impl SwitchProblem {
+    /// The reason of the Event a Switch with this problem gets: the profile problem's reasons
+    /// ([`TEMPLATE_ERROR`](super::problem::TEMPLATE_ERROR), `WaitingForImage`, …).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            SwitchProblem::Render { .. } => super::problem::TEMPLATE_ERROR,
+            SwitchProblem::OsImage(p) => p.reason(),
+        }
+    }
 }
 
 /// A Switch as the snapshot holds it, when it changes what its device gets
@@ -66,6 +84,11 @@ pub fn switch_snapshot(s: &Switch) -> Option<SwitchSnapshot> {
         mac_address: s.spec.mac_address.as_deref().and_then(normalize_mac),
         model: s.spec.model.clone(),
         profile: s.spec.profile.clone(),
+        os_image: s
+            .spec
+            .os_image
+            .as_ref()
+            .map(|name| format!("{}/{name}", s.metadata.namespace.as_deref().unwrap_or("default"))),
         hostname: s.spec.hostname.clone(),
         variables: s.spec.variables.clone(),
     };
@@ -372,8 +395,16 @@ pub async fn build(
         found.push((problems, withheld));
         built.snapshot.profiles.push(snap);
     }
-    built.snapshot.images = r.used_images;
     built.snapshot.switches = switch_snapshots(switches);
+    // A Switch's `osImage` is in the images when Ready; else its device gets no install image.
+    for sw in &built.snapshot.switches {
+        let Some((_, name)) = sw.os_image.as_deref().and_then(|key| key.split_once('/')) else { continue };
+        if let Err(problem) = r.image(&sw.namespace, "osImage", name) {
+            let key = format!("{}/{}", sw.namespace, sw.name);
+            built.switch_problems.entry(key).or_default().push(SwitchProblem::OsImage(problem));
+        }
+    }
+    built.snapshot.images = r.used_images;
     // The trial render, once every image the profiles use is known; then what has a problem is
     // withheld. A profile Switches with values of their own use is tried for each of them too: a
     // part is withheld only when it fails for its own sample device and for every such Switch
@@ -389,7 +420,12 @@ pub async fn build(
         let verdict = trial::judge(snap, &switches, &images_only, problems.is_empty());
         let profile = format!("{}/{}", snap.namespace, snap.name);
         for (switch, errors) in verdict.switches {
-            let theirs = errors.into_iter().map(|error| SwitchProblem { profile: profile.clone(), error });
+            // A pinned osImage that is not Ready is its own problem (above), not a render's.
+            let pin_missing = |e: &RenderError| matches!(e, RenderError::MissingImage { image, .. } if switch.os_image.as_ref() == Some(image));
+            let theirs = errors
+                .into_iter()
+                .filter(|e| !pin_missing(e))
+                .map(|error| SwitchProblem::Render { profile: profile.clone(), error });
             built
                 .switch_problems
                 .entry(format!("{}/{}", switch.namespace, switch.name))
@@ -703,6 +739,60 @@ spec:
              spec: {serialNumber: MT20, reprovision: x, hold: true}}",
         );
         assert!(switch_snapshots(&[bare]).is_empty());
+    }
+
+    /// A Switch's `osImage` is in the snapshot (the Switch, and the image once Ready); one not
+    /// Ready is the Switch's problem (a Warning Event), never its profile's.
+    #[tokio::test]
+    async fn a_switchs_os_image_is_in_the_snapshot_once_ready_and_its_problem_until_then() {
+        let maps = Maps(BTreeMap::new());
+        let p = profile(
+            "{apiVersion: ztp.netops.dev/v1alpha1, kind: SwitchProfile, metadata: {name: leafs, namespace: net}, \
+             spec: {match: {models: [sn2410]}, hostname: h, files: {a: {inline: '{{ hostname }}', template: true}}}}",
+        );
+        let pinned = |name: &str, serial: &str, os_image: &str| {
+            a_switch(&format!(
+                "{{apiVersion: ztp.netops.dev/v1alpha1, kind: Switch, metadata: {{name: {name}, namespace: net}}, \
+                 spec: {{serialNumber: {serial}, osImage: {os_image}, hostname: {name}}}}}"
+            ))
+        };
+        let stored = serde_json::json!({"observedGeneration": 1, "phase": "Ready",
+            "artifact": {"path": "p/2/x.bin", "sha256": "cd".repeat(32), "size": 2}});
+        let fetching = serde_json::json!({"observedGeneration": 1, "phase": "Fetching"});
+        let images = [image("nos-2", 1, stored), image("nos-3", 1, fetching)];
+        let switches = [
+            pinned("leaf1", "SN1", "nos-2"),
+            pinned("leaf2", "SN2", "nos-3"),
+            pinned("leaf3", "SN3", "nos-4"),
+        ];
+        let built = build(&[p], &switches, &images, &maps).await;
+        let pins: Vec<Option<&str>> = built.snapshot.switches.iter().map(|s| s.os_image.as_deref()).collect();
+        assert_eq!(pins, [Some("net/nos-2"), Some("net/nos-3"), Some("net/nos-4")]);
+        let stored: Vec<&String> = built.snapshot.images.keys().collect();
+        assert_eq!(stored, ["net/nos-2"], "only the Ready one");
+        assert_eq!(built.snapshot.images["net/nos-2"].path, "p/2/x.bin");
+        assert!(built.problems.is_empty(), "the profile is fine: {:?}", built.problems);
+        let told: BTreeMap<&str, Vec<(&str, String)>> = built
+            .switch_problems
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.iter().map(|p| (p.reason(), p.to_string())).collect()))
+            .collect();
+        assert_eq!(
+            told,
+            BTreeMap::from([
+                (
+                    "net/leaf2",
+                    vec![(
+                        WAITING_FOR_IMAGE,
+                        "osImage: OsImage net/nos-3 is not Ready yet (Fetching)".to_owned()
+                    )]
+                ),
+                (
+                    "net/leaf3",
+                    vec![(WAITING_FOR_REFERENCE, "osImage: OsImage net/nos-4 not found".to_owned())]
+                ),
+            ])
+        );
     }
 
     #[tokio::test]

@@ -62,6 +62,13 @@ impl RenderContext<'_> {
         format!("{}/{}", self.profile.namespace, self.profile.name)
     }
 
+    /// The OsImage (a key into the snapshot's images) the device's Switch pins as its install
+    /// image (`spec.osImage`): an NVOS `image` section or a SONiC `firmware.install` installs it
+    /// instead of the profile's.
+    pub fn pinned_install(&self) -> Option<&str> {
+        self.switch.and_then(|s| s.os_image.as_deref())
+    }
+
     /// `hostname`: the Switch's, else the profile's.
     fn hostname(&self) -> Option<&str> {
         self.switch.and_then(|s| s.hostname.as_deref()).or(self.profile.hostname.as_deref())
@@ -339,7 +346,7 @@ fn section_json(
         ZtpSectionKind::Image => {
             match &s.resolved {
                 Some(Resolved::Image(k)) => {
-                    let img = image(snapshot, ctx, what, k)?;
+                    let img = image(snapshot, ctx, what, ctx.pinned_install().unwrap_or(k))?;
                     let mut install = Map::new();
                     install.insert("url".into(), json!(image_url(img)));
                     if let Some(v) = d.skip_reboot {
@@ -797,6 +804,42 @@ mod tests {
             got["ztp"]["01-provisioning-script"]["url"],
             json!("http://10.0.0.1:8080/images/nvos/25.02.2002/nvos-amd64-25.02.2002.bin")
         );
+    }
+
+    /// A Switch's `osImage` replaces the image of the profile's image section (and only that:
+    /// a provisioning script from an image keeps its own); one not in the snapshot is an error
+    /// naming it, never the profile's image instead.
+    #[test]
+    fn a_switchs_os_image_is_what_the_image_section_installs() {
+        let (d, p) = (device(), profile());
+        let (mut snapshot, mut ztp) = five_sections();
+        let pinned =
+            ImageRef { path: "nvos/25.05/nvos-amd64-25.05.bin".into(), sha256: "cd".repeat(32), size: 9 };
+        snapshot.images.insert("net/nvos-25.05".into(), pinned);
+        ztp.sections.push(ZtpSectionSnapshot {
+            section: section(ZtpSectionKind::ProvisioningScript),
+            resolved: Some(Resolved::Image("net/nvos-25.02".into())),
+        });
+        let switch = SwitchSnapshot { os_image: Some("net/nvos-25.05".into()), ..Default::default() };
+        let c = RenderContext { switch: Some(&switch), ..ctx(&d, &p) };
+        let got = ztp_json(&c, &snapshot, &ztp, &section_url, &image_url).expect("json");
+        assert_eq!(
+            got["ztp"]["01-image"]["install"]["url"],
+            json!("http://10.0.0.1:8080/images/nvos/25.05/nvos-amd64-25.05.bin")
+        );
+        assert_eq!(
+            got["ztp"]["06-provisioning-script"]["url"],
+            json!("http://10.0.0.1:8080/images/nvos/25.02.2002/nvos-amd64-25.02.2002.bin")
+        );
+        let unpinned = ztp_json(&ctx(&d, &p), &snapshot, &ztp, &section_url, &image_url).expect("json");
+        assert_eq!(
+            unpinned["ztp"]["01-image"]["install"]["url"],
+            json!("http://10.0.0.1:8080/images/nvos/25.02.2002/nvos-amd64-25.02.2002.bin")
+        );
+        let not_ready = SwitchSnapshot { os_image: Some("net/nvos-26".into()), ..Default::default() };
+        let c = RenderContext { switch: Some(&not_ready), ..ctx(&d, &p) };
+        let e = ztp_json(&c, &snapshot, &ztp, &section_url, &image_url).expect_err("not in the snapshot");
+        assert!(matches!(&e, RenderError::MissingImage { image, .. } if image == "net/nvos-26"), "{e:?}");
     }
 
     #[test]

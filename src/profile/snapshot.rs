@@ -25,14 +25,14 @@ pub struct Snapshot {
     pub profiles: Vec<ProfileSnapshot>,
     /// Every OsImage a profile uses, by `namespace/name`.
     pub images: BTreeMap<String, ImageRef>,
-    /// The Switches that change what their device gets (a pinned profile, their own hostname or
-    /// variables, a MAC address or model to match by when the device sends none), ordered by
+    /// The Switches that change what their device gets (a pinned profile or install image, their
+    /// own hostname or variables, a MAC address or model to match by when the device sends none), ordered by
     /// namespace/name. A Switch that only names its serial number is not here.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub switches: Vec<SwitchSnapshot>,
 }
 
-/// One Switch whose device gets something of its own: the profile it pins, the values merged
+/// One Switch whose device gets something of its own: the profile and install image it pins, the values merged
 /// over its profile's for templates, the MAC address and model it is matched by when it sends
 /// none. Its device is the one that sends its serial number (or, when a device sends no serial,
 /// its MAC address).
@@ -55,6 +55,11 @@ pub struct SwitchSnapshot {
     /// profiles' `match` say.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub profile: Option<String>,
+    /// The install image the device gets over its profile's (`namespace/name`, a key into
+    /// [`Snapshot::images`] once that OsImage is Ready; until then the device gets no install
+    /// image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_image: Option<String>,
     /// Overrides the profile's `hostname` for templates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hostname: Option<String>,
@@ -72,7 +77,11 @@ impl SwitchSnapshot {
 
     /// True when the Switch changes what its device gets (else the snapshot leaves it out).
     pub fn matters(&self) -> bool {
-        self.has_values() || self.profile.is_some() || self.mac_address.is_some() || self.model.is_some()
+        self.has_values()
+            || self.profile.is_some()
+            || self.os_image.is_some()
+            || self.mac_address.is_some()
+            || self.model.is_some()
     }
 }
 

@@ -160,15 +160,18 @@ fn section_json(
     put(&mut obj, "reboot-on-success", d.reboot_on_success.map(Json::from));
     put(&mut obj, "reboot-on-failure", d.reboot_on_failure.map(Json::from));
 
-    // The URL of part `name`: the image's URL, or this server's part route for text.
+    // The URL of part `name`: the image's URL (for `install`, the one the device's Switch pins,
+    // if any), or this server's part route for text.
+    let pinned = ctx.pinned_install();
     let url = |name: &str| -> Result<String, RenderError> {
         match s.parts.get(name) {
             Some(Resolved::Text(_)) => Ok((urls.part)(key, name)),
             Some(Resolved::Image(k)) => {
+                let k = pinned.filter(|_| name == part::INSTALL).unwrap_or(k.as_str());
                 snapshot.images.get(k).map(|img| (urls.image)(img)).ok_or_else(|| RenderError::MissingImage {
                     profile: ctx.profile_name(),
                     what: format!("{what}.{name}"),
-                    image: k.clone(),
+                    image: k.to_owned(),
                 })
             }
             None => Err(RenderError::InvalidSection {
@@ -189,7 +192,9 @@ fn section_json(
         if let Some(i) = &f.install {
             let mut install = Map::new();
             install.insert("url".into(), json!(url(part::INSTALL)?));
-            put(&mut install, "version", i.version.as_ref().map(|v| json!(v)));
+            // The declared version describes the profile's image, not a pinned one.
+            let version = i.version.as_ref().filter(|_| pinned.is_none());
+            put(&mut install, "version", version.map(|v| json!(v)));
             put(&mut install, "set-default", i.set_default.map(Json::from));
             put(&mut install, "set-next-boot", i.set_next_boot.map(Json::from));
             put(&mut install, "skip-reboot", i.skip_reboot.map(Json::from));
@@ -535,6 +540,38 @@ mod tests {
         assert!(part_problem(part::CONFIG_DB, &Resolved::Image(IMAGE.into())).is_some());
         assert!(part_problem(part::INSTALL, &text("x", false)).is_some());
         assert_eq!(part_problem(part::INSTALL, &Resolved::Image(IMAGE.into())), None);
+    }
+
+    /// A Switch's `osImage` is what `firmware.install` installs; the profile's `version`, which
+    /// described its own image, is left out.
+    #[test]
+    fn a_switchs_os_image_is_what_firmware_installs() {
+        let (d, p) = (device(), profile());
+        let mut snapshot = snapshot();
+        let pinned =
+            ImageRef { path: "sonic/202505/sonic-broadcom.bin".into(), sha256: "cd".repeat(32), size: 9 };
+        snapshot.images.insert("net/sonic-202505".into(), pinned);
+        let switch = crate::profile::snapshot::SwitchSnapshot {
+            os_image: Some("net/sonic-202505".into()),
+            ..Default::default()
+        };
+        let ctx = RenderContext {
+            device: &d,
+            profile: &p,
+            switch: Some(&switch),
+            server_url: URL,
+            report_token: None,
+        };
+        let got = document(&ctx, &snapshot, &resolved(&declared()[..1]), &URLS).expect("document");
+        let install = &got["ztp"]["01-firmware"]["install"];
+        assert_eq!(install["url"], json!("http://10.0.0.1:8080/images/sonic/202505/sonic-broadcom.bin"));
+        assert_eq!(install.get("version"), None, "{install}");
+        assert_eq!(install["set-default"], json!(true));
+        assert_eq!(
+            install["pre-check"]["url"],
+            json!("http://10.0.0.1:8080/sonic/SN1/sections/01-firmware/install-pre-check"),
+            "text parts are the profile's"
+        );
     }
 
     #[test]

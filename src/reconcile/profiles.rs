@@ -94,23 +94,43 @@ pub async fn rebuild(
     reporter.switch_problems(&built.switch_problems).await;
 }
 
-/// Which Switches' trial-render problems changed from one rebuild to the next, so a reporter says
-/// each once rather than at every rebuild.
+/// Which Switches' problems (trial render, `osImage`) changed from one rebuild to the next, so a
+/// reporter says each once rather than at every rebuild.
 #[derive(Debug, Default)]
-pub struct SwitchProblemNews(Mutex<BTreeMap<String, String>>);
+pub struct SwitchProblemNews(Mutex<BTreeMap<String, SwitchNews>>);
+
+/// What changed for one Switch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SwitchNews {
+    /// Its problems, in one line, and the reason of the first (the Warning Event's).
+    Problems { reason: &'static str, line: String },
+    /// Its problems cleared: the Normal Event's reason and message.
+    Cleared { reason: &'static str, note: &'static str },
+}
 
 impl SwitchProblemNews {
-    /// Each Switch (`namespace/name`) whose problems differ from the last call's: its problems in
-    /// one line, or `None` when they cleared.
-    pub fn news(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) -> Vec<(String, Option<String>)> {
-        let now: BTreeMap<String, String> = problems
+    /// Each Switch (`namespace/name`) whose problems differ from the last call's.
+    pub fn news(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) -> Vec<(String, SwitchNews)> {
+        let now: BTreeMap<String, SwitchNews> = problems
             .iter()
-            .map(|(k, v)| (k.clone(), v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")))
+            .filter_map(|(k, v)| {
+                let reason = v.first()?.reason();
+                let line = v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                Some((k.clone(), SwitchNews::Problems { reason, line }))
+            })
             .collect();
         let mut last = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let cleared = last.keys().filter(|k| !now.contains_key(*k)).map(|k| (k.clone(), None));
+        let cleared = last.iter().filter(|(k, _)| !now.contains_key(*k)).map(|(k, was)| {
+            let (reason, note) = match was {
+                SwitchNews::Problems { reason: problem::TEMPLATE_ERROR, .. } => {
+                    (TEMPLATE_RENDERED, "its values render in its profile's templates again")
+                }
+                _ => (RESOLVED_AGAIN, "nothing keeps its device from what it gets any more"),
+            };
+            (k.clone(), SwitchNews::Cleared { reason, note })
+        });
         let changed =
-            now.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), Some(v.clone())));
+            now.iter().filter(|(k, v)| last.get(*k) != Some(*v)).map(|(k, v)| (k.clone(), v.clone()));
         let news = cleared.chain(changed).collect();
         *last = now;
         news
@@ -128,6 +148,8 @@ pub const CONFLICT: &str = "Conflict";
 /// Reason of the Normal Event on a Switch whose values render in its profile's templates again
 /// (after a Warning Event with reason [`problem::TEMPLATE_ERROR`]).
 pub const TEMPLATE_RENDERED: &str = "TemplateRendered";
+/// Reason of the Normal Event on a Switch whose other problem (its `osImage` not Ready) cleared.
+pub const RESOLVED_AGAIN: &str = "Resolved";
 
 /// The message of `Ready=True`.
 pub const RESOLVED: &str = "every reference resolves";
@@ -466,7 +488,7 @@ mod tests {
     #[test]
     fn a_switchs_problem_is_news_once_and_its_clearing_too() {
         let news = SwitchProblemNews::default();
-        let problem = |msg: &str| SwitchProblem {
+        let problem = |msg: &str| SwitchProblem::Render {
             profile: "net/sn2410".into(),
             error: crate::profile::render::RenderError::Template {
                 profile: String::new(),
@@ -479,11 +501,34 @@ mod tests {
         let said = news.news(&one);
         assert_eq!(said.len(), 1);
         assert_eq!(said[0].0, "net/leaf18");
-        assert!(said[0].1.as_deref().is_some_and(|l| l.starts_with("profile net/sn2410: ")), "{said:?}");
+        assert!(
+            matches!(&said[0].1, SwitchNews::Problems { reason: problem::TEMPLATE_ERROR, line } if line.starts_with("profile net/sn2410: ")),
+            "{said:?}"
+        );
         assert_eq!(news.news(&one), [], "the same problem again is no news");
         let other = BTreeMap::from([("net/leaf18".to_owned(), vec![problem("another")])]);
         assert_eq!(news.news(&other).len(), 1, "a different problem is");
-        assert_eq!(news.news(&BTreeMap::new()), [("net/leaf18".to_owned(), None)]);
+        let cleared = news.news(&BTreeMap::new());
+        assert!(
+            matches!(&cleared[..], [(k, SwitchNews::Cleared { reason: TEMPLATE_RENDERED, .. })] if k == "net/leaf18")
+        );
         assert_eq!(news.news(&BTreeMap::new()), []);
+
+        // An osImage that is not Ready is told with its own reason, and so is its clearing.
+        let waiting = SwitchProblem::OsImage(crate::profile::problem::Problem::ImageNotReady {
+            what: "osImage".into(),
+            image: "net/nos-2".into(),
+            state: "Fetching".into(),
+        });
+        let said = news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![waiting, problem("x")])]));
+        assert!(
+            matches!(&said[..], [(_, SwitchNews::Problems { reason: problem::WAITING_FOR_IMAGE, .. })]),
+            "{said:?}"
+        );
+        let cleared = news.news(&BTreeMap::new());
+        assert!(
+            matches!(&cleared[..], [(_, SwitchNews::Cleared { reason: RESOLVED_AGAIN, .. })]),
+            "{cleared:?}"
+        );
     }
 }

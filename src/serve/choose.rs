@@ -152,12 +152,17 @@ pub async fn choose(state: &AppState, request: &ImageRequest, asker: Asker<'_>) 
     Ok(Chosen { image, path, device, ticket })
 }
 
-/// The device's ONIE image for `op`, falling back per item: the image of the most specific
-/// matching profile (serial, then MAC, then model; see
-/// [`DeviceIndex::matches`](crate::profile::index::DeviceIndex::matches)) that sets one for this
-/// operation. None when no matching profile sets one, or the one that does names an image the
-/// snapshot lacks (never another profile's image instead).
+/// The device's ONIE image for `op`: the install image its Switch pins (`spec.osImage`), else,
+/// falling back per item, the image of the most specific matching profile (serial, then MAC, then
+/// model; see [`DeviceIndex::matches`](crate::profile::index::DeviceIndex::matches)) that sets
+/// one for this operation. None when no matching profile sets one, or the pin or the profile that
+/// does names an image the snapshot lacks (never another image instead).
 pub fn onie_image(device: &Device, op: Operation) -> Option<&ImageRef> {
+    if op == Operation::Install
+        && let Some(pinned) = device.pinned_install()
+    {
+        return pinned;
+    }
     let loaded = &device.loaded;
     let key = loaded.index.matches(&device.id).find_map(|m| {
         let p = &loaded.snapshot.profiles[m.profile];
@@ -181,6 +186,9 @@ fn by_operation(
     let op = operation(operation_of_header(device.id.onie_operation.as_deref()), by_name)?;
     match onie_image(&device, op).cloned() {
         Some(image) => Ok((image, device)),
+        None if op == Operation::Install && device.pinned_install().is_some() => {
+            Err(Refusal::NotForYou("the OsImage its Switch pins (spec.osImage) is not Ready"))
+        }
         None => Err(Refusal::NotForYou("no image for this operation")),
     }
 }
@@ -297,6 +305,50 @@ mod tests {
         let broken = device("SN-BROKEN", "0c:42:a1:00:00:99");
         assert_eq!(got(&broken, Operation::Update), None);
         assert_eq!(got(&broken, Operation::Install), path("nos-default"));
+    }
+
+    /// A Switch's `osImage` is its device's install image, over every profile's; while it is not
+    /// in the snapshot (not Ready) the device gets no installer at all. Updates are untouched.
+    #[test]
+    fn a_switchs_os_image_is_its_install_image_and_nothing_else_while_not_ready() {
+        let image = |n: &str| {
+            (format!("net/{n}"), ImageRef { path: format!("{n}/1/{n}.bin"), sha256: "ab".into(), size: 1 })
+        };
+        let pinned = |name: &str, serial: &str, os_image: &str| crate::profile::snapshot::SwitchSnapshot {
+            os_image: Some(format!("net/{os_image}")),
+            ..crate::profile::index::tests::switch(name, serial, None, None)
+        };
+        let snapshot = crate::profile::snapshot::Snapshot {
+            format: 1,
+            profiles: vec![ProfileSnapshot {
+                onie_install: Some("net/nos-1".into()),
+                onie_update: Some("net/onie-1".into()),
+                ..crate::profile::index::tests::profile("leafs", &[], &[], &["as7712"])
+            }],
+            images: ["nos-1", "nos-2", "onie-1"].into_iter().map(image).collect(),
+            switches: vec![pinned("leaf1", "SN1", "nos-2"), pinned("leaf2", "SN2", "nos-3")],
+            ..Default::default()
+        };
+        let index = DeviceIndex::build(&snapshot);
+        let loaded = Arc::new(Loaded { snapshot, index, ztp_json: RenderedCache::default() });
+        let device = |serial: &str| {
+            let id = DeviceIdentity {
+                family: Family::Onie,
+                serial: Some(serial.into()),
+                models: vec!["as7712".into()],
+                ..Default::default()
+            };
+            let profile = loaded.index.lookup(&id).expect("a profile").profile;
+            let switch = loaded.index.switch_of(&id);
+            Device { loaded: loaded.clone(), id, profile, switch, base: None, report_key: None }
+        };
+        let got = |d: &Device, op| onie_image(d, op).map(|i| i.path.clone());
+        let (leaf1, leaf2, other) = (device("SN1"), device("SN2"), device("SN3"));
+        assert_eq!(got(&leaf1, Operation::Install).as_deref(), Some("nos-2/1/nos-2.bin"));
+        assert_eq!(got(&leaf1, Operation::Update).as_deref(), Some("onie-1/1/onie-1.bin"));
+        assert_eq!(got(&leaf2, Operation::Install), None, "never the profile's image instead");
+        assert_eq!(got(&leaf2, Operation::Update).as_deref(), Some("onie-1/1/onie-1.bin"));
+        assert_eq!(got(&other, Operation::Install).as_deref(), Some("nos-1/1/nos-1.bin"));
     }
 
     #[test]

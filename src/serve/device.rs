@@ -17,7 +17,7 @@ use crate::{
     profile::{
         identity::{DeviceIdentity, Family, IdentityHeaders},
         render::RenderContext,
-        snapshot::ProfileSnapshot,
+        snapshot::{ImageRef, ProfileSnapshot},
     },
     switch::token::ReportKey,
 };
@@ -39,6 +39,14 @@ pub struct Device {
 impl Device {
     pub fn profile(&self) -> &ProfileSnapshot {
         &self.loaded.snapshot.profiles[self.profile]
+    }
+
+    /// The install image the device's Switch pins (`spec.osImage`): `None` when it pins none,
+    /// `Some(None)` while that OsImage is not in the snapshot (not Ready: the device gets no
+    /// install image, never its profile's instead).
+    pub fn pinned_install(&self) -> Option<Option<&ImageRef>> {
+        let key = self.switch.and_then(|i| self.loaded.snapshot.switches[i].os_image.as_ref())?;
+        Some(self.loaded.snapshot.images.get(key))
     }
 
     /// What reaching `stage` means for this device's activity (borrowed from the device: a

@@ -70,6 +70,9 @@ pub enum Refusal {
     NoReportKey,
     /// 403: the device's Switch is on hold (`spec.hold`): it gets nothing.
     Held,
+    /// 503: the device's ZTP JSON installs the OsImage its Switch pins (`spec.osImage`), which
+    /// is not Ready yet (the switch asks again; it never gets its profile's image instead).
+    PinnedImageNotReady,
 }
 
 impl IntoResponse for Refusal {
@@ -105,6 +108,14 @@ impl IntoResponse for Refusal {
                 StatusCode::FORBIDDEN,
                 "this switch is on hold (spec.hold of its Switch): it gets nothing here\n",
             ),
+            Refusal::PinnedImageNotReady => {
+                let mut response = text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the OsImage its Switch pins (spec.osImage) is not Ready yet\n",
+                );
+                response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+                response
+            }
             Refusal::NoReportKey => text(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "this server takes no reports: it was started without --report-key-file\n",

@@ -21,7 +21,7 @@ use super::{
 use crate::{
     profile::{
         identity::Family,
-        render::{section_content, ztp_json},
+        render::{RenderError, section_content, ztp_json},
         snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
         sonic,
     },
@@ -113,7 +113,12 @@ pub fn answer(
                 ztp_json(&ctx, snapshot, z, &section_url, &image_url)
             }
         }
-        .map_err(|e| render_failed(&device, e))?;
+        .map_err(|e| match e {
+            RenderError::MissingImage { image, .. } if ctx.pinned_install() == Some(image.as_str()) => {
+                Refusal::PinnedImageNotReady
+            }
+            e => render_failed(&device, e),
+        })?;
         Ok(json_body(&json))
     })?;
     Ok(ZtpAnswer { body, device: Some(device) })

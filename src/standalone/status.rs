@@ -19,7 +19,7 @@ use crate::{
     profile::{build::SwitchProblem, publish::SnapshotError, snapshot::Snapshot},
     reconcile::{
         EventType, ImageReporter, ReportError, object_name,
-        profiles::{ProfileReporter, RESOLVED, SwitchProblemNews},
+        profiles::{ProfileReporter, RESOLVED, SwitchNews, SwitchProblemNews},
     },
     status_file,
     store::StoreError,
@@ -140,8 +140,8 @@ impl ProfileReporter for ProfileBook {
     async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) {
         for (key, news) in self.switch_news.news(problems) {
             match news {
-                Some(line) => println!("switch {key}: {line}"),
-                None => println!("switch {key}: its values render in its profile's templates again"),
+                SwitchNews::Problems { line, .. } => println!("switch {key}: {line}"),
+                SwitchNews::Cleared { note, .. } => println!("switch {key}: {note}"),
             }
         }
     }

@@ -65,6 +65,7 @@ pub fn describe(s: &Switch) -> String {
     for (what, v) in [
         ("hostname", &s.spec.hostname),
         ("pinned profile", &s.spec.profile),
+        ("install image", &s.spec.os_image),
         ("reprovision", &s.spec.reprovision),
     ] {
         if let Some(v) = v {

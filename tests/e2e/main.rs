@@ -26,6 +26,7 @@ mod s3;
 mod serving;
 mod serving_deployment;
 mod standalone;
+mod switch_image;
 mod switch_values;
 mod switches;
 mod validate;
