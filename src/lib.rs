@@ -8,6 +8,7 @@
 //! - [`fetch`]: one-pass fetch-and-verify from http(s), s3 and file sources, with resume.
 //! - [`lookup`]: ConfigMap and Secret data by namespace and name, with [`lookup::LookupError`].
 //! - [`manifests`]: folders of YAML manifests (standalone's desired state, `ztpctl dhcp`'s profiles).
+//! - [`nautobot`]: Nautobot's REST objects and their mapping to Switches and OsImages.
 //! - [`reconcile`]: the reconcile core shared by [`controller`] (Kubernetes) and [`standalone`].
 //! - [`profile`]: SwitchProfiles → the device snapshot (identity, matching index, rendering).
 //! - [`serve`]: the device-facing server (ONIE, NVOS/SONiC, Cumulus, RtBrick, images).
@@ -34,6 +35,7 @@ pub mod fuzzing;
 pub mod hash;
 pub mod lookup;
 pub mod manifests;
+pub mod nautobot;
 pub mod profile;
 pub mod reconcile;
 pub mod routes;

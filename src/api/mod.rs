@@ -1,5 +1,6 @@
-//! The custom resources of `ztp.netops.dev/v1alpha1` (`OsImage`, `SwitchProfile`, `Switch`): what
-//! users `kubectl apply` or keep in Git.
+//! The custom resources of `ztp.netops.dev/v1alpha1` (`OsImage`, `SwitchProfile`, `Switch`, and
+//! `NautobotSource`, not served until its controller lands): what users `kubectl apply` or keep
+//! in Git.
 //!
 //! Every field carries a doc comment: the CRD generator turns them into the descriptions that
 //! `kubectl explain` prints. Rules the OpenAPI schema cannot express are CEL rules
@@ -8,6 +9,7 @@
 pub mod conditions;
 pub mod content;
 pub mod names;
+pub mod nautobot;
 pub mod osimage;
 pub mod references;
 pub mod sonic;
@@ -18,6 +20,10 @@ pub mod validate;
 pub use conditions::{ConditionStatus, ConditionType};
 pub use content::{Content, KeyRef, ObjectRef};
 pub use names::{ImagePath, SegmentError, validate_length, validate_segment};
+pub use nautobot::{
+    ImageMapping, ImageSelect, MacSource, NautobotFilter, NautobotSource, NautobotSourceSpec,
+    NautobotSourceStatus, ObjectCounts, ProfileRule, PrunePolicy, SkipReason, SkippedObject, SwitchMapping,
+};
 pub use osimage::{
     Artifact, DeletionPolicy, ImageSource, OsImage, OsImagePhase, OsImageSpec, OsImageStatus, Progress,
     S3Source, UrlSource,

@@ -57,6 +57,12 @@ pub fn each_segment_rule(what: &str) -> kube::core::Rule {
         .message(kube::core::Message::Message(segment_message(what)))
 }
 
+/// CEL rule for the values of a map of strings: each must be a safe segment.
+pub fn each_value_segment_rule(what: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.all(k, {})", segment_cel("self[k]")))
+        .message(kube::core::Message::Message(segment_message(what)))
+}
+
 /// Names the store uses for itself at its top level, refused as any path segment in any letter
 /// case (a file system may not tell `Manifest.JSON` from `manifest.json`): the manifest, the
 /// temporary and status directories, the manifest lock and the device snapshots' platform.

@@ -105,10 +105,19 @@ pub fn is_ours(doc: &Value) -> bool {
 /// Validates one object of our kinds as the apiserver would on create (field validation
 /// `Strict`). The status is not looked at.
 pub fn validate(doc: &Value) -> Result<(), Invalid> {
+    validate_in(&kinds().by_kind, doc)
+}
+
+/// Validates one object as [`validate`] does, against the given CRD instead of ours: for a kind
+/// whose CRD is not (yet) served, and its tests.
+pub fn validate_against(crd: &CustomResourceDefinition, doc: &Value) -> Result<(), Invalid> {
+    validate_in(&schemas(std::slice::from_ref(crd)), doc)
+}
+
+fn validate_in(by_kind: &BTreeMap<String, JSONSchemaProps>, doc: &Value) -> Result<(), Invalid> {
     let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
-    let schema = kinds()
-        .by_kind
+    let schema = by_kind
         .get(kind)
         .filter(|_| api_version == format!("{}/{}", super::GROUP, super::VERSION))
         .ok_or_else(|| Invalid::UnknownKind { api_version: api_version.to_owned(), kind: kind.to_owned() })?;

@@ -1,23 +1,35 @@
-//! Switch object names made from serial numbers: DNS-safe (a DNS-1123 label, so also a valid
-//! label value) and unique per serial.
+//! Object names made from outside text: DNS-safe (a DNS-1123 label, so also a valid label value)
+//! and unique per text. Switches are named for their serial numbers ([`for_serial`]); a
+//! NautobotSource names its OsImages for their store path with the same rule ([`label_for`]).
 
 use sha2::{Digest, Sha256};
 
 /// Longest name made (a DNS-1123 label).
 pub const MAX_NAME: usize = 63;
-/// Hex digits of the serial's SHA-256 appended when the serial is not a name by itself.
+/// Hex digits of the text's SHA-256 appended when the text is not a name by itself.
 const SUFFIX_HEX: usize = 10;
 
-/// The Switch name for a serial number. A serial that is already a DNS-1123 label (lower-case
-/// letters, digits and `-`, at most 63) is its own name; any other is lower-cased, every run of
-/// other characters becomes one `-`, and `-` plus the first 10 hex digits of the serial's SHA-256
-/// are appended, so `AB/12` and `ab-12` (two serials) never share a name.
+/// The Switch name for a serial number: [`label_for`] with prefix `sw`. A serial that is already
+/// a DNS-1123 label (lower-case letters, digits and `-`, at most 63) is its own name; any other is
+/// lower-cased, every run of other characters becomes one `-`, and `-` plus the first 10 hex
+/// digits of the serial's SHA-256 are appended, so `AB/12` and `ab-12` (two serials) never share
+/// a name.
 pub fn for_serial(serial: &str) -> String {
-    if is_label(serial) {
-        return serial.to_owned();
+    label_for(serial, "sw")
+}
+
+/// A DNS-1123 label for `text`, one per text: `text` itself when it is a label already, else
+/// its lower-cased letters and digits (every run of other characters one `-`), cut to leave room
+/// for `-` and the first 10 hex digits of `text`'s SHA-256, which are appended. `prefix` stands
+/// in for the readable part when nothing of `text` is left (`é` → `{prefix}-…`); it must be a
+/// short label itself (a few lower-case letters).
+pub fn label_for(text: &str, prefix: &str) -> String {
+    debug_assert!(is_label(prefix) && prefix.len() < MAX_NAME - SUFFIX_HEX - 1, "{prefix:?}");
+    if is_label(text) {
+        return text.to_owned();
     }
-    let mut base = String::with_capacity(serial.len().min(MAX_NAME));
-    for c in serial.chars() {
+    let mut base = String::with_capacity(text.len().min(MAX_NAME));
+    for c in text.chars() {
         let c = c.to_ascii_lowercase();
         if c.is_ascii_lowercase() || c.is_ascii_digit() {
             base.push(c);
@@ -27,14 +39,14 @@ pub fn for_serial(serial: &str) -> String {
     }
     base.truncate(MAX_NAME - SUFFIX_HEX - 1);
     let base = base.trim_end_matches('-');
-    let hash = Sha256::digest(serial.as_bytes());
+    let hash = Sha256::digest(text.as_bytes());
     let hex: String = hash.iter().map(|b| format!("{b:02x}")).collect();
     let suffix = &hex[..SUFFIX_HEX];
-    if base.is_empty() { format!("sw-{suffix}") } else { format!("{base}-{suffix}") }
+    if base.is_empty() { format!("{prefix}-{suffix}") } else { format!("{base}-{suffix}") }
 }
 
 /// Whether `s` is a DNS-1123 label.
-fn is_label(s: &str) -> bool {
+pub fn is_label(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_NAME
@@ -75,5 +87,14 @@ mod tests {
         }
         assert!(for_serial(&long).len() <= MAX_NAME);
         assert!(!is_label(&"a".repeat(64)) && !is_label("") && !is_label("-a") && !is_label("A"));
+    }
+
+    #[test]
+    fn other_texts_use_their_own_prefix_and_the_same_rule() {
+        assert_eq!(label_for("SN/1", "sw"), for_serial("SN/1"));
+        assert_eq!(label_for("sonic-4.0.0-x.bin", "osi"), label_for("sonic-4.0.0-x.bin", "osi"));
+        assert!(label_for("sonic-4.0.0-x.bin", "osi").starts_with("sonic-4-0-0-x-bin-"));
+        assert!(label_for("…", "osi").starts_with("osi-"));
+        assert_eq!(label_for("onie-1", "osi"), "onie-1");
     }
 }
