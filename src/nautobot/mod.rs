@@ -1,10 +1,12 @@
 //! Nautobot as the source of Switches and OsImages (issue 17): the REST objects as Nautobot
-//! returns them ([`model`]) and the pure mapping from them to what a NautobotSource declares
+//! returns them ([`model`]), read over HTTP ([`client`]) fully or by change log ([`read`]) and the pure mapping from them to what a NautobotSource declares
 //! ([`map`]). The resource itself is [`crate::api::nautobot`]; what ztp-operator relies on of
 //! Nautobot's API is in `docs/nautobot.md`.
 
+pub mod client;
 pub mod map;
 pub mod model;
+pub mod read;
 
 pub use map::{
     DEVICE_READ_PARAMS, Desired, DesiredImage, DesiredSwitch, Inventory, Skipped, desired, device_query,

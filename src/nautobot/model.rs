@@ -12,8 +12,8 @@ use serde_json::{Map, Value};
 /// `None` on the last page.
 #[derive(Deserialize, Debug, Clone, PartialEq)]
 pub struct Page<T> {
-    /// Objects the whole list holds (every page).
-    #[serde(default)]
+    /// Objects the whole list holds (every page). Required, as `results` is: a body without them
+    /// (a proxy's `{}`) is not an empty list.
     pub count: u64,
     /// The next page's absolute URL.
     #[serde(default)]
@@ -22,7 +22,6 @@ pub struct Page<T> {
     #[serde(default)]
     pub previous: Option<String>,
     /// This page's objects.
-    #[serde(default = "Vec::new")]
     pub results: Vec<T>,
 }
 

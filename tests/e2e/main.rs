@@ -15,6 +15,7 @@ mod hostile;
 mod image;
 mod image_in_use;
 mod kstatus;
+mod nautobot;
 mod openapi;
 mod pipeline;
 mod profile_health;

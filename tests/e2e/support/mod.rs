@@ -22,6 +22,7 @@ pub mod deployment;
 pub mod image;
 pub mod kstatus;
 pub mod lab;
+pub mod nautobot;
 pub mod node;
 pub mod pki;
 pub mod procs;

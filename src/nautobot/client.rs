@@ -1,0 +1,329 @@
+//! Nautobot's REST API over HTTP: a token, an optional CA bundle, limit/offset paging that follows
+//! `next` to its end, and errors that say what to fix. What the API returns is
+//! `docs/nautobot.md`; the objects are [`super::model`].
+//!
+//! `next` is an absolute URL built by Nautobot from the request's Host; behind a proxy it may name
+//! another scheme or host than the one configured. Only its query (limit and offset) is taken, on
+//! the configured URL: the token never leaves for a host the source does not name.
+
+use std::{
+    sync::atomic::{AtomicU64, Ordering},
+    time::Duration,
+};
+
+use reqwest::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::model::Page;
+
+/// Objects per page asked for: Nautobot's `MAX_PAGE_SIZE` by default (it cuts a larger `limit`).
+pub const PAGE_SIZE: usize = 1000;
+/// Pages followed at most for one list (10 million objects at 1,000 a page): past it the paging
+/// is taken to loop.
+const MAX_PAGES: usize = 10_000;
+/// How long one request may take, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// Times a request that got no answer is sent again (a GET: safe to repeat).
+const SEND_RETRIES: u64 = 2;
+/// Characters of an error body kept in a message.
+const BODY_IN_MESSAGE: usize = 300;
+
+/// Reading Nautobot failed. Every variant names the URL asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NautobotError {
+    /// The API base is not an http(s) URL.
+    #[error("{url:?} is not an http(s) URL of a Nautobot")]
+    BadUrl { url: String },
+    /// The CA bundle does not parse.
+    #[error("the CA bundle is not valid PEM: {message}")]
+    CaBundle { message: String },
+    /// The token is not usable in a header.
+    #[error("the token holds characters an HTTP header cannot carry")]
+    BadToken,
+    /// 401 / 403: the token is wrong, expired, or lacks the permission to read this.
+    #[error(
+        "Nautobot refused the token for {url} (HTTP {status}: {detail}): check the token Secret and the token's permissions"
+    )]
+    Refused { url: String, status: u16, detail: String },
+    /// Any other answer than 200.
+    #[error("Nautobot answered HTTP {status} for {url}: {detail}")]
+    Status { url: String, status: u16, detail: String },
+    /// No answer: connection refused, TLS, timeout.
+    #[error("cannot reach Nautobot at {url}: {message}")]
+    Unreachable { url: String, message: String },
+    /// An answer that is not the page Nautobot's API sends.
+    #[error("Nautobot's answer for {url} is not a page of its API: {message}")]
+    Malformed { url: String, message: String },
+    /// The list's count changed while its pages were read (objects created or deleted meanwhile
+    /// shift limit/offset pages: some may have been missed).
+    #[error(
+        "{url} changed while it was read ({expected} objects on its first page, {got} read): read again later"
+    )]
+    Shifted { url: String, expected: u64, got: u64 },
+    /// `next` kept coming past [`MAX_PAGES`] pages.
+    #[error("paging {url} did not end after {pages} pages")]
+    Runaway { url: String, pages: usize },
+}
+
+/// A Nautobot API client for one source.
+#[derive(Debug)]
+pub struct Nautobot {
+    http: reqwest::Client,
+    /// The API base, e.g. `https://nautobot.example.net` (without `/api`), no trailing `/`.
+    base: String,
+    token: header::HeaderValue,
+    requests: AtomicU64,
+}
+
+impl Nautobot {
+    /// A client for the Nautobot at `url` (its base, with or without a trailing `/api`) with
+    /// `token`, trusting `ca_pem` (PEM certificates) besides the system's roots.
+    pub fn new(url: &str, token: &str, ca_pem: Option<&[u8]>) -> Result<Self, NautobotError> {
+        let base = base_url(url)?;
+        let mut token = header::HeaderValue::from_str(&format!("Token {}", token.trim()))
+            .map_err(|_| NautobotError::BadToken)?;
+        token.set_sensitive(true);
+        let mut b = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("ztp-operator/", env!("CARGO_PKG_VERSION")))
+            // A redirect would carry the token elsewhere: Nautobot's API does not redirect.
+            .redirect(reqwest::redirect::Policy::none());
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| NautobotError::CaBundle { message: e.to_string() })?;
+            if certs.is_empty() {
+                return Err(NautobotError::CaBundle { message: "it holds no certificate".into() });
+            }
+            b = b.tls_certs_merge(certs);
+        }
+        let http = b.build().map_err(|e| NautobotError::CaBundle { message: error_chain(&e) })?;
+        Ok(Self { http, base, token, requests: AtomicU64::new(0) })
+    }
+
+    /// The API base this client reads.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// Requests made so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Every object of the list at `path` (e.g. `/api/dcim/devices/`) matching `query`, page after
+    /// page until `next` is null.
+    pub async fn list<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, NautobotError> {
+        let first = list_url(&self.base, path, PAGE_SIZE, query);
+        let mut url = first.clone();
+        let mut out = Vec::new();
+        let mut expected = None;
+        for _ in 0..MAX_PAGES {
+            let page: Page<T> = self.get(&url).await?;
+            let expected = *expected.get_or_insert(page.count);
+            if out.is_empty() {
+                out.reserve(usize::try_from(page.count).unwrap_or(0).min(1_000_000));
+            }
+            out.extend(page.results);
+            match page.next {
+                None if out.len() as u64 != expected || page.count != expected => {
+                    return Err(NautobotError::Shifted { url: first, expected, got: out.len() as u64 });
+                }
+                None => return Ok(out),
+                Some(next) => {
+                    url = follow(&self.base, path, &next).ok_or_else(|| NautobotError::Malformed {
+                        url: url.clone(),
+                        message: format!("its next page {next:?} has no query"),
+                    })?
+                }
+            }
+        }
+        Err(NautobotError::Runaway { url: first, pages: MAX_PAGES })
+    }
+
+    /// The first `limit` objects of the list at `path` (e.g. the newest change-log entry).
+    pub async fn first<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        limit: usize,
+        query: &[(&str, String)],
+    ) -> Result<Vec<T>, NautobotError> {
+        let url = list_url(&self.base, path, limit, query);
+        Ok(self.get::<Page<T>>(&url).await?.results)
+    }
+
+    async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, NautobotError> {
+        let mut attempt = 0;
+        let response = loop {
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            let sent = self
+                .http
+                .get(url)
+                .header(header::AUTHORIZATION, self.token.clone())
+                .header(header::ACCEPT, "application/json")
+                .send()
+                .await;
+            match sent {
+                Ok(response) => break response,
+                // A GET is safe to repeat: a kept-alive connection the server had closed (uWSGI
+                // resets idle ones) fails the first try, a new one succeeds.
+                Err(e) if attempt < SEND_RETRIES && !e.is_timeout() => {
+                    attempt += 1;
+                    tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+                }
+                Err(e) => {
+                    return Err(NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) });
+                }
+            }
+        };
+        let status = response.status();
+        let body = response
+            .bytes()
+            .await
+            .map_err(|e| NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) })?;
+        if status != StatusCode::OK {
+            return Err(refusal(url, status, &body));
+        }
+        serde_json::from_slice(&body)
+            .map_err(|e| NautobotError::Malformed { url: url.to_owned(), message: e.to_string() })
+    }
+}
+
+/// The error for a non-200 answer: its `detail` (or the body's start) as Nautobot said it.
+fn refusal(url: &str, status: StatusCode, body: &[u8]) -> NautobotError {
+    let detail = match serde_json::from_slice::<serde_json::Value>(body) {
+        Ok(serde_json::Value::Object(o)) => match o.get("detail").and_then(|d| d.as_str()) {
+            Some(d) => d.to_owned(),
+            None => serde_json::Value::Object(o).to_string(),
+        },
+        _ => String::from_utf8_lossy(body).trim().to_owned(),
+    };
+    let detail: String = detail.chars().take(BODY_IN_MESSAGE).collect();
+    let (url, status) = (url.to_owned(), status.as_u16());
+    match status {
+        401 | 403 => NautobotError::Refused { url, status, detail },
+        _ => NautobotError::Status { url, status, detail },
+    }
+}
+
+/// The API base of `url`: http(s), without a trailing `/` or `/api`.
+fn base_url(url: &str) -> Result<String, NautobotError> {
+    let bad = || NautobotError::BadUrl { url: url.to_owned() };
+    let parsed = reqwest::Url::parse(url.trim()).map_err(|_| bad())?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() || parsed.query().is_some()
+    {
+        return Err(bad());
+    }
+    let s = parsed.as_str().trim_end_matches('/');
+    Ok(s.strip_suffix("/api").unwrap_or(s).to_owned())
+}
+
+/// `base` + `path` + the query, with `limit` first.
+fn list_url(base: &str, path: &str, limit: usize, query: &[(&str, String)]) -> String {
+    let mut url = format!("{base}{path}?limit={limit}");
+    for (k, v) in query {
+        url.push('&');
+        url.push_str(k);
+        url.push('=');
+        url.push_str(&encode(v));
+    }
+    url
+}
+
+/// The next page on our own base: `next`'s query on `base` + `path`.
+fn follow(base: &str, path: &str, next: &str) -> Option<String> {
+    let (_, query) = next.split_once('?')?;
+    Some(format!("{base}{path}?{query}"))
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters are kept).
+fn encode(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for b in v.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// An error with its sources, for messages (`error sending request: … : connection refused`).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let c = cause.to_string();
+        if !s.contains(&c) {
+            s.push_str(": ");
+            s.push_str(&c);
+        }
+        source = cause.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_base_is_http_without_api_or_slash() {
+        assert_eq!(base_url("https://nb.example.net/").as_deref(), Ok("https://nb.example.net"));
+        assert_eq!(base_url("https://nb.example.net/api/").as_deref(), Ok("https://nb.example.net"));
+        assert_eq!(
+            base_url("http://10.0.0.1:8080/nautobot/api").as_deref(),
+            Ok("http://10.0.0.1:8080/nautobot")
+        );
+        for bad in ["ftp://nb", "nb.example.net", "", "http://nb/?x=1", "file:///etc/passwd"] {
+            assert!(matches!(base_url(bad), Err(NautobotError::BadUrl { .. })), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_urls_encode_values_and_next_stays_on_the_configured_host() {
+        let q = [("location", "DC 1/a&b".to_owned()), ("status", "Active".to_owned())];
+        assert_eq!(
+            list_url("https://nb", "/api/dcim/devices/", PAGE_SIZE, &q),
+            "https://nb/api/dcim/devices/?limit=1000&location=DC%201%2Fa%26b&status=Active"
+        );
+        // Nautobot behind a proxy names its own host and scheme: only the query is taken.
+        assert_eq!(
+            follow(
+                "https://nb",
+                "/api/dcim/devices/",
+                "http://internal:8080/api/dcim/devices/?limit=1000&offset=1000"
+            )
+            .as_deref(),
+            Some("https://nb/api/dcim/devices/?limit=1000&offset=1000")
+        );
+        assert_eq!(follow("https://nb", "/api/dcim/devices/", "http://evil/"), None);
+    }
+
+    #[test]
+    fn refusals_carry_nautobots_detail() {
+        let e = refusal("u", StatusCode::FORBIDDEN, br#"{"detail":"Invalid token"}"#);
+        assert_eq!(
+            e,
+            NautobotError::Refused { url: "u".into(), status: 403, detail: "Invalid token".into() }
+        );
+        assert!(e.to_string().contains("check the token Secret"), "{e}");
+        let e = refusal("u", StatusCode::BAD_REQUEST, br#"{"bogus":["Unknown filter field"]}"#);
+        assert_eq!(e.to_string(), r#"Nautobot answered HTTP 400 for u: {"bogus":["Unknown filter field"]}"#);
+        let e = refusal("u", StatusCode::BAD_GATEWAY, &b"x".repeat(1000));
+        assert!(matches!(&e, NautobotError::Status { detail, .. } if detail.len() == BODY_IN_MESSAGE));
+    }
+
+    #[test]
+    fn a_token_or_ca_bundle_that_cannot_be_used_is_said_before_any_request() {
+        assert_eq!(Nautobot::new("https://nb", "a\nb", None).err(), Some(NautobotError::BadToken));
+        let e = Nautobot::new("https://nb", "t", Some(b"not pem")).expect_err("bad CA");
+        assert!(matches!(e, NautobotError::CaBundle { .. }), "{e}");
+    }
+}
