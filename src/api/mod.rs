@@ -1,6 +1,5 @@
-//! The custom resources of `ztp.netops.dev/v1alpha1` (`OsImage`, `SwitchProfile`, `Switch`, and
-//! `NautobotSource`, not served until its controller lands): what users `kubectl apply` or keep
-//! in Git.
+//! The custom resources of `ztp.netops.dev/v1alpha1` (`OsImage`, `SwitchProfile`, `Switch`,
+//! `NautobotSource`): what users `kubectl apply` or keep in Git.
 //!
 //! Every field carries a doc comment: the CRD generator turns them into the descriptions that
 //! `kubectl explain` prints. Rules the OpenAPI schema cannot express are CEL rules
@@ -57,7 +56,7 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
     let one = |crd| {
         with_unobserved_status(merge_crds(vec![crd], VERSION).expect("a single-version CRD always merges"))
     };
-    vec![one(OsImage::crd()), one(SwitchProfile::crd()), one(Switch::crd())]
+    vec![one(OsImage::crd()), one(SwitchProfile::crd()), one(Switch::crd()), one(NautobotSource::crd())]
 }
 
 /// `status.observedGeneration` of an object no controller has written a status for yet.

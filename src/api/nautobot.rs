@@ -256,7 +256,7 @@ pub struct ImageMapping {
     /// A Nautobot platform's name → the store's platform segment for its images (e.g.
     /// `nvidia-cumulus: cumulus-linux`). A platform not listed keeps its Nautobot name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 256))]
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "minLength": 1, "maxLength": 128}))]
     #[x_kube(validation = super::names::each_value_segment_rule("a store platform"))]
     pub platforms: BTreeMap<String, String>,
 }

@@ -5,6 +5,7 @@
 pub mod counts;
 pub mod health;
 mod k8s;
+pub mod nautobot;
 pub mod profiles;
 pub mod serving;
 mod triggers;
@@ -265,6 +266,8 @@ pub async fn run_controller(
             tracing::error!(error = %e, "the snapshot loop stopped: SwitchProfiles are no longer rendered");
         }
     });
+    // NautobotSources: their own controller, beside the images' (nothing when the CRD is absent).
+    let nautobot_sources = tokio::spawn(nautobot::run(client.clone(), namespace.clone()));
     let reconciles = core.metrics.reconciles.clone();
     let ctx = Arc::new(Ctx {
         reporter: k8s::KubeReporter::new(client.clone()),
@@ -291,6 +294,7 @@ pub async fn run_controller(
         })
         .await;
     snapshots.abort();
+    nautobot_sources.abort();
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 pub mod client;
 pub mod map;
 pub mod model;
+pub mod plan;
 pub mod read;
 
 pub use map::{

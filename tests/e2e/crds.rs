@@ -77,6 +77,11 @@ async fn crds_are_established_with_status_and_columns() {
             vec!["Serial", "Hostname", "Model", "Profile", "Phase", "IP", "Last Seen", "Age"],
             "sw",
         ),
+        (
+            "nautobotsources.ztp.netops.dev",
+            vec!["URL", "Ready", "Switches", "Images", "Last Sync", "Age"],
+            "nbs",
+        ),
     ] {
         let crd = crds.get(name).await.unwrap_or_else(|e| panic!("{name}: {e}"));
         let established = crd

@@ -6,16 +6,37 @@
 //! changes, and a poll without changes is one request; a wrong token or a stopped Nautobot is a
 //! clear error that leaves the inventory as it was.
 
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::{
+    ResourceExt,
+    api::{Api, ListParams, Patch, PatchParams, PostParams},
+};
+use serde_json::json;
 use ztp_operator::{
-    api::nautobot::NautobotSourceSpec,
+    api::{NautobotSource, OsImage, Switch, nautobot::NautobotSourceSpec},
+    hash::Sha256Digest,
     nautobot::{
         client::{Nautobot as Client, NautobotError},
         desired,
+        plan::SOURCE_LABEL,
         read::{self, Delta},
     },
+    switch::name::for_serial,
 };
 
-use crate::support::nautobot::Nautobot;
+use crate::support::{
+    self,
+    controller::{is_ready, start_controller, wait_for},
+    nautobot::Nautobot,
+    random_bytes,
+    source::{Behavior, SourceServer},
+    store::{Backend, TestStore},
+};
 
 fn spec(url: &str) -> NautobotSourceSpec {
     serde_json::from_value(serde_json::json!({
@@ -75,4 +96,222 @@ async fn the_reader_follows_the_fleet_fully_then_by_change_log() {
     assert_eq!(inv, kept);
     nb.start_web().await;
     assert_eq!(read::changes(&client, &spec, &mut inv, &mut mark).await.expect("poll"), Delta::Nothing);
+}
+
+/// The Switches of namespace `ns` by name.
+async fn switches(api: &Api<Switch>) -> BTreeMap<String, Switch> {
+    let list = api.list(&ListParams::default()).await.expect("list Switches");
+    list.items.into_iter().map(|s| (s.name_any(), s)).collect()
+}
+
+/// Polls the source until `want` holds for it.
+async fn wait_source(
+    api: &Api<NautobotSource>,
+    what: &str,
+    want: impl Fn(&NautobotSource) -> bool,
+) -> NautobotSource {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let s = api.get("dc1").await.expect("get source");
+        if want(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 60 s; status {:#?}", s.status);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn condition(s: &NautobotSource, type_: &str) -> Option<(String, String, String)> {
+    let c = s.status.as_ref()?.conditions.iter().find(|c| c.type_ == type_)?;
+    Some((c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+fn is(s: &NautobotSource, type_: &str, status: &str) -> bool {
+    condition(s, type_).is_some_and(|(st, _, _)| st == status)
+}
+
+fn synced_after(
+    s: &NautobotSource,
+    t: &Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
+) -> bool {
+    let last = s.status.as_ref().and_then(|st| st.last_sync_time.clone());
+    last.is_some() && last > *t && is(s, "Ready", "True")
+}
+
+/// A NautobotSource against a real apiserver and a real Nautobot: the fleet becomes Switches and
+/// OsImages (which then fetch and verify from a test HTTP source), each device's Switch pinned to
+/// its intended software's image; a hand-made Switch is never touched (a `Conflict`); changes in
+/// Nautobot reach the Switches at the next poll (serial, MAC, intended software), a duplicate
+/// serial is skipped and reported while both Switches stay as they were, a deleted device's Switch
+/// is orphaned (`prune: Orphan`) or deleted (`prune: Delete`); Nautobot down or a wrong token is a
+/// `Stalled` source that changes nothing.
+#[tokio::test]
+async fn a_source_keeps_switches_and_images_as_nautobot_says() {
+    let t = support::kube_test("nautobot-source").await;
+    let store = TestStore::new(Backend::Fs, "nautobot-source").await;
+    let (a, b) = (random_bytes(40_000, 81), random_bytes(50_000, 82));
+    let src = SourceServer::start(vec![
+        ("/sonic-a.bin", a.clone(), Behavior::Serve),
+        ("/sonic-b.bin", b.clone(), Behavior::Serve),
+    ])
+    .await;
+    let nb = Nautobot::start("source").await;
+    let image = |version: &str, file: &str, body: &bytes::Bytes| {
+        json!({"platform": "sonic", "version": version, "file": file, "size": body.len(),
+               "sha256": Sha256Digest::of(body).to_string(), "url": src.url_of(&format!("/{file}"))})
+    };
+    let spec_file = nb.dir.join("images.json");
+    let images = json!([image("4.0.1", "sonic-a.bin", &a), image("4.0.2", "sonic-b.bin", &b)]);
+    std::fs::write(&spec_file, images.to_string()).expect("write image spec");
+    // Eight devices: sw-00002 and sw-00006 are SONiC (the only platform with software here).
+    nb.load(&["--devices", "8", "--image-spec", &spec_file.to_string_lossy()]).await;
+
+    let ns = t.namespace.clone();
+    let secrets: Api<Secret> = Api::namespaced(t.client.clone(), &ns);
+    let token_secret = |token: &str| -> Secret {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "nautobot"}, "stringData": {"token": token}}))
+        .expect("secret")
+    };
+    secrets.create(&PostParams::default(), &token_secret(&nb.token)).await.expect("create Secret");
+    // A Switch made by hand for sw-00005's serial: the source must leave it alone.
+    let sw_api: Api<Switch> = Api::namespaced(t.client.clone(), &ns);
+    let hand_name = for_serial("SN00005");
+    let hand: Switch =
+        serde_json::from_value(json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "Switch",
+        "metadata": {"name": hand_name}, "spec": {"serialNumber": "SN00005", "hostname": "by-hand"}}))
+        .expect("switch");
+    sw_api.create(&PostParams::default(), &hand).await.expect("create hand-made Switch");
+
+    let _controller = start_controller(&t, &store);
+    let sources: Api<NautobotSource> = Api::namespaced(t.client.clone(), &ns);
+    let source: NautobotSource = serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "NautobotSource", "metadata": {"name": "dc1"},
+        "spec": {"url": nb.url, "tokenSecretRef": {"name": "nautobot", "key": "token"}, "intervalSeconds": 10,
+                 "switches": {"profiles": [{"role": "spine", "profile": "spines"}, {"role": "leaf", "profile": "leafs"}]}},
+    }))
+    .expect("source");
+    sources.create(&PostParams::default(), &source).await.expect("create source");
+
+    // First sync: seven Switches (the eighth clashes), two OsImages, Ready.
+    let synced = wait_source(&sources, "first sync", |s| is(s, "Ready", "True")).await;
+    let st = synced.status.clone().expect("status");
+    assert_eq!(st.devices, Some(8));
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((7, 7)), "{st:#?}");
+
+    let (conflict, reason, message) = condition(&synced, "Conflict").expect("Conflict");
+    assert_eq!((conflict.as_str(), reason.as_str()), ("True", "NameClash"));
+    assert!(message.contains(&hand_name) && message.contains("made by hand"), "{message}");
+    let all = switches(&sw_api).await;
+    assert_eq!(all.len(), 8);
+    assert_eq!(
+        all[&hand_name].spec.hostname.as_deref(),
+        Some("by-hand"),
+        "the hand-made Switch is untouched"
+    );
+    assert!(all[&hand_name].labels().get(SOURCE_LABEL).is_none());
+    let sw1 = &all[&for_serial("SN00001")];
+    assert_eq!(sw1.labels().get(SOURCE_LABEL).map(String::as_str), Some("dc1"));
+    assert_eq!(sw1.spec.hostname.as_deref(), Some("sw-00001"));
+    assert_eq!(sw1.spec.mac_address.as_deref(), Some("02:5a:00:00:00:01"));
+    assert_eq!(sw1.spec.os_image, None, "not SONiC: no intended software here");
+    assert_eq!(sw1.spec.profile.as_deref(), Some("leafs"), "by its role");
+    let sonic = &all[&for_serial("SN00002")];
+    let pinned = sonic.spec.os_image.clone().expect("SONiC devices are pinned");
+    // `images.select: Intended`: an OsImage for each image file a device is pinned to.
+    let pins: std::collections::BTreeSet<&String> =
+        all.values().filter_map(|s| s.spec.os_image.as_ref()).collect();
+    assert_eq!(
+        pins.len(),
+        if all[&for_serial("SN00006")].spec.os_image == Some(pinned.clone()) { 1 } else { 2 }
+    );
+    let n = i64::try_from(pins.len()).expect("small");
+    assert_eq!(st.images.as_ref().map(|c| (c.total, c.created)), Some((n, n)), "{st:#?}");
+    // The OsImages fetch and verify from the source; the pin names one of them.
+    let os_images: Api<OsImage> = Api::namespaced(t.client.clone(), &ns);
+    let ready = wait_for(&os_images, &pinned, "Ready", is_ready).await;
+    assert_eq!(ready.spec.platform, "sonic");
+    assert_eq!(ready.labels().get(SOURCE_LABEL).map(String::as_str), Some("dc1"));
+    let other = ["sonic-a.bin", "sonic-b.bin"]
+        .into_iter()
+        .find(|f| ready.spec.filename.as_deref() != Some(*f))
+        .expect("the other file");
+    let other_version = if other == "sonic-a.bin" { "4.0.1" } else { "4.0.2" };
+
+    // Changes in Nautobot reach the Switches at the next poll.
+    let before = synced.status.as_ref().and_then(|s| s.last_sync_time.clone());
+    nb.fleet(&["set-serial", "sw-00001", "SN-NEW-1"]).await;
+    nb.fleet(&["set-mac", "sw-00003", "02:5a:00:aa:bb:cc"]).await;
+    nb.fleet(&["set-software", "sw-00002", other_version]).await;
+    nb.fleet(&["duplicate-serial", "sw-00004", "sw-00007"]).await;
+    nb.fleet(&["delete", "sw-00008"]).await;
+    let after = wait_source(&sources, "the changes synced", |s| {
+        synced_after(s, &before) && s.status.as_ref().is_some_and(|st| st.skipped == Some(2))
+    })
+    .await;
+    let st = after.status.clone().expect("status");
+    let skipped: Vec<(&str, String)> =
+        st.skipped_devices.iter().map(|s| (s.name.as_str(), format!("{:?}", s.reason))).collect();
+    assert_eq!(
+        skipped,
+        [("sw-00004", "DuplicateSerial".to_owned()), ("sw-00007", "DuplicateSerial".to_owned())],
+        "{st:#?}"
+    );
+    let all = switches(&sw_api).await;
+    assert!(all.contains_key(&for_serial("SN-NEW-1")), "the new serial's Switch");
+    let old = &all[&for_serial("SN00001")];
+    assert!(old.labels().get(SOURCE_LABEL).is_none(), "prune: Orphan leaves the old Switch, unmanaged");
+    assert_eq!(all[&for_serial("SN00003")].spec.mac_address.as_deref(), Some("02:5a:00:aa:bb:cc"));
+    let repinned = all[&for_serial("SN00002")].spec.os_image.clone().expect("pinned");
+    assert_ne!(repinned, pinned, "the intended version moved");
+    assert_eq!(os_images.get(&repinned).await.expect("image").spec.filename.as_deref(), Some(other));
+    // Skipped devices keep their Switches as they were; the deleted device's is orphaned.
+    for serial in ["SN00004", "SN00007"] {
+        let sw = &all[&for_serial(serial)];
+        assert_eq!(sw.labels().get(SOURCE_LABEL).map(String::as_str), Some("dc1"), "{serial} kept");
+    }
+    assert!(all[&for_serial("SN00008")].labels().get(SOURCE_LABEL).is_none());
+    assert_eq!(st.switches.as_ref().map(|c| c.orphaned), Some(2), "{st:#?}");
+
+    // Nautobot down: Stalled, nothing changes; back up: Ready.
+    nb.stop_web().await;
+    let down = wait_source(&sources, "Stalled while Nautobot is down", |s| is(s, "Stalled", "True")).await;
+    let (_, reason, message) = condition(&down, "Stalled").expect("Stalled");
+    assert_eq!(reason, "NautobotError");
+    assert!(message.contains("cannot reach Nautobot"), "{message}");
+    let versions = |m: &BTreeMap<String, Switch>| -> Vec<(String, Option<String>)> {
+        m.iter().map(|(k, s)| (k.clone(), s.resource_version())).collect()
+    };
+    assert_eq!(versions(&switches(&sw_api).await), versions(&all), "nothing changed while Nautobot was down");
+    nb.start_web().await;
+    let back =
+        wait_source(&sources, "Ready again", |s| is(s, "Ready", "True") && is(s, "Stalled", "False")).await;
+    // A wrong token: Stalled, saying so.
+    let wrong = json!({"stringData": {"token": "0123456789abcdef0123456789abcdef01234567"}});
+    secrets.patch("nautobot", &PatchParams::default(), &Patch::Merge(&wrong)).await.expect("patch Secret");
+    let refused = wait_source(&sources, "Stalled on a wrong token", |s| is(s, "Stalled", "True")).await;
+    let (_, _, message) = condition(&refused, "Stalled").expect("Stalled");
+    assert!(message.contains("refused the token") && message.contains("Invalid token"), "{message}");
+    let right = json!({"stringData": {"token": nb.token}});
+    secrets.patch("nautobot", &PatchParams::default(), &Patch::Merge(&right)).await.expect("patch Secret");
+    let _ = back;
+
+    // prune: Delete: a deleted device's Switch goes.
+    let delete = json!({"spec": {"prune": "Delete"}});
+    sources.patch("dc1", &PatchParams::default(), &Patch::Merge(&delete)).await.expect("patch source");
+    let before = wait_source(&sources, "Ready with prune Delete", |s| {
+        is(s, "Ready", "True")
+            && s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+    })
+    .await
+    .status
+    .and_then(|s| s.last_sync_time);
+    nb.fleet(&["delete", "sw-00003"]).await;
+    wait_source(&sources, "the deletion synced", |s| synced_after(s, &before)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sw_api.get_opt(&for_serial("SN00003")).await.expect("get").is_some() {
+        assert!(Instant::now() < deadline, "sw-00003's Switch not deleted with prune: Delete");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(sw_api.get_opt(&hand_name).await.expect("get").is_some(), "the hand-made one stays");
 }
