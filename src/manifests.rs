@@ -1,8 +1,8 @@
 //! Folders of kubectl-style YAML (`*.yaml` / `*.yml`, several documents per file): what
 //! standalone mode declares ([`load`]: OsImages, SwitchProfiles, Switches and the ConfigMaps /
-//! Secrets they reference) and the SwitchProfiles `ztpctl dhcp` reads ([`read_switch_profiles`]). Documents
-//! are checked as the apiserver would ([`validate`]) and bounded in size and nesting before they
-//! are parsed.
+//! Secrets they reference) and the SwitchProfiles and Switches `ztpctl dhcp` reads
+//! ([`read_profiles_and_switches`]). Documents are checked as the apiserver would ([`validate`])
+//! and bounded in size and nesting before they are parsed.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -246,12 +246,20 @@ pub fn yaml_nesting_within(text: &str, max: usize) -> Result<(), String> {
 /// documents (`---`), exactly what users `kubectl apply`. Other kinds are ignored; a profile
 /// without a namespace is in `default`, as in standalone mode. Status is dropped.
 pub fn read_switch_profiles(path: &Path) -> Result<Vec<SwitchProfile>, ManifestsError> {
+    read_profiles_and_switches(path).map(|(profiles, _)| profiles)
+}
+
+/// Reads the SwitchProfiles and the Switches of `path` (what `ztpctl dhcp` reserves hosts for),
+/// as [`read_switch_profiles`] reads profiles: a Switch without a namespace is in `default`, its
+/// status is dropped.
+pub fn read_profiles_and_switches(path: &Path) -> Result<(Vec<SwitchProfile>, Vec<Switch>), ManifestsError> {
     let files = if path.is_dir() {
         fingerprint(path).into_iter().map(|(p, _, _)| p).collect()
     } else {
         vec![path.to_path_buf()]
     };
     let mut profiles = Vec::new();
+    let mut switches = Vec::new();
     for file in files {
         for (i, value) in read_documents(&file)? {
             if validate::is_ours(&value) {
@@ -260,19 +268,29 @@ pub fn read_switch_profiles(path: &Path) -> Result<Vec<SwitchProfile>, Manifests
                     message: format!("document {}: {e}", i + 1),
                 })?;
             }
-            if value.get("kind").and_then(Value::as_str) != Some("SwitchProfile") {
-                continue;
-            }
-            let mut profile: SwitchProfile = serde_json::from_value(value).map_err(|e| ManifestsError {
+            let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default().to_owned();
+            let doc_err = |e: serde_json::Error| ManifestsError {
                 path: file.clone(),
-                message: format!("document {} (SwitchProfile): {e}", i + 1),
-            })?;
-            profile.metadata.namespace.get_or_insert_with(|| "default".into());
-            profile.status = None;
-            profiles.push(profile);
+                message: format!("document {} ({kind}): {e}", i + 1),
+            };
+            match kind.as_str() {
+                "SwitchProfile" => {
+                    let mut profile: SwitchProfile = serde_json::from_value(value).map_err(doc_err)?;
+                    profile.metadata.namespace.get_or_insert_with(|| "default".into());
+                    profile.status = None;
+                    profiles.push(profile);
+                }
+                "Switch" => {
+                    let mut switch: Switch = serde_json::from_value(value).map_err(doc_err)?;
+                    switch.metadata.namespace.get_or_insert_with(|| "default".into());
+                    switch.status = None;
+                    switches.push(switch);
+                }
+                _ => {}
+            }
         }
     }
-    Ok(profiles)
+    Ok((profiles, switches))
 }
 
 /// Standalone only: `file://./x` and `file://../x` are relative to the manifests folder, so a lab

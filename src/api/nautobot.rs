@@ -23,6 +23,9 @@ pub const DEFAULT_INTERVAL_SECONDS: i32 = 60;
 pub const MIN_INTERVAL_SECONDS: i32 = 10;
 /// Longest `spec.intervalSeconds` accepted (a day).
 pub const MAX_INTERVAL_SECONDS: i32 = 86_400;
+/// The label on every Switch and OsImage a NautobotSource declares; its value is the source's
+/// name.
+pub const SOURCE_LABEL: &str = "ztp.netops.dev/nautobot-source";
 /// Default of `spec.switches.mac.interface`: the management interface's name.
 pub const DEFAULT_MAC_INTERFACE: &str = "eth0";
 

@@ -4,7 +4,9 @@
 //! `detail` text.
 //!
 //! `ztpctl dhcp` writes ISC dhcpd or Kea host reservations pointing the switches of a folder of
-//! SwitchProfiles at the server ([`ztp_operator::dhcp`]); `ztpctl device` asks the server what a
+//! SwitchProfiles and Switches at the server ([`ztp_operator::dhcp`]); `ztpctl nautobot check`
+//! reads a Nautobot and prints what a NautobotSource would declare, declaring nothing
+//! ([`ztp_operator::nautobot::check`]); `ztpctl device` asks the server what a
 //! switch of one family would get, with exactly that family's headers ([`ztp_operator::dryrun`]);
 //! `ztpctl switches` / `ztpctl switch SERIAL` print the Switches a server knows, or a standalone
 //! data folder's ([`ztp_operator::switch::show`]).
@@ -13,7 +15,7 @@
 
 use std::{path::PathBuf, process::ExitCode};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum, parser::ValueSource};
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::{Client, Method, StatusCode, multipart};
@@ -24,6 +26,11 @@ use ztp_operator::{
     dhcp::{self, DhcpError},
     dryrun::{self, Device, DryRunError, Expect},
     hash::Sha256Digest,
+    nautobot::{
+        self as nb,
+        check::{self, CheckError},
+        client::NautobotError,
+    },
     profile::identity::Family,
     serve::auth::NO_CREDENTIAL,
     switch::{fleet, show},
@@ -33,7 +40,7 @@ use ztp_operator::{
 #[command(
     name = "ztpctl",
     version,
-    about = "Upload, list and remove images on a ztp-operator server; generate DHCP reservations; dry-run a device"
+    about = "Upload, list and remove images on a ztp-operator server; generate DHCP reservations; dry-run a device or a NautobotSource"
 )]
 struct Cli {
     /// Base URL of the server (`ztp-operator serve`).
@@ -77,12 +84,14 @@ enum Command {
     /// Print DHCP host reservations pointing every device of PROFILES at the server: option 114
     /// (ONIE, `{server}/onie`), 67 (NVOS / SONiC, `{server}/nvos/{serial}/ztp.json`), 239
     /// (Cumulus, `{server}/cumulus/{serial}/ztp.sh`), 210 (RtBrick CTRLD, `{server}`). Hosts are
-    /// identified by MAC, else by the client identifier built from the serial. Notes (devices
-    /// that cannot be reserved) go to stderr.
+    /// identified by MAC, else by the client identifier built from the serial. A Switch with a
+    /// `macAddress` gets a host of its own with its `hostname` and the options of the profile its
+    /// device gets. Notes (devices that cannot be reserved) go to stderr.
     Dhcp {
         #[arg(long, value_enum)]
         format: DhcpFormat,
-        /// A YAML file or a folder of SwitchProfiles (what `kubectl apply` takes).
+        /// A YAML file or a folder of SwitchProfiles and Switches (what `kubectl apply` takes, or
+        /// `ztpctl nautobot check --output yaml` prints).
         #[arg(long)]
         profiles: PathBuf,
         /// The server URL as switches reach it (default: --server).
@@ -109,6 +118,11 @@ enum Command {
         #[arg(long, default_value = "os-install")]
         operation: String,
     },
+    /// Nautobot as the source of Switches and OsImages.
+    Nautobot {
+        #[command(subcommand)]
+        command: NautobotCommand,
+    },
     /// Print the fleet with the columns `kubectl get switches` shows: every Switch the server
     /// knows (`GET /v1/switches`, as of its last flush; an admin token unless it runs with
     /// `--public-listing`), or of a standalone data folder with --data.
@@ -126,6 +140,41 @@ enum Command {
         #[arg(long, env = "ZTP_DATA")]
         data: Option<PathBuf>,
     },
+}
+
+#[derive(Subcommand)]
+enum NautobotCommand {
+    /// Dry run: read Nautobot as a NautobotSource would and print the Switches and OsImages it
+    /// would declare, and the devices and image files it would skip with why. Declares nothing.
+    Check {
+        /// Nautobot's base URL (over the --source file's `spec.url`).
+        #[arg(long, env = "NAUTOBOT_URL")]
+        url: Option<String>,
+        /// Nautobot API token (read access to devices, interfaces, platforms, roles, device types,
+        /// software and the change log).
+        #[arg(long, env = "NAUTOBOT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// PEM CA certificates to trust for an https URL, besides the system's.
+        #[arg(long)]
+        ca_bundle: Option<PathBuf>,
+        /// A NautobotSource YAML file whose spec (filter, switches and images mapping) is used;
+        /// without it, a source with the default spec.
+        #[arg(long)]
+        source: Option<PathBuf>,
+        /// Namespace of the objects printed (default: the --source file's, else `default`).
+        #[arg(long)]
+        namespace: Option<String>,
+        #[arg(long, value_enum, default_value = "summary")]
+        output: CheckOutput,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum CheckOutput {
+    /// Counts, one line per Switch and OsImage, the skipped devices and image files.
+    Summary,
+    /// The Switch and OsImage objects, a YAML stream for `kubectl apply -f -`.
+    Yaml,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -165,11 +214,37 @@ enum Error {
     Dhcp(#[from] DhcpError),
     #[error(transparent)]
     Device(#[from] DryRunError),
+    #[error("{}", nautobot_message(.0))]
+    Nautobot(#[from] NautobotError),
+    #[error("{path}: {source}")]
+    Source { path: String, source: CheckError },
+    #[error(transparent)]
+    Check(#[from] CheckError),
+}
+
+/// Nautobot's error, with the flag to fix when it refused the token.
+fn nautobot_message(e: &NautobotError) -> String {
+    match e {
+        NautobotError::Refused { url, status, detail } => format!(
+            "Nautobot refused the token for {url} (HTTP {status}: {detail}): check --token or NAUTOBOT_TOKEN and the token's permissions"
+        ),
+        other => other.to_string(),
+    }
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    // `nautobot check --token` shares its name with the global `--token`: clap hands the
+    // subcommand ZTP_TOKEN when neither --token nor NAUTOBOT_TOKEN is given. The server's token
+    // must not go to Nautobot: only a --token typed on the line, else NAUTOBOT_TOKEN, counts.
+    if let Command::Nautobot { command: NautobotCommand::Check { token, .. } } = &mut cli.command {
+        let check = matches.subcommand_matches("nautobot").and_then(|m| m.subcommand_matches("check"));
+        if check.and_then(|m| m.value_source("token")) != Some(ValueSource::CommandLine) {
+            *token = std::env::var("NAUTOBOT_TOKEN").ok();
+        }
+    }
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -271,6 +346,12 @@ async fn run(cli: Cli) -> Result<(), Error> {
         }
         Command::Dhcp { format, profiles, server_url, ztp_family } => {
             dhcp_command(format, &profiles, server_url.as_deref().unwrap_or(&server), ztp_family)?;
+        }
+        Command::Nautobot {
+            command: NautobotCommand::Check { url, token, ca_bundle, source, namespace, output },
+        } => {
+            let check = NautobotCheck { url, token, ca_bundle, source, namespace, output };
+            nautobot_check(check).await?;
         }
         Command::Device { serial, mac, model, family, operation } => {
             let device = Device { serial, mac, model, onie_operation: operation };
@@ -403,15 +484,18 @@ fn dhcp_command(
     server_url: &str,
     ztp_family: ZtpFamilyArg,
 ) -> Result<(), Error> {
-    let list = ztp_operator::manifests::read_switch_profiles(profiles)?;
+    let (list, switches) = ztp_operator::manifests::read_profiles_and_switches(profiles)?;
     let ztp_family = match ztp_family {
         ZtpFamilyArg::Nvos => Family::Nvos,
         ZtpFamilyArg::Sonic => Family::Sonic,
     };
     let options = dhcp::Options { server_url: server_url.to_owned(), ztp_family };
-    let plan = dhcp::plan(&list, &options)?;
+    let plan = dhcp::plan_with_switches(&list, &switches, &options)?;
     let server = dhcp::server_url(server_url)?;
-    let source = format!("{} SwitchProfiles in {}", list.len(), profiles.display());
+    let source = match switches.len() {
+        0 => format!("{} SwitchProfiles in {}", list.len(), profiles.display()),
+        n => format!("{} SwitchProfiles and {n} Switches in {}", list.len(), profiles.display()),
+    };
     for note in &plan.notes {
         eprintln!("note: {note}");
     }
@@ -421,6 +505,67 @@ fn dhcp_command(
             let doc = dhcp::kea::render(&plan, &server, &source);
             println!("{}", serde_json::to_string_pretty(&doc).unwrap_or_default());
         }
+    }
+    Ok(())
+}
+
+/// `ztpctl nautobot check`'s arguments.
+struct NautobotCheck {
+    url: Option<String>,
+    token: Option<String>,
+    ca_bundle: Option<PathBuf>,
+    source: Option<PathBuf>,
+    namespace: Option<String>,
+    output: CheckOutput,
+}
+
+/// `ztpctl nautobot check`: one full read, mapped as the source would map it; the summary or the
+/// objects on stdout.
+async fn nautobot_check(c: NautobotCheck) -> Result<(), Error> {
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|source| Error::Io { what: format!("read {}", path.display()), source })
+    };
+    let source = match &c.source {
+        Some(path) => {
+            let text = String::from_utf8_lossy(&read(path)?).into_owned();
+            let source = check::source_from_yaml(&text)
+                .map_err(|source| Error::Source { path: path.display().to_string(), source })?;
+            Some(source)
+        }
+        None => None,
+    };
+    let url = c.url.or_else(|| source.as_ref().map(|s| s.spec.url.clone())).ok_or_else(|| {
+        Error::Usage("give --url (or NAUTOBOT_URL), or a --source file with spec.url".into())
+    })?;
+    let token = c
+        .token
+        .ok_or_else(|| Error::Usage("give --token (or NAUTOBOT_TOKEN): a Nautobot API token".into()))?;
+    let ca = c.ca_bundle.as_deref().map(read).transpose()?;
+    let mut spec = match &source {
+        Some(s) => s.spec.clone(),
+        None => serde_json::from_value(serde_json::json!({
+            "url": url, "tokenSecretRef": {"name": "nautobot", "key": "token"},
+        }))
+        .map_err(|e| Error::Usage(format!("the default NautobotSource spec: {e}")))?,
+    };
+    spec.url.clone_from(&url);
+    let namespace = c
+        .namespace
+        .or_else(|| source.as_ref().and_then(|s| s.metadata.namespace.clone()))
+        .unwrap_or_else(|| "default".to_owned());
+    let name = source
+        .as_ref()
+        .and_then(|s| s.metadata.name.clone())
+        .unwrap_or_else(|| check::NO_SOURCE_NAME.to_owned());
+
+    let client = nb::client::Nautobot::new(&url, &token, ca.as_deref())?;
+    let (inventory, _) = nb::read::full(&client, &spec).await?;
+    let desired = nb::desired(&inventory, &spec);
+    match c.output {
+        CheckOutput::Summary => {
+            print!("{}", check::summary(&desired, inventory.devices.len(), client.requests()))
+        }
+        CheckOutput::Yaml => print!("{}", check::yaml(&desired, &namespace, &name)?),
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! ISC dhcpd (`dhcpd.conf`) rendering of a [`Plan`]: the option definitions it needs
 //! (`option NAME code N = text;`), then one `host` block per reservation, identified by
-//! `hardware ethernet` or `option dhcp-client-identifier` (hex). Include the file from
+//! `hardware ethernet` or `option dhcp-client-identifier` (hex), a Switch's with its
+//! `option host-name`. Include the file from
 //! `dhcpd.conf`; hosts are global, so they apply in every subnet.
 
 use std::fmt::Write;
@@ -54,7 +55,11 @@ pub fn render(plan: &Plan, server: &str, source: &str) -> String {
             HostId::ClientId(bytes) => format!(", client id {}", quote(&String::from_utf8_lossy(bytes))),
             HostId::Mac(_) => String::new(),
         };
-        out.push_str(&comment(&format!("SwitchProfile {}{serial}{client_id}", r.profile)));
+        let owner = match &r.switch {
+            Some(switch) => format!("Switch {switch} (SwitchProfile {})", r.profile),
+            None => format!("SwitchProfile {}", r.profile),
+        };
+        out.push_str(&comment(&format!("{owner}{serial}{client_id}")));
         let _ = writeln!(out, "host {} {{", r.name);
         match &r.id {
             HostId::Mac(mac) => {
@@ -63,6 +68,9 @@ pub fn render(plan: &Plan, server: &str, source: &str) -> String {
             HostId::ClientId(_) => {
                 let _ = writeln!(out, "  option dhcp-client-identifier {};", r.id.hex());
             }
+        }
+        if let Some(h) = &r.hostname {
+            let _ = writeln!(out, "  option host-name {};", quote(h));
         }
         for o in &r.options {
             let _ = writeln!(out, "  option {} {};", o.kind.isc_name(), quote(&o.value));

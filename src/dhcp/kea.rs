@@ -1,8 +1,9 @@
 //! Kea (`kea-dhcp4`) rendering of a [`Plan`]: a complete `{"Dhcp4": …}` document with the
 //! `option-def`s it needs and global `reservations` (`reservations-global: true`), each by
 //! `hw-address` or `client-id`, with `option-data` by code and a `user-context` naming the
-//! SwitchProfile. Merge `option-def`, `reservations` and the two `reservations-*` flags into an
-//! existing configuration, or `<include>` it.
+//! SwitchProfile (and the Switch, whose host also carries its `hostname`). Merge `option-def`,
+//! `reservations` and the two `reservations-*` flags into an existing configuration, or
+//! `<include>` it.
 
 use serde_json::{Value, json};
 
@@ -35,6 +36,9 @@ pub fn render(plan: &Plan, server: &str, source: &str) -> Value {
             if let Some(s) = &r.serial {
                 context["serial"] = json!(s);
             }
+            if let Some(s) = &r.switch {
+                context["switch"] = json!(s);
+            }
             let data: Vec<Value> = r.options.iter().map(|o| option_data(o.kind.code(), &o.value)).collect();
             let mut host = json!({"option-data": data, "user-context": context});
             let (key, id) = match &r.id {
@@ -42,6 +46,9 @@ pub fn render(plan: &Plan, server: &str, source: &str) -> Value {
                 HostId::ClientId(_) => ("client-id", r.id.hex()),
             };
             host[key] = json!(id);
+            if let Some(h) = &r.hostname {
+                host["hostname"] = json!(h);
+            }
             host
         })
         .collect();

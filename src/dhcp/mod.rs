@@ -34,15 +34,28 @@
 //! headers) and each serial gets its client-identifier hosts. Model-only profiles reserve
 //! nothing (a [`Note`]). DHCPv6 (option 59) needs the device's DUID, which no profile records: not
 //! generated.
+//!
+//! Switches ([`plan_with_switches`]): a Switch with a `macAddress` gets a host of its own, by that
+//! MAC, with the options of the profile its device gets (the one it pins, else the one its
+//! serial, MAC or model matches: [`crate::profile::index`], as the server decides), the per-serial
+//! URLs of its serial, and its `hostname` (ISC `host-name`, Kea `hostname`). Its host goes before
+//! the profiles': a profile listing the same MAC is noted and skipped. A Switch without a MAC, or
+//! whose profile is missing or matches nothing, is a [`Note`].
 
 pub mod isc;
 pub mod kea;
 
 use std::fmt;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
 use crate::{
-    api::{SwitchProfile, names::validate_segment},
-    profile::identity::{Family, normalize_mac},
+    api::{Switch, SwitchProfile, SwitchProfileSpec, names::validate_segment},
+    profile::{
+        identity::{DeviceIdentity, Family, normalize_mac},
+        index::DeviceIndex,
+        snapshot::{ProfileSnapshot, Snapshot, SwitchSnapshot},
+    },
     routes::url,
 };
 
@@ -77,6 +90,12 @@ pub enum DhcpError {
     /// A serial number that cannot be a URL path segment.
     #[error("SwitchProfile {profile}: {source}")]
     Serial { profile: String, source: crate::api::names::SegmentError },
+    /// A Switch's MAC address is not a MAC address.
+    #[error("Switch {switch}: {mac:?} is not a MAC address (six hex pairs)")]
+    SwitchMac { switch: String, mac: String },
+    /// A Switch's serial number cannot be a URL path segment.
+    #[error("Switch {switch}: {source}")]
+    SwitchSerial { switch: String, source: crate::api::names::SegmentError },
     /// Not a family whose ZTP JSON paths and client identifiers the reservations can carry.
     #[error("ZTP family {0}: only nvos or sonic")]
     ZtpFamily(Family),
@@ -158,11 +177,26 @@ pub struct Reservation {
     pub name: String,
     /// `namespace/name` of the profile.
     pub profile: String,
+    /// `namespace/name` of the Switch whose host this is; `None` for a profile's host.
+    pub switch: Option<String>,
     /// The serial, when known for this host.
     pub serial: Option<String>,
+    /// The host name to give the device (a Switch's `hostname`).
+    pub hostname: Option<String>,
     pub id: HostId,
     /// Sorted by code.
     pub options: Vec<HostOption>,
+}
+
+impl Reservation {
+    /// Who declared this host, for notes: `Switch namespace/name`, or the profile's
+    /// `namespace/name`.
+    pub fn owner(&self) -> String {
+        match &self.switch {
+            Some(s) => format!("Switch {s}"),
+            None => self.profile.clone(),
+        }
+    }
 }
 
 /// Something that could not be reserved, or a caveat; printed on stderr and as a comment.
@@ -175,7 +209,8 @@ impl fmt::Display for Note {
     }
 }
 
-/// The reservations (sorted by profile, then name) and the notes.
+/// The reservations (the Switches' hosts by Switch namespace/name, then the profiles' by
+/// profile, then name) and the notes.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Plan {
     pub reservations: Vec<Reservation>,
@@ -222,6 +257,16 @@ fn label(s: &str) -> String {
 
 /// The host reservations for `profiles`, pointing at `options.server_url`.
 pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpError> {
+    plan_with_switches(profiles, &[], options)
+}
+
+/// The host reservations for `switches` (those with a MAC address) and `profiles`, pointing at
+/// `options.server_url`: a Switch's host first, then the profiles' as [`plan`] makes them.
+pub fn plan_with_switches(
+    profiles: &[SwitchProfile],
+    switches: &[Switch],
+    options: &Options,
+) -> Result<Plan, DhcpError> {
     let server = server_url(&options.server_url)?;
     if !matches!(options.ztp_family, Family::Nvos | Family::Sonic) {
         return Err(DhcpError::ZtpFamily(options.ztp_family));
@@ -240,6 +285,7 @@ pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpE
         )
     };
     sorted.sort_by_key(|p| key(p));
+    switch_hosts(switches, &sorted, &server, options.ztp_family, &mut plan)?;
     for p in sorted {
         let (ns, name) = key(p);
         profile_hosts(p, &format!("{ns}/{name}"), &server, options.ztp_family, &mut plan)?;
@@ -251,11 +297,11 @@ pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpE
         match owners.get(&r.id) {
             Some(first) => plan.notes.push(Note(format!(
                 "{}: {} is also claimed by {first}, which wins (as the server decides): skipped",
-                r.profile,
+                r.owner(),
                 r.id.hex()
             ))),
             None => {
-                owners.insert(r.id.clone(), r.profile.clone());
+                owners.insert(r.id.clone(), r.owner());
                 kept.push(r);
             }
         }
@@ -271,6 +317,183 @@ pub fn plan(profiles: &[SwitchProfile], options: &Options) -> Result<Plan, DhcpE
         }
     }
     Ok(plan)
+}
+
+/// The families a profile serves, and so the options its hosts carry.
+#[derive(Debug, Clone, Copy)]
+struct Serves {
+    /// `onie`: option 114.
+    onie: bool,
+    /// `ztp` or `sonic`: option 67, with `ztp_family`'s paths.
+    ztp: bool,
+    /// NVOS for a profile with only `ztp`, SONiC with only `sonic`, else the option's.
+    ztp_family: Family,
+    /// `files`: option 210.
+    rtbrick: bool,
+    /// `cumulus`: option 239.
+    cumulus: bool,
+}
+
+impl Serves {
+    fn of(spec: &SwitchProfileSpec, ztp_family: Family) -> Self {
+        Serves {
+            onie: spec.onie.is_some(),
+            ztp: spec.ztp.is_some() || spec.sonic.is_some(),
+            ztp_family: match (spec.ztp.is_some(), spec.sonic.is_some()) {
+                (true, false) => Family::Nvos,
+                (false, true) => Family::Sonic,
+                _ => ztp_family,
+            },
+            rtbrick: !spec.files.is_empty(),
+            cumulus: spec.cumulus.is_some(),
+        }
+    }
+
+    fn any(&self) -> bool {
+        self.onie || self.ztp || self.cumulus || self.rtbrick
+    }
+
+    /// Every option these families need, for a host whose serial is `serial`, by code.
+    fn options(&self, server: &str, serial: Option<&str>) -> Vec<HostOption> {
+        let mut o = Vec::new();
+        if self.ztp {
+            let value = url::ztp_json(server, self.ztp_family, serial);
+            o.push(HostOption { kind: OptionKind::BootfileName, value });
+        }
+        if self.onie {
+            o.push(HostOption { kind: OptionKind::DefaultUrl, value: url::onie(server) });
+        }
+        if self.rtbrick {
+            o.push(HostOption { kind: OptionKind::PathPrefix, value: server.to_owned() });
+        }
+        if self.cumulus {
+            o.push(HostOption { kind: OptionKind::CumulusProvisionUrl, value: url::cumulus(server, serial) });
+        }
+        o
+    }
+}
+
+/// Whether `name` can go into option 12 as it is: dot-separated labels of `A-Z a-z 0-9 -`.
+fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// The hosts of the Switches that declare a MAC address, each with the options of the profile
+/// its device gets (`profiles` sorted by namespace/name, as the index takes them in standalone).
+fn switch_hosts(
+    switches: &[Switch],
+    profiles: &[&SwitchProfile],
+    server: &str,
+    ztp_family: Family,
+    plan: &mut Plan,
+) -> Result<(), DhcpError> {
+    if switches.is_empty() {
+        return Ok(());
+    }
+    let ns_name = |m: &ObjectMeta| {
+        (m.namespace.clone().unwrap_or_else(|| "default".into()), m.name.clone().unwrap_or_default())
+    };
+    let mut sorted: Vec<&Switch> = switches.iter().collect();
+    sorted.sort_by_key(|s| ns_name(&s.metadata));
+    // The keys the server matches by, as its snapshot holds them: one index, one rule.
+    let snapshot = Snapshot {
+        profiles: profiles
+            .iter()
+            .map(|p| {
+                let (namespace, name) = ns_name(&p.metadata);
+                let m = &p.spec.selector;
+                ProfileSnapshot {
+                    namespace,
+                    name,
+                    serial_numbers: m.serial_numbers.clone(),
+                    mac_addresses: m.mac_addresses.iter().filter_map(|m| normalize_mac(m)).collect(),
+                    models: m.models.clone(),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        switches: sorted
+            .iter()
+            .map(|s| {
+                let (namespace, name) = ns_name(&s.metadata);
+                SwitchSnapshot {
+                    namespace,
+                    name,
+                    serial_number: s.spec.serial_number.clone(),
+                    mac_address: s.spec.mac_address.as_deref().and_then(normalize_mac),
+                    model: s.spec.model.clone(),
+                    profile: s.spec.profile.clone(),
+                    ..Default::default()
+                }
+            })
+            .collect(),
+        ..Default::default()
+    };
+    let index = DeviceIndex::build(&snapshot);
+    for sw in sorted {
+        let (ns, name) = ns_name(&sw.metadata);
+        let switch = format!("{ns}/{name}");
+        let spec = &sw.spec;
+        validate_segment("serial number", &spec.serial_number)
+            .map_err(|source| DhcpError::SwitchSerial { switch: switch.clone(), source })?;
+        let Some(raw) = &spec.mac_address else {
+            plan.notes.push(Note(format!(
+                "Switch {switch}: no macAddress; a profile listing serial {} reserves it by client identifier: skipped",
+                spec.serial_number
+            )));
+            continue;
+        };
+        let mac = normalize_mac(raw)
+            .ok_or_else(|| DhcpError::SwitchMac { switch: switch.clone(), mac: raw.clone() })?;
+        let id = DeviceIdentity::declared(&spec.serial_number, Some(&mac), spec.model.as_deref());
+        let Some(m) = index.lookup(&id) else {
+            let why = match &spec.profile {
+                Some(p) => format!("its pinned SwitchProfile {ns}/{p} is not among the profiles read"),
+                None => "no SwitchProfile matches its serial, MAC or model".to_owned(),
+            };
+            plan.notes.push(Note(format!("Switch {switch}: {why}: skipped")));
+            continue;
+        };
+        let p = profiles[m.profile];
+        let profile = {
+            let (pns, pname) = ns_name(&p.metadata);
+            format!("{pns}/{pname}")
+        };
+        let serves = Serves::of(&p.spec, ztp_family);
+        if !serves.any() {
+            plan.notes.push(Note(format!(
+                "Switch {switch}: its SwitchProfile {profile} serves no family (no onie, ztp, sonic, cumulus or files): skipped"
+            )));
+            continue;
+        }
+        let hostname = match &spec.hostname {
+            Some(h) if is_host_name(h) => Some(h.clone()),
+            Some(h) => {
+                plan.notes.push(Note(format!(
+                    "Switch {switch}: hostname {h:?} is not a DNS host name: left out of its host"
+                )));
+                None
+            }
+            None => None,
+        };
+        plan.reservations.push(Reservation {
+            name: format!("{}-{}", label(&format!("ztp-switch-{switch}")), mac.replace(':', "")),
+            profile,
+            switch: Some(switch),
+            serial: Some(spec.serial_number.clone()),
+            hostname,
+            id: HostId::Mac(mac),
+            options: serves.options(server, Some(&spec.serial_number)),
+        });
+    }
+    Ok(())
 }
 
 fn profile_hosts(
@@ -294,21 +517,20 @@ fn profile_hosts(
             macs.push(normal);
         }
     }
-    let serves_onie = spec.onie.is_some();
-    let serves_ztp = spec.ztp.is_some() || spec.sonic.is_some();
-    let ztp_family = match (spec.ztp.is_some(), spec.sonic.is_some()) {
-        (true, false) => Family::Nvos,
-        (false, true) => Family::Sonic,
-        _ => ztp_family,
-    };
-    let serves_cumulus = spec.cumulus.is_some();
-    let serves_rtbrick = !spec.files.is_empty();
-    if !(serves_onie || serves_ztp || serves_cumulus || serves_rtbrick) {
+    let serves = Serves::of(spec, ztp_family);
+    if !serves.any() {
         plan.notes.push(Note(format!(
             "{profile}: serves no family (no onie, ztp, sonic, cumulus or files): skipped"
         )));
         return Ok(());
     }
+    let Serves {
+        onie: serves_onie,
+        ztp: serves_ztp,
+        ztp_family,
+        rtbrick: serves_rtbrick,
+        cumulus: serves_cumulus,
+    } = serves;
     if m.serial_numbers.is_empty() && macs.is_empty() {
         plan.notes.push(Note(format!(
             "{profile}: matches models only ({}); a model cannot be reserved in DHCP: skipped",
@@ -318,28 +540,14 @@ fn profile_hosts(
     }
 
     // Every option this profile's families need, for a host whose serial is `serial`.
-    let all_options = |serial: Option<&str>| {
-        let mut o = Vec::new();
-        if serves_ztp {
-            let value = url::ztp_json(server, ztp_family, serial);
-            o.push(HostOption { kind: OptionKind::BootfileName, value });
-        }
-        if serves_onie {
-            o.push(HostOption { kind: OptionKind::DefaultUrl, value: url::onie(server) });
-        }
-        if serves_rtbrick {
-            o.push(HostOption { kind: OptionKind::PathPrefix, value: server.to_owned() });
-        }
-        if serves_cumulus {
-            o.push(HostOption { kind: OptionKind::CumulusProvisionUrl, value: url::cumulus(server, serial) });
-        }
-        o
-    };
+    let all_options = |serial: Option<&str>| serves.options(server, serial);
     let push = |plan: &mut Plan, name: String, serial: Option<&str>, id: HostId, options: Vec<HostOption>| {
         plan.reservations.push(Reservation {
             name,
             profile: profile.to_owned(),
+            switch: None,
             serial: serial.map(str::to_owned),
+            hostname: None,
             id,
             options,
         });
@@ -637,5 +845,141 @@ spec:
             let o = Options { server_url: url.into(), ..options() };
             assert_eq!(plan(&[], &o), Err(DhcpError::ServerUrl(url.into())), "{url}");
         }
+    }
+
+    /// Switches from YAML, as `ztpctl nautobot check --output yaml` prints them.
+    fn switches(yaml: &str) -> Vec<Switch> {
+        yaml_serde::Deserializer::from_str(yaml)
+            .map(|doc| {
+                let v: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml");
+                serde_json::from_value(v).expect("switch")
+            })
+            .collect()
+    }
+
+    const SWITCHES: &str = r##"
+kind: Switch
+metadata: {name: sn-a, namespace: default}
+spec: {serialNumber: SN-A, macAddress: "02:5A:00:00:00:0A", hostname: leaf-a}
+---
+kind: Switch
+metadata: {name: pinned, namespace: dc1}
+spec: {serialNumber: SN-P, macAddress: "02:5a:00:00:00:0b", model: MSN2410, profile: spine01, hostname: "not a name"}
+---
+kind: Switch
+metadata: {name: by-model}
+spec: {serialNumber: SN-M, macAddress: "02:5a:00:00:00:0c", model: MSN2410}
+---
+kind: Switch
+metadata: {name: no-mac}
+spec: {serialNumber: SN-X, model: MSN2410}
+---
+kind: Switch
+metadata: {name: nothing}
+spec: {serialNumber: SN-N, macAddress: "02:5a:00:00:00:0d", model: OTHER}
+---
+kind: Switch
+metadata: {name: lost-pin}
+spec: {serialNumber: SN-L, macAddress: "02:5a:00:00:00:0e", profile: gone}
+"##;
+
+    #[test]
+    fn a_switch_with_a_mac_gets_its_profiles_options_its_serials_urls_and_its_hostname() {
+        let plan = plan_with_switches(&profiles(PROFILES), &switches(SWITCHES), &options()).expect("plan");
+        let s = "http://ztp.example.net:8080";
+        // By serial: SN-A is default/leafs's (onie, ztp, cumulus), with SN-A's own URLs.
+        let a = find(&plan, &HostId::Mac("02:5a:00:00:00:0a".into()));
+        assert_eq!(
+            values(a),
+            [
+                (67, format!("{s}/nvos/SN-A/ztp.json").as_str()),
+                (114, format!("{s}/onie").as_str()),
+                (239, format!("{s}/cumulus/SN-A/ztp.sh").as_str()),
+            ]
+        );
+        assert_eq!(
+            (a.switch.as_deref(), a.profile.as_str(), a.serial.as_deref(), a.hostname.as_deref()),
+            (Some("default/sn-a"), "default/leafs", Some("SN-A"), Some("leaf-a"))
+        );
+        // Pinned: the pin wins over its model's profile; a hostname DHCP cannot carry is left out.
+        let p = find(&plan, &HostId::Mac("02:5a:00:00:00:0b".into()));
+        assert_eq!((p.profile.as_str(), p.hostname.as_deref()), ("dc1/spine01", None));
+        assert_eq!(values(p), [(114, format!("{s}/onie").as_str()), (210, s)]);
+        // By model.
+        let m = find(&plan, &HostId::Mac("02:5a:00:00:00:0c".into()));
+        assert_eq!(m.profile, "default/default");
+        assert_eq!(values(m), [(239, format!("{s}/cumulus/SN-M/ztp.sh").as_str())]);
+        // No MAC, no profile, a missing pin: notes, no host.
+        let notes: Vec<&str> = plan.notes.iter().map(|n| n.0.as_str()).collect();
+        for (switch, why) in [
+            ("default/no-mac", "no macAddress"),
+            ("default/nothing", "no SwitchProfile matches"),
+            ("default/lost-pin", "pinned SwitchProfile default/gone is not among"),
+            ("dc1/pinned", "is not a DNS host name"),
+        ] {
+            assert!(
+                notes.iter().any(|n| n.starts_with(&format!("Switch {switch}: ")) && n.contains(why)),
+                "{switch}: {notes:?}"
+            );
+        }
+        assert_eq!(plan.reservations.iter().filter(|r| r.switch.is_some()).count(), 3);
+        // The profiles' hosts are all still there.
+        let alone = super::plan(&profiles(PROFILES), &options()).expect("plan");
+        for r in &alone.reservations {
+            assert!(plan.reservations.contains(r), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn a_switch_wins_a_mac_a_profile_also_lists() {
+        let yaml = "kind: Switch\nmetadata: {name: leaf07}\nspec: {serialNumber: SN-LEAF07, macAddress: \"0c:42:a1:00:00:07\", hostname: leaf07}\n";
+        let plan = plan_with_switches(&profiles(PROFILES), &switches(yaml), &options()).expect("plan");
+        let hosts: Vec<&Reservation> =
+            plan.reservations.iter().filter(|r| r.id == HostId::Mac("0c:42:a1:00:00:07".into())).collect();
+        assert_eq!(hosts.len(), 1, "{hosts:?}");
+        assert_eq!(hosts[0].switch.as_deref(), Some("default/leaf07"));
+        assert_eq!(hosts[0].profile, "default/leaf07");
+        assert!(
+            plan.notes.iter().any(|n| n
+                .0
+                .starts_with("default/leaf07: 0c:42:a1:00:00:07 is also claimed by Switch default/leaf07")),
+            "{:?}",
+            plan.notes
+        );
+    }
+
+    #[test]
+    fn switch_hosts_render_their_hostname_and_switch() {
+        let plan = plan_with_switches(&profiles(PROFILES), &switches(SWITCHES), &options()).expect("plan");
+        let a = find(&plan, &HostId::Mac("02:5a:00:00:00:0a".into()));
+        let text = isc::render(&plan, "s", "test");
+        let block = &text[text.find(&format!("host {} {{", a.name)).expect("host block")..];
+        assert!(
+            block.starts_with(&format!(
+                "host {} {{\n  hardware ethernet 02:5a:00:00:00:0a;\n  option host-name \"leaf-a\";\n  option bootfile-name",
+                a.name
+            )),
+            "{block}"
+        );
+        assert!(
+            text.contains("# Switch default/sn-a (SwitchProfile default/leafs), serial SN-A\n"),
+            "{text}"
+        );
+        let doc = kea::render(&plan, "s", "test");
+        let host = doc["Dhcp4"]["reservations"]
+            .as_array()
+            .expect("reservations")
+            .iter()
+            .find(|h| h["hw-address"] == "02:5a:00:00:00:0a")
+            .expect("the Switch's host");
+        assert_eq!(host["hostname"], "leaf-a");
+        assert_eq!(host["user-context"]["switch"], "default/sn-a");
+        assert_eq!(host["user-context"]["switchprofile"], "default/leafs");
+    }
+
+    #[test]
+    fn a_switchs_bad_mac_is_a_typed_error() {
+        let bad = switches("kind: Switch\nmetadata: {name: x}\nspec: {serialNumber: S, macAddress: zz}\n");
+        assert!(matches!(plan_with_switches(&[], &bad, &options()), Err(DhcpError::SwitchMac { .. })));
     }
 }

@@ -1,8 +1,11 @@
 //! Nautobot as the source of Switches and OsImages (issue 17): the REST objects as Nautobot
-//! returns them ([`model`]), read over HTTP ([`client`]) fully or by change log ([`read`]) and the pure mapping from them to what a NautobotSource declares
-//! ([`map`]). The resource itself is [`crate::api::nautobot`]; what ztp-operator relies on of
-//! Nautobot's API is in `docs/nautobot.md`.
+//! returns them ([`model`]), read over HTTP ([`client`]) fully or by change log ([`read`]), the
+//! pure mapping from them to what a NautobotSource declares ([`map`]), and that declaration
+//! printed for a dry run ([`check`], `ztpctl nautobot check`). The resource itself is
+//! [`crate::api::nautobot`]; what ztp-operator relies on of Nautobot's API is in
+//! `docs/nautobot.md`.
 
+pub mod check;
 pub mod client;
 pub mod map;
 pub mod model;
