@@ -167,6 +167,13 @@ fn load_file(
                 );
                 desired.secrets.insert(key, secret_data(s));
             }
+            "NautobotSource" => {
+                return Err(err(format!(
+                    "document {}: a NautobotSource is not read by standalone yet; run it in a cluster, or \
+                     write what it declares into this folder with `ztpctl nautobot check --output yaml`",
+                    i + 1
+                )));
+            }
             _ => {} // anything else is not ours
         }
     }
@@ -321,6 +328,22 @@ mod tests {
         let spread = "[\n".repeat(100) + &"]\n".repeat(100) + &"[\n".repeat(100);
         assert_eq!(yaml_nesting_within(&spread, 128), Ok(()));
         assert!(yaml_nesting_within(&(spread + &"[".repeat(30)), 128).is_err());
+    }
+
+    /// Standalone does not read Nautobot yet: a NautobotSource is reported, with what to do
+    /// instead, never silently ignored.
+    #[test]
+    fn a_nautobot_source_is_reported_not_ignored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let source = "apiVersion: ztp.netops.dev/v1alpha1\nkind: NautobotSource\nmetadata: {name: dc1}\nspec:\n  url: https://nautobot.example.net\n  tokenSecretRef: {name: nautobot, key: token}\n";
+        std::fs::write(dir.path().join("nautobot.yaml"), source).expect("write");
+        let folder = load(dir.path()).expect("the folder loads");
+        let problems: Vec<String> = folder.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("not read by standalone yet")
+                && problems[0].contains("ztpctl nautobot check")
+        );
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub const MAX_INTERVAL_SECONDS: i32 = 86_400;
 /// The label on every Switch and OsImage a NautobotSource declares; its value is the source's
 /// name.
 pub const SOURCE_LABEL: &str = "ztp.netops.dev/nautobot-source";
+/// The annotation on every Switch and OsImage a NautobotSource declares: the Nautobot id of its
+/// device or image file.
+pub const ID_ANNOTATION: &str = "ztp.netops.dev/nautobot-id";
 /// Default of `spec.switches.mac.interface`: the management interface's name.
 pub const DEFAULT_MAC_INTERFACE: &str = "eth0";
 

@@ -45,7 +45,7 @@ use crate::{
         Inventory,
         client::Nautobot,
         desired,
-        plan::{Clash, Declared, Existing, FIELD_MANAGER, ID_ANNOTATION, Plan, SOURCE_LABEL, plan},
+        plan::{Clash, Declared, Existing, FIELD_MANAGER, ID_ANNOTATION, Plan, SOURCE_LABEL, object, plan},
         read::{self, Delta, Mark},
     },
     switch::k8s::DISCOVERED_BY,
@@ -410,28 +410,6 @@ where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     (name, new, digest, api.patch(name, params, &Patch::Apply(body)).await)
-}
-
-/// The body the source applies for one object.
-fn object(
-    kind: &str,
-    name: &str,
-    ns: &str,
-    source: &str,
-    nautobot_id: &str,
-    owner: Option<&Value>,
-    spec: Value,
-) -> Value {
-    let mut metadata = json!({
-        "name": name,
-        "namespace": ns,
-        "labels": {SOURCE_LABEL: source},
-        "annotations": {ID_ANNOTATION: nautobot_id},
-    });
-    if let Some(owner) = owner {
-        metadata["ownerReferences"] = json!([owner]);
-    }
-    json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec})
 }
 
 /// The owner reference to the source (with `prune: Delete`: deleting the source deletes its

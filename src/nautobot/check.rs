@@ -4,16 +4,17 @@
 //! reading is [`super::read`]); and the NautobotSource a YAML file holds ([`source_from_yaml`]),
 //! whose spec the dry run uses.
 
-use std::{collections::BTreeMap, fmt::Write};
+use std::fmt::Write;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::CustomResourceExt;
 use serde_json::Value;
 
-use super::map::{Desired, Skipped};
+use super::{
+    map::{Desired, Skipped},
+    plan::object,
+};
 use crate::api::{
-    NautobotSource, OsImage, Switch,
-    nautobot::SOURCE_LABEL,
+    NautobotSource,
     validate::{Invalid, validate_against},
 };
 
@@ -161,36 +162,20 @@ pub fn summary(desired: &Desired, devices: usize, requests: u64) -> String {
     out
 }
 
-/// The metadata of an object the source declares in `namespace`: its name and the source label.
-fn metadata(name: &str, namespace: &str, source: &str) -> ObjectMeta {
-    ObjectMeta {
-        name: Some(name.to_owned()),
-        namespace: Some(namespace.to_owned()),
-        labels: Some(BTreeMap::from([(SOURCE_LABEL.to_owned(), source.to_owned())])),
-        ..Default::default()
-    }
-}
-
-/// The Switches, then the OsImages, the source named `source` would declare in `namespace`: full
-/// objects (apiVersion, kind, metadata with the source label, spec), without status.
+/// The Switches, then the OsImages, the source named `source` would declare in `namespace`: the
+/// objects its controller applies ([`object`]), without an owner reference.
 pub fn objects(desired: &Desired, namespace: &str, source: &str) -> Result<Vec<Value>, CheckError> {
-    let to_value = |what: String, v: Result<Value, serde_json::Error>| {
-        let mut v = v.map_err(|e| CheckError::Write { what, message: e.to_string() })?;
-        if let Some(o) = v.as_object_mut() {
-            o.remove("status");
-        }
-        Ok(v)
+    let spec = |what: String, v: Result<Value, serde_json::Error>| {
+        v.map_err(|e| CheckError::Write { what, message: e.to_string() })
     };
     let mut out = Vec::new();
     for (name, sw) in &desired.switches {
-        let mut switch = Switch::new(name, sw.spec.clone());
-        switch.metadata = metadata(name, namespace, source);
-        out.push(to_value(format!("Switch {name}"), serde_json::to_value(&switch))?);
+        let body = spec(format!("Switch {name}"), serde_json::to_value(&sw.spec))?;
+        out.push(object("Switch", name, namespace, source, &sw.device_id, None, body));
     }
     for (name, image) in &desired.images {
-        let mut os_image = OsImage::new(name, image.spec.clone());
-        os_image.metadata = metadata(name, namespace, source);
-        out.push(to_value(format!("OsImage {name}"), serde_json::to_value(&os_image))?);
+        let body = spec(format!("OsImage {name}"), serde_json::to_value(&image.spec))?;
+        out.push(object("OsImage", name, namespace, source, &image.file_id, None, body));
     }
     Ok(out)
 }

@@ -11,11 +11,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-/// Label on every object a NautobotSource manages: the source's name.
-pub const SOURCE_LABEL: &str = "ztp.netops.dev/nautobot-source";
-/// Annotation on every object a NautobotSource manages: the Nautobot id of its device or image
-/// file.
-pub const ID_ANNOTATION: &str = "ztp.netops.dev/nautobot-id";
+use serde_json::{Value, json};
+
+pub use crate::api::nautobot::{ID_ANNOTATION, SOURCE_LABEL};
+
 /// The field manager of the source's server-side applies.
 pub const FIELD_MANAGER: &str = "ztp-operator-nautobot";
 
@@ -119,6 +118,30 @@ pub fn plan<'a>(
         }
     }
     out
+}
+
+/// The object the source applies for one declared Switch or OsImage (`kind`): its name,
+/// namespace, the source label, the Nautobot-id annotation, the owner reference when given (with
+/// `prune: Delete`), and `spec`. `ztpctl nautobot check --output yaml` prints the same objects.
+pub fn object(
+    kind: &str,
+    name: &str,
+    namespace: &str,
+    source: &str,
+    nautobot_id: &str,
+    owner: Option<&Value>,
+    spec: Value,
+) -> Value {
+    let mut metadata = json!({
+        "name": name,
+        "namespace": namespace,
+        "labels": {SOURCE_LABEL: source},
+        "annotations": {ID_ANNOTATION: nautobot_id},
+    });
+    if let Some(owner) = owner {
+        metadata["ownerReferences"] = json!([owner]);
+    }
+    json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec})
 }
 
 #[cfg(test)]

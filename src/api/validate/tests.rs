@@ -27,6 +27,18 @@ fn samples(rule: &str) -> Option<(Value, Value)> {
         "has(self.communityRo) || has(self.snmpLocation)" => (json!({"snmpLocation": "x"}), json!({})),
         "has(self.install) || has(self.remove)" => (json!({"remove": {}}), json!({})),
         "has(self.url) != has(self.s3)" => (json!({"s3": {}}), json!({"url": {}, "s3": {}})),
+        "has(self.interface) != has(self.customField)" => {
+            (json!({"interface": "eth0"}), json!({"interface": "eth0", "customField": "mac"}))
+        }
+        "has(self.role) || has(self.platform)" => {
+            (json!({"role": "leaf", "profile": "p"}), json!({"profile": "p"}))
+        }
+        r if r.starts_with("self.matches('^https?://") => {
+            (json!("https://nautobot.example.net/x"), json!("https://user@nautobot.example.net"))
+        }
+        r if r.starts_with("self.all(k, self[k].size() <= 128") => {
+            (json!({"nvidia-cumulus": "cumulus-linux"}), json!({"sonic": "../x"}))
+        }
         r if r.starts_with("self.all(m, m.matches(") => (
             json!(["0c:42:a1:00:00:01", "0C-42-A1-00-00-02"]),
             json!(["0c:42:a1:00:00:01", "0c42.a100.0001"]),

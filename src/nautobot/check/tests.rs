@@ -5,7 +5,9 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 
 use super::*;
-use crate::api::{NautobotSourceSpec, SkipReason, SwitchSpec, validate};
+use crate::api::{
+    NautobotSourceSpec, OsImage, SkipReason, Switch, SwitchSpec, nautobot::SOURCE_LABEL, validate,
+};
 use crate::nautobot::{Inventory, desired, model::Page};
 
 fn results<T: DeserializeOwned>(json: &str) -> Vec<T> {
