@@ -87,6 +87,9 @@ impl Nautobot {
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .user_agent(concat!("ztp-operator/", env!("CARGO_PKG_VERSION")))
+            // A new connection per request: a poll is a few requests a minute, and uWSGI (which
+            // serves Nautobot) closes a kept-alive connection under a reused one.
+            .pool_max_idle_per_host(0)
             // A redirect would carry the token elsewhere: Nautobot's API does not redirect.
             .redirect(reqwest::redirect::Policy::none());
         if let Some(pem) = ca_pem {
@@ -169,8 +172,8 @@ impl Nautobot {
                 .await;
             match sent {
                 Ok(response) => break response,
-                // A GET is safe to repeat: a kept-alive connection the server had closed (uWSGI
-                // resets idle ones) fails the first try, a new one succeeds.
+                // A GET is safe to repeat: a connection reset or refused for a moment (a proxy
+                // or Nautobot restarting) often succeeds on a second try.
                 Err(e) if attempt < SEND_RETRIES && !e.is_timeout() => {
                     attempt += 1;
                     tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");

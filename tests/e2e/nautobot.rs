@@ -250,8 +250,9 @@ async fn a_source_keeps_switches_and_images_as_nautobot_says() {
     })
     .await;
     let st = after.status.clone().expect("status");
-    let skipped: Vec<(&str, String)> =
+    let mut skipped: Vec<(&str, String)> =
         st.skipped_devices.iter().map(|s| (s.name.as_str(), format!("{:?}", s.reason))).collect();
+    skipped.sort();
     assert_eq!(
         skipped,
         [("sw-00004", "DuplicateSerial".to_owned()), ("sw-00007", "DuplicateSerial".to_owned())],
