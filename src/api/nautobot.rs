@@ -301,16 +301,15 @@ pub struct NautobotSourceStatus {
     /// When the last sync that read Nautobot without error ended.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_sync_time: Option<Time>,
-    /// When the last full read (every selected device, not only the changed ones) ended. Deletes
-    /// are pruned only after a full read, or after an incremental one whose change-log read
-    /// succeeded.
+    /// When the last full read (every selected device, not only the changed ones) ended: at the
+    /// first poll, after a spec change, and every hour. Objects are pruned only after a read
+    /// (full or from the change log) that succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_full_sync_time: Option<Time>,
-    /// Where the next incremental read starts: the newest `last_updated` (Nautobot's own clock,
-    /// ISO 8601 with microseconds) among the devices and image files read, and the newest
-    /// change-log entry's `time`. The next read asks only for objects changed since (Nautobot's
-    /// `last_updated__gte`) and for the change log since. Unset (or after a spec change): the
-    /// next read is a full one.
+    /// Where the next incremental read starts: the time (Nautobot's own clock, ISO 8601 with
+    /// microseconds) of the newest change-log entry when the last read began. The next poll asks
+    /// Nautobot's change log for what changed since and reads only that again. Unset: the change
+    /// log was empty.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 64))]
     pub cursor: Option<String>,

@@ -230,9 +230,16 @@ fn collect_refs(v: &Value, out: &mut Vec<(&'static str, String, Option<String>)>
                 let kind = match k.as_str() {
                     "osImageRef" => Some("OsImage"),
                     "configMapKeyRef" | "caBundleRef" => Some("ConfigMap"),
-                    "secretKeyRef" | "headersSecretRef" | "credentialsSecretRef" => Some("Secret"),
+                    "secretKeyRef" | "headersSecretRef" | "credentialsSecretRef" | "tokenSecretRef" => {
+                        Some("Secret")
+                    }
                     _ => None,
                 };
+                // A Switch names its install image by name alone.
+                if let ("osImage", Some(name)) = (k.as_str(), v.as_str()) {
+                    out.push(("OsImage", name.to_owned(), None));
+                    continue;
+                }
                 match (kind, v["name"].as_str()) {
                     (Some(kind), Some(name)) => {
                         out.push((kind, name.to_owned(), v["key"].as_str().map(str::to_owned)))
