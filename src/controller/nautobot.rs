@@ -247,59 +247,71 @@ async fn sync(source: &NautobotSource, ctx: &Ctx, state: &mut SourceState) -> Re
     let owner = (spec.prune == PrunePolicy::Delete).then(|| owner_reference(source));
     let name = source.name_any();
 
-    let switch_bodies: BTreeMap<&str, (Value, u64)> = declared
-        .switches
-        .iter()
-        .map(|(n, s)| {
-            let body = object("Switch", n, &ns, &name, &s.device_id, owner.as_ref(), json!(s.spec));
-            let digest = digest(&body);
-            (n.as_str(), (body, digest))
-        })
-        .collect();
-    let existing = existing_of(&ctx.switches, &ns, true);
-    let kept: BTreeSet<&str> = declared.skipped.iter().map(|s| s.id.as_str()).collect();
-    let switch_plan = plan(
-        switch_bodies.iter().map(|(n, (_, d))| Declared { name: n, digest: *d }),
-        &existing,
-        &state.switches,
-        &kept,
-        &name,
+    let objects = |kind, items: Vec<(&str, &str, Value)>, skipped: &[crate::nautobot::Skipped]| Declaration {
+        bodies: items
+            .into_iter()
+            .map(|(n, id, spec)| {
+                let body = object(kind, n, &ns, &name, id, owner.as_ref(), spec);
+                let digest = digest(&body);
+                (n.to_owned(), (body, digest))
+            })
+            .collect(),
+        kept: skipped.iter().map(|s| s.id.clone()).collect(),
+    };
+    let switches = objects(
+        "Switch",
+        declared.switches.iter().map(|(n, s)| (n.as_str(), s.device_id.as_str(), json!(s.spec))).collect(),
+        &declared.skipped,
     );
+    let images = objects(
+        "OsImage",
+        declared.images.iter().map(|(n, i)| (n.as_str(), i.file_id.as_str(), json!(i.spec))).collect(),
+        &declared.skipped_images,
+    );
+    let (prune, failures) = (spec.prune, &mut synced.failures);
     let api: Api<Switch> = Api::namespaced(ctx.client.clone(), &ns);
-    synced.switches =
-        carry_out(&api, &switch_plan, &switch_bodies, &mut state.switches, spec.prune, &mut synced.failures)
-            .await;
-    synced.switches.total = i64::try_from(switch_bodies.len()).unwrap_or(i64::MAX)
-        - i64::try_from(switch_plan.clashes.len()).unwrap_or(0);
-
-    let image_bodies: BTreeMap<&str, (Value, u64)> = declared
-        .images
-        .iter()
-        .map(|(n, i)| {
-            let body = object("OsImage", n, &ns, &name, &i.file_id, owner.as_ref(), json!(i.spec));
-            let digest = digest(&body);
-            (n.as_str(), (body, digest))
-        })
-        .collect();
-    let existing = existing_of(&ctx.images, &ns, false);
-    let kept: BTreeSet<&str> = declared.skipped_images.iter().map(|s| s.id.as_str()).collect();
-    let image_plan = plan(
-        image_bodies.iter().map(|(n, (_, d))| Declared { name: n, digest: *d }),
-        &existing,
-        &state.images,
-        &kept,
-        &name,
-    );
+    let existing = existing_of(&ctx.switches, &ns, true);
+    let (counts, switch_clashes) =
+        sync_kind(&api, &switches, &existing, &mut state.switches, &name, prune, failures).await;
+    synced.switches = counts;
     let api: Api<OsImage> = Api::namespaced(ctx.client.clone(), &ns);
-    synced.images =
-        carry_out(&api, &image_plan, &image_bodies, &mut state.images, spec.prune, &mut synced.failures)
-            .await;
-    synced.images.total = i64::try_from(image_bodies.len()).unwrap_or(i64::MAX)
-        - i64::try_from(image_plan.clashes.len()).unwrap_or(0);
-    synced.clashes = switch_plan.clashes.into_iter().chain(image_plan.clashes).collect();
+    let existing = existing_of(&ctx.images, &ns, false);
+    let (counts, image_clashes) =
+        sync_kind(&api, &images, &existing, &mut state.images, &name, prune, failures).await;
+    synced.images = counts;
+    synced.clashes = switch_clashes.into_iter().chain(image_clashes).collect();
     synced.skipped = declared.skipped.iter().map(|s| s.to_status()).collect();
     synced.skipped_images = declared.skipped_images.iter().map(|s| s.to_status()).collect();
     Ok(synced)
+}
+
+/// One kind's objects as the source declares them: name → (body, digest); and the Nautobot ids
+/// of the devices or image files skipped (their objects stay as they were).
+struct Declaration {
+    bodies: BTreeMap<String, (Value, u64)>,
+    kept: BTreeSet<String>,
+}
+
+/// Plans one kind against its existing objects and carries the plan out: what it did, and the
+/// declared objects another owner's are in the way of.
+async fn sync_kind<K>(
+    api: &Api<K>,
+    declared: &Declaration,
+    existing: &BTreeMap<String, Existing>,
+    applied: &mut BTreeMap<String, u64>,
+    source: &str,
+    prune: PrunePolicy,
+    failures: &mut Vec<String>,
+) -> (ObjectCounts, Vec<Clash>)
+where
+    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let kept: BTreeSet<&str> = declared.kept.iter().map(String::as_str).collect();
+    let wanted = declared.bodies.iter().map(|(n, (_, d))| Declared { name: n, digest: *d });
+    let plan = plan(wanted, existing, applied, &kept, source);
+    let mut counts = carry_out(api, &plan, &declared.bodies, applied, prune, failures).await;
+    counts.total = i64::try_from(declared.bodies.len() - plan.clashes.len()).unwrap_or(i64::MAX);
+    (counts, plan.clashes)
 }
 
 /// The existing objects of `ns` in `store`, as the plan needs them.
@@ -337,7 +349,7 @@ where
 async fn carry_out<K>(
     api: &Api<K>,
     plan: &Plan,
-    bodies: &BTreeMap<&str, (Value, u64)>,
+    bodies: &BTreeMap<String, (Value, u64)>,
     applied: &mut BTreeMap<String, u64>,
     prune: PrunePolicy,
     failures: &mut Vec<String>,
@@ -350,7 +362,7 @@ where
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let mut pending = Vec::new();
     for (name, new) in &plan.apply {
-        if let Some((body, digest)) = bodies.get(name.as_str()) {
+        if let Some((body, digest)) = bodies.get(name) {
             pending.push(apply_one(api, name, *new, *digest, body, &params));
         }
     }

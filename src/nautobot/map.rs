@@ -627,4 +627,4 @@ fn dedupe_paths(
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -8,8 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, PostParams};
+use kube::api::{Api, PostParams};
 use reqwest::{StatusCode, header::HeaderMap};
 use serde_json::{Value, json};
 use ztp_operator::{
@@ -21,6 +20,7 @@ use crate::support::{
     self,
     binaries::serve,
     controller::{is_ready, osimage, start_controller, wait_for},
+    events::{switch_events, wait_switch_event},
     lab::{headers, nvos_headers, onie_headers},
     profiles::{ready_is, wait_profile},
     random_bytes,
@@ -47,33 +47,6 @@ async fn get(c: &reqwest::Client, url: String, h: HeaderMap) -> (StatusCode, Opt
 
 fn json_of(body: &[u8]) -> Value {
     serde_json::from_slice(body).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(body)))
-}
-
-/// The Events about Switch `name` with `reason`, their notes.
-async fn events(t: &support::KubeTest, name: &str, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(t.client.clone(), &t.namespace);
-    let all = api.list(&ListParams::default()).await.expect("list events");
-    all.items
-        .into_iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.kind.as_deref() == Some("Switch") && r.name.as_deref() == Some(name))
-                && e.reason.as_deref() == Some(reason)
-        })
-        .filter_map(|e| e.note)
-        .collect()
-}
-
-async fn wait_event(t: &support::KubeTest, name: &str, reason: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(note) = events(t, name, reason).await.pop() {
-            return note;
-        }
-        assert!(Instant::now() < deadline, "no {reason} Event on Switch {name} within 30 s");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]
@@ -191,9 +164,9 @@ async fn a_switchs_os_image_is_what_its_device_installs_in_every_family() {
             "the OsImage its Switch pins (spec.osImage) is not Ready yet\n"
         );
     }
-    let note = wait_event(&t, "waiting", "WaitingForReference").await;
+    let note = wait_switch_event(&t, "waiting", "WaitingForReference").await;
     assert!(note.contains(&format!("osImage: OsImage {}/nos-late not found", t.namespace)), "{note}");
-    assert!(events(&t, "pinned", "WaitingForReference").await.is_empty(), "the Ready pin is not told");
+    assert!(switch_events(&t, "pinned", "WaitingForReference").await.is_empty(), "the Ready pin is not told");
 
     // The image arrives: the device gets it, and the Switch is told.
     images
@@ -215,5 +188,5 @@ async fn a_switchs_os_image_is_what_its_device_installs_in_every_family() {
     assert_eq!(status, StatusCode::OK);
     let url = json_of(&body)["ztp"]["01-image"]["install"]["url"].as_str().expect("url").to_owned();
     assert!(url.ends_with("/images/nos/3/nos-late.bin"), "{url}");
-    wait_event(&t, "waiting", "Resolved").await;
+    wait_switch_event(&t, "waiting", "Resolved").await;
 }

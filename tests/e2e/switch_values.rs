@@ -8,8 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams, PostParams};
 use reqwest::StatusCode;
 use serde_json::json;
 use ztp_operator::api::{Switch, SwitchProfile};
@@ -18,6 +17,7 @@ use crate::support::{
     self,
     binaries::serve,
     controller::start_controller,
+    events::{switch_events, wait_switch_event},
     lab::nvos_headers,
     profiles::{ready_is, wait_profile},
     store::{Backend, TestStore},
@@ -50,33 +50,6 @@ async fn wait_section(
             return body;
         }
         assert!(Instant::now() < deadline, "{serial}: section not as wanted within 30 s: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// The Events about Switch `name` with `reason`, their notes.
-async fn events(t: &support::KubeTest, name: &str, reason: &str) -> Vec<String> {
-    let api: Api<Event> = Api::namespaced(t.client.clone(), &t.namespace);
-    let all = api.list(&ListParams::default()).await.expect("list events");
-    all.items
-        .into_iter()
-        .filter(|e| {
-            e.regarding
-                .as_ref()
-                .is_some_and(|r| r.kind.as_deref() == Some("Switch") && r.name.as_deref() == Some(name))
-                && e.reason.as_deref() == Some(reason)
-        })
-        .filter_map(|e| e.note)
-        .collect()
-}
-
-async fn wait_event(t: &support::KubeTest, name: &str, reason: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(note) = events(t, name, reason).await.pop() {
-            return note;
-        }
-        assert!(Instant::now() < deadline, "no {reason} Event on Switch {name} within 30 s");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -142,10 +115,10 @@ async fn each_switch_gets_its_own_values_and_its_pinned_profile() {
     let (status, body) = section(&c, &base, "MT18").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     assert!(body.contains("variables.loopback"), "{body}");
-    let note = wait_event(&t, "leaf18", "TemplateError").await;
+    let note = wait_switch_event(&t, "leaf18", "TemplateError").await;
     assert!(note.contains("profile ") && note.contains("/n5110: ztp.01-commands-list"), "{note}");
     assert!(note.contains("`variables.loopback` is undefined"), "{note}");
-    assert!(events(&t, "leaf17", "TemplateError").await.is_empty(), "leaf17 renders");
+    assert!(switch_events(&t, "leaf17", "TemplateError").await.is_empty(), "leaf17 renders");
     // Pinned: the bench profile, though the device's model matches n5110.
     let bench = wait_section(&c, &base, "MT19", |s, _| s == StatusCode::OK).await;
     assert_eq!(bench, "nv set system hostname bench-3\n");
@@ -156,7 +129,7 @@ async fn each_switch_gets_its_own_values_and_its_pinned_profile() {
     switches.patch("leaf18", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch");
     let leaf18 = wait_section(&c, &base, "MT18", |s, _| s == StatusCode::OK).await;
     assert_eq!(leaf18, "nv set system hostname leaf18\nnv set interface lo ip address 10.0.0.18/32\n");
-    wait_event(&t, "leaf18", "TemplateRendered").await;
+    wait_switch_event(&t, "leaf18", "TemplateRendered").await;
     let (status, body) = section(&c, &base, "MT99").await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
     // Unpinned, the bench device falls back to its model's profile.

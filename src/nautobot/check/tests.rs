@@ -1,39 +1,11 @@
 //! The dry run's text, on the captured fleet (`tests/fixtures/nautobot/`, see the mapping's
 //! tests): six Switches, two OsImages.
 
-use serde::de::DeserializeOwned;
-use serde_json::json;
-
 use super::*;
-use crate::api::{
-    NautobotSourceSpec, OsImage, SkipReason, Switch, SwitchSpec, nautobot::SOURCE_LABEL, validate,
-};
-use crate::nautobot::{Inventory, desired, model::Page};
+use crate::api::{OsImage, SkipReason, Switch, SwitchSpec, nautobot::SOURCE_LABEL, validate};
+use crate::nautobot::desired;
 
-fn results<T: DeserializeOwned>(json: &str) -> Vec<T> {
-    serde_json::from_str::<Page<T>>(json).expect("a captured page").results
-}
-
-fn fleet() -> Inventory {
-    let mut inv = Inventory::default();
-    inv.add_devices(results(include_str!("../../../tests/fixtures/nautobot/devices.json")));
-    inv.add_interfaces(results(include_str!("../../../tests/fixtures/nautobot/interfaces.json")));
-    inv.add_platforms(results(include_str!("../../../tests/fixtures/nautobot/platforms.json")));
-    inv.add_roles(results(include_str!("../../../tests/fixtures/nautobot/roles.json")));
-    inv.add_device_types(results(include_str!("../../../tests/fixtures/nautobot/device-types.json")));
-    inv.add_software_versions(results(include_str!(
-        "../../../tests/fixtures/nautobot/software-versions.json"
-    )));
-    inv.add_image_files(results(include_str!("../../../tests/fixtures/nautobot/software-image-files.json")));
-    inv
-}
-
-fn spec() -> NautobotSourceSpec {
-    serde_json::from_value(
-        json!({"url": "http://127.0.0.1:8080", "tokenSecretRef": {"name": "nb", "key": "token"}}),
-    )
-    .expect("spec")
-}
+use crate::nautobot::map::tests::{fleet, source as spec};
 
 fn fleet_desired() -> Desired {
     desired(&fleet(), &spec())

@@ -17,7 +17,7 @@ fn results<T: DeserializeOwned>(json: &str) -> Vec<T> {
 /// round-robin nvidia-cumulus, sonic, nvidia-nvos, onie; software nvidia-cumulus 5.0.0 (one sha256
 /// file, default) on 1 and 5, sonic 4.0.0 (a sha256 default file and an md5 one) on 2 and 6; none on
 /// 3 and 4. sw-00001 lists its version's file as its own.
-fn fleet() -> Inventory {
+pub(crate) fn fleet() -> Inventory {
     let mut inv = Inventory::default();
     inv.add_devices(results(include_str!("../../../tests/fixtures/nautobot/devices.json")));
     inv.add_interfaces(results(include_str!("../../../tests/fixtures/nautobot/interfaces.json")));
@@ -31,7 +31,7 @@ fn fleet() -> Inventory {
     inv
 }
 
-fn source() -> NautobotSourceSpec {
+pub(crate) fn source() -> NautobotSourceSpec {
     serde_json::from_value(
         json!({"url": "http://127.0.0.1:8080", "tokenSecretRef": {"name": "nb", "key": "token"}}),
     )

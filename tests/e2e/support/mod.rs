@@ -19,6 +19,7 @@ pub mod binaries;
 pub mod controller;
 pub mod controlplane;
 pub mod deployment;
+pub mod events;
 pub mod image;
 pub mod kstatus;
 pub mod lab;
