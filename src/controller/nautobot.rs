@@ -173,10 +173,12 @@ struct Synced {
 
 async fn reconcile(source: Arc<NautobotSource>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let interval = Duration::from_secs(u64::try_from(source.spec.interval_seconds).unwrap_or(60).max(10));
+    let key = ObjectRef::from_obj(&*source);
     if source.meta().deletion_timestamp.is_some() {
+        // Its objects stay (`Orphan`) or go with it (`Delete`: their owner reference).
+        ctx.states.lock().unwrap_or_else(PoisonError::into_inner).remove(&key);
         return Ok(Action::await_change());
     }
-    let key = ObjectRef::from_obj(&*source);
     let state = ctx.states.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().clone();
     let mut state = state.lock().await;
     let outcome = sync(&source, &ctx, &mut state).await;
@@ -383,7 +385,8 @@ where
         let result = match prune {
             PrunePolicy::Delete => api.delete(name, &DeleteParams::background()).await.map(|_| ()),
             PrunePolicy::Orphan => {
-                // The label, annotation and owner reference go; the object stays as it is.
+                // The label and annotation go; the object stays as it is (with `Orphan` the
+                // source applies no owner reference).
                 let patch = json!({"metadata": {
                     "labels": {SOURCE_LABEL: null},
                     "annotations": {ID_ANNOTATION: null},
