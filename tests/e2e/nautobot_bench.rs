@@ -212,6 +212,44 @@ fn synced(s: &NautobotSource) -> Option<(String, bool, i64)> {
     Some((last, ready, st.switches.as_ref().map_or(0, |c| c.total)))
 }
 
+/// The apiserver's `apiserver_request_total`, summed by verb and resource (with subresource).
+async fn apiserver_requests(client: &kube::Client) -> std::collections::BTreeMap<String, f64> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new()).expect("request"))
+        .await
+        .unwrap_or_default();
+    let mut out = std::collections::BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let Some((labels, value)) = line.rsplit_once(' ') else { continue };
+        let label = |k: &str| {
+            labels.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_owned()
+        };
+        let sub = label("subresource");
+        let key = format!(
+            "{} {}{}",
+            label("verb"),
+            label("resource"),
+            if sub.is_empty() { sub } else { format!("/{sub}") }
+        );
+        *out.entry(key).or_insert(0.0) += value.parse::<f64>().unwrap_or(0.0);
+    }
+    out
+}
+
+/// The requests of a window by verb and resource, most first.
+fn request_diff(
+    before: &std::collections::BTreeMap<String, f64>,
+    after: &std::collections::BTreeMap<String, f64>,
+) -> String {
+    let mut d: Vec<(String, f64)> = after
+        .iter()
+        .map(|(k, v)| (k.clone(), v - before.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    d.sort_by(|a, b| b.1.total_cmp(&a.1));
+    d.iter().take(10).map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+}
+
 /// The paths where two JSON values differ, with both sides (cut short).
 fn diff(at: &str, a: &serde_json::Value, b: &serde_json::Value, out: &mut Vec<String>) {
     use serde_json::Value::Object;
@@ -512,6 +550,7 @@ async fn sync() {
     // controller still takes in 5,000 new Switches), then the one after (quiet).
     let (mut last_at, mut last) = (seen_at, found.clone());
     for which in ["first no-change resync", "second no-change resync"] {
+        let api_before = apiserver_requests(&t.client).await;
         let resync_start = sample();
         let resync_reads = reads(&controller_log).len();
         let (resync_at, found_b, _) = next_sync(Some(last.0.clone()), "no-change resync", 120).await;
@@ -541,6 +580,10 @@ async fn sync() {
             resync.postgres,
             ratio(resync.nautobot, resync.controller),
             resync.control_plane
+        );
+        println!(
+            "nautobot-bench: {which}: the apiserver's requests in that window (this test's own polls of the source, 10/s, included): {}",
+            request_diff(&api_before, &apiserver_requests(&t.client).await)
         );
         rss_marks.push((which, rss_now(controller.child.id())));
         (last_at, last) = (resync_at, found_b);
