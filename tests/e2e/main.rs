@@ -16,6 +16,7 @@ mod image;
 mod image_in_use;
 mod kstatus;
 mod nautobot;
+mod nautobot_bench;
 mod nautobot_check;
 mod openapi;
 mod pipeline;

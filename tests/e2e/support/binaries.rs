@@ -44,16 +44,22 @@ pub async fn controller(
 /// `ztp-operator args…` against the test control plane (its kubeconfig), with the S3
 /// credentials in its environment; its log (at info) goes to `log` in the run's log directory.
 pub async fn with_cluster(args: &[String], log: &str) -> Proc {
+    with_cluster_as(binary(), args, "info", log).await
+}
+
+/// [`with_cluster`] with another build of the binary (a benchmark runs the release one) and
+/// another `RUST_LOG`.
+pub async fn with_cluster_as(program: &Path, args: &[String], rust_log: &str, log: &str) -> Proc {
     let env = env().await;
     procs::spawn(
         "ztp-operator",
-        binary(),
+        program,
         args,
         &[
             ("KUBECONFIG", env.control_plane.kubeconfig.to_str().expect("utf-8 path")),
             ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
             ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
-            ("RUST_LOG", "info"),
+            ("RUST_LOG", rust_log),
         ],
         env.log_dir.join(log),
     )

@@ -33,6 +33,13 @@ pub struct ControlPlane {
     _apiserver: procs::Proc,
 }
 
+impl ControlPlane {
+    /// The process ids of its kube-apiserver and etcd (a benchmark reads their CPU from /proc).
+    pub fn pids(&self) -> [u32; 2] {
+        [self._apiserver.child.id(), self._etcd.child.id()]
+    }
+}
+
 /// A control plane a test started for itself stops with it (the shared one lives in a static).
 impl Drop for ControlPlane {
     fn drop(&mut self) {

@@ -32,22 +32,40 @@ pub struct Nautobot {
     pub dir: PathBuf,
     pub url: String,
     pub token: String,
+    /// `DIR/env` as `scripts/nautobot start` wrote it (`NAUTOBOT_PID`, `POSTGRES_PID`, …).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Nautobot {
     /// Starts one (seconds, once the venv and the database template are cached; the first run
     /// builds both: minutes).
     pub async fn start(name: &str) -> Nautobot {
+        Self::start_args(name, Vec::new()).await
+    }
+
+    /// Starts one whose database already holds the fleet `load DIR FLEET` makes (`start
+    /// --fleet`): seconds from the cached snapshot; the first run with these arguments builds it
+    /// (5,000 devices: about 10 minutes).
+    pub async fn start_with_fleet(name: &str, fleet: &str) -> Nautobot {
+        Self::start_args(name, vec!["--fleet".to_owned(), fleet.to_owned()]).await
+    }
+
+    async fn start_args(name: &str, extra: Vec<String>) -> Nautobot {
         let dir = run().run_dir.join(format!("nautobot-{name}-{}", unique()));
-        let dir_arg = dir.to_string_lossy().into_owned();
-        let env_file =
-            tokio::task::spawn_blocking(move || nautobot(&["start", &dir_arg])).await.expect("start");
+        let mut args = vec!["start".to_owned(), dir.to_string_lossy().into_owned()];
+        args.extend(extra);
+        let env_file = tokio::task::spawn_blocking(move || {
+            let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+            nautobot(&refs)
+        })
+        .await
+        .expect("start");
         let env: BTreeMap<String, String> = std::fs::read_to_string(&env_file)
             .expect("read env")
             .lines()
             .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
             .collect();
-        Nautobot { url: env["NAUTOBOT_URL"].clone(), token: env["NAUTOBOT_TOKEN"].clone(), dir }
+        Nautobot { url: env["NAUTOBOT_URL"].clone(), token: env["NAUTOBOT_TOKEN"].clone(), dir, env }
     }
 
     fn dir_arg(&self) -> String {

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Nautobot as the source of truth (issue 17): a real Nautobot 3.2.7 holding DEVICES devices and
+# IMAGES image files (`scripts/nautobot start --fleet`: a cached database snapshot, ~6 s to start;
+# the first run with given DEVICES/IMAGES builds it through the REST API, ~10 min for 5,000), the
+# release `ztp-operator controller` as a process against a real kube-apiserver + etcd (the e2e
+# harness: tests/e2e/nautobot_bench.rs, `sync`), and one NautobotSource with `intervalSeconds: 10`.
+# Prints, one `nautobot-bench:` line per figure, with the issue's target beside it:
+#   * a reference: the same full read by the library in the test process, nothing applied (what
+#     Nautobot alone takes to serve the fleet);
+#   * the first sync: wall time from creating the source to its status with every Switch (target
+#     <= 60 s), how much of it is the read, Nautobot's requests (its uWSGI log lines);
+#   * a no-change resync: the poll's duration (target <= 5 s) and its requests (target: 1);
+#   * one change (`set-mac` on sw-00001): the requests of the poll that follows and the time until
+#     the Switch shows it;
+#   * over each window, CPU seconds from /proc: the controller's beside Nautobot's own (uWSGI
+#     master + workers) and the ratio, its PostgreSQL's, the kube-apiserver + etcd's; the writes
+#     the apiserver saw (a watch on Switches and OsImages);
+#   * the controller's peak RSS (VmHWM, target <= 128 MiB).
+# The machine is shared and noisy: read the ratios and the CPU per device, not wall times alone.
+#
+# Usage: bench/nautobot.sh                       DEVICES=5000 IMAGES=50 (a few minutes)
+#        DEVICES=500 IMAGES=10 bench/nautobot.sh (another fleet: its snapshot is built first)
+# The controller is the release build (built here); the harness is the debug e2e binary. Logs (the
+# controller's, with the NautobotSource at debug, and Nautobot's uWSGI log) are copied to OUT
+# (default ${TMPDIR:-/tmp}/nautobot-bench). Exit status: the test's (non-zero when the run fails;
+# a missed target does not fail it).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$ROOT"
+DEVICES="${DEVICES:-5000}"
+IMAGES="${IMAGES:-50}"
+OUT="${OUT:-${TMPDIR:-/tmp}/nautobot-bench}"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+LOG="${TMPDIR:-/tmp}/nautobot-bench.log"
+
+echo "==> release build of ztp-operator" >&2
+cargo build --release --locked --bin ztp-operator >&2
+echo "==> Nautobot with $DEVICES devices and $IMAGES image files; the release controller; one NautobotSource" >&2
+set +e
+ZTP_CONTROLLER_BIN="$TARGET/release/ztp-operator" ZTP_NB_DEVICES="$DEVICES" ZTP_NB_IMAGES="$IMAGES" \
+	ZTP_NB_BENCH_OUT="$OUT" \
+	cargo test --locked --test e2e -- --ignored --exact nautobot_bench::sync --nocapture >"$LOG" 2>&1
+status=$?
+set -e
+grep '^nautobot-bench:' "$LOG" || true
+if [ "$status" -ne 0 ]; then
+	echo "the benchmark failed (exit $status); the whole log: $LOG" >&2
+	tail -n 40 "$LOG" >&2
+	exit "$status"
+fi
