@@ -45,7 +45,10 @@ use crate::{
         Inventory,
         client::Nautobot,
         desired,
-        plan::{Clash, Declared, Existing, FIELD_MANAGER, ID_ANNOTATION, Plan, SOURCE_LABEL, object, plan},
+        plan::{
+            Clash, DIGEST_ANNOTATION, Declared, Existing, FIELD_MANAGER, ID_ANNOTATION, Plan, SOURCE_LABEL,
+            object, plan,
+        },
         read::{self, Delta, Mark},
     },
     switch::k8s::DISCOVERED_BY,
@@ -54,7 +57,7 @@ use crate::{
 /// A full read at least this often, besides the change log.
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
 /// Applies in flight at once.
-const APPLY_CONCURRENCY: usize = 8;
+const APPLY_CONCURRENCY: usize = 16;
 /// Clashes named in the `Conflict` condition; the rest are counted.
 const NAMED_CLASHES: usize = 10;
 
@@ -101,12 +104,19 @@ pub async fn run(client: Client, namespace: Option<String>) {
     // Metadata only: names, labels and annotations are all the plans need of existing objects.
     let switch_api: Api<PartialObjectMeta<Switch>> = scoped(&client, &namespace);
     let image_api: Api<PartialObjectMeta<OsImage>> = scoped(&client, &namespace);
-    let watch_switches = reflector(switch_writer, watcher(switch_api, Config::default().any_semantic()))
-        .default_backoff()
-        .for_each(|_| async {});
-    let watch_images = reflector(image_writer, watcher(image_api, Config::default().any_semantic()))
-        .default_backoff()
-        .for_each(|_| async {});
+    // managedFields are most of an object's metadata: the caches keep none.
+    let watch_switches = reflector(
+        switch_writer,
+        watcher(switch_api, Config::default().any_semantic()).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
+    let watch_images = reflector(
+        image_writer,
+        watcher(image_api, Config::default().any_semantic()).modify(|o| o.managed_fields_mut().clear()),
+    )
+    .default_backoff()
+    .for_each(|_| async {});
     tokio::spawn(watch_switches);
     tokio::spawn(watch_images);
     let ctx = Arc::new(Ctx {
@@ -253,8 +263,10 @@ async fn sync(source: &NautobotSource, ctx: &Ctx, state: &mut SourceState) -> Re
         bodies: items
             .into_iter()
             .map(|(n, id, spec)| {
-                let body = object(kind, n, &ns, &name, id, owner.as_ref(), spec);
+                let mut body = object(kind, n, &ns, &name, id, owner.as_ref(), spec);
+                // Applied with the object: a restarted controller knows what it already wrote.
                 let digest = digest(&body);
+                body["metadata"]["annotations"][DIGEST_ANNOTATION] = json!(format!("{digest:016x}"));
                 (n.to_owned(), (body, digest))
             })
             .collect(),
@@ -335,8 +347,11 @@ where
                 o.metadata.labels.clone().unwrap_or_default().into_iter().collect();
             let discovered =
                 switches && labels.get(DISCOVERED_BY.0).map(String::as_str) == Some(DISCOVERED_BY.1);
+            let annotations: BTreeMap<String, String> =
+                o.metadata.annotations.clone().unwrap_or_default().into_iter().collect();
             let e = Existing {
-                annotations: o.metadata.annotations.clone().unwrap_or_default().into_iter().collect(),
+                digest: annotations.get(DIGEST_ANNOTATION).and_then(|d| u64::from_str_radix(d, 16).ok()),
+                annotations,
                 labels,
                 discovered,
                 deleting: o.metadata.deletion_timestamp.is_some(),
@@ -362,22 +377,25 @@ where
     let mut counts =
         ObjectCounts { unchanged: i64::try_from(plan.unchanged).unwrap_or(0), ..Default::default() };
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let mut pending = Vec::new();
-    for (name, new) in &plan.apply {
-        if let Some((body, digest)) = bodies.get(name) {
-            pending.push(apply_one(api, name, *new, *digest, body, &params));
-        }
-    }
-    let writes: Vec<_> = futures::stream::iter(pending).buffer_unordered(APPLY_CONCURRENCY).collect().await;
-    for (name, new, digest, result) in writes {
-        match result {
-            Ok(_) => {
-                applied.insert(name.clone(), digest);
-                if new { counts.created += 1 } else { counts.updated += 1 }
+    // APPLY_CONCURRENCY at a time, each kept only as its outcome: 5,000 applies never hold 5,000
+    // futures or answers at once.
+    for chunk in plan.apply.chunks(APPLY_CONCURRENCY) {
+        let mut batch = Vec::with_capacity(chunk.len());
+        for (name, new) in chunk {
+            if let Some((body, digest)) = bodies.get(name) {
+                batch.push(apply_one(api, name, *new, *digest, body, &params));
             }
-            Err(e) => {
-                applied.remove(name);
-                failures.push(format!("{} {name}: {e}", K::kind(&())));
+        }
+        for (name, new, digest, result) in futures::future::join_all(batch).await {
+            match result {
+                Ok(()) => {
+                    applied.insert(name.clone(), digest);
+                    if new { counts.created += 1 } else { counts.updated += 1 }
+                }
+                Err(e) => {
+                    applied.remove(name);
+                    failures.push(format!("{} {name}: {e}", K::kind(&())));
+                }
             }
         }
     }
@@ -389,7 +407,7 @@ where
                 // source applies no owner reference).
                 let patch = json!({"metadata": {
                     "labels": {SOURCE_LABEL: null},
-                    "annotations": {ID_ANNOTATION: null},
+                    "annotations": {ID_ANNOTATION: null, DIGEST_ANNOTATION: null},
                 }});
                 api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
             }
@@ -412,7 +430,8 @@ where
     counts
 }
 
-/// One server-side apply, with what the caller needs to count it.
+/// One server-side apply, with what the caller needs to count it (the object the apiserver
+/// answers is dropped at once).
 async fn apply_one<'a, K>(
     api: &Api<K>,
     name: &'a String,
@@ -420,11 +439,11 @@ async fn apply_one<'a, K>(
     digest: u64,
     body: &Value,
     params: &PatchParams,
-) -> (&'a String, bool, u64, Result<K, kube::Error>)
+) -> (&'a String, bool, u64, Result<(), kube::Error>)
 where
     K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    (name, new, digest, api.patch(name, params, &Patch::Apply(body)).await)
+    (name, new, digest, api.patch(name, params, &Patch::Apply(body)).await.map(|_| ()))
 }
 
 /// The owner reference to the source (with `prune: Delete`: deleting the source deletes its

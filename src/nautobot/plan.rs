@@ -15,6 +15,9 @@ use serde_json::{Value, json};
 
 pub use crate::api::nautobot::{ID_ANNOTATION, SOURCE_LABEL};
 
+/// Annotation on every object a NautobotSource applies: a digest (hex) of what it applied, so that
+/// an unchanged object is not written again, by this process or the next.
+pub const DIGEST_ANNOTATION: &str = "ztp.netops.dev/nautobot-digest";
 /// The field manager of the source's server-side applies.
 pub const FIELD_MANAGER: &str = "ztp-operator-nautobot";
 
@@ -25,6 +28,8 @@ pub struct Existing {
     pub annotations: BTreeMap<String, String>,
     /// A Switch the device server made when the device first asked.
     pub discovered: bool,
+    /// The digest of what the source last applied to it ([`DIGEST_ANNOTATION`]).
+    pub digest: Option<u64>,
     /// Being deleted.
     pub deleting: bool,
 }
@@ -101,7 +106,9 @@ pub fn plan<'a>(
         let clash = |why: String| Clash { name: d.name.to_owned(), why };
         match e.owner(source) {
             _ if e.deleting => out.clashes.push(clash("it is being deleted".into())),
-            Owner::Ours if applied.get(d.name) == Some(&d.digest) => out.unchanged += 1,
+            Owner::Ours if applied.get(d.name) == Some(&d.digest) || e.digest == Some(d.digest) => {
+                out.unchanged += 1
+            }
             Owner::Ours | Owner::Adoptable => out.apply.push((d.name.to_owned(), false)),
             Owner::OtherSource(other) => {
                 out.clashes.push(clash(format!("NautobotSource {other} manages it")))
@@ -169,11 +176,19 @@ mod tests {
         assert_eq!(p.apply, [("b".to_owned(), false), ("c".to_owned(), true)]);
         assert_eq!(p.unchanged, 1);
         assert!(p.clashes.is_empty() && p.prune.is_empty());
-        // After a restart nothing is known to be applied: everything is applied once.
+        // After a restart nothing is known in memory: the digest on the object says it is as
+        // declared; without one (or another), it is applied.
         let p =
             plan([Declared { name: "a", digest: 7 }], &existing, &BTreeMap::new(), &BTreeSet::new(), "dc1");
         assert_eq!(p.apply, [("a".to_owned(), false)]);
         assert_eq!(p.prune, ["b"]);
+        let mut existing = existing;
+        existing.get_mut("a").expect("a").digest = Some(7);
+        existing.insert("c".to_owned(), Existing { digest: Some(2), ..ours("4") });
+        let declared = [Declared { name: "a", digest: 7 }, Declared { name: "c", digest: 1 }];
+        let p = plan(declared, &existing, &BTreeMap::new(), &BTreeSet::new(), "dc1");
+        assert_eq!(p.apply, [("c".to_owned(), false)]);
+        assert_eq!(p.unchanged, 1);
     }
 
     #[test]

@@ -114,8 +114,14 @@ impl SwitchProblemNews {
         let now: BTreeMap<String, SwitchNews> = problems
             .iter()
             .filter_map(|(k, v)| {
-                let reason = v.first()?.reason();
-                let line = v.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+                // An osImage still being fetched is not news: its OsImage's status says so, and a
+                // new intended version would otherwise tell every Switch pinned to it twice.
+                let told: Vec<&SwitchProblem> = v
+                    .iter()
+                    .filter(|p| !matches!(p, SwitchProblem::OsImage(Problem::ImageNotReady { .. })))
+                    .collect();
+                let reason = told.first()?.reason();
+                let line = told.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
                 Some((k.clone(), SwitchNews::Problems { reason, line }))
             })
             .collect();
@@ -515,14 +521,23 @@ mod tests {
         assert_eq!(news.news(&BTreeMap::new()), []);
 
         // An osImage that is not Ready is told with its own reason, and so is its clearing.
-        let waiting = SwitchProblem::OsImage(crate::profile::problem::Problem::ImageNotReady {
+        let fetching = || {
+            SwitchProblem::OsImage(Problem::ImageNotReady {
+                what: "osImage".into(),
+                image: "net/nos-2".into(),
+                state: "Fetching".into(),
+            })
+        };
+        let missing = SwitchProblem::OsImage(Problem::NotFound {
             what: "osImage".into(),
-            image: "net/nos-2".into(),
-            state: "Fetching".into(),
+            kind: "OsImage",
+            object: "net/nos-3".into(),
         });
-        let said = news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![waiting, problem("x")])]));
+        // An image still being fetched is not news, alone or beside another problem.
+        assert_eq!(news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![fetching()])])), []);
+        let said = news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![fetching(), missing])]));
         assert!(
-            matches!(&said[..], [(_, SwitchNews::Problems { reason: problem::WAITING_FOR_IMAGE, .. })]),
+            matches!(&said[..], [(_, SwitchNews::Problems { reason: problem::WAITING_FOR_REFERENCE, line })] if !line.contains("nos-2")),
             "{said:?}"
         );
         let cleared = news.news(&BTreeMap::new());

@@ -127,6 +127,7 @@ async fn rendered_chart_is_accepted_by_the_apiserver() {
             "CustomResourceDefinition",
             "CustomResourceDefinition",
             "CustomResourceDefinition",
+            "CustomResourceDefinition",
             "ServiceAccount",
             "PersistentVolumeClaim",
             "ClusterRole",
