@@ -177,8 +177,8 @@ impl ProfileReporter for KubeProfileReporter {
     }
 
     /// A Warning Event on each Switch with new problems (`TemplateError`: its values fail its
-    /// profile's trial render; `WaitingForReference`, `ImageFailed`: its `osImage`; one
-    /// still being fetched is not news), a Normal one when they clear.
+    /// profile's trial render; `WaitingForReference`: its `osImage` does not exist; one
+    /// being fetched or failed is its OsImage's news), a Normal one when they clear.
     async fn switch_problems(&self, problems: &BTreeMap<String, Vec<SwitchProblem>>) {
         for (key, news) in self.switch_news.news(problems) {
             let Some((ns, name)) = key.split_once('/') else { continue };

@@ -282,17 +282,18 @@ async fn sync(source: &NautobotSource, ctx: &Ctx, state: &mut SourceState) -> Re
         declared.images.iter().map(|(n, i)| (n.as_str(), i.file_id.as_str(), json!(i.spec))).collect(),
         &declared.skipped_images,
     );
+    // OsImages first: the Switches pinned to them then never name one that does not exist yet.
     let (prune, failures) = (spec.prune, &mut synced.failures);
-    let api: Api<Switch> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = existing_of(&ctx.switches, &ns, true);
-    let (counts, switch_clashes) =
-        sync_kind(&api, &switches, &existing, &mut state.switches, &name, prune, failures).await;
-    synced.switches = counts;
     let api: Api<OsImage> = Api::namespaced(ctx.client.clone(), &ns);
     let existing = existing_of(&ctx.images, &ns, false);
     let (counts, image_clashes) =
         sync_kind(&api, &images, &existing, &mut state.images, &name, prune, failures).await;
     synced.images = counts;
+    let api: Api<Switch> = Api::namespaced(ctx.client.clone(), &ns);
+    let existing = existing_of(&ctx.switches, &ns, true);
+    let (counts, switch_clashes) =
+        sync_kind(&api, &switches, &existing, &mut state.switches, &name, prune, failures).await;
+    synced.switches = counts;
     synced.clashes = switch_clashes.into_iter().chain(image_clashes).collect();
     synced.skipped = declared.skipped.iter().map(|s| s.to_status()).collect();
     synced.skipped_images = declared.skipped_images.iter().map(|s| s.to_status()).collect();

@@ -114,11 +114,20 @@ impl SwitchProblemNews {
         let now: BTreeMap<String, SwitchNews> = problems
             .iter()
             .filter_map(|(k, v)| {
-                // An osImage still being fetched is not news: its OsImage's status says so, and a
-                // new intended version would otherwise tell every Switch pinned to it twice.
+                // An osImage still being fetched, or failed, is its OsImage's news (its status and
+                // Events say so), not one Event per Switch pinned to it: a new intended version
+                // would otherwise tell thousands of Switches, twice. One that does not exist is
+                // this Switch's (a name to fix).
                 let told: Vec<&SwitchProblem> = v
                     .iter()
-                    .filter(|p| !matches!(p, SwitchProblem::OsImage(Problem::ImageNotReady { .. })))
+                    .filter(|p| {
+                        !matches!(
+                            p,
+                            SwitchProblem::OsImage(
+                                Problem::ImageNotReady { .. } | Problem::ImageFailed { .. }
+                            )
+                        )
+                    })
                     .collect();
                 let reason = told.first()?.reason();
                 let line = told.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
@@ -533,8 +542,13 @@ mod tests {
             kind: "OsImage",
             object: "net/nos-3".into(),
         });
-        // An image still being fetched is not news, alone or beside another problem.
-        assert_eq!(news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![fetching()])])), []);
+        // An image still being fetched, or failed, is not news, alone or beside another problem.
+        let failed = SwitchProblem::OsImage(Problem::ImageFailed {
+            what: "osImage".into(),
+            image: "net/nos-1".into(),
+            state: "failed".into(),
+        });
+        assert_eq!(news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![fetching(), failed])])), []);
         let said = news.news(&BTreeMap::from([("net/leaf18".to_owned(), vec![fetching(), missing])]));
         assert!(
             matches!(&said[..], [(_, SwitchNews::Problems { reason: problem::WAITING_FOR_REFERENCE, line })] if !line.contains("nos-2")),
