@@ -33,7 +33,7 @@ use kube::{
 };
 use serde_json::{Value, json};
 
-use super::k8s::KubeLookup;
+use super::{k8s::KubeLookup, profiles::api};
 use crate::{
     api::{
         ConditionStatus, ConditionType, OsImage, Switch,
@@ -91,10 +91,7 @@ pub enum Error {
 /// Runs the NautobotSource controller until its watch ends. Without the CRD installed it logs
 /// once and returns.
 pub async fn run(client: Client, namespace: Option<String>) {
-    let sources: Api<NautobotSource> = match &namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    };
+    let sources: Api<NautobotSource> = api(&client, &namespace);
     if let Err(e) = sources.list(&kube::api::ListParams::default().limit(1)).await {
         tracing::warn!(error = %e, "NautobotSources are not read: their CRD is not installed (or not readable)");
         return;
@@ -102,8 +99,8 @@ pub async fn run(client: Client, namespace: Option<String>) {
     let (switches, switch_writer) = reflector::store();
     let (images, image_writer) = reflector::store();
     // Metadata only: names, labels and annotations are all the plans need of existing objects.
-    let switch_api: Api<PartialObjectMeta<Switch>> = scoped(&client, &namespace);
-    let image_api: Api<PartialObjectMeta<OsImage>> = scoped(&client, &namespace);
+    let switch_api: Api<PartialObjectMeta<Switch>> = api(&client, &namespace);
+    let image_api: Api<PartialObjectMeta<OsImage>> = api(&client, &namespace);
     // managedFields are most of an object's metadata: the caches keep none.
     let watch_switches = reflector(
         switch_writer,
@@ -141,17 +138,6 @@ pub async fn run(client: Client, namespace: Option<String>) {
             }
         })
         .await;
-}
-
-fn scoped<K>(client: &Client, namespace: &Option<String>) -> Api<K>
-where
-    K: Resource<Scope = kube::core::NamespaceResourceScope>,
-    K::DynamicType: Default,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
 }
 
 fn error_policy(source: Arc<NautobotSource>, error: &Error, _ctx: Arc<Ctx>) -> Action {

@@ -28,7 +28,8 @@ use crate::{
     store::Store,
 };
 
-fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
+/// `K` in `namespace`, or in every namespace.
+pub(super) fn api<K>(client: &Client, namespace: &Option<String>) -> Api<K>
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
         + Clone

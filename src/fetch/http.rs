@@ -83,7 +83,7 @@ pub(super) async fn open(
 }
 
 /// reqwest's Display hides the cause ("error sending request"); show the whole chain.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();
     while let Some(s) = cur {

@@ -7,6 +7,8 @@ mod file;
 mod http;
 mod s3;
 
+pub(crate) use http::error_chain;
+
 use std::{path::PathBuf, time::Duration};
 
 use bytes::Bytes;

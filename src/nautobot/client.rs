@@ -15,6 +15,7 @@ use reqwest::{StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use super::model::Page;
+use crate::fetch::error_chain;
 
 /// Objects per page asked for: Nautobot's `MAX_PAGE_SIZE` by default (it cuts a larger `limit`).
 pub const PAGE_SIZE: usize = 1000;
@@ -255,21 +256,6 @@ fn encode(v: &str) -> String {
         }
     }
     out
-}
-
-/// An error with its sources, for messages (`error sending request: … : connection refused`).
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-        source = cause.source();
-    }
-    s
 }
 
 #[cfg(test)]
