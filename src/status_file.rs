@@ -56,8 +56,16 @@ pub async fn update_if(
 pub async fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    tokio::fs::write(&tmp, bytes).await?;
-    tokio::fs::rename(&tmp, path).await
+    let written = async {
+        tokio::fs::write(&tmp, bytes).await?;
+        tokio::fs::rename(&tmp, path).await
+    }
+    .await;
+    if written.is_err() {
+        // A full disk leaves part of it: not kept (the old file stays whole).
+        let _ = tokio::fs::remove_file(&tmp).await;
+    }
+    written
 }
 
 async fn read(path: &Path) -> Statuses {
@@ -74,6 +82,24 @@ async fn read(path: &Path) -> Statuses {
 mod tests {
     use super::*;
     use crate::api::DeviceSummary;
+
+    /// A write that fails leaves no temporary file beside the status file.
+    #[tokio::test]
+    async fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A directory where the file should be: the rename fails.
+        let path = dir.path().join("switchprofiles.json");
+        std::fs::create_dir_all(path.join("in-the-way")).expect("mkdir");
+        let err = update(&path, |all| {
+            all.entry("default/leaf".into()).or_default();
+        })
+        .await
+        .expect_err("a directory is in the way");
+        assert!(err.to_string().starts_with(&format!("write {}: ", path.display())), "{err}");
+        let names: Vec<_> =
+            std::fs::read_dir(dir.path()).expect("dir").flatten().map(|e| e.file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("switchprofiles.json")]);
+    }
 
     /// Two writers changing their own fields at once: each keeps what the other wrote.
     #[tokio::test]

@@ -179,6 +179,20 @@ impl Shell {
         )
     }
 
+    /// Each panic in the log with the lines that follow it (the message, not the backtrace): a
+    /// failed nested suite says why, not only which tests failed.
+    fn panics(&self) -> String {
+        let text = String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned();
+        let lines: Vec<&str> = text.lines().collect();
+        let mut out = format!("--- panics in {} ({}):", self.log.display(), self.what);
+        for (i, _) in lines.iter().enumerate().filter(|(_, l)| l.contains("panicked at")) {
+            let message = lines[i..].iter().take(8).take_while(|l| !l.starts_with("stack backtrace:"));
+            out.push('\n');
+            out.push_str(&message.copied().collect::<Vec<_>>().join("\n"));
+        }
+        out
+    }
+
     /// SIGINT to the whole group (what Ctrl-C does), then SIGKILL if it is still there after 20 s.
     fn stop(&mut self) {
         self.signal_group(libc::SIGINT);
@@ -361,7 +375,8 @@ fn readme_commands_work_from_a_fresh_clone() {
     };
     assert!(
         status.success(),
-        "the README's test-suite command failed ({status}) in the clone:\n{}",
+        "the README's test-suite command failed ({status}) in the clone:\n{}\n{}",
+        suite.panics(),
         suite.tail(80)
     );
     let output = String::from_utf8_lossy(&std::fs::read(&suite.log).unwrap_or_default()).into_owned();

@@ -56,6 +56,8 @@ impl StatusBook {
         let bytes = serde_json::to_vec_pretty(&*statuses).expect("statuses serialise");
         let tmp = self.file.with_extension("json.tmp");
         std::fs::write(&tmp, bytes).and_then(|()| std::fs::rename(&tmp, &self.file)).map_err(|e| {
+            // A full disk leaves part of it: not kept (the old file stays whole).
+            let _ = std::fs::remove_file(&tmp);
             ReportError { object: key.to_owned(), message: format!("write {}: {e}", self.file.display()) }
         })
     }

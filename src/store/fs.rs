@@ -693,4 +693,56 @@ mod tests {
         assert_eq!(store.stat(&hand).await.expect("stat"), None);
         assert!(store.manifest().await.expect("manifest").get(&hand).is_none());
     }
+
+    /// The real pending file behind a writer whose writes fail after `ok_writes` (a disk that
+    /// fills up): everything else goes to the file, abort included.
+    struct FillsUp {
+        inner: Box<dyn PendingObject>,
+        ok_writes: usize,
+    }
+
+    #[async_trait]
+    impl PendingObject for FillsUp {
+        async fn write(&mut self, chunk: Bytes) -> Result<()> {
+            if self.ok_writes == 0 {
+                let source = std::io::Error::from_raw_os_error(libc::ENOSPC);
+                return Err(StoreError::Io { op: "write", path: "x.part".into(), source });
+            }
+            self.ok_writes -= 1;
+            self.inner.write(chunk).await
+        }
+        async fn finish(&mut self) -> Result<()> {
+            self.inner.finish().await
+        }
+        async fn place(self: Box<Self>) -> Result<()> {
+            self.inner.place().await
+        }
+        async fn abort(self: Box<Self>) {
+            self.inner.abort().await
+        }
+    }
+
+    /// The disk fills up with the last bytes still gathered: the commit's own hand-off fails, and
+    /// the partial file is gone when the commit returns, not later from a detached task (CI once
+    /// saw the status written next refused for want of the space that file still held).
+    #[tokio::test]
+    async fn a_commit_that_cannot_write_its_last_bytes_gives_the_space_back_before_it_returns() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::new(Arc::new(FsBackend::new(dir.path()).expect("store")));
+        let path = ImagePath::new("lab-nos", "1.0.0", "image.bin").expect("path");
+        let body = vec![7u8; crate::store::BATCH + 10];
+        let mut w = store.writer(&path, Sha256Digest::of(&body)).await.expect("writer");
+        let inner = w.pending.take().expect("pending");
+        w.pending = Some(Box::new(FillsUp { inner, ok_writes: 1 }));
+        w.write(Bytes::from(body[..crate::store::BATCH].to_vec())).await.expect("the first batch fits");
+        w.write(Bytes::from(body[crate::store::BATCH..].to_vec())).await.expect("gathered, not written yet");
+        assert_eq!(std::fs::read_dir(dir.path().join(TMP_DIR)).expect("tmp").count(), 1, "the partial file");
+        let entry = crate::store::ManifestEntry::new(&path, Sha256Digest::of(&body), 0, false, None);
+        let err = w.commit_entry(None, entry, false).await.expect_err("the last bytes do not fit");
+        assert!(err.to_string().contains("No space left on device"), "{err}");
+        // No await between the commit's end and this look: a detached abort would not have run.
+        let left: Vec<_> = std::fs::read_dir(dir.path().join(TMP_DIR)).expect("tmp").flatten().collect();
+        assert!(left.is_empty(), "left in .tmp when the commit returned: {left:?}");
+        assert!(store.manifest().await.expect("manifest").get(&path).is_none());
+    }
 }

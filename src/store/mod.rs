@@ -393,7 +393,12 @@ impl VerifyingWriter {
     {
         if !self.batch.is_empty() {
             let rest = self.batch.split().freeze();
-            self.hand_on(rest).await?; // on error, Drop aborts
+            if let Err(e) = self.hand_on(rest).await {
+                // Now, not from Drop on a detached task: the caller's next step (a status
+                // written to the same full disk, say) must find the space given back.
+                self.abort().await;
+                return Err(e);
+            }
         }
         let mut pending = self.pending.take().expect("pending object");
         let (sha256, size) = self.hasher.take().expect("hasher").finish().await;

@@ -176,21 +176,29 @@ async fn real_node_runs_a_deployment_a_switch_reaches_through_its_cluster_ip() {
         })
         .await;
     assert_eq!(page, "hello from the real node\n");
-    // kube-proxy balances the Service over both replicas: every pod answers within 60 requests.
+    // kube-proxy balances the Service over both replicas: every pod answers. Not at once: the
+    // second replica's endpoint can reach kube-proxy's rules a moment after the Deployment counts
+    // it available (the EndpointSlice controller retries while its informer catches up, as CI
+    // once saw), so requests go on, 10 a round, until both have answered or a minute has passed.
     let mut seen = BTreeSet::new();
-    for _ in 0..60 {
-        let out = switch.curl(&[&format!("http://{cluster_ip}/cgi-bin/pod")]);
-        assert!(
-            out.status.success(),
-            "GET /cgi-bin/pod from the switch: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
-        if seen == pods {
-            break;
-        }
-    }
-    assert_eq!(seen, pods, "the pods that answered the switch through the ClusterIP");
+    node.wait_for(
+        "both pods answering the switch through the ClusterIP",
+        Duration::from_secs(60),
+        async || {
+            for _ in 0..10 {
+                let out = switch.curl(&[&format!("http://{cluster_ip}/cgi-bin/pod")]);
+                assert!(
+                    out.status.success(),
+                    "GET /cgi-bin/pod from the switch: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                seen.insert(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            }
+            assert!(seen.is_subset(&pods), "only the Deployment's pods answer: {seen:?} of {pods:?}");
+            (seen == pods).then_some(())
+        },
+    )
+    .await;
 
     drop(switch);
     let (id, dir) = (node.id.clone(), node.dir.clone());
