@@ -1,6 +1,6 @@
 //! Folders of kubectl-style YAML (`*.yaml` / `*.yml`, several documents per file): what
-//! standalone mode declares ([`load`]: OsImages, SwitchProfiles, Switches and the ConfigMaps /
-//! Secrets they reference) and the SwitchProfiles and Switches `ztpctl dhcp` reads
+//! standalone mode declares ([`load`]: OsImages, SwitchProfiles, Switches, NautobotSources and
+//! the ConfigMaps / Secrets they reference) and the SwitchProfiles and Switches `ztpctl dhcp` reads
 //! ([`read_profiles_and_switches`]). Documents are checked as the apiserver would ([`validate`])
 //! and bounded in size and nesting before they are parsed.
 
@@ -19,7 +19,7 @@ use k8s_openapi::{
 use serde_json::Value;
 
 use crate::{
-    api::{OsImage, Switch, SwitchProfile, object_name, validate},
+    api::{NautobotSource, OsImage, Switch, SwitchProfile, object_name, validate},
     lookup::{config_map_data, secret_data},
 };
 
@@ -37,6 +37,7 @@ pub struct Desired {
     pub images: Vec<Arc<OsImage>>,
     pub profiles: Vec<Arc<SwitchProfile>>,
     pub switches: Vec<Arc<Switch>>,
+    pub nautobot_sources: Vec<Arc<NautobotSource>>,
     pub config_maps: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
     pub secrets: HashMap<(String, String), BTreeMap<String, Vec<u8>>>,
 }
@@ -62,7 +63,7 @@ pub fn fingerprint(dir: &Path) -> Vec<(PathBuf, u64, Option<SystemTime>)> {
 }
 
 /// A stable positive number for a spec, standing in for `metadata.generation`.
-fn generation_of(spec: &Value) -> i64 {
+pub(crate) fn generation_of(spec: &Value) -> i64 {
     // FNV-1a over the canonical JSON: stable across runs and platforms.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in spec.to_string().bytes() {
@@ -91,6 +92,7 @@ pub fn load(dir: &Path) -> Result<Folder, ManifestsError> {
                 desired.images.extend(file.images);
                 desired.profiles.extend(file.profiles);
                 desired.switches.extend(file.switches);
+                desired.nautobot_sources.extend(file.nautobot_sources);
                 desired.config_maps.extend(file.config_maps);
                 desired.secrets.extend(file.secrets);
             }
@@ -168,11 +170,11 @@ fn load_file(
                 desired.secrets.insert(key, secret_data(s));
             }
             "NautobotSource" => {
-                return Err(err(format!(
-                    "document {}: a NautobotSource is not read by standalone yet; run it in a cluster, or \
-                     write what it declares into this folder with `ztpctl nautobot check --output yaml`",
-                    i + 1
-                )));
+                let mut source: NautobotSource = serde_json::from_value(value.clone()).map_err(doc_err)?;
+                source.metadata.namespace.get_or_insert_with(|| "default".into());
+                source.metadata.generation = Some(generation_of(&value["spec"]));
+                source.status = None;
+                desired.nautobot_sources.push(Arc::new(source));
             }
             _ => {} // anything else is not ours
         }
@@ -330,20 +332,24 @@ mod tests {
         assert!(yaml_nesting_within(&(spread + &"[".repeat(30)), 128).is_err());
     }
 
-    /// Standalone does not read Nautobot yet: a NautobotSource is reported, with what to do
-    /// instead, never silently ignored.
+    /// A NautobotSource is read like the other kinds (and checked as the apiserver would: an
+    /// interval under 10 s is refused, the file skipped).
     #[test]
-    fn a_nautobot_source_is_reported_not_ignored() {
+    fn nautobot_sources_are_read_and_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
         let source = "apiVersion: ztp.netops.dev/v1alpha1\nkind: NautobotSource\nmetadata: {name: dc1}\nspec:\n  url: https://nautobot.example.net\n  tokenSecretRef: {name: nautobot, key: token}\n";
         std::fs::write(dir.path().join("nautobot.yaml"), source).expect("write");
+        std::fs::write(dir.path().join("fast.yaml"), source.replace("dc1", "dc2") + "  intervalSeconds: 1\n")
+            .expect("write");
         let folder = load(dir.path()).expect("the folder loads");
+        let sources = &folder.desired.nautobot_sources;
+        assert_eq!(sources.len(), 1);
+        assert_eq!(object_name(&sources[0].metadata), "default/dc1");
+        assert_eq!(sources[0].spec.interval_seconds, 60);
+        assert!(sources[0].metadata.generation.is_some_and(|g| g > 0));
         let problems: Vec<String> = folder.problems.iter().map(ToString::to_string).collect();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(
-            problems[0].contains("not read by standalone yet")
-                && problems[0].contains("ztpctl nautobot check")
-        );
+        assert!(problems[0].contains("fast.yaml") && problems[0].contains("intervalSeconds"), "{problems:?}");
     }
 
     #[test]

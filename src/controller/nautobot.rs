@@ -7,16 +7,16 @@
 //! A failed read (Nautobot down, a wrong token, a refused filter) changes nothing in the cluster:
 //! the source turns `Stalled` with Nautobot's words and the next poll tries again. Deletes and
 //! orphaning happen only after a read that succeeded. A full read is repeated every
-//! [`FULL_READ_EVERY`] and after a spec change, as a backstop for what a change log cannot tell
+//! [`FULL_READ_EVERY`](crate::nautobot::sync::FULL_READ_EVERY) and after a spec change, as a backstop for what a change log cannot tell
 //! (a change made outside Nautobot's API).
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
-    hash::{Hash, Hasher},
+    collections::{BTreeMap, HashMap},
     sync::{Arc, Mutex, PoisonError},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
+use async_trait::async_trait;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{
@@ -36,43 +36,18 @@ use serde_json::{Value, json};
 use super::{k8s::KubeLookup, profiles::api};
 use crate::{
     api::{
-        ConditionStatus, ConditionType, OsImage, Switch,
-        conditions::set_condition,
-        nautobot::{NautobotSource, ObjectCounts, PrunePolicy, SkippedObject, bounded_skips},
+        OsImage, Switch,
+        nautobot::{NautobotSource, PrunePolicy},
     },
-    lookup::{Kind, ObjectLookup},
     nautobot::{
-        Inventory,
-        client::Nautobot,
-        desired,
-        plan::{
-            Clash, DIGEST_ANNOTATION, Declared, Existing, FIELD_MANAGER, ID_ANNOTATION, Plan, SOURCE_LABEL,
-            object, plan,
-        },
-        read::{self, Delta, Mark},
+        plan::{DIGEST_ANNOTATION, Existing, FIELD_MANAGER, ID_ANNOTATION, SOURCE_LABEL},
+        sync::{Source, SourceState, Target, status_after, sync},
     },
     switch::k8s::DISCOVERED_BY,
 };
 
-/// A full read at least this often, besides the change log.
-pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
 /// Applies in flight at once.
 const APPLY_CONCURRENCY: usize = 16;
-/// Clashes named in the `Conflict` condition; the rest are counted.
-const NAMED_CLASHES: usize = 10;
-
-/// What the controller keeps between polls of one source.
-#[derive(Debug, Default)]
-struct SourceState {
-    uid: String,
-    generation: Option<i64>,
-    inventory: Inventory,
-    mark: Mark,
-    full_read_at: Option<Instant>,
-    /// The digest last applied per object name (of what this process applied).
-    switches: BTreeMap<String, u64>,
-    images: BTreeMap<String, u64>,
-}
 
 struct Ctx {
     client: Client,
@@ -145,28 +120,6 @@ fn error_policy(source: Arc<NautobotSource>, error: &Error, _ctx: Arc<Ctx>) -> A
     Action::requeue(Duration::from_secs(10))
 }
 
-/// Why a sync did not read Nautobot (nothing changed in the cluster).
-#[derive(Debug)]
-struct Unread {
-    reason: &'static str,
-    message: String,
-}
-
-/// What one sync did.
-#[derive(Debug, Default)]
-struct Synced {
-    devices: usize,
-    full: bool,
-    switches: ObjectCounts,
-    images: ObjectCounts,
-    clashes: Vec<Clash>,
-    /// Objects whose apply or prune failed, with why.
-    failures: Vec<String>,
-    /// Devices and image files that made no object, and why.
-    skipped: Vec<SkippedObject>,
-    skipped_images: Vec<SkippedObject>,
-}
-
 async fn reconcile(source: Arc<NautobotSource>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let interval = Duration::from_secs(u64::try_from(source.spec.interval_seconds).unwrap_or(60).max(10));
     let key = ObjectRef::from_obj(&*source);
@@ -177,142 +130,92 @@ async fn reconcile(source: Arc<NautobotSource>, ctx: Arc<Ctx>) -> Result<Action,
     }
     let state = ctx.states.lock().unwrap_or_else(PoisonError::into_inner).entry(key).or_default().clone();
     let mut state = state.lock().await;
-    let outcome = sync(&source, &ctx, &mut state).await;
-    write_status(&ctx.client, &source, &state, outcome).await?;
+    let ns = source.namespace().unwrap_or_else(|| "default".into());
+    let (name, uid) = (source.name_any(), source.uid().unwrap_or_default());
+    let owner = (source.spec.prune == PrunePolicy::Delete).then(|| owner_reference(&source));
+    let synced = Source {
+        namespace: &ns,
+        name: &name,
+        uid: &uid,
+        generation: source.meta().generation,
+        spec: &source.spec,
+        owner: owner.as_ref(),
+    };
+    let images = KubeTarget { api: Api::namespaced(ctx.client.clone(), &ns), cache: &ctx.images, ns: &ns };
+    let switches =
+        KubeTarget { api: Api::namespaced(ctx.client.clone(), &ns), cache: &ctx.switches, ns: &ns };
+    let outcome = sync(&synced, &ctx.lookup, None, &mut state, &images, &switches).await;
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let status = status_after(
+        source.status.clone().unwrap_or_default(),
+        outcome,
+        &state.mark,
+        source.meta().generation,
+        now,
+    );
+    let api: Api<NautobotSource> = Api::namespaced(ctx.client.clone(), &ns);
+    let patch = json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "NautobotSource", "status": status});
+    api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|e| Error::Status(name.clone(), e))?;
     Ok(Action::requeue(interval))
 }
 
-/// Reads Nautobot and applies what it declares.
-async fn sync(source: &NautobotSource, ctx: &Ctx, state: &mut SourceState) -> Result<Synced, Unread> {
-    let ns = source.namespace().unwrap_or_else(|| "default".into());
-    let spec = &source.spec;
-    let token = ctx
-        .lookup
-        .text(Kind::Secret, &ns, &spec.token_secret_ref)
-        .await
-        .map_err(|e| Unread { reason: "TokenUnavailable", message: format!("the token: {e}") })?;
-    let ca =
-        match &spec.ca_bundle_ref {
-            Some(r) => Some(ctx.lookup.bytes(Kind::ConfigMap, &ns, r).await.map_err(|e| Unread {
-                reason: "CaBundleUnavailable",
-                message: format!("the CA bundle: {e}"),
-            })?),
-            None => None,
-        };
-    let nb = Nautobot::new(&spec.url, &token, ca.as_deref())
-        .map_err(|e| Unread { reason: "InvalidSource", message: e.to_string() })?;
-    let unread = |e: crate::nautobot::client::NautobotError| Unread {
-        reason: "NautobotError",
-        message: e.to_string(),
-    };
-
-    // The same object and spec as last time, read fully not long ago: the change log will do.
-    let uid = source.uid().unwrap_or_default();
-    let fresh = state.uid == uid
-        && state.generation == source.meta().generation
-        && state.full_read_at.is_some_and(|at| at.elapsed() < FULL_READ_EVERY);
-    let mut full = !fresh;
-    if fresh {
-        match read::changes(&nb, spec, &mut state.inventory, &mut state.mark).await.map_err(unread)? {
-            Delta::Nothing | Delta::Applied(_) => {}
-            Delta::NeedsFull(why) => {
-                tracing::info!(source = %source.name_any(), why, "a full read of Nautobot");
-                full = true;
-            }
-        }
-    }
-    if full {
-        let (inventory, mark) = read::full(&nb, spec).await.map_err(unread)?;
-        if state.uid != uid || state.generation != source.meta().generation {
-            // Another spec may declare other bodies: apply everything once.
-            state.switches.clear();
-            state.images.clear();
-        }
-        *state = SourceState {
-            uid,
-            generation: source.meta().generation,
-            inventory,
-            mark,
-            full_read_at: Some(Instant::now()),
-            switches: std::mem::take(&mut state.switches),
-            images: std::mem::take(&mut state.images),
-        };
-    }
-    tracing::debug!(source = %source.name_any(), requests = nb.requests(), full, "read Nautobot");
-
-    let declared = desired(&state.inventory, spec);
-    let mut synced = Synced { devices: state.inventory.devices.len(), full, ..Default::default() };
-    let owner = (spec.prune == PrunePolicy::Delete).then(|| owner_reference(source));
-    let name = source.name_any();
-
-    let objects = |kind, items: Vec<(&str, &str, Value)>, skipped: &[crate::nautobot::Skipped]| Declaration {
-        bodies: items
-            .into_iter()
-            .map(|(n, id, spec)| {
-                let mut body = object(kind, n, &ns, &name, id, owner.as_ref(), spec);
-                // Applied with the object: a restarted controller knows what it already wrote.
-                let digest = digest(&body);
-                body["metadata"]["annotations"][DIGEST_ANNOTATION] = json!(format!("{digest:016x}"));
-                (n.to_owned(), (body, digest))
-            })
-            .collect(),
-        kept: skipped.iter().map(|s| s.id.clone()).collect(),
-    };
-    let switches = objects(
-        "Switch",
-        declared.switches.iter().map(|(n, s)| (n.as_str(), s.device_id.as_str(), json!(s.spec))).collect(),
-        &declared.skipped,
-    );
-    let images = objects(
-        "OsImage",
-        declared.images.iter().map(|(n, i)| (n.as_str(), i.file_id.as_str(), json!(i.spec))).collect(),
-        &declared.skipped_images,
-    );
-    // OsImages first: the Switches pinned to them then never name one that does not exist yet.
-    let (prune, failures) = (spec.prune, &mut synced.failures);
-    let api: Api<OsImage> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = existing_of(&ctx.images, &ns, false);
-    let (counts, image_clashes) =
-        sync_kind(&api, &images, &existing, &mut state.images, &name, prune, failures).await;
-    synced.images = counts;
-    let api: Api<Switch> = Api::namespaced(ctx.client.clone(), &ns);
-    let existing = existing_of(&ctx.switches, &ns, true);
-    let (counts, switch_clashes) =
-        sync_kind(&api, &switches, &existing, &mut state.switches, &name, prune, failures).await;
-    synced.switches = counts;
-    synced.clashes = switch_clashes.into_iter().chain(image_clashes).collect();
-    synced.skipped = declared.skipped.iter().map(|s| s.to_status()).collect();
-    synced.skipped_images = declared.skipped_images.iter().map(|s| s.to_status()).collect();
-    Ok(synced)
+/// A kind's objects in the cluster: written through `api`, known from the metadata `cache`.
+struct KubeTarget<'a, K: Resource<DynamicType = ()> + Clone + 'static> {
+    api: Api<K>,
+    cache: &'a reflector::Store<PartialObjectMeta<K>>,
+    ns: &'a str,
 }
 
-/// One kind's objects as the source declares them: name → (body, digest); and the Nautobot ids
-/// of the devices or image files skipped (their objects stay as they were).
-struct Declaration {
-    bodies: BTreeMap<String, (Value, u64)>,
-    kept: BTreeSet<String>,
-}
-
-/// Plans one kind against its existing objects and carries the plan out: what it did, and the
-/// declared objects another owner's are in the way of.
-async fn sync_kind<K>(
-    api: &Api<K>,
-    declared: &Declaration,
-    existing: &BTreeMap<String, Existing>,
-    applied: &mut BTreeMap<String, u64>,
-    source: &str,
-    prune: PrunePolicy,
-    failures: &mut Vec<String>,
-) -> (ObjectCounts, Vec<Clash>)
+#[async_trait]
+impl<K> Target for KubeTarget<'_, K>
 where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    PartialObjectMeta<K>: reflector::Lookup<DynamicType = ()>,
 {
-    let kept: BTreeSet<&str> = declared.kept.iter().map(String::as_str).collect();
-    let wanted = declared.bodies.iter().map(|(n, (_, d))| Declared { name: n, digest: *d });
-    let plan = plan(wanted, existing, applied, &kept, source);
-    let mut counts = carry_out(api, &plan, &declared.bodies, applied, prune, failures).await;
-    counts.total = i64::try_from(declared.bodies.len() - plan.clashes.len()).unwrap_or(i64::MAX);
-    (counts, plan.clashes)
+    fn existing(&self) -> BTreeMap<String, Existing> {
+        existing_of(self.cache, self.ns, K::kind(&()) == "Switch")
+    }
+
+    /// Server-side applies, all of the batch at once; each answer is dropped at once.
+    async fn apply(&self, bodies: Vec<(&str, Value)>) -> Vec<Result<(), String>> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let apply = async |name: &str, body: &Value| {
+            self.api.patch(name, &params, &Patch::Apply(body)).await.map(|_| ()).map_err(|e| e.to_string())
+        };
+        futures::future::join_all(bodies.iter().map(|(name, body)| apply(name, body))).await
+    }
+
+    async fn prune(&self, name: &str, policy: PrunePolicy) -> Result<bool, String> {
+        let result = match policy {
+            PrunePolicy::Delete => self.api.delete(name, &DeleteParams::background()).await.map(|_| ()),
+            PrunePolicy::Orphan => {
+                // The label and annotations go; the object stays as it is (with `Orphan` the
+                // source applies no owner reference).
+                let patch = json!({"metadata": {
+                    "labels": {SOURCE_LABEL: null},
+                    "annotations": {ID_ANNOTATION: null, DIGEST_ANNOTATION: null},
+                }});
+                self.api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(e) if crate::watch::status_code(&e) == Some(404) => Ok(false),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    fn batch(&self) -> usize {
+        APPLY_CONCURRENCY
+    }
 }
 
 /// The existing objects of `ns` in `store`, as the plan needs them.
@@ -348,91 +251,6 @@ where
         .collect()
 }
 
-/// Applies and prunes what `plan` says; the counts of what it did. `applied` learns each digest
-/// written (and forgets each object pruned).
-async fn carry_out<K>(
-    api: &Api<K>,
-    plan: &Plan,
-    bodies: &BTreeMap<String, (Value, u64)>,
-    applied: &mut BTreeMap<String, u64>,
-    prune: PrunePolicy,
-    failures: &mut Vec<String>,
-) -> ObjectCounts
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    let mut counts =
-        ObjectCounts { unchanged: i64::try_from(plan.unchanged).unwrap_or(0), ..Default::default() };
-    let params = PatchParams::apply(FIELD_MANAGER).force();
-    // APPLY_CONCURRENCY at a time, each kept only as its outcome: 5,000 applies never hold 5,000
-    // futures or answers at once.
-    for chunk in plan.apply.chunks(APPLY_CONCURRENCY) {
-        let mut batch = Vec::with_capacity(chunk.len());
-        for (name, new) in chunk {
-            if let Some((body, digest)) = bodies.get(name) {
-                batch.push(apply_one(api, name, *new, *digest, body, &params));
-            }
-        }
-        for (name, new, digest, result) in futures::future::join_all(batch).await {
-            match result {
-                Ok(()) => {
-                    applied.insert(name.clone(), digest);
-                    if new { counts.created += 1 } else { counts.updated += 1 }
-                }
-                Err(e) => {
-                    applied.remove(name);
-                    failures.push(format!("{} {name}: {e}", K::kind(&())));
-                }
-            }
-        }
-    }
-    for name in &plan.prune {
-        let result = match prune {
-            PrunePolicy::Delete => api.delete(name, &DeleteParams::background()).await.map(|_| ()),
-            PrunePolicy::Orphan => {
-                // The label and annotation go; the object stays as it is (with `Orphan` the
-                // source applies no owner reference).
-                let patch = json!({"metadata": {
-                    "labels": {SOURCE_LABEL: null},
-                    "annotations": {ID_ANNOTATION: null, DIGEST_ANNOTATION: null},
-                }});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch)).await.map(|_| ())
-            }
-        };
-        match result {
-            // Gone already: pruned all the same.
-            Err(e) if crate::watch::status_code(&e) == Some(404) => {
-                applied.remove(name);
-            }
-            Ok(()) => {
-                applied.remove(name);
-                match prune {
-                    PrunePolicy::Delete => counts.deleted += 1,
-                    PrunePolicy::Orphan => counts.orphaned += 1,
-                }
-            }
-            Err(e) => failures.push(format!("{} {name}: {e}", K::kind(&()))),
-        }
-    }
-    counts
-}
-
-/// One server-side apply, with what the caller needs to count it (the object the apiserver
-/// answers is dropped at once).
-async fn apply_one<'a, K>(
-    api: &Api<K>,
-    name: &'a String,
-    new: bool,
-    digest: u64,
-    body: &Value,
-    params: &PatchParams,
-) -> (&'a String, bool, u64, Result<(), kube::Error>)
-where
-    K: Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-{
-    (name, new, digest, api.patch(name, params, &Patch::Apply(body)).await.map(|_| ()))
-}
-
 /// The owner reference to the source (with `prune: Delete`: deleting the source deletes its
 /// objects too).
 fn owner_reference(source: &NautobotSource) -> Value {
@@ -442,105 +260,4 @@ fn owner_reference(source: &NautobotSource) -> Value {
         "name": source.name_any(),
         "uid": source.uid().unwrap_or_default(),
     })
-}
-
-fn digest(body: &Value) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    body.to_string().hash(&mut h);
-    h.finish()
-}
-
-/// Writes the source's status: counts and conditions after a sync, or only the conditions (and
-/// the rest as it was) when Nautobot was not read.
-async fn write_status(
-    client: &Client,
-    source: &NautobotSource,
-    state: &SourceState,
-    outcome: Result<Synced, Unread>,
-) -> Result<(), Error> {
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let generation = source.meta().generation;
-    let mut status = source.status.clone().unwrap_or_default();
-    status.observed_generation = generation;
-    let mut set = |t, s, reason: &str, message: &str| {
-        set_condition(&mut status.conditions, t, s, reason, message, generation, now.clone());
-    };
-    match &outcome {
-        Err(unread) => {
-            set(ConditionType::Ready, ConditionStatus::False, unread.reason, &unread.message);
-            set(ConditionType::Stalled, ConditionStatus::True, unread.reason, &unread.message);
-            set(
-                ConditionType::Reconciling,
-                ConditionStatus::False,
-                unread.reason,
-                "the next poll reads again",
-            );
-        }
-        Ok(synced) => {
-            let summary = format!(
-                "{} Switches and {} OsImages from {} devices in Nautobot",
-                synced.switches.total, synced.images.total, synced.devices
-            );
-            if synced.failures.is_empty() {
-                set(ConditionType::Ready, ConditionStatus::True, "Synced", &summary);
-                set(ConditionType::Reconciling, ConditionStatus::False, "Synced", &summary);
-            } else {
-                let message = format!(
-                    "{} writes failed (the next poll tries again): {}",
-                    synced.failures.len(),
-                    synced.failures.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
-                );
-                set(ConditionType::Ready, ConditionStatus::False, "ApplyFailed", &message);
-                set(ConditionType::Reconciling, ConditionStatus::True, "ApplyFailed", &message);
-            }
-            set(ConditionType::Stalled, ConditionStatus::False, "Synced", "Nautobot was read");
-            match synced.clashes.is_empty() {
-                true => set(
-                    ConditionType::Conflict,
-                    ConditionStatus::False,
-                    "NoClash",
-                    "no object of another owner is in the way",
-                ),
-                false => set(
-                    ConditionType::Conflict,
-                    ConditionStatus::True,
-                    "NameClash",
-                    &clash_message(&synced.clashes),
-                ),
-            }
-        }
-    }
-    if let Ok(synced) = outcome {
-        status.last_sync_time = Some(now.clone());
-        if synced.full {
-            status.last_full_sync_time = Some(now.clone());
-        }
-        status.cursor = (!state.mark.time.is_empty()).then(|| state.mark.time.clone());
-        status.devices = Some(i64::try_from(synced.devices).unwrap_or(i64::MAX));
-        status.switches = Some(synced.switches);
-        status.images = Some(synced.images);
-        let (count, kept) = bounded_skips(synced.skipped);
-        status.skipped = Some(count);
-        status.skipped_devices = kept;
-        let (count, kept) = bounded_skips(synced.skipped_images);
-        status.skipped_image_files = Some(count);
-        status.skipped_images = kept;
-    }
-    let ns = source.namespace().unwrap_or_else(|| "default".into());
-    let api: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
-    let patch = json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "NautobotSource", "status": status});
-    api.patch_status(&source.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
-        .await
-        .map(|_| ())
-        .map_err(|e| Error::Status(source.name_any(), e))
-}
-
-/// `Switch a: it was made by hand …; OsImage b: …` (at most [`NAMED_CLASHES`], then a count).
-fn clash_message(clashes: &[Clash]) -> String {
-    let mut named: Vec<String> =
-        clashes.iter().take(NAMED_CLASHES).map(|c| format!("{}: {}", c.name, c.why)).collect();
-    if clashes.len() > NAMED_CLASHES {
-        named.push(format!("and {} more", clashes.len() - NAMED_CLASHES));
-    }
-    format!("not applied, as another owner's object has the name: {}", named.join("; "))
 }

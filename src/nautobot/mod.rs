@@ -11,6 +11,7 @@ pub mod map;
 pub mod model;
 pub mod plan;
 pub mod read;
+pub mod sync;
 
 pub use map::{
     DEVICE_READ_PARAMS, Desired, DesiredImage, DesiredSwitch, Inventory, Skipped, desired, device_query,

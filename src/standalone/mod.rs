@@ -7,7 +7,9 @@
 //! change, and their conditions in `{data}/.status/switchprofiles.json`, beside the device
 //! activity per SwitchProfile when it serves devices. Switches (the folder's, and the devices it
 //! discovers when serving) are kept in `{data}/.status/switches.json` ([`fleet`]), with the
-//! report key in `{data}/.status/report-key` unless `--report-key-file` names one.
+//! report key in `{data}/.status/report-key` unless `--report-key-file` names one. A
+//! NautobotSource in the folder syncs as in a cluster, into a mirror beside the folder
+//! ([`nautobot`]).
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -45,9 +47,11 @@ use crate::{
     },
 };
 
+mod nautobot;
 mod schedule;
 mod status;
 
+use nautobot::{MirrorError, Sources};
 use schedule::Schedule;
 use status::{ProfileBook, StatusBook};
 
@@ -69,6 +73,8 @@ pub enum Error {
     Activity(#[from] SinkError),
     #[error(transparent)]
     ReportKey(#[from] KeyError),
+    #[error("the NautobotSources' mirrors: {0}")]
+    Mirror(#[from] MirrorError),
 }
 
 struct Lookup(Arc<Mutex<Desired>>);
@@ -166,9 +172,15 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
     for problem in &loaded.problems {
         println!("skipping {problem}");
     }
-    let desired = Arc::new(Mutex::new(loaded.desired));
+    // What the folder declares, and beside it what its NautobotSources declare (`desired`).
+    let mut folder = loaded.desired;
+    let mut sources = Sources::open(&args.data)?;
+    let desired = Arc::new(Mutex::new(sources.merged(&folder)));
+    let mut revision = sources.revision();
     let resolver = Arc::new(RefResolver(Lookup(desired.clone())));
     let profile_lookup = Lookup(desired.clone());
+    let source_lookup: Arc<dyn ObjectLookup> = Arc::new(Lookup(desired.clone()));
+    sources.follow(&folder, source_lookup.clone(), args.once);
     let mut dirty = true;
     if let Some(listen) = args.listen {
         let base_url = BaseUrl::new(args.images.external_url.as_deref(), listen);
@@ -294,8 +306,13 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
         }
 
         let keys: Vec<String> = images.iter().map(|i| object_name(&i.metadata)).collect();
-        if args.once && running.is_empty() && schedule.all_settled(keys.iter().map(String::as_str)) {
-            return Ok(schedule.all_ready());
+        if args.once
+            && running.is_empty()
+            && sources.all_synced()
+            && sources.revision() == revision
+            && schedule.all_settled(keys.iter().map(String::as_str))
+        {
+            return Ok(schedule.all_ready() && sources.all_ready());
         }
 
         tokio::select! {
@@ -314,8 +331,15 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 };
                 schedule.finished(&key, next, Instant::now(), poll);
             }
+            _ = sources.changed() => {}
             _ = tokio::time::sleep(poll) => {}
             _ = tokio::signal::ctrl_c() => return Ok(schedule.all_ready()),
+        }
+        if sources.revision() != revision {
+            revision = sources.revision();
+            *desired.lock().unwrap_or_else(PoisonError::into_inner) = sources.merged(&folder);
+            dirty = true;
+            schedule.reset();
         }
 
         let now_print = fingerprint(&args.manifests);
@@ -330,7 +354,10 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                     }
                 }
                 Ok(Folder { desired: d, .. }) => {
-                    *desired.lock().unwrap_or_else(PoisonError::into_inner) = d;
+                    folder = d;
+                    sources.follow(&folder, source_lookup.clone(), args.once);
+                    revision = sources.revision();
+                    *desired.lock().unwrap_or_else(PoisonError::into_inner) = sources.merged(&folder);
                     dirty = true;
                     // Changed specs get a new generation: look at everything again.
                     schedule.reset();

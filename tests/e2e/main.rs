@@ -29,6 +29,7 @@ mod s3;
 mod serving;
 mod serving_deployment;
 mod standalone;
+mod standalone_nautobot;
 mod switch_image;
 mod switch_values;
 mod switches;

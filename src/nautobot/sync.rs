@@ -1,0 +1,419 @@
+//! One sync of a NautobotSource, the same in the cluster and in standalone: the client made from
+//! the source's token and CA bundle ([`connect`]), the read (the change log when the last full read
+//! is recent and the spec the same, else a full read: [`read`]), the objects the inventory
+//! declares with their digests ([`Declaration`]), the plan carried out against a [`Target`] (the
+//! apiserver, or standalone's mirror of the source) with its counts ([`carry_out`]), and the status
+//! that follows ([`status_after`]). What differs — where objects are written, where the status
+//! goes — is the caller's.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    hash::{Hash, Hasher},
+    time::{Duration, Instant},
+};
+
+use async_trait::async_trait;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use super::{
+    Desired, Inventory, Skipped,
+    client::{Nautobot, NautobotError},
+    plan::{Clash, DIGEST_ANNOTATION, Declared, Existing, Plan, object, plan},
+    read::{self, Delta, Mark},
+};
+use crate::{
+    api::{
+        ConditionStatus, ConditionType,
+        conditions::set_condition,
+        nautobot::{
+            NautobotSourceSpec, NautobotSourceStatus, ObjectCounts, PrunePolicy, SkippedObject, bounded_skips,
+        },
+    },
+    lookup::{Kind, ObjectLookup},
+};
+
+/// A full read at least this often, besides the change log.
+pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+/// Clashes named in the `Conflict` condition; the rest are counted.
+const NAMED_CLASHES: usize = 10;
+
+/// What is kept between polls of one source.
+#[derive(Debug, Default)]
+pub struct SourceState {
+    /// The source object's uid and generation at the last full read (another object or spec
+    /// reads fully again).
+    identity: (String, Option<i64>),
+    inventory: Inventory,
+    pub mark: Mark,
+    full_read_at: Option<Instant>,
+    /// The digest last applied per object name (of what this process applied).
+    pub switches: BTreeMap<String, u64>,
+    pub images: BTreeMap<String, u64>,
+}
+
+/// Why a sync did not read Nautobot (nothing changed): the condition's reason and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What one sync did.
+#[derive(Debug, Default)]
+pub struct Synced {
+    pub devices: usize,
+    pub full: bool,
+    pub switches: ObjectCounts,
+    pub images: ObjectCounts,
+    pub clashes: Vec<Clash>,
+    /// Objects whose apply or prune failed, with why.
+    pub failures: Vec<String>,
+    /// Devices and image files that made no object, and why.
+    pub skipped: Vec<SkippedObject>,
+    pub skipped_images: Vec<SkippedObject>,
+}
+
+/// The client for `spec`: its token from the Secret `tokenSecretRef` names (or, where there is no
+/// such Secret, `fallback_token`: standalone's environment variable) and its CA bundle from the
+/// ConfigMap `caBundleRef` names, both in `ns`.
+pub async fn connect(
+    lookup: &dyn ObjectLookup,
+    ns: &str,
+    spec: &NautobotSourceSpec,
+    fallback_token: Option<&str>,
+) -> Result<Nautobot, Unread> {
+    let token = match lookup.text(Kind::Secret, ns, &spec.token_secret_ref).await {
+        Ok(token) => token,
+        Err(crate::lookup::LookupError::NotFound { .. }) if fallback_token.is_some() => {
+            fallback_token.unwrap_or_default().to_owned()
+        }
+        Err(e) => return Err(Unread { reason: "TokenUnavailable", message: format!("the token: {e}") }),
+    };
+    let ca =
+        match &spec.ca_bundle_ref {
+            Some(r) => Some(lookup.bytes(Kind::ConfigMap, ns, r).await.map_err(|e| Unread {
+                reason: "CaBundleUnavailable",
+                message: format!("the CA bundle: {e}"),
+            })?),
+            None => None,
+        };
+    Nautobot::new(&spec.url, token.trim(), ca.as_deref())
+        .map_err(|e| Unread { reason: "InvalidSource", message: e.to_string() })
+}
+
+/// Reads Nautobot into `state`: the change log when the last full read of this source object
+/// (`uid`) at this `generation` is recent, else everything. Whether it read fully. On an error
+/// `state` keeps what it had (the next poll tries again).
+pub async fn read(
+    nb: &Nautobot,
+    spec: &NautobotSourceSpec,
+    state: &mut SourceState,
+    uid: &str,
+    generation: Option<i64>,
+) -> Result<bool, Unread> {
+    let unread = |e: NautobotError| Unread { reason: "NautobotError", message: e.to_string() };
+    let same = state.identity.0 == uid && state.identity.1 == generation;
+    let fresh = same && state.full_read_at.is_some_and(|at| at.elapsed() < FULL_READ_EVERY);
+    if fresh {
+        match read::changes(nb, spec, &mut state.inventory, &mut state.mark).await.map_err(unread)? {
+            Delta::Nothing | Delta::Applied(_) => return Ok(false),
+            Delta::NeedsFull(why) => tracing::info!(url = %spec.url, why, "a full read of Nautobot"),
+        }
+    }
+    let (inventory, mark) = read::full(nb, spec).await.map_err(unread)?;
+    if !same {
+        // Another spec may declare other bodies: apply everything once.
+        state.switches.clear();
+        state.images.clear();
+    }
+    state.identity = (uid.to_owned(), generation);
+    state.inventory = inventory;
+    state.mark = mark;
+    state.full_read_at = Some(Instant::now());
+    Ok(true)
+}
+
+impl SourceState {
+    /// What the inventory read declares.
+    pub fn declared(&self, spec: &NautobotSourceSpec) -> Desired {
+        super::desired(&self.inventory, spec)
+    }
+
+    /// Devices in the inventory.
+    pub fn devices(&self) -> usize {
+        self.inventory.devices.len()
+    }
+}
+
+/// The source being synced: where its objects go (its namespace), its name (their label), its
+/// uid and generation (another object or spec reads fully again), its spec, and the owner
+/// reference its objects carry (with `prune: Delete` in a cluster).
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub uid: &'a str,
+    pub generation: Option<i64>,
+    pub spec: &'a NautobotSourceSpec,
+    pub owner: Option<&'a Value>,
+}
+
+/// Reads Nautobot (through `lookup`'s token and CA bundle, `fallback_token` where there is no
+/// token Secret) and carries out what it declares on `images` and `switches` (OsImages first: the
+/// Switches pinned to them then never name one that does not exist yet).
+pub async fn sync(
+    source: &Source<'_>,
+    lookup: &dyn ObjectLookup,
+    fallback_token: Option<&str>,
+    state: &mut SourceState,
+    images: &dyn Target,
+    switches: &dyn Target,
+) -> Result<Synced, Unread> {
+    let nb = connect(lookup, source.namespace, source.spec, fallback_token).await?;
+    let full = read(&nb, source.spec, state, source.uid, source.generation).await?;
+    tracing::debug!(source = source.name, requests = nb.requests(), full, "read Nautobot");
+    let declared = state.declared(source.spec);
+    let mut synced = Synced { devices: state.devices(), full, ..Default::default() };
+    let prune = source.spec.prune;
+    let decl = Declaration::new(
+        "OsImage",
+        source,
+        declared.images.iter().map(|(n, i)| (n.as_str(), i.file_id.as_str(), &i.spec)),
+        &declared.skipped_images,
+    );
+    let (counts, image_clashes) =
+        carry_out(images, &decl, &images.existing(), &mut state.images, prune, &mut synced.failures).await;
+    synced.images = counts;
+    let decl = Declaration::new(
+        "Switch",
+        source,
+        declared.switches.iter().map(|(n, s)| (n.as_str(), s.device_id.as_str(), &s.spec)),
+        &declared.skipped,
+    );
+    let (counts, switch_clashes) =
+        carry_out(switches, &decl, &switches.existing(), &mut state.switches, prune, &mut synced.failures)
+            .await;
+    synced.switches = counts;
+    synced.clashes = switch_clashes.into_iter().chain(image_clashes).collect();
+    synced.skipped = declared.skipped.iter().map(Skipped::to_status).collect();
+    synced.skipped_images = declared.skipped_images.iter().map(Skipped::to_status).collect();
+    Ok(synced)
+}
+
+/// One kind's objects as a source declares them, each with the digest of the body it applies
+/// (bodies are built again only for what is applied: 5,000 of them are never held at once); and
+/// the Nautobot ids of the devices or image files skipped (their objects stay as they were).
+pub struct Declaration<'a, T> {
+    kind: &'static str,
+    by: &'a Source<'a>,
+    /// name → (Nautobot id, spec, digest).
+    items: BTreeMap<&'a str, (&'a str, &'a T, u64)>,
+    kept: BTreeSet<&'a str>,
+}
+
+impl<'a, T: Serialize> Declaration<'a, T> {
+    pub fn new(
+        kind: &'static str,
+        by: &'a Source<'a>,
+        items: impl IntoIterator<Item = (&'a str, &'a str, &'a T)>,
+        skipped: &'a [Skipped],
+    ) -> Self {
+        let mut out = Self { kind, by, items: BTreeMap::new(), kept: BTreeSet::new() };
+        for (name, id, spec) in items {
+            let digest = digest(&out.unstamped(name, id, spec));
+            out.items.insert(name, (id, spec, digest));
+        }
+        out.kept = skipped.iter().map(|s| s.id.as_str()).collect();
+        out
+    }
+
+    fn unstamped(&self, name: &str, id: &str, spec: &T) -> Value {
+        let (ns, source) = (self.by.namespace, self.by.name);
+        object(self.kind, name, ns, source, id, self.by.owner, json!(spec))
+    }
+
+    /// The body applied for `name`, with its digest annotation (a restarted process knows what it
+    /// wrote already).
+    pub fn body(&self, name: &str) -> Option<(Value, u64)> {
+        let (id, spec, digest) = self.items.get(name)?;
+        let mut body = self.unstamped(name, id, spec);
+        body["metadata"]["annotations"][DIGEST_ANNOTATION] = json!(format!("{digest:016x}"));
+        Some((body, *digest))
+    }
+
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The plan against `existing`, given the digests this process `applied`.
+    pub fn plan(&self, existing: &BTreeMap<String, Existing>, applied: &BTreeMap<String, u64>) -> Plan {
+        let wanted = self.items.iter().map(|(name, (_, _, digest))| Declared { name, digest: *digest });
+        plan(wanted, existing, applied, &self.kept, self.by.name)
+    }
+}
+
+/// The digest of an object's body (before its digest annotation).
+fn digest(body: &Value) -> u64 {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    body.to_string().hash(&mut h);
+    h.finish()
+}
+
+/// Where a source's objects of one kind are written.
+#[async_trait]
+pub trait Target: Sync {
+    /// The objects of the kind in the source's namespace, as the plan needs them.
+    fn existing(&self) -> BTreeMap<String, Existing>;
+    /// Applies `bodies` (a batch), each answered in order: done, or why not.
+    async fn apply(&self, bodies: Vec<(&str, Value)>) -> Vec<Result<(), String>>;
+    /// Prunes `name` as `policy` says: whether it was there, or why not.
+    async fn prune(&self, name: &str, policy: PrunePolicy) -> Result<bool, String>;
+    /// Objects applied per batch.
+    fn batch(&self) -> usize {
+        16
+    }
+}
+
+/// Plans one kind against `existing` and carries the plan out on `target`: what it did, and the
+/// declared objects another owner's are in the way of. `applied` learns each digest written (and
+/// forgets each object pruned); failures are added to `failures`.
+pub async fn carry_out<T: Serialize>(
+    target: &dyn Target,
+    declared: &Declaration<'_, T>,
+    existing: &BTreeMap<String, Existing>,
+    applied: &mut BTreeMap<String, u64>,
+    prune: PrunePolicy,
+    failures: &mut Vec<String>,
+) -> (ObjectCounts, Vec<Clash>) {
+    let plan = declared.plan(existing, applied);
+    let mut counts = ObjectCounts {
+        total: i64::try_from(declared.len() - plan.clashes.len()).unwrap_or(i64::MAX),
+        unchanged: i64::try_from(plan.unchanged).unwrap_or(i64::MAX),
+        ..Default::default()
+    };
+    // A batch at a time, each body built just before it is written and dropped after.
+    for chunk in plan.apply.chunks(target.batch().max(1)) {
+        let mut bodies = Vec::with_capacity(chunk.len());
+        let mut digests = Vec::with_capacity(chunk.len());
+        for (name, new) in chunk {
+            if let Some((body, digest)) = declared.body(name) {
+                bodies.push((name.as_str(), body));
+                digests.push((name, *new, digest));
+            }
+        }
+        for ((name, new, digest), result) in digests.into_iter().zip(target.apply(bodies).await) {
+            match result {
+                Ok(()) => {
+                    applied.insert(name.clone(), digest);
+                    if new { counts.created += 1 } else { counts.updated += 1 }
+                }
+                Err(e) => {
+                    applied.remove(name);
+                    failures.push(format!("{} {name}: {e}", declared.kind));
+                }
+            }
+        }
+    }
+    for name in &plan.prune {
+        match target.prune(name, prune).await {
+            Ok(was_there) => {
+                applied.remove(name);
+                match (was_there, prune) {
+                    (false, _) => {} // gone already: pruned all the same
+                    (true, PrunePolicy::Delete) => counts.deleted += 1,
+                    (true, PrunePolicy::Orphan) => counts.orphaned += 1,
+                }
+            }
+            Err(e) => failures.push(format!("{} {name}: {e}", declared.kind)),
+        }
+    }
+    (counts, plan.clashes)
+}
+
+/// The source's status after a sync (`outcome`), from the one it had: conditions for the
+/// `generation` it saw, and after a read the counts, the skipped objects, the times and the
+/// change-log cursor (`mark`); when Nautobot was not read, only the conditions change.
+pub fn status_after(
+    mut status: NautobotSourceStatus,
+    outcome: Result<Synced, Unread>,
+    mark: &Mark,
+    generation: Option<i64>,
+    now: Time,
+) -> NautobotSourceStatus {
+    status.observed_generation = generation;
+    let mut set = |t, s, reason: &str, message: &str| {
+        set_condition(&mut status.conditions, t, s, reason, message, generation, now.clone());
+    };
+    let synced = match outcome {
+        Err(unread) => {
+            set(ConditionType::Ready, ConditionStatus::False, unread.reason, &unread.message);
+            set(ConditionType::Stalled, ConditionStatus::True, unread.reason, &unread.message);
+            set(
+                ConditionType::Reconciling,
+                ConditionStatus::False,
+                unread.reason,
+                "the next poll reads again",
+            );
+            return status;
+        }
+        Ok(synced) => synced,
+    };
+    let summary = format!(
+        "{} Switches and {} OsImages from {} devices in Nautobot",
+        synced.switches.total, synced.images.total, synced.devices
+    );
+    if synced.failures.is_empty() {
+        set(ConditionType::Ready, ConditionStatus::True, "Synced", &summary);
+        set(ConditionType::Reconciling, ConditionStatus::False, "Synced", &summary);
+    } else {
+        let message = format!(
+            "{} writes failed (the next poll tries again): {}",
+            synced.failures.len(),
+            synced.failures.iter().take(3).cloned().collect::<Vec<_>>().join("; ")
+        );
+        set(ConditionType::Ready, ConditionStatus::False, "ApplyFailed", &message);
+        set(ConditionType::Reconciling, ConditionStatus::True, "ApplyFailed", &message);
+    }
+    set(ConditionType::Stalled, ConditionStatus::False, "Synced", "Nautobot was read");
+    if synced.clashes.is_empty() {
+        set(
+            ConditionType::Conflict,
+            ConditionStatus::False,
+            "NoClash",
+            "no object of another owner is in the way",
+        );
+    } else {
+        set(ConditionType::Conflict, ConditionStatus::True, "NameClash", &clash_message(&synced.clashes));
+    }
+    status.last_sync_time = Some(now.clone());
+    if synced.full {
+        status.last_full_sync_time = Some(now);
+    }
+    status.cursor = (!mark.time.is_empty()).then(|| mark.time.clone());
+    status.devices = Some(i64::try_from(synced.devices).unwrap_or(i64::MAX));
+    status.switches = Some(synced.switches);
+    status.images = Some(synced.images);
+    let (count, kept) = bounded_skips(synced.skipped);
+    status.skipped = Some(count);
+    status.skipped_devices = kept;
+    let (count, kept) = bounded_skips(synced.skipped_images);
+    status.skipped_image_files = Some(count);
+    status.skipped_images = kept;
+    status
+}
+
+/// `Switch a: it was made by hand …; OsImage b: …` (at most [`NAMED_CLASHES`], then a count).
+fn clash_message(clashes: &[Clash]) -> String {
+    let mut named: Vec<String> =
+        clashes.iter().take(NAMED_CLASHES).map(|c| format!("{}: {}", c.name, c.why)).collect();
+    if clashes.len() > NAMED_CLASHES {
+        named.push(format!("and {} more", clashes.len() - NAMED_CLASHES));
+    }
+    format!("not applied, as another owner's object has the name: {}", named.join("; "))
+}
