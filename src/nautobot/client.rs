@@ -227,35 +227,17 @@ fn base_url(url: &str) -> Result<String, NautobotError> {
     Ok(s.strip_suffix("/api").unwrap_or(s).to_owned())
 }
 
-/// `base` + `path` + the query, with `limit` first.
+/// `base` + `path` + the query (form-encoded, as Django reads it), with `limit` first.
 fn list_url(base: &str, path: &str, limit: usize, query: &[(&str, String)]) -> String {
-    let mut url = format!("{base}{path}?limit={limit}");
-    for (k, v) in query {
-        url.push('&');
-        url.push_str(k);
-        url.push('=');
-        url.push_str(&encode(v));
-    }
-    url
+    let mut q = url::form_urlencoded::Serializer::new(format!("limit={limit}"));
+    q.extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
+    format!("{base}{path}?{}", q.finish())
 }
 
 /// The next page on our own base: `next`'s query on `base` + `path`.
 fn follow(base: &str, path: &str, next: &str) -> Option<String> {
     let (_, query) = next.split_once('?')?;
     Some(format!("{base}{path}?{query}"))
-}
-
-/// Percent-encodes a query value (RFC 3986 unreserved characters are kept).
-fn encode(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for b in v.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -280,7 +262,7 @@ mod tests {
         let q = [("location", "DC 1/a&b".to_owned()), ("status", "Active".to_owned())];
         assert_eq!(
             list_url("https://nb", "/api/dcim/devices/", PAGE_SIZE, &q),
-            "https://nb/api/dcim/devices/?limit=1000&location=DC%201%2Fa%26b&status=Active"
+            "https://nb/api/dcim/devices/?limit=1000&location=DC+1%2Fa%26b&status=Active"
         );
         // Nautobot behind a proxy names its own host and scheme: only the query is taken.
         assert_eq!(

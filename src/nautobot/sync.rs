@@ -417,3 +417,206 @@ fn clash_message(clashes: &[Clash]) -> String {
     }
     format!("not applied, as another owner's object has the name: {}", named.join("; "))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::{
+        api::conditions::find_condition,
+        nautobot::{
+            map::tests::{fleet, source},
+            plan::{ID_ANNOTATION, SOURCE_LABEL},
+        },
+    };
+
+    /// Objects in memory; applies of the names in `failing` fail.
+    #[derive(Default)]
+    struct Memory {
+        objects: Mutex<BTreeMap<String, Value>>,
+        failing: BTreeSet<String>,
+    }
+
+    #[async_trait]
+    impl Target for Memory {
+        fn existing(&self) -> BTreeMap<String, Existing> {
+            let strings = |v: &Value| -> BTreeMap<String, String> {
+                serde_json::from_value(v.clone()).unwrap_or_default()
+            };
+            let objects = self.objects.lock().expect("lock");
+            objects
+                .iter()
+                .map(|(name, body)| {
+                    let annotations = strings(&body["metadata"]["annotations"]);
+                    let e = Existing {
+                        labels: strings(&body["metadata"]["labels"]),
+                        digest: annotations
+                            .get(DIGEST_ANNOTATION)
+                            .and_then(|d| u64::from_str_radix(d, 16).ok()),
+                        annotations,
+                        ..Default::default()
+                    };
+                    (name.clone(), e)
+                })
+                .collect()
+        }
+
+        async fn apply(&self, bodies: Vec<(&str, Value)>) -> Vec<Result<(), String>> {
+            let mut objects = self.objects.lock().expect("lock");
+            bodies
+                .into_iter()
+                .map(|(name, body)| {
+                    if self.failing.contains(name) {
+                        return Err("boom".to_owned());
+                    }
+                    objects.insert(name.to_owned(), body);
+                    Ok(())
+                })
+                .collect()
+        }
+
+        async fn prune(&self, name: &str, policy: PrunePolicy) -> Result<bool, String> {
+            let mut objects = self.objects.lock().expect("lock");
+            match policy {
+                PrunePolicy::Delete => Ok(objects.remove(name).is_some()),
+                PrunePolicy::Orphan => Ok(objects
+                    .get_mut(name)
+                    .and_then(|b| b["metadata"]["labels"].as_object_mut().map(|l| l.remove(SOURCE_LABEL)))
+                    .is_some()),
+            }
+        }
+
+        fn batch(&self) -> usize {
+            2
+        }
+    }
+
+    fn source_of(spec: &NautobotSourceSpec) -> Source<'_> {
+        Source { namespace: "net", name: "dc1", uid: "u1", generation: Some(1), spec, owner: None }
+    }
+
+    fn counts(c: &ObjectCounts) -> [i64; 6] {
+        [c.total, c.created, c.updated, c.unchanged, c.orphaned, c.deleted]
+    }
+
+    /// The Switches of the captured fleet through `carry_out`: created once, then unchanged (also
+    /// for a restarted process, from the digest annotations), a failed apply said and tried
+    /// again, a device gone orphaned or deleted as `prune` says.
+    #[tokio::test]
+    async fn carry_out_writes_only_what_changed_and_counts_what_it_did() {
+        let spec = source();
+        let src = source_of(&spec);
+        let declared = super::super::desired(&fleet(), &spec);
+        let decl = |d: &'_ Desired| -> Vec<(String, String, crate::api::SwitchSpec)> {
+            d.switches.iter().map(|(n, s)| (n.clone(), s.device_id.clone(), s.spec.clone())).collect()
+        };
+        let items = decl(&declared);
+        let n = i64::try_from(items.len()).expect("small");
+        assert!(n >= 4, "{declared:#?}");
+        let declaration = Declaration::new(
+            "Switch",
+            &src,
+            items.iter().map(|(n, id, s)| (n.as_str(), id.as_str(), s)),
+            &declared.skipped,
+        );
+        let (first, second) = (&items[0].0, &items[1].0);
+        let target = Memory { failing: BTreeSet::from([second.clone()]), ..Default::default() };
+        let (mut applied, mut failures) = (BTreeMap::new(), Vec::new());
+        let carry =
+            async |target: &Memory, applied: &mut BTreeMap<String, u64>, failures: &mut Vec<String>| {
+                let existing = target.existing();
+                carry_out(target, &declaration, &existing, applied, PrunePolicy::Orphan, failures).await
+            };
+
+        let (c, clashes) = carry(&target, &mut applied, &mut failures).await;
+        assert_eq!(counts(&c), [n, n - 1, 0, 0, 0, 0]);
+        assert!(clashes.is_empty());
+        assert_eq!(failures, [format!("Switch {second}: boom")]);
+        assert!(!applied.contains_key(second), "a failed apply is tried again");
+        let body = target.objects.lock().expect("lock")[first].clone();
+        assert_eq!(body["metadata"]["namespace"], "net");
+        assert_eq!(body["metadata"]["labels"][SOURCE_LABEL], "dc1");
+        assert!(body["metadata"]["annotations"][ID_ANNOTATION].is_string());
+        assert_eq!(
+            body["metadata"]["annotations"][DIGEST_ANNOTATION],
+            format!("{:016x}", applied[first]),
+            "the digest applied is on the object"
+        );
+
+        // Next poll: only the failed one is written (now it works).
+        let target =
+            Memory { objects: Mutex::new(target.objects.into_inner().expect("lock")), ..Default::default() };
+        failures.clear();
+        let (c, _) = carry(&target, &mut applied, &mut failures).await;
+        assert_eq!(counts(&c), [n, 1, 0, n - 1, 0, 0]);
+        // A restarted process knows nothing but what the objects say: nothing is written.
+        let (c, _) = carry(&target, &mut BTreeMap::new(), &mut failures).await;
+        assert_eq!(counts(&c), [n, 0, 0, n, 0, 0]);
+        assert!(failures.is_empty(), "{failures:?}");
+
+        // One of ours no longer declared: orphaned (label gone), or deleted.
+        let mut stray = target.objects.lock().expect("lock")[first].clone();
+        stray["metadata"]["name"] = json!("gone");
+        target.objects.lock().expect("lock").insert("gone".into(), stray.clone());
+        let existing = target.existing();
+        let (c, _) =
+            carry_out(&target, &declaration, &existing, &mut applied, PrunePolicy::Orphan, &mut failures)
+                .await;
+        assert_eq!(c.orphaned, 1);
+        assert!(
+            target.objects.lock().expect("lock")["gone"]["metadata"]["labels"].get(SOURCE_LABEL).is_none()
+        );
+        target.objects.lock().expect("lock").insert("gone".into(), stray);
+        let (c, _) =
+            carry_out(&target, &declaration, &existing, &mut applied, PrunePolicy::Delete, &mut failures)
+                .await;
+        assert_eq!(c.deleted, 1);
+        assert!(!target.objects.lock().expect("lock").contains_key("gone"));
+        // Gone already: pruned all the same, counted as nothing.
+        let (c, _) =
+            carry_out(&target, &declaration, &existing, &mut applied, PrunePolicy::Delete, &mut failures)
+                .await;
+        assert_eq!((c.deleted, c.orphaned), (0, 0));
+        assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    fn condition(s: &NautobotSourceStatus, t: ConditionType) -> (String, String) {
+        let c = find_condition(&s.conditions, t).expect("condition");
+        (c.status.clone(), c.reason.clone())
+    }
+
+    #[test]
+    fn the_status_after_a_sync_counts_and_after_a_failed_read_keeps_the_counts() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        let mark = Mark { time: "2026-12-01T00:00:00.000000Z".into(), seen: BTreeSet::new() };
+        let synced = Synced {
+            devices: 3,
+            full: true,
+            switches: ObjectCounts { total: 2, created: 2, ..Default::default() },
+            images: ObjectCounts { total: 1, created: 1, ..Default::default() },
+            clashes: vec![Clash { name: "a".into(), why: "it was made by hand".into() }],
+            ..Default::default()
+        };
+        let s = status_after(NautobotSourceStatus::default(), Ok(synced), &mark, Some(4), now.clone());
+        assert_eq!(condition(&s, ConditionType::Ready), ("True".into(), "Synced".into()));
+        assert_eq!(condition(&s, ConditionType::Conflict), ("True".into(), "NameClash".into()));
+        let ready = find_condition(&s.conditions, ConditionType::Ready).expect("Ready");
+        assert_eq!(ready.message, "2 Switches and 1 OsImages from 3 devices in Nautobot");
+        assert_eq!(
+            (s.devices, s.observed_generation, s.cursor.as_deref()),
+            (Some(3), Some(4), Some(mark.time.as_str()))
+        );
+        assert!(s.last_full_sync_time.is_some() && s.last_sync_time.is_some());
+
+        let unread = Unread { reason: "NautobotError", message: "cannot reach Nautobot".into() };
+        let after = status_after(s.clone(), Err(unread), &Mark::default(), Some(5), now);
+        assert_eq!(condition(&after, ConditionType::Stalled), ("True".into(), "NautobotError".into()));
+        assert_eq!(condition(&after, ConditionType::Ready), ("False".into(), "NautobotError".into()));
+        assert_eq!(
+            (after.switches, after.cursor, after.last_sync_time),
+            (s.switches, s.cursor, s.last_sync_time)
+        );
+        assert_eq!(after.observed_generation, Some(5));
+    }
+}

@@ -449,6 +449,120 @@ fn existing_of(body: &Value) -> Existing {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nautobot::plan::Owner;
+
+    fn switch_body(name: &str, source: Option<&str>, hostname: &str) -> Value {
+        let mut body = json!({"apiVersion": "ztp.netops.dev/v1alpha1", "kind": "Switch",
+            "metadata": {"name": name, "namespace": "default", "annotations": {DIGEST_ANNOTATION: "00000000000000ff"}},
+            "spec": {"serialNumber": name.to_uppercase(), "hostname": hostname}});
+        if let Some(source) = source {
+            body["metadata"]["labels"] = json!({SOURCE_LABEL: source});
+        }
+        body
+    }
+
+    /// Two sources' mirrors and a folder: the folder's Switch wins its name, the rest are taken;
+    /// the plan sees the folder's as hand-made, the other source's as its, ours as ours.
+    #[test]
+    fn the_folder_wins_a_name_and_the_plan_sees_every_owner() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sources = Sources::open(dir.path()).expect("open");
+        let mine = Mirror {
+            switches: BTreeMap::from([
+                ("a".to_owned(), switch_body("a", Some("dc1"), "from-nautobot")),
+                ("b".to_owned(), switch_body("b", Some("dc1"), "from-nautobot")),
+            ]),
+            ..Default::default()
+        };
+        let other = Mirror {
+            switches: BTreeMap::from([("c".to_owned(), switch_body("c", Some("dc2"), "dc2"))]),
+            ..Default::default()
+        };
+        lock(&sources.shared.mirrors)
+            .extend([("default/dc1".to_owned(), mine), ("default/dc2".to_owned(), other)]);
+        let hand: Switch = serde_json::from_value(switch_body("a", None, "by-hand")).expect("switch");
+        let folder = Desired { switches: vec![Arc::new(hand)], ..Default::default() };
+        *lock(&sources.shared.folder) = Arc::new(folder.clone());
+
+        let merged = sources.merged(&folder);
+        let hosts: BTreeMap<String, String> = merged
+            .switches
+            .iter()
+            .map(|s| {
+                (s.metadata.name.clone().unwrap_or_default(), s.spec.hostname.clone().unwrap_or_default())
+            })
+            .collect();
+        assert_eq!(merged.switches.len(), 3, "{hosts:?}");
+        assert_eq!(hosts["a"], "by-hand");
+        assert_eq!(hosts["b"], "from-nautobot");
+        let from_mirrors = merged.switches.iter().filter(|s| s.spec.hostname.as_deref() != Some("by-hand"));
+        assert!(
+            from_mirrors.clone().count() == 2
+                && from_mirrors.clone().all(|s| s.metadata.generation.is_some())
+        );
+
+        let target =
+            MirrorTarget { shared: &sources.shared, key: "default/dc1", ns: "default", switches: true };
+        let existing = target.existing();
+        let owners: Vec<(&str, Owner)> = existing.iter().map(|(n, e)| (n.as_str(), e.owner("dc1"))).collect();
+        assert_eq!(
+            owners,
+            [("a", Owner::HandMade), ("b", Owner::Ours), ("c", Owner::OtherSource("dc2".into()))]
+        );
+        assert_eq!(existing["b"].digest, Some(0xff));
+    }
+
+    #[test]
+    fn the_status_line_says_ready_skips_and_clashes_or_why_not() {
+        use crate::api::conditions::set_condition;
+        let now = Time(Timestamp::now());
+        let mut s = NautobotSourceStatus::default();
+        assert_eq!(status_line(&s), "not synced yet");
+        set_condition(
+            &mut s.conditions,
+            ConditionType::Ready,
+            ConditionStatus::False,
+            "NautobotError",
+            "down",
+            None,
+            now.clone(),
+        );
+        set_condition(
+            &mut s.conditions,
+            ConditionType::Stalled,
+            ConditionStatus::True,
+            "NautobotError",
+            "down",
+            None,
+            now.clone(),
+        );
+        assert_eq!(status_line(&s), "not ready (Stalled, NautobotError): down");
+        set_condition(
+            &mut s.conditions,
+            ConditionType::Ready,
+            ConditionStatus::True,
+            "Synced",
+            "2 Switches",
+            None,
+            now.clone(),
+        );
+        set_condition(
+            &mut s.conditions,
+            ConditionType::Conflict,
+            ConditionStatus::True,
+            "NameClash",
+            "a: by hand",
+            None,
+            now,
+        );
+        s.skipped = Some(1);
+        s.skipped_devices = vec![crate::api::nautobot::SkippedObject {
+            name: "sw-7".into(),
+            reason: crate::api::nautobot::SkipReason::NoSerial,
+            message: "no serial".into(),
+        }];
+        assert_eq!(status_line(&s), "Ready: 2 Switches; 1 skipped: sw-7 (NoSerial); a: by hand");
+    }
 
     #[test]
     fn mirror_files_are_named_for_their_source() {
