@@ -2,7 +2,7 @@
 //! the source's token and CA bundle ([`connect`]), the read (the change log when the last full read
 //! is recent and the spec the same, else a full read: [`read`]), the objects the inventory
 //! declares with their digests ([`Declaration`]), the plan carried out against a [`Target`] (the
-//! apiserver, or standalone's mirror of the source) with its counts ([`carry_out`]), and the status
+//! apiserver, or standalone's mirror of the source) with its counts ([`apply`], [`prune`]), and the status
 //! that follows ([`status_after`]). What differs — where objects are written, where the status
 //! goes — is the caller's.
 
@@ -161,8 +161,9 @@ pub struct Source<'a> {
 }
 
 /// Reads Nautobot (through `lookup`'s token and CA bundle, `fallback_token` where there is no
-/// token Secret) and carries out what it declares on `images` and `switches` (OsImages first: the
-/// Switches pinned to them then never name one that does not exist yet).
+/// token Secret) and carries out what it declares on `images` and `switches`: OsImages applied
+/// first (a Switch then never names one that does not exist yet) and pruned last (one is never
+/// taken from under a Switch that still pins it).
 pub async fn sync(
     source: &Source<'_>,
     lookup: &dyn ObjectLookup,
@@ -176,27 +177,29 @@ pub async fn sync(
     tracing::debug!(source = source.name, requests = nb.requests(), full, "read Nautobot");
     let declared = state.declared(source.spec);
     let mut synced = Synced { devices: state.devices(), full, ..Default::default() };
-    let prune = source.spec.prune;
-    let decl = Declaration::new(
+    let (policy, failures) = (source.spec.prune, &mut synced.failures);
+    let images_declared = Declaration::new(
         "OsImage",
         source,
         declared.images.iter().map(|(n, i)| (n.as_str(), i.file_id.as_str(), &i.spec)),
         &declared.skipped_images,
     );
-    let (counts, image_clashes) =
-        carry_out(images, &decl, &images.existing(), &mut state.images, prune, &mut synced.failures).await;
-    synced.images = counts;
-    let decl = Declaration::new(
+    let (mut image_counts, image_plan) =
+        apply(images, &images_declared, &images.existing(), &mut state.images, failures).await;
+    let switches_declared = Declaration::new(
         "Switch",
         source,
         declared.switches.iter().map(|(n, s)| (n.as_str(), s.device_id.as_str(), &s.spec)),
         &declared.skipped,
     );
-    let (counts, switch_clashes) =
-        carry_out(switches, &decl, &switches.existing(), &mut state.switches, prune, &mut synced.failures)
-            .await;
-    synced.switches = counts;
-    synced.clashes = switch_clashes.into_iter().chain(image_clashes).collect();
+    let (mut switch_counts, switch_plan) =
+        apply(switches, &switches_declared, &switches.existing(), &mut state.switches, failures).await;
+    prune(switches, "Switch", &switch_plan, policy, &mut state.switches, &mut switch_counts, failures).await;
+    // OsImages last: a Switch that moved to another image no longer pins the one that goes.
+    prune(images, "OsImage", &image_plan, policy, &mut state.images, &mut image_counts, failures).await;
+    synced.images = image_counts;
+    synced.switches = switch_counts;
+    synced.clashes = switch_plan.clashes.into_iter().chain(image_plan.clashes).collect();
     synced.skipped = declared.skipped.iter().map(Skipped::to_status).collect();
     synced.skipped_images = declared.skipped_images.iter().map(Skipped::to_status).collect();
     Ok(synced)
@@ -280,17 +283,16 @@ pub trait Target: Sync {
     }
 }
 
-/// Plans one kind against `existing` and carries the plan out on `target`: what it did, and the
-/// declared objects another owner's are in the way of. `applied` learns each digest written (and
-/// forgets each object pruned); failures are added to `failures`.
-pub async fn carry_out<T: Serialize>(
+/// Plans one kind against `existing` and applies what the plan says on `target`: the counts so
+/// far, and the plan (its clashes, and what [`prune`] is to take later). `applied` learns each
+/// digest written; failures are added to `failures`.
+pub async fn apply<T: Serialize>(
     target: &dyn Target,
     declared: &Declaration<'_, T>,
     existing: &BTreeMap<String, Existing>,
     applied: &mut BTreeMap<String, u64>,
-    prune: PrunePolicy,
     failures: &mut Vec<String>,
-) -> (ObjectCounts, Vec<Clash>) {
+) -> (ObjectCounts, Plan) {
     let plan = declared.plan(existing, applied);
     let mut counts = ObjectCounts {
         total: i64::try_from(declared.len() - plan.clashes.len()).unwrap_or(i64::MAX),
@@ -320,20 +322,33 @@ pub async fn carry_out<T: Serialize>(
             }
         }
     }
+    (counts, plan)
+}
+
+/// Prunes `plan`'s objects of `kind` on `target` as `policy` says, counting them in `counts`;
+/// `applied` forgets each one pruned.
+pub async fn prune(
+    target: &dyn Target,
+    kind: &str,
+    plan: &Plan,
+    policy: PrunePolicy,
+    applied: &mut BTreeMap<String, u64>,
+    counts: &mut ObjectCounts,
+    failures: &mut Vec<String>,
+) {
     for name in &plan.prune {
-        match target.prune(name, prune).await {
+        match target.prune(name, policy).await {
             Ok(was_there) => {
                 applied.remove(name);
-                match (was_there, prune) {
+                match (was_there, policy) {
                     (false, _) => {} // gone already: pruned all the same
                     (true, PrunePolicy::Delete) => counts.deleted += 1,
                     (true, PrunePolicy::Orphan) => counts.orphaned += 1,
                 }
             }
-            Err(e) => failures.push(format!("{} {name}: {e}", declared.kind)),
+            Err(e) => failures.push(format!("{kind} {name}: {e}")),
         }
     }
-    (counts, plan.clashes)
 }
 
 /// The source's status after a sync (`outcome`), from the one it had: conditions for the
@@ -490,6 +505,20 @@ mod tests {
         fn batch(&self) -> usize {
             2
         }
+    }
+
+    /// Apply, then prune: one kind's whole sync.
+    async fn carry_out(
+        target: &Memory,
+        declared: &Declaration<'_, crate::api::SwitchSpec>,
+        existing: &BTreeMap<String, Existing>,
+        applied: &mut BTreeMap<String, u64>,
+        policy: PrunePolicy,
+        failures: &mut Vec<String>,
+    ) -> (ObjectCounts, Vec<Clash>) {
+        let (mut counts, plan) = apply(target, declared, existing, applied, failures).await;
+        prune(target, "Switch", &plan, policy, applied, &mut counts, failures).await;
+        (counts, plan.clashes)
     }
 
     fn source_of(spec: &NautobotSourceSpec) -> Source<'_> {
