@@ -1,14 +1,13 @@
-//! The NautobotSource controller: every `intervalSeconds` it reads the source's Nautobot (a full
-//! read, then the change log: [`crate::nautobot::read`]), maps the inventory to Switches and
-//! OsImages ([`crate::nautobot::desired`]), and server-side applies them with its own field
-//! manager, label and Nautobot-id annotation ([`crate::nautobot::plan`] decides what to apply,
-//! what clashes and what to prune). Only what changed since the last apply is written.
+//! The NautobotSource controller: every `intervalSeconds` it runs one sync of the source
+//! ([`crate::nautobot::sync`], shared with standalone: a full read, then the change log; the
+//! mapping; the plan of what to apply, what clashes and what to prune) against the cluster — a
+//! metadata cache per kind for what exists, server-side applies with its own field manager,
+//! label and Nautobot-id annotation, merge patches or deletes to prune — and writes the status.
+//! Only what changed since the last apply is written.
 //!
 //! A failed read (Nautobot down, a wrong token, a refused filter) changes nothing in the cluster:
 //! the source turns `Stalled` with Nautobot's words and the next poll tries again. Deletes and
-//! orphaning happen only after a read that succeeded. A full read is repeated every
-//! [`FULL_READ_EVERY`](crate::nautobot::sync::FULL_READ_EVERY) and after a spec change, as a backstop for what a change log cannot tell
-//! (a change made outside Nautobot's API).
+//! orphaning happen only after a read that succeeded.
 
 use std::{
     collections::{BTreeMap, HashMap},
