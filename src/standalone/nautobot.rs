@@ -112,9 +112,14 @@ impl Sources {
     pub(super) fn open(data: &Path) -> Result<Self, MirrorError> {
         let dir = data.join(".status").join(DIR);
         let err = |e: std::io::Error| MirrorError { path: dir.display().to_string(), message: e.to_string() };
-        std::fs::create_dir_all(&dir).map_err(err)?;
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries.flatten().collect(),
+            // Made by the first sync that has something to keep.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(err(e)),
+        };
         let mut mirrors = BTreeMap::new();
-        for entry in std::fs::read_dir(&dir).map_err(err)?.flatten() {
+        for entry in entries {
             let path = entry.path();
             let Some(key) = path.file_name().and_then(|n| n.to_str()).and_then(key_of_file) else { continue };
             match std::fs::read(&path)
@@ -300,7 +305,12 @@ async fn follow_one(
         }
         match bytes {
             Ok(bytes) => {
-                if let Err(e) = status_file::write_atomic(&file, &bytes).await {
+                let dir = file.parent().unwrap_or(Path::new("."));
+                let written = match tokio::fs::create_dir_all(dir).await {
+                    Ok(()) => status_file::write_atomic(&file, &bytes).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = written {
                     println!("nautobotsource {key}: its mirror is not written: {}: {e}", file.display());
                 }
             }
