@@ -19,7 +19,6 @@ use kube::{
 use serde_json::json;
 use ztp_operator::{
     api::{NautobotSource, OsImage, Switch, nautobot::NautobotSourceSpec},
-    hash::Sha256Digest,
     nautobot::{
         client::{Nautobot as Client, NautobotError},
         desired,
@@ -32,9 +31,7 @@ use ztp_operator::{
 use crate::support::{
     self,
     controller::{is_ready, start_controller, wait_for},
-    nautobot::Nautobot,
-    random_bytes,
-    source::{Behavior, SourceServer},
+    nautobot::{Nautobot, SonicFleet},
     store::{Backend, TestStore},
 };
 
@@ -149,22 +146,8 @@ fn synced_after(
 async fn a_source_keeps_switches_and_images_as_nautobot_says() {
     let t = support::kube_test("nautobot-source").await;
     let store = TestStore::new(Backend::Fs, "nautobot-source").await;
-    let (a, b) = (random_bytes(40_000, 81), random_bytes(50_000, 82));
-    let src = SourceServer::start(vec![
-        ("/sonic-a.bin", a.clone(), Behavior::Serve),
-        ("/sonic-b.bin", b.clone(), Behavior::Serve),
-    ])
-    .await;
-    let nb = Nautobot::start("source").await;
-    let image = |version: &str, file: &str, body: &bytes::Bytes| {
-        json!({"platform": "sonic", "version": version, "file": file, "size": body.len(),
-               "sha256": Sha256Digest::of(body).to_string(), "url": src.url_of(&format!("/{file}"))})
-    };
-    let spec_file = nb.dir.join("images.json");
-    let images = json!([image("4.0.1", "sonic-a.bin", &a), image("4.0.2", "sonic-b.bin", &b)]);
-    std::fs::write(&spec_file, images.to_string()).expect("write image spec");
-    // Eight devices: sw-00002 and sw-00006 are SONiC (the only platform with software here).
-    nb.load(&["--devices", "8", "--image-spec", &spec_file.to_string_lossy()]).await;
+    // Eight devices: sw-00002 and sw-00006 are SONiC, with 4.0.1 (sonic-a.bin) and 4.0.2 (sonic-b.bin).
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("source", 8, 81).await;
 
     let ns = t.namespace.clone();
     let secrets: Api<Secret> = Api::namespaced(t.client.clone(), &ns);

@@ -11,15 +11,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::{Value, json};
-use ztp_operator::{hash::Sha256Digest, nautobot::image_name, switch::name::for_serial};
+use serde_json::Value;
+use ztp_operator::{nautobot::image_name, switch::name::for_serial};
 
-use crate::support::{
-    self, binaries,
-    nautobot::Nautobot,
-    procs, random_bytes,
-    source::{Behavior, SourceServer},
-};
+use crate::support::{self, binaries, nautobot::SonicFleet, procs};
 
 const SOURCE: &str = "apiVersion: ztp.netops.dev/v1alpha1
 kind: NautobotSource
@@ -77,22 +72,8 @@ async fn wait_until(what: &str, log: &Path, mut cond: impl FnMut() -> bool) {
 #[tokio::test]
 async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     let _guard = support::guard("standalone-nautobot");
-    let (a, b) = (random_bytes(40_000, 91), random_bytes(50_000, 92));
-    let src = SourceServer::start(vec![
-        ("/sonic-a.bin", a.clone(), Behavior::Serve),
-        ("/sonic-b.bin", b.clone(), Behavior::Serve),
-    ])
-    .await;
-    let nb = Nautobot::start("standalone").await;
-    let image = |version: &str, file: &str, body: &bytes::Bytes| {
-        json!({"platform": "sonic", "version": version, "file": file, "size": body.len(),
-               "sha256": Sha256Digest::of(body).to_string(), "url": src.url_of(&format!("/{file}"))})
-    };
-    let spec_file = nb.dir.join("images.json");
-    let images = json!([image("4.0.1", "sonic-a.bin", &a), image("4.0.2", "sonic-b.bin", &b)]);
-    std::fs::write(&spec_file, images.to_string()).expect("write image spec");
-    // Six devices: sw-00002 and sw-00006 are SONiC (the only platform with software here).
-    nb.load(&["--devices", "6", "--image-spec", &spec_file.to_string_lossy()]).await;
+    // Six devices: sw-00002 and sw-00006 are SONiC, with 4.0.1 (sonic-a.bin) and 4.0.2 (sonic-b.bin).
+    let SonicFleet { nb, src: _src, a, b } = SonicFleet::start("standalone", 6, 91).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (m, data) = (dir.path().join("manifests"), dir.path().join("data"));

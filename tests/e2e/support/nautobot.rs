@@ -9,7 +9,47 @@ use std::{
     process::Command,
 };
 
-use super::{run, unique};
+use bytes::Bytes;
+use serde_json::json;
+use ztp_operator::hash::Sha256Digest;
+
+use super::{
+    random_bytes, run,
+    source::{Behavior, SourceServer},
+    unique,
+};
+
+/// A Nautobot holding `devices` devices (sw-00002 and sw-00006 are SONiC, the only platform with
+/// software) and two SONiC versions, 4.0.1 (`sonic-a.bin`) and 4.0.2 (`sonic-b.bin`), whose image
+/// files the returned source serves; their bodies (`seed`, `seed + 1`).
+pub struct SonicFleet {
+    pub nb: Nautobot,
+    pub src: SourceServer,
+    pub a: Bytes,
+    pub b: Bytes,
+}
+
+impl SonicFleet {
+    pub async fn start(name: &str, devices: usize, seed: u64) -> SonicFleet {
+        let (a, b) = (random_bytes(40_000, seed), random_bytes(50_000, seed + 1));
+        let src = SourceServer::start(vec![
+            ("/sonic-a.bin", a.clone(), Behavior::Serve),
+            ("/sonic-b.bin", b.clone(), Behavior::Serve),
+        ])
+        .await;
+        let nb = Nautobot::start(name).await;
+        let image = |version: &str, file: &str, body: &Bytes| {
+            json!({"platform": "sonic", "version": version, "file": file, "size": body.len(),
+                   "sha256": Sha256Digest::of(body).to_string(), "url": src.url_of(&format!("/{file}"))})
+        };
+        let spec_file = nb.dir.join("images.json");
+        let images = json!([image("4.0.1", "sonic-a.bin", &a), image("4.0.2", "sonic-b.bin", &b)]);
+        std::fs::write(&spec_file, images.to_string()).expect("write image spec");
+        let devices = devices.to_string();
+        nb.load(&["--devices", &devices, "--image-spec", &spec_file.to_string_lossy()]).await;
+        SonicFleet { nb, src, a, b }
+    }
+}
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/nautobot")
