@@ -283,14 +283,18 @@ pub fn switch_fingerprint() -> Fingerprint<Switch> {
 
 /// What the snapshot loop keeps of a Switch: its spec, and of its status only the phase and the
 /// matched profile the counts need (the rest, a device's history, is the servers' and can be
-/// large).
+/// large); of its metadata what the snapshot (name, namespace, creation and deletion times) and
+/// an Event's object reference (uid, resourceVersion) take. Not its labels and annotations (a
+/// NautobotSource's three, a map each), owners, finalizers or managed fields.
 pub fn trim_switch(sw: &mut Switch) {
     sw.status = sw.status.take().map(|st| SwitchStatus {
         phase: st.phase,
         matched_profile: st.matched_profile,
         ..Default::default()
     });
-    sw.metadata.managed_fields = None;
+    let m = &mut sw.metadata;
+    (m.managed_fields, m.labels, m.annotations, m.owner_references, m.finalizers) =
+        (None, None, None, None, None);
 }
 
 /// An OsImage matters as what the snapshot takes from it: Ready or not, for which generation,

@@ -303,6 +303,20 @@ pub fn desired(inv: &Inventory, spec: &NautobotSourceSpec) -> Desired {
     out
 }
 
+/// Drops what of a device [`desired`] never reads with `spec`: the custom fields it does not
+/// name (a site may have dozens, on every device) and the config context when it takes none.
+pub fn keep_what_is_read(d: &mut Device, spec: &NautobotSourceSpec) {
+    let m = &spec.switches;
+    d.custom_fields.retain(|k, _| {
+        m.custom_fields.contains(k)
+            || m.mac.custom_field.as_ref() == Some(k)
+            || m.profile_custom_field.as_ref() == Some(k)
+    });
+    if !m.config_context {
+        d.config_context = None;
+    }
+}
+
 /// The device's serial, when it has a non-blank one.
 fn serial_of(d: &Device) -> Option<&str> {
     d.serial.as_deref().filter(|s| !s.trim().is_empty())

@@ -25,17 +25,12 @@ pub struct Page<T> {
     pub results: Vec<T>,
 }
 
-/// A related object at depth 0: `{"id", "object_type", "url"}` (no name).
+/// A related object at depth 0: `{"id", "object_type", "url"}` (no name), of which only the id
+/// is kept (the inventory holds some ten per device).
 #[derive(Deserialize, Debug, Clone, PartialEq, Eq)]
 pub struct Ref {
     /// Its UUID.
     pub id: String,
-    /// `app_label.model`, e.g. `dcim.platform`.
-    #[serde(default)]
-    pub object_type: Option<String>,
-    /// Its absolute API URL.
-    #[serde(default)]
-    pub url: Option<String>,
 }
 
 /// `dcim.device` (`/api/dcim/devices/`). The rendered `config_context` is there only with
@@ -50,33 +45,23 @@ pub struct Device {
     #[serde(default)]
     pub serial: Option<String>,
     #[serde(default)]
-    pub status: Option<Ref>,
-    #[serde(default)]
     pub role: Option<Ref>,
     #[serde(default)]
     pub platform: Option<Ref>,
     #[serde(default)]
     pub device_type: Option<Ref>,
-    #[serde(default)]
-    pub location: Option<Ref>,
     /// The device's intended software.
     #[serde(default)]
     pub software_version: Option<Ref>,
     /// Image files of the device's own, over its software version's (`?exclude_m2m=false`).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub software_image_files: Vec<Ref>,
-    #[serde(default, deserialize_with = "null_as_empty")]
-    pub tags: Vec<Ref>,
     /// Custom field key → value (`null` when unset).
     #[serde(default, deserialize_with = "null_as_empty")]
     pub custom_fields: BTreeMap<String, Value>,
     /// The rendered config context (`?include=config_context`).
     #[serde(default)]
     pub config_context: Option<Map<String, Value>>,
-    /// When the device last changed (ISO 8601, microseconds). A MAC change on one of its
-    /// interfaces does not change it.
-    #[serde(default)]
-    pub last_updated: Option<String>,
 }
 
 /// `dcim.interface` (`/api/dcim/interfaces/`).
@@ -292,7 +277,7 @@ mod tests {
             "software_image_files": null, "a_field_from_a_later_nautobot": {"x": 1},
         }))
         .unwrap();
-        assert!(d.name.is_none() && d.custom_fields.is_empty() && d.tags.is_empty());
+        assert!(d.name.is_none() && d.custom_fields.is_empty() && d.software_image_files.is_empty());
         assert_eq!(d.serial.as_deref(), Some(""));
         let f: SoftwareImageFile = serde_json::from_value(serde_json::json!({
             "id": "f1", "image_file_name": "x.bin", "image_file_checksum": "", "hashing_algorithm": "",

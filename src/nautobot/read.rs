@@ -20,7 +20,7 @@ use serde::Deserialize;
 
 use super::{
     client::{Nautobot, NautobotError},
-    map::{DEVICE_READ_PARAMS, Inventory, device_query},
+    map::{DEVICE_READ_PARAMS, Inventory, device_query, keep_what_is_read},
     model::{Device, DeviceType, Interface, Platform, Role, SoftwareImageFile, SoftwareVersion},
 };
 use crate::api::nautobot::NautobotSourceSpec;
@@ -92,7 +92,10 @@ pub async fn full(nb: &Nautobot, spec: &NautobotSourceSpec) -> Result<(Inventory
         optional(images, nb.list::<SoftwareImageFile>(IMAGE_FILES, &[])),
     )?;
     let mut inv = Inventory::default();
-    inv.add_devices(devices);
+    inv.add_devices(devices.into_iter().map(|mut d| {
+        keep_what_is_read(&mut d, spec);
+        d
+    }));
     // Only the selected devices' interfaces are kept.
     let selected: BTreeSet<String> = inv.devices.keys().cloned().collect();
     inv.add_interfaces(
@@ -129,9 +132,10 @@ pub async fn changes(
         Ok(plan) => plan,
         Err(why) => return Ok(Delta::NeedsFull(why)),
     };
-    let mut next = inv.clone();
-    apply(nb, spec, &plan, &mut next).await?;
-    *inv = next;
+    // Everything is read first, then put into the inventory: an error leaves it as it was
+    // without a copy of it (5,000 devices are ~13 MiB).
+    let fetched = fetch(nb, spec, &plan, inv).await?;
+    fetched.apply_to(inv);
     *mark = mark_of(&log, mark);
     Ok(Delta::Applied(news.len()))
 }
@@ -176,69 +180,117 @@ fn plan(news: &[&Change]) -> Result<Plan, String> {
     Ok(p)
 }
 
-/// Reads what `plan` names into `inv`.
-async fn apply(
+/// What an incremental read read again, not yet in the inventory.
+#[derive(Debug, Default)]
+struct Fetched {
+    /// Devices read again by id: `None` when not found (deleted, or no longer selected by the
+    /// filter).
+    devices: BTreeMap<String, Option<Device>>,
+    /// Devices whose interfaces were read again (theirs are replaced), and those read.
+    interfaces_of: BTreeSet<String>,
+    interfaces: Vec<Interface>,
+    platforms: Option<Vec<Platform>>,
+    roles: Option<Vec<Role>>,
+    device_types: Option<Vec<DeviceType>>,
+    software: Option<(Vec<SoftwareVersion>, Vec<SoftwareImageFile>)>,
+}
+
+impl Fetched {
+    /// Puts what was read into `inv` (no I/O: it cannot fail half-way).
+    fn apply_to(self, inv: &mut Inventory) {
+        for (id, device) in self.devices {
+            match device {
+                Some(d) => drop(inv.devices.insert(id, d)),
+                None => {
+                    inv.devices.remove(&id);
+                    inv.interfaces.retain(|(device, _), _| *device != id);
+                }
+            }
+        }
+        if !self.interfaces_of.is_empty() {
+            inv.interfaces.retain(|(device, _), _| !self.interfaces_of.contains(device));
+            inv.add_interfaces(self.interfaces);
+        }
+        if let Some(platforms) = self.platforms {
+            inv.platforms.clear();
+            inv.add_platforms(platforms);
+        }
+        if let Some(roles) = self.roles {
+            inv.roles.clear();
+            inv.add_roles(roles);
+        }
+        if let Some(types) = self.device_types {
+            inv.device_types.clear();
+            inv.add_device_types(types);
+        }
+        if let Some((versions, files)) = self.software {
+            inv.software_versions.clear();
+            inv.image_files.clear();
+            inv.add_software_versions(versions);
+            inv.add_image_files(files);
+        }
+    }
+}
+
+/// Reads what `plan` names (`inv` as it is now, to know which devices are selected).
+async fn fetch(
     nb: &Nautobot,
     spec: &NautobotSourceSpec,
     plan: &Plan,
-    inv: &mut Inventory,
-) -> Result<(), NautobotError> {
+    inv: &Inventory,
+) -> Result<Fetched, NautobotError> {
+    let mut out = Fetched::default();
     let mut query = device_query(&spec.filter);
     query.extend(DEVICE_READ_PARAMS.iter().map(|(k, v)| (*k, (*v).to_owned())));
     let ids: Vec<&String> = plan.devices.iter().collect();
     for batch in ids.chunks(IDS_PER_REQUEST) {
         let mut q = query.clone();
         q.extend(batch.iter().map(|id| ("id", (*id).clone())));
-        let found: BTreeMap<String, Device> =
-            nb.list::<Device>(DEVICES, &q).await?.into_iter().map(|d| (d.id.clone(), d)).collect();
+        let mut found: BTreeMap<String, Device> = (nb.list::<Device>(DEVICES, &q).await?.into_iter())
+            .map(|mut d| {
+                keep_what_is_read(&mut d, spec);
+                (d.id.clone(), d)
+            })
+            .collect();
         for id in batch {
             // Not found: deleted, or no longer selected by the filter.
-            match found.get(*id) {
-                Some(d) => drop(inv.devices.insert((*id).clone(), d.clone())),
-                None => {
-                    inv.devices.remove(*id);
-                    inv.interfaces.retain(|(device, _), _| device != *id);
-                }
-            }
+            out.devices.insert((*id).clone(), found.remove(*id));
         }
     }
+    // Selected once the devices read are in.
+    let selected = |id: &String| match out.devices.get(id) {
+        Some(d) => d.is_some(),
+        None => inv.devices.contains_key(id),
+    };
     // A device newly selected needs its interfaces too.
     let mut interfaces_of: BTreeSet<&String> = plan.interfaces_of.iter().collect();
-    interfaces_of.extend(plan.devices.iter().filter(|id| inv.devices.contains_key(*id)));
-    interfaces_of.retain(|id| inv.devices.contains_key(*id));
+    interfaces_of.extend(plan.devices.iter());
+    interfaces_of.retain(|id| selected(id));
     if let Some(name) = &spec.switches.mac.interface {
         let ids: Vec<&String> = interfaces_of.into_iter().collect();
         for batch in ids.chunks(IDS_PER_REQUEST) {
             let mut q = vec![("name", name.clone())];
             q.extend(batch.iter().map(|id| ("device_id", (*id).clone())));
-            let found = nb.list::<Interface>(INTERFACES, &q).await?;
-            inv.interfaces.retain(|(device, _), _| !batch.contains(&device));
-            inv.add_interfaces(found);
+            out.interfaces.extend(nb.list::<Interface>(INTERFACES, &q).await?);
+            out.interfaces_of.extend(batch.iter().map(|id| (*id).clone()));
         }
     }
     if plan.platforms {
-        inv.platforms.clear();
-        inv.add_platforms(nb.list(PLATFORMS, &[]).await?);
+        out.platforms = Some(nb.list(PLATFORMS, &[]).await?);
     }
     if plan.roles {
-        inv.roles.clear();
-        inv.add_roles(nb.list(ROLES, &[]).await?);
+        out.roles = Some(nb.list(ROLES, &[]).await?);
     }
     if plan.device_types {
-        inv.device_types.clear();
-        inv.add_device_types(nb.list(DEVICE_TYPES, &[]).await?);
+        out.device_types = Some(nb.list(DEVICE_TYPES, &[]).await?);
     }
     if plan.software && spec.images.enabled {
-        let (versions, files) = futures::try_join!(
+        out.software = Some(futures::try_join!(
             nb.list::<SoftwareVersion>(SOFTWARE_VERSIONS, &[]),
             nb.list::<SoftwareImageFile>(IMAGE_FILES, &[]),
-        )?;
-        inv.software_versions.clear();
-        inv.image_files.clear();
-        inv.add_software_versions(versions);
-        inv.add_image_files(files);
+        )?);
     }
-    Ok(())
+    Ok(out)
 }
 
 /// The newest change-log entry (the log lists newest first) as a mark.

@@ -283,7 +283,7 @@ fn the_first_matching_profile_rule_wins_and_the_profile_field_wins_over_rules() 
     ];
     let mut inv = fleet();
     let spine = inv.roles.values().find(|r| r.name == "spine").unwrap().id.clone();
-    device(&mut inv, "sw-00006").role = Some(Ref { id: spine, object_type: None, url: None });
+    device(&mut inv, "sw-00006").role = Some(Ref { id: spine });
     let d = desired(&inv, &spec);
     let profile = |serial: &str| switch(&d, serial).profile.clone();
     assert_eq!(profile("SN00001").as_deref(), Some("leaf"));
@@ -347,7 +347,7 @@ fn values_a_switch_cannot_take_skip_the_device() {
 fn a_device_s_own_image_file_wins_and_an_unusable_one_skips_it() {
     let mut inv = fleet();
     let md5 = file(&mut inv, "extra-md5.bin").id.clone();
-    device(&mut inv, "sw-00002").software_image_files = vec![Ref { id: md5, object_type: None, url: None }];
+    device(&mut inv, "sw-00002").software_image_files = vec![Ref { id: md5 }];
     let d = desired(&inv, &source());
     let s = skipped(&d, "sw-00002");
     assert_eq!(s.reason, SkipReason::ImageSkipped);
@@ -454,10 +454,10 @@ fn two_files_on_one_store_path_are_both_skipped() {
     let sonic_version = inv.software_versions.values().find(|v| v.version == "4.0.0").unwrap().clone();
     let mut other = sonic_version.clone();
     other.id = "00000000-0000-0000-0000-00000000000a".into();
-    other.platform = Some(Ref { id: onie, object_type: None, url: None });
+    other.platform = Some(Ref { id: onie });
     let mut twin = file(&mut inv, SONIC_FILE).clone();
     twin.id = "00000000-0000-0000-0000-00000000000b".into();
-    twin.software_version = Some(Ref { id: other.id.clone(), object_type: None, url: None });
+    twin.software_version = Some(Ref { id: other.id.clone() });
     inv.add_software_versions([other]);
     inv.add_image_files([twin]);
     let mut spec = source();
