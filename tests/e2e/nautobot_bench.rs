@@ -104,6 +104,10 @@ fn request_summary(line: &str) -> String {
     format!("{req} ({ms} ms)")
 }
 
+/// The controller's `RUST_LOG`: the sync's `read Nautobot` lines (at debug) are what the figures read.
+const CONTROLLER_LOG: &str =
+    "info,ztp_operator::controller::nautobot=debug,ztp_operator::nautobot::sync=debug";
+
 /// The `read Nautobot` debug lines of the controller's log: (time, requests, full).
 fn reads(log: &Path) -> Vec<(Timestamp, u64, bool)> {
     std::fs::read_to_string(log)
@@ -382,9 +386,7 @@ async fn sync() {
         }
     };
     let (run, run_args) = command(1);
-    let mut controller =
-        binaries::with_cluster_as(&run, &run_args, "info,ztp_operator::controller::nautobot=debug", log_name)
-            .await;
+    let mut controller = binaries::with_cluster_as(&run, &run_args, CONTROLLER_LOG, log_name).await;
     let controller_log = support::env().await.log_dir.join(log_name);
     *controller_pid.lock().expect("lock") = Some(controller.child.id());
     let http = reqwest::Client::new();
@@ -658,13 +660,7 @@ async fn sync() {
     let restart_start = sample();
     let restarted = Instant::now();
     let (run, run_args) = command(2);
-    let mut controller = binaries::with_cluster_as(
-        &run,
-        &run_args,
-        "info,ztp_operator::controller::nautobot=debug",
-        restart_log,
-    )
-    .await;
+    let mut controller = binaries::with_cluster_as(&run, &run_args, CONTROLLER_LOG, restart_log).await;
     *controller_pid.lock().expect("lock") = Some(controller.child.id());
     let restart_base = Sample { controller: 0.0, ..restart_start.clone() };
     let (_, found_e, _) = next_sync(Some(found_c.0.clone()), "the restarted controller's sync", 600).await;
