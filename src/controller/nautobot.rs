@@ -75,16 +75,16 @@ pub async fn run(client: Client, namespace: Option<String>) {
     // Metadata only: names, labels and annotations are all the plans need of existing objects.
     let switch_api: Api<PartialObjectMeta<Switch>> = api(&client, &namespace);
     let image_api: Api<PartialObjectMeta<OsImage>> = api(&client, &namespace);
-    // managedFields are most of an object's metadata: the caches keep none.
+    // The caches keep only what the plans read (managedFields alone are most of the metadata).
     let watch_switches = reflector(
         switch_writer,
-        watcher(switch_api, Config::default().any_semantic()).modify(|o| o.managed_fields_mut().clear()),
+        watcher(switch_api, Config::default().any_semantic()).modify(|o| trim(&mut o.metadata)),
     )
     .default_backoff()
     .for_each(|_| async {});
     let watch_images = reflector(
         image_writer,
-        watcher(image_api, Config::default().any_semantic()).modify(|o| o.managed_fields_mut().clear()),
+        watcher(image_api, Config::default().any_semantic()).modify(|o| trim(&mut o.metadata)),
     )
     .default_backoff()
     .for_each(|_| async {});
@@ -180,7 +180,7 @@ where
     PartialObjectMeta<K>: reflector::Lookup<DynamicType = ()>,
 {
     fn existing(&self) -> BTreeMap<String, Existing> {
-        existing_of(self.cache, self.ns, K::kind(&()) == "Switch")
+        existing_of(self.cache, self.ns)
     }
 
     /// Server-side applies, all of the batch at once; each answer is dropped at once.
@@ -217,12 +217,23 @@ where
     }
 }
 
+/// An object's metadata as the caches keep it: name, namespace, deletion, and only the labels
+/// and annotations the plans read (a hand-made object's `last-applied-configuration` can be its
+/// whole body again).
+fn trim(meta: &mut kube::api::ObjectMeta) {
+    meta.managed_fields = None;
+    meta.owner_references = None;
+    meta.finalizers = None;
+    if let Some(labels) = &mut meta.labels {
+        labels.retain(|k, _| k == SOURCE_LABEL || k == DISCOVERED_BY.0);
+    }
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.retain(|k, _| k == ID_ANNOTATION || k == DIGEST_ANNOTATION);
+    }
+}
+
 /// The existing objects of `ns` in `store`, as the plan needs them.
-fn existing_of<K>(
-    store: &reflector::Store<PartialObjectMeta<K>>,
-    ns: &str,
-    switches: bool,
-) -> BTreeMap<String, Existing>
+fn existing_of<K>(store: &reflector::Store<PartialObjectMeta<K>>, ns: &str) -> BTreeMap<String, Existing>
 where
     K: Resource<DynamicType = ()> + Clone,
     PartialObjectMeta<K>: reflector::Lookup<DynamicType = ()>,
@@ -232,19 +243,12 @@ where
         .iter()
         .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
         .map(|o| {
-            let labels: BTreeMap<String, String> =
-                o.metadata.labels.clone().unwrap_or_default().into_iter().collect();
-            let discovered =
-                switches && labels.get(DISCOVERED_BY.0).map(String::as_str) == Some(DISCOVERED_BY.1);
-            let annotations: BTreeMap<String, String> =
-                o.metadata.annotations.clone().unwrap_or_default().into_iter().collect();
-            let e = Existing {
-                digest: annotations.get(DIGEST_ANNOTATION).and_then(|d| u64::from_str_radix(d, 16).ok()),
-                annotations,
-                labels,
-                discovered,
-                deleting: o.metadata.deletion_timestamp.is_some(),
-            };
+            let (labels, annotations) = (o.metadata.labels.as_ref(), o.metadata.annotations.as_ref());
+            let e = Existing::read(
+                |k| labels.and_then(|l| l.get(k)).map(String::as_str),
+                |k| annotations.and_then(|a| a.get(k)).map(String::as_str),
+                o.metadata.deletion_timestamp.is_some(),
+            );
             (o.metadata.name.clone().unwrap_or_default(), e)
         })
         .collect()

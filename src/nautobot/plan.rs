@@ -14,6 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Value, json};
 
 pub use crate::api::nautobot::{ID_ANNOTATION, SOURCE_LABEL};
+use crate::switch::k8s::DISCOVERED_BY;
 
 /// Annotation on every object a NautobotSource applies: a digest (hex) of what it applied, so that
 /// an unchanged object is not written again, by this process or the next.
@@ -24,8 +25,10 @@ pub const FIELD_MANAGER: &str = "ztp-operator-nautobot";
 /// An existing object of a kind, as far as the plan needs it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Existing {
-    pub labels: BTreeMap<String, String>,
-    pub annotations: BTreeMap<String, String>,
+    /// The source whose label it carries ([`SOURCE_LABEL`]).
+    pub source: Option<String>,
+    /// The Nautobot id it was applied for ([`ID_ANNOTATION`]).
+    pub nautobot_id: Option<String>,
     /// A Switch the device server made when the device first asked.
     pub discovered: bool,
     /// The digest of what the source last applied to it ([`DIGEST_ANNOTATION`]).
@@ -48,8 +51,23 @@ pub enum Owner {
 }
 
 impl Existing {
+    /// What the plan needs of an object, read through its `label` and `annotation` lookups.
+    pub fn read<'a>(
+        label: impl Fn(&str) -> Option<&'a str>,
+        annotation: impl Fn(&str) -> Option<&'a str>,
+        deleting: bool,
+    ) -> Self {
+        Existing {
+            source: label(SOURCE_LABEL).map(str::to_owned),
+            nautobot_id: annotation(ID_ANNOTATION).map(str::to_owned),
+            discovered: label(DISCOVERED_BY.0) == Some(DISCOVERED_BY.1),
+            digest: annotation(DIGEST_ANNOTATION).and_then(|d| u64::from_str_radix(d, 16).ok()),
+            deleting,
+        }
+    }
+
     pub fn owner(&self, source: &str) -> Owner {
-        match self.labels.get(SOURCE_LABEL) {
+        match &self.source {
             Some(s) if s == source => Owner::Ours,
             Some(s) => Owner::OtherSource(s.clone()),
             None if self.discovered => Owner::Adoptable,
@@ -119,7 +137,7 @@ pub fn plan<'a>(
         }
     }
     for (name, e) in existing {
-        let kept = e.annotations.get(ID_ANNOTATION).is_some_and(|id| kept_ids.contains(id.as_str()));
+        let kept = e.nautobot_id.as_deref().is_some_and(|id| kept_ids.contains(id));
         if e.owner(source) == Owner::Ours && !names.contains(name.as_str()) && !kept && !e.deleting {
             out.prune.push(name.clone());
         }
@@ -156,11 +174,7 @@ mod tests {
     use super::*;
 
     fn ours(id: &str) -> Existing {
-        Existing {
-            labels: BTreeMap::from([(SOURCE_LABEL.to_owned(), "dc1".to_owned())]),
-            annotations: BTreeMap::from([(ID_ANNOTATION.to_owned(), id.to_owned())]),
-            ..Default::default()
-        }
+        Existing { source: Some("dc1".to_owned()), nautobot_id: Some(id.to_owned()), ..Default::default() }
     }
 
     #[test]
@@ -195,13 +209,7 @@ mod tests {
     fn others_objects_are_clashes_and_discovered_switches_are_adopted() {
         let existing = BTreeMap::from([
             ("hand".to_owned(), Existing::default()),
-            (
-                "other".to_owned(),
-                Existing {
-                    labels: BTreeMap::from([(SOURCE_LABEL.to_owned(), "dc2".to_owned())]),
-                    ..Default::default()
-                },
-            ),
+            ("other".to_owned(), Existing { source: Some("dc2".to_owned()), ..Default::default() }),
             ("seen".to_owned(), Existing { discovered: true, ..Default::default() }),
             ("going".to_owned(), Existing { deleting: true, ..ours("9") }),
         ]);

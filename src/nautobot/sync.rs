@@ -456,25 +456,11 @@ mod tests {
     #[async_trait]
     impl Target for Memory {
         fn existing(&self) -> BTreeMap<String, Existing> {
-            let strings = |v: &Value| -> BTreeMap<String, String> {
-                serde_json::from_value(v.clone()).unwrap_or_default()
-            };
             let objects = self.objects.lock().expect("lock");
-            objects
-                .iter()
-                .map(|(name, body)| {
-                    let annotations = strings(&body["metadata"]["annotations"]);
-                    let e = Existing {
-                        labels: strings(&body["metadata"]["labels"]),
-                        digest: annotations
-                            .get(DIGEST_ANNOTATION)
-                            .and_then(|d| u64::from_str_radix(d, 16).ok()),
-                        annotations,
-                        ..Default::default()
-                    };
-                    (name.clone(), e)
-                })
-                .collect()
+            let read = |meta: &Value| {
+                Existing::read(|k| meta["labels"][k].as_str(), |k| meta["annotations"][k].as_str(), false)
+            };
+            objects.iter().map(|(name, body)| (name.clone(), read(&body["metadata"]))).collect()
         }
 
         async fn apply(&self, bodies: Vec<(&str, Value)>) -> Vec<Result<(), String>> {

@@ -441,19 +441,8 @@ impl Target for MirrorTarget<'_> {
 
 /// A mirror body as the plan sees it.
 fn existing_of(body: &Value) -> Existing {
-    let strings = |v: &Value| -> BTreeMap<String, String> {
-        v.as_object()
-            .map(|m| m.iter().filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned()))).collect())
-            .unwrap_or_default()
-    };
-    let annotations = strings(&body["metadata"]["annotations"]);
-    Existing {
-        digest: annotations.get(DIGEST_ANNOTATION).and_then(|d| u64::from_str_radix(d, 16).ok()),
-        labels: strings(&body["metadata"]["labels"]),
-        annotations,
-        discovered: false,
-        deleting: false,
-    }
+    let meta = &body["metadata"];
+    Existing::read(|k| meta["labels"][k].as_str(), |k| meta["annotations"][k].as_str(), false)
 }
 
 #[cfg(test)]
