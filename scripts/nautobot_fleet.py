@@ -361,7 +361,8 @@ def set_mac(nb, name, mac):
     intf = nb.find("/api/dcim/interfaces/", device_id=dev["id"], name=MGMT_INTERFACE)
     if not intf:
         raise SystemExit(f"nautobot_fleet: device {name!r} has no interface {MGMT_INTERFACE}")
-    return nb.patch(f"/api/dcim/interfaces/{intf['id']}/", {"mac_address": mac})
+    # An empty MAC clears it (the device then has none).
+    return nb.patch(f"/api/dcim/interfaces/{intf['id']}/", {"mac_address": mac or None})
 
 
 def set_role(nb, name, role):

@@ -72,8 +72,8 @@ async fn wait_until(what: &str, log: &Path, mut cond: impl FnMut() -> bool) {
 #[tokio::test]
 async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     let _guard = support::guard("standalone-nautobot");
-    // Six devices: sw-00002 and sw-00006 are SONiC, with 4.0.1 (sonic-a.bin) and 4.0.2 (sonic-b.bin).
-    let SonicFleet { nb, src: _src, a, b } = SonicFleet::start("standalone", 6, 91).await;
+    // Eight devices: sw-00002 and sw-00006 are SONiC, with 4.0.1 (sonic-a.bin) and 4.0.2 (sonic-b.bin).
+    let SonicFleet { nb, src: _src, a, b } = SonicFleet::start("standalone", 8, 91).await;
 
     let dir = tempfile::tempdir().expect("tempdir");
     let (m, data) = (dir.path().join("manifests"), dir.path().join("data"));
@@ -87,16 +87,16 @@ async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     )
     .expect("write hand-made Switch");
 
-    // 1. One sync with the token from the environment: five Switches (the sixth clashes), the
+    // 1. One sync with the token from the environment: seven Switches (the eighth clashes), the
     //    pinned OsImages fetched and verified, the whole run Ready.
     let (out, text) = once(&m, &data, &[("NAUTOBOT_TOKEN", &nb.token)]).await;
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("nautobotsource default/dc1: Ready: 5 Switches and "), "{text}");
-    assert!(text.contains("from 6 devices in Nautobot"), "{text}");
+    assert!(text.contains("nautobotsource default/dc1: Ready: 7 Switches and "), "{text}");
+    assert!(text.contains("from 8 devices in Nautobot"), "{text}");
     assert!(text.contains(&hand) && text.contains("made by hand"), "the clash is said: {text}");
     let first = mirror(&data);
     let switches = first["switches"].as_object().expect("switches");
-    assert_eq!(switches.len(), 5, "{first:#}");
+    assert_eq!(switches.len(), 7, "{first:#}");
     assert!(!switches.contains_key(&hand), "the hand-made Switch is the folder's");
     let sw1 = &switches[&for_serial("SN00001")];
     assert_eq!(sw1["metadata"]["labels"]["ztp.netops.dev/nautobot-source"], "dc1");
@@ -128,8 +128,9 @@ async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     assert!(stored.exists(), "the stored image stays");
     std::fs::write(m.join("secret.yaml"), secret_yaml(&nb.token)).expect("write Secret");
 
-    // 3. Running: a change in Nautobot arrives at the next poll; a deleted device's Switch goes
-    //    (`prune: Delete`), and so does an OsImage no device is pinned to any more.
+    // 3. Running: changes in Nautobot (a MAC, a role, intended software) arrive at the next poll;
+    //    a device that lost its MAC is skipped and said, its Switch kept as it was; a deleted
+    //    device's Switch goes (`prune: Delete`), and so does an OsImage no device is pinned to.
     let log = support::run().log_dir.join("standalone-nautobot.log");
     let mut proc = binaries::standalone(&m, &data, &[], log.clone());
     wait_until("the first poll", &log, || {
@@ -140,14 +141,27 @@ async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     nb.fleet(&["set-software", "sw-00002", other_version]).await;
     nb.fleet(&["set-software", "sw-00006", other_version]).await;
     nb.fleet(&["delete", "sw-00004"]).await;
+    nb.fleet(&["set-role", "sw-00001", "spine"]).await;
+    nb.fleet(&["set-mac", "sw-00007", ""]).await;
     let repinned = image_name("sonic", other_version, other_file);
     wait_until("the changes followed", &log, || {
         let now = mirror(&data);
         now["switches"][for_serial("SN00003")]["spec"]["macAddress"] == "02:5a:00:aa:bb:cc"
             && now["switches"][for_serial("SN00002")]["spec"]["osImage"] == repinned.as_str()
             && now["switches"].get(for_serial("SN00004")).is_none()
+            && now["switches"][for_serial("SN00001")]["spec"]["profile"] == "spines"
     })
     .await;
+    let now = mirror(&data);
+    assert_eq!(now["status"]["skipped"], 1, "{:#}", now["status"]);
+    assert_eq!(now["status"]["skippedDevices"][0]["name"], "sw-00007");
+    assert_eq!(now["status"]["skippedDevices"][0]["reason"], "NoMac");
+    assert_eq!(
+        now["switches"][for_serial("SN00007")],
+        first["switches"][for_serial("SN00007")],
+        "a skipped device's Switch stays as it was"
+    );
+    assert!(procs::tail(&log, 200).contains("1 skipped: sw-00007 (NoMac)"), "{}", procs::tail(&log, 40));
     wait_until("the new pin's image Ready", &log, || {
         image_phase(&data, &repinned).as_deref() == Some("Ready")
     })
