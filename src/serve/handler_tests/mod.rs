@@ -130,7 +130,7 @@ impl Lab {
             snapshot.images.insert(key.to_owned(), image);
         }
         snapshot.switches = switches;
-        snapshot.version = build::version_of(&snapshot);
+        build::set_version(&mut snapshot);
         publish::publish(&store, &snapshot).await.expect("publish the snapshot");
         let tokens = dir.path().join("admin-tokens");
         std::fs::write(&tokens, format!("ci:{ADMIN_TOKEN}\n")).expect("write the token file");
