@@ -169,11 +169,10 @@ impl Sources {
         }
         for (key, source) in declared {
             let generation = source.metadata.generation;
-            if self.tasks.get(&key).is_some_and(|(g, task)| *g == generation && !task.is_finished()) {
+            // The same spec: its task goes on (with `once`: it synced once already).
+            if self.tasks.get(&key).is_some_and(|(g, task)| *g == generation && (once || !task.is_finished()))
+            {
                 continue;
-            }
-            if self.tasks.get(&key).is_some_and(|(g, _)| *g == generation) && once {
-                continue; // synced once already
             }
             if let Some((_, task)) = self.tasks.remove(&key) {
                 task.abort();
@@ -216,9 +215,8 @@ impl Sources {
     pub(super) fn merged(&self, folder: &Desired) -> Desired {
         let mut out = folder.clone();
         let mirrors = lock(&self.shared.mirrors);
-        let taken = |names: Vec<String>| names.into_iter().collect::<std::collections::BTreeSet<_>>();
-        let switches = taken(folder.switches.iter().map(|s| object_name(&s.metadata)).collect());
-        let images = taken(folder.images.iter().map(|i| object_name(&i.metadata)).collect());
+        let switches = folder.switches.iter().map(|s| object_name(&s.metadata)).collect();
+        let images = folder.images.iter().map(|i| object_name(&i.metadata)).collect();
         for (key, mirror) in mirrors.iter() {
             out.switches.extend(objects::<Switch>(key, &mirror.switches, &switches));
             out.images.extend(objects::<OsImage>(key, &mirror.images, &images));
@@ -285,6 +283,7 @@ async fn follow_one(
     let generation = source.metadata.generation;
     let mut state = SourceState::default();
     loop {
+        let revision = shared.revision.load(Ordering::SeqCst);
         let this =
             Source { namespace: &ns, name: &name, uid: "", generation, spec: &source.spec, owner: None };
         let images = MirrorTarget { shared: &shared, key: &key, ns: &ns, switches: false };
@@ -298,13 +297,17 @@ async fn follow_one(
             mirror.status = status_after(mirror.status.clone(), outcome, &state.mark, generation, now);
             mirror.prune = source.spec.prune;
             let line = status_line(&mirror.status);
-            (line.clone(), line != before, serde_json::to_vec(&*mirror))
+            let changed = line != before;
+            // Written when its objects or its state changed, not at every poll (5,000 bodies).
+            let write = changed || shared.revision.load(Ordering::SeqCst) != revision;
+            (line, changed, write.then(|| serde_json::to_vec(&*mirror)))
         };
         if changed {
             println!("nautobotsource {key}: {line}");
         }
         match bytes {
-            Ok(bytes) => {
+            None => {}
+            Some(Ok(bytes)) => {
                 let dir = file.parent().unwrap_or(Path::new("."));
                 let written = match tokio::fs::create_dir_all(dir).await {
                     Ok(()) => status_file::write_atomic(&file, &bytes).await,
@@ -314,7 +317,7 @@ async fn follow_one(
                     println!("nautobotsource {key}: its mirror is not written: {}: {e}", file.display());
                 }
             }
-            Err(e) => println!("nautobotsource {key}: its mirror is not written: {e}"),
+            Some(Err(e)) => println!("nautobotsource {key}: its mirror is not written: {e}"),
         }
         let ready = line.starts_with("Ready");
         lock(&shared.synced).insert(key.clone(), ready);
