@@ -429,6 +429,10 @@ pub struct ListenArgs {
     /// its download slot freed.
     #[arg(long, env = "ZTP_SEND_TIMEOUT_SECONDS", default_value_t = 60.0)]
     pub send_timeout_seconds: f64,
+    /// Connection workers: threads that each accept and answer connections on their own
+    /// listening socket (as nginx's worker processes). Default: one per CPU this process may use.
+    #[arg(long, env = "ZTP_WORKERS")]
+    pub workers: Option<std::num::NonZeroUsize>,
 }
 
 impl ListenArgs {
@@ -441,6 +445,11 @@ impl ListenArgs {
             send_timeout: seconds(self.send_timeout_seconds),
             max_per_source: self.max_connections_per_source,
         }
+    }
+
+    /// Connection workers: `--workers`, else one per CPU.
+    pub fn workers(&self) -> std::num::NonZeroUsize {
+        self.workers.unwrap_or_else(crate::serve::workers::default_count)
     }
 }
 

@@ -135,6 +135,7 @@ async fn serve(args: ztp_operator::cli::ServeArgs) -> Result<(), String> {
             args.listen.device_networks.clone(),
         ),
         limits: args.listen.limits(),
+        workers: args.listen.workers(),
     };
     ztp_operator::serve::run(state, options, ztp_operator::shutdown::terminated())
         .await

@@ -64,26 +64,36 @@ const TOO_MANY_CONNECTIONS: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nconten
 /// Bytes per `sendfile` call before yielding to other connections.
 const CHUNK: usize = 2 << 20;
 
-/// Accepts connections until the listener fails or `shutdown` resolves. With `sendfile` false
-/// every connection goes straight to hyper (the plain axum path, for comparison and as an escape
-/// hatch). A source holding [`Limits::max_per_source`] connections gets a `503` and its new one
-/// closed.
+/// What every connection loop of one server shares (one loop per worker, see [`super::workers`]).
+#[derive(Clone)]
+pub struct Front {
+    pub app: AppState,
+    pub router: Router,
+    /// `false`: every connection goes straight to hyper (the plain axum path, for comparison and
+    /// as an escape hatch).
+    pub sendfile: bool,
+    pub limits: Limits,
+    /// Connections per source address, counted across every loop.
+    pub per_source: std::sync::Arc<PerSource>,
+    /// How long the connections open at shutdown may take to end.
+    pub drain: Duration,
+}
+
+/// Accepts connections until the listener fails or `shutdown` resolves. A source holding
+/// [`Limits::max_per_source`] connections gets a `503` and its new one closed.
 ///
-/// On `shutdown` the listener closes and the connections already open are given up to `drain`
-/// to end: a download ends when its client has read every byte and closed the connection, not
-/// when the server has handed the last bytes to the kernel (a process that exits then, in a pod
-/// whose network namespace goes with it, leaves the client waiting for bytes that never come).
+/// On `shutdown` the listener closes and the connections already open are given up to
+/// [`Front::drain`] to end: a download ends when its client has read every byte and closed the
+/// connection, not when the server has handed the last bytes to the kernel (a process that exits
+/// then, in a pod whose network namespace goes with it, leaves the client waiting for bytes that
+/// never come).
 pub async fn serve(
     listener: TcpListener,
-    app: AppState,
-    router: Router,
-    sendfile: bool,
-    limits: Limits,
+    front: Front,
     shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
 ) -> io::Result<()> {
+    let Front { app, router, sendfile, limits, per_source, drain } = front;
     let open = tokio_util::task::TaskTracker::new();
-    let per_source = PerSource::new(limits.max_per_source);
     let mut accept_log = Throttle::new(Duration::from_secs(1));
     let mut refused_log = Throttle::new(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);

@@ -22,6 +22,7 @@ pub mod report;
 pub mod rtbrick;
 pub mod state;
 pub mod switches;
+pub mod workers;
 pub mod ztp_json;
 
 #[cfg(test)]
@@ -225,6 +226,8 @@ pub struct Options {
     pub device_networks: observe::DeviceNetworks,
     /// Timeouts and the per-source connection cap.
     pub limits: connections::Limits,
+    /// Connection workers (threads, each with its own runtime and listening socket).
+    pub workers: std::num::NonZeroUsize,
 }
 
 /// How long a stopping server lets its open connections (downloads under way) end: below the
@@ -249,6 +252,7 @@ pub async fn run(
         max_upload,
         device_networks,
         limits,
+        workers,
     } = options;
     let app = Arc::new(App {
         downloads: Downloads::new(server.store.clone(), max_downloads, 5)
@@ -265,10 +269,10 @@ pub async fn run(
         passes: onie_pass::Passes::default(),
     });
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    let listeners = workers::bind(listen, workers)?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
-    tracing::info!(%listen, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
-    conn::serve(listener, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
+    tracing::info!(%listen, workers, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
+    workers::run(listeners, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
 }
 
 #[cfg(test)]

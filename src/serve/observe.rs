@@ -129,22 +129,22 @@ pub fn observe(state: &AppState, r: &Observed<'_>) {
             &computed
         }
     };
-    tracing::info!(
-        target: "ztp_operator::device",
-        serial = id.serial.as_deref().unwrap_or("-"),
-        mac = id.mac.as_deref().unwrap_or("-"),
-        source = source.map(address).as_deref().unwrap_or("-"),
-        family = id.family.as_str(),
-        container = id.container_name.as_deref().unwrap_or("-"),
-        element = id.element_name.as_deref().unwrap_or("-"),
-        host = id.host_name.as_deref().unwrap_or("-"),
-        %method,
+    let source_text = source.map(address);
+    crate::telemetry::access::DeviceRequest {
+        serial: id.serial.as_deref().unwrap_or("-"),
+        mac: id.mac.as_deref().unwrap_or("-"),
+        source: source_text.as_deref().unwrap_or("-"),
+        family: id.family.as_str(),
+        container: id.container_name.as_deref().unwrap_or("-"),
+        element: id.element_name.as_deref().unwrap_or("-"),
+        host: id.host_name.as_deref().unwrap_or("-"),
+        method: method.as_str(),
         path,
         status,
         bytes,
-        duration_ms = started.elapsed().as_millis() as u64,
-        "device request"
-    );
+        duration_ms: started.elapsed().as_millis() as u64,
+    }
+    .log();
     state.metrics.request(id.family, status, bytes);
     if let Some(outcome) = outcome {
         state.activity.record(outcome, source);

@@ -223,6 +223,7 @@ pub async fn run(args: StandaloneArgs) -> Result<bool, Error> {
                 max_upload,
                 device_networks: Default::default(),
                 limits: Default::default(),
+                workers: serve::workers::default_count(),
             };
             // Standalone ends on Ctrl-C in its own loop; the server runs until the process ends.
             if let Err(e) = serve::run(state, options, std::future::pending()).await {

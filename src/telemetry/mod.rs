@@ -16,7 +16,16 @@ use std::{
 
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
+pub mod access;
 mod text;
+
+/// The batched writer of a text log into a file or a pipe, for lines written without `tracing`
+/// ([`access`]); unset for any other log.
+static DIRECT_TEXT: std::sync::OnceLock<Batched> = std::sync::OnceLock::new();
+
+fn direct_text() -> Option<&'static Shared> {
+    DIRECT_TEXT.get().map(|b| &*b.0)
+}
 
 /// How long a line may wait in the buffer.
 const FLUSH_EVERY: Duration = Duration::from_millis(50);
@@ -43,6 +52,7 @@ pub fn init(json: bool) -> LogGuard {
         if io::stderr().is_terminal() {
             registry.with(fmt::layer().with_timer(CachedTime).with_writer(writer)).init();
         } else {
+            let _ = DIRECT_TEXT.set(writer.clone());
             let layer = fmt::layer()
                 .with_ansi(false)
                 .event_format(text::TextLine::new(CachedTime))
@@ -68,9 +78,14 @@ thread_local! {
 
 impl fmt::time::FormatTime for CachedTime {
     fn format_time(&self, w: &mut fmt::format::Writer<'_>) -> std::fmt::Result {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        SECOND.with(|cached| write_time(w, now, &mut cached.borrow_mut()))
+        now(w)
     }
+}
+
+/// Writes the time now as a log line starts with it.
+fn now(w: &mut impl std::fmt::Write) -> std::fmt::Result {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    SECOND.with(|cached| write_time(w, now, &mut cached.borrow_mut()))
 }
 
 /// Writes `since_epoch` as RFC 3339 with microseconds, the calendar part taken from `cached` when
@@ -166,6 +181,18 @@ impl<'a> fmt::MakeWriter<'a> for Batched {
 
 impl Write for &Shared {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
+        self.write_line(line);
+        Ok(line.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Shared {
+    /// Appends `line` to what is waiting.
+    fn write_line(&self, line: &[u8]) {
         let waiting = {
             let mut pending = lock(&self.pending);
             pending.extend_from_slice(line);
@@ -173,15 +200,17 @@ impl Write for &Shared {
         };
         if waiting >= WRITE_AT {
             self.write_out();
-        } else if waiting >= WAKE_AT {
+        } else if wakes_the_writer(waiting - line.len(), waiting) {
             self.wake.notify_one();
         }
-        Ok(line.len())
     }
+}
 
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+/// Whether a line that took the waiting bytes from `before` to `after` wakes the writer thread:
+/// only the line that crosses [`WAKE_AT`]. A wake is a system call, and at tens of thousands of
+/// lines a second every line written until the woken thread runs would make one more.
+fn wakes_the_writer(before: usize, after: usize) -> bool {
+    before < WAKE_AT && after >= WAKE_AT
 }
 
 /// Keeps the log writer thread; dropping it writes out what is still waiting.
@@ -251,6 +280,15 @@ mod tests {
                 .collect();
             assert_eq!(seen, (0..20_000).collect::<Vec<_>>(), "thread {t}: every line, in order");
         }
+    }
+
+    #[test]
+    fn only_the_line_that_fills_the_buffer_wakes_the_writer() {
+        assert!(wakes_the_writer(WAKE_AT - 1, WAKE_AT));
+        assert!(wakes_the_writer(WAKE_AT - 10, WAKE_AT + 200));
+        assert!(!wakes_the_writer(WAKE_AT - 300, WAKE_AT - 1), "not full yet");
+        assert!(!wakes_the_writer(WAKE_AT, WAKE_AT + 200), "woken already: the lines after wait for it");
+        assert!(!wakes_the_writer(0, 120));
     }
 
     #[test]

@@ -225,7 +225,7 @@ impl tracing::field::Visit for TextVisitor<'_> {
 
 /// `value` as `{:?}` writes it: quoted, with `"`, `\` and what is not printable escaped. Text of
 /// printable ASCII without either (serials, paths, addresses) is written as it is.
-fn quoted(w: &mut impl Write, value: &str) -> fmt::Result {
+pub(super) fn quoted(w: &mut impl Write, value: &str) -> fmt::Result {
     if value.bytes().all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\') {
         w.write_char('"')?;
         w.write_str(value)?;

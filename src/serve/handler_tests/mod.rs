@@ -91,6 +91,8 @@ const SNAPSHOT: &str = r##"{
 /// The server over a store holding the lab's images and snapshot.
 pub struct Lab {
     pub router: Router,
+    /// What the router serves (what the connection workers take).
+    pub app: super::AppState,
     pub store: Store,
     /// The `nos` image (ONIE installer, NVOS image).
     pub install: Vec<u8>,
@@ -156,7 +158,18 @@ impl Lab {
             device_networks: observe::DeviceNetworks::default(),
             passes: onie_pass::Passes::default(),
         });
-        Lab { router: router(app), store, install, update, switches, held, roster, report_key, _dir: dir }
+        Lab {
+            router: router(app.clone()),
+            app,
+            store,
+            install,
+            update,
+            switches,
+            held,
+            roster,
+            report_key,
+            _dir: dir,
+        }
     }
 
     /// One request through the router, from a switch at 192.0.2.50; the body not read yet.
