@@ -272,7 +272,16 @@ pub async fn run(
     let listeners = workers::bind(listen, workers)?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
     tracing::info!(%listen, workers, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
-    workers::run(listeners, app.clone(), router(app), sendfile, limits, shutdown, DRAIN_LIMIT).await
+    let per_source = connections::PerSource::new(limits.max_per_source);
+    let front = conn::Front {
+        app: app.clone(),
+        router: router(app),
+        sendfile,
+        limits,
+        per_source,
+        drain: DRAIN_LIMIT,
+    };
+    workers::run(listeners, front, shutdown).await
 }
 
 #[cfg(test)]

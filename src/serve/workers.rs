@@ -18,15 +18,11 @@ use std::{
     time::Duration,
 };
 
-use axum::Router;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::{
-    AppState, conn,
-    connections::{Limits, PerSource},
-};
+use super::conn;
 
 /// Connections the kernel queues per listening socket before they are accepted.
 const BACKLOG: i32 = 1024;
@@ -70,20 +66,14 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
 }
 
 /// Runs a worker per listener until `shutdown` resolves or one of them fails; then every worker
-/// stops accepting and lets its open connections end (for at most `drain`). The first error is
-/// returned.
+/// stops accepting and lets its open connections end (for at most [`conn::Front::drain`]). The
+/// first error is returned.
 pub async fn run(
     listeners: Vec<TcpListener>,
-    app: AppState,
-    router: Router,
-    sendfile: bool,
-    limits: Limits,
+    front: conn::Front,
     shutdown: impl std::future::Future<Output = ()>,
-    drain: Duration,
 ) -> io::Result<()> {
     let stop = CancellationToken::new();
-    let per_source = PerSource::new(limits.max_per_source);
-    let front = conn::Front { app, router, sendfile, limits, per_source, drain };
     let worker = Worker { front, stop: stop.clone() };
     let (done, mut ended) = mpsc::unbounded_channel();
     let mut running = 0;
@@ -154,7 +144,10 @@ mod tests {
     };
 
     use super::*;
-    use crate::serve::handler_tests::Lab;
+    use crate::serve::{
+        connections::{Limits, PerSource},
+        handler_tests::Lab,
+    };
 
     const TWO: NonZeroUsize = NonZeroUsize::MIN.saturating_add(1);
 
@@ -188,8 +181,15 @@ mod tests {
         let shutdown = async move {
             let _ = stopped.await;
         };
-        let (app, router, drain) = (lab.app.clone(), lab.router.clone(), Duration::from_secs(5));
-        (addr, stop, tokio::spawn(run(listeners, app, router, true, limits, shutdown, drain)))
+        let front = conn::Front {
+            app: lab.app.clone(),
+            router: lab.router.clone(),
+            sendfile: true,
+            limits,
+            per_source: PerSource::new(limits.max_per_source),
+            drain: Duration::from_secs(5),
+        };
+        (addr, stop, tokio::spawn(run(listeners, front, shutdown)))
     }
 
     #[tokio::test]
