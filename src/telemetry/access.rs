@@ -118,37 +118,11 @@ impl DeviceRequest<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::{
-        io,
-        sync::{Arc, Mutex, PoisonError},
-    };
-
-    use tracing_subscriber::fmt::{format::Writer, time::FormatTime};
-
     use super::*;
-    use crate::telemetry::text::{TextFields, TextLine};
-
-    #[derive(Clone)]
-    struct Fixed;
-
-    impl FormatTime for Fixed {
-        fn format_time(&self, w: &mut Writer<'_>) -> std::fmt::Result {
-            w.write_str("2026-12-01T07:00:00.123456Z")
-        }
-    }
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl io::Write for Captured {
-        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::telemetry::text::{
+        TextFields, TextLine,
+        tests::{Captured, Fixed},
+    };
 
     /// What the text formatter writes for the request's `tracing` event.
     fn through_tracing(request: &DeviceRequest<'_>) -> String {
@@ -161,8 +135,7 @@ mod tests {
             .with_writer(move || writer.clone())
             .finish();
         tracing::subscriber::with_default(subscriber, || request.event());
-        let bytes = out.0.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        String::from_utf8(bytes).expect("utf-8")
+        out.text()
     }
 
     #[test]
@@ -194,7 +167,7 @@ mod tests {
             ..plain
         };
         for request in [plain, odd] {
-            let mut line = String::from("2026-12-01T07:00:00.123456Z");
+            let mut line = String::from("2026-11-30T07:00:00.123456Z");
             request.write_text(&mut line).expect("write");
             assert_eq!(line, through_tracing(&request), "{request:?}");
         }

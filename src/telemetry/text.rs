@@ -262,7 +262,7 @@ impl<W: Write> Write for AnsiEscaping<'_, W> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         io,
         sync::{Arc, Mutex, PoisonError},
@@ -274,7 +274,7 @@ mod tests {
 
     /// A fixed time, so two formatters' lines can be compared.
     #[derive(Clone)]
-    struct Fixed;
+    pub(in crate::telemetry) struct Fixed;
 
     impl FormatTime for Fixed {
         fn format_time(&self, w: &mut Writer<'_>) -> fmt::Result {
@@ -282,8 +282,9 @@ mod tests {
         }
     }
 
+    /// What a writer was given.
     #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
+    pub(in crate::telemetry) struct Captured(Arc<Mutex<Vec<u8>>>);
 
     impl io::Write for Captured {
         fn write(&mut self, b: &[u8]) -> io::Result<usize> {
@@ -296,7 +297,7 @@ mod tests {
     }
 
     impl Captured {
-        fn text(&self) -> String {
+        pub(in crate::telemetry) fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap_or_else(PoisonError::into_inner).clone()).expect("utf-8")
         }
     }
