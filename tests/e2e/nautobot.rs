@@ -31,6 +31,7 @@ use ztp_operator::{
 use crate::support::{
     self,
     controller::{is_ready, start_controller, wait_for},
+    forward::{Forwarder, Options},
     nautobot::{Nautobot, SonicFleet},
     store::{Backend, TestStore},
 };
@@ -298,4 +299,144 @@ async fn a_source_keeps_switches_and_images_as_nautobot_says() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(sw_api.get_opt(&hand_name).await.expect("get").is_some(), "the hand-made one stays");
+}
+
+/// The source `dc1` of `spec` (the fields a test sets beside url and token).
+fn source_of(url: &str, spec: serde_json::Value) -> NautobotSource {
+    let mut all = json!({"url": url, "tokenSecretRef": {"name": "nautobot", "key": "token"}});
+    all.as_object_mut().expect("object").extend(spec.as_object().expect("object").clone());
+    serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "NautobotSource", "metadata": {"name": "dc1"},
+        "spec": all,
+    }))
+    .expect("source")
+}
+
+async fn token_secret(client: &kube::Client, ns: &str, token: &str) {
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "nautobot"}, "stringData": {"token": token}}))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}
+
+/// Every Switch and OsImage of the namespace with its resourceVersion.
+async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, Option<String>> {
+    let lp = ListParams::default();
+    let switches = Api::<Switch>::namespaced(client.clone(), ns).list(&lp).await.expect("list Switches");
+    let images = Api::<OsImage>::namespaced(client.clone(), ns).list(&lp).await.expect("list OsImages");
+    let switches =
+        switches.items.into_iter().map(|s| (format!("Switch/{}", s.name_any()), s.resource_version()));
+    let images =
+        images.items.into_iter().map(|i| (format!("OsImage/{}", i.name_any()), i.resource_version()));
+    switches.chain(images).collect()
+}
+
+/// A request for a page of the device list past its first (`offset=` of a full read).
+fn later_device_page(target: &str) -> bool {
+    target.split_once('?').is_some_and(|(path, query)| {
+        path == "/api/dcim/devices/" && query.split('&').any(|p| p.starts_with("offset=") && p != "offset=0")
+    })
+}
+
+fn last_sync(s: &NautobotSource) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    s.status.as_ref().and_then(|st| st.last_sync_time.clone())
+}
+
+fn at_generation(s: &NautobotSource) -> bool {
+    s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
+}
+
+/// Patches the source's `intervalSeconds` (a new generation: the controller reads at once, fully).
+async fn set_interval(sources: &Api<NautobotSource>, seconds: i32) {
+    let patch = json!({"spec": {"intervalSeconds": seconds}});
+    sources.patch("dc1", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch source");
+}
+
+/// Nautobot's web server stopped in the middle of a read that spans pages changes nothing: a
+/// forwarder between the controller and Nautobot cuts every list to pages of 3 (Nautobot pages
+/// them itself, `next` and all), holds the second page of the device list, and the test stops
+/// Nautobot's web server (for real: `scripts/nautobot stop-web`) before it lets the request go on.
+///
+/// 1. The first sync cut off that way creates no Switch and no OsImage; the source is `Stalled`
+///    (`Ready=False`) with Nautobot's error and has no `lastSyncTime`. Nautobot back: the next poll
+///    creates all.
+/// 2. After that sync a device is deleted in Nautobot, and a full read (a spec change) is cut off
+///    the same way: no object is created, changed or deleted (its Switch included: `prune:
+///    Delete`), `lastSyncTime` stays. Nautobot back: the next read prunes the device's Switch.
+#[tokio::test]
+async fn nautobot_stopped_in_the_middle_of_a_paged_read_changes_nothing() {
+    let t = support::kube_test("nautobot-cut").await;
+    let store = TestStore::new(Backend::Fs, "nautobot-cut").await;
+    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    // Eight devices: sw-00002 and sw-00006 are SONiC, pinned to served images.
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("cut", 8, 71).await;
+    // Pages of 3: 8 devices are 3 pages, as 5,000 are 5 pages of 1,000.
+    let fwd = Forwarder::start(&nb.url, Options { page_size: Some(3), ..Default::default() }).await;
+    token_secret(&client, &ns, &nb.token).await;
+    let sources: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
+    let _controller = start_controller(&t, &store);
+
+    // 1. The first sync, cut off after the first page of devices.
+    let mut held = fwd.hold(later_device_page);
+    let spec = json!({"intervalSeconds": 10, "prune": "Delete"});
+    sources.create(&PostParams::default(), &source_of(&fwd.url, spec)).await.expect("create source");
+    let page = held.arrived(Duration::from_secs(60)).await;
+    nb.stop_web().await;
+    held.release();
+    let down = wait_source(&sources, "Stalled after the cut-off read", |s| is(s, "Stalled", "True")).await;
+    let (_, reason, message) = condition(&down, "Stalled").expect("Stalled");
+    println!("held {page}; then Stalled ({reason}): {message}");
+    assert_eq!(reason, "NautobotError");
+    assert!(message.contains(&format!("cannot reach Nautobot at {}/api/", fwd.url)), "{message}");
+    assert_eq!(condition(&down, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(last_sync(&down), None, "no sync succeeded");
+    let devices_read = fwd.requests().iter().filter(|r| r.starts_with("/api/dcim/devices/?")).count();
+    assert!(devices_read >= 2, "the read got past its first page ({page}): {:?}", fwd.requests());
+    assert_eq!(versions(&client, &ns).await, BTreeMap::new(), "no Switch or OsImage made");
+    nb.start_web().await;
+    let up = wait_source(&sources, "Ready once Nautobot is back", |s| is(s, "Ready", "True")).await;
+    let st = up.status.clone().expect("status");
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((8, 8)), "{st:#?}");
+    assert!(is(&up, "Stalled", "False"));
+
+    // 2. A full read after a device left Nautobot, cut off: nothing is pruned. An hour's interval:
+    //    only the spec changes below make the controller read.
+    set_interval(&sources, 3600).await;
+    let settled =
+        wait_source(&sources, "synced at the new generation", |s| at_generation(s) && is(s, "Ready", "True"))
+            .await;
+    let before = versions(&client, &ns).await;
+    let gone = format!("Switch/{}", for_serial("SN00008"));
+    assert!(before.contains_key(&gone), "{before:?}");
+    nb.fleet(&["delete", "sw-00008"]).await;
+    let mut held = fwd.hold(later_device_page);
+    set_interval(&sources, 3599).await;
+    let page = held.arrived(Duration::from_secs(60)).await;
+    nb.stop_web().await;
+    held.release();
+    let down = wait_source(&sources, "Stalled after the second cut-off read", |s| {
+        at_generation(s) && is(s, "Stalled", "True")
+    })
+    .await;
+    let (_, _, message) = condition(&down, "Stalled").expect("Stalled");
+    println!("held {page}; then Stalled: {message}");
+    assert!(message.contains("cannot reach Nautobot"), "{message}");
+    assert_eq!(last_sync(&down), last_sync(&settled), "the last successful sync stays");
+    assert_eq!(
+        down.status.as_ref().and_then(|s| s.switches.clone()),
+        settled.status.and_then(|s| s.switches)
+    );
+    assert_eq!(versions(&client, &ns).await, before, "nothing created, changed or deleted");
+    nb.start_web().await;
+    set_interval(&sources, 3598).await;
+    let pruned =
+        wait_source(&sources, "Ready with the device pruned", |s| at_generation(s) && is(s, "Ready", "True"))
+            .await;
+    let st = pruned.status.expect("status");
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.deleted)), Some((7, 1)), "{st:#?}");
+    let after = versions(&client, &ns).await;
+    assert!(!after.contains_key(&gone), "a complete read prunes: {after:?}");
 }
