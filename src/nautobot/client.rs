@@ -49,7 +49,11 @@ pub enum NautobotError {
     /// Any other answer than 200.
     #[error("Nautobot answered HTTP {status} for {url}: {detail}")]
     Status { url: String, status: u16, detail: String },
-    /// No answer: connection refused, TLS, timeout.
+    /// Nautobot answered over TLS with a certificate this client does not trust (signed by an
+    /// unknown CA, for another name, expired): `why` says which. Not retried.
+    #[error("Nautobot's TLS certificate at {url} is not trusted: {why}")]
+    Untrusted { url: String, why: String },
+    /// No answer: connection refused, TLS handshake, timeout.
     #[error("cannot reach Nautobot at {url}: {message}")]
     Unreachable { url: String, message: String },
     /// An answer that is not the page Nautobot's API sends.
@@ -171,19 +175,22 @@ impl Nautobot {
                 .header(header::ACCEPT, "application/json")
                 .send()
                 .await;
-            match sent {
+            let e = match sent {
                 Ok(response) => break response,
-                // A GET is safe to repeat: a connection reset or refused for a moment (a proxy
-                // or Nautobot restarting) often succeeds on a second try.
-                Err(e) if attempt < SEND_RETRIES && !e.is_timeout() => {
-                    attempt += 1;
-                    tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => {
-                    return Err(NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) });
-                }
+                Err(e) => e,
+            };
+            // A refused certificate is refused again on a second try.
+            if let Some(c) = refused_certificate(&e) {
+                return Err(NautobotError::Untrusted { url: url.to_owned(), why: certificate_problem(c) });
             }
+            // A GET is safe to repeat: a connection reset or refused for a moment (a proxy or
+            // Nautobot restarting) often succeeds on a second try.
+            if attempt >= SEND_RETRIES || e.is_timeout() {
+                return Err(NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) });
+            }
+            attempt += 1;
+            tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         };
         let status = response.status();
         let body = response
@@ -212,6 +219,40 @@ fn refusal(url: &str, status: StatusCode, body: &[u8]) -> NautobotError {
     match status {
         401 | 403 => NautobotError::Refused { url, status, detail },
         _ => NautobotError::Status { url, status, detail },
+    }
+}
+
+/// The certificate error rustls refused the server's certificate with, somewhere in `e`'s sources.
+/// reqwest hands it over inside two `io::Error`s (the connector's, tokio-rustls's), whose
+/// `source()` skips what they wrap: each is opened.
+fn refused_certificate<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::CertificateError> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(c)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// What is wrong with a refused certificate, in words a reader can act on (rustls's name of it in
+/// parentheses).
+fn certificate_problem(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "it is not signed by a CA this client trusts (UnknownIssuer)".to_owned(),
+        C::BadSignature => "its signature does not match the CA's (BadSignature)".to_owned(),
+        C::Expired | C::ExpiredContext { .. } => format!("it has expired ({c})"),
+        C::NotValidYet | C::NotValidYetContext { .. } => format!("it is not valid yet ({c})"),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("it is not for the URL's host name ({c})")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -289,6 +330,63 @@ mod tests {
         assert_eq!(e.to_string(), r#"Nautobot answered HTTP 400 for u: {"bogus":["Unknown filter field"]}"#);
         let e = refusal("u", StatusCode::BAD_GATEWAY, &b"x".repeat(1000));
         assert!(matches!(&e, NautobotError::Status { detail, .. } if detail.len() == BODY_IN_MESSAGE));
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_the_io_error_tls_wraps_it_in() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Connect(#[source] std::io::Error);
+        let refused =
+            |c| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        let e = Connect(refused(rustls::CertificateError::UnknownIssuer));
+        let c = refused_certificate(&e).expect("the certificate error");
+        assert_eq!(certificate_problem(c), "it is not signed by a CA this client trusts (UnknownIssuer)");
+        let e = Connect(refused(rustls::CertificateError::NotValidForName));
+        let c = refused_certificate(&e).expect("the certificate error");
+        assert!(
+            certificate_problem(c).starts_with("it is not for the URL's host name"),
+            "{}",
+            certificate_problem(c)
+        );
+        let e = Connect(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(refused_certificate(&e), None);
+    }
+
+    /// A TLS server on loopback for one handshake, its certificate self-signed for 127.0.0.1
+    /// (no CA trusts it); its URL and its certificate's PEM.
+    async fn tls_server() -> (String, String) {
+        use tokio_rustls::rustls::{
+            ServerConfig,
+            pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .expect("certificate");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], der)
+            .expect("TLS config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        (url, cert.pem())
+    }
+
+    #[tokio::test]
+    async fn a_certificate_no_trusted_ca_signed_is_untrusted_not_unreachable() {
+        let (url, _) = tls_server().await;
+        let nb = Nautobot::new(&url, "t", None).expect("client");
+        let e = nb.first::<serde_json::Value>("/api/dcim/devices/", 1, &[]).await.expect_err("refused");
+        assert!(matches!(&e, NautobotError::Untrusted { why, .. } if why.contains("UnknownIssuer")), "{e}");
+        assert_eq!(nb.requests(), 1, "a refused certificate is not tried again");
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub async fn read(
     uid: &str,
     generation: Option<i64>,
 ) -> Result<bool, Unread> {
-    let unread = |e: NautobotError| Unread { reason: "NautobotError", message: e.to_string() };
+    let unread = |e: NautobotError| unread(e, spec);
     let same = state.identity.0 == uid && state.identity.1 == generation;
     let fresh = same && state.full_read_at.is_some_and(|at| at.elapsed() < FULL_READ_EVERY);
     if fresh {
@@ -133,6 +133,22 @@ pub async fn read(
     state.mark = mark;
     state.full_read_at = Some(Instant::now());
     Ok(true)
+}
+
+/// The condition after a failed read: Nautobot's error, and for a certificate it refused, where
+/// the CAs it trusts come from.
+fn unread(e: NautobotError, spec: &NautobotSourceSpec) -> Unread {
+    let message = match (&e, &spec.ca_bundle_ref) {
+        (NautobotError::Untrusted { .. }, Some(r)) => format!(
+            "{e}: the CA that signed it belongs in the CA bundle caBundleRef names (ConfigMap {}, key {})",
+            r.name, r.key
+        ),
+        (NautobotError::Untrusted { .. }, None) => format!(
+            "{e}: only the system's CAs are trusted; set caBundleRef to a ConfigMap key holding the CA that signed it"
+        ),
+        _ => e.to_string(),
+    };
+    Unread { reason: "NautobotError", message }
 }
 
 impl SourceState {
@@ -594,6 +610,33 @@ mod tests {
                 .await;
         assert_eq!((c.deleted, c.orphaned), (0, 0));
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_refused_certificate_says_where_the_trusted_cas_come_from() {
+        let refused = || NautobotError::Untrusted {
+            url: "https://nb/api/dcim/devices/".into(),
+            why: "it is not signed by a CA this client trusts (UnknownIssuer)".into(),
+        };
+        let mut spec: NautobotSourceSpec = serde_json::from_value(
+            json!({"url": "https://nb", "tokenSecretRef": {"name": "nb", "key": "token"}}),
+        )
+        .expect("spec");
+        let u = unread(refused(), &spec);
+        assert_eq!(u.reason, "NautobotError");
+        assert!(
+            u.message.starts_with(
+                "Nautobot's TLS certificate at https://nb/api/dcim/devices/ is not trusted: it is not signed"
+            ),
+            "{}",
+            u.message
+        );
+        assert!(u.message.ends_with("only the system's CAs are trusted; set caBundleRef to a ConfigMap key holding the CA that signed it"), "{}", u.message);
+        spec.ca_bundle_ref = Some(crate::api::content::KeyRef { name: "nb-ca".into(), key: "ca.crt".into() });
+        let u = unread(refused(), &spec);
+        assert!(u.message.ends_with("caBundleRef names (ConfigMap nb-ca, key ca.crt)"), "{}", u.message);
+        let down = NautobotError::Unreachable { url: "u".into(), message: "refused".into() };
+        assert_eq!(unread(down, &spec).message, "cannot reach Nautobot at u: refused");
     }
 
     fn condition(s: &NautobotSourceStatus, t: ConditionType) -> (String, String) {

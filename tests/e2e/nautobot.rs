@@ -8,10 +8,11 @@
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     ResourceExt,
     api::{Api, ListParams, Patch, PatchParams, PostParams},
@@ -33,6 +34,7 @@ use crate::support::{
     controller::{is_ready, start_controller, wait_for},
     forward::{Forwarder, Options},
     nautobot::{Nautobot, SonicFleet},
+    pki::Pki,
     store::{Backend, TestStore},
 };
 
@@ -439,4 +441,54 @@ async fn nautobot_stopped_in_the_middle_of_a_paged_read_changes_nothing() {
     assert_eq!(st.switches.as_ref().map(|c| (c.total, c.deleted)), Some((7, 1)), "{st:#?}");
     let after = versions(&client, &ns).await;
     assert!(!after.contains_key(&gone), "a complete read prunes: {after:?}");
+}
+
+/// Nautobot over HTTPS (a TLS-terminating forwarder in front of it, its certificate from a test
+/// CA): a `caBundleRef` ConfigMap holding another CA is a `Stalled` source whose message says the
+/// certificate is not trusted and where the CA bundle comes from, with nothing made; the right
+/// CA in the ConfigMap makes the next poll `Ready` with the Switches.
+#[tokio::test]
+async fn a_wrong_ca_for_nautobot_over_https_is_a_clear_stalled() {
+    let t = support::kube_test("nautobot-ca").await;
+    let store = TestStore::new(Backend::Fs, "nautobot-ca").await;
+    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("ca", 4, 61).await;
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (right, wrong) = (pki.path().join("right"), pki.path().join("wrong"));
+    std::fs::create_dir_all(&right).and_then(|()| std::fs::create_dir_all(&wrong)).expect("mkdir");
+    let (right, wrong) = (Pki::new(&right, "nautobot-test-ca"), Pki::new(&wrong, "another-ca"));
+    let tls = right.serving("nautobot", &["localhost"], &[Ipv4Addr::LOCALHOST]);
+    let fwd = Forwarder::start(&nb.url, Options { tls: Some(tls), ..Default::default() }).await;
+    assert!(fwd.url.starts_with("https://"));
+    token_secret(&client, &ns, &nb.token).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let bundle = |pem: &str| -> ConfigMap {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "nautobot-ca"}, "data": {"ca.crt": pem}}))
+        .expect("ConfigMap")
+    };
+    config_maps.create(&PostParams::default(), &bundle(&wrong.ca_pem)).await.expect("create ConfigMap");
+    let sources: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
+    let _controller = start_controller(&t, &store);
+    let spec = json!({"intervalSeconds": 10, "caBundleRef": {"name": "nautobot-ca", "key": "ca.crt"}});
+    sources.create(&PostParams::default(), &source_of(&fwd.url, spec)).await.expect("create source");
+
+    let refused = wait_source(&sources, "Stalled on a wrong CA", |s| is(s, "Stalled", "True")).await;
+    let (_, reason, message) = condition(&refused, "Stalled").expect("Stalled");
+    println!("a wrong CA: Stalled ({reason}): {message}");
+    assert_eq!(reason, "NautobotError");
+    assert!(message.contains(&fwd.url), "{message}");
+    assert!(message.starts_with(&format!("Nautobot's TLS certificate at {}/api/", fwd.url)), "{message}");
+    assert!(message.contains("is not trusted: it is not signed by a CA this client trusts"), "{message}");
+    assert!(message.contains("caBundleRef names (ConfigMap nautobot-ca, key ca.crt)"), "{message}");
+    assert_eq!(condition(&refused, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(versions(&client, &ns).await, BTreeMap::new(), "nothing made");
+    assert!(fwd.requests().is_empty(), "no request got through TLS: {:?}", fwd.requests());
+
+    let fixed = json!({"data": {"ca.crt": right.ca_pem}});
+    config_maps.patch("nautobot-ca", &PatchParams::default(), &Patch::Merge(&fixed)).await.expect("patch");
+    let ready = wait_source(&sources, "Ready with the right CA", |s| is(s, "Ready", "True")).await;
+    let st = ready.status.expect("status");
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((4, 4)), "{st:#?}");
+    assert_eq!(switches(&Api::namespaced(client.clone(), &ns)).await.len(), 4);
 }
