@@ -135,7 +135,7 @@ impl Forwarder {
         self.shared.requests.lock().expect("lock").clone()
     }
 
-    /// Bytes the server answered (heads and bodies) on the connections that ended.
+    /// Bytes the server answered so far (heads and bodies).
     pub fn answered_bytes(&self) -> u64 {
         self.shared.answered_bytes.load(Ordering::Relaxed)
     }
@@ -205,9 +205,25 @@ where
     if server.write_all(head.as_bytes()).await.is_err() || server.write_all(&buf[end..]).await.is_err() {
         return;
     }
-    if let Ok((_, answered)) = tokio::io::copy_bidirectional(&mut client, &mut server).await {
-        shared.answered_bytes.fetch_add(answered, Ordering::Relaxed);
-    }
+    // The answer is counted as it passes (a read measured ends with its last byte, not with the
+    // connection).
+    let (mut from_client, mut to_client) = tokio::io::split(client);
+    let (mut from_server, mut to_server) = server.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut from_client, &mut to_server).await;
+        let _ = to_server.shutdown().await;
+    };
+    let down = async {
+        let mut chunk = vec![0u8; 64 * 1024];
+        while let Ok(n @ 1..) = from_server.read(&mut chunk).await {
+            if to_client.write_all(&chunk[..n]).await.is_err() {
+                break;
+            }
+            shared.answered_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        let _ = to_client.shutdown().await;
+    };
+    tokio::join!(up, down);
 }
 
 /// The head with `limit=` cut to `limit` and `Connection: close`; the request's target.
