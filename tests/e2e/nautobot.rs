@@ -336,10 +336,15 @@ async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, Option<St
     switches.chain(images).collect()
 }
 
-/// A request for a page of the device list past its first (`offset=` of a full read).
-fn later_device_page(target: &str) -> bool {
+/// The full read: its one GraphQL query.
+fn graphql(target: &str) -> bool {
+    target == "/api/graphql/"
+}
+
+/// The incremental read's second step: devices read again by id (after the change log named them).
+fn device_reread(target: &str) -> bool {
     target.split_once('?').is_some_and(|(path, query)| {
-        path == "/api/dcim/devices/" && query.split('&').any(|p| p.starts_with("offset=") && p != "offset=0")
+        path == "/api/dcim/devices/" && query.split('&').any(|p| p.starts_with("id="))
     })
 }
 
@@ -347,56 +352,44 @@ fn last_sync(s: &NautobotSource) -> Option<k8s_openapi::apimachinery::pkg::apis:
     s.status.as_ref().and_then(|st| st.last_sync_time.clone())
 }
 
-fn at_generation(s: &NautobotSource) -> bool {
-    s.status.as_ref().and_then(|st| st.observed_generation) == s.metadata.generation
-}
-
-/// Patches the source's `intervalSeconds` (a new generation: the controller reads at once, fully).
-async fn set_interval(sources: &Api<NautobotSource>, seconds: i32) {
-    let patch = json!({"spec": {"intervalSeconds": seconds}});
-    sources.patch("dc1", &PatchParams::default(), &Patch::Merge(&patch)).await.expect("patch source");
-}
-
-/// Nautobot's web server stopped in the middle of a read that spans pages changes nothing: a
-/// forwarder between the controller and Nautobot cuts every list to pages of 3 (Nautobot pages
-/// them itself, `next` and all), holds the second page of the device list, and the test stops
-/// Nautobot's web server (for real: `scripts/nautobot stop-web`) before it lets the request go on.
+/// Nautobot's web server stopped in the middle of a read changes nothing: a forwarder between the
+/// controller and Nautobot holds one request of a read, and the test stops Nautobot's web server
+/// (for real: `scripts/nautobot stop-web`) before it lets the request go on.
 ///
-/// 1. The first sync cut off that way creates no Switch and no OsImage; the source is `Stalled`
-///    (`Ready=False`) with Nautobot's error and has no `lastSyncTime`. Nautobot back: the next poll
-///    creates all.
-/// 2. After that sync a device is deleted in Nautobot, and a full read (a spec change) is cut off
-///    the same way: no object is created, changed or deleted (its Switch included: `prune:
-///    Delete`), `lastSyncTime` stays. Nautobot back: the next read prunes the device's Switch.
+/// 1. The first sync (a full read: one GraphQL query) cut off that way creates no Switch and no
+///    OsImage; the source is `Stalled` (`Ready=False`) with Nautobot's error and has no
+///    `lastSyncTime`. Nautobot back: the next poll creates all.
+/// 2. After that sync a device is deleted in Nautobot, and the incremental read that follows is
+///    cut off half-way: the change log naming the deletion is read, the device's read by id (which
+///    would find it gone) is held and Nautobot stopped. No object is created, changed or deleted
+///    (its Switch included: `prune: Delete`), `lastSyncTime` and the change-log cursor stay (the
+///    deletion is not taken as read). Nautobot back: the next read prunes the device's Switch.
 #[tokio::test]
-async fn nautobot_stopped_in_the_middle_of_a_paged_read_changes_nothing() {
+async fn nautobot_stopped_in_the_middle_of_a_read_changes_nothing() {
     let t = support::kube_test("nautobot-cut").await;
     let store = TestStore::new(Backend::Fs, "nautobot-cut").await;
     let (client, ns) = (t.client.clone(), t.namespace.clone());
     // Eight devices: sw-00002 and sw-00006 are SONiC, pinned to served images.
     let SonicFleet { nb, src: _src, .. } = SonicFleet::start("cut", 8, 71).await;
-    // Pages of 3: 8 devices are 3 pages, as 5,000 are 5 pages of 1,000.
-    let fwd = Forwarder::start(&nb.url, Options { page_size: Some(3), ..Default::default() }).await;
+    let fwd = Forwarder::start(&nb.url, Options::default()).await;
     token_secret(&client, &ns, &nb.token).await;
     let sources: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
     let _controller = start_controller(&t, &store);
 
-    // 1. The first sync, cut off after the first page of devices.
-    let mut held = fwd.hold(later_device_page);
+    // 1. The first sync, its full read cut off.
+    let mut held = fwd.hold(graphql);
     let spec = json!({"intervalSeconds": 10, "prune": "Delete"});
     sources.create(&PostParams::default(), &source_of(&fwd.url, spec)).await.expect("create source");
-    let page = held.arrived(Duration::from_secs(60)).await;
+    let query = held.arrived(Duration::from_secs(60)).await;
     nb.stop_web().await;
     held.release();
     let down = wait_source(&sources, "Stalled after the cut-off read", |s| is(s, "Stalled", "True")).await;
     let (_, reason, message) = condition(&down, "Stalled").expect("Stalled");
-    println!("held {page}; then Stalled ({reason}): {message}");
+    println!("held {query}; then Stalled ({reason}): {message}");
     assert_eq!(reason, "NautobotError");
     assert!(message.contains(&format!("cannot reach Nautobot at {}/api/", fwd.url)), "{message}");
     assert_eq!(condition(&down, "Ready").map(|c| c.0).as_deref(), Some("False"));
     assert_eq!(last_sync(&down), None, "no sync succeeded");
-    let devices_read = fwd.requests().iter().filter(|r| r.starts_with("/api/dcim/devices/?")).count();
-    assert!(devices_read >= 2, "the read got past its first page ({page}): {:?}", fwd.requests());
     assert_eq!(versions(&client, &ns).await, BTreeMap::new(), "no Switch or OsImage made");
     nb.start_web().await;
     let up = wait_source(&sources, "Ready once Nautobot is back", |s| is(s, "Ready", "True")).await;
@@ -404,43 +397,42 @@ async fn nautobot_stopped_in_the_middle_of_a_paged_read_changes_nothing() {
     assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((8, 8)), "{st:#?}");
     assert!(is(&up, "Stalled", "False"));
 
-    // 2. A full read after a device left Nautobot, cut off: nothing is pruned. An hour's interval:
-    //    only the spec changes below make the controller read.
-    set_interval(&sources, 3600).await;
-    let settled =
-        wait_source(&sources, "synced at the new generation", |s| at_generation(s) && is(s, "Ready", "True"))
-            .await;
+    // 2. A device leaves Nautobot; the incremental read that follows is cut off after the change
+    //    log: nothing is pruned.
     let before = versions(&client, &ns).await;
     let gone = format!("Switch/{}", for_serial("SN00008"));
     assert!(before.contains_key(&gone), "{before:?}");
+    let mut held = fwd.hold(device_reread);
     nb.fleet(&["delete", "sw-00008"]).await;
-    let mut held = fwd.hold(later_device_page);
-    set_interval(&sources, 3599).await;
-    let page = held.arrived(Duration::from_secs(60)).await;
+    let reread = held.arrived(Duration::from_secs(60)).await;
+    let requests = fwd.requests();
+    let log = requests.iter().rev().nth(1).cloned().unwrap_or_default();
+    assert!(log.starts_with("/api/extras/object-changes/?"), "the change log came first: {requests:?}");
+    // The status as the held sync found it (the controller runs one sync of a source at a time).
+    let cut_from = sources.get("dc1").await.expect("get source");
     nb.stop_web().await;
     held.release();
-    let down = wait_source(&sources, "Stalled after the second cut-off read", |s| {
-        at_generation(s) && is(s, "Stalled", "True")
-    })
-    .await;
+    let down =
+        wait_source(&sources, "Stalled after the cut-off incremental read", |s| is(s, "Stalled", "True"))
+            .await;
     let (_, _, message) = condition(&down, "Stalled").expect("Stalled");
-    println!("held {page}; then Stalled: {message}");
+    println!("held {reread} after {log}; then Stalled: {message}");
     assert!(message.contains("cannot reach Nautobot"), "{message}");
-    assert_eq!(last_sync(&down), last_sync(&settled), "the last successful sync stays");
-    assert_eq!(
-        down.status.as_ref().and_then(|s| s.switches.clone()),
-        settled.status.and_then(|s| s.switches)
-    );
+    assert_eq!(last_sync(&down), last_sync(&cut_from), "the last successful sync stays");
+    let (was, is_now) = (cut_from.status.expect("status"), down.status.clone().expect("status"));
+    assert_eq!(is_now.cursor, was.cursor, "the change log's cursor does not move past the deletion");
+    assert_eq!(is_now.switches, was.switches);
     assert_eq!(versions(&client, &ns).await, before, "nothing created, changed or deleted");
     nb.start_web().await;
-    set_interval(&sources, 3598).await;
-    let pruned =
-        wait_source(&sources, "Ready with the device pruned", |s| at_generation(s) && is(s, "Ready", "True"))
-            .await;
-    let st = pruned.status.expect("status");
-    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.deleted)), Some((7, 1)), "{st:#?}");
+    let pruned = wait_source(&sources, "Ready with the device pruned", |s| {
+        is(s, "Ready", "True")
+            && s.status.as_ref().and_then(|st| st.switches.as_ref()).is_some_and(|c| c.total == 7)
+    })
+    .await;
+    assert!(is(&pruned, "Stalled", "False"));
     let after = versions(&client, &ns).await;
     assert!(!after.contains_key(&gone), "a complete read prunes: {after:?}");
+    assert_eq!(after.len(), before.len() - 1, "only the deleted device's Switch went: {after:?}");
 }
 
 /// Nautobot over HTTPS (a TLS-terminating forwarder in front of it, its certificate from a test

@@ -4,12 +4,14 @@
 //! the sync benchmark (`scripts/nautobot start --fleet`, the cached snapshot), read in this
 //! process through a counting forwarder ([`Forwarder`]), three ways:
 //!
-//! * **REST**: ztp-operator's own full read ([`read::full`]: the newest change-log entry, the
-//!   devices with `include=config_context&exclude_m2m=false`, the `eth0` interfaces, platforms,
-//!   roles, device types, software versions and image files; 1,000 a page, two lists at a time);
+//! * **REST**: ztp-operator's REST full read ([`read::full_rest`], what the full read was before it
+//!   moved to GraphQL: the newest change-log entry, the devices with
+//!   `include=config_context&exclude_m2m=false`, the `eth0` interfaces, platforms, roles, device
+//!   types, software versions and image files; 1,000 a page, two lists at a time);
 //! * **GraphQL, paged**: `POST /api/graphql/`, one query per 1,000 devices and 1,000 interfaces,
 //!   the first also holding the small lists and the newest change-log entry;
-//! * **GraphQL, one query**: all of it in one query.
+//! * **GraphQL, one query**: all of it in one query: ztp-operator's full read ([`read::full`],
+//!   [`read::full_query`]).
 //!
 //! The GraphQL queries ask for exactly the fields the REST objects are read for
 //! (`ztp_operator::nautobot::model`), aliased to the REST names, so their answers parse into the same
@@ -180,9 +182,9 @@ enum Way {
 impl Way {
     fn name(self) -> &'static str {
         match self {
-            Way::Rest => "REST (ztp-operator's full read)",
+            Way::Rest => "REST (ztp-operator's REST full read, before)",
             Way::GraphqlPaged => "GraphQL, one query per 1,000 devices",
-            Way::GraphqlOne => "GraphQL, one query",
+            Way::GraphqlOne => "GraphQL, one query (ztp-operator's full read, now)",
         }
     }
 }
@@ -220,11 +222,15 @@ async fn reads() {
         let (inv, requests) = match way {
             Way::Rest => {
                 let client = Client::new(&fwd.url, &nb.token, None).expect("client");
-                let (inv, _) = read::full(&client, &spec).await.expect("REST full read");
+                let (inv, _) = read::full_rest(&client, &spec).await.expect("REST full read");
                 (inv, client.requests())
             }
             Way::GraphqlPaged => graphql(&http, &fwd.url, &nb.token, &spec, true).await,
-            Way::GraphqlOne => graphql(&http, &fwd.url, &nb.token, &spec, false).await,
+            Way::GraphqlOne => {
+                let client = Client::new(&fwd.url, &nb.token, None).expect("client");
+                let (inv, _) = read::full(&client, &spec).await.expect("GraphQL full read");
+                (inv, client.requests())
+            }
         };
         let secs = t.elapsed().as_secs_f64();
         let figures = Figures {
