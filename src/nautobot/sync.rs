@@ -36,6 +36,11 @@ use crate::{
 
 /// A full read at least this often, besides the change log.
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+/// The first poll after a failed read comes this soon; each further failure doubles it, up to
+/// [`MAX_RETRY`] or the source's interval, whichever is shorter ([`retry_after`]).
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait after a failed read (an interval of an hour is not waited after a failure).
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Clashes named in the `Conflict` condition; the rest are counted.
 const NAMED_CLASHES: usize = 10;
 
@@ -51,6 +56,19 @@ pub struct SourceState {
     /// The digest last applied per object name (of what this process applied).
     pub switches: BTreeMap<String, u64>,
     pub images: BTreeMap<String, u64>,
+    /// Syncs in a row that did not read Nautobot (the next poll comes sooner: [`retry_after`]).
+    failed_reads: u32,
+}
+
+/// When to poll again after a sync: `interval` after a read, sooner after `failed_reads` failed
+/// reads in a row: [`FIRST_RETRY`] (5 s), doubling at each failure, never past `interval` nor
+/// [`MAX_RETRY`] (5 min).
+pub fn retry_after(interval: Duration, failed_reads: u32) -> Duration {
+    if failed_reads == 0 {
+        return interval;
+    }
+    let doublings = (failed_reads - 1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY).min(interval)
 }
 
 /// Why a sync did not read Nautobot (nothing changed): the condition's reason and message.
@@ -161,6 +179,12 @@ impl SourceState {
     pub fn devices(&self) -> usize {
         self.inventory.devices.len()
     }
+
+    /// When to poll again, for a source polled every `interval`: [`retry_after`] the failed reads
+    /// in a row so far.
+    pub fn next_poll(&self, interval: Duration) -> Duration {
+        retry_after(interval, self.failed_reads)
+    }
 }
 
 /// The source being synced: where its objects go (its namespace), its name (their label), its
@@ -188,8 +212,21 @@ pub async fn sync(
     images: &dyn Target,
     switches: &dyn Target,
 ) -> Result<Synced, Unread> {
-    let nb = connect(lookup, source.namespace, source.spec, fallback_token).await?;
-    let full = read(&nb, source.spec, state, source.uid, source.generation).await?;
+    let read = async {
+        let nb = connect(lookup, source.namespace, source.spec, fallback_token).await?;
+        let full = read(&nb, source.spec, state, source.uid, source.generation).await?;
+        Ok::<_, Unread>((nb, full))
+    };
+    let (nb, full) = match read.await {
+        Ok(read) => {
+            state.failed_reads = 0;
+            read
+        }
+        Err(e) => {
+            state.failed_reads = state.failed_reads.saturating_add(1);
+            return Err(e);
+        }
+    };
     tracing::debug!(source = source.name, requests = nb.requests(), full, "read Nautobot");
     let declared = state.declared(source.spec);
     let mut synced = Synced { devices: state.devices(), full, ..Default::default() };
@@ -610,6 +647,23 @@ mod tests {
                 .await;
         assert_eq!((c.deleted, c.orphaned), (0, 0));
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_sooner_backing_off_to_the_interval_or_five_minutes() {
+        let secs =
+            |interval: u64, failures: u32| retry_after(Duration::from_secs(interval), failures).as_secs();
+        let hour: Vec<u64> = (0..10).map(|n| secs(3600, n)).collect();
+        assert_eq!(hour, [3600, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        let minute: Vec<u64> = (0..6).map(|n| secs(60, n)).collect();
+        assert_eq!(minute, [60, 5, 10, 20, 40, 60]);
+        assert_eq!(secs(10, 1), 5);
+        assert_eq!(secs(10, 3), 10, "never past the interval");
+        assert_eq!(secs(3600, u32::MAX), 300, "no overflow however long Nautobot stays down");
+        let mut state = SourceState::default();
+        assert_eq!(state.next_poll(Duration::from_secs(600)), Duration::from_secs(600));
+        state.failed_reads = 2;
+        assert_eq!(state.next_poll(Duration::from_secs(600)), Duration::from_secs(10));
     }
 
     #[test]
