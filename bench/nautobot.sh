@@ -20,9 +20,10 @@
 #
 # `bench/nautobot.sh reads` measures instead REST against GraphQL for the full read
 # (tests/e2e/nautobot_reads_bench.rs, `reads`; no controller, no apiserver): the same fleet read in
-# the test process through a counting forwarder by ztp-operator's REST read, by GraphQL one query
-# per 1,000 devices, and by one GraphQL query for everything (the same fields, the same Switches and
-# OsImages declared: asserted); each with wall time, requests, bytes received and Nautobot's and
+# the test process through a counting forwarder by ztp-operator's former REST read
+# (read::full_rest), by GraphQL one query per 1,000 devices, and by ztp-operator's full read, one
+# GraphQL query for everything (read::full; the same fields, the same Switches and OsImages
+# declared: asserted); each with wall time, requests, bytes received and Nautobot's and
 # its PostgreSQL's CPU seconds, ROUNDS (2) rounds after a warm-up, one `nautobot-bench: reads:` line
 # per figure.
 #
