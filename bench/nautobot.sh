@@ -18,8 +18,18 @@
 #   * the controller's peak RSS (VmHWM, target <= 128 MiB).
 # The machine is shared and noisy: read the ratios and the CPU per device, not wall times alone.
 #
+# `bench/nautobot.sh reads` measures instead REST against GraphQL for the full read
+# (tests/e2e/nautobot_reads_bench.rs, `reads`; no controller, no apiserver): the same fleet read in
+# the test process through a counting forwarder by ztp-operator's former REST read
+# (read::full_rest), by GraphQL one query per 1,000 devices, and by ztp-operator's full read, one
+# GraphQL query for everything (read::full; the same fields, the same Switches and OsImages
+# declared: asserted); each with wall time, requests, bytes received and Nautobot's and
+# its PostgreSQL's CPU seconds, ROUNDS (2) rounds after a warm-up, one `nautobot-bench: reads:` line
+# per figure.
+#
 # Usage: bench/nautobot.sh                       DEVICES=5000 IMAGES=50 (a few minutes)
 #        DEVICES=500 IMAGES=10 bench/nautobot.sh (another fleet: its snapshot is built first)
+#        bench/nautobot.sh reads                 REST against GraphQL (a few minutes)
 # The controller is the release build (built here); the harness is the debug e2e binary. Logs (the
 # controller's, with the NautobotSource at debug, and Nautobot's uWSGI log) are copied to OUT
 # (default ${TMPDIR:-/tmp}/nautobot-bench). Exit status: the test's (non-zero when the run fails;
@@ -32,6 +42,22 @@ IMAGES="${IMAGES:-50}"
 OUT="${OUT:-${TMPDIR:-/tmp}/nautobot-bench}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOG="${TMPDIR:-/tmp}/nautobot-bench.log"
+
+if [ "${1:-}" = reads ]; then
+	echo "==> Nautobot with $DEVICES devices and $IMAGES image files; REST against GraphQL" >&2
+	LOG="${TMPDIR:-/tmp}/nautobot-bench-reads.log"
+	set +e
+	ZTP_NB_DEVICES="$DEVICES" ZTP_NB_IMAGES="$IMAGES" ZTP_NB_READ_ROUNDS="${ROUNDS:-2}" \
+		cargo test --locked --test e2e -- --ignored --exact nautobot_reads_bench::reads --nocapture >"$LOG" 2>&1
+	status=$?
+	set -e
+	grep '^nautobot-bench:' "$LOG" || true
+	if [ "$status" -ne 0 ]; then
+		echo "the benchmark failed (exit $status); the whole log: $LOG" >&2
+		tail -n 40 "$LOG" >&2
+	fi
+	exit "$status"
+fi
 
 echo "==> release build of ztp-operator" >&2
 cargo build --release --locked --bin ztp-operator >&2

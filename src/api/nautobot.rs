@@ -34,8 +34,8 @@ pub const DEFAULT_MAC_INTERFACE: &str = "eth0";
 
 /// A Nautobot inventory that declares this namespace's Switches (one per device, named for its
 /// serial number) and OsImages (one per image file of the devices' intended software). It reads
-/// Nautobot's REST API every `intervalSeconds` and creates, updates and prunes only the objects it
-/// made; hand-made objects are never touched.
+/// Nautobot every `intervalSeconds` (fully through one GraphQL query, then REST's change log) and
+/// creates, updates and prunes only the objects it made; hand-made objects are never touched.
 #[allow(clippy::duplicated_attributes)] // several `printcolumn(type_ = …)` entries are intended
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
@@ -82,7 +82,8 @@ pub struct NautobotSourceSpec {
     #[serde(default)]
     pub filter: NautobotFilter,
 
-    /// Seconds between two reads of Nautobot (10 to 86400).
+    /// Seconds between two reads of Nautobot (10 to 86400). After a failed read the next comes
+    /// sooner: 5 s, doubling, up to this or 5 minutes.
     #[serde(default = "default_interval")]
     #[schemars(range(min = 10, max = 86400))]
     pub interval_seconds: i32,

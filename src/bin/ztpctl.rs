@@ -222,12 +222,13 @@ enum Error {
     Check(#[from] CheckError),
 }
 
-/// Nautobot's error, with the flag to fix when it refused the token.
+/// Nautobot's error, with the flag to fix when it refused the token or a certificate was refused.
 fn nautobot_message(e: &NautobotError) -> String {
     match e {
         NautobotError::Refused { url, status, detail } => format!(
             "Nautobot refused the token for {url} (HTTP {status}: {detail}): check --token or NAUTOBOT_TOKEN and the token's permissions"
         ),
+        NautobotError::Untrusted { .. } => format!("{e}: give the CA that signed it with --ca-bundle FILE"),
         other => other.to_string(),
     }
 }

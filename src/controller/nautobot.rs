@@ -6,7 +6,8 @@
 //! Only what changed since the last apply is written.
 //!
 //! A failed read (Nautobot down, a wrong token, a refused filter) changes nothing in the cluster:
-//! the source turns `Stalled` with Nautobot's words and the next poll tries again. Deletes and
+//! the source turns `Stalled` with Nautobot's words and the next poll tries again, sooner than the
+//! interval (5 s, doubling, up to the interval or 5 minutes). Deletes and
 //! orphaning happen only after a read that succeeded.
 
 use std::{
@@ -157,7 +158,8 @@ async fn reconcile(source: Arc<NautobotSource>, ctx: Arc<Ctx>) -> Result<Action,
     api.patch_status(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
         .await
         .map_err(|e| Error::Status(name.clone(), e))?;
-    Ok(Action::requeue(interval))
+    // After a failed read, sooner: 5 s, doubling, up to the interval or 5 minutes.
+    Ok(Action::requeue(state.next_poll(interval)))
 }
 
 /// A kind's objects in the cluster: written through `api`, known from the metadata `cache`.

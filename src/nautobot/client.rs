@@ -1,6 +1,7 @@
 //! Nautobot's REST API over HTTP: a token, an optional CA bundle, limit/offset paging that follows
-//! `next` to its end, and errors that say what to fix. What the API returns is
-//! `docs/nautobot.md`; the objects are [`super::model`].
+//! `next` to its end, and errors that say what to fix; and its GraphQL API (`POST /api/graphql/`,
+//! [`Nautobot::graphql`]: one query, whose `errors` are a failed read even in an HTTP 200). What
+//! the API returns is `docs/nautobot.md`; the objects are [`super::model`].
 //!
 //! `next` is an absolute URL built by Nautobot from the request's Host; behind a proxy it may name
 //! another scheme or host than the one configured. Only its query (limit and offset) is taken, on
@@ -24,7 +25,13 @@ pub const PAGE_SIZE: usize = 1000;
 const MAX_PAGES: usize = 10_000;
 /// How long one request may take, connecting included.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
-/// Times a request that got no answer is sent again (a GET: safe to repeat).
+/// How long one GraphQL query may take: a full read is one query (5,000 devices take ~3 s, 50,000
+/// some 30 s on 2 cores).
+const GRAPHQL_TIMEOUT: Duration = Duration::from_secs(300);
+/// Nautobot's GraphQL endpoint, on the API base.
+const GRAPHQL: &str = "/api/graphql/";
+/// Times a request that got no answer is sent again (a GET, or a GraphQL query, which only
+/// reads: safe to repeat).
 const SEND_RETRIES: u64 = 2;
 /// Characters of an error body kept in a message.
 const BODY_IN_MESSAGE: usize = 300;
@@ -49,9 +56,18 @@ pub enum NautobotError {
     /// Any other answer than 200.
     #[error("Nautobot answered HTTP {status} for {url}: {detail}")]
     Status { url: String, status: u16, detail: String },
-    /// No answer: connection refused, TLS, timeout.
+    /// Nautobot answered over TLS with a certificate this client does not trust (signed by an
+    /// unknown CA, for another name, expired): `why` says which. Not retried.
+    #[error("Nautobot's TLS certificate at {url} is not trusted: {why}")]
+    Untrusted { url: String, why: String },
+    /// No answer: connection refused, TLS handshake, timeout.
     #[error("cannot reach Nautobot at {url}: {message}")]
     Unreachable { url: String, message: String },
+    /// A GraphQL answer holding `errors` (Nautobot answers HTTP 200 with them, e.g. for a filter
+    /// value it does not know): what Nautobot said, its messages joined. Nothing of the answer is
+    /// used.
+    #[error("Nautobot's GraphQL API refused the query at {url}: {message}")]
+    Query { url: String, message: String },
     /// An answer that is not the page Nautobot's API sends.
     #[error("Nautobot's answer for {url} is not a page of its API: {message}")]
     Malformed { url: String, message: String },
@@ -160,30 +176,60 @@ impl Nautobot {
         Ok(self.get::<Page<T>>(&url).await?.results)
     }
 
+    /// The data of the GraphQL `query`'s answer, as `T` (its fields the query's). An answer with
+    /// `errors` is [`NautobotError::Query`], whatever its `data` holds.
+    pub async fn graphql<T: DeserializeOwned>(&self, query: &str) -> Result<T, NautobotError> {
+        let url = format!("{}{GRAPHQL}", self.base);
+        let payload = serde_json::json!({ "query": query }).to_string();
+        let body = self
+            .send(&url, || {
+                self.http
+                    .post(&url)
+                    .timeout(GRAPHQL_TIMEOUT)
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(payload.clone())
+            })
+            .await?;
+        graphql_data(&url, &body)
+    }
+
     async fn get<T: DeserializeOwned>(&self, url: &str) -> Result<T, NautobotError> {
+        let body = self.send(url, || self.http.get(url)).await?;
+        serde_json::from_slice(&body)
+            .map_err(|e| NautobotError::Malformed { url: url.to_owned(), message: e.to_string() })
+    }
+
+    /// Sends the request `build` makes (again after a failure to connect: it only reads) with the
+    /// token; the body of a 200.
+    async fn send(
+        &self,
+        url: &str,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<bytes::Bytes, NautobotError> {
         let mut attempt = 0;
         let response = loop {
             self.requests.fetch_add(1, Ordering::Relaxed);
-            let sent = self
-                .http
-                .get(url)
+            let sent = build()
                 .header(header::AUTHORIZATION, self.token.clone())
                 .header(header::ACCEPT, "application/json")
                 .send()
                 .await;
-            match sent {
+            let e = match sent {
                 Ok(response) => break response,
-                // A GET is safe to repeat: a connection reset or refused for a moment (a proxy
-                // or Nautobot restarting) often succeeds on a second try.
-                Err(e) if attempt < SEND_RETRIES && !e.is_timeout() => {
-                    attempt += 1;
-                    tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
-                }
-                Err(e) => {
-                    return Err(NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) });
-                }
+                Err(e) => e,
+            };
+            // A refused certificate is refused again on a second try.
+            if let Some(c) = refused_certificate(&e) {
+                return Err(NautobotError::Untrusted { url: url.to_owned(), why: certificate_problem(c) });
             }
+            // A read is safe to repeat: a connection reset or refused for a moment (a proxy or
+            // Nautobot restarting) often succeeds on a second try.
+            if attempt >= SEND_RETRIES || e.is_timeout() {
+                return Err(NautobotError::Unreachable { url: url.to_owned(), message: error_chain(&e) });
+            }
+            attempt += 1;
+            tracing::debug!(url, attempt, error = %error_chain(&e), "Nautobot request failed; retrying");
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
         };
         let status = response.status();
         let body = response
@@ -193,17 +239,58 @@ impl Nautobot {
         if status != StatusCode::OK {
             return Err(refusal(url, status, &body));
         }
-        serde_json::from_slice(&body)
-            .map_err(|e| NautobotError::Malformed { url: url.to_owned(), message: e.to_string() })
+        Ok(body)
     }
+}
+
+/// The `data` of a GraphQL answer as `T`; its `errors`, when it has any, as
+/// [`NautobotError::Query`] (read first: `data` then holds `null`s that `T` may not take).
+fn graphql_data<T: DeserializeOwned>(url: &str, body: &[u8]) -> Result<T, NautobotError> {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        #[serde(default)]
+        errors: Option<Vec<serde_json::Value>>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Data<T> {
+        data: Option<T>,
+    }
+    let malformed = |message: String| NautobotError::Malformed {
+        url: url.to_owned(),
+        message: format!("GraphQL: {message}"),
+    };
+    let errors = serde_json::from_slice::<Errors>(body).map_err(|e| malformed(e.to_string()))?.errors;
+    if let Some(errors) = errors.filter(|e| !e.is_empty()) {
+        return Err(NautobotError::Query { url: url.to_owned(), message: error_messages(&errors) });
+    }
+    match serde_json::from_slice::<Data<T>>(body).map_err(|e| malformed(e.to_string()))?.data {
+        Some(data) => Ok(data),
+        None => Err(malformed("no data and no errors".to_owned())),
+    }
+}
+
+/// GraphQL errors' `message`s (each error whole when it has none), joined, cut to
+/// [`BODY_IN_MESSAGE`].
+fn error_messages(errors: &[serde_json::Value]) -> String {
+    let messages: Vec<String> = errors
+        .iter()
+        .map(|e| match e.get("message").and_then(|m| m.as_str()) {
+            Some(m) => m.to_owned(),
+            None => e.to_string(),
+        })
+        .collect();
+    messages.join("; ").chars().take(BODY_IN_MESSAGE).collect()
 }
 
 /// The error for a non-200 answer: its `detail` (or the body's start) as Nautobot said it.
 fn refusal(url: &str, status: StatusCode, body: &[u8]) -> NautobotError {
     let detail = match serde_json::from_slice::<serde_json::Value>(body) {
-        Ok(serde_json::Value::Object(o)) => match o.get("detail").and_then(|d| d.as_str()) {
-            Some(d) => d.to_owned(),
-            None => serde_json::Value::Object(o).to_string(),
+        Ok(serde_json::Value::Object(o)) => match (o.get("detail").and_then(|d| d.as_str()), o.get("errors"))
+        {
+            (Some(d), _) => d.to_owned(),
+            // A GraphQL query Nautobot's schema refuses: 400 with its `errors`.
+            (None, Some(serde_json::Value::Array(errors))) if !errors.is_empty() => error_messages(errors),
+            _ => serde_json::Value::Object(o).to_string(),
         },
         _ => String::from_utf8_lossy(body).trim().to_owned(),
     };
@@ -212,6 +299,40 @@ fn refusal(url: &str, status: StatusCode, body: &[u8]) -> NautobotError {
     match status {
         401 | 403 => NautobotError::Refused { url, status, detail },
         _ => NautobotError::Status { url, status, detail },
+    }
+}
+
+/// The certificate error rustls refused the server's certificate with, somewhere in `e`'s sources.
+/// reqwest hands it over inside two `io::Error`s (the connector's, tokio-rustls's), whose
+/// `source()` skips what they wrap: each is opened.
+fn refused_certificate<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::CertificateError> {
+    let mut cur = Some(e);
+    while let Some(e) = cur {
+        let mut inner: &(dyn std::error::Error + 'static) = e;
+        while let Some(wrapped) = inner.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()) {
+            inner = wrapped;
+        }
+        if let Some(rustls::Error::InvalidCertificate(c)) = inner.downcast_ref::<rustls::Error>() {
+            return Some(c);
+        }
+        cur = e.source();
+    }
+    None
+}
+
+/// What is wrong with a refused certificate, in words a reader can act on (rustls's name of it in
+/// parentheses).
+fn certificate_problem(c: &rustls::CertificateError) -> String {
+    use rustls::CertificateError as C;
+    match c {
+        C::UnknownIssuer => "it is not signed by a CA this client trusts (UnknownIssuer)".to_owned(),
+        C::BadSignature => "its signature does not match the CA's (BadSignature)".to_owned(),
+        C::Expired | C::ExpiredContext { .. } => format!("it has expired ({c})"),
+        C::NotValidYet | C::NotValidYetContext { .. } => format!("it is not valid yet ({c})"),
+        C::NotValidForName | C::NotValidForNameContext { .. } => {
+            format!("it is not for the URL's host name ({c})")
+        }
+        other => other.to_string(),
     }
 }
 
@@ -289,6 +410,119 @@ mod tests {
         assert_eq!(e.to_string(), r#"Nautobot answered HTTP 400 for u: {"bogus":["Unknown filter field"]}"#);
         let e = refusal("u", StatusCode::BAD_GATEWAY, &b"x".repeat(1000));
         assert!(matches!(&e, NautobotError::Status { detail, .. } if detail.len() == BODY_IN_MESSAGE));
+    }
+
+    #[test]
+    fn graphql_errors_are_a_failed_read_whatever_data_holds() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Lists {
+            devices: Vec<serde_json::Value>,
+        }
+        // Nautobot 3.2.7's answer (HTTP 200) for a role it does not know.
+        let body = br#"{"errors": [{"message": "{'role': ['Select a valid choice. x is not one of the available choices.']}", "locations": [{"line": 1, "column": 3}], "path": ["devices"]}], "data": {"devices": null}}"#;
+        let e = graphql_data::<Lists>("u", body).expect_err("errors");
+        assert_eq!(
+            e,
+            NautobotError::Query {
+                url: "u".into(),
+                message: "{'role': ['Select a valid choice. x is not one of the available choices.']}".into()
+            }
+        );
+        assert!(e.to_string().starts_with("Nautobot's GraphQL API refused the query at u: {'role'"), "{e}");
+        // Errors beside complete data: still failed.
+        let body = br#"{"data": {"devices": []}, "errors": [{"message": "a"}, {"message": "b"}]}"#;
+        assert!(
+            matches!(graphql_data::<Lists>("u", body), Err(NautobotError::Query { message, .. }) if message == "a; b")
+        );
+        // No errors (absent, null or empty): the data.
+        for body in [
+            &br#"{"data": {"devices": [{"id": "d1"}]}}"#[..],
+            br#"{"data": {"devices": [{"id": "d1"}]}, "errors": null}"#,
+            br#"{"errors": [], "data": {"devices": [{"id": "d1"}]}}"#,
+        ] {
+            assert_eq!(graphql_data::<Lists>("u", body).expect("data").devices.len(), 1);
+        }
+        // Not an answer of Nautobot's: a proxy's `{}`, a list missing, HTML.
+        for body in [
+            &b"{}"[..],
+            br#"{"data": null}"#,
+            br#"{"data": {}}"#,
+            br#"{"data": {"devices": null}}"#,
+            b"<html>",
+        ] {
+            assert!(
+                matches!(graphql_data::<Lists>("u", body), Err(NautobotError::Malformed { .. })),
+                "{}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        // A query the schema refuses: HTTP 400 with `errors`.
+        let e = refusal(
+            "u",
+            StatusCode::BAD_REQUEST,
+            br#"{"errors": [{"message": "Cannot query field 'x' on type 'DeviceType'."}]}"#,
+        );
+        assert_eq!(
+            e.to_string(),
+            "Nautobot answered HTTP 400 for u: Cannot query field 'x' on type 'DeviceType'."
+        );
+    }
+
+    #[test]
+    fn a_refused_certificate_is_found_inside_the_io_error_tls_wraps_it_in() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("client error (Connect)")]
+        struct Connect(#[source] std::io::Error);
+        let refused =
+            |c| std::io::Error::new(std::io::ErrorKind::InvalidData, rustls::Error::InvalidCertificate(c));
+        let e = Connect(refused(rustls::CertificateError::UnknownIssuer));
+        let c = refused_certificate(&e).expect("the certificate error");
+        assert_eq!(certificate_problem(c), "it is not signed by a CA this client trusts (UnknownIssuer)");
+        let e = Connect(refused(rustls::CertificateError::NotValidForName));
+        let c = refused_certificate(&e).expect("the certificate error");
+        assert!(
+            certificate_problem(c).starts_with("it is not for the URL's host name"),
+            "{}",
+            certificate_problem(c)
+        );
+        let e = Connect(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused"));
+        assert_eq!(refused_certificate(&e), None);
+    }
+
+    /// A TLS server on loopback for one handshake, its certificate self-signed for 127.0.0.1
+    /// (no CA trusts it); its URL and its certificate's PEM.
+    async fn tls_server() -> (String, String) {
+        use tokio_rustls::rustls::{
+            ServerConfig,
+            pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer},
+        };
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .and_then(|p| p.self_signed(&key))
+            .expect("certificate");
+        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let config = ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(cert.der().to_vec())], der)
+            .expect("TLS config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let url = format!("https://127.0.0.1:{}", listener.local_addr().expect("addr").port());
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let _ = acceptor.accept(stream).await;
+            }
+        });
+        (url, cert.pem())
+    }
+
+    #[tokio::test]
+    async fn a_certificate_no_trusted_ca_signed_is_untrusted_not_unreachable() {
+        let (url, _) = tls_server().await;
+        let nb = Nautobot::new(&url, "t", None).expect("client");
+        let e = nb.first::<serde_json::Value>("/api/dcim/devices/", 1, &[]).await.expect_err("refused");
+        assert!(matches!(&e, NautobotError::Untrusted { why, .. } if why.contains("UnknownIssuer")), "{e}");
+        assert_eq!(nb.requests(), 1, "a refused certificate is not tried again");
     }
 
     #[test]

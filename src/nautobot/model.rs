@@ -1,7 +1,8 @@
 //! Nautobot's REST objects as 3.2.7 returns them at depth 0 (see `docs/nautobot.md`), only the
 //! fields ztp-operator reads. Tolerant: unknown fields are ignored, and every field Nautobot may
 //! leave out or send as `null` is an `Option` or defaults to empty, so a newer Nautobot that adds
-//! fields, or a blank value, is not a parse error.
+//! fields, or a blank value, is not a parse error. The full read's GraphQL query asks for these
+//! fields under the same names (`read::full_query`), so its answer parses into the same types.
 
 use std::collections::BTreeMap;
 

@@ -36,6 +36,11 @@ use crate::{
 
 /// A full read at least this often, besides the change log.
 pub const FULL_READ_EVERY: Duration = Duration::from_secs(3600);
+/// The first poll after a failed read comes this soon; each further failure doubles it, up to
+/// [`MAX_RETRY`] or the source's interval, whichever is shorter ([`retry_after`]).
+pub const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// The longest wait after a failed read (an interval of an hour is not waited after a failure).
+pub const MAX_RETRY: Duration = Duration::from_secs(300);
 /// Clashes named in the `Conflict` condition; the rest are counted.
 const NAMED_CLASHES: usize = 10;
 
@@ -51,6 +56,19 @@ pub struct SourceState {
     /// The digest last applied per object name (of what this process applied).
     pub switches: BTreeMap<String, u64>,
     pub images: BTreeMap<String, u64>,
+    /// Syncs in a row that did not read Nautobot (the next poll comes sooner: [`retry_after`]).
+    failed_reads: u32,
+}
+
+/// When to poll again after a sync: `interval` after a read, sooner after `failed_reads` failed
+/// reads in a row: [`FIRST_RETRY`] (5 s), doubling at each failure, never past `interval` nor
+/// [`MAX_RETRY`] (5 min).
+pub fn retry_after(interval: Duration, failed_reads: u32) -> Duration {
+    if failed_reads == 0 {
+        return interval;
+    }
+    let doublings = (failed_reads - 1).min(16);
+    FIRST_RETRY.saturating_mul(1 << doublings).min(MAX_RETRY).min(interval)
 }
 
 /// Why a sync did not read Nautobot (nothing changed): the condition's reason and message.
@@ -113,7 +131,7 @@ pub async fn read(
     uid: &str,
     generation: Option<i64>,
 ) -> Result<bool, Unread> {
-    let unread = |e: NautobotError| Unread { reason: "NautobotError", message: e.to_string() };
+    let unread = |e: NautobotError| unread(e, spec);
     let same = state.identity.0 == uid && state.identity.1 == generation;
     let fresh = same && state.full_read_at.is_some_and(|at| at.elapsed() < FULL_READ_EVERY);
     if fresh {
@@ -135,6 +153,22 @@ pub async fn read(
     Ok(true)
 }
 
+/// The condition after a failed read: Nautobot's error, and for a certificate it refused, where
+/// the CAs it trusts come from.
+fn unread(e: NautobotError, spec: &NautobotSourceSpec) -> Unread {
+    let message = match (&e, &spec.ca_bundle_ref) {
+        (NautobotError::Untrusted { .. }, Some(r)) => format!(
+            "{e}: the CA that signed it belongs in the CA bundle caBundleRef names (ConfigMap {}, key {})",
+            r.name, r.key
+        ),
+        (NautobotError::Untrusted { .. }, None) => format!(
+            "{e}: only the system's CAs are trusted; set caBundleRef to a ConfigMap key holding the CA that signed it"
+        ),
+        _ => e.to_string(),
+    };
+    Unread { reason: "NautobotError", message }
+}
+
 impl SourceState {
     /// What the inventory read declares.
     pub fn declared(&self, spec: &NautobotSourceSpec) -> Desired {
@@ -144,6 +178,12 @@ impl SourceState {
     /// Devices in the inventory.
     pub fn devices(&self) -> usize {
         self.inventory.devices.len()
+    }
+
+    /// When to poll again, for a source polled every `interval`: [`retry_after`] the failed reads
+    /// in a row so far.
+    pub fn next_poll(&self, interval: Duration) -> Duration {
+        retry_after(interval, self.failed_reads)
     }
 }
 
@@ -172,8 +212,21 @@ pub async fn sync(
     images: &dyn Target,
     switches: &dyn Target,
 ) -> Result<Synced, Unread> {
-    let nb = connect(lookup, source.namespace, source.spec, fallback_token).await?;
-    let full = read(&nb, source.spec, state, source.uid, source.generation).await?;
+    let read = async {
+        let nb = connect(lookup, source.namespace, source.spec, fallback_token).await?;
+        let full = read(&nb, source.spec, state, source.uid, source.generation).await?;
+        Ok::<_, Unread>((nb, full))
+    };
+    let (nb, full) = match read.await {
+        Ok(read) => {
+            state.failed_reads = 0;
+            read
+        }
+        Err(e) => {
+            state.failed_reads = state.failed_reads.saturating_add(1);
+            return Err(e);
+        }
+    };
     tracing::debug!(source = source.name, requests = nb.requests(), full, "read Nautobot");
     let declared = state.declared(source.spec);
     let mut synced = Synced { devices: state.devices(), full, ..Default::default() };
@@ -594,6 +647,50 @@ mod tests {
                 .await;
         assert_eq!((c.deleted, c.orphaned), (0, 0));
         assert!(failures.is_empty(), "{failures:?}");
+    }
+
+    #[test]
+    fn a_failed_read_is_retried_sooner_backing_off_to_the_interval_or_five_minutes() {
+        let secs =
+            |interval: u64, failures: u32| retry_after(Duration::from_secs(interval), failures).as_secs();
+        let hour: Vec<u64> = (0..10).map(|n| secs(3600, n)).collect();
+        assert_eq!(hour, [3600, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        let minute: Vec<u64> = (0..6).map(|n| secs(60, n)).collect();
+        assert_eq!(minute, [60, 5, 10, 20, 40, 60]);
+        assert_eq!(secs(10, 1), 5);
+        assert_eq!(secs(10, 3), 10, "never past the interval");
+        assert_eq!(secs(3600, u32::MAX), 300, "no overflow however long Nautobot stays down");
+        let mut state = SourceState::default();
+        assert_eq!(state.next_poll(Duration::from_secs(600)), Duration::from_secs(600));
+        state.failed_reads = 2;
+        assert_eq!(state.next_poll(Duration::from_secs(600)), Duration::from_secs(10));
+    }
+
+    #[test]
+    fn a_refused_certificate_says_where_the_trusted_cas_come_from() {
+        let refused = || NautobotError::Untrusted {
+            url: "https://nb/api/dcim/devices/".into(),
+            why: "it is not signed by a CA this client trusts (UnknownIssuer)".into(),
+        };
+        let mut spec: NautobotSourceSpec = serde_json::from_value(
+            json!({"url": "https://nb", "tokenSecretRef": {"name": "nb", "key": "token"}}),
+        )
+        .expect("spec");
+        let u = unread(refused(), &spec);
+        assert_eq!(u.reason, "NautobotError");
+        assert!(
+            u.message.starts_with(
+                "Nautobot's TLS certificate at https://nb/api/dcim/devices/ is not trusted: it is not signed"
+            ),
+            "{}",
+            u.message
+        );
+        assert!(u.message.ends_with("only the system's CAs are trusted; set caBundleRef to a ConfigMap key holding the CA that signed it"), "{}", u.message);
+        spec.ca_bundle_ref = Some(crate::api::content::KeyRef { name: "nb-ca".into(), key: "ca.crt".into() });
+        let u = unread(refused(), &spec);
+        assert!(u.message.ends_with("caBundleRef names (ConfigMap nb-ca, key ca.crt)"), "{}", u.message);
+        let down = NautobotError::Unreachable { url: "u".into(), message: "refused".into() };
+        assert_eq!(unread(down, &spec).message, "cannot reach Nautobot at u: refused");
     }
 
     fn condition(s: &NautobotSourceStatus, t: ConditionType) -> (String, String) {

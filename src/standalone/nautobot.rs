@@ -267,7 +267,8 @@ fn key_of_file(file: &str) -> Option<String> {
     Some(format!("{ns}/{name}"))
 }
 
-/// One source: a sync every `intervalSeconds` (once with `once`), its mirror written after each.
+/// One source: a sync every `intervalSeconds` (sooner after a failed read: [`SourceState::next_poll`];
+/// once with `once`), its mirror written after each.
 async fn follow_one(
     key: String,
     source: Arc<NautobotSource>,
@@ -325,7 +326,8 @@ async fn follow_one(
         if once {
             return;
         }
-        tokio::time::sleep(interval).await;
+        // After a failed read, sooner: 5 s, doubling, up to the interval or 5 minutes.
+        tokio::time::sleep(state.next_poll(interval)).await;
     }
 }
 

@@ -18,6 +18,7 @@ mod kstatus;
 mod nautobot;
 mod nautobot_bench;
 mod nautobot_check;
+mod nautobot_reads_bench;
 mod openapi;
 mod pipeline;
 mod profile_health;

@@ -8,10 +8,11 @@
 
 use std::{
     collections::BTreeMap,
+    net::Ipv4Addr,
     time::{Duration, Instant},
 };
 
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{
     ResourceExt,
     api::{Api, ListParams, Patch, PatchParams, PostParams},
@@ -31,7 +32,9 @@ use ztp_operator::{
 use crate::support::{
     self,
     controller::{is_ready, start_controller, wait_for},
+    forward::{Forwarder, Options},
     nautobot::{Nautobot, SonicFleet},
+    pki::Pki,
     store::{Backend, TestStore},
 };
 
@@ -298,4 +301,186 @@ async fn a_source_keeps_switches_and_images_as_nautobot_says() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     assert!(sw_api.get_opt(&hand_name).await.expect("get").is_some(), "the hand-made one stays");
+}
+
+/// The source `dc1` of `spec` (the fields a test sets beside url and token).
+fn source_of(url: &str, spec: serde_json::Value) -> NautobotSource {
+    let mut all = json!({"url": url, "tokenSecretRef": {"name": "nautobot", "key": "token"}});
+    all.as_object_mut().expect("object").extend(spec.as_object().expect("object").clone());
+    serde_json::from_value(json!({
+        "apiVersion": "ztp.netops.dev/v1alpha1", "kind": "NautobotSource", "metadata": {"name": "dc1"},
+        "spec": all,
+    }))
+    .expect("source")
+}
+
+async fn token_secret(client: &kube::Client, ns: &str, token: &str) {
+    let secret: Secret = serde_json::from_value(json!({"apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "nautobot"}, "stringData": {"token": token}}))
+    .expect("secret");
+    Api::<Secret>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("create Secret");
+}
+
+/// Every Switch and OsImage of the namespace with its resourceVersion.
+async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, Option<String>> {
+    let lp = ListParams::default();
+    let switches = Api::<Switch>::namespaced(client.clone(), ns).list(&lp).await.expect("list Switches");
+    let images = Api::<OsImage>::namespaced(client.clone(), ns).list(&lp).await.expect("list OsImages");
+    let switches =
+        switches.items.into_iter().map(|s| (format!("Switch/{}", s.name_any()), s.resource_version()));
+    let images =
+        images.items.into_iter().map(|i| (format!("OsImage/{}", i.name_any()), i.resource_version()));
+    switches.chain(images).collect()
+}
+
+/// The full read: its one GraphQL query.
+fn graphql(target: &str) -> bool {
+    target == "/api/graphql/"
+}
+
+/// The incremental read's second step: devices read again by id (after the change log named them).
+fn device_reread(target: &str) -> bool {
+    target.split_once('?').is_some_and(|(path, query)| {
+        path == "/api/dcim/devices/" && query.split('&').any(|p| p.starts_with("id="))
+    })
+}
+
+fn last_sync(s: &NautobotSource) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    s.status.as_ref().and_then(|st| st.last_sync_time.clone())
+}
+
+/// Nautobot's web server stopped in the middle of a read changes nothing: a forwarder between the
+/// controller and Nautobot holds one request of a read, and the test stops Nautobot's web server
+/// (for real: `scripts/nautobot stop-web`) before it lets the request go on.
+///
+/// 1. The first sync (a full read: one GraphQL query) cut off that way creates no Switch and no
+///    OsImage; the source is `Stalled` (`Ready=False`) with Nautobot's error and has no
+///    `lastSyncTime`. Nautobot back: the next poll creates all.
+/// 2. After that sync a device is deleted in Nautobot, and the incremental read that follows is
+///    cut off half-way: the change log naming the deletion is read, the device's read by id (which
+///    would find it gone) is held and Nautobot stopped. No object is created, changed or deleted
+///    (its Switch included: `prune: Delete`), `lastSyncTime` and the change-log cursor stay (the
+///    deletion is not taken as read). Nautobot back: the next read prunes the device's Switch.
+#[tokio::test]
+async fn nautobot_stopped_in_the_middle_of_a_read_changes_nothing() {
+    let t = support::kube_test("nautobot-cut").await;
+    let store = TestStore::new(Backend::Fs, "nautobot-cut").await;
+    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    // Eight devices: sw-00002 and sw-00006 are SONiC, pinned to served images.
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("cut", 8, 71).await;
+    let fwd = Forwarder::start(&nb.url, Options::default()).await;
+    token_secret(&client, &ns, &nb.token).await;
+    let sources: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
+    let _controller = start_controller(&t, &store);
+
+    // 1. The first sync, its full read cut off.
+    let mut held = fwd.hold(graphql);
+    let spec = json!({"intervalSeconds": 10, "prune": "Delete"});
+    sources.create(&PostParams::default(), &source_of(&fwd.url, spec)).await.expect("create source");
+    let query = held.arrived(Duration::from_secs(60)).await;
+    nb.stop_web().await;
+    held.release();
+    let down = wait_source(&sources, "Stalled after the cut-off read", |s| is(s, "Stalled", "True")).await;
+    let (_, reason, message) = condition(&down, "Stalled").expect("Stalled");
+    println!("held {query}; then Stalled ({reason}): {message}");
+    assert_eq!(reason, "NautobotError");
+    assert!(message.contains(&format!("cannot reach Nautobot at {}/api/", fwd.url)), "{message}");
+    assert_eq!(condition(&down, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(last_sync(&down), None, "no sync succeeded");
+    assert_eq!(versions(&client, &ns).await, BTreeMap::new(), "no Switch or OsImage made");
+    nb.start_web().await;
+    let up = wait_source(&sources, "Ready once Nautobot is back", |s| is(s, "Ready", "True")).await;
+    let st = up.status.clone().expect("status");
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((8, 8)), "{st:#?}");
+    assert!(is(&up, "Stalled", "False"));
+
+    // 2. A device leaves Nautobot; the incremental read that follows is cut off after the change
+    //    log: nothing is pruned.
+    let before = versions(&client, &ns).await;
+    let gone = format!("Switch/{}", for_serial("SN00008"));
+    assert!(before.contains_key(&gone), "{before:?}");
+    let mut held = fwd.hold(device_reread);
+    nb.fleet(&["delete", "sw-00008"]).await;
+    let reread = held.arrived(Duration::from_secs(60)).await;
+    let requests = fwd.requests();
+    let log = requests.iter().rev().nth(1).cloned().unwrap_or_default();
+    assert!(log.starts_with("/api/extras/object-changes/?"), "the change log came first: {requests:?}");
+    // The status as the held sync found it (the controller runs one sync of a source at a time).
+    let cut_from = sources.get("dc1").await.expect("get source");
+    nb.stop_web().await;
+    held.release();
+    let down =
+        wait_source(&sources, "Stalled after the cut-off incremental read", |s| is(s, "Stalled", "True"))
+            .await;
+    let (_, _, message) = condition(&down, "Stalled").expect("Stalled");
+    println!("held {reread} after {log}; then Stalled: {message}");
+    assert!(message.contains("cannot reach Nautobot"), "{message}");
+    assert_eq!(last_sync(&down), last_sync(&cut_from), "the last successful sync stays");
+    let (was, is_now) = (cut_from.status.expect("status"), down.status.clone().expect("status"));
+    assert_eq!(is_now.cursor, was.cursor, "the change log's cursor does not move past the deletion");
+    assert_eq!(is_now.switches, was.switches);
+    assert_eq!(versions(&client, &ns).await, before, "nothing created, changed or deleted");
+    nb.start_web().await;
+    let pruned = wait_source(&sources, "Ready with the device pruned", |s| {
+        is(s, "Ready", "True")
+            && s.status.as_ref().and_then(|st| st.switches.as_ref()).is_some_and(|c| c.total == 7)
+    })
+    .await;
+    assert!(is(&pruned, "Stalled", "False"));
+    let after = versions(&client, &ns).await;
+    assert!(!after.contains_key(&gone), "a complete read prunes: {after:?}");
+    assert_eq!(after.len(), before.len() - 1, "only the deleted device's Switch went: {after:?}");
+}
+
+/// Nautobot over HTTPS (a TLS-terminating forwarder in front of it, its certificate from a test
+/// CA): a `caBundleRef` ConfigMap holding another CA is a `Stalled` source whose message says the
+/// certificate is not trusted and where the CA bundle comes from, with nothing made; the right
+/// CA in the ConfigMap makes the next poll `Ready` with the Switches.
+#[tokio::test]
+async fn a_wrong_ca_for_nautobot_over_https_is_a_clear_stalled() {
+    let t = support::kube_test("nautobot-ca").await;
+    let store = TestStore::new(Backend::Fs, "nautobot-ca").await;
+    let (client, ns) = (t.client.clone(), t.namespace.clone());
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("ca", 4, 61).await;
+    let pki = tempfile::tempdir().expect("tempdir");
+    let (right, wrong) = (pki.path().join("right"), pki.path().join("wrong"));
+    std::fs::create_dir_all(&right).and_then(|()| std::fs::create_dir_all(&wrong)).expect("mkdir");
+    let (right, wrong) = (Pki::new(&right, "nautobot-test-ca"), Pki::new(&wrong, "another-ca"));
+    let tls = right.serving("nautobot", &["localhost"], &[Ipv4Addr::LOCALHOST]);
+    let fwd = Forwarder::start(&nb.url, Options { tls: Some(tls), ..Default::default() }).await;
+    assert!(fwd.url.starts_with("https://"));
+    token_secret(&client, &ns, &nb.token).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let bundle = |pem: &str| -> ConfigMap {
+        serde_json::from_value(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "nautobot-ca"}, "data": {"ca.crt": pem}}))
+        .expect("ConfigMap")
+    };
+    config_maps.create(&PostParams::default(), &bundle(&wrong.ca_pem)).await.expect("create ConfigMap");
+    let sources: Api<NautobotSource> = Api::namespaced(client.clone(), &ns);
+    let _controller = start_controller(&t, &store);
+    let spec = json!({"intervalSeconds": 10, "caBundleRef": {"name": "nautobot-ca", "key": "ca.crt"}});
+    sources.create(&PostParams::default(), &source_of(&fwd.url, spec)).await.expect("create source");
+
+    let refused = wait_source(&sources, "Stalled on a wrong CA", |s| is(s, "Stalled", "True")).await;
+    let (_, reason, message) = condition(&refused, "Stalled").expect("Stalled");
+    println!("a wrong CA: Stalled ({reason}): {message}");
+    assert_eq!(reason, "NautobotError");
+    assert!(message.contains(&fwd.url), "{message}");
+    assert!(message.starts_with(&format!("Nautobot's TLS certificate at {}/api/", fwd.url)), "{message}");
+    assert!(message.contains("is not trusted: it is not signed by a CA this client trusts"), "{message}");
+    assert!(message.contains("caBundleRef names (ConfigMap nautobot-ca, key ca.crt)"), "{message}");
+    assert_eq!(condition(&refused, "Ready").map(|c| c.0).as_deref(), Some("False"));
+    assert_eq!(versions(&client, &ns).await, BTreeMap::new(), "nothing made");
+    assert!(fwd.requests().is_empty(), "no request got through TLS: {:?}", fwd.requests());
+
+    let fixed = json!({"data": {"ca.crt": right.ca_pem}});
+    config_maps.patch("nautobot-ca", &PatchParams::default(), &Patch::Merge(&fixed)).await.expect("patch");
+    let ready = wait_source(&sources, "Ready with the right CA", |s| is(s, "Ready", "True")).await;
+    let st = ready.status.expect("status");
+    assert_eq!(st.switches.as_ref().map(|c| (c.total, c.created)), Some((4, 4)), "{st:#?}");
+    assert_eq!(switches(&Api::namespaced(client.clone(), &ns)).await.len(), 4);
 }

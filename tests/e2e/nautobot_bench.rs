@@ -68,7 +68,7 @@ fn ppid_of(pid: u32) -> Option<u32> {
 
 /// CPU seconds of a process and its direct children (uWSGI's workers, PostgreSQL's backends),
 /// those that ended included (their time is in the parent's cutime + cstime).
-fn tree_cpu(root: u32) -> f64 {
+pub(crate) fn tree_cpu(root: u32) -> f64 {
     let pids: Vec<u32> = std::fs::read_dir("/proc")
         .map(|d| d.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();

@@ -6,6 +6,7 @@
 //! down still serving what the mirror holds.
 
 use std::{
+    net::Ipv4Addr,
     path::Path,
     process::Output,
     time::{Duration, Instant},
@@ -14,7 +15,13 @@ use std::{
 use serde_json::Value;
 use ztp_operator::{nautobot::image_name, switch::name::for_serial};
 
-use crate::support::{self, binaries, nautobot::SonicFleet, procs};
+use crate::support::{
+    self, binaries,
+    forward::{Forwarder, Options},
+    nautobot::SonicFleet,
+    pki::Pki,
+    procs,
+};
 
 const SOURCE: &str = "apiVersion: ztp.netops.dev/v1alpha1
 kind: NautobotSource
@@ -199,4 +206,57 @@ async fn standalone_follows_a_nautobot_source_as_the_controller_does() {
     assert_eq!(image_phase(&data, &repinned).as_deref(), Some("Ready"), "{text}");
     assert!(data.join(format!("sonic/{other_version}/{other_file}")).exists());
     assert_eq!(mirror(&data)["switches"], before["switches"]);
+}
+
+/// A ConfigMap document of the folder holding `pem` under `ca.crt`.
+fn ca_yaml(pem: &str) -> String {
+    let indented: String = pem.lines().map(|l| format!("    {l}\n")).collect();
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: nautobot-ca}}\ndata:\n  ca.crt: |\n{indented}"
+    )
+}
+
+/// Nautobot over HTTPS in standalone (a TLS-terminating forwarder in front of it, its certificate
+/// from a test CA): the folder's CA ConfigMap holding another CA fails the run with the source
+/// Stalled, saying the certificate is not trusted and which ConfigMap the CA comes from, and
+/// nothing mirrored; the right CA in it syncs the Switches.
+#[tokio::test]
+async fn standalone_says_a_wrong_ca_for_nautobot_and_syncs_with_the_right_one() {
+    let _guard = support::guard("standalone-nautobot-ca");
+    let SonicFleet { nb, src: _src, .. } = SonicFleet::start("standalone-ca", 4, 93).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (right, wrong) = (dir.path().join("right-ca"), dir.path().join("wrong-ca"));
+    std::fs::create_dir_all(&right).and_then(|()| std::fs::create_dir_all(&wrong)).expect("mkdir");
+    let (right, wrong) = (Pki::new(&right, "nautobot-test-ca"), Pki::new(&wrong, "another-ca"));
+    let tls = right.serving("nautobot", &["localhost"], &[Ipv4Addr::LOCALHOST]);
+    let fwd = Forwarder::start(&nb.url, Options { tls: Some(tls), ..Default::default() }).await;
+
+    let (m, data) = (dir.path().join("manifests"), dir.path().join("data"));
+    std::fs::create_dir_all(&m).expect("mkdir");
+    let source = SOURCE.replace("URL", &fwd.url).replace(
+        "  tokenSecretRef: {name: nautobot, key: token}\n",
+        "  tokenSecretRef: {name: nautobot, key: token}\n  caBundleRef: {name: nautobot-ca, key: ca.crt}\n",
+    );
+    std::fs::write(m.join("source.yaml"), source).expect("write source");
+    std::fs::write(m.join("ca.yaml"), ca_yaml(&wrong.ca_pem)).expect("write ConfigMap");
+    let (out, text) = once(&m, &data, &[("NAUTOBOT_TOKEN", &nb.token)]).await;
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let said = format!(
+        "nautobotsource default/dc1: not ready (Stalled, NautobotError): Nautobot's TLS certificate at {}/api/",
+        fwd.url
+    );
+    assert!(text.contains(&said), "{text}");
+    assert!(text.contains("is not trusted: it is not signed by a CA this client trusts"), "{text}");
+    assert!(text.contains("caBundleRef names (ConfigMap nautobot-ca, key ca.crt)"), "{text}");
+    let mirrored = std::fs::read(data.join(".status/nautobot/default.dc1.json")).ok();
+    let switches =
+        mirrored.and_then(|b| serde_json::from_slice::<Value>(&b).ok()).map(|v| v["switches"].clone());
+    assert!(switches.as_ref().is_none_or(|s| s.as_object().is_none_or(|o| o.is_empty())), "{switches:?}");
+    assert!(fwd.requests().is_empty(), "no request got through TLS: {:?}", fwd.requests());
+
+    std::fs::write(m.join("ca.yaml"), ca_yaml(&right.ca_pem)).expect("write ConfigMap");
+    let (out, text) = once(&m, &data, &[("NAUTOBOT_TOKEN", &nb.token)]).await;
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("nautobotsource default/dc1: Ready: 4 Switches and "), "{text}");
+    assert_eq!(mirror(&data)["switches"].as_object().map(|o| o.len()), Some(4));
 }

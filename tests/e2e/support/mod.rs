@@ -20,6 +20,7 @@ pub mod controller;
 pub mod controlplane;
 pub mod deployment;
 pub mod events;
+pub mod forward;
 pub mod image;
 pub mod kstatus;
 pub mod lab;

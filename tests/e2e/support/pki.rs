@@ -28,6 +28,17 @@ pub struct Token<'a> {
     pub group: &'a str,
 }
 
+fn serving_params(common_name: &str, names: &[&str], addresses: &[Ipv4Addr]) -> CertificateParams {
+    let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+        .expect("serving params");
+    for a in addresses {
+        params.subject_alt_names.push(SanType::IpAddress((*a).into()));
+    }
+    params.distinguished_name.push(DnType::CommonName, common_name);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params
+}
+
 fn write(path: &Path, contents: &str) {
     std::fs::write(path, contents).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
 }
@@ -53,14 +64,15 @@ impl Pki {
     /// The apiserver's serving certificate `apiserver.crt` / `apiserver.key` for these names and
     /// addresses.
     pub fn apiserver(&self, names: &[&str], addresses: &[Ipv4Addr]) {
-        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
-            .expect("serving params");
-        for a in addresses {
-            params.subject_alt_names.push(SanType::IpAddress((*a).into()));
-        }
-        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        self.sign("apiserver", params);
+        self.sign("apiserver", serving_params("kube-apiserver", names, addresses));
+    }
+
+    /// A serving certificate for these names and addresses, named `common_name`, signed by this
+    /// CA and written nowhere: its PEM and its key's PEM.
+    pub fn serving(&self, common_name: &str, names: &[&str], addresses: &[Ipv4Addr]) -> (String, String) {
+        let key = KeyPair::generate().expect("key");
+        let cert = serving_params(common_name, names, addresses).signed_by(&key, &self.issuer).expect("sign");
+        (cert.pem(), key.serialize_pem())
     }
 
     /// A client certificate `{file}.crt` / `{file}.key` for user `user` in group `group`.
