@@ -81,7 +81,10 @@ pub async fn run(
     for (n, listener) in listeners.into_iter().enumerate() {
         let (worker, done) = (worker.clone(), done.clone());
         let thread = move || {
-            let _ = done.send(worker.run(listener));
+            // A worker that panicked still says it ended, so the others stop with it.
+            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(listener)))
+                .unwrap_or_else(|_| Err(io::Error::other(format!("connection worker {n} panicked"))));
+            let _ = done.send(served);
         };
         match std::thread::Builder::new().name(format!("ztp-conn-{n}")).spawn(thread) {
             Ok(_) => running += 1,
