@@ -329,10 +329,12 @@ async fn versions(client: &kube::Client, ns: &str) -> BTreeMap<String, Option<St
     let lp = ListParams::default();
     let switches = Api::<Switch>::namespaced(client.clone(), ns).list(&lp).await.expect("list Switches");
     let images = Api::<OsImage>::namespaced(client.clone(), ns).list(&lp).await.expect("list OsImages");
-    let switches =
-        switches.items.into_iter().map(|s| (format!("Switch/{}", s.name_any()), s.resource_version()));
-    let images =
-        images.items.into_iter().map(|i| (format!("OsImage/{}", i.name_any()), i.resource_version()));
+    // What the sync writes (spec, labels, annotations), not the resourceVersion: the image and
+    // Switch controllers write status (an OsImage's fetch) at their own pace.
+    let written =
+        |m: &kube::api::ObjectMeta| Some(format!("{:?} {:?} {:?}", m.generation, m.labels, m.annotations));
+    let switches = switches.items.iter().map(|s| (format!("Switch/{}", s.name_any()), written(&s.metadata)));
+    let images = images.items.iter().map(|i| (format!("OsImage/{}", i.name_any()), written(&i.metadata)));
     switches.chain(images).collect()
 }
 
