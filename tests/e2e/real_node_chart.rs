@@ -20,7 +20,11 @@ use std::{
 
 use k8s_openapi::{apimachinery::pkg::apis::meta::v1::Time, jiff::Timestamp};
 use serde_json::Value;
-use ztp_operator::hash::Sha256Digest;
+use ztp_operator::{
+    hash::Sha256Digest,
+    profile::publish,
+    store::{MANIFEST_NAME, Manifest},
+};
 
 use crate::support::{
     image::{IMAGE_REF, product_image},
@@ -325,6 +329,32 @@ fn available(node: &Node, deployment: &str) -> Option<i64> {
     .then_some(want)
 }
 
+/// The snapshot version the controller last made current, read from the claim's manifest on the
+/// host.
+fn published_snapshot(store: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(store.join(MANIFEST_NAME)).ok()?;
+    let manifest = Manifest::parse(MANIFEST_NAME, &bytes).ok()?;
+    publish::current_entry(&manifest).map(|e| e.version.clone())
+}
+
+/// What one server pod's `/readyz` says (`ready: snapshot VERSION`), through the apiserver's pod
+/// proxy: this replica alone, not whichever one the Service picks.
+fn replica_readyz(node: &Node, pod: &str) -> String {
+    let path = format!("/api/v1/namespaces/{NS}/pods/{pod}:8080/proxy/readyz");
+    let out = node.kubectl(&["get", "--raw", &path]);
+    if out.status.success() {
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    } else {
+        format!("unanswered: {}", String::from_utf8_lossy(&out.stderr).trim())
+    }
+}
+
+/// The published snapshot and what each server replica serves, for a failure's message.
+fn serving_state(node: &Node, store: &std::path::Path, pods: &[String]) -> String {
+    let replicas: Vec<String> = pods.iter().map(|p| format!("{p}: {}", replica_readyz(node, p))).collect();
+    format!("published snapshot {:?}; replicas {replicas:?}", published_snapshot(store))
+}
+
 /// The chart's objects Flux or Argo CD would wait on: its workloads, Services, claim and RBAC
 /// (the serving ones the controller applies included).
 const CHART_KINDS: &str = "deployments,services,persistentvolumeclaims,serviceaccounts,roles,rolebindings";
@@ -474,6 +504,22 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     .await;
     stalled_image_fails(&node, &sources).await;
 
+    // Every server replica serves the snapshot the controller published (each polls the store
+    // every second), before a switch asks: a profile Ready on the cluster is one each replica
+    // answers for (without this wait a replica was seen answering 404 for a Ready profile).
+    let catching_up = Instant::now();
+    node.wait_for(
+        "each server replica serving the published snapshot",
+        Duration::from_secs(30),
+        async || {
+            let version = published_snapshot(&store)?;
+            let want = format!("ready: snapshot {version}");
+            server_pods.iter().all(|pod| replica_readyz(&node, pod) == want).then_some(())
+        },
+    )
+    .await;
+    eprintln!("e2e: both server replicas served the published snapshot {:?} after", catching_up.elapsed());
+
     let switch = node.switch_netns();
     let base = format!("http://{cluster_ip}");
     let installer =
@@ -500,14 +546,14 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     ]
     .map(String::from)
     .to_vec();
-    // Each server replica polls the store for the snapshot: the one the Service picks may not
-    // have loaded the latest yet (seen once: 404 for the NVOS profile the other one had).
-    let body = node
-        .wait_for("the NVOS ZTP JSON", Duration::from_secs(60), async || {
-            let (code, body) = get(&switch, &format!("{base}/nvos/ztp.json"), &nvos);
-            (code == 200).then_some(body)
-        })
-        .await;
+    let (code, body) = get(&switch, &format!("{base}/nvos/ztp.json"), &nvos);
+    assert_eq!(
+        code,
+        200,
+        "NVOS ZTP JSON: {} ({})",
+        String::from_utf8_lossy(&body),
+        serving_state(&node, &store, &server_pods)
+    );
     let json: Value = serde_json::from_slice(&body).expect("NVOS ZTP JSON");
     let mut urls = Vec::new();
     urls_in(&json, &mut urls);
@@ -548,7 +594,7 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     .to_vec();
     let (code, body) = get(&switch, &format!("{base}/cumulus/ztp.sh"), &cumulus);
     let script = String::from_utf8_lossy(&body);
-    assert_eq!(code, 200, "Cumulus script: {script}");
+    assert_eq!(code, 200, "Cumulus script: {script} ({})", serving_state(&node, &store, &server_pods));
     assert!(script.contains("CUMULUS-AUTOPROVISIONING") && script.contains("lab-cumulus01"), "{script}");
 
     // RtBrick: a config file rendered from the ConfigMap.
@@ -562,7 +608,7 @@ async fn helm_install_on_a_real_node_answers_switches_through_the_service() {
     .to_vec();
     let (code, body) = get(&switch, &format!("{base}/ztp/config/startup"), &rtbrick);
     let startup = String::from_utf8_lossy(&body);
-    assert_eq!(code, 200, "RtBrick startup: {startup}");
+    assert_eq!(code, 200, "RtBrick startup: {startup} ({})", serving_state(&node, &store, &server_pods));
     assert!(startup.contains(r#""hostname": "lab-rtbrick01""#), "{startup}");
 
     // The files API: an upload with the token read back from the Secret the chart was given; the

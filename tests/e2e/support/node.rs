@@ -251,6 +251,9 @@ pub async fn node_test(test: &str) -> NodeTest {
 pub struct NodeFailureGuard {
     test: String,
     log_dir: PathBuf,
+    /// The pods' container logs (under the node's directory, removed with it): copied beside the
+    /// node's logs when the test fails.
+    pod_logs: PathBuf,
 }
 
 impl Drop for NodeFailureGuard {
@@ -258,6 +261,10 @@ impl Drop for NodeFailureGuard {
         if std::thread::panicking() {
             FAILED.store(true, Ordering::SeqCst);
             eprintln!("test {} failed; node logs kept in {}", self.test, self.log_dir.display());
+            let copied = Command::new("cp").arg("-a").arg(&self.pod_logs).arg(&self.log_dir).status();
+            if !copied.as_ref().is_ok_and(|s| s.success()) {
+                eprintln!("the pods' logs in {} could not be kept: {copied:?}", self.pod_logs.display());
+            }
             for log in ["kubelet.log", "containerd.log", "kube-apiserver.log", "kube-controller-manager.log"]
             {
                 eprintln!("--- last lines of {log}:\n{}", procs::tail(&self.log_dir.join(log), 12));
@@ -607,7 +614,11 @@ impl Node {
     }
 
     pub fn failure_guard(&self, test: &str) -> NodeFailureGuard {
-        NodeFailureGuard { test: test.to_owned(), log_dir: self.log_dir.clone() }
+        NodeFailureGuard {
+            test: test.to_owned(),
+            log_dir: self.log_dir.clone(),
+            pod_logs: self.names.pod_logs(),
+        }
     }
 
     /// A command run inside the node's network namespace (`nsenter --net`, same mounts as the host).
