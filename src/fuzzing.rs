@@ -56,8 +56,11 @@ pub struct HeadVerdict {
 }
 
 impl HeadVerdict {
-    pub(crate) fn of(fast: FastRequest) -> Self {
-        Self { method: fast.method, path: fast.path, headers: fast.headers, bodiless: true }
+    /// The request the fast path reads in `head` (`None`: its headers do not make a map).
+    pub(crate) fn of(fast: &FastRequest, head: &[u8]) -> Option<Self> {
+        let head = fast.in_head(head);
+        let headers = head.header_map()?;
+        Some(Self { method: head.method().clone(), path: head.path().to_owned(), headers, bodiless: true })
     }
 }
 
@@ -96,7 +99,7 @@ pub fn fast_head(input: &[u8]) {
     let Some(fast) = FastRequest::parse(&input[..len]) else { return };
     let hyper = block_on(hyper_verdict(input));
     assert_eq!(
-        Some(HeadVerdict::of(fast)),
+        HeadVerdict::of(&fast, &input[..len]),
         hyper,
         "the fast path took a head hyper sees otherwise: {:?}",
         String::from_utf8_lossy(input)

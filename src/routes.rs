@@ -104,17 +104,20 @@ impl<'a> DeviceRoute<'a> {
     /// (which decodes escapes) answers those.
     pub fn parse(path: &'a str) -> Option<Self> {
         let rest = path.strip_prefix('/')?;
-        if rest.contains('%') {
-            return None;
-        }
+        // One pass over the bytes (`split` and `contains` searched the path four times over, a
+        // twentieth of a ZTP JSON answer): no escapes, at most six non-empty segments.
         let mut segments = [""; 6];
-        let mut count = 0;
-        for segment in rest.split('/') {
-            if segment.is_empty() || count == segments.len() {
-                return None;
+        let (mut count, mut start) = (0, 0);
+        for (i, b) in rest.bytes().chain([b'/']).enumerate() {
+            match b {
+                b'%' => return None,
+                b'/' => {
+                    let segment = rest.get(start..i).filter(|s| !s.is_empty())?;
+                    *segments.get_mut(count)? = segment;
+                    (count, start) = (count + 1, i + 1);
+                }
+                _ => {}
             }
-            segments[count] = segment;
-            count += 1;
         }
         use DeviceRoute::*;
         // Routes with a fixed first segment first: the router prefers them to `/{family}/…`.

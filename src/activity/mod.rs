@@ -331,7 +331,10 @@ impl Activity {
 
     /// Records what a request did for a device (`source`: its IP address).
     pub fn record(&self, outcome: &DeviceOutcome<'_>, source: Option<IpAddr>) {
-        self.record_at(outcome, source, Timestamp::now());
+        // Disabled (as `serve` without --activity is): not even the clock.
+        if self.inner.is_some() {
+            self.record_at(outcome, source, Timestamp::now());
+        }
     }
 
     /// [`Activity::record`] at a given time.

@@ -105,6 +105,10 @@ fn allowed(ch: char) -> bool {
 /// `profile::identity::check_identity_headers`), so no value a device names itself by is longer
 /// than a serial number in a path may be.
 pub fn validate_length(what: &'static str, value: &str) -> Result<(), SegmentError> {
+    // No more bytes than that: no more characters either (counting them is the slow part).
+    if value.len() <= MAX_SEGMENT_LEN {
+        return Ok(());
+    }
     let len = value.chars().count();
     if len > MAX_SEGMENT_LEN {
         return Err(SegmentError::TooLong { what, len });
@@ -119,13 +123,16 @@ pub fn validate_segment(what: &'static str, name: &str) -> Result<(), SegmentErr
         return Err(SegmentError::Empty { what });
     }
     validate_length(what, name)?;
-    if let Some(ch) = name.chars().find(|c| !allowed(*c)) {
+    // Bytes first (every allowed character is ASCII); the character only for the error.
+    if !name.bytes().all(|b| allowed(char::from(b)))
+        && let Some(ch) = name.chars().find(|c| !allowed(*c))
+    {
         return Err(SegmentError::BadChar { what, name: name.to_owned(), ch });
     }
     if name.starts_with('.') {
         return Err(SegmentError::LeadingDot { what, name: name.to_owned() });
     }
-    if name.contains("..") {
+    if name.as_bytes().windows(2).any(|pair| pair == b"..") {
         return Err(SegmentError::DotDot { what, name: name.to_owned() });
     }
     if is_reserved(name) {

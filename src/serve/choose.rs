@@ -286,7 +286,14 @@ mod tests {
                 ..Default::default()
             };
             let profile = loaded.index.lookup(&id).expect("a profile").profile;
-            Device { loaded: loaded.clone(), id, profile, switch: None, base: None, report_key: None }
+            Device {
+                loaded: loaded.clone(),
+                id: Box::new(id),
+                profile,
+                switch: None,
+                base: None,
+                report_key: None,
+            }
         };
         let got = |d: &Device, op| onie_image(d, op).map(|i| i.path.clone());
         let path = |n: &str| Some(format!("{n}/1/{n}.bin"));
@@ -340,7 +347,7 @@ mod tests {
             };
             let profile = loaded.index.lookup(&id).expect("a profile").profile;
             let switch = loaded.index.switch_of(&id);
-            Device { loaded: loaded.clone(), id, profile, switch, base: None, report_key: None }
+            Device { loaded: loaded.clone(), id: Box::new(id), profile, switch, base: None, report_key: None }
         };
         let got = |d: &Device, op| onie_image(d, op).map(|i| i.path.clone());
         let (leaf1, leaf2, other) = (device("SN1"), device("SN2"), device("SN3"));

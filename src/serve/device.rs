@@ -15,7 +15,7 @@ use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
     api::validate_segment,
     profile::{
-        identity::{DeviceIdentity, Family, IdentityHeaders},
+        identity::{DeviceIdentity, Family, IdentityHeaders, SentHeaders},
         render::RenderContext,
         snapshot::{ImageRef, ProfileSnapshot},
     },
@@ -25,7 +25,9 @@ use crate::{
 /// A device request resolved to its profile.
 pub struct Device {
     pub loaded: Arc<Loaded>,
-    pub id: DeviceIdentity,
+    /// Boxed: a request's device moves from finding to answering to logging, and the identity
+    /// (a dozen fields) is most of its size.
+    pub id: Box<DeviceIdentity>,
     pub profile: usize,
     /// The device's Switch (position in the snapshot's `switches`), when it has one there.
     pub switch: Option<usize>,
@@ -80,7 +82,7 @@ pub fn base_or_refuse(base: Option<&str>) -> Result<&str, Refusal> {
 /// the base URL its answer's URLs start with.
 pub struct Asking {
     pub loaded: Arc<Loaded>,
-    pub id: DeviceIdentity,
+    pub id: Box<DeviceIdentity>,
     pub base: Option<String>,
     pub report_key: Option<Arc<ReportKey>>,
 }
@@ -91,14 +93,14 @@ pub struct Asking {
 /// the product name or host name, never a reason to take the device for another.
 pub fn identify(
     state: &AppState,
-    headers: &HeaderMap,
+    headers: &impl SentHeaders,
     family: Family,
     path_serial: Option<&str>,
 ) -> Result<Asking, Refusal> {
     let loaded = state.server.loaded().ok_or(Refusal::NoSnapshot)?;
     let read = IdentityHeaders::read(headers);
     read.check().map_err(Refusal::BadIdentity)?;
-    let mut id = DeviceIdentity::from_read(&read, family);
+    let mut id = Box::new(DeviceIdentity::from_read(&read, family));
     if let Some(serial) = path_serial {
         if validate_segment("serial number", serial).is_err() {
             return Err(Refusal::NotForYou("not a serial number"));
@@ -149,7 +151,7 @@ pub fn find_device(
 /// `/v1/devices/{serial}/provisioned`) when no header gives one — the same rule as [`identify`],
 /// so a device is logged as what it was answered as. A path serial that is not a valid name is
 /// ignored.
-pub fn request_identity(headers: &HeaderMap, path: &str) -> DeviceIdentity {
+pub fn request_identity(headers: &impl SentHeaders, path: &str) -> DeviceIdentity {
     let (family, serial) = crate::routes::named_by_path(path);
     let mut id = DeviceIdentity::from_headers(headers, family);
     if let Some(serial) = serial.filter(|s| validate_segment("serial number", s).is_ok()) {

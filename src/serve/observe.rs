@@ -18,12 +18,13 @@ use super::{AppState, device::request_identity, matched::matched_profile, reply:
 use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
     api::DeviceFacts,
-    profile::identity::{DeviceIdentity, Family},
+    profile::identity::{DeviceIdentity, Family, SentHeaders},
     routes::DeviceRoute,
     switch::{
         book::Sighting,
         lifecycle::{Report, What},
     },
+    telemetry::access::address,
 };
 
 /// The networks device routes answer (`--device-networks`); empty: every source.
@@ -59,9 +60,14 @@ pub async fn device_source_allowed(State(state): State<AppState>, req: Request, 
 /// response extension).
 pub async fn log_device_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let started = Instant::now();
-    let headers = req.headers().clone();
     let source = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip());
     let (method, path) = (req.method().clone(), req.uri().path().to_owned());
+    // Read before the handler takes the request: who asked, and the headers a sighting keeps.
+    let identity = request_identity(req.headers(), &path);
+    let mut headers = HeaderMap::new();
+    if let Some(agent) = req.headers().get(header::USER_AGENT) {
+        headers.insert(header::USER_AGENT, agent.clone());
+    }
     let response = next.run(req).await;
     let bytes = response
         .headers()
@@ -88,7 +94,7 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
             started,
             outcome,
             step,
-            identity: None,
+            identity: &identity,
         },
     );
     response
@@ -97,7 +103,8 @@ pub async fn log_device_request(State(state): State<AppState>, req: Request, nex
 /// One device request, answered.
 #[derive(Clone, Copy)]
 pub struct Observed<'a> {
-    pub headers: &'a HeaderMap,
+    /// The request's headers (a sighting keeps the `User-Agent`).
+    pub headers: &'a dyn SentHeaders,
     pub source: Option<IpAddr>,
     pub method: &'a Method,
     /// The path, without the query string.
@@ -111,29 +118,20 @@ pub struct Observed<'a> {
     /// The step for the device's Switch, when the answer says it exactly (a report); else it
     /// follows from `outcome`.
     pub step: Option<&'a What>,
-    /// Who the answer was for, when the answering path already knows ([`request_identity`] of the
-    /// headers and the path otherwise: the same rule).
-    pub identity: Option<&'a DeviceIdentity>,
+    /// Who the answer was for: the device the answering path found, or [`request_identity`] of
+    /// the headers and the path (the same rule).
+    pub identity: &'a DeviceIdentity,
 }
 
 /// What happens after every device request, whichever path answered it (the router or the
 /// sendfile fast path): one structured log line (serial, MAC, source IP, family, path, status,
 /// bytes, duration), the metrics, and the device's activity.
 pub fn observe(state: &AppState, r: &Observed<'_>) {
-    let Observed { headers, source, method, path, status, bytes, started, outcome, identity, .. } = *r;
-    let computed;
-    let id = match identity {
-        Some(id) => id,
-        None => {
-            computed = request_identity(headers, path);
-            &computed
-        }
-    };
-    let source_text = source.map(address);
+    let Observed { source, method, path, status, bytes, started, outcome, identity: id, .. } = *r;
     crate::telemetry::access::DeviceRequest {
         serial: id.serial.as_deref().unwrap_or("-"),
         mac: id.mac.as_deref().unwrap_or("-"),
-        source: source_text.as_deref().unwrap_or("-"),
+        source,
         family: id.family.as_str(),
         container: id.container_name.as_deref().unwrap_or("-"),
         element: id.element_name.as_deref().unwrap_or("-"),
@@ -175,7 +173,7 @@ fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<S
         })
     });
     let user_agent =
-        r.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(|ua| loggable(ua, 256));
+        r.headers.first("user-agent").and_then(|v| std::str::from_utf8(v).ok()).map(|ua| loggable(ua, 256));
     let facts = DeviceFacts {
         family: (id.family != Family::Unknown).then(|| id.family.as_str().to_owned()),
         model: id.models.first().cloned(),
@@ -185,24 +183,6 @@ fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<S
         user_agent,
     };
     Some(Sighting { serial, facts, matched, what, at: k8s_openapi::jiff::Timestamp::now() })
-}
-
-/// `ip` as text, IPv4 (every device's source) without `core::fmt`: `Ipv4Addr`'s `Display` cost
-/// more than the rest of a device request's log line.
-fn address(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                text.push_str(itoa::Buffer::new().format(octet));
-            }
-            text
-        }
-        IpAddr::V6(_) => ip.to_string(),
-    }
 }
 
 /// Text an anonymous client sent, made safe for one log line: at most `max` characters, and
@@ -223,24 +203,6 @@ pub fn loggable(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn addresses_read_as_their_display() {
-        for text in [
-            "0.0.0.0",
-            "127.0.0.1",
-            "10.20.30.40",
-            "192.0.2.255",
-            "255.255.255.255",
-            "::1",
-            "2001:db8::9",
-            "::ffff:192.0.2.1",
-        ] {
-            let ip: IpAddr = text.parse().expect("ip");
-            assert_eq!(address(ip), ip.to_string());
-            assert_eq!(address(ip), text);
-        }
-    }
 
     #[test]
     fn device_networks_limit_sources_and_read_mapped_ipv4() {

@@ -10,11 +10,15 @@ use std::{
 };
 
 use arc_swap::{ArcSwap, ArcSwapOption};
-use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
 use crate::{
-    profile::{identity::Family, index::DeviceIndex, publish, snapshot::Snapshot},
+    profile::{
+        identity::{Family, SentHeaders},
+        index::DeviceIndex,
+        publish,
+        snapshot::Snapshot,
+    },
     store::{Manifest, Store},
 };
 
@@ -98,12 +102,12 @@ impl BaseUrl {
 
     /// The base URL for a request with these headers; `None` when it cannot be told (no usable
     /// `Host` and no fallback).
-    pub fn for_request(&self, headers: &HeaderMap) -> Option<String> {
+    pub fn for_request(&self, headers: &impl SentHeaders) -> Option<String> {
         match self {
             BaseUrl::Fixed(url) => Some(url.clone()),
             BaseUrl::FromHost { fallback } => headers
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
+                .first("host")
+                .and_then(|h| std::str::from_utf8(h).ok())
                 .filter(|h| is_authority(h))
                 .map(|h| format!("http://{h}"))
                 .or_else(|| fallback.clone()),
@@ -287,6 +291,7 @@ impl ServerState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{HeaderMap, header};
 
     #[test]
     fn the_base_url_is_the_external_url_or_the_host_the_device_reached() {

@@ -20,7 +20,7 @@ use super::{
 };
 use crate::{
     profile::{
-        identity::Family,
+        identity::{Family, SentHeaders},
         render::{RenderError, section_content, ztp_json},
         snapshot::{ImageRef, SonicSnapshot, ZtpSnapshot},
         sonic,
@@ -78,7 +78,7 @@ fn document(
 pub fn answer(
     state: &AppState,
     family: Family,
-    headers: &HeaderMap,
+    headers: &impl SentHeaders,
     serial: Option<&str>,
 ) -> Result<ZtpAnswer, Refusal> {
     let asking = identify(state, headers, family, serial)?;
@@ -97,10 +97,11 @@ pub fn answer(
     }
     .map_err(Refusal::NotForYou)?;
     let serial = device.id.serial.as_deref().ok_or(Refusal::NotForYou("no serial number"))?;
-    let ctx = device.render_context()?;
-    let base = ctx.server_url;
+    let base = base_or_refuse(device.base.as_deref())?;
     let key = RenderedKey { family, profile: device.profile, serial, base };
+    // The context (with the report token, a keyed hash) only for a document not cached yet.
     let body = device.loaded.ztp_json.get_or_render(key, || {
+        let ctx = device.render_context()?;
         let image_url = |img: &ImageRef| url::image(base, &img.path);
         let snapshot = &device.loaded.snapshot;
         let json = match document {

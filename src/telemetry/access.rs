@@ -8,7 +8,7 @@
 //! `RUST_LOG` lets `ztp_operator::device` at `info` through. Any other log (JSON, a terminal)
 //! gets the `tracing` event, so a log shipper sees no difference either way.
 
-use std::cell::RefCell;
+use std::{cell::RefCell, net::IpAddr};
 
 use super::text::quoted;
 
@@ -20,7 +20,8 @@ pub const TARGET: &str = "ztp_operator::device";
 pub struct DeviceRequest<'a> {
     pub serial: &'a str,
     pub mac: &'a str,
-    pub source: &'a str,
+    /// Written as [`address`] writes it.
+    pub source: Option<IpAddr>,
     pub family: &'a str,
     pub container: &'a str,
     pub element: &'a str,
@@ -61,11 +62,12 @@ impl DeviceRequest<'_> {
 
     /// The line as a `tracing` event.
     fn event(&self) {
+        let source = self.source.map(address);
         tracing::info!(
             target: TARGET,
             serial = self.serial,
             mac = self.mac,
-            source = self.source,
+            source = source.as_deref().unwrap_or("-"),
             family = self.family,
             container = self.container,
             element = self.element,
@@ -79,40 +81,69 @@ impl DeviceRequest<'_> {
         );
     }
 
-    /// The line after its time, as [`super::text::TextLine`] writes [`Self::event`].
+    /// The line after its time, as [`super::text::TextLine`] writes [`Self::event`]. Field by
+    /// field with the names written out: a name's length known when compiled, its copy is not a
+    /// call.
     fn write_text(&self, w: &mut String) -> std::fmt::Result {
         w.push_str("  INFO ");
         w.push_str(TARGET);
-        w.push_str(": device request");
-        for (name, value) in [
-            ("serial", self.serial),
-            ("mac", self.mac),
-            ("source", self.source),
-            ("family", self.family),
-            ("container", self.container),
-            ("element", self.element),
-            ("host", self.host),
-        ] {
-            w.push(' ');
-            w.push_str(name);
-            w.push('=');
-            quoted(w, value)?;
+        w.push_str(": device request serial=");
+        quoted(w, self.serial)?;
+        w.push_str(" mac=");
+        quoted(w, self.mac)?;
+        w.push_str(" source=\"");
+        match self.source {
+            Some(ip) => write_address(w, ip),
+            None => w.push('-'),
         }
+        w.push_str("\" family=");
+        quoted(w, self.family)?;
+        w.push_str(" container=");
+        quoted(w, self.container)?;
+        w.push_str(" element=");
+        quoted(w, self.element)?;
+        w.push_str(" host=");
+        quoted(w, self.host)?;
         w.push_str(" method=");
         w.push_str(self.method);
         w.push_str(" path=");
         quoted(w, self.path)?;
         let mut digits = itoa::Buffer::new();
-        for (name, value) in [
-            (" status=", u64::from(self.status)),
-            (" bytes=", self.bytes),
-            (" duration_ms=", self.duration_ms),
-        ] {
-            w.push_str(name);
-            w.push_str(digits.format(value));
-        }
+        w.push_str(" status=");
+        w.push_str(digits.format(self.status));
+        w.push_str(" bytes=");
+        w.push_str(digits.format(self.bytes));
+        w.push_str(" duration_ms=");
+        w.push_str(digits.format(self.duration_ms));
         w.push('\n');
         Ok(())
+    }
+}
+
+/// `ip` as text (IPv4 without `core::fmt`: `Ipv4Addr`'s `Display` cost more than the rest of a
+/// device request's log line).
+pub fn address(ip: IpAddr) -> String {
+    let mut text = String::with_capacity(15);
+    write_address(&mut text, ip);
+    text
+}
+
+/// Appends `ip` as [`address`] writes it.
+fn write_address(w: &mut String, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    w.push('.');
+                }
+                w.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(w, "{v6}");
+        }
     }
 }
 
@@ -139,11 +170,29 @@ mod tests {
     }
 
     #[test]
+    fn addresses_read_as_their_display() {
+        for text in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "192.0.2.255",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::9",
+            "::ffff:192.0.2.1",
+        ] {
+            let ip: IpAddr = text.parse().expect("ip");
+            assert_eq!(address(ip), ip.to_string());
+            assert_eq!(address(ip), text);
+        }
+    }
+
+    #[test]
     fn the_line_is_the_one_tracing_writes_for_the_event() {
         let plain = DeviceRequest {
             serial: "SN06801",
             mac: "-",
-            source: "127.0.0.1",
+            source: Some(IpAddr::from([127, 0, 0, 1])),
             family: "nvos",
             container: "-",
             element: "-",
@@ -157,7 +206,7 @@ mod tests {
         let odd = DeviceRequest {
             serial: "SN \"quoted\" \\ é",
             mac: "0c:42:a1:00:00:07",
-            source: "2001:db8::9",
+            source: "2001:db8::9".parse().ok(),
             host: "line\nbreak\u{1b}[31m",
             method: "HEAD",
             path: "/images/a b/ü.bin",
