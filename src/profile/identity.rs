@@ -97,8 +97,8 @@ impl std::fmt::Display for Family {
 }
 
 /// The identity headers as switches spell them (what `ztpctl device` sends, and what the docs
-/// and logs show). The server reads them case-insensitively through the [`HeaderName`]s below,
-/// parsed at compile time; a test keeps each pair equal.
+/// and logs show). The server reads them case-insensitively by the [`HeaderName`]s below; a test
+/// keeps each pair equal.
 pub mod names {
     pub const ONIE_SERIAL_NUMBER: &str = "ONIE-SERIAL-NUMBER";
     pub const ONIE_ETH_ADDR: &str = "ONIE-ETH-ADDR";
@@ -124,8 +124,8 @@ pub mod names {
     pub const HOST_NAME: &str = "HOST-NAME";
 }
 
-// Header names, parsed at compile time: a lookup by `HeaderName` hashes it directly, where one by
-// `&str` parses and lower-cases the name first (a measurable part of a ZTP JSON answer).
+// Header names in lower case, checked when compiled (`from_static` refuses an invalid one): the
+// names [`IdentityHeaders::read`] compares the sent ones with, ignoring case.
 pub static H_ONIE_SERIAL: HeaderName = HeaderName::from_static("onie-serial-number");
 static H_ONIE_ETH_ADDR: HeaderName = HeaderName::from_static("onie-eth-addr");
 static H_ONIE_VENDOR_ID: HeaderName = HeaderName::from_static("onie-vendor-id");

@@ -10,9 +10,10 @@
 //! as nginx's `sendfile_max_chunk`). A `GET` of a device's ZTP JSON that renders is written here
 //! as well, from the snapshot's cache ([`ztp_json::answer`]): the request a fleet makes most, where
 //! hyper, axum and their header copies cost more than the answer (on any store). Everything else
-//! — other routes, percent-escapes, bodies, upgrades, HTTP/2, conditional answers (`304`, `416`),
-//! a full admission limit, images on S3, unknown devices — is handed with the bytes already read
-//! to hyper and the axum router, which then owns the connection. Both sides choose images
+//! — other routes, percent-escapes, targets other than a plain path, bodies, upgrades, HTTP/2,
+//! conditional answers (`304`, `416`), a full admission limit, images on S3, unknown devices — is
+//! handed with the bytes already read to hyper and the axum router, which then owns the
+//! connection. Both sides choose images
 //! through [`choose`], answer headers through [`Downloads::plan`](super::download::Downloads::plan)
 //! and take ZTP JSON responses from [`ztp_json::answer`], so they never differ.
 
