@@ -171,3 +171,21 @@ function request()
 end
 EOF
 }
+
+# run_e2e_bench TEST LOG PREFIX [VAR=value ...]: runs one ignored e2e benchmark test (the debug
+# harness) with the variables given, its whole output in LOG; prints its lines that start with
+# PREFIX, and on failure the log's tail. Returns the test's status.
+run_e2e_bench() {
+	local test="$1" log="$2" prefix="$3" status
+	shift 3
+	set +e
+	env "$@" cargo test --locked --test e2e -- --ignored --exact "$test" --nocapture >"$log" 2>&1
+	status=$?
+	set -e
+	grep "^$prefix" "$log" || true
+	if [ "$status" -ne 0 ]; then
+		echo "the benchmark failed (exit $status); the whole log: $log" >&2
+		tail -n 40 "$log" >&2
+	fi
+	return "$status"
+}

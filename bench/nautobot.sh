@@ -37,32 +37,17 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 DEVICES="${DEVICES:-5000}"
 IMAGES="${IMAGES:-50}"
 OUT="${OUT:-${TMPDIR:-/tmp}/nautobot-bench}"
 TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 LOG="${TMPDIR:-/tmp}/nautobot-bench.log"
 
-# run_bench TEST LOG [VAR=value ...]: runs one ignored e2e benchmark test with the variables given,
-# its whole output in LOG; prints its `nautobot-bench:` lines, and on failure the log's tail.
-run_bench() {
-	local test="$1" log="$2" status
-	shift 2
-	set +e
-	env "$@" cargo test --locked --test e2e -- --ignored --exact "$test" --nocapture >"$log" 2>&1
-	status=$?
-	set -e
-	grep '^nautobot-bench:' "$log" || true
-	if [ "$status" -ne 0 ]; then
-		echo "the benchmark failed (exit $status); the whole log: $log" >&2
-		tail -n 40 "$log" >&2
-	fi
-	return "$status"
-}
-
 if [ "${1:-}" = reads ]; then
 	echo "==> Nautobot with $DEVICES devices and $IMAGES image files; REST against GraphQL" >&2
-	run_bench nautobot_reads_bench::reads "${TMPDIR:-/tmp}/nautobot-bench-reads.log" \
+	run_e2e_bench nautobot_reads_bench::reads "${TMPDIR:-/tmp}/nautobot-bench-reads.log" nautobot-bench: \
 		ZTP_NB_DEVICES="$DEVICES" ZTP_NB_IMAGES="$IMAGES" ZTP_NB_READ_ROUNDS="${ROUNDS:-2}"
 	exit
 fi
@@ -70,5 +55,5 @@ fi
 echo "==> release build of ztp-operator" >&2
 cargo build --release --locked --bin ztp-operator >&2
 echo "==> Nautobot with $DEVICES devices and $IMAGES image files; the release controller; one NautobotSource" >&2
-run_bench nautobot_bench::sync "$LOG" ZTP_CONTROLLER_BIN="$TARGET/release/ztp-operator" \
+run_e2e_bench nautobot_bench::sync "$LOG" nautobot-bench: ZTP_CONTROLLER_BIN="$TARGET/release/ztp-operator" \
 	ZTP_NB_DEVICES="$DEVICES" ZTP_NB_IMAGES="$IMAGES" ZTP_NB_BENCH_OUT="$OUT"

@@ -15,6 +15,8 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 DEVICES="${DEVICES:-2000}"
 CONCURRENCY="${CONCURRENCY:-64}"
 WRITES_PER_SECOND="${WRITES_PER_SECOND:-50}"
@@ -23,16 +25,7 @@ ARRIVAL_SECONDS="${ARRIVAL_SECONDS:-120}"
 echo "==> release build of ztp-operator" >&2
 cargo build --release --locked --bin ztp-operator >&2
 echo "==> boot storm: $DEVICES devices over $ARRIVAL_SECONDS s, $CONCURRENCY at a time, --switch-writes-per-second=$WRITES_PER_SECOND" >&2
-set +e
-ZTP_SERVER_BIN="$ROOT/target/release/ztp-operator" \
+run_e2e_bench switches::boot_storm "${TMPDIR:-/tmp}/switches-bench.log" storm: \
+	ZTP_SERVER_BIN="$ROOT/target/release/ztp-operator" \
 	ZTP_STORM_DEVICES="$DEVICES" ZTP_STORM_CONCURRENCY="$CONCURRENCY" \
-	ZTP_STORM_WRITES_PER_SECOND="$WRITES_PER_SECOND" ZTP_STORM_SECONDS="$ARRIVAL_SECONDS" \
-	cargo test --locked --test e2e -- --ignored --exact switches::boot_storm --nocapture >"${TMPDIR:-/tmp}/switches-bench.log" 2>&1
-status=$?
-set -e
-grep '^storm:' "${TMPDIR:-/tmp}/switches-bench.log" || true
-if [ "$status" -ne 0 ]; then
-	echo "the storm failed (exit $status); the whole log: ${TMPDIR:-/tmp}/switches-bench.log" >&2
-	tail -n 40 "${TMPDIR:-/tmp}/switches-bench.log" >&2
-	exit "$status"
-fi
+	ZTP_STORM_WRITES_PER_SECOND="$WRITES_PER_SECOND" ZTP_STORM_SECONDS="$ARRIVAL_SECONDS"

@@ -108,15 +108,17 @@ impl<'a> DeviceRoute<'a> {
         // twentieth of a ZTP JSON answer): no escapes, at most six non-empty segments.
         let mut segments = [""; 6];
         let (mut count, mut start) = (0, 0);
-        for (i, b) in rest.bytes().chain([b'/']).enumerate() {
-            match b {
-                b'%' => return None,
-                b'/' => {
+        let bytes = rest.as_bytes();
+        for i in 0..=bytes.len() {
+            match bytes.get(i) {
+                Some(b'%') => return None,
+                Some(b'/') | None => {
+                    // Cut at a `/` (ASCII) or the end: always a character boundary.
                     let segment = rest.get(start..i).filter(|s| !s.is_empty())?;
                     *segments.get_mut(count)? = segment;
                     (count, start) = (count + 1, i + 1);
                 }
-                _ => {}
+                Some(_) => {}
             }
         }
         use DeviceRoute::*;

@@ -381,14 +381,27 @@ impl FastRequest {
 /// target before its `?`. Any other target (absolute-form, `*`, a fragment, spaces or non-ASCII
 /// bytes hyper may take or refuse) is hyper's to answer.
 fn plain_path(target: &str) -> Option<&str> {
-    let allowed = |b: u8| {
-        b.is_ascii_alphanumeric()
-            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'')
-            || matches!(b, b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=' | b':' | b'@' | b'%' | b'/' | b'?')
-    };
-    (target.starts_with('/') && target.bytes().all(allowed)).then_some(())?;
+    (target.starts_with('/') && target.bytes().all(|b| TARGET_PLAIN[usize::from(b)])).then_some(())?;
     Some(target.split_once('?').map_or(target, |(path, _)| path))
 }
+
+/// The bytes of a plain target ([`plain_path`]): RFC 3986's unreserved characters and
+/// sub-delimiters, `:`, `@`, `/`, `?` and `%`.
+static TARGET_PLAIN: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 128 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let others = b"-._~!$&'()*+,;=:@%/?";
+    let mut i = 0;
+    while i < others.len() {
+        table[others[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// A [`FastRequest`] read in the head it was parsed from.
 #[derive(Clone, Copy)]

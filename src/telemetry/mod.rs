@@ -127,7 +127,9 @@ impl Shared {
     /// Takes what is waiting and writes it out.
     fn write_out(&self) {
         let mut sink = lock(&self.sink);
-        let batch = std::mem::take(&mut *lock(&self.pending));
+        // The buffer left behind keeps its size: grown again from nothing, each batch was copied
+        // over and over by the reallocations on the way (a hundred instructions per line).
+        let batch = std::mem::replace(&mut *lock(&self.pending), Vec::with_capacity(WAKE_AT));
         if !batch.is_empty() {
             // Nowhere to report a failure to write the log; the lines are lost, the server goes on.
             let _ = sink.write_all(&batch).and_then(|()| sink.flush());
