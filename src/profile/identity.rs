@@ -42,6 +42,16 @@ impl SentHeaders for HeaderMap {
     }
 }
 
+/// A header value as `HeaderValue::to_str` reads it: text when it is visible ASCII (tabs
+/// included), else none.
+pub fn header_text(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
 /// Whether header name `name` (any case) starts with `prefix` (lower case).
 fn starts_with_ignoring_case(name: &[u8], prefix: &str) -> bool {
     name.get(..prefix.len()).is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes()))
@@ -563,6 +573,15 @@ mod tests {
                 IDENTITY_HEADERS.iter().any(|(n, what)| *n == read && *what == format!("header {sent}")),
                 "{sent}"
             );
+        }
+    }
+
+    /// Header text is what `HeaderValue::to_str` accepts.
+    #[test]
+    fn header_text_is_what_header_values_give_as_text() {
+        for value in [&b"curl/8.0"[..], b"a\tb", b"", b"caf\xc3\xa9", b"\x80", b"a\x7fb", b"a\x01b"] {
+            let text = HeaderValue::from_bytes(value).ok().and_then(|v| v.to_str().ok().map(str::to_owned));
+            assert_eq!(header_text(value).map(str::to_owned), text, "{value:?}");
         }
     }
 

@@ -13,9 +13,10 @@
 //! — other routes, percent-escapes, targets other than a plain path, bodies, upgrades, HTTP/2,
 //! conditional answers (`304`, `416`), a full admission limit, images on S3, unknown devices — is
 //! handed with the bytes already read to hyper and the axum router, which then owns the
-//! connection. Both sides choose images
-//! through [`choose`], answer headers through [`Downloads::plan`](super::download::Downloads::plan)
-//! and take ZTP JSON responses from [`ztp_json::answer`], so they never differ.
+//! connection. Both sides choose images through [`choose`], answer headers through
+//! [`Downloads::plan`](super::download::Downloads::plan), take ZTP JSON responses from
+//! [`ztp_json::answer`] and read a device's headers through
+//! [`SentHeaders`](crate::profile::identity::SentHeaders), so they never differ.
 
 use std::{
     io,
@@ -52,7 +53,7 @@ use super::{
 };
 use crate::{
     activity::{DeviceOutcome, Stage},
-    profile::identity::{DeviceIdentity, Family, SentHeaders},
+    profile::identity::{DeviceIdentity, Family, SentHeaders, header_text},
     routes::DeviceRoute,
     sys,
 };
@@ -348,10 +349,8 @@ impl FastRequest {
             {
                 return None;
             } else if name.eq_ignore_ascii_case(b"connection") {
-                // As `HeaderValue::to_str` reads it: visible ASCII, else no token at all.
-                let text = value.iter().all(|&b| b == b'\t' || (b' '..=b'~').contains(&b));
-                close |= text
-                    && value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"));
+                let tokens = header_text(value).map(|v| v.split(','));
+                close |= tokens.is_some_and(|mut t| t.any(|t| t.trim().eq_ignore_ascii_case("close")));
             }
             *slot = (Span::of(head, name)?, Span::of(head, value)?);
         }

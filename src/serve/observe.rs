@@ -18,7 +18,7 @@ use super::{AppState, device::request_identity, matched::matched_profile, reply:
 use crate::{
     activity::{DeviceOutcome, RenderFailure, Stage},
     api::DeviceFacts,
-    profile::identity::{DeviceIdentity, Family, SentHeaders},
+    profile::identity::{DeviceIdentity, Family, SentHeaders, header_text},
     routes::DeviceRoute,
     switch::{
         book::Sighting,
@@ -172,8 +172,7 @@ fn sighting(state: &AppState, r: &Observed<'_>, id: &DeviceIdentity) -> Option<S
             Stage::Provisioned => What::Reported(Report::provisioned()),
         })
     });
-    let user_agent =
-        r.headers.first("user-agent").and_then(|v| std::str::from_utf8(v).ok()).map(|ua| loggable(ua, 256));
+    let user_agent = r.headers.first("user-agent").and_then(header_text).map(|ua| loggable(ua, 256));
     let facts = DeviceFacts {
         family: (id.family != Family::Unknown).then(|| id.family.as_str().to_owned()),
         model: id.models.first().cloned(),
