@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::{
     profile::{
-        identity::{Family, SentHeaders},
+        identity::{header_text, Family, SentHeaders},
         index::DeviceIndex,
         publish,
         snapshot::Snapshot,
@@ -107,7 +107,7 @@ impl BaseUrl {
             BaseUrl::Fixed(url) => Some(url.clone()),
             BaseUrl::FromHost { fallback } => headers
                 .first("host")
-                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(header_text)
                 .filter(|h| is_authority(h))
                 .map(|h| format!("http://{h}"))
                 .or_else(|| fallback.clone()),
