@@ -431,6 +431,9 @@ pub struct ListenArgs {
     pub send_timeout_seconds: f64,
     /// Connection workers: threads that each accept and answer connections on their own
     /// listening socket (as nginx's worker processes). Default: one per CPU this process may use.
+    /// With one per CPU of the process's cpuset, each keeps to its CPU and answers the connections
+    /// that CPU receives (handing some to a less busy worker when one CPU receives most); with any
+    /// other count the kernel spreads connections by a hash.
     #[arg(long, env = "ZTP_WORKERS")]
     pub workers: Option<std::num::NonZeroUsize>,
 }

@@ -43,8 +43,9 @@ use tower::ServiceExt;
 
 use super::{
     AppState,
+    affinity::{Counted, Handed, Lane, Mover},
     choose::{Asker, ImageRequest, choose},
-    connections::{Limits, PerSource, Throttle, TimedIo},
+    connections::{Limits, PerSource, SourceSlot, Throttle, TimedIo},
     device::request_identity,
     download::Plan,
     observe::{Observed, observe},
@@ -82,8 +83,10 @@ pub struct Front {
     pub drain: Duration,
 }
 
-/// Accepts connections until the listener fails or `shutdown` resolves. A source holding
-/// [`Limits::max_per_source`] connections gets a `503` and its new one closed.
+/// Accepts connections until the listener fails or `shutdown` resolves, and answers them here or
+/// hands them to a less busy worker (`lane`, see [`super::affinity`]), as it answers those handed
+/// to it. A source holding [`Limits::max_per_source`] connections gets a `503` and its new one
+/// closed.
 ///
 /// On `shutdown` the listener closes and the connections already open are given up to
 /// [`Front::drain`] to end: a download ends when its client has read every byte and closed the
@@ -92,6 +95,7 @@ pub struct Front {
 /// never come).
 pub async fn serve(
     listener: TcpListener,
+    mut lane: Lane,
     front: Front,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
@@ -100,9 +104,21 @@ pub async fn serve(
     let mut accept_log = Throttle::new(Duration::from_secs(1));
     let mut refused_log = Throttle::new(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
+    if lane.cpu().is_some() {
+        tokio::spawn(Lane::balance(lane.mover().clone()));
+    }
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
+            Some(handed) = lane.handed() => {
+                // Into this worker's reactor; a connection that cannot be registered closes.
+                if let Ok(stream) = TcpStream::from_std(handed.stream) {
+                    let held = Held { slot: handed.slot, _counted: handed.counted, mover: lane.mover().clone() };
+                    let (app, router) = (app.clone(), router.clone());
+                    open.spawn(connection(app, router, stream, handed.peer, limits, held, handed.kept_alive));
+                }
+                continue;
+            }
             () = &mut shutdown => break,
         };
         let (stream, peer) = match accepted {
@@ -128,15 +144,16 @@ pub async fn serve(
         };
         // Nagle off: small answers (ZTP JSON, scripts) must not wait for an ACK.
         let _ = stream.set_nodelay(true);
+        let held = Held { slot, _counted: lane.mover().count_here(), mover: lane.mover().clone() };
         let (app, router) = (app.clone(), router.clone());
-        open.spawn(async move {
-            let _slot = slot;
-            if sendfile {
-                connection(app, router, stream, peer, limits).await;
-            } else {
+        if sendfile {
+            open.spawn(connection(app, router, stream, peer, limits, held, false));
+        } else {
+            open.spawn(async move {
+                let _held = held;
                 hand_off(router, stream, peer, Bytes::new(), limits).await;
-            }
-        });
+            });
+        }
     }
     drop(listener);
     open.close();
@@ -157,10 +174,29 @@ fn is_transient(e: &io::Error) -> bool {
     ) || matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-/// One connection: fast-path requests for as long as they come, then hyper for the rest.
-async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: SocketAddr, limits: Limits) {
+/// What a connection holds while it is open: its places in the counts, and the way to another
+/// worker.
+struct Held {
+    slot: SourceSlot,
+    /// Given back when dropped: never read.
+    _counted: Counted,
+    mover: Mover,
+}
+
+/// One connection: fast-path requests for as long as they come, then hyper for the rest. Between
+/// two requests it may move to a less busy worker ([`super::affinity`]). `kept_alive`: it has
+/// answered a request already (on another worker).
+async fn connection(
+    app: AppState,
+    router: Router,
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    held: Held,
+    kept_alive: bool,
+) {
     let mut buf = BytesMut::with_capacity(4096);
-    let mut first = true;
+    let mut first = !kept_alive;
     let mut deadline = Deadline::new(tokio::time::Instant::now() + limits.header_timeout);
     loop {
         // A new connection has `header_timeout` for its whole first head; a kept-alive one may
@@ -181,7 +217,17 @@ async fn connection(app: AppState, router: Router, mut stream: TcpStream, peer: 
             Answered::Done { keep_alive: false } | Answered::Broken => return,
             Answered::NotMine => break,
         }
+        if buf.is_empty()
+            && let Some((worker, counted)) = held.mover.take_move()
+        {
+            if let Ok(stream) = stream.into_std() {
+                let Held { slot, mover, .. } = held;
+                mover.hand(worker, Handed { stream, peer, kept_alive: true, slot, counted });
+            }
+            return;
+        }
     }
+    let _held = held;
     hand_off(router, stream, peer, buf.freeze(), limits).await;
 }
 

@@ -2,6 +2,7 @@
 //! RtBrick from the device snapshot the controller rendered into the store, streams images with
 //! Range and an admission limit, and reloads a new snapshot within seconds, atomically.
 
+pub mod affinity;
 pub mod auth;
 pub mod choose;
 pub mod conn;
@@ -271,7 +272,8 @@ pub async fn run(
     tokio::spawn(server.reload_forever(Duration::from_secs(1)));
     let listeners = workers::bind(listen, workers)?;
     let listing = if app.admin.listing_is_public() { "public" } else { "admin credential" };
-    tracing::info!(%listen, workers, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
+    let cpus = listeners.cpus();
+    tracing::info!(%listen, workers, ?cpus, sendfile, admin = app.admin.enabled(), listing, ?limits, "serving devices");
     let per_source = connections::PerSource::new(limits.max_per_source);
     let front = conn::Front {
         app: app.clone(),

@@ -14,7 +14,7 @@ use bytes::Bytes;
 
 use crate::{
     profile::{
-        identity::{header_text, Family, SentHeaders},
+        identity::{Family, SentHeaders, header_text},
         index::DeviceIndex,
         publish,
         snapshot::Snapshot,

@@ -1,7 +1,8 @@
 //! Connection workers: one thread per core, each with its own single-threaded runtime and its own
-//! listening socket on the same address (`SO_REUSEPORT`; the kernel spreads new connections over
-//! them), each running the connection loop of [`super::conn`] — nginx's worker processes, as
-//! threads.
+//! listening socket on the same address (`SO_REUSEPORT`), each running the connection loop of
+//! [`super::conn`] — nginx's worker processes, as threads. With a worker per CPU, each keeps to its
+//! CPU and answers the connections that CPU receives ([`super::affinity`]); otherwise the kernel's
+//! hash spreads them.
 //!
 //! A request on the fast path costs a few microseconds; on a work-stealing runtime a good part
 //! of that went to the scheduler around it: a parked worker woken (a futex and a context switch)
@@ -22,7 +23,10 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::conn;
+use super::{
+    affinity::{self, Lane},
+    conn,
+};
 
 /// Connections the kernel queues per listening socket before they are accepted.
 const BACKLOG: i32 = 1024;
@@ -32,28 +36,63 @@ pub fn default_count() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
+/// The workers' listening sockets, and the CPU each worker keeps to (see [`affinity`]).
+pub struct Listeners {
+    sockets: Vec<TcpListener>,
+    cpus: Option<Vec<usize>>,
+    lanes: Vec<Lane>,
+}
+
+impl Listeners {
+    /// The CPU of each worker in order, when each keeps to one.
+    pub fn cpus(&self) -> Option<&[usize]> {
+        self.cpus.as_deref()
+    }
+
+    /// The open connections of each worker, in order.
+    pub fn open(&self) -> affinity::Open {
+        self.lanes.first().map(|lane| lane.mover().open()).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Listeners {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listeners").field("sockets", &self.sockets).field("cpus", &self.cpus).finish()
+    }
+}
+
 /// `count` listening sockets on `listen`, all bound before any worker starts (so an address in use
-/// is an error here, not in a thread). Port 0 is resolved once: every socket takes that port.
+/// is an error here, not in a thread). Port 0 is resolved once: every socket takes that port. When
+/// `count` is the number of CPUs this process may run on, worker `i` will keep to the `i`-th of
+/// them and its socket takes the connections that CPU receives ([`affinity`]); with any other
+/// count (`--workers`, or a CPU quota smaller than the cpuset) the kernel's hash spreads them.
 ///
 /// Sockets with `SO_REUSEPORT` share a port with any other socket of the same user that sets it
 /// too, another process's included. So the address is first bound without it: a server already
 /// listening there (another ztp-operator included) makes this fail with "address in use" instead of
 /// silently splitting the connections with it.
-pub fn bind(listen: SocketAddr, count: NonZeroUsize) -> io::Result<Vec<TcpListener>> {
+pub fn bind(listen: SocketAddr, count: NonZeroUsize) -> io::Result<Listeners> {
     let addr = {
         let probe = socket(listen)?;
         probe.bind(&listen.into())?;
         probe.local_addr()?.as_socket().unwrap_or(listen)
     };
-    (0..count.get())
-        .map(|_| {
+    let cpus = affinity::allowed_cpus().ok().filter(|cpus| cpus.len() == count.get());
+    let sockets = (0..count.get())
+        .map(|i| {
             let socket = socket(addr)?;
             socket.set_reuse_port(true)?;
+            if let Some(&cpu) = cpus.as_ref().and_then(|cpus| cpus.get(i)) {
+                // `SO_INCOMING_CPU`; a kernel before 6.2 accepts it and keeps hashing.
+                socket.set_cpu_affinity(cpu)?;
+            }
             socket.bind(&addr.into())?;
             socket.listen(BACKLOG)?;
             Ok(socket.into())
         })
-        .collect()
+        .collect::<io::Result<_>>()?;
+    let lanes = Lane::all(count.get(), cpus.as_deref());
+    Ok(Listeners { sockets, cpus, lanes })
 }
 
 /// A non-blocking TCP socket for `addr` (`SO_REUSEADDR`: a restarted server binds again while its
@@ -69,7 +108,7 @@ fn socket(addr: SocketAddr) -> io::Result<Socket> {
 /// stops accepting and lets its open connections end (for at most [`conn::Front::drain`]). The
 /// first error is returned.
 pub async fn run(
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     front: conn::Front,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> io::Result<()> {
@@ -78,12 +117,13 @@ pub async fn run(
     let (done, mut ended) = mpsc::unbounded_channel();
     let mut running = 0;
     let mut first_error = None;
-    for (n, listener) in listeners.into_iter().enumerate() {
+    for (n, (listener, lane)) in listeners.sockets.into_iter().zip(listeners.lanes).enumerate() {
         let (worker, done) = (worker.clone(), done.clone());
         let thread = move || {
             // A worker that panicked still says it ended, so the others stop with it.
-            let served = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(listener)))
-                .unwrap_or_else(|_| Err(io::Error::other(format!("connection worker {n} panicked"))));
+            let served =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| worker.run(listener, lane)))
+                    .unwrap_or_else(|_| Err(io::Error::other(format!("connection worker {n} panicked"))));
             let _ = done.send(served);
         };
         match std::thread::Builder::new().name(format!("ztp-conn-{n}")).spawn(thread) {
@@ -126,12 +166,17 @@ struct Worker {
 
 impl Worker {
     /// The worker's thread: its runtime, and the connection loop on its listener.
-    fn run(self, listener: TcpListener) -> io::Result<()> {
+    fn run(self, listener: TcpListener, lane: Lane) -> io::Result<()> {
+        if let Some(cpu) = lane.cpu()
+            && let Err(e) = affinity::keep_to(cpu)
+        {
+            tracing::warn!(cpu, error = %e, "connection worker not kept to its CPU");
+        }
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let Self { front, stop } = self;
         let served = runtime.block_on(async move {
             let listener = tokio::net::TcpListener::from_std(listener)?;
-            conn::serve(listener, front, stop.cancelled_owned()).await
+            conn::serve(listener, lane, front, stop.cancelled_owned()).await
         });
         // Blocking work a connection started (an upload's writer) is not waited for past this.
         runtime.shutdown_timeout(Duration::from_secs(1));
@@ -162,6 +207,28 @@ mod tests {
         String::from_utf8_lossy(&line).into_owned()
     }
 
+    /// Sends `request` on a kept-alive `sock` and reads its whole answer (head and body).
+    async fn whole_answer(sock: &mut TcpStream, request: &str) -> String {
+        sock.write_all(request.as_bytes()).await.expect("write");
+        let mut answer = Vec::new();
+        loop {
+            let mut chunk = [0; 4096];
+            let n = sock.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "closed before the whole answer: {}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&answer).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let length = (head.lines())
+                    .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length: ").map(str::to_owned))
+                    .and_then(|l| l.trim().parse::<usize>().ok())
+                    .expect("a content-length");
+                if body.len() >= length {
+                    return text;
+                }
+            }
+        }
+    }
+
     /// The whole answer to `GET path` on a new connection.
     async fn get(addr: SocketAddr, path: &str) -> String {
         let mut sock = TcpStream::connect(addr).await.expect("connect");
@@ -176,10 +243,11 @@ mod tests {
     async fn start(
         lab: &Lab,
         limits: Limits,
-    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<io::Result<()>>) {
+    ) -> (SocketAddr, tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<io::Result<()>>, affinity::Open)
+    {
         let listeners = bind("127.0.0.1:0".parse().expect("addr"), TWO).expect("bind");
-        let addr = listeners[0].local_addr().expect("addr");
-        assert_eq!(listeners[1].local_addr().expect("addr"), addr, "port 0 is resolved once");
+        let addr = listeners.sockets[0].local_addr().expect("addr");
+        assert_eq!(listeners.sockets[1].local_addr().expect("addr"), addr, "port 0 is resolved once");
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = stopped.await;
@@ -192,13 +260,92 @@ mod tests {
             per_source: PerSource::new(limits.max_per_source),
             drain: Duration::from_secs(5),
         };
-        (addr, stop, tokio::spawn(run(listeners, front, shutdown)))
+        let open = listeners.open();
+        (addr, stop, tokio::spawn(run(listeners, front, shutdown)), open)
+    }
+
+    /// With a worker per CPU, each worker's socket takes the connections made on its CPU (the
+    /// kernel's steering, not a hash: every CPU is asked, each must land on its own socket).
+    #[test]
+    fn with_a_worker_per_cpu_each_socket_takes_the_connections_its_cpu_receives() {
+        let cpus = affinity::allowed_cpus().expect("the CPUs of this process");
+        let count = NonZeroUsize::new(cpus.len()).expect("at least one CPU");
+        let listeners = bind("127.0.0.1:0".parse().expect("addr"), count).expect("bind");
+        assert_eq!(listeners.cpus(), Some(&cpus[..]), "a worker per CPU keeps to it");
+        let addr = listeners.sockets[0].local_addr().expect("addr");
+        for (k, &cpu) in cpus.iter().enumerate().take(16) {
+            let client = std::thread::spawn(move || {
+                affinity::keep_to(cpu).expect("a client thread on the CPU");
+                std::net::TcpStream::connect(addr).expect("connect")
+            })
+            .join()
+            .expect("the client thread");
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            let taker = loop {
+                let takers: Vec<usize> = (listeners.sockets.iter().enumerate())
+                    .filter_map(|(i, l)| l.accept().ok().map(|_| i))
+                    .collect();
+                if !takers.is_empty() || std::time::Instant::now() > deadline {
+                    break takers;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            };
+            assert_eq!(taker, vec![k], "the connection made on CPU {cpu}");
+            drop(client);
+        }
+        let fewer = bind("127.0.0.1:0".parse().expect("addr"), NonZeroUsize::MIN.saturating_add(cpus.len()))
+            .expect("bind");
+        assert_eq!(fewer.cpus(), None, "more workers than CPUs: none is kept to a CPU");
+    }
+
+    /// Every connection made on one CPU (one receive queue) goes to that CPU's worker, which hands
+    /// half of them to the other after two ticks, each between two requests: all of them, held
+    /// open together, answer before and after.
+    #[tokio::test]
+    async fn connections_made_on_one_cpu_past_the_skew_are_all_answered() {
+        let lab = Lab::new().await;
+        let (addr, stop, server, open) = start(&lab, Limits::default()).await;
+        let cpus = affinity::allowed_cpus().expect("cpus");
+        assert_eq!(cpus.len(), 2, "this test runs two workers, one per CPU: a machine with two CPUs");
+        let cpu = cpus[0];
+        let count = 4 * affinity::MAX_SKEW;
+        let clients = tokio::task::spawn_blocking(move || {
+            affinity::keep_to(cpu).expect("a client thread on one CPU");
+            (0..count).map(|_| std::net::TcpStream::connect(addr).expect("connect")).collect::<Vec<_>>()
+        })
+        .await
+        .expect("connected");
+        let mut socks: Vec<TcpStream> = (clients.into_iter())
+            .map(|client| {
+                client.set_nonblocking(true).expect("non-blocking");
+                TcpStream::from_std(client).expect("a tokio socket")
+            })
+            .collect();
+        // Before the moves, the request after which they move, and after them.
+        let mut seen = Vec::new();
+        for round in 0..3 {
+            for (n, sock) in socks.iter_mut().enumerate() {
+                let request = "GET /nvos/SN-LEAF07/ztp.json HTTP/1.1\r\nhost: ztp.test\r\n\r\n";
+                let answer = tokio::time::timeout(Duration::from_secs(5), whole_answer(sock, request))
+                    .await
+                    .unwrap_or_else(|_| panic!("round {round}, connection {n}: no answer"));
+                assert!(answer.starts_with("HTTP/1.1 200") && answer.trim_end().ends_with('}'), "{answer}");
+            }
+            seen.push(open.now());
+            tokio::time::sleep(3 * affinity::TICK).await;
+        }
+        let (all, half) = (vec![count, 0], vec![count / 2, count / 2]);
+        assert_eq!(seen, [all, half.clone(), half], "all on the first CPU's worker, then half moved");
+        drop(socks);
+        stop.send(()).expect("the server is running");
+        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
+        served.expect("joined").expect("no worker failed");
     }
 
     #[tokio::test]
     async fn the_workers_answer_on_one_port_and_stop_with_the_server() {
         let lab = Lab::new().await;
-        let (addr, stop, server) = start(&lab, Limits::default()).await;
+        let (addr, stop, server, _) = start(&lab, Limits::default()).await;
         let taken = bind(addr, NonZeroUsize::MIN).expect_err("a second server on the same address");
         assert_eq!(taken.kind(), io::ErrorKind::AddrInUse, "refused, not sharing the port: {taken}");
         // New connections, spread by the kernel over both sockets: each is answered, on the fast
@@ -218,7 +365,7 @@ mod tests {
     #[tokio::test]
     async fn one_cap_per_source_holds_across_the_workers() {
         let lab = Lab::new().await;
-        let (addr, stop, server) = start(&lab, Limits { max_per_source: 2, ..Limits::default() }).await;
+        let (addr, stop, server, _) = start(&lab, Limits { max_per_source: 2, ..Limits::default() }).await;
         let request = "GET /nvos/SN-LEAF07/ztp.json HTTP/1.1\r\nhost: ztp.test\r\n\r\n";
         let (mut held, mut statuses) = (Vec::new(), Vec::new());
         // Eight connections from one address, each kept open once answered: the kernel spreads

@@ -1,0 +1,257 @@
+//! Which worker answers a connection: the one kept to the CPU that received it.
+//!
+//! When there is a worker per CPU this process may use, worker *i* keeps to CPU *i* and its
+//! listening socket takes the new connections that CPU receives (`SO_INCOMING_CPU` in a
+//! `SO_REUSEPORT` group, Linux 6.2 and later): a connection's packets, its wakeups and its answers
+//! stay on one CPU and its caches, instead of every request crossing to whichever worker the
+//! kernel's hash picked.
+//!
+//! The kernel steers by CPU only, not by load: a NIC with one receive queue (many VMs) delivers
+//! every connection on one CPU, and so does a client whose threads all connect from one CPU. So
+//! each worker counts its open connections and, every [`TICK`], compares itself with the least
+//! busy: one more than [`MAX_SKEW`] ahead at two ticks in a row hands half the difference over,
+//! each connection at the end of its current request (between requests, nothing is in flight).
+//! Two ticks, not one: a client's connections arrive in bursts (its threads one after the other),
+//! and moving them at the first difference would undo the locality for a difference that evens
+//! out within milliseconds.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Duration,
+};
+
+use tokio::sync::mpsc;
+
+use super::connections::SourceSlot;
+
+/// How many open connections a worker may be ahead of the least busy one for as long as it likes.
+pub const MAX_SKEW: usize = 8;
+
+/// How often a worker compares its open connections with the others'.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// What the workers share: their open connections, the connections each is to hand over, and
+/// their inboxes.
+struct Shared {
+    open: Box<[AtomicUsize]>,
+    to_move: Box<[AtomicUsize]>,
+    inboxes: Box<[mpsc::UnboundedSender<Handed>]>,
+}
+
+/// One worker's place among the workers: the CPU it keeps to (if any) and the connections other
+/// workers hand to it.
+pub struct Lane {
+    mover: Mover,
+    cpu: Option<usize>,
+    inbox: mpsc::UnboundedReceiver<Handed>,
+}
+
+/// What a connection of one worker holds to be counted there and to be moved to another.
+#[derive(Clone)]
+pub struct Mover {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+/// A connection one worker hands to another: the socket (out of the first worker's reactor), its
+/// source, whether it has answered a request already, and what holds its places in the counts.
+pub struct Handed {
+    pub stream: std::net::TcpStream,
+    pub peer: SocketAddr,
+    pub kept_alive: bool,
+    pub slot: SourceSlot,
+    pub counted: Counted,
+}
+
+impl Lane {
+    /// A lane for each worker; worker `i` keeps to `cpus[i]` when `cpus` is given (one per worker).
+    pub fn all(workers: usize, cpus: Option<&[usize]>) -> Vec<Lane> {
+        let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+        let shared = Arc::new(Shared {
+            open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            to_move: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            inboxes: inboxes.into(),
+        });
+        (receivers.into_iter().enumerate())
+            .map(|(index, inbox)| Lane {
+                mover: Mover { shared: shared.clone(), index },
+                cpu: cpus.and_then(|cpus| cpus.get(index).copied()),
+                inbox,
+            })
+            .collect()
+    }
+
+    /// The CPU this worker keeps to, if any.
+    pub fn cpu(&self) -> Option<usize> {
+        self.cpu
+    }
+
+    /// What this worker's connections hold: their count, and the way to another worker.
+    pub fn mover(&self) -> &Mover {
+        &self.mover
+    }
+
+    /// The next connection another worker handed to this one (never ends while this lane lives:
+    /// the workers' inboxes include its own).
+    pub async fn handed(&mut self) -> Option<Handed> {
+        self.inbox.recv().await
+    }
+
+    /// Compares this worker with the least busy one every [`TICK`], forever, and sets how many of
+    /// its connections to hand over (see the module's doc). Only for a worker kept to a CPU: the
+    /// kernel's hash needs no help.
+    pub async fn balance(self_mover: Mover) {
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ahead_before = false;
+        loop {
+            ticks.tick().await;
+            let (mine, least) = self_mover.counts();
+            let (ahead, to_move) = to_hand_over(ahead_before, mine, least);
+            ahead_before = ahead;
+            self_mover.shared.to_move[self_mover.index].store(to_move, Ordering::Relaxed);
+        }
+    }
+}
+
+/// For a worker with `mine` open connections against `least` for the least busy, ahead or not
+/// (`ahead_before`) at the last tick: whether it is ahead now, and how many connections to hand
+/// over (half the difference, once it has been ahead at two ticks in a row).
+fn to_hand_over(ahead_before: bool, mine: usize, least: usize) -> (bool, usize) {
+    let ahead = mine > least + MAX_SKEW;
+    (ahead, if ahead && ahead_before { (mine - least) / 2 } else { 0 })
+}
+
+impl Mover {
+    /// Counts a connection on this worker until the returned guard drops.
+    pub fn count_here(&self) -> Counted {
+        self.shared.open[self.index].fetch_add(1, Ordering::Relaxed);
+        Counted { shared: self.shared.clone(), index: self.index }
+    }
+
+    /// Every worker's open connections, as they change.
+    pub fn open(&self) -> Open {
+        Open(Some(self.shared.clone()))
+    }
+
+    /// This worker's open connections and the least busy worker's.
+    fn counts(&self) -> (usize, usize) {
+        let open = &self.shared.open;
+        let least = open.iter().map(|n| n.load(Ordering::Relaxed)).min().unwrap_or(0);
+        (open[self.index].load(Ordering::Relaxed), least)
+    }
+
+    /// Whether a connection of this worker is to move now: the least busy worker to move it to,
+    /// with its count there, while this worker has connections to hand over (each asked takes
+    /// one). One load when there are none: asked after every request.
+    pub fn take_move(&self) -> Option<(usize, Counted)> {
+        let to_move = &self.shared.to_move[self.index];
+        if to_move.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        to_move.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).ok()?;
+        let open = &self.shared.open;
+        let (least_busy, _) = (open.iter().enumerate())
+            .filter(|&(i, _)| i != self.index)
+            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))?;
+        open[least_busy].fetch_add(1, Ordering::Relaxed);
+        Some((least_busy, Counted { shared: self.shared.clone(), index: least_busy }))
+    }
+
+    /// Gives `handed` to `worker`; a worker that has stopped drops it (the connection closes).
+    pub fn hand(&self, worker: usize, handed: Handed) {
+        if let Some(inbox) = self.shared.inboxes.get(worker) {
+            let _ = inbox.send(handed);
+        }
+    }
+}
+
+/// The open connections of every worker, read as they change (for tests and reports).
+#[derive(Clone, Default)]
+pub struct Open(Option<Arc<Shared>>);
+
+impl Open {
+    /// Each worker's open connections, in order.
+    pub fn now(&self) -> Vec<usize> {
+        self.0
+            .as_ref()
+            .map_or_else(Vec::new, |shared| shared.open.iter().map(|n| n.load(Ordering::Relaxed)).collect())
+    }
+}
+
+/// An open connection, counted for its worker until dropped.
+pub struct Counted {
+    shared: Arc<Shared>,
+    index: usize,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.shared.open[self.index].fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The CPUs this process may run on (its cpuset), in ascending order.
+pub fn allowed_cpus() -> io::Result<Vec<usize>> {
+    let set = rustix::thread::sched_getaffinity(None)?;
+    Ok((0..rustix::thread::CpuSet::MAX_CPU).filter(|&cpu| set.is_set(cpu)).collect())
+}
+
+/// Keeps the calling thread on `cpu`.
+pub fn keep_to(cpu: usize) -> io::Result<()> {
+    let mut set = rustix::thread::CpuSet::new();
+    set.set(cpu);
+    Ok(rustix::thread::sched_setaffinity(None, &set)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_are_counted_per_worker_until_they_end() {
+        let lanes = Lane::all(2, None);
+        let a = lanes[0].mover().count_here();
+        let b = lanes[0].mover().count_here();
+        let c = lanes[1].mover().count_here();
+        assert_eq!(lanes[0].mover().counts(), (2, 1));
+        drop((a, c));
+        assert_eq!(lanes[0].mover().counts(), (1, 0));
+        drop(b);
+        assert_eq!(lanes[0].mover().counts(), (0, 0));
+    }
+
+    #[test]
+    fn a_worker_hands_over_half_the_difference_once_ahead_at_two_ticks() {
+        assert_eq!(to_hand_over(false, MAX_SKEW, 0), (false, 0), "within the skew");
+        assert_eq!(to_hand_over(false, 40, 0), (true, 0), "ahead once: a burst, perhaps");
+        assert_eq!(to_hand_over(true, 40, 0), (true, 20), "ahead twice: half the difference");
+        assert_eq!(to_hand_over(true, 40 + MAX_SKEW, 40), (false, 0), "the skew counts from the least busy");
+        assert_eq!(to_hand_over(true, 0, 0), (false, 0));
+    }
+
+    /// Moves go to the least busy other worker, one per ask, as many as set; then none.
+    #[test]
+    fn each_connection_asked_moves_to_the_least_busy_until_the_count_is_taken() {
+        let lanes = Lane::all(3, Some(&[0, 1, 2]));
+        let mut held: Vec<Counted> = (0..30).map(|_| lanes[0].mover().count_here()).collect();
+        let _busy: Vec<Counted> = (0..4).map(|_| lanes[1].mover().count_here()).collect();
+        assert!(lanes[0].mover().take_move().is_none(), "nothing to hand over yet");
+        lanes[0].mover.shared.to_move[0].store(13, Ordering::Relaxed);
+        let mut moved = Vec::new();
+        while let Some((worker, counted)) = lanes[0].mover().take_move() {
+            moved.push((worker, counted));
+        }
+        assert_eq!(moved.len(), 13);
+        let to = |w: usize| moved.iter().filter(|(worker, _)| *worker == w).count();
+        assert_eq!((to(0), to(1), to(2)), (0, 5, 8), "the least busy first");
+        let open = |w: usize| lanes[0].mover.shared.open[w].load(Ordering::Relaxed);
+        held.truncate(17); // the moved connections' counts here end
+        assert_eq!((open(0), open(1), open(2)), (17, 9, 8), "counted where they went");
+    }
+}
