@@ -101,22 +101,6 @@ impl Lane {
     pub async fn handed(&mut self) -> Option<Handed> {
         self.inbox.recv().await
     }
-
-    /// Compares this worker with the least busy one every [`TICK`], forever, and sets how many of
-    /// its connections to hand over (see the module's doc). Only for a worker kept to a CPU: the
-    /// kernel's hash needs no help.
-    pub async fn balance(self_mover: Mover) {
-        let mut ticks = tokio::time::interval(TICK);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut ahead_before = false;
-        loop {
-            ticks.tick().await;
-            let (mine, least) = self_mover.counts();
-            let (ahead, to_move) = to_hand_over(ahead_before, mine, least);
-            ahead_before = ahead;
-            self_mover.shared.to_move[self_mover.index].store(to_move, Ordering::Relaxed);
-        }
-    }
 }
 
 /// For a worker with `mine` open connections against `least` for the least busy, ahead or not
@@ -130,13 +114,34 @@ fn to_hand_over(ahead_before: bool, mine: usize, least: usize) -> (bool, usize) 
 impl Mover {
     /// Counts a connection on this worker until the returned guard drops.
     pub fn count_here(&self) -> Counted {
-        self.shared.open[self.index].fetch_add(1, Ordering::Relaxed);
-        Counted { shared: self.shared.clone(), index: self.index }
+        self.count(self.index)
+    }
+
+    /// Counts a connection on `worker` until the returned guard drops.
+    fn count(&self, worker: usize) -> Counted {
+        self.shared.open[worker].fetch_add(1, Ordering::Relaxed);
+        Counted { shared: self.shared.clone(), index: worker }
+    }
+
+    /// Compares this worker with the least busy one every [`TICK`], forever, and sets how many of
+    /// its connections to hand over (see the module's doc). Only for a worker kept to a CPU: the
+    /// kernel's hash needs no help.
+    pub async fn balance(self) {
+        let mut ticks = tokio::time::interval(TICK);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ahead_before = false;
+        loop {
+            ticks.tick().await;
+            let (mine, least) = self.counts();
+            let (ahead, to_move) = to_hand_over(ahead_before, mine, least);
+            ahead_before = ahead;
+            self.shared.to_move[self.index].store(to_move, Ordering::Relaxed);
+        }
     }
 
     /// Every worker's open connections, as they change.
     pub fn open(&self) -> Open {
-        Open(Some(self.shared.clone()))
+        Open(self.shared.clone())
     }
 
     /// This worker's open connections and the least busy worker's.
@@ -159,8 +164,7 @@ impl Mover {
         let (least_busy, _) = (open.iter().enumerate())
             .filter(|&(i, _)| i != self.index)
             .min_by_key(|(_, n)| n.load(Ordering::Relaxed))?;
-        open[least_busy].fetch_add(1, Ordering::Relaxed);
-        Some((least_busy, Counted { shared: self.shared.clone(), index: least_busy }))
+        Some((least_busy, self.count(least_busy)))
     }
 
     /// Gives `handed` to `worker`; a worker that has stopped drops it (the connection closes).
@@ -172,15 +176,13 @@ impl Mover {
 }
 
 /// The open connections of every worker, read as they change (for tests and reports).
-#[derive(Clone, Default)]
-pub struct Open(Option<Arc<Shared>>);
+#[derive(Clone)]
+pub struct Open(Arc<Shared>);
 
 impl Open {
     /// Each worker's open connections, in order.
     pub fn now(&self) -> Vec<usize> {
-        self.0
-            .as_ref()
-            .map_or_else(Vec::new, |shared| shared.open.iter().map(|n| n.load(Ordering::Relaxed)).collect())
+        self.0.open.iter().map(|n| n.load(Ordering::Relaxed)).collect()
     }
 }
 

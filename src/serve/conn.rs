@@ -105,7 +105,7 @@ pub async fn serve(
     let mut refused_log = Throttle::new(Duration::from_secs(1));
     let mut shutdown = std::pin::pin!(shutdown);
     if lane.cpu().is_some() {
-        tokio::spawn(Lane::balance(lane.mover().clone()));
+        tokio::spawn(lane.mover().clone().balance());
     }
     loop {
         let accepted = tokio::select! {

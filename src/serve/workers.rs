@@ -49,9 +49,9 @@ impl Listeners {
         self.cpus.as_deref()
     }
 
-    /// The open connections of each worker, in order.
+    /// The open connections of each worker, in order (every lane reads the same counts).
     pub fn open(&self) -> affinity::Open {
-        self.lanes.first().map(|lane| lane.mover().open()).unwrap_or_default()
+        self.lanes[0].mover().open()
     }
 }
 
