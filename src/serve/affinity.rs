@@ -14,6 +14,13 @@
 //! Two ticks, not one: a client's connections arrive in bursts (its threads one after the other),
 //! and moving them at the first difference would undo the locality for a difference that evens
 //! out within milliseconds.
+//!
+//! A connection also follows its client: once a tick, between two requests, it reads the CPU its
+//! packets last arrived on (`SO_INCOMING_CPU`, which the kernel updates with every packet) and
+//! moves to that CPU's worker, unless that would put the worker more than [`MAX_SKEW`] ahead of
+//! this one. Where the connection was made says where its client ran then; a client thread that
+//! the scheduler has moved since (or several that connected from one CPU and spread out later)
+//! would otherwise wait, for every answer, on a worker across CPUs.
 
 use std::{
     io,
@@ -38,8 +45,12 @@ pub const TICK: Duration = Duration::from_millis(100);
 /// What the workers share: their open connections, the connections each is to hand over, and
 /// their inboxes.
 struct Shared {
+    /// The CPU each worker keeps to; empty when none does.
+    cpus: Box<[usize]>,
     open: Box<[AtomicUsize]>,
     to_move: Box<[AtomicUsize]>,
+    /// Each worker's ticks so far: a connection looks at where its packets arrive once a tick.
+    ticks: Box<[AtomicUsize]>,
     inboxes: Box<[mpsc::UnboundedSender<Handed>]>,
 }
 
@@ -47,7 +58,6 @@ struct Shared {
 /// workers hand to it.
 pub struct Lane {
     mover: Mover,
-    cpu: Option<usize>,
     inbox: mpsc::UnboundedReceiver<Handed>,
 }
 
@@ -72,23 +82,22 @@ impl Lane {
     /// A lane for each worker; worker `i` keeps to `cpus[i]` when `cpus` is given (one per worker).
     pub fn all(workers: usize, cpus: Option<&[usize]>) -> Vec<Lane> {
         let (inboxes, receivers): (Vec<_>, Vec<_>) = (0..workers).map(|_| mpsc::unbounded_channel()).unzip();
+        let zeros = || (0..workers).map(|_| AtomicUsize::new(0)).collect();
         let shared = Arc::new(Shared {
-            open: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
-            to_move: (0..workers).map(|_| AtomicUsize::new(0)).collect(),
+            cpus: cpus.filter(|cpus| cpus.len() == workers).unwrap_or_default().into(),
+            open: zeros(),
+            to_move: zeros(),
+            ticks: zeros(),
             inboxes: inboxes.into(),
         });
         (receivers.into_iter().enumerate())
-            .map(|(index, inbox)| Lane {
-                mover: Mover { shared: shared.clone(), index },
-                cpu: cpus.and_then(|cpus| cpus.get(index).copied()),
-                inbox,
-            })
+            .map(|(index, inbox)| Lane { mover: Mover { shared: shared.clone(), index }, inbox })
             .collect()
     }
 
     /// The CPU this worker keeps to, if any.
     pub fn cpu(&self) -> Option<usize> {
-        self.cpu
+        self.mover.shared.cpus.get(self.mover.index).copied()
     }
 
     /// What this worker's connections hold: their count, and the way to another worker.
@@ -109,6 +118,13 @@ impl Lane {
 fn to_hand_over(ahead_before: bool, mine: usize, least: usize) -> (bool, usize) {
     let ahead = mine > least + MAX_SKEW;
     (ahead, if ahead && ahead_before { (mine - least) / 2 } else { 0 })
+}
+
+/// Whether a connection of a worker with `mine` open connections follows its client to a worker
+/// with `theirs`: only if that leaves the other at most [`MAX_SKEW`] ahead of this one.
+fn may_follow(mine: usize, theirs: usize) -> bool {
+    // After the move: theirs + 1 <= (mine - 1) + MAX_SKEW.
+    theirs + 2 <= mine + MAX_SKEW
 }
 
 impl Mover {
@@ -136,6 +152,7 @@ impl Mover {
             let (ahead, to_move) = to_hand_over(ahead_before, mine, least);
             ahead_before = ahead;
             self.shared.to_move[self.index].store(to_move, Ordering::Relaxed);
+            self.shared.ticks[self.index].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -151,20 +168,36 @@ impl Mover {
         (open[self.index].load(Ordering::Relaxed), least)
     }
 
-    /// Whether a connection of this worker is to move now: the least busy worker to move it to,
-    /// with its count there, while this worker has connections to hand over (each asked takes
-    /// one). One load when there are none: asked after every request.
-    pub fn take_move(&self) -> Option<(usize, Counted)> {
+    /// Whether a tick has passed since `seen` (the tick a connection last looked at where its
+    /// packets arrive, updated): a connection looks once a tick.
+    pub fn ticked(&self, seen: &mut usize) -> bool {
+        let tick = self.shared.ticks[self.index].load(Ordering::Relaxed);
+        tick != std::mem::replace(seen, tick)
+    }
+
+    /// Whether a connection of this worker is to move now, and where, with its count there:
+    ///
+    /// - to the least busy worker while this one has connections to hand over (each asked takes
+    ///   one);
+    /// - else to the worker kept to `arrived_on`, the CPU its last request arrived on (looked at
+    ///   once a tick, see [`Self::ticked`]), if [`may_follow`].
+    ///
+    /// Asked after every request: one load when nothing is to move.
+    pub fn take_move(&self, arrived_on: Option<usize>) -> Option<(usize, Counted)> {
         let to_move = &self.shared.to_move[self.index];
-        if to_move.load(Ordering::Relaxed) == 0 {
-            return None;
+        if to_move.load(Ordering::Relaxed) != 0
+            && to_move.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).is_ok()
+        {
+            let open = &self.shared.open;
+            let (least_busy, _) = (open.iter().enumerate())
+                .filter(|&(i, _)| i != self.index)
+                .min_by_key(|(_, n)| n.load(Ordering::Relaxed))?;
+            return Some((least_busy, self.count(least_busy)));
         }
-        to_move.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1)).ok()?;
-        let open = &self.shared.open;
-        let (least_busy, _) = (open.iter().enumerate())
-            .filter(|&(i, _)| i != self.index)
-            .min_by_key(|(_, n)| n.load(Ordering::Relaxed))?;
-        Some((least_busy, self.count(least_busy)))
+        let cpu = arrived_on?;
+        let there = self.shared.cpus.iter().position(|&c| c == cpu).filter(|&w| w != self.index)?;
+        let open = |w: usize| self.shared.open[w].load(Ordering::Relaxed);
+        may_follow(open(self.index), open(there)).then(|| (there, self.count(there)))
     }
 
     /// Gives `handed` to `worker`; a worker that has stopped drops it (the connection closes).
@@ -243,10 +276,10 @@ mod tests {
         let lanes = Lane::all(3, Some(&[0, 1, 2]));
         let mut held: Vec<Counted> = (0..30).map(|_| lanes[0].mover().count_here()).collect();
         let _busy: Vec<Counted> = (0..4).map(|_| lanes[1].mover().count_here()).collect();
-        assert!(lanes[0].mover().take_move().is_none(), "nothing to hand over yet");
+        assert!(lanes[0].mover().take_move(None).is_none(), "nothing to hand over yet");
         lanes[0].mover.shared.to_move[0].store(13, Ordering::Relaxed);
         let mut moved = Vec::new();
-        while let Some((worker, counted)) = lanes[0].mover().take_move() {
+        while let Some((worker, counted)) = lanes[0].mover().take_move(None) {
             moved.push((worker, counted));
         }
         assert_eq!(moved.len(), 13);
@@ -255,5 +288,35 @@ mod tests {
         let open = |w: usize| lanes[0].mover.shared.open[w].load(Ordering::Relaxed);
         held.truncate(17); // the moved connections' counts here end
         assert_eq!((open(0), open(1), open(2)), (17, 9, 8), "counted where they went");
+    }
+
+    #[test]
+    fn a_connection_follows_its_client_unless_that_puts_the_other_worker_past_the_skew() {
+        assert!(may_follow(1, 0));
+        assert!(may_follow(20, 20 + MAX_SKEW - 2), "the other ends MAX_SKEW ahead");
+        assert!(!may_follow(20, 20 + MAX_SKEW - 1), "the other would end past it");
+    }
+
+    /// Once a tick a connection looks where its packets arrive, and moves to that CPU's worker.
+    #[test]
+    fn a_connection_moves_to_the_worker_of_the_cpu_its_packets_arrive_on() {
+        let lanes = Lane::all(2, Some(&[4, 6]));
+        let mover = lanes[0].mover();
+        let _here = mover.count_here();
+        let mut seen = 0;
+        assert!(!mover.ticked(&mut seen), "no tick yet");
+        mover.shared.ticks[0].fetch_add(1, Ordering::Relaxed);
+        assert!(mover.ticked(&mut seen) && !mover.ticked(&mut seen), "once a tick");
+        assert!(mover.take_move(None).is_none(), "not looked");
+        assert!(mover.take_move(Some(4)).is_none(), "its packets arrive on this worker's CPU");
+        assert!(mover.take_move(Some(5)).is_none(), "a CPU no worker keeps to");
+        let (worker, _counted) = mover.take_move(Some(6)).expect("moves");
+        assert_eq!(
+            (worker, lanes[1].mover().counts().0),
+            (1, 1),
+            "to the second CPU's worker, counted there"
+        );
+        let unpinned = Lane::all(2, None);
+        assert!(unpinned[0].mover().take_move(Some(1)).is_none(), "no worker kept to a CPU: none follows");
     }
 }

@@ -198,6 +198,7 @@ async fn connection(
     let mut buf = BytesMut::with_capacity(4096);
     let mut first = !kept_alive;
     let mut deadline = Deadline::new(tokio::time::Instant::now() + limits.header_timeout);
+    let mut tick_seen = 0;
     loop {
         // A new connection has `header_timeout` for its whole first head; a kept-alive one may
         // idle before its next.
@@ -212,13 +213,18 @@ async fn connection(
                 Err(Unread::Gone) => return,
             };
         let Some(request) = request else { break };
+        // Where this request arrived, looked at once a tick, before the answer: its client's
+        // acknowledgements of the answer may arrive elsewhere (over loopback, on this CPU).
+        let arrived_on = (held.mover.ticked(&mut tick_seen))
+            .then(|| socket2::SockRef::from(&stream).cpu_affinity().ok())
+            .flatten();
         match answer(&app, &mut stream, request.in_head(&buf), peer, limits.send_timeout).await {
             Answered::Done { keep_alive: true } => buf.advance(head_len),
             Answered::Done { keep_alive: false } | Answered::Broken => return,
             Answered::NotMine => break,
         }
         if buf.is_empty()
-            && let Some((worker, counted)) = held.mover.take_move()
+            && let Some((worker, counted)) = held.mover.take_move(arrived_on)
         {
             if let Ok(stream) = stream.into_std() {
                 let Held { slot, mover, .. } = held;

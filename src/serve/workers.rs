@@ -208,12 +208,13 @@ mod tests {
     }
 
     /// Sends `request` on a kept-alive `sock` and reads its whole answer (head and body).
-    async fn whole_answer(sock: &mut TcpStream, request: &str) -> String {
-        sock.write_all(request.as_bytes()).await.expect("write");
+    fn whole_answer(sock: &mut std::net::TcpStream, request: &str) -> String {
+        use std::io::{Read, Write};
+        sock.write_all(request.as_bytes()).expect("write");
         let mut answer = Vec::new();
         loop {
             let mut chunk = [0; 4096];
-            let n = sock.read(&mut chunk).await.expect("read");
+            let n = sock.read(&mut chunk).expect("read");
             assert!(n > 0, "closed before the whole answer: {}", String::from_utf8_lossy(&answer));
             answer.extend_from_slice(&chunk[..n]);
             let text = String::from_utf8_lossy(&answer).into_owned();
@@ -227,6 +228,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// From a client thread kept to `cpu` (so the packets of each connection arrive there):
+    /// connects `connect` more connections, then asks every connection for a device's ZTP JSON,
+    /// each answer a whole `200`.
+    async fn ask_from(
+        cpu: usize,
+        addr: SocketAddr,
+        mut socks: Vec<std::net::TcpStream>,
+        connect: usize,
+    ) -> Vec<std::net::TcpStream> {
+        tokio::task::spawn_blocking(move || {
+            affinity::keep_to(cpu).expect("a client thread on the CPU");
+            socks.extend((0..connect).map(|_| std::net::TcpStream::connect(addr).expect("connect")));
+            for (n, sock) in socks.iter_mut().enumerate() {
+                sock.set_read_timeout(Some(Duration::from_secs(5))).expect("a read timeout");
+                let request = "GET /nvos/SN-LEAF07/ztp.json HTTP/1.1\r\nhost: ztp.test\r\n\r\n";
+                let answer = whole_answer(sock, request);
+                assert!(
+                    answer.starts_with("HTTP/1.1 200") && answer.trim_end().ends_with('}'),
+                    "{n}: {answer}"
+                );
+            }
+            socks
+        })
+        .await
+        .expect("the client thread")
     }
 
     /// The whole answer to `GET path` on a new connection.
@@ -298,44 +326,60 @@ mod tests {
         assert_eq!(fewer.cpus(), None, "more workers than CPUs: none is kept to a CPU");
     }
 
+    /// The two CPUs of a machine with two (these tests run a worker on each).
+    fn two_cpus() -> [usize; 2] {
+        let cpus = affinity::allowed_cpus().expect("cpus");
+        cpus.try_into().expect("this test runs two workers, one per CPU: a machine with two CPUs")
+    }
+
     /// Every connection made on one CPU (one receive queue) goes to that CPU's worker, which hands
-    /// half of them to the other after two ticks, each between two requests: all of them, held
-    /// open together, answer before and after.
+    /// half of them to the other after two ticks, each between two requests; those whose packets
+    /// still arrive on the first CPU come back until the skew allows no more. All of them, held
+    /// open together, answer before, during and after the moves.
     #[tokio::test]
     async fn connections_made_on_one_cpu_past_the_skew_are_all_answered() {
         let lab = Lab::new().await;
         let (addr, stop, server, open) = start(&lab, Limits::default()).await;
-        let cpus = affinity::allowed_cpus().expect("cpus");
-        assert_eq!(cpus.len(), 2, "this test runs two workers, one per CPU: a machine with two CPUs");
-        let cpu = cpus[0];
+        let [cpu, _] = two_cpus();
         let count = 4 * affinity::MAX_SKEW;
-        let clients = tokio::task::spawn_blocking(move || {
-            affinity::keep_to(cpu).expect("a client thread on one CPU");
-            (0..count).map(|_| std::net::TcpStream::connect(addr).expect("connect")).collect::<Vec<_>>()
-        })
-        .await
-        .expect("connected");
-        let mut socks: Vec<TcpStream> = (clients.into_iter())
-            .map(|client| {
-                client.set_nonblocking(true).expect("non-blocking");
-                TcpStream::from_std(client).expect("a tokio socket")
-            })
-            .collect();
-        // Before the moves, the request after which they move, and after them.
-        let mut seen = Vec::new();
+        let (mut socks, mut seen) = (Vec::new(), Vec::new());
         for round in 0..3 {
-            for (n, sock) in socks.iter_mut().enumerate() {
-                let request = "GET /nvos/SN-LEAF07/ztp.json HTTP/1.1\r\nhost: ztp.test\r\n\r\n";
-                let answer = tokio::time::timeout(Duration::from_secs(5), whole_answer(sock, request))
-                    .await
-                    .unwrap_or_else(|_| panic!("round {round}, connection {n}: no answer"));
-                assert!(answer.starts_with("HTTP/1.1 200") && answer.trim_end().ends_with('}'), "{answer}");
-            }
+            socks = ask_from(cpu, addr, socks, if round == 0 { count } else { 0 }).await;
             seen.push(open.now());
             tokio::time::sleep(3 * affinity::TICK).await;
         }
-        let (all, half) = (vec![count, 0], vec![count / 2, count / 2]);
-        assert_eq!(seen, [all, half.clone(), half], "all on the first CPU's worker, then half moved");
+        let back = count / 2 + affinity::MAX_SKEW / 2;
+        assert_eq!(
+            seen,
+            [[count, 0], [count / 2, count / 2], [back, count - back]],
+            "all on the first CPU's worker, then half moved, then back to the skew"
+        );
+        drop(socks);
+        stop.send(()).expect("the server is running");
+        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
+        served.expect("joined").expect("no worker failed");
+    }
+
+    /// Connections whose client moves to the other CPU follow it to that CPU's worker, within a
+    /// tick of their next request: answers and their packets on one CPU again.
+    #[tokio::test]
+    async fn connections_follow_their_client_to_another_cpu() {
+        let lab = Lab::new().await;
+        let (addr, stop, server, open) = start(&lab, Limits::default()).await;
+        let [first, second] = two_cpus();
+        let count = affinity::MAX_SKEW;
+        let mut socks = ask_from(first, addr, Vec::new(), count).await;
+        let made = open.now();
+        tokio::time::sleep(2 * affinity::TICK).await;
+        socks = ask_from(second, addr, socks, 0).await;
+        // Once more: each moved connection has answered on its new worker (counted there).
+        socks = ask_from(second, addr, socks, 0).await;
+        let followed = open.now();
+        assert_eq!(
+            (made, followed),
+            (vec![count, 0], vec![0, count]),
+            "made on the first CPU, then all on the second"
+        );
         drop(socks);
         stop.send(()).expect("the server is running");
         let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
