@@ -16,7 +16,7 @@
 //! out within milliseconds.
 //!
 //! A connection also follows its client: once a tick, between two requests, it reads the CPU its
-//! packets last arrived on (`SO_INCOMING_CPU`, which the kernel updates with every packet) and
+//! last request arrived on (`SO_INCOMING_CPU`, which the kernel updates with every packet) and
 //! moves to that CPU's worker, unless that would put the worker more than [`MAX_SKEW`] ahead of
 //! this one. Where the connection was made says where its client ran then; a client thread that
 //! the scheduler has moved since (or several that connected from one CPU and spread out later)
@@ -42,8 +42,8 @@ pub const MAX_SKEW: usize = 8;
 /// How often a worker compares its open connections with the others'.
 pub const TICK: Duration = Duration::from_millis(100);
 
-/// What the workers share: their open connections, the connections each is to hand over, and
-/// their inboxes.
+/// What the workers share: their CPUs, their open connections, the connections each is to hand
+/// over, their ticks, and their inboxes.
 struct Shared {
     /// The CPU each worker keeps to; empty when none does.
     cpus: Box<[usize]>,
@@ -97,7 +97,7 @@ impl Lane {
 
     /// The CPU this worker keeps to, if any.
     pub fn cpu(&self) -> Option<usize> {
-        self.mover.shared.cpus.get(self.mover.index).copied()
+        self.mover.cpus()?.get(self.mover.index).copied()
     }
 
     /// What this worker's connections hold: their count, and the way to another worker.
@@ -128,6 +128,11 @@ fn may_follow(mine: usize, theirs: usize) -> bool {
 }
 
 impl Mover {
+    /// The CPU of each worker in order, when each keeps to one.
+    pub fn cpus(&self) -> Option<&[usize]> {
+        (!self.shared.cpus.is_empty()).then_some(&*self.shared.cpus)
+    }
+
     /// Counts a connection on this worker until the returned guard drops.
     pub fn count_here(&self) -> Counted {
         self.count(self.index)

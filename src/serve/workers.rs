@@ -36,17 +36,16 @@ pub fn default_count() -> NonZeroUsize {
     std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
 }
 
-/// The workers' listening sockets, and the CPU each worker keeps to (see [`affinity`]).
+/// The workers' listening sockets, and their lanes (the CPU each keeps to, see [`affinity`]).
 pub struct Listeners {
     sockets: Vec<TcpListener>,
-    cpus: Option<Vec<usize>>,
     lanes: Vec<Lane>,
 }
 
 impl Listeners {
     /// The CPU of each worker in order, when each keeps to one.
     pub fn cpus(&self) -> Option<&[usize]> {
-        self.cpus.as_deref()
+        self.lanes[0].mover().cpus()
     }
 
     /// The open connections of each worker, in order (every lane reads the same counts).
@@ -57,7 +56,7 @@ impl Listeners {
 
 impl std::fmt::Debug for Listeners {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Listeners").field("sockets", &self.sockets).field("cpus", &self.cpus).finish()
+        f.debug_struct("Listeners").field("sockets", &self.sockets).field("cpus", &self.cpus()).finish()
     }
 }
 
@@ -92,7 +91,7 @@ pub fn bind(listen: SocketAddr, count: NonZeroUsize) -> io::Result<Listeners> {
         })
         .collect::<io::Result<_>>()?;
     let lanes = Lane::all(count.get(), cpus.as_deref());
-    Ok(Listeners { sockets, cpus, lanes })
+    Ok(Listeners { sockets, lanes })
 }
 
 /// A non-blocking TCP socket for `addr` (`SO_REUSEADDR`: a restarted server binds again while its
@@ -267,6 +266,16 @@ mod tests {
         answer
     }
 
+    /// Stops the server `start` started, and waits for every worker to end without a failure.
+    async fn stop_and_join(
+        stop: tokio::sync::oneshot::Sender<()>,
+        server: tokio::task::JoinHandle<io::Result<()>>,
+    ) {
+        stop.send(()).expect("the server is running");
+        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
+        served.expect("joined").expect("no worker failed");
+    }
+
     /// Two workers serving the lab on a free port, until the sender is used or dropped.
     async fn start(
         lab: &Lab,
@@ -355,9 +364,7 @@ mod tests {
             "all on the first CPU's worker, then half moved, then back to the skew"
         );
         drop(socks);
-        stop.send(()).expect("the server is running");
-        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
-        served.expect("joined").expect("no worker failed");
+        stop_and_join(stop, server).await;
     }
 
     /// Connections whose client moves to the other CPU follow it to that CPU's worker, within a
@@ -381,9 +388,7 @@ mod tests {
             "made on the first CPU, then all on the second"
         );
         drop(socks);
-        stop.send(()).expect("the server is running");
-        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
-        served.expect("joined").expect("no worker failed");
+        stop_and_join(stop, server).await;
     }
 
     #[tokio::test]
@@ -400,9 +405,7 @@ mod tests {
             let answer = get(addr, "/metrics").await;
             assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
         }
-        stop.send(()).expect("the server is running");
-        let served = tokio::time::timeout(Duration::from_secs(10), server).await.expect("stops");
-        served.expect("joined").expect("no worker failed");
+        stop_and_join(stop, server).await;
         bind(addr, TWO).expect("every worker closed its socket: the address is free again");
     }
 
