@@ -147,6 +147,72 @@ sampler_stop() {
 	[[ -s "$out" ]] || die "sampler wrote nothing"
 }
 
+# write_spread FILE: a script that prints how a client's connections sit on a server's event loops
+# (a server: its PID and its children; each loop: one epoll instance). `python3 FILE SERVER CLIENT`
+# prints one group per server loop, largest first, counting its connections from each of the
+# client's loops, most first: `32+0 32+0` when each of wrk's two threads talks to one worker
+# (client and worker take turns on one CPU), `16+16 16+16` when every thread talks to both (each
+# request waits for a thread on the other CPU), `32+26 6+0` in between. Under load latency
+# depends on it, so serve.sh prints it beside p99.
+write_spread() {
+	cat >"$1" <<'EOF'
+import os, re, sys
+
+def parent(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except OSError:
+        return None
+
+def link(pid, fd):
+    try:
+        return os.readlink(f"/proc/{pid}/fd/{fd}")
+    except OSError:
+        return ""
+
+tcp = {}  # socket inode -> (local port, remote port) of established connections
+for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+    try:
+        with open(table) as f:
+            for line in f.readlines()[1:]:
+                fields = line.split()
+                if fields[3] == "01":
+                    tcp[fields[9]] = (int(fields[1].rsplit(":", 1)[1], 16), int(fields[2].rsplit(":", 1)[1], 16))
+    except OSError:
+        pass
+
+def loops(root, side):
+    """Per epoll instance of root and its children: the ports of its connections (side 0: local
+    ports, 1: remote). One instance may have several fds (a runtime's dup): keyed by what it watches."""
+    found = {}
+    for pid in [root] + [int(d) for d in os.listdir("/proc") if d.isdigit() and parent(int(d)) == root]:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        links = {fd: link(pid, fd) for fd in fds}
+        inode = {fd: m.group(1) for fd, l in links.items() if (m := re.fullmatch(r"socket:\[(\d+)\]", l))}
+        for fd, l in links.items():
+            if l != "anon_inode:[eventpoll]":
+                continue
+            try:
+                with open(f"/proc/{pid}/fdinfo/{fd}") as f:
+                    watched = tuple(sorted(re.findall(r"tfd:.*", f.read())))
+            except OSError:
+                continue
+            ports = {tcp[i][side] for w in watched if (i := inode.get(w.split()[1])) in tcp}
+            if ports:
+                found[(pid, watched)] = ports
+    return list(found.values())
+
+server = loops(int(sys.argv[1]), 1)
+client = loops(int(sys.argv[2]), 0)
+rows = sorted((sorted((len(s & c) for c in client), reverse=True) for s in server), key=sum, reverse=True)
+print(" ".join("+".join(map(str, r)) for r in rows) or "-")
+EOF
+}
+
 # write_cycle_lua FILE: the wrk script of serve.sh and instructions.sh. Each thread cycles through
 # serials 1..N from its own offset; the path is printf(FMT, serial), e.g. /nvos/SN%05d/ztp.json
 # or /small1k.bin?s=SN%05d. The N requests are formatted once per thread in init(), so request()

@@ -15,7 +15,11 @@
 #      RSS/PSS and CPU seconds per GB delivered.
 #   3  `wrk -t2 -c64 -d10s --latency`: per-device ZTP JSON (`/nvos/{serial}/ztp.json`, a Lua
 #      script cycling through the 10 000 serials of 10 000 SwitchProfiles) against nginx serving
-#      a static 1 KiB file (the same Lua script, cycling a query string nginx ignores): req/s, p99.
+#      a static 1 KiB file (the same Lua script, cycling a query string nginx ignores): req/s, p99,
+#      and how wrk's connections sat on the server's event loops 5 s in, per server loop the
+#      connections of each wrk thread (`32+0 32+0`: each wrk thread on one worker; `16+16 16+16`:
+#      both threads on both workers; see write_spread in bench/lib.sh — one short Python run
+#      reads it from /proc, in every contender's run alike).
 #
 # The store is filled once per invocation by `ztp-operator standalone --once` (imports both
 # images from `file://` sources, renders the 10 000 profiles into the device snapshot); every
@@ -398,7 +402,12 @@ scenario3() {
 	out="$WORK/s3.wrk"
 	sampler_start s3
 	timeout 60 wrk -t2 -c64 -d10s --latency -s "$WORK/cycle.lua" "http://127.0.0.1:$PORT" -- "$fmt" "$PROFILES" \
-		>"$out" 2>&1 || die "scenario 3, $c: wrk failed: $(cat "$out")"
+		>"$out" 2>&1 &
+	local wrk_pid=$!
+	# how the 64 connections sit on the server's event loops, read mid-run (see write_spread)
+	sleep 5
+	RES[3,$c,$r,spread]="$(python3 "$WORK/spread.py" "$SERVER_PID" "$(pgrep -P "$wrk_pid" wrk)" 2>/dev/null || echo '?')"
+	wait "$wrk_pid" || die "scenario 3, $c: wrk failed: $(cat "$out")"
 	sampler_stop s3
 	read -r rss pss cpu _s <"$WORK/sample.s3"
 	server_alive
@@ -416,8 +425,8 @@ scenario3() {
 	RES[3,$c,$r,rps]="$rps" RES[3,$c,$r,p50]="$p50" RES[3,$c,$r,p99]="$p99"
 	RES[3,$c,$r,rss]="$rss" RES[3,$c,$r,cpu]="$cpu"
 	RES[3,$c,$r,usreq]="$(calc 'c * 1e6 / n' c="$cpu" n="$reqs" | xargs printf '%.1f')"
-	printf '%-5s %-13s %9s %8s %8s %10s %7s %8s %6s\n' "$r" "$c" "$rps" "$p50" "$p99" "$(mib "$rss")" "$cpu" \
-		"${RES[3,$c,$r,usreq]}" "${RES[3,$c,$r,body]}"
+	printf '%-5s %-13s %9s %8s %8s %10s %7s %8s %6s  %s\n' "$r" "$c" "$rps" "$p50" "$p99" "$(mib "$rss")" "$cpu" \
+		"${RES[3,$c,$r,usreq]}" "${RES[3,$c,$r,body]}" "${RES[3,$c,$r,spread]}"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -476,8 +485,8 @@ run_rounds() {
 			;;
 		3)
 			echo "== 3: wrk -t2 -c64 -d10s --latency; ztp: /nvos/{serial}/ztp.json over $PROFILES profiles; nginx: a 1 KiB file"
-			printf '%-5s %-13s %9s %8s %8s %10s %7s %8s %6s\n' round contender req/s p50_ms p99_ms \
-				peakRSS_MiB CPU_s us/req bytes
+			printf '%-5s %-13s %9s %8s %8s %10s %7s %8s %6s  %s\n' round contender req/s p50_ms p99_ms \
+				peakRSS_MiB CPU_s us/req bytes conns/loop
 			;;
 		esac
 		cat "$WORK/rows.$s"
@@ -609,6 +618,7 @@ main() {
 	WORK="$(mktemp -d "${TMPDIR:-/tmp}/ztp-serve-bench.XXXXXX")"
 	machine_facts
 	write_sampler
+	write_spread "$WORK/spread.py"
 	write_cycle_lua "$WORK/cycle.lua"
 	prepare
 	run_rounds
