@@ -165,6 +165,9 @@ def parent(pid):
     except OSError:
         return None
 
+# every process's parent, read once for both sides (this runs while the load does)
+parents = {pid: parent(pid) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))}
+
 def link(pid, fd):
     try:
         return os.readlink(f"/proc/{pid}/fd/{fd}")
@@ -186,7 +189,7 @@ def loops(root, side):
     """Per epoll instance of root and its children: the ports of its connections (side 0: local
     ports, 1: remote). One instance may have several fds (a runtime's dup): keyed by what it watches."""
     found = {}
-    for pid in [root] + [int(d) for d in os.listdir("/proc") if d.isdigit() and parent(int(d)) == root]:
+    for pid in [root] + [p for p, pp in parents.items() if pp == root]:
         try:
             fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:

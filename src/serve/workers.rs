@@ -45,7 +45,7 @@ pub struct Listeners {
 impl Listeners {
     /// The CPU of each worker in order, when each keeps to one.
     pub fn cpus(&self) -> Option<&[usize]> {
-        self.lanes[0].mover().cpus()
+        self.lanes.first()?.mover().cpus()
     }
 
     /// The open connections of each worker, in order (every lane reads the same counts).
